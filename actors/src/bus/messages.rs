@@ -1,0 +1,152 @@
+//! Messages handled by [`BusActor`](super::BusActor), the event it delivers, and its errors.
+//!
+//! Senders: sessions (for clients) and the kernel's own components register subscribers,
+//! subscribe, and publish; the session router asks for [`GetBusStats`].
+
+use std::sync::Arc;
+
+use actix::Message;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::topic::TopicRule;
+
+/// One published event, shared by every subscriber that receives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Concrete topic.
+    pub topic: String,
+    /// Any MessagePack value.
+    pub payload: rmpv::Value,
+    /// Bus-wide sequence number, increasing by one per published event.
+    pub seq: u64,
+    /// Who published it: `kernel`, `supervisor`, `client:<n>`, ...
+    pub source: String,
+    /// Publication time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+}
+
+/// Identifies one subscriber (one queue) on the bus.
+pub type SubscriberId = u64;
+
+/// Errors answered by the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The topic is not valid.
+    #[error("invalid topic `{topic}`: {rule}")]
+    InvalidTopic {
+        /// The topic.
+        topic: String,
+        /// The rule it breaks.
+        rule: TopicRule,
+    },
+    /// The pattern is not valid.
+    #[error("invalid topic pattern `{pattern}`: {rule}")]
+    InvalidPattern {
+        /// The pattern.
+        pattern: String,
+        /// The rule it breaks.
+        rule: TopicRule,
+    },
+    /// The subscriber is unknown (the bus restarted since it registered).
+    #[error("subscriber {0} is not registered (the bus restarted); subscribe again")]
+    UnknownSubscriber(SubscriberId),
+}
+
+/// A new subscriber: its id and the receiving end of its bounded queue.
+#[derive(Debug)]
+pub struct Registration {
+    /// Use this id for later subscribe and unsubscribe calls.
+    pub id: SubscriberId,
+    /// Events matching any of the subscriber's patterns. It ends when the bus stops.
+    pub events: mpsc::Receiver<Arc<Event>>,
+}
+
+/// Creates a subscriber with an initial set of patterns.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Registration, BusError>")]
+pub struct Register {
+    /// Shown in bus statistics, e.g. `client:3 (astrid-cli)`.
+    pub label: String,
+    /// Patterns to start with (may be empty).
+    pub patterns: Vec<String>,
+}
+
+/// Adds a pattern to a subscriber. Answers every pattern it now has.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<String>, BusError>")]
+pub struct Subscribe {
+    /// Subscriber.
+    pub subscriber: SubscriberId,
+    /// Pattern to add (adding one twice is harmless).
+    pub pattern: String,
+}
+
+/// Removes a pattern from a subscriber. Answers whether it was there and what is left.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(bool, Vec<String>), BusError>")]
+pub struct Unsubscribe {
+    /// Subscriber.
+    pub subscriber: SubscriberId,
+    /// Pattern to remove.
+    pub pattern: String,
+}
+
+/// Removes a subscriber and its queue.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Deregister(pub SubscriberId);
+
+/// Publishes an event to every subscriber with a matching pattern.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Published, BusError>")]
+pub struct Publish {
+    /// Concrete topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: rmpv::Value,
+    /// Publisher, recorded in the event.
+    pub source: String,
+}
+
+/// Result of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    /// The event's sequence number.
+    pub seq: u64,
+    /// Subscribers whose queue accepted it.
+    pub delivered: usize,
+}
+
+/// Asks for the bus counters.
+#[derive(Debug, Message)]
+#[rtype(result = "BusStats")]
+pub struct GetBusStats;
+
+/// Counters of the bus since it (last) started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BusStats {
+    /// Events published.
+    pub published: u64,
+    /// Deliveries into subscriber queues.
+    pub delivered: u64,
+    /// Deliveries dropped because a queue was full.
+    pub dropped: u64,
+    /// One entry per subscriber.
+    pub subscribers: Vec<SubscriberStats>,
+}
+
+/// Counters of one subscriber.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriberStats {
+    /// Who it is.
+    pub label: String,
+    /// Its patterns.
+    pub patterns: Vec<String>,
+    /// Events waiting in its queue.
+    pub queued: usize,
+    /// Events delivered to its queue.
+    pub delivered: u64,
+    /// Events dropped because its queue was full.
+    pub dropped: u64,
+}

@@ -1,0 +1,250 @@
+//! The event bus: topics, wildcard subscriptions, and one bounded queue per subscriber.
+//!
+//! Publishing never blocks: an event goes into each matching subscriber's queue, and a full
+//! queue drops it and counts the drop (visible in [`BusStats`]). When the bus stops or
+//! crashes, every queue's sender is dropped, so subscribers see their stream end and can
+//! register again with the new incarnation.
+//!
+//! Handles: [`Register`], [`Subscribe`], [`Unsubscribe`], [`Deregister`], [`Publish`],
+//! [`GetBusStats`], and the supervision messages [`Terminate`] and [`Inject`].
+
+mod messages;
+pub mod topic;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix::{Actor, ActorContext, Context, Handler, MessageResult};
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+pub use self::messages::{
+    BusError, BusStats, Deregister, Event, GetBusStats, Publish, Published, Register,
+    Registration, Subscribe, SubscriberId, SubscriberStats, Unsubscribe,
+};
+pub use self::topic::Pattern;
+use self::topic::validate_topic;
+use crate::supervisor::{Inject, Terminate, apply_fault};
+
+struct Subscriber {
+    label: String,
+    patterns: Vec<Pattern>,
+    queue: mpsc::Sender<Arc<Event>>,
+    delivered: u64,
+    dropped: u64,
+}
+
+impl Subscriber {
+    fn pattern_texts(&self) -> Vec<String> {
+        self.patterns.iter().map(|p| p.as_str().to_owned()).collect()
+    }
+}
+
+/// The bus actor. State is lost on a crash by design: subscribers re-register.
+#[derive(Debug)]
+pub struct BusActor {
+    queue_capacity: usize,
+    subscribers: BTreeMap<SubscriberId, Subscriber>,
+    next_id: SubscriberId,
+    seq: u64,
+    published: u64,
+    delivered: u64,
+    dropped: u64,
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("label", &self.label)
+            .field("patterns", &self.pattern_texts())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BusActor {
+    /// A bus whose subscriber queues hold at most `queue_capacity` events each.
+    pub fn new(queue_capacity: usize) -> Self {
+        Self {
+            queue_capacity: queue_capacity.max(1),
+            subscribers: BTreeMap::new(),
+            next_id: 1,
+            seq: 0,
+            published: 0,
+            delivered: 0,
+            dropped: 0,
+        }
+    }
+
+    fn parse(pattern: &str) -> Result<Pattern, BusError> {
+        Pattern::parse(pattern).map_err(|rule| BusError::InvalidPattern {
+            pattern: pattern.to_owned(),
+            rule,
+        })
+    }
+
+    fn subscriber(&mut self, id: SubscriberId) -> Result<&mut Subscriber, BusError> {
+        self.subscribers
+            .get_mut(&id)
+            .ok_or(BusError::UnknownSubscriber(id))
+    }
+}
+
+/// Milliseconds since the Unix epoch, for event timestamps.
+pub(crate) fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Actor for BusActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1024);
+    }
+}
+
+impl Handler<Register> for BusActor {
+    type Result = Result<Registration, BusError>;
+
+    fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
+        let mut patterns = Vec::with_capacity(msg.patterns.len());
+        for text in &msg.patterns {
+            let pattern = Self::parse(text)?;
+            if !patterns.contains(&pattern) {
+                patterns.push(pattern);
+            }
+        }
+        let (queue, events) = mpsc::channel(self.queue_capacity);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.subscribers.insert(
+            id,
+            Subscriber {
+                label: msg.label,
+                patterns,
+                queue,
+                delivered: 0,
+                dropped: 0,
+            },
+        );
+        Ok(Registration { id, events })
+    }
+}
+
+impl Handler<Subscribe> for BusActor {
+    type Result = Result<Vec<String>, BusError>;
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
+        let pattern = Self::parse(&msg.pattern)?;
+        let sub = self.subscriber(msg.subscriber)?;
+        if !sub.patterns.contains(&pattern) {
+            sub.patterns.push(pattern);
+        }
+        Ok(sub.pattern_texts())
+    }
+}
+
+impl Handler<Unsubscribe> for BusActor {
+    type Result = Result<(bool, Vec<String>), BusError>;
+
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> Self::Result {
+        let sub = self.subscriber(msg.subscriber)?;
+        let before = sub.patterns.len();
+        sub.patterns.retain(|p| p.as_str() != msg.pattern);
+        Ok((sub.patterns.len() != before, sub.pattern_texts()))
+    }
+}
+
+impl Handler<Deregister> for BusActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deregister, _: &mut Context<Self>) {
+        self.subscribers.remove(&msg.0);
+    }
+}
+
+impl Handler<Publish> for BusActor {
+    type Result = Result<Published, BusError>;
+
+    fn handle(&mut self, msg: Publish, _: &mut Context<Self>) -> Self::Result {
+        validate_topic(&msg.topic).map_err(|rule| BusError::InvalidTopic {
+            topic: msg.topic.clone(),
+            rule,
+        })?;
+        self.seq += 1;
+        self.published += 1;
+        let event = Arc::new(Event {
+            topic: msg.topic,
+            payload: msg.payload,
+            seq: self.seq,
+            source: msg.source,
+            time_ms: unix_millis(),
+        });
+        let mut delivered = 0;
+        let mut gone = Vec::new();
+        for (&id, sub) in &mut self.subscribers {
+            if !sub.patterns.iter().any(|p| p.matches(&event.topic)) {
+                continue;
+            }
+            match sub.queue.try_send(Arc::clone(&event)) {
+                Ok(()) => {
+                    sub.delivered += 1;
+                    delivered += 1;
+                }
+                Err(TrySendError::Full(_)) => {
+                    sub.dropped += 1;
+                    self.dropped += 1;
+                }
+                Err(TrySendError::Closed(_)) => gone.push(id),
+            }
+        }
+        for id in gone {
+            self.subscribers.remove(&id);
+        }
+        self.delivered += delivered as u64;
+        Ok(Published {
+            seq: self.seq,
+            delivered,
+        })
+    }
+}
+
+impl Handler<GetBusStats> for BusActor {
+    type Result = MessageResult<GetBusStats>;
+
+    fn handle(&mut self, _: GetBusStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(BusStats {
+            published: self.published,
+            delivered: self.delivered,
+            dropped: self.dropped,
+            subscribers: self
+                .subscribers
+                .values()
+                .map(|s| SubscriberStats {
+                    label: s.label.clone(),
+                    patterns: s.pattern_texts(),
+                    queued: s.queue.max_capacity() - s.queue.capacity(),
+                    delivered: s.delivered,
+                    dropped: s.dropped,
+                })
+                .collect(),
+        })
+    }
+}
+
+impl Handler<Terminate> for BusActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Inject> for BusActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Inject, ctx: &mut Context<Self>) {
+        apply_fault(msg.0, ctx);
+    }
+}

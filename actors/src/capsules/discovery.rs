@@ -1,0 +1,225 @@
+//! Capsule discovery: finds `<root>/<dir>/Capsule.toml` under each capsule root, reads the
+//! manifest fields that listing needs, and applies precedence (a later root overrides an
+//! earlier one by capsule name, so the workspace beats the home). Pure file reading; no
+//! actor state.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::messages::{CapsuleOrigin, HookInfo};
+
+/// The manifest file every capsule folder holds.
+pub const MANIFEST: &str = "Capsule.toml";
+
+/// Name of the built-in capsule that the socket listener stands for.
+pub const BUILTIN_CLI: &str = "astrid-capsule-cli";
+
+/// The manifest fields needed to list and describe a capsule.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ManifestHead {
+    /// `[package]`.
+    pub package: Package,
+    /// `[[command]]` entries.
+    #[serde(default, rename = "command")]
+    pub commands: Vec<CommandEntry>,
+    /// `[[provider]]` entries.
+    #[serde(default, rename = "provider")]
+    pub providers: Vec<HookInfo>,
+    /// `[[interceptor]]` entries.
+    #[serde(default, rename = "interceptor")]
+    pub interceptors: Vec<HookInfo>,
+}
+
+/// `[package]` of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Package {
+    /// Capsule name: lowercase letters, digits and `-`.
+    pub name: String,
+    /// Version string.
+    pub version: String,
+    /// One-line description.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// One `[[command]]` of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CommandEntry {
+    /// Slash-command name, without the slash.
+    pub name: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A capsule folder found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovered {
+    /// Capsule name: from the manifest, or the folder name when the manifest is unreadable.
+    pub name: String,
+    /// The capsule folder.
+    pub dir: PathBuf,
+    /// Which root it came from.
+    pub origin: CapsuleOrigin,
+    /// The parsed manifest, or why it could not be read.
+    pub manifest: Result<ManifestHead, String>,
+    /// Hash of the manifest bytes, to tell changed capsules on reload.
+    pub fingerprint: u64,
+    /// A capsule of the same name from an earlier root that this one overrides.
+    pub overrides: Option<PathBuf>,
+}
+
+/// Scans `roots` in order; a later root's capsule replaces an earlier one of the same name.
+/// Missing roots are skipped; unreadable entries are reported as capsules with an error.
+pub fn discover(roots: &[(CapsuleOrigin, PathBuf)]) -> Vec<Discovered> {
+    let mut found: Vec<Discovered> = Vec::new();
+    for (origin, root) in roots {
+        for capsule in scan_root(*origin, root) {
+            if let Some(existing) = found.iter_mut().find(|c| c.name == capsule.name) {
+                tracing::info!(
+                    capsule = %capsule.name,
+                    winner = %capsule.dir.display(),
+                    loser = %existing.dir.display(),
+                    "capsule overrides another of the same name"
+                );
+                let overridden = existing.dir.clone();
+                *existing = Discovered {
+                    overrides: Some(overridden),
+                    ..capsule
+                };
+            } else {
+                found.push(capsule);
+            }
+        }
+    }
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found
+}
+
+fn scan_root(origin: CapsuleOrigin, root: &Path) -> Vec<Discovered> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join(MANIFEST).is_file())
+        .collect();
+    dirs.sort();
+    dirs.into_iter().map(|dir| read_capsule(origin, dir)).collect()
+}
+
+fn read_capsule(origin: CapsuleOrigin, dir: PathBuf) -> Discovered {
+    let path = dir.join(MANIFEST);
+    let folder_name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (manifest, fingerprint) = match std::fs::read_to_string(&path) {
+        Ok(text) => (parse_manifest(&text, &path), fingerprint(text.as_bytes())),
+        Err(e) => (Err(format!("{}: {e}", path.display())), 0),
+    };
+    let name = manifest
+        .as_ref()
+        .map_or(folder_name, |m| m.package.name.clone());
+    Discovered {
+        name,
+        dir,
+        origin,
+        manifest,
+        fingerprint,
+        overrides: None,
+    }
+}
+
+/// Parses the listing fields of a manifest and checks the name.
+///
+/// # Errors
+///
+/// A message naming the file and what is wrong with it.
+pub fn parse_manifest(text: &str, path: &Path) -> Result<ManifestHead, String> {
+    let head: ManifestHead =
+        toml::from_str(text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+    let name = &head.package.name;
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+        return Err(format!(
+            "{}: package.name `{name}` must be lowercase letters, digits and '-'",
+            path.display()
+        ));
+    }
+    if name == BUILTIN_CLI {
+        return Err(format!(
+            "{}: package.name `{name}` is reserved for the built-in listener",
+            path.display()
+        ));
+    }
+    Ok(head)
+}
+
+fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, dir: &str, text: &str) {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+        std::fs::write(root.join(dir).join(MANIFEST), text).unwrap();
+    }
+
+    const ECHO: &str = "[package]\nname = \"echo\"\nversion = \"1.0.0\"\ndescription = \"Echoes\"\n\n[[command]]\nname = \"echo\"\ndescription = \"Say it back\"\n";
+
+    #[test]
+    fn reads_manifests_and_skips_folders_without_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "echo", ECHO);
+        std::fs::create_dir_all(tmp.path().join("empty")).unwrap();
+        let found = discover(&[(CapsuleOrigin::Home, tmp.path().to_owned())]);
+        assert_eq!(found.len(), 1);
+        let m = found[0].manifest.as_ref().unwrap();
+        assert_eq!(m.package.description.as_deref(), Some("Echoes"));
+        assert_eq!(m.commands[0].name, "echo");
+    }
+
+    #[test]
+    fn workspace_overrides_home_by_name() {
+        let home = tempfile::tempdir().unwrap();
+        let ws = tempfile::tempdir().unwrap();
+        write(home.path(), "echo", ECHO);
+        write(ws.path(), "my-echo", ECHO);
+        let found = discover(&[
+            (CapsuleOrigin::Home, home.path().to_owned()),
+            (CapsuleOrigin::Workspace, ws.path().to_owned()),
+        ]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].origin, CapsuleOrigin::Workspace);
+        assert_eq!(found[0].overrides.as_deref(), Some(home.path().join("echo").as_path()));
+    }
+
+    #[test]
+    fn bad_manifests_are_reported_with_file_and_reason() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "broken", "[package]\nname = 3\n");
+        write(tmp.path(), "upper", "[package]\nname = \"Echo\"\nversion = \"1\"\n");
+        write(tmp.path(), "cli", "[package]\nname = \"astrid-capsule-cli\"\nversion = \"1\"\n");
+        let found = discover(&[(CapsuleOrigin::Home, tmp.path().to_owned())]);
+        assert_eq!(found.len(), 3);
+        for c in &found {
+            let err = c.manifest.as_ref().unwrap_err();
+            assert!(err.contains(MANIFEST), "{err}");
+        }
+        assert_eq!(found[0].name, "broken");
+    }
+
+    #[test]
+    fn missing_roots_are_empty() {
+        assert!(discover(&[(CapsuleOrigin::Home, PathBuf::from("/nonexistent/x"))]).is_empty());
+    }
+}

@@ -1,0 +1,75 @@
+//! Errors a request can meet inside the kernel. Each actor's own error type nests here, so
+//! the session router has one type to map to a wire code (in `protocol/error.rs`).
+
+use std::time::Duration;
+
+use actix::MailboxError;
+
+use crate::bus::BusError;
+use crate::capsules::CapsuleError;
+use crate::supervisor::SupervisorError;
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// The actor has not started yet.
+    #[error("the {actor} actor has not started")]
+    NotStarted {
+        /// Actor name.
+        actor: &'static str,
+    },
+    /// The actor is down: it stopped or crashed (possibly while handling this request) and
+    /// has not been restarted yet.
+    #[error("the {actor} actor is unavailable: it stopped or is restarting")]
+    Unavailable {
+        /// Actor name.
+        actor: &'static str,
+        /// The mailbox error.
+        #[source]
+        source: MailboxError,
+    },
+    /// The actor did not answer in time.
+    #[error("the {actor} actor did not answer within {} ms", timeout.as_millis())]
+    Timeout {
+        /// Actor name.
+        actor: &'static str,
+        /// The deadline.
+        timeout: Duration,
+    },
+    /// Refused by the bus.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// Refused by the supervisor.
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+    /// Refused by the capsule registry.
+    #[error(transparent)]
+    Capsules(#[from] CapsuleError),
+    /// Clients may not publish to this topic.
+    #[error("clients may not publish to `{topic}`; allowed: {allowed}")]
+    PublishForbidden {
+        /// The topic.
+        topic: String,
+        /// The allowlist.
+        allowed: String,
+    },
+    /// `InjectFault` without `--allow-fault-injection`.
+    #[error("fault injection is disabled; start the daemon with --allow-fault-injection")]
+    FaultInjectionDisabled,
+    /// The daemon is shutting down.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+impl KernelError {
+    /// Maps a failed `send` to `actor` with deadline `timeout`.
+    pub fn mailbox(actor: &'static str, timeout: Duration, error: MailboxError) -> Self {
+        match error {
+            MailboxError::Timeout => Self::Timeout { actor, timeout },
+            MailboxError::Closed => Self::Unavailable {
+                actor,
+                source: error,
+            },
+        }
+    }
+}

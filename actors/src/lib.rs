@@ -1,0 +1,38 @@
+//! The Astrid kernel: an OTP-style supervision tree of actix actors behind a Unix socket.
+//!
+//! Everything the daemon runs lives here; the `astrid-daemon` binary only resolves paths
+//! and flags, takes the single-instance lock, sets up logging and signals, and calls
+//! [`kernel::Kernel::boot`]. Nothing in this crate reads the environment or `$HOME`, so
+//! tests boot whole kernels inside temporary directories.
+//!
+//! # Layout
+//!
+//! - [`supervisor`]: the supervisor actor, restart policy (plain, unit-tested), exit guards
+//!   that notice stops and panics, fault injection.
+//! - [`bus`]: the event bus (topics, `*`/`>` wildcards, bounded subscriber queues).
+//! - [`capsules`]: the capsule registry (built-in listener, discovered capsule folders).
+//! - [`listener`]: the socket (bind, stale probe), token, connection table, accept loop.
+//! - [`session`]: one actor per connection (handshake, requests, events, backpressure).
+//! - [`protocol`]: the wire contract (framing, envelopes, requests, error codes).
+//! - [`kernel`]: configuration, boot order, shutdown, and session file names.
+//! - [`error`]: errors a request can meet; [`files`]: private atomic writes.
+//!
+//! The actor tree:
+//!
+//! ```text
+//! kernel (root supervisor, one_for_one)
+//! ├── bus        permanent
+//! ├── capsules   permanent
+//! └── listener   permanent   (built-in capsule astrid-capsule-cli)
+//!     └── session:<n>  temporary, one per client connection
+//! ```
+
+pub mod bus;
+pub mod capsules;
+pub mod error;
+pub mod files;
+pub mod kernel;
+pub mod listener;
+pub mod protocol;
+pub mod session;
+pub mod supervisor;

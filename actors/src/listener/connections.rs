@@ -1,0 +1,150 @@
+//! The table of open client connections, shared by the listener (which adds entries and
+//! drains them at shutdown) and the sessions (which authenticate and remove themselves). It
+//! outlives listener restarts, so counts and idle tracking survive a listener crash.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use serde::{Deserialize, Serialize};
+
+use crate::session::SessionActor;
+
+/// One connection, as the supervision tree shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// Connection number.
+    pub id: u64,
+    /// Client name from the handshake (absent before it).
+    pub client: Option<String>,
+    /// Peer process id, when the kernel reported it.
+    pub pid: Option<i32>,
+    /// Whether the handshake succeeded.
+    pub authenticated: bool,
+    /// Milliseconds since the connection was accepted.
+    pub connected_ms: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    client: Option<String>,
+    pid: Option<i32>,
+    connected_at: Instant,
+    addr: Addr<SessionActor>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    next_id: u64,
+    entries: BTreeMap<u64, Entry>,
+    /// Set while there are no connections, once idle tracking has begun.
+    idle_since: Option<Instant>,
+    tracking: bool,
+    accepted: u64,
+}
+
+/// Open connections and idle tracking.
+#[derive(Debug, Default)]
+pub struct Connections {
+    table: Mutex<Table>,
+}
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Allocates the next connection number.
+    pub fn next_id(&self) -> u64 {
+        let mut t = self.lock();
+        t.next_id += 1;
+        t.next_id
+    }
+
+    /// Records an accepted connection.
+    pub fn open(&self, id: u64, pid: Option<i32>, addr: Addr<SessionActor>) {
+        let mut t = self.lock();
+        t.accepted += 1;
+        t.idle_since = None;
+        t.entries.insert(
+            id,
+            Entry {
+                client: None,
+                pid,
+                connected_at: Instant::now(),
+                addr,
+            },
+        );
+    }
+
+    /// Records a successful handshake.
+    pub fn authenticate(&self, id: u64, client: &str) {
+        if let Some(e) = self.lock().entries.get_mut(&id) {
+            e.client = Some(client.to_owned());
+        }
+    }
+
+    /// Forgets a closed connection; the idle clock starts when the last one goes.
+    pub fn close(&self, id: u64) {
+        let mut t = self.lock();
+        t.entries.remove(&id);
+        if t.entries.is_empty() && t.tracking {
+            t.idle_since = Some(Instant::now());
+        }
+    }
+
+    /// Starts idle tracking (at readiness): from now on, no connections means idle.
+    pub fn start_idle_tracking(&self) {
+        let mut t = self.lock();
+        t.tracking = true;
+        if t.entries.is_empty() {
+            t.idle_since = Some(Instant::now());
+        }
+    }
+
+    /// How long there have been no connections, if none are open and tracking has begun.
+    pub fn idle_for(&self) -> Option<Duration> {
+        self.lock().idle_since.map(|t| t.elapsed())
+    }
+
+    /// Open connections, authenticated or not.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Connections that completed the handshake.
+    pub fn authenticated(&self) -> usize {
+        self.lock().entries.values().filter(|e| e.client.is_some()).count()
+    }
+
+    /// Connections accepted since boot.
+    pub fn accepted(&self) -> u64 {
+        self.lock().accepted
+    }
+
+    /// Addresses of every open session.
+    pub fn sessions(&self) -> Vec<Addr<SessionActor>> {
+        self.lock().entries.values().map(|e| e.addr.clone()).collect()
+    }
+
+    /// Every open connection, oldest first.
+    pub fn infos(&self) -> Vec<SessionInfo> {
+        self.lock()
+            .entries
+            .iter()
+            .map(|(&id, e)| SessionInfo {
+                id,
+                client: e.client.clone(),
+                pid: e.pid,
+                authenticated: e.client.is_some(),
+                connected_ms: u64::try_from(e.connected_at.elapsed().as_millis()).unwrap_or(u64::MAX),
+            })
+            .collect()
+    }
+}

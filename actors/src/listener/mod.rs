@@ -1,0 +1,194 @@
+//! The socket listener: accepts connections on the session socket, refuses peers of another
+//! uid before reading a byte, and starts one [`SessionActor`] per connection. In ephemeral
+//! mode it also watches for idleness and asks the kernel to shut down. It is the built-in
+//! capsule `astrid-capsule-cli`.
+//!
+//! The listening socket is bound once by the kernel; each listener incarnation accepts on a
+//! duplicate of it, so a listener crash loses no pending connection and needs no rebind.
+//! Sessions are not stopped by a listener crash: the connection table is shared.
+//!
+//! Handles: [`Terminate`] (stop accepting, drain sessions, stop), [`Inject`], and
+//! [`ListenerInfo`] (asked by the kernel at boot to verify the listener serves).
+
+mod connections;
+pub mod socket;
+mod token;
+
+use std::io;
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{
+    Actor, ActorContext, AsyncContext, Context, Handler, Message, SpawnHandle, StreamHandler,
+};
+use tokio::net::UnixStream;
+use tokio_stream::wrappers::UnixListenerStream;
+
+pub use self::connections::{Connections, SessionInfo};
+pub use self::token::Token;
+use crate::protocol::{ErrorBody, ProtocolError, Welcome, encode_frame};
+use crate::session::{Drain, SessionActor, SessionDeps};
+use crate::supervisor::{Inject, Terminate, apply_fault};
+
+/// How often an ephemeral daemon checks whether it is idle.
+const IDLE_CHECK: Duration = Duration::from_millis(50);
+
+/// Asks the listener whether it is accepting; answered with the connections accepted so far.
+#[derive(Debug, Message)]
+#[rtype(result = "u64")]
+pub struct ListenerInfo;
+
+/// The listener actor.
+#[derive(Debug)]
+pub struct ListenerActor {
+    socket: Option<StdUnixListener>,
+    deps: Arc<SessionDeps>,
+    idle_grace: Option<Duration>,
+    uid: u32,
+    accepting: Option<SpawnHandle>,
+    draining_since: Option<Instant>,
+}
+
+impl ListenerActor {
+    /// A listener accepting on `socket` (a duplicate of the kernel's bound socket). With
+    /// `idle_grace`, it asks for shutdown once no client has been connected for that long.
+    pub fn new(socket: StdUnixListener, deps: Arc<SessionDeps>, idle_grace: Option<Duration>) -> Self {
+        Self {
+            socket: Some(socket),
+            deps,
+            idle_grace,
+            uid: rustix::process::geteuid().as_raw(),
+            accepting: None,
+            draining_since: None,
+        }
+    }
+
+    fn accept(&mut self, stream: UnixStream) {
+        let cred = stream.peer_cred().ok();
+        if let Some(peer) = cred.map(|c| c.uid())
+            && peer != self.uid
+        {
+            tracing::warn!(peer_uid = peer, "refused a connection from another user");
+            refuse(
+                &stream,
+                &ProtocolError::PeerUid {
+                    peer,
+                    daemon: self.uid,
+                },
+            );
+            return;
+        }
+        let pid = cred.and_then(|c| c.pid());
+        SessionActor::start(stream, pid, Arc::clone(&self.deps));
+    }
+
+    fn check_idle(&mut self, _: &mut Context<Self>) {
+        if let (Some(grace), Some(idle)) = (self.idle_grace, self.deps.connections.idle_for())
+            && idle >= grace
+        {
+            tracing::info!(?grace, "no client for the idle grace; shutting down");
+            self.deps
+                .shutdown
+                .request(format!("idle: no client for {} ms", grace.as_millis()));
+            // Ask once; the kernel's shutdown stops this actor in turn.
+            self.idle_grace = None;
+        }
+    }
+
+    fn check_drained(&mut self, ctx: &mut Context<Self>) {
+        let Some(since) = self.draining_since else {
+            return;
+        };
+        let open = self.deps.connections.len();
+        if open == 0 {
+            ctx.stop();
+        } else if since.elapsed() >= self.deps.limits.drain_timeout {
+            tracing::warn!(open, "sessions did not drain in time; closing anyway");
+            ctx.stop();
+        }
+    }
+}
+
+/// Best-effort refusal frame before dropping a connection that must not be served.
+fn refuse(stream: &UnixStream, error: &ProtocolError) {
+    let mut buf = bytes::BytesMut::new();
+    if encode_frame(&mut buf, &Welcome::refused(ErrorBody::from(error))).is_ok() {
+        let _ = stream.try_write(&buf);
+    }
+}
+
+impl Actor for ListenerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let accepting = self.socket.take().and_then(|socket| {
+            socket.set_nonblocking(true).ok()?;
+            tokio::net::UnixListener::from_std(socket).ok()
+        });
+        let Some(listener) = accepting else {
+            tracing::error!("cannot accept on the session socket");
+            ctx.stop();
+            return;
+        };
+        self.accepting = Some(ctx.add_stream(UnixListenerStream::new(listener)));
+        if self.idle_grace.is_some() {
+            ctx.run_interval(IDLE_CHECK, Self::check_idle);
+        }
+    }
+}
+
+impl StreamHandler<io::Result<UnixStream>> for ListenerActor {
+    fn handle(&mut self, item: io::Result<UnixStream>, ctx: &mut Context<Self>) {
+        match item {
+            Ok(stream) => self.accept(stream),
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                // Out of descriptors: pause rather than spin on the same error.
+                ctx.wait(actix::fut::wrap_future(tokio::time::sleep(Duration::from_millis(100))));
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        if self.draining_since.is_none() {
+            tracing::error!("the listening socket closed");
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<Terminate> for ListenerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
+        if self.draining_since.is_some() {
+            return;
+        }
+        self.draining_since = Some(Instant::now());
+        if let Some(handle) = self.accepting.take() {
+            ctx.cancel_future(handle);
+        }
+        for session in self.deps.connections.sessions() {
+            session.do_send(Drain);
+        }
+        self.check_drained(ctx);
+        ctx.run_interval(Duration::from_millis(10), Self::check_drained);
+    }
+}
+
+impl Handler<Inject> for ListenerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Inject, ctx: &mut Context<Self>) {
+        apply_fault(msg.0, ctx);
+    }
+}
+
+impl Handler<ListenerInfo> for ListenerActor {
+    type Result = u64;
+
+    fn handle(&mut self, _: ListenerInfo, _: &mut Context<Self>) -> u64 {
+        self.deps.connections.accepted()
+    }
+}

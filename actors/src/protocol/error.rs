@@ -1,0 +1,241 @@
+//! Wire errors: the stable error codes, the `{code, message}` body, and the one mapping from
+//! kernel and protocol errors to them. No other file decides which code an error gets.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::codec::FrameError;
+use crate::bus::BusError;
+use crate::capsules::CapsuleError;
+use crate::error::KernelError;
+use crate::supervisor::SupervisorError;
+
+/// Stable, snake_case error codes. Clients match on these; messages are for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Wrong token, or a peer of another uid.
+    Unauthorized,
+    /// The handshake asked for a protocol version this daemon does not speak.
+    ProtocolMismatch,
+    /// The first frame was not a handshake.
+    HandshakeRequired,
+    /// No handshake arrived in time.
+    HandshakeTimeout,
+    /// A frame that is not one MessagePack value (for example, empty).
+    BadFrame,
+    /// A frame longer than the limit; the connection is closed.
+    FrameTooLarge,
+    /// A request that is not well formed: not a map, missing `id` or fields, wrong types.
+    BadRequest,
+    /// A request variant this daemon does not know.
+    UnknownRequest,
+    /// Too many requests in flight on one connection.
+    TooManyRequests,
+    /// A topic or topic pattern that is not valid.
+    InvalidTopic,
+    /// The request is understood but not allowed (for example publishing outside `user.>`).
+    Forbidden,
+    /// The named capsule or actor does not exist.
+    NotFound,
+    /// The named actor exists but is not running.
+    NotRunning,
+    /// The actor that serves the request stopped or is restarting; retrying may succeed.
+    Unavailable,
+    /// The actor that serves the request did not answer within the call deadline.
+    Timeout,
+    /// The daemon is shutting down and takes no new work.
+    ShuttingDown,
+    /// `InjectFault` was sent to a daemon started without `--allow-fault-injection`.
+    FaultInjectionDisabled,
+    /// A bug: the daemon could not build its answer.
+    Internal,
+    /// A code this client does not know (sent by a newer daemon).
+    #[serde(other)]
+    Other,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::ProtocolMismatch => "protocol_mismatch",
+            Self::HandshakeRequired => "handshake_required",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::BadFrame => "bad_frame",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::BadRequest => "bad_request",
+            Self::UnknownRequest => "unknown_request",
+            Self::TooManyRequests => "too_many_requests",
+            Self::InvalidTopic => "invalid_topic",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::NotRunning => "not_running",
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+            Self::ShuttingDown => "shutting_down",
+            Self::FaultInjectionDisabled => "fault_injection_disabled",
+            Self::Internal => "internal",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `error` member of a failed reply or handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ErrorBody {}
+
+/// What can go wrong with the conversation itself, before a request reaches an actor.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The first frame was not a handshake.
+    #[error("the first frame must be a handshake {{token, protocol, client}}: {0}")]
+    HandshakeRequired(String),
+    /// Unsupported protocol version (checked before the token, so it reveals nothing).
+    #[error("protocol version {client} is not supported; this daemon speaks version {server}")]
+    ProtocolMismatch {
+        /// Version the client asked for.
+        client: u64,
+        /// Version this daemon speaks.
+        server: u32,
+    },
+    /// Wrong token. Deliberately says nothing more.
+    #[error("authentication failed")]
+    Unauthorized,
+    /// The peer runs as another user.
+    #[error("peer uid {peer} is not the daemon's uid {daemon}")]
+    PeerUid {
+        /// The connecting process's uid.
+        peer: u32,
+        /// The daemon's effective uid.
+        daemon: u32,
+    },
+    /// No handshake in time.
+    #[error("no handshake within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// The byte stream could not be framed.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// A zero-length frame.
+    #[error("empty frame: every frame must hold one MessagePack value")]
+    EmptyFrame,
+    /// Not a well-formed request.
+    #[error("malformed request: {0}")]
+    BadRequest(String),
+    /// Well formed, but the variant is unknown.
+    #[error("unknown request `{0}`")]
+    UnknownRequest(String),
+    /// The per-connection in-flight limit was reached.
+    #[error("more than {0} requests in flight on this connection; wait for replies")]
+    TooManyRequests(usize),
+    /// The daemon is draining.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+impl From<&ProtocolError> for ErrorBody {
+    fn from(e: &ProtocolError) -> Self {
+        let code = match e {
+            ProtocolError::HandshakeRequired(_) => ErrorCode::HandshakeRequired,
+            ProtocolError::ProtocolMismatch { .. } => ErrorCode::ProtocolMismatch,
+            ProtocolError::Unauthorized | ProtocolError::PeerUid { .. } => ErrorCode::Unauthorized,
+            ProtocolError::HandshakeTimeout(_) => ErrorCode::HandshakeTimeout,
+            ProtocolError::Frame(FrameError::TooLarge { .. }) => ErrorCode::FrameTooLarge,
+            ProtocolError::Frame(_) | ProtocolError::EmptyFrame => ErrorCode::BadFrame,
+            ProtocolError::BadRequest(_) => ErrorCode::BadRequest,
+            ProtocolError::UnknownRequest(_) => ErrorCode::UnknownRequest,
+            ProtocolError::TooManyRequests(_) => ErrorCode::TooManyRequests,
+            ProtocolError::ShuttingDown => ErrorCode::ShuttingDown,
+        };
+        Self {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<&KernelError> for ErrorBody {
+    fn from(e: &KernelError) -> Self {
+        let code = match e {
+            KernelError::NotStarted { .. }
+            | KernelError::Unavailable { .. }
+            | KernelError::Bus(BusError::UnknownSubscriber(_)) => {
+                ErrorCode::Unavailable
+            }
+            KernelError::Timeout { .. } => ErrorCode::Timeout,
+            KernelError::Bus(BusError::InvalidTopic { .. } | BusError::InvalidPattern { .. }) => {
+                ErrorCode::InvalidTopic
+            }
+            KernelError::Supervisor(SupervisorError::UnknownChild(_))
+            | KernelError::Capsules(CapsuleError::NotFound(_)) => ErrorCode::NotFound,
+            KernelError::Supervisor(SupervisorError::NotRunning { .. }) => ErrorCode::NotRunning,
+            KernelError::Supervisor(SupervisorError::ShuttingDown) | KernelError::ShuttingDown => {
+                ErrorCode::ShuttingDown
+            }
+            KernelError::PublishForbidden { .. } => ErrorCode::Forbidden,
+            KernelError::FaultInjectionDisabled => ErrorCode::FaultInjectionDisabled,
+        };
+        Self {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialize_as_their_snake_case_names() {
+        for code in [
+            ErrorCode::Unauthorized,
+            ErrorCode::FrameTooLarge,
+            ErrorCode::UnknownRequest,
+            ErrorCode::FaultInjectionDisabled,
+            ErrorCode::Internal,
+        ] {
+            let bytes = rmp_serde::to_vec_named(&code).unwrap();
+            let s: String = rmp_serde::from_slice(&bytes).unwrap();
+            assert_eq!(s, code.as_str());
+            assert_eq!(rmp_serde::from_slice::<ErrorCode>(&bytes).unwrap(), code);
+        }
+    }
+
+    #[test]
+    fn unknown_codes_from_a_newer_daemon_decode_as_other() {
+        let bytes = rmp_serde::to_vec_named("capsule_exploded").unwrap();
+        assert_eq!(rmp_serde::from_slice::<ErrorCode>(&bytes).unwrap(), ErrorCode::Other);
+    }
+
+    #[test]
+    fn oversized_frames_and_bad_frames_get_distinct_codes() {
+        let big = ProtocolError::Frame(FrameError::TooLarge { len: 9, max: 8 });
+        assert_eq!(ErrorBody::from(&big).code, ErrorCode::FrameTooLarge);
+        assert_eq!(ErrorBody::from(&ProtocolError::EmptyFrame).code, ErrorCode::BadFrame);
+        let wrong_token = ErrorBody::from(&ProtocolError::Unauthorized);
+        assert_eq!(wrong_token.message, "authentication failed");
+    }
+}

@@ -1,0 +1,499 @@
+//! The wire protocol, as a contract: handshake, request and reply envelopes, events, and the
+//! request variants. Both the daemon's sessions and the client library use these types, so
+//! they cannot drift apart. Payloads that actors produce (status, tree, capsule listings) are
+//! defined beside those actors and re-exported here.
+//!
+//! Every frame is a MessagePack map (see [`codec`]); enums are externally tagged, so a unit
+//! variant is a bare string (`"Ping"`) and a variant with fields a one-entry map
+//! (`{"Shutdown": {"reason": "..."}}`).
+
+pub mod codec;
+pub mod error;
+
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub use self::codec::{EncodeError, FrameCodec, FrameError, encode_frame};
+pub use self::error::{ErrorBody, ErrorCode, ProtocolError};
+pub use crate::bus::{BusStats, Event, Published, SubscriberStats};
+pub use crate::capsules::{
+    CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo, ReloadReport,
+};
+pub use crate::listener::SessionInfo;
+pub use crate::supervisor::{ChildState, Fault, NodeKind, RestartType, TreeNode};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Default frame limit (bytes of MessagePack after the prefix), in both directions.
+pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
+
+/// First frame from a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Contents of the session's token file.
+    pub token: String,
+    /// Protocol version the client speaks.
+    pub protocol: u64,
+    /// Free-form client name, shown in status and the supervision tree.
+    pub client: String,
+}
+
+/// The daemon's answer to [`Hello`]. On failure only `ok` and `error` are present and the
+/// daemon closes the connection after sending it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Whether the handshake succeeded.
+    pub ok: bool,
+    /// Protocol version the daemon speaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u32>,
+    /// Daemon name and version, e.g. `astrid-daemon 0.1.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<String>,
+    /// Session name: `system` for the nil UUID, otherwise the UUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// This connection's number, as events name it in `source` (`client:<n>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<u64>,
+    /// Why the handshake failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+impl Welcome {
+    /// A refusal carrying `error`.
+    pub fn refused(error: ErrorBody) -> Self {
+        Self {
+            ok: false,
+            protocol: None,
+            daemon: None,
+            session: None,
+            connection: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// A request frame: `{"id": uint, "request": Request}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    /// Client-chosen id, echoed in the reply. Ids need not be unique or ordered, but a
+    /// client that reuses one cannot tell the replies apart.
+    pub id: u64,
+    /// What is asked.
+    pub request: Request,
+}
+
+fn nil() -> rmpv::Value {
+    rmpv::Value::Nil
+}
+
+/// Everything a client can ask. The README's "Protocol" section documents each variant and
+/// its result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness check, answered by the connection's session. Result: `"pong"`.
+    Ping,
+    /// Daemon status. Result: [`Status`].
+    GetStatus,
+    /// Graceful shutdown. The reply is sent before the daemon stops. Result: [`ShutdownAck`].
+    Shutdown {
+        /// Recorded in the log and in the `astrid.kernel.shutdown` event.
+        reason: String,
+    },
+    /// Capsules and their state. Result: list of [`CapsuleInfo`].
+    ListCapsules,
+    /// Rescan capsule folders. Result: [`ReloadReport`].
+    ReloadCapsules,
+    /// Slash commands offered by running capsules. Result: list of [`CommandInfo`].
+    GetCommands,
+    /// Manifest-level metadata of one capsule, or all when `name` is absent or nil.
+    /// Result: list of [`CapsuleMetadata`].
+    GetCapsuleMetadata {
+        /// Capsule name.
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// The live supervision tree. Result: [`TreeNode`] (the root).
+    GetSupervisionTree,
+    /// Receive events whose topic matches `pattern` on this connection. Result: [`Subscribed`].
+    Subscribe {
+        /// Dot-separated pattern; `*` matches one segment, a final `>` one or more.
+        pattern: String,
+    },
+    /// Stop receiving events for `pattern`. Result: [`Unsubscribed`].
+    Unsubscribe {
+        /// A pattern previously passed to `Subscribe`.
+        pattern: String,
+    },
+    /// Publish an event. Clients may publish only to the allowlist (`user.>` by default).
+    /// Result: [`Published`].
+    Publish {
+        /// Concrete topic (no wildcards).
+        topic: String,
+        /// Any MessagePack value; nil when absent.
+        #[serde(default = "nil")]
+        payload: rmpv::Value,
+    },
+    /// Make an actor in the tree fail on purpose. Needs `--allow-fault-injection`.
+    /// Result: [`FaultInjected`].
+    InjectFault {
+        /// Actor name as shown in the supervision tree (`bus`, `capsules`, `listener`).
+        target: String,
+        /// What to do to it.
+        fault: Fault,
+    },
+}
+
+impl Request {
+    /// Every variant name, as it appears on the wire.
+    pub const NAMES: &'static [&'static str] = &[
+        "Ping",
+        "GetStatus",
+        "Shutdown",
+        "ListCapsules",
+        "ReloadCapsules",
+        "GetCommands",
+        "GetCapsuleMetadata",
+        "GetSupervisionTree",
+        "Subscribe",
+        "Unsubscribe",
+        "Publish",
+        "InjectFault",
+    ];
+
+    /// This request's variant name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Ping => "Ping",
+            Self::GetStatus => "GetStatus",
+            Self::Shutdown { .. } => "Shutdown",
+            Self::ListCapsules => "ListCapsules",
+            Self::ReloadCapsules => "ReloadCapsules",
+            Self::GetCommands => "GetCommands",
+            Self::GetCapsuleMetadata { .. } => "GetCapsuleMetadata",
+            Self::GetSupervisionTree => "GetSupervisionTree",
+            Self::Subscribe { .. } => "Subscribe",
+            Self::Unsubscribe { .. } => "Unsubscribe",
+            Self::Publish { .. } => "Publish",
+            Self::InjectFault { .. } => "InjectFault",
+        }
+    }
+}
+
+/// Result of `GetStatus`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Daemon process id.
+    pub pid: u32,
+    /// Daemon version.
+    pub version: String,
+    /// Protocol version.
+    pub protocol: u32,
+    /// Session name (`system` or the UUID).
+    pub session: String,
+    /// Session UUID.
+    pub session_id: String,
+    /// Workspace root.
+    pub workspace: String,
+    /// Socket path.
+    pub socket: String,
+    /// Whether the daemon exits after its last client leaves.
+    pub ephemeral: bool,
+    /// In ephemeral mode, how long it waits for a client before exiting.
+    pub idle_grace_ms: Option<u64>,
+    /// Milliseconds since boot.
+    pub uptime_ms: u64,
+    /// Authenticated client connections.
+    pub connected_clients: usize,
+    /// Every capsule, built-in ones included (empty when the capsules actor is down).
+    pub capsules: Vec<CapsuleInfo>,
+    /// Event-bus counters (absent when the bus is down).
+    pub bus: Option<BusStats>,
+    /// Kernel actors that did not answer for this status (down or restarting).
+    pub unavailable: Vec<String>,
+    /// Whether `InjectFault` is accepted.
+    pub fault_injection: bool,
+}
+
+/// Result of `Shutdown`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutdownAck {
+    /// Always true: the daemon is stopping.
+    pub shutting_down: bool,
+    /// The reason recorded (the first one, when several clients asked).
+    pub reason: String,
+}
+
+/// Result of `Subscribe`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribed {
+    /// The pattern just added.
+    pub pattern: String,
+    /// Every pattern this connection is now subscribed to.
+    pub patterns: Vec<String>,
+}
+
+/// Result of `Unsubscribe`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsubscribed {
+    /// The pattern asked for.
+    pub pattern: String,
+    /// Whether it was subscribed.
+    pub removed: bool,
+    /// Patterns still subscribed.
+    pub patterns: Vec<String>,
+}
+
+/// Result of `InjectFault`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultInjected {
+    /// The actor that received the fault.
+    pub target: String,
+    /// The fault.
+    pub fault: Fault,
+}
+
+/// A reply frame as the daemon writes it.
+#[derive(Debug, Serialize)]
+pub struct ReplyFrame<'a, T: Serialize> {
+    /// Echo of the request id.
+    pub id: u64,
+    /// The result.
+    pub result: &'a T,
+}
+
+/// An error frame. `id` is absent when the frame it answers had no readable id.
+#[derive(Debug, Serialize)]
+pub struct ErrorFrame<'a> {
+    /// Echo of the request id, when one could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// What went wrong.
+    pub error: &'a ErrorBody,
+}
+
+/// An event frame: `{"event": Event}`; it has no `id`.
+#[derive(Debug, Serialize)]
+pub struct EventFrame<'a> {
+    /// The event.
+    pub event: &'a Event,
+}
+
+/// What a client needs to route a frame from the daemon: a reply (with `id`), an event, or a
+/// connection-level error (neither). The `result` is skipped here and decoded later by the
+/// caller that knows its type, with [`TypedReply`].
+#[derive(Debug, Deserialize)]
+pub struct FrameHead {
+    /// Present on replies.
+    #[serde(default)]
+    pub id: Option<u64>,
+    /// Present on event frames.
+    #[serde(default)]
+    pub event: Option<Event>,
+    /// Present on failed replies and connection-level errors.
+    #[serde(default)]
+    pub error: Option<ErrorBody>,
+}
+
+/// A reply decoded with its result type known.
+#[derive(Debug, Deserialize)]
+pub struct TypedReply<T> {
+    /// Echo of the request id.
+    pub id: u64,
+    /// Present on success.
+    #[serde(default = "none")]
+    pub result: Option<T>,
+    /// Present on failure.
+    #[serde(default)]
+    pub error: Option<ErrorBody>,
+}
+
+fn none<T>() -> Option<T> {
+    None
+}
+
+/// Decodes a request frame body. On failure, returns the id when one could be read (so the
+/// error reply can echo it) and a [`ProtocolError`] telling an unknown variant apart from a
+/// malformed request.
+///
+/// # Errors
+///
+/// `(id, BadRequest)` for anything that is not a well-formed request map,
+/// `(id, UnknownRequest)` for a well-formed map naming an unknown variant.
+pub fn decode_request(body: &[u8]) -> Result<RequestFrame, (Option<u64>, ProtocolError)> {
+    match rmp_serde::from_slice::<RequestFrame>(body) {
+        Ok(frame) => Ok(frame),
+        Err(full) => Err(classify(body, &full)),
+    }
+}
+
+fn classify(body: &[u8], full: &rmp_serde::decode::Error) -> (Option<u64>, ProtocolError) {
+    /// The envelope with the request reduced to its variant name.
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        id: Option<u64>,
+        #[serde(default)]
+        request: Option<VariantName>,
+    }
+    let Ok(probe) = rmp_serde::from_slice::<Probe>(body) else {
+        return (None, ProtocolError::BadRequest(format!("expected a map {{id, request}}: {full}")));
+    };
+    let Some(id) = probe.id else {
+        return (None, ProtocolError::BadRequest("missing field `id`".into()));
+    };
+    match probe.request {
+        None => (Some(id), ProtocolError::BadRequest("missing field `request`".into())),
+        Some(VariantName(name)) if !Request::NAMES.contains(&name.as_str()) => {
+            (Some(id), ProtocolError::UnknownRequest(name))
+        }
+        Some(VariantName(name)) => (Some(id), ProtocolError::BadRequest(format!("{name}: {full}"))),
+    }
+}
+
+/// The variant name of an externally tagged enum value: a bare string, or the single key
+/// of a map.
+struct VariantName(String);
+
+impl<'de> Deserialize<'de> for VariantName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = VariantName;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a variant name or a one-entry map")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<VariantName, E> {
+                Ok(VariantName(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<VariantName, A::Error> {
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom("empty map"));
+                };
+                let _: IgnoredAny = map.next_value()?;
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(VariantName(key))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Request> {
+        vec![
+            Request::Ping,
+            Request::GetStatus,
+            Request::Shutdown { reason: "r".into() },
+            Request::ListCapsules,
+            Request::ReloadCapsules,
+            Request::GetCommands,
+            Request::GetCapsuleMetadata { name: Some("echo".into()) },
+            Request::GetSupervisionTree,
+            Request::Subscribe { pattern: "user.>".into() },
+            Request::Unsubscribe { pattern: "user.>".into() },
+            Request::Publish {
+                topic: "user.prompt".into(),
+                payload: rmpv::Value::from("hi"),
+            },
+            Request::InjectFault {
+                target: "bus".into(),
+                fault: Fault::Hang { millis: 5 },
+            },
+        ]
+    }
+
+    #[test]
+    fn every_variant_round_trips_and_is_listed() {
+        let all = samples();
+        assert_eq!(all.len(), Request::NAMES.len());
+        for (i, request) in all.into_iter().enumerate() {
+            assert!(Request::NAMES.contains(&request.name()));
+            let frame = RequestFrame {
+                id: i as u64,
+                request,
+            };
+            let bytes = rmp_serde::to_vec_named(&frame).unwrap();
+            assert_eq!(decode_request(&bytes).unwrap(), frame);
+        }
+    }
+
+    #[test]
+    fn unit_variants_are_bare_strings() {
+        let bytes = rmp_serde::to_vec_named(&RequestFrame {
+            id: 1,
+            request: Request::Ping,
+        })
+        .unwrap();
+        // {"id": 1, "request": "Ping"}
+        let expected = [
+            0x82, 0xa2, b'i', b'd', 0x01, 0xa7, b'r', b'e', b'q', b'u', b'e', b's', b't', 0xa4, b'P',
+            b'i', b'n', b'g',
+        ];
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn unknown_variants_are_told_apart_from_malformed_requests() {
+        #[derive(Serialize)]
+        struct Raw<R> {
+            id: u64,
+            request: R,
+        }
+        let unknown = rmp_serde::to_vec_named(&Raw {
+            id: 7,
+            request: "Frobnicate",
+        })
+        .unwrap();
+        let (id, e) = decode_request(&unknown).unwrap_err();
+        assert_eq!(id, Some(7));
+        assert!(matches!(e, ProtocolError::UnknownRequest(n) if n == "Frobnicate"));
+
+        let mut empty = std::collections::BTreeMap::new();
+        empty.insert("Shutdown", std::collections::BTreeMap::<String, String>::new());
+        let missing = rmp_serde::to_vec_named(&Raw { id: 8, request: empty }).unwrap();
+        let (id, e) = decode_request(&missing).unwrap_err();
+        assert_eq!(id, Some(8));
+        assert!(matches!(e, ProtocolError::BadRequest(ref m) if m.contains("reason")), "{e:?}");
+
+        let (id, e) = decode_request(&rmp_serde::to_vec_named(&42u8).unwrap()).unwrap_err();
+        assert_eq!(id, None);
+        assert!(matches!(e, ProtocolError::BadRequest(_)));
+
+        let no_request = rmp_serde::to_vec_named(&[("id", 3u8)].into_iter().collect::<std::collections::BTreeMap<_, _>>()).unwrap();
+        let (id, e) = decode_request(&no_request).unwrap_err();
+        assert_eq!(id, Some(3));
+        assert!(matches!(e, ProtocolError::BadRequest(m) if m.contains("request")));
+    }
+
+    #[test]
+    fn replies_decode_with_and_without_results() {
+        let bytes = rmp_serde::to_vec_named(&ReplyFrame {
+            id: 4,
+            result: &"pong",
+        })
+        .unwrap();
+        let head: FrameHead = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(head.id, Some(4));
+        let typed: TypedReply<String> = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(typed.result.as_deref(), Some("pong"));
+
+        let body = ErrorBody {
+            code: ErrorCode::NotFound,
+            message: "x".into(),
+        };
+        let bytes = rmp_serde::to_vec_named(&ErrorFrame {
+            id: None,
+            error: &body,
+        })
+        .unwrap();
+        let head: FrameHead = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!((head.id, head.error), (None, Some(body)));
+    }
+}

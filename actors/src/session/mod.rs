@@ -1,0 +1,342 @@
+//! One client connection: handshake, then any number of requests in flight, replies in
+//! completion order, and pushed events for the connection's subscriptions.
+//!
+//! Reads are a framed stream; writes go through the [`outbox`]. Requests that need another
+//! actor run as futures spawned into this actor's context, so a slow request never delays a
+//! fast one and every one of them is answered: with its result, with `timeout` past the call
+//! deadline, or with `unavailable` when the actor serving it dies.
+//!
+//! Handles: the frame stream, the event stream from the bus, and [`Drain`] (from the
+//! listener at shutdown). Started by the listener; never restarted (a temporary child).
+
+mod outbox;
+mod route;
+mod subscription;
+
+use std::sync::Arc;
+
+use actix::{
+    Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, SpawnHandle, StreamHandler,
+};
+use bytes::BytesMut;
+use serde::Serialize;
+use tokio::net::UnixStream;
+use tokio_util::codec::FramedRead;
+
+use self::outbox::{CatchUp, HIGH_WATER, Outbox, Writer};
+use self::subscription::BusLink;
+use crate::bus::{BusActor, Deregister, Pattern, Publish};
+use crate::capsules::CapsulesActor;
+use crate::kernel::{KernelInfo, Limits, ShutdownHandle};
+use crate::listener::{Connections, Token};
+use crate::protocol::{
+    ErrorBody, ErrorCode, ErrorFrame, FrameCodec, FrameError, Hello, PROTOCOL_VERSION,
+    ProtocolError, ReplyFrame, Welcome, decode_request,
+};
+use crate::supervisor::{ChildRef, SupervisorActor};
+
+/// Longest client name kept from a handshake.
+const MAX_CLIENT_NAME: usize = 64;
+
+/// What every session needs, shared by all of them.
+#[derive(Debug)]
+pub struct SessionDeps {
+    /// Static facts about this daemon.
+    pub info: Arc<KernelInfo>,
+    /// The token clients must present.
+    pub token: Token,
+    /// Frame, time and queue limits.
+    pub limits: Limits,
+    /// The root supervisor (tree and fault injection).
+    pub supervisor: Addr<SupervisorActor>,
+    /// The event bus.
+    pub bus: ChildRef<BusActor>,
+    /// The capsule registry.
+    pub capsules: ChildRef<CapsulesActor>,
+    /// The connection table.
+    pub connections: Arc<Connections>,
+    /// Requests a graceful shutdown.
+    pub shutdown: ShutdownHandle,
+    /// Topics clients may publish to.
+    pub client_publish: Vec<Pattern>,
+}
+
+/// Stop reading, answer what is in flight, flush, close. Sent by the listener at shutdown.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Handshake,
+    Open,
+    Draining,
+    Closing,
+}
+
+/// The session actor.
+#[derive(Debug)]
+pub struct SessionActor {
+    id: u64,
+    deps: Arc<SessionDeps>,
+    out: Outbox,
+    phase: Phase,
+    reading: Option<SpawnHandle>,
+    read_closed: bool,
+    in_flight: usize,
+    client: Option<String>,
+    pid: Option<i32>,
+    link: BusLink,
+}
+
+impl SessionActor {
+    /// Starts a session on an accepted connection and records it in the connection table.
+    pub fn start(stream: UnixStream, pid: Option<i32>, deps: Arc<SessionDeps>) -> Addr<Self> {
+        let id = deps.connections.next_id();
+        let (read, write) = stream.into_split();
+        let codec = FrameCodec::new(deps.limits.max_frame_len);
+        let table = Arc::clone(&deps.connections);
+        let addr = Self::create(move |ctx| {
+            // The writer is spawned after the reader so a batch of replies is written in the
+            // same poll that handled the batch of requests.
+            let reading = ctx.add_stream(FramedRead::new(read, codec));
+            ctx.spawn(Writer);
+            Self {
+                id,
+                deps,
+                out: Outbox::new(write),
+                phase: Phase::Handshake,
+                reading: Some(reading),
+                read_closed: false,
+                in_flight: 0,
+                client: None,
+                pid,
+                link: BusLink::default(),
+            }
+        });
+        table.open(id, pid, addr.clone());
+        addr
+    }
+
+    /// `client:<n>`, the source of events this client publishes.
+    fn source(&self) -> String {
+        format!("client:{}", self.id)
+    }
+
+    fn reply_ok<T: Serialize + ?Sized>(&mut self, id: u64, result: &T) {
+        if let Err(e) = self.out.frame(&ReplyFrame { id, result: &result }) {
+            tracing::error!(connection = self.id, "cannot encode a result: {e}");
+            let body = ErrorBody {
+                code: ErrorCode::Internal,
+                message: format!("the daemon could not encode the result: {e}"),
+            };
+            self.reply_err(Some(id), &body);
+        }
+    }
+
+    fn reply_err(&mut self, id: Option<u64>, error: &ErrorBody) {
+        if let Err(e) = self.out.frame(&ErrorFrame { id, error }) {
+            tracing::error!(connection = self.id, "cannot encode an error reply: {e}");
+        }
+    }
+
+    /// Refuses the handshake and closes.
+    fn refuse(&mut self, error: &ProtocolError, ctx: &mut Context<Self>) {
+        tracing::info!(connection = self.id, "handshake refused: {error}");
+        if let Err(e) = self.out.frame(&Welcome::refused(ErrorBody::from(error))) {
+            tracing::error!(connection = self.id, "cannot encode a refusal: {e}");
+        }
+        self.close(ctx);
+    }
+
+    /// Answers a fatal protocol error with a connection-level error frame and closes.
+    fn fail(&mut self, error: &ProtocolError, ctx: &mut Context<Self>) {
+        tracing::info!(connection = self.id, "closing: {error}");
+        self.reply_err(None, &ErrorBody::from(error));
+        self.close(ctx);
+    }
+
+    /// Stops reading; the writer ends the session once everything pending is written.
+    fn close(&mut self, ctx: &mut Context<Self>) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        self.phase = Phase::Closing;
+        self.stop_reading(ctx);
+        self.out.close();
+        // A client that never reads must not keep the session alive.
+        ctx.run_later(self.deps.limits.write_timeout, |_, ctx| ctx.stop());
+    }
+
+    fn stop_reading(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.reading.take() {
+            ctx.cancel_future(handle);
+        }
+    }
+
+    /// Closes once nothing is left to answer, if the client is gone or we are draining.
+    fn close_if_done(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight == 0 && (self.read_closed || self.phase == Phase::Draining) {
+            self.close(ctx);
+        }
+    }
+
+    /// Pauses the session while the client is far behind in reading.
+    fn apply_backpressure(&mut self, ctx: &mut Context<Self>) {
+        if self.out.pending() > HIGH_WATER {
+            ctx.wait(CatchUp::new(self.deps.limits.write_timeout));
+        }
+    }
+
+    fn handshake(&mut self, body: &[u8], ctx: &mut Context<Self>) {
+        let hello: Hello = match rmp_serde::from_slice(body) {
+            Ok(h) => h,
+            Err(e) => return self.refuse(&ProtocolError::HandshakeRequired(e.to_string()), ctx),
+        };
+        // The version is checked first, so a mismatch reveals nothing about the token.
+        if hello.protocol != u64::from(PROTOCOL_VERSION) {
+            let error = ProtocolError::ProtocolMismatch {
+                client: hello.protocol,
+                server: PROTOCOL_VERSION,
+            };
+            return self.refuse(&error, ctx);
+        }
+        if !self.deps.token.matches(&hello.token) {
+            return self.refuse(&ProtocolError::Unauthorized, ctx);
+        }
+        let mut client = hello.client;
+        if let Some((cut, _)) = client.char_indices().nth(MAX_CLIENT_NAME) {
+            client.truncate(cut);
+        }
+        self.deps.connections.authenticate(self.id, &client);
+        tracing::debug!(connection = self.id, %client, pid = ?self.pid, "client connected");
+        let info = &self.deps.info;
+        let welcome = Welcome {
+            ok: true,
+            protocol: Some(PROTOCOL_VERSION),
+            daemon: Some(format!("astrid-daemon {}", info.version)),
+            session: Some(info.session_name.clone()),
+            connection: Some(self.id),
+            error: None,
+        };
+        if let Err(e) = self.out.frame(&welcome) {
+            tracing::error!(connection = self.id, "cannot encode the welcome: {e}");
+        }
+        self.phase = Phase::Open;
+        self.publish_lifecycle("astrid.client.connected", &client);
+        self.client = Some(client);
+    }
+
+    fn publish_lifecycle(&self, topic: &str, client: &str) {
+        #[derive(Serialize)]
+        struct Lifecycle<'a> {
+            connection: u64,
+            client: &'a str,
+            pid: Option<i32>,
+        }
+        let payload = rmpv::ext::to_value(Lifecycle {
+            connection: self.id,
+            client,
+            pid: self.pid,
+        })
+        .unwrap_or(rmpv::Value::Nil);
+        if let Some(bus) = self.deps.bus.get() {
+            bus.do_send(Publish {
+                topic: topic.to_owned(),
+                payload,
+                source: "listener".to_owned(),
+            });
+        }
+    }
+
+    fn request(&mut self, body: &[u8], ctx: &mut Context<Self>) {
+        if body.is_empty() {
+            return self.reply_err(None, &ErrorBody::from(&ProtocolError::EmptyFrame));
+        }
+        match decode_request(body) {
+            Ok(frame) => {
+                if self.phase == Phase::Draining {
+                    let error = ErrorBody::from(&ProtocolError::ShuttingDown);
+                    return self.reply_err(Some(frame.id), &error);
+                }
+                self.dispatch(frame.id, frame.request, ctx);
+            }
+            Err((id, error)) => self.reply_err(id, &ErrorBody::from(&error)),
+        }
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let timeout = self.deps.limits.handshake_timeout;
+        ctx.run_later(timeout, move |act, ctx| {
+            if act.phase == Phase::Handshake {
+                act.refuse(&ProtocolError::HandshakeTimeout(timeout), ctx);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.deps.connections.close(self.id);
+        if let (Some(id), Some(bus)) = (self.link.subscriber(), self.deps.bus.get()) {
+            bus.do_send(Deregister(id));
+        }
+        if let Some(client) = self.client.take() {
+            tracing::debug!(connection = self.id, %client, "client disconnected");
+            self.publish_lifecycle("astrid.client.disconnected", &client);
+        }
+    }
+}
+
+impl StreamHandler<Result<BytesMut, FrameError>> for SessionActor {
+    fn handle(&mut self, item: Result<BytesMut, FrameError>, ctx: &mut Context<Self>) {
+        match item {
+            Ok(body) => match self.phase {
+                Phase::Handshake => self.handshake(&body, ctx),
+                Phase::Open | Phase::Draining => self.request(&body, ctx),
+                Phase::Closing => {}
+            },
+            Err(error @ FrameError::TooLarge { .. }) => {
+                let error = ProtocolError::Frame(error);
+                if self.phase == Phase::Handshake {
+                    self.refuse(&error, ctx);
+                } else {
+                    self.fail(&error, ctx);
+                }
+            }
+            Err(error) => {
+                // Truncated frame or read error: the client is gone or broken.
+                tracing::debug!(connection = self.id, "read ended: {error}");
+                self.read_closed = true;
+                self.stop_reading(ctx);
+                self.close_if_done(ctx);
+            }
+        }
+        self.apply_backpressure(ctx);
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.read_closed = true;
+        self.reading = None;
+        self.close_if_done(ctx);
+    }
+}
+
+impl Handler<Drain> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) {
+        match self.phase {
+            Phase::Handshake => self.close(ctx),
+            Phase::Open => {
+                // Requests already read are answered (`shutting_down` for new ones); the
+                // connection closes as soon as nothing is in flight.
+                self.phase = Phase::Draining;
+                self.close_if_done(ctx);
+            }
+            Phase::Draining | Phase::Closing => {}
+        }
+    }
+}

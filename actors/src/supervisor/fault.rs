@@ -1,0 +1,56 @@
+//! Fault injection into supervised actors: the fault kinds, the message that carries one,
+//! and the single function that applies it inside an actor's context. Every supervised
+//! actor handles [`Inject`] by calling [`apply`]; whether a client may inject at all is
+//! decided by the session router, not here.
+
+use std::fmt;
+use std::time::Duration;
+
+use actix::{Actor, ActorContext, AsyncContext, Context, Message};
+use serde::{Deserialize, Serialize};
+
+/// A deliberate failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// Panic inside a message handler.
+    Panic,
+    /// Stop the actor as if it had decided to quit.
+    Stop,
+    /// Stop processing messages for a while; callers meet their deadlines.
+    Hang {
+        /// How long.
+        millis: u64,
+    },
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Panic => f.write_str("panic"),
+            Self::Stop => f.write_str("stop"),
+            Self::Hang { millis } => write!(f, "hang for {millis} ms"),
+        }
+    }
+}
+
+/// Delivers a fault to a supervised actor.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Inject(pub Fault);
+
+/// Applies `fault` to the actor owning `ctx`.
+///
+/// # Panics
+///
+/// On purpose, for [`Fault::Panic`].
+pub fn apply<A: Actor<Context = Context<A>>>(fault: Fault, ctx: &mut Context<A>) {
+    tracing::warn!(actor = std::any::type_name::<A>(), %fault, "injected fault");
+    match fault {
+        Fault::Panic => panic!("injected fault"),
+        Fault::Stop => ctx.stop(),
+        Fault::Hang { millis } => {
+            ctx.wait(actix::fut::wrap_future(tokio::time::sleep(Duration::from_millis(millis))));
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Messages handled by [`SupervisorActor`](super::SupervisorActor) and the two messages every
+//! supervised child handles ([`Terminate`], and [`Inject`](super::Inject) in `fault.rs`).
+//!
+//! Senders: exit guards send [`ChildExited`]; the kernel sends [`ShutdownTree`]; sessions
+//! send [`GetTree`] and [`InjectFault`]; the capsules actor sends [`GetChild`].
+
+use actix::Message;
+
+use super::fault::Fault;
+use super::policy::ExitReason;
+use super::tree::{ChildState, TreeNode};
+
+/// Sent by a child's exit guard when an incarnation ends.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ChildExited {
+    pub(crate) slot: usize,
+    pub(crate) generation: u64,
+    pub(crate) reason: ExitReason,
+}
+
+/// Asks a supervised child to stop; it may finish in-flight work first.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Terminate;
+
+/// Stops every child in reverse start order, then the supervisor itself.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ShutdownTree {
+    /// Recorded in the log and in the supervisor's exit.
+    pub reason: String,
+}
+
+/// Returns the live tree under this supervisor.
+#[derive(Debug, Message)]
+#[rtype(result = "TreeNode")]
+pub struct GetTree;
+
+/// Delivers a fault to the child named `target`.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), super::SupervisorError>")]
+pub struct InjectFault {
+    /// Child name.
+    pub target: String,
+    /// The fault.
+    pub fault: Fault,
+}
+
+/// State and restart count of one child.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<ChildSummary>")]
+pub struct GetChild {
+    /// Child name.
+    pub name: String,
+}
+
+/// Answer to [`GetChild`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildSummary {
+    /// Current state.
+    pub state: ChildState,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Last failure, if any.
+    pub last_failure: Option<String>,
+}

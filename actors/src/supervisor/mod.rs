@@ -1,0 +1,533 @@
+//! The OTP-style supervisor: starts children in order, notices every death (stop or panic,
+//! through each child's exit guard), restarts under the child's restart type with
+//! exponential backoff inside an intensity/period budget, escalates when the budget is
+//! exhausted, and stops children in reverse order with a deadline each.
+//!
+//! Handles: [`ChildExited`] (from exit guards), [`ShutdownTree`] (kernel), [`Terminate`] and
+//! [`Inject`] (from a parent, when nested), [`GetTree`] and [`InjectFault`] (sessions),
+//! [`GetChild`] (capsules actor). Reports its own end once, on the channel given to
+//! [`SupervisorActor::on_exit`]; if the supervisor itself dies, that channel closes unsent.
+//!
+//! The restart arithmetic lives in [`policy`] and is tested there without actors.
+
+mod child;
+mod fault;
+mod messages;
+pub mod panic_capture;
+mod policy;
+mod tree;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, SpawnHandle};
+use tokio::sync::oneshot;
+
+pub use self::child::{ChildControl, ChildRef, ChildSpec, ExitGuard};
+pub use self::fault::{Fault, Inject, apply as apply_fault};
+pub use self::messages::{
+    ChildExited, ChildSummary, GetChild, GetTree, InjectFault, ShutdownTree, Terminate,
+};
+pub use self::policy::{
+    Backoff, ExitReason, RestartIntensity, RestartPolicy, RestartType, should_restart,
+};
+pub use self::tree::{ChildState, Failure, NodeKind, TreeNode};
+
+/// Errors answered by the supervisor.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// No child has that name.
+    #[error("no actor named `{0}` in the supervision tree")]
+    UnknownChild(String),
+    /// The child exists but is not running.
+    #[error("`{name}` is not running (it is {state})")]
+    NotRunning {
+        /// Child name.
+        name: String,
+        /// Its state.
+        state: ChildState,
+    },
+    /// The tree is being stopped.
+    #[error("the supervisor is shutting down")]
+    ShuttingDown,
+}
+
+/// How a supervisor ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SupervisorExit {
+    /// Stopped on request; every child was stopped first.
+    Normal {
+        /// Why it was asked to stop.
+        reason: String,
+    },
+    /// A child exceeded the restart budget; every other child was stopped.
+    Escalated {
+        /// The child that kept failing.
+        child: String,
+        /// Its last failure.
+        reason: String,
+    },
+}
+
+/// Something worth telling the rest of the system about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SupervisorEvent {
+    /// A child ended; `restart_in` is set when it will be restarted.
+    ChildExited {
+        /// Child name.
+        child: String,
+        /// What happened.
+        reason: String,
+        /// Backoff before the restart, if one is scheduled.
+        restart_in: Option<Duration>,
+    },
+    /// A child was started again.
+    ChildRestarted {
+        /// Child name.
+        child: String,
+        /// Restarts so far.
+        restarts: u32,
+    },
+    /// The restart budget is exhausted; the supervisor is stopping.
+    Escalated {
+        /// Child name.
+        child: String,
+        /// Its last failure.
+        reason: String,
+    },
+}
+
+struct Slot {
+    spec: ChildSpec,
+    generation: u64,
+    state: ChildState,
+    control: Option<Box<dyn ChildControl>>,
+    stop_requested: Arc<AtomicBool>,
+    restarts: u32,
+    backoff: Backoff,
+    started_at: Option<Instant>,
+    last_failure: Option<(String, Instant)>,
+    pending_restart: Option<SpawnHandle>,
+}
+
+enum Phase {
+    Running,
+    ShuttingDown {
+        exit: SupervisorExit,
+        waiting: Option<(usize, SpawnHandle)>,
+    },
+    Stopped,
+}
+
+type EventSink = Box<dyn Fn(SupervisorEvent)>;
+
+/// A one_for_one supervisor over a fixed, ordered list of children.
+pub struct SupervisorActor {
+    name: String,
+    policy: RestartPolicy,
+    slots: Vec<Slot>,
+    intensity: RestartIntensity,
+    phase: Phase,
+    exit: Option<oneshot::Sender<SupervisorExit>>,
+    on_event: Option<EventSink>,
+}
+
+impl std::fmt::Debug for SupervisorActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisorActor")
+            .field("name", &self.name)
+            .field("policy", &self.policy)
+            .field("children", &self.slots.iter().map(|s| &s.spec.name).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SupervisorActor {
+    /// A supervisor named `name` that will start `children` in order when it starts.
+    pub fn new(name: impl Into<String>, policy: RestartPolicy, children: Vec<ChildSpec>) -> Self {
+        panic_capture::install();
+        let slots = children
+            .into_iter()
+            .map(|spec| Slot {
+                spec,
+                generation: 0,
+                state: ChildState::Stopped,
+                control: None,
+                stop_requested: Arc::new(AtomicBool::new(false)),
+                restarts: 0,
+                backoff: Backoff::default(),
+                started_at: None,
+                last_failure: None,
+                pending_restart: None,
+            })
+            .collect();
+        Self {
+            name: name.into(),
+            policy,
+            slots,
+            intensity: RestartIntensity::default(),
+            phase: Phase::Running,
+            exit: None,
+            on_event: None,
+        }
+    }
+
+    /// Where to report how the supervisor ended.
+    #[must_use]
+    pub fn on_exit(mut self, exit: oneshot::Sender<SupervisorExit>) -> Self {
+        self.exit = Some(exit);
+        self
+    }
+
+    /// Called for every [`SupervisorEvent`], on the supervisor's thread.
+    #[must_use]
+    pub fn on_event(mut self, sink: impl Fn(SupervisorEvent) + 'static) -> Self {
+        self.on_event = Some(Box::new(sink));
+        self
+    }
+
+    fn emit(&self, event: SupervisorEvent) {
+        if let Some(sink) = &self.on_event {
+            sink(event);
+        }
+    }
+
+    fn start_child(&mut self, i: usize, ctx: &mut Context<Self>) {
+        let slot = &mut self.slots[i];
+        slot.generation += 1;
+        slot.stop_requested = Arc::new(AtomicBool::new(false));
+        let guard = ExitGuard::new(
+            ctx.address().recipient(),
+            i,
+            slot.generation,
+            Arc::clone(&slot.stop_requested),
+        );
+        match (slot.spec.start)(guard) {
+            Ok(control) => {
+                slot.control = Some(control);
+                slot.state = ChildState::Running;
+                slot.started_at = Some(Instant::now());
+                tracing::debug!(supervisor = %self.name, child = %slot.spec.name, "started");
+            }
+            Err(message) => {
+                // The guard was dropped inside the failed start; make its report stale.
+                slot.generation += 1;
+                tracing::error!(supervisor = %self.name, child = %slot.spec.name, "start failed: {message}");
+                self.child_ended(i, &ExitReason::Failed(message), Duration::ZERO, ctx);
+            }
+        }
+    }
+
+    /// A running child ended (or failed to start) while the supervisor is running.
+    fn child_ended(
+        &mut self,
+        i: usize,
+        reason: &ExitReason,
+        uptime: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let now = Instant::now();
+        let policy = self.policy;
+        let slot = &mut self.slots[i];
+        let child = slot.spec.name.clone();
+        if reason.is_abnormal() {
+            slot.last_failure = Some((reason.to_string(), now));
+        }
+        if !should_restart(slot.spec.restart, reason) {
+            slot.state = ChildState::Stopped;
+            tracing::info!(supervisor = %self.name, %child, %reason, "not restarted ({:?})", slot.spec.restart);
+            self.emit(SupervisorEvent::ChildExited {
+                child,
+                reason: reason.to_string(),
+                restart_in: None,
+            });
+            return;
+        }
+        if !self.intensity.record(now, &policy) {
+            slot.state = ChildState::Failed;
+            tracing::error!(
+                supervisor = %self.name,
+                %child,
+                %reason,
+                "restart budget exhausted (more than {} restarts in {:?}); stopping every child",
+                policy.intensity,
+                policy.period
+            );
+            let exit = SupervisorExit::Escalated {
+                child: child.clone(),
+                reason: reason.to_string(),
+            };
+            self.emit(SupervisorEvent::Escalated {
+                child,
+                reason: reason.to_string(),
+            });
+            self.begin_shutdown(exit, ctx);
+            return;
+        }
+        let delay = slot.backoff.next_delay(uptime, &policy);
+        slot.state = ChildState::Restarting;
+        slot.restarts += 1;
+        tracing::warn!(supervisor = %self.name, %child, %reason, ?delay, restarts = slot.restarts, "restarting");
+        self.emit(SupervisorEvent::ChildExited {
+            child: child.clone(),
+            reason: reason.to_string(),
+            restart_in: Some(delay),
+        });
+        if delay.is_zero() {
+            self.restart(i, ctx);
+        } else {
+            let handle = ctx.run_later(delay, move |act, ctx| {
+                act.slots[i].pending_restart = None;
+                if matches!(act.phase, Phase::Running) {
+                    act.restart(i, ctx);
+                }
+            });
+            self.slots[i].pending_restart = Some(handle);
+        }
+    }
+
+    fn restart(&mut self, i: usize, ctx: &mut Context<Self>) {
+        self.start_child(i, ctx);
+        let slot = &self.slots[i];
+        if slot.state == ChildState::Running {
+            self.emit(SupervisorEvent::ChildRestarted {
+                child: slot.spec.name.clone(),
+                restarts: slot.restarts,
+            });
+        }
+    }
+
+    fn begin_shutdown(&mut self, exit: SupervisorExit, ctx: &mut Context<Self>) {
+        if !matches!(self.phase, Phase::Running) {
+            return;
+        }
+        tracing::info!(supervisor = %self.name, ?exit, "stopping children in reverse order");
+        for slot in &mut self.slots {
+            if let Some(handle) = slot.pending_restart.take() {
+                ctx.cancel_future(handle);
+                slot.state = ChildState::Stopped;
+            }
+        }
+        self.phase = Phase::ShuttingDown {
+            exit,
+            waiting: None,
+        };
+        self.stop_next(ctx);
+    }
+
+    fn stop_next(&mut self, ctx: &mut Context<Self>) {
+        let Some(i) = self.slots.iter().rposition(|s| s.control.is_some()) else {
+            self.finish(ctx);
+            return;
+        };
+        let slot = &mut self.slots[i];
+        slot.stop_requested.store(true, Ordering::Release);
+        slot.state = ChildState::Stopping;
+        if let Some(control) = &slot.control {
+            control.terminate();
+        }
+        let timeout = slot.spec.shutdown_timeout;
+        let timer = ctx.run_later(timeout, move |act, ctx| act.stop_timed_out(i, ctx));
+        if let Phase::ShuttingDown { waiting, .. } = &mut self.phase {
+            *waiting = Some((i, timer));
+        }
+    }
+
+    fn stop_timed_out(&mut self, i: usize, ctx: &mut Context<Self>) {
+        let slot = &mut self.slots[i];
+        tracing::warn!(
+            supervisor = %self.name,
+            child = %slot.spec.name,
+            "did not stop within {:?}; abandoning it",
+            slot.spec.shutdown_timeout
+        );
+        slot.control = None;
+        slot.generation += 1;
+        slot.state = ChildState::Stopped;
+        if let Phase::ShuttingDown { waiting, .. } = &mut self.phase {
+            *waiting = None;
+        }
+        self.stop_next(ctx);
+    }
+
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        let Phase::ShuttingDown { exit, .. } = std::mem::replace(&mut self.phase, Phase::Stopped)
+        else {
+            return;
+        };
+        tracing::info!(supervisor = %self.name, "all children stopped");
+        if let Some(tx) = self.exit.take() {
+            let _ = tx.send(exit);
+        }
+        ctx.stop();
+    }
+
+    fn node(slot: &Slot, now: Instant) -> TreeNode {
+        let running = matches!(slot.state, ChildState::Running | ChildState::Stopping);
+        TreeNode {
+            name: slot.spec.name.clone(),
+            kind: slot.spec.kind,
+            restart: Some(slot.spec.restart),
+            state: slot.state,
+            restarts: slot.restarts,
+            uptime_ms: slot
+                .started_at
+                .filter(|_| running)
+                .map(|t| millis(now.saturating_duration_since(t))),
+            last_failure: slot.last_failure.as_ref().map(|(reason, at)| Failure {
+                reason: reason.clone(),
+                ago_ms: millis(now.saturating_duration_since(*at)),
+            }),
+            detail: None,
+            children: slot.spec.describe.as_ref().map(|d| d()).unwrap_or_default(),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Actor for SupervisorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Supervisors receive a burst of exits and queries; do not make guards wait.
+        ctx.set_mailbox_capacity(1024);
+        for i in 0..self.slots.len() {
+            self.start_child(i, ctx);
+        }
+    }
+}
+
+impl Handler<ChildExited> for SupervisorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildExited, ctx: &mut Context<Self>) {
+        let i = msg.slot;
+        let Some(slot) = self.slots.get_mut(i) else {
+            return;
+        };
+        if slot.generation != msg.generation {
+            return;
+        }
+        slot.control = None;
+        let uptime = slot.started_at.map_or(Duration::ZERO, |t| t.elapsed());
+        match &mut self.phase {
+            Phase::Running => self.child_ended(i, &msg.reason, uptime, ctx),
+            Phase::ShuttingDown { waiting, .. } => {
+                let was_awaited = matches!(*waiting, Some((j, _)) if j == i);
+                if let Some((_, timer)) = waiting.take_if(|_| was_awaited) {
+                    ctx.cancel_future(timer);
+                }
+                let slot = &mut self.slots[i];
+                if msg.reason.is_abnormal() {
+                    slot.last_failure = Some((msg.reason.to_string(), Instant::now()));
+                }
+                slot.state = ChildState::Stopped;
+                if was_awaited {
+                    self.stop_next(ctx);
+                }
+            }
+            Phase::Stopped => {}
+        }
+    }
+}
+
+impl Handler<ShutdownTree> for SupervisorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ShutdownTree, ctx: &mut Context<Self>) {
+        self.begin_shutdown(SupervisorExit::Normal { reason: msg.reason }, ctx);
+    }
+}
+
+impl Handler<Terminate> for SupervisorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
+        self.begin_shutdown(
+            SupervisorExit::Normal {
+                reason: "parent shutting down".into(),
+            },
+            ctx,
+        );
+    }
+}
+
+impl Handler<Inject> for SupervisorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Inject, ctx: &mut Context<Self>) {
+        apply_fault(msg.0, ctx);
+    }
+}
+
+impl Handler<GetTree> for SupervisorActor {
+    type Result = actix::MessageResult<GetTree>;
+
+    fn handle(&mut self, _: GetTree, _: &mut Context<Self>) -> Self::Result {
+        let now = Instant::now();
+        let state = match self.phase {
+            Phase::Running => ChildState::Running,
+            Phase::ShuttingDown { .. } => ChildState::Stopping,
+            Phase::Stopped => ChildState::Stopped,
+        };
+        let in_window = self.intensity.in_window(now, &self.policy);
+        actix::MessageResult(TreeNode {
+            name: self.name.clone(),
+            kind: NodeKind::Supervisor,
+            restart: None,
+            state,
+            restarts: u32::try_from(in_window).unwrap_or(u32::MAX),
+            uptime_ms: None,
+            last_failure: None,
+            detail: Some(format!(
+                "one_for_one, at most {} restarts in {:?}",
+                self.policy.intensity, self.policy.period
+            )),
+            children: self.slots.iter().map(|s| Self::node(s, now)).collect(),
+        })
+    }
+}
+
+impl Handler<InjectFault> for SupervisorActor {
+    type Result = Result<(), SupervisorError>;
+
+    fn handle(&mut self, msg: InjectFault, _: &mut Context<Self>) -> Self::Result {
+        if !matches!(self.phase, Phase::Running) {
+            return Err(SupervisorError::ShuttingDown);
+        }
+        let slot = self
+            .slots
+            .iter()
+            .find(|s| s.spec.name == msg.target)
+            .ok_or_else(|| SupervisorError::UnknownChild(msg.target.clone()))?;
+        match (&slot.control, slot.state) {
+            (Some(control), ChildState::Running) => {
+                control.inject(msg.fault);
+                Ok(())
+            }
+            (_, state) => Err(SupervisorError::NotRunning {
+                name: msg.target,
+                state,
+            }),
+        }
+    }
+}
+
+impl Handler<GetChild> for SupervisorActor {
+    type Result = Option<ChildSummary>;
+
+    fn handle(&mut self, msg: GetChild, _: &mut Context<Self>) -> Self::Result {
+        self.slots
+            .iter()
+            .find(|s| s.spec.name == msg.name)
+            .map(|s| ChildSummary {
+                state: s.state,
+                restarts: s.restarts,
+                last_failure: s.last_failure.as_ref().map(|(r, _)| r.clone()),
+            })
+    }
+}

@@ -1,0 +1,71 @@
+//! The daemon's command line. Only this file knows the flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use uuid::Uuid;
+
+/// The Astrid kernel daemon.
+///
+/// Serves one session on a Unix socket under the Astrid home
+/// (`<home>/sessions/<session>.sock`). Frontends such as the `astrid` CLI find or start it;
+/// run it by hand for a long-running host. It stops on SIGTERM, SIGINT or a `Shutdown`
+/// request, removing its socket, token, ready and pid files.
+#[derive(Debug, Parser)]
+#[command(name = "astrid-daemon", version, about, long_about)]
+pub(crate) struct Args {
+    /// Session UUID; the nil UUID is the `system` session.
+    #[arg(short, long, value_name = "UUID", default_value_t = Uuid::nil(), value_parser = parse_uuid)]
+    pub(crate) session: Uuid,
+
+    /// Workspace root served to capsules [default: the current directory].
+    #[arg(short, long, value_name = "PATH")]
+    pub(crate) workspace: Option<PathBuf>,
+
+    /// Exit a grace period after the last client disconnects (or after readiness if none
+    /// connects). Without it the daemon never idles out.
+    #[arg(long)]
+    pub(crate) ephemeral: bool,
+
+    /// Grace period of --ephemeral, e.g. `5s`, `500ms`.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub(crate) idle_grace: Duration,
+
+    /// Astrid home [default: $ASTRID_HOME, else ~/.astrid].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) home: Option<PathBuf>,
+
+    /// Log at debug level (the filter can also be set with ASTRID_LOG, e.g. `astrid=trace`).
+    #[arg(short, long)]
+    pub(crate) verbose: bool,
+
+    /// Accept `InjectFault` requests (`astrid fault`), for testing supervision.
+    #[arg(long)]
+    pub(crate) allow_fault_injection: bool,
+
+    /// Kernel actors may be restarted at most this many times within --restart-window;
+    /// one more and the daemon shuts down with exit code 4.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub(crate) max_restarts: u32,
+
+    /// Window of --max-restarts.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub(crate) restart_window: Duration,
+
+    /// Deadline of a request inside the daemon; past it the client gets `timeout`.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub(crate) call_timeout: Duration,
+
+    /// Largest frame accepted from a client, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub(crate) max_frame: usize,
+}
+
+fn parse_uuid(s: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(s).map_err(|e| format!("not a UUID ({e})"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("not a duration like 5s or 250ms ({e})"))
+}

@@ -1,0 +1,298 @@
+//! Finding, starting and stopping the daemon of a session.
+//!
+//! Starting: the `astrid-daemon` binary next to this executable (else on `PATH`) runs
+//! detached in its own process group, with its stderr in `<home>/logs/daemon-boot.log`;
+//! the CLI waits for the ready file and a successful handshake, and kills the child (and
+//! shows the log) if boot fails. Stopping: a `Shutdown` request (or SIGTERM), a wait until the
+//! process is gone, then SIGTERM and SIGKILL past the deadline, always after checking the pid
+//! file names a live `astrid-daemon`.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use astrid::client::{Client, ClientError};
+use astrid::instance::{InstanceLock, PidFile};
+use astrid::paths::{HomeLayout, SessionFiles, prepare_home};
+use astrid::protocol::{Request, ShutdownAck};
+use rustix::process::{Pid, Signal, kill_process};
+
+use crate::CliError;
+use crate::args::Global;
+
+/// Name the CLI gives itself in handshakes.
+pub(crate) const CLIENT_NAME: &str = "astrid-cli";
+/// Longest wait for a spawned daemon to become ready.
+const BOOT_DEADLINE: Duration = Duration::from_secs(10);
+/// How often readiness and process exit are checked.
+const POLL: Duration = Duration::from_millis(20);
+/// Exit status of `astrid-daemon` when another daemon holds the session.
+const ALREADY_RUNNING: i32 = 3;
+
+/// How a started daemon lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Exits after its last client.
+    Ephemeral,
+    /// Stays until stopped.
+    Persistent {
+        /// Pass `--allow-fault-injection`.
+        faults: bool,
+    },
+}
+
+/// Where the session's files are, from the global options.
+pub(crate) struct Target {
+    pub(crate) home: HomeLayout,
+    pub(crate) files: SessionFiles,
+    session: uuid::Uuid,
+    workspace: Option<PathBuf>,
+    idle_grace: Duration,
+}
+
+impl Target {
+    pub(crate) fn new(global: &Global) -> Result<Self, CliError> {
+        let env_home = std::env::var_os("ASTRID_HOME").map(PathBuf::from);
+        let home = astrid::paths::resolve_home(global.home.as_deref(), env_home.as_deref())?;
+        Ok(Self {
+            files: home.session(global.session),
+            home,
+            session: global.session,
+            workspace: global.workspace.clone(),
+            idle_grace: global.idle_grace,
+        })
+    }
+
+    fn boot_log(&self) -> PathBuf {
+        self.home.logs().join("daemon-boot.log")
+    }
+
+    /// Connects to the running daemon, or starts one in `mode` and connects to it.
+    /// Returns the client and whether this call started the daemon.
+    pub(crate) async fn connect_or_start(&self, mode: Mode) -> Result<(Client, bool), CliError> {
+        match Client::connect(&self.files, CLIENT_NAME).await {
+            Ok(client) => return Ok((client, false)),
+            Err(ClientError::NotRunning { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if InstanceLock::is_held(&self.files.lock()) {
+            // Another daemon is booting; wait for it instead of racing it.
+            return Ok((self.wait_ready(None).await?, false));
+        }
+        let child = self.spawn(mode)?;
+        Ok((self.wait_ready(Some(child)).await?, true))
+    }
+
+    fn spawn(&self, mode: Mode) -> Result<Child, CliError> {
+        prepare_home(&self.home)?;
+        let _ = astrid_actors::files::remove_if_exists(&self.files.ready());
+        let binary = daemon_binary()?;
+        let log = self.boot_log();
+        let stderr = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&log)
+            .map_err(|source| CliError::Spawn {
+            binary: binary.clone(),
+            source,
+        })?;
+        let mut command = Command::new(&binary);
+        command
+            .arg("--home")
+            .arg(self.home.root())
+            .arg("--session")
+            .arg(self.session.to_string());
+        if let Some(workspace) = &self.workspace {
+            command.arg("--workspace").arg(workspace);
+        }
+        match mode {
+            Mode::Ephemeral => {
+                command
+                    .arg("--ephemeral")
+                    .arg("--idle-grace")
+                    .arg(humantime::format_duration(self.idle_grace).to_string());
+            }
+            Mode::Persistent { faults: true } => {
+                command.arg("--allow-fault-injection");
+            }
+            Mode::Persistent { faults: false } => {}
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            // Its own process group: Ctrl-C in this terminal must not reach the daemon.
+            .process_group(0);
+        command
+            .spawn()
+            .map_err(|source| CliError::Spawn { binary, source })
+    }
+
+    /// Waits for the ready file and a successful connection. With a child, a failed boot is
+    /// reported at once and the child is killed on timeout.
+    async fn wait_ready(&self, mut child: Option<Child>) -> Result<Client, CliError> {
+        let deadline = Instant::now() + BOOT_DEADLINE;
+        loop {
+            if let Some(c) = child.as_mut()
+                && let Some(status) = c.try_wait()?
+            {
+                if status.code() == Some(ALREADY_RUNNING) {
+                    // Lost a start race: the winner is booting.
+                    child = None;
+                } else {
+                    return Err(CliError::BootFailed {
+                        status: status.to_string(),
+                        log: self.boot_log(),
+                        tail: tail(&self.boot_log()),
+                    });
+                }
+            }
+            if self.files.ready().exists() {
+                match Client::connect(&self.files, CLIENT_NAME).await {
+                    Ok(client) => {
+                        if let Some(c) = child {
+                            // Reap it when it exits so it never lingers as a zombie of ours.
+                            std::thread::spawn(move || {
+                                let mut c = c;
+                                let _ = c.wait();
+                            });
+                        }
+                        return Ok(client);
+                    }
+                    Err(ClientError::NotRunning { .. } | ClientError::Token { .. }) => {}
+                    Err(e) => {
+                        kill(child);
+                        return Err(e.into());
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                kill(child);
+                return Err(CliError::BootTimeout {
+                    after: BOOT_DEADLINE,
+                    log: self.boot_log(),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Stops the daemon; returns what happened.
+    pub(crate) async fn stop(&self, timeout: Duration) -> Result<Stopped, CliError> {
+        let pid = PidFile::read(&self.files.pid()).ok().filter(PidFile::is_running);
+        let Some(pid) = pid else {
+            if !InstanceLock::is_held(&self.files.lock()) {
+                self.remove_leftovers();
+                return Ok(Stopped::NotRunning);
+            }
+            return Err(CliError::NoPidFile(self.files.pid()));
+        };
+        let asked = match Client::connect(&self.files, CLIENT_NAME).await {
+            Ok(client) => client
+                .call::<ShutdownAck>(Request::Shutdown {
+                    reason: "astrid stop".into(),
+                })
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        if !asked {
+            signal(&pid, Signal::TERM);
+        }
+        if wait_exit(&pid, timeout).await {
+            return Ok(Stopped::Graceful(pid.pid));
+        }
+        if asked {
+            signal(&pid, Signal::TERM);
+            if wait_exit(&pid, Duration::from_secs(3)).await {
+                self.remove_leftovers();
+                return Ok(Stopped::Terminated(pid.pid));
+            }
+        }
+        signal(&pid, Signal::KILL);
+        if wait_exit(&pid, Duration::from_secs(3)).await {
+            self.remove_leftovers();
+            Ok(Stopped::Killed(pid.pid))
+        } else {
+            Err(CliError::StopFailed(pid.pid))
+        }
+    }
+
+    /// Removes session files a dead daemon left behind (never while the lock is held).
+    fn remove_leftovers(&self) {
+        if InstanceLock::is_held(&self.files.lock()) {
+            return;
+        }
+        let files = &self.files;
+        for path in [files.ready(), files.socket(), files.token(), files.pid(), files.lock()] {
+            let _ = astrid_actors::files::remove_if_exists(&path);
+        }
+    }
+}
+
+/// How `stop` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stopped {
+    NotRunning,
+    Graceful(u32),
+    Terminated(u32),
+    Killed(u32),
+}
+
+fn signal(pid: &PidFile, signal: Signal) {
+    // Only a process that still is the recorded daemon gets the signal (pids are reused).
+    if !pid.is_running() {
+        return;
+    }
+    if let Some(p) = i32::try_from(pid.pid).ok().and_then(Pid::from_raw) {
+        let _ = kill_process(p, signal);
+    }
+}
+
+async fn wait_exit(pid: &PidFile, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while pid.is_running() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    true
+}
+
+fn kill(child: Option<Child>) {
+    if let Some(mut c) = child {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// `astrid-daemon` next to this executable, else on `PATH`.
+fn daemon_binary() -> Result<PathBuf, CliError> {
+    const NAME: &str = "astrid-daemon";
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(NAME)))
+        .filter(|p| p.is_file());
+    beside
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|dir| dir.join(NAME))
+                    .find(|p| p.is_file())
+            })
+        })
+        .ok_or(CliError::DaemonNotFound)
+}
+
+/// The last lines of a log, for error messages.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}

@@ -1,0 +1,202 @@
+//! Human-readable output of results; `--json` bypasses this file entirely.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use astrid::protocol::{
+    CapsuleInfo, CapsuleMetadata, CommandInfo, Event, ReloadReport, Status, TreeNode,
+};
+
+fn duration(ms: u64) -> String {
+    // Whole seconds are enough for people; under a second, show milliseconds.
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    humantime::format_duration(Duration::from_secs(ms / 1000)).to_string()
+}
+
+fn or_dash(s: Option<&str>) -> &str {
+    s.unwrap_or("-")
+}
+
+pub(crate) fn status(s: &Status) -> String {
+    let mut out = String::new();
+    let mode = match s.idle_grace_ms {
+        Some(grace) if s.ephemeral => {
+            format!("ephemeral (exits {} after the last client leaves)", duration(grace))
+        }
+        _ => "persistent".to_owned(),
+    };
+    let capsules = s
+        .capsules
+        .iter()
+        .map(|c| format!("{} ({})", c.name, state_word(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let bus = s.bus.as_ref().map_or_else(
+        || "unavailable".to_owned(),
+        |b| {
+            format!(
+                "{} published, {} delivered, {} dropped, {} subscribers",
+                b.published,
+                b.delivered,
+                b.dropped,
+                b.subscribers.len()
+            )
+        },
+    );
+    let _ = writeln!(out, "astrid-daemon {} (protocol {})", s.version, s.protocol);
+    let rows = [
+        ("pid", s.pid.to_string()),
+        ("uptime", duration(s.uptime_ms)),
+        ("session", format!("{} ({})", s.session, s.session_id)),
+        ("workspace", s.workspace.clone()),
+        ("mode", mode),
+        ("socket", s.socket.clone()),
+        ("clients", s.connected_clients.to_string()),
+        ("capsules", capsules),
+        ("events", bus),
+        (
+            "faults",
+            if s.fault_injection { "injection allowed" } else { "injection disabled" }.to_owned(),
+        ),
+    ];
+    for (key, value) in rows {
+        let _ = writeln!(out, "  {key:<10} {value}");
+    }
+    if !s.unavailable.is_empty() {
+        let _ = writeln!(out, "  {:<10} {}", "degraded", s.unavailable.join(", "));
+    }
+    out
+}
+
+fn state_word(c: &CapsuleInfo) -> String {
+    serde_json::to_value(c.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+pub(crate) fn capsules(list: &[CapsuleInfo]) -> String {
+    let mut out = format!(
+        "{:<24} {:<10} {:<11} {:<10} {}\n",
+        "NAME", "VERSION", "STATE", "ORIGIN", "NOTE"
+    );
+    for c in list {
+        let origin = serde_json::to_value(c.origin)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let note = c
+            .error
+            .clone()
+            .or_else(|| c.description.clone())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<24} {:<10} {:<11} {:<10} {}",
+            c.name,
+            or_dash(c.version.as_deref()),
+            state_word(c),
+            origin,
+            note
+        );
+    }
+    out
+}
+
+pub(crate) fn commands(list: &[CommandInfo]) -> String {
+    let mut out = String::new();
+    for c in list {
+        let _ = writeln!(out, "/{:<14} {}  [{}]", c.name, c.description, c.capsule);
+    }
+    if list.is_empty() {
+        out.push_str("no commands\n");
+    }
+    out
+}
+
+pub(crate) fn metadata(list: &[CapsuleMetadata]) -> String {
+    let mut out = String::new();
+    for m in list {
+        let _ = writeln!(out, "{} {}", m.name, or_dash(m.version.as_deref()));
+        if let Some(d) = &m.description {
+            let _ = writeln!(out, "  {d}");
+        }
+        let _ = writeln!(out, "  path: {}", m.path.as_deref().unwrap_or("(built in)"));
+        if let Some(o) = &m.overrides {
+            let _ = writeln!(out, "  overrides: {o}");
+        }
+        for c in &m.commands {
+            let _ = writeln!(out, "  command /{}: {}", c.name, c.description);
+        }
+        for p in &m.providers {
+            let _ = writeln!(out, "  provider {} (priority {})", p.topic, p.priority);
+        }
+        for i in &m.interceptors {
+            let _ = writeln!(out, "  interceptor {} (priority {})", i.topic, i.priority);
+        }
+    }
+    out
+}
+
+pub(crate) fn reload(r: &ReloadReport) -> String {
+    let list = |v: &[String]| if v.is_empty() { "-".to_owned() } else { v.join(", ") };
+    format!(
+        "added: {}\nremoved: {}\nchanged: {}\nunchanged: {}\n\n{}",
+        list(&r.added),
+        list(&r.removed),
+        list(&r.changed),
+        list(&r.unchanged),
+        capsules(&r.capsules)
+    )
+}
+
+pub(crate) fn tree(root: &TreeNode) -> String {
+    let mut out = format!(
+        "{:<30} {:<10} {:<10} {:>8}  {}\n",
+        "NAME", "RESTART", "STATE", "RESTARTS", "DETAIL"
+    );
+    node(&mut out, root, "", "");
+    out
+}
+
+fn node(out: &mut String, n: &TreeNode, lead: &str, child_lead: &str) {
+    let restart = n.restart.map_or_else(
+        || "-".to_owned(),
+        |r| {
+            serde_json::to_value(r)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        },
+    );
+    let mut detail = Vec::new();
+    if let Some(d) = &n.detail {
+        detail.push(d.clone());
+    }
+    if let Some(up) = n.uptime_ms {
+        detail.push(format!("up {}", duration(up)));
+    }
+    if let Some(f) = &n.last_failure {
+        detail.push(format!("last failure: {} ({} ago)", f.reason, duration(f.ago_ms)));
+    }
+    let name = format!("{lead}{}", n.name);
+    let _ = writeln!(
+        out,
+        "{name:<30} {restart:<10} {:<10} {:>8}  {}",
+        n.state.as_str(),
+        n.restarts,
+        detail.join("; ")
+    );
+    let last = n.children.len().saturating_sub(1);
+    for (i, c) in n.children.iter().enumerate() {
+        let (branch, next) = if i == last { ("└─ ", "   ") } else { ("├─ ", "│  ") };
+        node(out, c, &format!("{child_lead}{branch}"), &format!("{child_lead}{next}"));
+    }
+}
+
+pub(crate) fn event(e: &Event) -> String {
+    let payload = serde_json::to_string(&e.payload).unwrap_or_else(|_| "?".into());
+    format!("[{}] {} from {}: {}", e.seq, e.topic, e.source, payload)
+}

@@ -1,0 +1,20 @@
+//! Client library for the Astrid daemon, and the process-edge pieces its two binaries share.
+//!
+//! Frontends and tests use [`client::Client`] to talk to a running `astrid-daemon` over its
+//! Unix socket; [`paths`] finds the home and session files the same way the daemon does.
+//!
+//! # Layout
+//!
+//! - [`client`]: connect, handshake, pipelined requests, events.
+//! - [`paths`]: the Astrid home (`--home`, `$ASTRID_HOME`, `~/.astrid`) and its layout.
+//! - [`instance`]: the single-instance lock and the pid file.
+//! - [`protocol`]: the wire contract, re-exported from the kernel crate.
+//!
+//! The binaries live in `src/bin/astrid-daemon/` (flags, logging, signals, exit codes) and
+//! `src/bin/astrid/` (the CLI); the kernel itself is the `astrid-actors` crate in `actors/`.
+
+pub mod client;
+pub mod instance;
+pub mod paths;
+
+pub use astrid_actors::protocol;
