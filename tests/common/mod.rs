@@ -1,0 +1,288 @@
+//! Shared helpers for the socket-level tests: a real `astrid-daemon` process in a temporary
+//! home, waited on by polling its ready file with a deadline, and killed when dropped; plus
+//! raw-frame helpers for tests that speak the protocol byte by byte.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use astrid::client::Client;
+use astrid::paths::{HomeLayout, SessionFiles};
+use serde::Serialize;
+use tempfile::TempDir;
+
+/// Generous deadline for anything a test waits on.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// The daemon binary under test.
+pub fn daemon_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_astrid-daemon")
+}
+
+/// The CLI binary under test.
+pub fn cli_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_astrid")
+}
+
+/// A short temporary directory (socket paths must fit in 107 bytes).
+pub fn short_tempdir() -> TempDir {
+    tempfile::Builder::new().prefix("ad").tempdir_in("/tmp").unwrap()
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A daemon process in its own temporary home and workspace.
+pub struct TestDaemon {
+    pub home: TempDir,
+    pub workspace: TempDir,
+    pub layout: HomeLayout,
+    pub files: SessionFiles,
+    pub child: Child,
+}
+
+impl TestDaemon {
+    /// Starts a persistent daemon with extra `args` and waits until it is ready.
+    pub fn start(args: &[&str]) -> Self {
+        let d = Self::spawn(short_tempdir(), args);
+        d.wait_ready();
+        d
+    }
+
+    /// Starts a daemon in an existing home without waiting.
+    pub fn spawn(home: TempDir, args: &[&str]) -> Self {
+        let workspace = short_tempdir();
+        let layout = HomeLayout::new(home.path());
+        let files = layout.session(uuid::Uuid::nil());
+        let child = Command::new(daemon_bin())
+            .arg("--home")
+            .arg(home.path())
+            .arg("--workspace")
+            .arg(workspace.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Self {
+            home,
+            workspace,
+            layout,
+            files,
+            child,
+        }
+    }
+
+    /// Waits for the ready file; panics with the daemon's stderr if it exits first.
+    pub fn wait_ready(&self) {
+        let ready = self.files.ready();
+        let end = Instant::now() + DEADLINE;
+        while !ready.exists() {
+            assert!(Instant::now() < end, "daemon not ready within {DEADLINE:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap()
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.files.token()).unwrap()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.files.socket()
+    }
+
+    /// A connected, authenticated client (needs a Tokio runtime).
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.files, "test").await.unwrap()
+    }
+
+    /// A raw connection that has completed the handshake.
+    pub fn raw(&self) -> Raw {
+        let mut raw = Raw::connect(&self.socket());
+        let welcome = raw.hello(&self.token(), 1);
+        assert_eq!(get(&welcome, "ok"), &rmpv::Value::Boolean(true), "{welcome}");
+        raw
+    }
+
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid()).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything the daemon wrote to stderr (after it exited).
+    pub fn stderr(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(e) = self.child.stderr.as_mut() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Session files still on disk (the lock included).
+    pub fn leftover_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.layout.sessions())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Runs the CLI against this daemon's home.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli_in(self.home.path(), args)
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs the CLI with `--home home`, with a deadline.
+pub fn cli_in(home: &Path, args: &[&str]) -> Output {
+    let mut child = Command::new(cli_bin())
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + DEADLINE;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= end {
+            let _ = child.kill();
+            panic!("astrid {args:?} did not finish within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A blocking connection speaking raw frames, with a read timeout so nothing hangs.
+pub struct Raw {
+    pub stream: UnixStream,
+}
+
+impl Raw {
+    pub fn connect(socket: &Path) -> Self {
+        let stream = UnixStream::connect(socket).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        Self { stream }
+    }
+
+    /// Sends one frame with `body` as is.
+    pub fn send_bytes(&mut self, body: &[u8]) {
+        let len = u32::try_from(body.len()).unwrap();
+        self.stream.write_all(&len.to_be_bytes()).unwrap();
+        self.stream.write_all(body).unwrap();
+    }
+
+    /// Sends `value` as a MessagePack frame (structs as maps).
+    pub fn send<T: Serialize>(&mut self, value: &T) {
+        self.send_bytes(&rmp_serde::to_vec_named(value).unwrap());
+    }
+
+    /// Reads one frame; `None` on a clean close.
+    pub fn recv(&mut self) -> Option<rmpv::Value> {
+        let mut len = [0u8; 4];
+        match self.stream.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+            Err(e) => panic!("read failed: {e}"),
+        }
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut body).unwrap();
+        Some(rmpv::decode::read_value(&mut body.as_slice()).unwrap())
+    }
+
+    /// Whether the daemon closed the connection (after any frames still to read).
+    pub fn closed(&mut self) -> bool {
+        while let Some(_frame) = self.recv() {}
+        true
+    }
+
+    /// Sends a handshake and returns the reply.
+    pub fn hello(&mut self, token: &str, protocol: u64) -> rmpv::Value {
+        #[derive(Serialize)]
+        struct Hello<'a> {
+            token: &'a str,
+            protocol: u64,
+            client: &'a str,
+        }
+        self.send(&Hello {
+            token,
+            protocol,
+            client: "raw-test",
+        });
+        self.recv().expect("handshake reply")
+    }
+
+    /// Sends `{"id": id, "request": request}`.
+    pub fn request<R: Serialize>(&mut self, id: u64, request: R) {
+        #[derive(Serialize)]
+        struct Frame<R> {
+            id: u64,
+            request: R,
+        }
+        self.send(&Frame { id, request });
+    }
+}
+
+/// `value[key]` for a MessagePack map, `Nil` when absent.
+pub fn get<'a>(value: &'a rmpv::Value, key: &str) -> &'a rmpv::Value {
+    static NIL: rmpv::Value = rmpv::Value::Nil;
+    value
+        .as_map()
+        .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v))
+        .unwrap_or(&NIL)
+}
+
+/// The `error.code` of a reply or handshake refusal.
+pub fn error_code(value: &rmpv::Value) -> Option<&str> {
+    get(get(value, "error"), "code").as_str()
+}
