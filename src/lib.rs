@@ -6,14 +6,17 @@
 //! # Layout
 //!
 //! - [`client`]: connect, handshake, pipelined requests, events.
+//! - [`daemon`]: the daemon process (flags, lock, logging, signals, exit status), run by the
+//!   `astrid-daemon` binary and by `astrid daemon`.
 //! - [`paths`]: the Astrid home (`--home`, `$ASTRID_HOME`, `~/.astrid`) and its layout.
 //! - [`instance`]: the single-instance lock and the pid file.
 //! - [`protocol`]: the wire contract, re-exported from the kernel crate.
 //!
-//! The binaries live in `src/bin/astrid-daemon/` (flags, logging, signals, exit codes) and
-//! `src/bin/astrid/` (the CLI); the kernel itself is the `astrid-actors` crate in `actors/`.
+//! The binaries are thin: `src/bin/astrid-daemon/` calls [`daemon::main`], and
+//! `src/bin/astrid/` is the CLI. The kernel itself is the `astrid-actors` crate in `actors/`.
 
 pub mod client;
+pub mod daemon;
 pub mod instance;
 pub mod paths;
 

@@ -2,7 +2,12 @@
 //! home, waited on by polling its ready file with a deadline, and killed when dropped; plus
 //! raw-frame helpers for tests that speak the protocol byte by byte.
 
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::missing_panics_doc)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::missing_panics_doc
+)]
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -30,7 +35,10 @@ pub fn cli_bin() -> &'static str {
 
 /// A short temporary directory (socket paths must fit in 107 bytes).
 pub fn short_tempdir() -> TempDir {
-    tempfile::Builder::new().prefix("ad").tempdir_in("/tmp").unwrap()
+    tempfile::Builder::new()
+        .prefix("ad")
+        .tempdir_in("/tmp")
+        .unwrap()
 }
 
 /// Polls `cond` every 10 ms until it holds or `timeout` passes.
@@ -120,7 +128,11 @@ impl TestDaemon {
     pub fn raw(&self) -> Raw {
         let mut raw = Raw::connect(&self.socket());
         let welcome = raw.hello(&self.token(), 1);
-        assert_eq!(get(&welcome, "ok"), &rmpv::Value::Boolean(true), "{welcome}");
+        assert_eq!(
+            get(&welcome, "ok"),
+            &rmpv::Value::Boolean(true),
+            "{welcome}"
+        );
         raw
     }
 
@@ -278,7 +290,11 @@ pub fn get<'a>(value: &'a rmpv::Value, key: &str) -> &'a rmpv::Value {
     static NIL: rmpv::Value = rmpv::Value::Nil;
     value
         .as_map()
-        .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v))
+        .and_then(|m| {
+            m.iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v)
+        })
         .unwrap_or(&NIL)
 }
 

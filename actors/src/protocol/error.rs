@@ -24,11 +24,12 @@ pub enum ErrorCode {
     HandshakeRequired,
     /// No handshake arrived in time.
     HandshakeTimeout,
-    /// A frame that is not one MessagePack value (for example, empty).
+    /// An empty frame.
     BadFrame,
     /// A frame longer than the limit; the connection is closed.
     FrameTooLarge,
-    /// A request that is not well formed: not a map, missing `id` or fields, wrong types.
+    /// A request that is not well formed: not MessagePack, not one map keyed by field names,
+    /// missing `id` or fields, wrong types.
     BadRequest,
     /// A request variant this daemon does not know.
     UnknownRequest,

@@ -10,8 +10,10 @@
 pub mod codec;
 pub mod error;
 
-use serde::de::{self, IgnoredAny, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use std::io::Cursor;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 pub use self::codec::{EncodeError, FrameCodec, FrameError, encode_frame};
 pub use self::error::{ErrorBody, ErrorCode, ProtocolError};
@@ -315,6 +317,43 @@ fn none<T>() -> Option<T> {
     None
 }
 
+/// Decodes one frame body as `T`, strictly: the body must be exactly one MessagePack map
+/// keyed by field names (positional encodings and trailing bytes are refused).
+///
+/// # Errors
+///
+/// A message saying what is wrong with the body.
+pub fn decode_map<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    if !is_named_map(body) {
+        return Err("expected a MessagePack map keyed by field names".into());
+    }
+    let mut de = rmp_serde::Deserializer::new(Cursor::new(body));
+    let value = T::deserialize(&mut de).map_err(|e| e.to_string())?;
+    let used = usize::try_from(de.position()).unwrap_or(usize::MAX);
+    if used != body.len() {
+        return Err(format!("{} bytes after the value; a frame holds one value", body.len() - used));
+    }
+    Ok(value)
+}
+
+/// Whether `body` starts with a map whose first key is a string.
+fn is_named_map(body: &[u8]) -> bool {
+    let Some((&marker, rest)) = body.split_first() else {
+        return false;
+    };
+    let (len, rest) = match marker {
+        0x80..=0x8f => (usize::from(marker & 0x0f), rest),
+        0xde if rest.len() >= 2 => (usize::from(u16::from_be_bytes([rest[0], rest[1]])), &rest[2..]),
+        0xdf if rest.len() >= 4 => (
+            usize::try_from(u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]])).unwrap_or(usize::MAX),
+            &rest[4..],
+        ),
+        _ => return false,
+    };
+    // fixstr, str8, str16, str32
+    len == 0 || rest.first().is_some_and(|&k| matches!(k, 0xa0..=0xbf | 0xd9..=0xdb))
+}
+
 /// Decodes a request frame body. On failure, returns the id when one could be read (so the
 /// error reply can echo it) and a [`ProtocolError`] telling an unknown variant apart from a
 /// malformed request.
@@ -324,61 +363,34 @@ fn none<T>() -> Option<T> {
 /// `(id, BadRequest)` for anything that is not a well-formed request map,
 /// `(id, UnknownRequest)` for a well-formed map naming an unknown variant.
 pub fn decode_request(body: &[u8]) -> Result<RequestFrame, (Option<u64>, ProtocolError)> {
-    match rmp_serde::from_slice::<RequestFrame>(body) {
-        Ok(frame) => Ok(frame),
-        Err(full) => Err(classify(body, &full)),
-    }
+    decode_map::<RequestFrame>(body).map_err(|full| classify(body, &full))
 }
 
-fn classify(body: &[u8], full: &rmp_serde::decode::Error) -> (Option<u64>, ProtocolError) {
-    /// The envelope with the request reduced to its variant name.
-    #[derive(Deserialize)]
-    struct Probe {
-        #[serde(default)]
-        id: Option<u64>,
-        #[serde(default)]
-        request: Option<VariantName>,
-    }
-    let Ok(probe) = rmp_serde::from_slice::<Probe>(body) else {
-        return (None, ProtocolError::BadRequest(format!("expected a map {{id, request}}: {full}")));
+/// Explains why `body` is not a request, reading it as a generic MessagePack value.
+fn classify(body: &[u8], full: &str) -> (Option<u64>, ProtocolError) {
+    let bad = ProtocolError::BadRequest;
+    let Ok(rmpv::Value::Map(entries)) = rmpv::decode::read_value(&mut &body[..]) else {
+        return (None, bad(format!("expected a map {{id, request}}: {full}")));
     };
-    let Some(id) = probe.id else {
-        return (None, ProtocolError::BadRequest("missing field `id`".into()));
+    let field = |name: &str| entries.iter().find(|(k, _)| k.as_str() == Some(name)).map(|(_, v)| v);
+    let Some(id) = field("id").and_then(rmpv::Value::as_u64) else {
+        return (None, bad(format!("missing or invalid `id` (an unsigned integer): {full}")));
     };
-    match probe.request {
-        None => (Some(id), ProtocolError::BadRequest("missing field `request`".into())),
-        Some(VariantName(name)) if !Request::NAMES.contains(&name.as_str()) => {
+    let name = match field("request") {
+        None => return (Some(id), bad("missing field `request`".into())),
+        Some(rmpv::Value::String(s)) => s.as_str().map(str::to_owned),
+        Some(rmpv::Value::Map(m)) if m.len() == 1 => m[0].0.as_str().map(str::to_owned),
+        Some(_) => None,
+    };
+    match name {
+        Some(name) if !Request::NAMES.contains(&name.as_str()) => {
             (Some(id), ProtocolError::UnknownRequest(name))
         }
-        Some(VariantName(name)) => (Some(id), ProtocolError::BadRequest(format!("{name}: {full}"))),
-    }
-}
-
-/// The variant name of an externally tagged enum value: a bare string, or the single key
-/// of a map.
-struct VariantName(String);
-
-impl<'de> Deserialize<'de> for VariantName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = VariantName;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a variant name or a one-entry map")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<VariantName, E> {
-                Ok(VariantName(v.to_owned()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<VariantName, A::Error> {
-                let Some(key) = map.next_key::<String>()? else {
-                    return Err(de::Error::custom("empty map"));
-                };
-                let _: IgnoredAny = map.next_value()?;
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(VariantName(key))
-            }
-        }
-        d.deserialize_any(V)
+        Some(name) => (Some(id), bad(format!("{name}: {full}"))),
+        None => (
+            Some(id),
+            bad(format!("`request` must be a variant name or a one-entry map: {full}")),
+        ),
     }
 }
 
@@ -470,6 +482,45 @@ mod tests {
         let (id, e) = decode_request(&no_request).unwrap_err();
         assert_eq!(id, Some(3));
         assert!(matches!(e, ProtocolError::BadRequest(m) if m.contains("request")));
+    }
+
+    #[test]
+    fn only_named_maps_holding_one_value_are_requests() {
+        // [1, "Ping"]: a positional encoding.
+        let (id, e) = decode_request(&[0x92, 0x01, 0xa4, b'P', b'i', b'n', b'g']).unwrap_err();
+        assert_eq!(id, None);
+        assert!(matches!(e, ProtocolError::BadRequest(_)));
+        // {0: 2, 1: "Ping"}: keyed by field index.
+        let (_, e) = decode_request(&[0x82, 0x00, 0x02, 0x01, 0xa4, b'P', b'i', b'n', b'g']).unwrap_err();
+        assert!(matches!(e, ProtocolError::BadRequest(_)));
+        // A valid request followed by a stray byte.
+        let mut bytes = rmp_serde::to_vec_named(&RequestFrame {
+            id: 9,
+            request: Request::Ping,
+        })
+        .unwrap();
+        bytes.push(0xc0);
+        let (id, e) = decode_request(&bytes).unwrap_err();
+        assert_eq!(id, Some(9));
+        assert!(matches!(e, ProtocolError::BadRequest(m) if m.contains("after the value")));
+    }
+
+    #[test]
+    fn a_readable_id_is_kept_whatever_is_wrong_with_the_request() {
+        #[derive(Serialize)]
+        struct Raw<R> {
+            id: u64,
+            request: R,
+        }
+        for bytes in [
+            rmp_serde::to_vec_named(&Raw { id: 10, request: 17 }).unwrap(),
+            rmp_serde::to_vec_named(&Raw { id: 10, request: true }).unwrap(),
+            rmp_serde::to_vec_named(&Raw { id: 10, request: ["Ping"] }).unwrap(),
+        ] {
+            let (id, e) = decode_request(&bytes).unwrap_err();
+            assert_eq!(id, Some(10));
+            assert!(matches!(e, ProtocolError::BadRequest(_)));
+        }
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::kernel::{KernelInfo, Limits, ShutdownHandle};
 use crate::listener::{Connections, Token};
 use crate::protocol::{
     ErrorBody, ErrorCode, ErrorFrame, FrameCodec, FrameError, Hello, PROTOCOL_VERSION,
-    ProtocolError, ReplyFrame, Welcome, decode_request,
+    ProtocolError, ReplyFrame, Welcome, decode_map, decode_request,
 };
 use crate::supervisor::{ChildRef, SupervisorActor};
 
@@ -189,9 +189,9 @@ impl SessionActor {
     }
 
     fn handshake(&mut self, body: &[u8], ctx: &mut Context<Self>) {
-        let hello: Hello = match rmp_serde::from_slice(body) {
+        let hello: Hello = match decode_map(body) {
             Ok(h) => h,
-            Err(e) => return self.refuse(&ProtocolError::HandshakeRequired(e.to_string()), ctx),
+            Err(e) => return self.refuse(&ProtocolError::HandshakeRequired(e), ctx),
         };
         // The version is checked first, so a mismatch reveals nothing about the token.
         if hello.protocol != u64::from(PROTOCOL_VERSION) {

@@ -216,7 +216,7 @@ impl ExitGuard {
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        let reason = match panic_capture::take_recent() {
+        let reason = match panic_capture::take_for_current_task() {
             Some(message) => ExitReason::Panicked(message),
             None if self.stop_requested.load(Ordering::Acquire) => ExitReason::Shutdown,
             None => ExitReason::Stopped,

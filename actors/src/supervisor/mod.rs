@@ -396,6 +396,10 @@ impl Actor for SupervisorActor {
         // Supervisors receive a burst of exits and queries; do not make guards wait.
         ctx.set_mailbox_capacity(1024);
         for i in 0..self.slots.len() {
+            // A failed start may exhaust the budget; then the rest must not start.
+            if !matches!(self.phase, Phase::Running) {
+                break;
+            }
             self.start_child(i, ctx);
         }
     }

@@ -1,18 +1,19 @@
 //! Panic capture: a process-wide panic hook that logs every panic and remembers its message
-//! on the panicking thread, so a dying actor's [`ExitGuard`](super::ExitGuard) can report
-//! "panicked: <message>" instead of a bare stop. The previous hook still runs afterwards.
+//! and the Tokio task it happened in, so a dying actor's [`ExitGuard`](super::ExitGuard) can
+//! report "panicked: <message>" instead of a bare stop. The previous hook still runs.
+//!
+//! Each actor runs in its own task, and Tokio drops a task's future, and with it the guard,
+//! inside that task's context right after catching the panic. Matching the task id means a
+//! panic elsewhere on the thread is never blamed on an actor.
 
 use std::cell::RefCell;
 use std::sync::Once;
-use std::time::{Duration, Instant};
+
+use tokio::task::Id;
 
 thread_local! {
-    static LAST_PANIC: RefCell<Option<(String, Instant)>> = const { RefCell::new(None) };
+    static LAST_PANIC: RefCell<Option<(String, Id)>> = const { RefCell::new(None) };
 }
-
-/// A panic older than this is not attributed to an actor exit: the exit guard runs
-/// microseconds after the panic that killed its actor.
-const FRESHNESS: Duration = Duration::from_secs(1);
 
 static INSTALL: Once = Once::new();
 
@@ -30,18 +31,24 @@ pub fn install() {
                 %location,
                 "panic: {message}"
             );
-            LAST_PANIC.with(|last| *last.borrow_mut() = Some((message, Instant::now())));
+            if let Some(task) = tokio::task::try_id() {
+                LAST_PANIC.with(|last| *last.borrow_mut() = Some((message, task)));
+            }
             previous(info);
         }));
     });
 }
 
-/// Takes the message of a panic that happened on this thread within the last second.
-pub(crate) fn take_recent() -> Option<String> {
-    LAST_PANIC
-        .with(|last| last.borrow_mut().take())
-        .filter(|(_, at)| at.elapsed() < FRESHNESS)
-        .map(|(message, _)| message)
+/// Takes the message of a panic in the current Tokio task, if that task panicked.
+pub(crate) fn take_for_current_task() -> Option<String> {
+    let task = tokio::task::try_id()?;
+    LAST_PANIC.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((_, id)) if *id == task => last.take().map(|(message, _)| message),
+            _ => None,
+        }
+    })
 }
 
 fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -59,14 +66,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_caught_panic_is_remembered_once_on_its_thread() {
+    fn a_panic_is_remembered_for_its_own_task_only() {
         install();
-        let handle = std::thread::spawn(|| {
-            let _ = std::panic::catch_unwind(|| panic!("boom {}", 7));
-            (take_recent(), take_recent())
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let same = tokio::task::spawn_local(async {
+                let _ = std::panic::catch_unwind(|| panic!("boom {}", 7));
+                (take_for_current_task(), take_for_current_task())
+            });
+            assert_eq!(same.await.unwrap(), (Some("boom 7".to_owned()), None));
+            let _ = tokio::task::spawn_local(async {
+                let _ = std::panic::catch_unwind(|| panic!("elsewhere"));
+            })
+            .await;
+            let other = tokio::task::spawn_local(async { take_for_current_task() });
+            assert_eq!(other.await.unwrap(), None);
         });
-        let (first, second) = handle.join().unwrap();
-        assert_eq!(first.as_deref(), Some("boom 7"));
-        assert_eq!(second, None);
     }
 }

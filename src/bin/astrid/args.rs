@@ -12,6 +12,9 @@ use uuid::Uuid;
 /// `user.prompt` events, events are printed as they arrive, and /status, /capsules,
 /// /commands, /ps and /quit are built in. Commands that need a daemon start an ephemeral
 /// one for the workspace when none is running; it exits shortly after its last client.
+///
+/// `astrid daemon [FLAGS]` runs the daemon itself in the foreground, with the flags of
+/// `astrid-daemon` (see `astrid daemon --help`).
 #[derive(Debug, Parser)]
 #[command(name = "astrid", version, about, long_about)]
 pub(crate) struct Cli {

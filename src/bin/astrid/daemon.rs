@@ -1,7 +1,7 @@
 //! Finding, starting and stopping the daemon of a session.
 //!
-//! Starting: the `astrid-daemon` binary next to this executable (else on `PATH`) runs
-//! detached in its own process group, with its stderr in `<home>/logs/daemon-boot.log`;
+//! Starting: the `astrid-daemon` binary next to this executable (else on `PATH`, else this
+//! executable as `astrid daemon`) runs detached in its own process group, with its stderr in `<home>/logs/daemon-boot.log`;
 //! the CLI waits for the ready file and a successful handshake, and kills the child (and
 //! shows the log) if boot fails. Stopping: a `Shutdown` request (or SIGTERM), a wait until the
 //! process is gone, then SIGTERM and SIGKILL past the deadline, always after checking the pid
@@ -30,7 +30,7 @@ const BOOT_DEADLINE: Duration = Duration::from_secs(10);
 /// How often readiness and process exit are checked.
 const POLL: Duration = Duration::from_millis(20);
 /// Exit status of `astrid-daemon` when another daemon holds the session.
-const ALREADY_RUNNING: i32 = 3;
+const ALREADY_RUNNING: i32 = astrid::daemon::EXIT_ALREADY_RUNNING as i32;
 
 /// How a started daemon lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +89,7 @@ impl Target {
     fn spawn(&self, mode: Mode) -> Result<Child, CliError> {
         prepare_home(&self.home)?;
         let _ = astrid_actors::files::remove_if_exists(&self.files.ready());
-        let binary = daemon_binary()?;
+        let (binary, prefix) = daemon_command()?;
         let log = self.boot_log();
         let stderr = OpenOptions::new()
             .write(true)
@@ -103,6 +103,7 @@ impl Target {
         })?;
         let mut command = Command::new(&binary);
         command
+            .args(prefix)
             .arg("--home")
             .arg(self.home.root())
             .arg("--session")
@@ -272,22 +273,23 @@ fn kill(child: Option<Child>) {
     }
 }
 
-/// `astrid-daemon` next to this executable, else on `PATH`.
-fn daemon_binary() -> Result<PathBuf, CliError> {
+/// `astrid-daemon` next to this executable, else on `PATH`, else this executable run as
+/// `astrid daemon`. Returns the program and the arguments that select the daemon.
+fn daemon_command() -> Result<(PathBuf, &'static [&'static str]), CliError> {
     const NAME: &str = "astrid-daemon";
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join(NAME)))
-        .filter(|p| p.is_file());
-    beside
-        .or_else(|| {
-            std::env::var_os("PATH").and_then(|path| {
-                std::env::split_paths(&path)
-                    .map(|dir| dir.join(NAME))
-                    .find(|p| p.is_file())
-            })
+    let me = std::env::current_exe()?;
+    let beside = me.parent().map(|dir| dir.join(NAME)).filter(|p| p.is_file());
+    let on_path = || {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(NAME))
+                .find(|p| p.is_file())
         })
-        .ok_or(CliError::DaemonNotFound)
+    };
+    Ok(match beside.or_else(on_path) {
+        Some(binary) => (binary, &[]),
+        None => (me, &["daemon"]),
+    })
 }
 
 /// The last lines of a log, for error messages.

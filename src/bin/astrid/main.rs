@@ -10,6 +10,7 @@ mod chat;
 mod daemon;
 mod render;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -33,8 +34,6 @@ pub(crate) enum CliError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Path(#[from] PathError),
-    #[error("cannot find the astrid-daemon binary next to astrid or on PATH")]
-    DaemonNotFound,
     #[error("cannot start {binary}")]
     Spawn {
         binary: PathBuf,
@@ -60,6 +59,12 @@ pub(crate) enum CliError {
 }
 
 fn main() -> ExitCode {
+    // `astrid daemon [FLAGS]` is the daemon itself, with the flags of `astrid-daemon`; the CLI
+    // falls back to it when no `astrid-daemon` binary is installed.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "daemon") {
+        let argv = std::iter::once(OsString::from("astrid daemon")).chain(std::env::args_os().skip(2));
+        return astrid::daemon::main(argv);
+    }
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use astrid::paths::SessionFiles;
+use crate::paths::SessionFiles;
 use astrid_actors::files::remove_if_exists;
 use astrid_actors::kernel::ShutdownHandle;
 use signal_hook::consts::{SIGINT, SIGTERM};

@@ -1,0 +1,333 @@
+//! Load generator for the Astrid daemon, with an optional side-by-side run of
+//! `redis-benchmark` over a Unix socket on the same machine.
+//!
+//! Each client connects, completes the handshake, then keeps up to `--depth` requests in
+//! flight until it has sent its share of `--requests`; every reply is decoded and checked
+//! (id and no error), and its latency recorded. Prints requests per second and
+//! p50/p99/p99.9 latency.
+//!
+//! ```text
+//! cargo build --release --bins
+//! cargo run --release --example loadgen -- --spawn --clients 50 --requests 200000
+//! cargo run --release --example loadgen -- --suite        # the README's Performance table
+//! ```
+//!
+//! `--spawn` starts a persistent `astrid-daemon` (the release binary next to this example's
+//! directory) in a temporary home and stops it at the end; without it, the daemon of
+//! `--home` (default `$ASTRID_HOME` or `~/.astrid`) is used. `--suite` spawns a daemon and a
+//! `redis-server`, and runs both benchmarks for 1 client, 50 clients, and 50 clients with 16
+//! requests in flight each.
+
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::cast_precision_loss)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use astrid::client::{connect_socket, handshake, read_token};
+use astrid::paths::{HomeLayout, SessionFiles, resolve_home};
+use astrid::protocol::{FrameCodec, FrameHead, Request, RequestFrame, encode_frame};
+use bytes::BytesMut;
+use clap::{Parser, ValueEnum};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::codec::Decoder;
+
+/// Load generator for astrid-daemon.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Concurrent client connections.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Requests in total, split evenly across clients.
+    #[arg(long, default_value_t = 200_000)]
+    requests: usize,
+    /// Requests in flight per connection (pipelining).
+    #[arg(long, default_value_t = 1)]
+    depth: usize,
+    /// Request to send.
+    #[arg(long, value_enum, default_value_t = Kind::Ping)]
+    kind: Kind,
+    /// Start a temporary persistent daemon for the run.
+    #[arg(long)]
+    spawn: bool,
+    /// Astrid home of the daemon to load (ignored with --spawn).
+    #[arg(long)]
+    home: Option<PathBuf>,
+    /// Also run `redis-benchmark -t ping` with the same clients, requests and pipelining.
+    #[arg(long)]
+    redis: bool,
+    /// Run the README table: ping with 1, 50 and 50x16 clients, against redis-benchmark.
+    #[arg(long)]
+    suite: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Kind {
+    /// `Ping`, answered by the connection's session.
+    Ping,
+    /// `GetStatus`, which asks the bus and the capsule registry.
+    Status,
+    /// `Publish` to `user.loadgen` (no subscribers).
+    Publish,
+    /// `GetSupervisionTree`, answered by the root supervisor.
+    Tree,
+}
+
+impl Kind {
+    fn request(self) -> Request {
+        match self {
+            Self::Ping => Request::Ping,
+            Self::Status => Request::GetStatus,
+            Self::Publish => Request::Publish {
+                topic: "user.loadgen".into(),
+                payload: rmpv::Value::from(42),
+            },
+            Self::Tree => Request::GetSupervisionTree,
+        }
+    }
+}
+
+/// What one benchmark run measured.
+#[derive(Debug, Clone)]
+struct Report {
+    label: String,
+    requests: usize,
+    elapsed: Duration,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+}
+
+impl Report {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn print(&self) {
+        println!(
+            "{:<44} {:>10.0} req/s   p50 {:>7.1} us   p99 {:>7.1} us   p99.9 {:>7.1} us",
+            self.label,
+            self.rate(),
+            self.p50_us,
+            self.p99_us,
+            self.p999_us
+        );
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    f64::from(sorted[rank.min(sorted.len() - 1)])
+}
+
+/// One client: returns the latency of every request, in microseconds.
+async fn client(files: SessionFiles, request: Request, count: usize, depth: usize) -> Vec<u32> {
+    let mut stream = connect_socket(&files.socket()).await.unwrap();
+    let token = read_token(&files).unwrap();
+    handshake(&mut stream, &token, "loadgen").await.unwrap();
+    let depth = depth.max(1);
+    let mut sent_at = vec![Instant::now(); depth];
+    let mut latencies = Vec::with_capacity(count);
+    let mut out = BytesMut::with_capacity(64 * depth);
+    let mut input = BytesMut::with_capacity(64 * 1024);
+    let mut codec = FrameCodec::new(16 * 1024 * 1024);
+    let (mut sent, mut done) = (0usize, 0usize);
+    while done < count {
+        // Top up the pipeline, then read whatever replies are there.
+        while sent < count && sent - done < depth {
+            let id = sent as u64;
+            encode_frame(
+                &mut out,
+                &RequestFrame {
+                    id,
+                    request: request.clone(),
+                },
+            )
+            .unwrap();
+            sent_at[sent % depth] = Instant::now();
+            sent += 1;
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await.unwrap();
+            out.clear();
+        }
+        if stream.read_buf(&mut input).await.unwrap() == 0 {
+            panic!("the daemon closed the connection");
+        }
+        while let Some(frame) = codec.decode(&mut input).unwrap() {
+            let head: FrameHead = rmp_serde::from_slice(&frame).unwrap();
+            assert!(head.error.is_none(), "request failed: {:?}", head.error);
+            let id = usize::try_from(head.id.expect("a reply")).unwrap();
+            let micros = sent_at[id % depth].elapsed().as_micros();
+            latencies.push(u32::try_from(micros).unwrap_or(u32::MAX));
+            done += 1;
+        }
+    }
+    latencies
+}
+
+async fn run_astrid(files: &SessionFiles, kind: Kind, clients: usize, total: usize, depth: usize) -> Report {
+    let per_client = total / clients;
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| tokio::spawn(client(files.clone(), kind.request(), per_client, depth)))
+        .collect();
+    let mut all = Vec::with_capacity(per_client * clients);
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let elapsed = start.elapsed();
+    all.sort_unstable();
+    Report {
+        label: format!("astrid {kind:?} c={clients} depth={depth}"),
+        requests: all.len(),
+        elapsed,
+        p50_us: percentile(&all, 50.0),
+        p99_us: percentile(&all, 99.0),
+        p999_us: percentile(&all, 99.9),
+    }
+}
+
+/// A child process killed when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(path: &Path) {
+    let end = Instant::now() + Duration::from_secs(15);
+    while !path.exists() {
+        assert!(Instant::now() < end, "{} did not appear", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Starts a persistent daemon in `home` from the release binary beside this example.
+fn spawn_daemon(home: &Path) -> (Guard, SessionFiles) {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(Path::parent).unwrap().join("astrid-daemon");
+    assert!(
+        bin.is_file(),
+        "{} not found: run `cargo build --release --bins` first",
+        bin.display()
+    );
+    let child = Command::new(&bin)
+        .arg("--home")
+        .arg(home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let files = HomeLayout::new(home).session(uuid::Uuid::nil());
+    wait_for(&files.ready());
+    (Guard(child), files)
+}
+
+fn spawn_redis(dir: &Path) -> (Guard, PathBuf) {
+    let socket = dir.join("redis.sock");
+    let child = Command::new("redis-server")
+        .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocketperm", "700"])
+        .arg("--unixsocket")
+        .arg(&socket)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server not found (apt-get install redis-server redis-tools)");
+    wait_for(&socket);
+    (Guard(child), socket)
+}
+
+/// Runs `redis-benchmark -t ping` and returns its PING_INLINE and PING_MBULK rows.
+fn run_redis(socket: &Path, clients: usize, total: usize, depth: usize) -> Vec<Report> {
+    let out = Command::new("redis-benchmark")
+        .arg("-s")
+        .arg(socket)
+        .args(["-t", "ping", "--csv"])
+        .args(["-n", &total.to_string(), "-c", &clients.to_string(), "-P", &depth.to_string()])
+        .output()
+        .expect("redis-benchmark not found (apt-get install redis-tools)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split(',').map(|c| c.trim_matches('"')).collect();
+            let rps: f64 = cols.get(1)?.parse().ok()?;
+            let p50: f64 = cols.get(4)?.parse().ok()?;
+            let p99: f64 = cols.get(6)?.parse().ok()?;
+            Some(Report {
+                label: format!("redis {} c={clients} depth={depth}", cols[0]),
+                requests: total,
+                elapsed: Duration::from_secs_f64(total as f64 / rps),
+                p50_us: p50 * 1000.0,
+                p99_us: p99 * 1000.0,
+                p999_us: f64::NAN,
+            })
+        })
+        .collect()
+}
+
+fn main() {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tmp = tempfile::Builder::new().prefix("loadgen").tempdir_in("/tmp").unwrap();
+    let (_daemon, files) = if args.spawn || args.suite {
+        let (guard, files) = spawn_daemon(tmp.path());
+        (Some(guard), files)
+    } else {
+        let env_home = std::env::var_os("ASTRID_HOME").map(PathBuf::from);
+        let home = resolve_home(args.home.as_deref(), env_home.as_deref()).unwrap();
+        (None, home.session(uuid::Uuid::nil()))
+    };
+    let configs = if args.suite {
+        vec![(1, args.requests, 1), (50, args.requests, 1), (50, args.requests * 5, 16)]
+    } else {
+        vec![(args.clients, args.requests, args.depth)]
+    };
+    let redis = (args.redis || args.suite).then(|| spawn_redis(tmp.path()));
+    // Warm up both servers (connection set-up, allocator, page cache) before measuring.
+    rt.block_on(run_astrid(&files, args.kind, 1, 10_000, 1));
+    let mut rows = Vec::new();
+    for (clients, total, depth) in configs {
+        let ours = rt.block_on(run_astrid(&files, args.kind, clients, total, depth));
+        ours.print();
+        let theirs = redis.as_ref().map(|(_, socket)| run_redis(socket, clients, total, depth));
+        for r in theirs.iter().flatten() {
+            r.print();
+        }
+        rows.push((clients, depth, ours, theirs.unwrap_or_default()));
+    }
+    if redis.is_some() {
+        println!("\n| clients | in flight per client | astrid {:?} req/s (p50 / p99 us) | redis PING_INLINE req/s | redis PING_MBULK req/s | astrid / best redis |", args.kind);
+        println!("|---|---|---|---|---|---|");
+        for (clients, depth, ours, theirs) in rows {
+            let best = theirs.iter().map(Report::rate).fold(0.0, f64::max);
+            let cell = |name: &str| {
+                theirs
+                    .iter()
+                    .find(|r| r.label.contains(name))
+                    .map_or("-".to_owned(), |r| format!("{:.0} ({:.0} / {:.0})", r.rate(), r.p50_us, r.p99_us))
+            };
+            println!(
+                "| {clients} | {depth} | {:.0} ({:.0} / {:.0}) | {} | {} | {:.2}x |",
+                ours.rate(),
+                ours.p50_us,
+                ours.p99_us,
+                cell("PING_INLINE"),
+                cell("PING_MBULK"),
+                ours.rate() / best
+            );
+        }
+    }
+}

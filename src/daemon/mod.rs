@@ -1,0 +1,238 @@
+//! The daemon's process edge, shared by the `astrid-daemon` binary and `astrid daemon`: it
+//! parses flags, resolves and prepares the home, takes the single-instance lock, writes the
+//! pid file, starts logging and signal handling, boots the kernel (from the `astrid-actors`
+//! crate), and turns how it ended into an exit status.
+//!
+//! Exit status: 0 after a clean shutdown, 1 when boot or the kernel failed, 2 for bad
+//! arguments or an unusable path, 3 when a daemon already runs for the session, 4 when a
+//! kernel actor exhausted its restart budget.
+
+mod args;
+mod logging;
+mod signals;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::instance::{InstanceLock, LockError, PidFile};
+use crate::paths::{PathError, prepare_home, resolve_home};
+use astrid_actors::kernel::{BootError, HomeLayout, Kernel, KernelConfig, KernelExit, Limits};
+use astrid_actors::supervisor::RestartPolicy;
+use clap::Parser;
+
+use self::args::Args;
+use self::signals::SignalTarget;
+
+/// How long a graceful shutdown may take before the watchdog ends the process.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Why the daemon did not run to a clean end.
+#[derive(Debug, thiserror::Error)]
+enum DaemonError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error("workspace {path} is not a usable directory")]
+    Workspace {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("astrid-daemon is already running for session `{session}`{pid}")]
+    AlreadyRunning { session: String, pid: String },
+    #[error(transparent)]
+    Lock(LockError),
+    #[error("cannot write the pid file {path}")]
+    PidFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Logging(String),
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
+    #[error("boot failed")]
+    Boot(#[from] BootError),
+    #[error("`{child}` exceeded the restart budget ({reason}); the daemon stopped")]
+    Escalated { child: String, reason: String },
+    #[error("the root supervisor died; the daemon stopped")]
+    SupervisorDied,
+}
+
+impl DaemonError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) | Self::Path(_) | Self::Workspace { .. } => 2,
+            Self::AlreadyRunning { .. } => EXIT_ALREADY_RUNNING,
+            Self::Escalated { .. } => 4,
+            _ => 1,
+        }
+    }
+}
+
+/// Exit status when another daemon already runs for the session.
+pub const EXIT_ALREADY_RUNNING: u8 = 3;
+
+/// Runs the daemon with the command line `args` (program name first) and returns its exit
+/// status.
+pub fn main<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                message.push_str(": ");
+                message.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            tracing::error!("{message}");
+            eprintln!("astrid-daemon: {message}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn parse_args<I, T>(args: I) -> Result<Args, DaemonError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    Args::try_parse_from(args).map_err(|e| {
+        use clap::error::ErrorKind;
+        if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+            let _ = e.print();
+            #[allow(clippy::exit, reason = "--help and --version end the process successfully")]
+            std::process::exit(0);
+        }
+        // One line: clap's own rendering spans several.
+        let rendered = e.to_string();
+        let first = rendered.lines().next().unwrap_or("invalid arguments");
+        DaemonError::Usage(first.trim_start_matches("error: ").to_owned())
+    })
+}
+
+fn run<I, T>(args: I) -> Result<(), DaemonError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    // Everything the daemon creates is private to its user, sockets included.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let args = parse_args(args)?;
+    let workspace = match &args.workspace {
+        Some(path) => path.clone(),
+        None => std::env::current_dir().map_err(|source| DaemonError::Workspace {
+            path: PathBuf::from("."),
+            source,
+        })?,
+    };
+    let workspace = std::fs::canonicalize(&workspace)
+        .and_then(|p| {
+            if p.is_dir() {
+                Ok(p)
+            } else {
+                Err(std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"))
+            }
+        })
+        .map_err(|source| DaemonError::Workspace {
+            path: workspace.clone(),
+            source,
+        })?;
+    let env_home = std::env::var_os("ASTRID_HOME").map(PathBuf::from);
+    let home = resolve_home(args.home.as_deref(), env_home.as_deref())?;
+    prepare_home(&home)?;
+    let files = home.session(args.session);
+
+    let lock = match InstanceLock::acquire(&files.lock()) {
+        Ok(lock) => lock,
+        Err(LockError::Held(_)) => {
+            let pid = PidFile::read(&files.pid())
+                .map(|p| format!(" (pid {})", p.pid))
+                .unwrap_or_default();
+            return Err(DaemonError::AlreadyRunning {
+                session: files.name().to_owned(),
+                pid,
+            });
+        }
+        Err(e) => return Err(DaemonError::Lock(e)),
+    };
+    let result = run_locked(&args, &home, workspace);
+    if let Err(e) = astrid_actors::files::remove_if_exists(&files.pid()) {
+        tracing::warn!("cannot remove the pid file: {e}");
+    }
+    lock.release();
+    result
+}
+
+fn run_locked(args: &Args, home: &HomeLayout, workspace: PathBuf) -> Result<(), DaemonError> {
+    let files = home.session(args.session);
+    // A crashed daemon may have left these; they are ours now that we hold the lock.
+    let _ = astrid_actors::files::remove_if_exists(&files.ready());
+    let pid_file = PidFile::current().and_then(|p| p.write(&files.pid()));
+    pid_file.map_err(|source| DaemonError::PidFile {
+        path: files.pid(),
+        source,
+    })?;
+    let filter = std::env::var("ASTRID_LOG").ok();
+    let _log_guard = logging::init(&home.logs(), args.verbose, filter).map_err(DaemonError::Logging)?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        session = files.name(),
+        workspace = %workspace.display(),
+        home = %home.root().display(),
+        ephemeral = args.ephemeral,
+        "astrid-daemon starting"
+    );
+
+    let target = SignalTarget::default();
+    signals::spawn(target.clone(), files.clone()).map_err(DaemonError::Signals)?;
+    let armed = Arc::new(AtomicBool::new(false));
+    let watchdog_files = files.clone();
+
+    let mut config = KernelConfig::new(home, args.session, workspace);
+    config.ephemeral = args.ephemeral;
+    config.idle_grace = args.idle_grace;
+    config.allow_fault_injection = args.allow_fault_injection;
+    config.restart_policy = RestartPolicy {
+        intensity: args.max_restarts,
+        period: args.restart_window,
+        ..RestartPolicy::default()
+    };
+    config.limits = Limits {
+        call_timeout: args.call_timeout,
+        max_frame_len: args.max_frame,
+        ..Limits::default()
+    };
+    config.on_shutdown = Some(Arc::new(move |_reason: &str| {
+        signals::arm_watchdog(&armed, SHUTDOWN_DEADLINE, watchdog_files.clone());
+    }));
+
+    let system = actix::System::new();
+    let exit = system.block_on(async move {
+        let kernel = Kernel::boot(config).await?;
+        if target.pending() {
+            tracing::info!("a signal arrived during boot");
+        }
+        target.attach(kernel.shutdown_handle());
+        Ok::<_, DaemonError>(kernel.wait().await)
+    })?;
+    match exit {
+        KernelExit::Clean { reason } => {
+            tracing::info!("astrid-daemon stopped: {reason}");
+            Ok(())
+        }
+        KernelExit::Escalated { child, reason } => Err(DaemonError::Escalated { child, reason }),
+        KernelExit::SupervisorDied => Err(DaemonError::SupervisorDied),
+    }
+}

@@ -1,0 +1,203 @@
+//! Supervision seen from outside: faults injected into a real daemon's kernel actors are
+//! restarted within the budget without disturbing clients, and a kernel actor that keeps
+//! failing past the budget makes the daemon shut down cleanly with exit status 4.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use astrid::client::Client;
+use astrid::protocol::{
+    ChildState, ErrorCode, Event, Fault, FaultInjected, Published, Request, Subscribed, TreeNode,
+};
+use common::{DEADLINE, TestDaemon};
+
+async fn inject(client: &Client, target: &str, fault: Fault) {
+    let _: FaultInjected = client
+        .call(Request::InjectFault {
+            target: target.into(),
+            fault,
+        })
+        .await
+        .unwrap();
+}
+
+/// Polls the tree until `cond` holds for the named child.
+async fn wait_child(client: &Client, name: &str, cond: impl Fn(&TreeNode) -> bool) -> TreeNode {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let tree = client.tree().await.unwrap();
+        if let Some(node) = tree.find(name)
+            && cond(node)
+        {
+            return node.clone();
+        }
+        assert!(Instant::now() < end, "`{name}` never reached the state: {tree:#?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn publish(client: &Client, topic: &str) -> Result<Published, astrid::client::ClientError> {
+    client
+        .call(Request::Publish {
+            topic: topic.into(),
+            payload: rmpv::Value::from(topic),
+        })
+        .await
+}
+
+async fn next_event(client: &mut Client, topic: &str) -> Event {
+    let end = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let event = tokio::time::timeout_at(end, client.next_event())
+            .await
+            .expect("event in time")
+            .expect("connection open");
+        if event.topic == topic {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_bus_is_restarted_and_subscriptions_survive() {
+    let d = TestDaemon::start(&["--allow-fault-injection"]);
+    let mut watcher = d.client().await;
+    let _: Subscribed = watcher
+        .call(Request::Subscribe {
+            pattern: "user.>".into(),
+        })
+        .await
+        .unwrap();
+    let actor = d.client().await;
+    inject(&actor, "bus", Fault::Panic).await;
+    let bus = wait_child(&actor, "bus", |n| n.restarts == 1 && n.state == ChildState::Running).await;
+    let failure = bus.last_failure.unwrap();
+    assert!(failure.reason.contains("panicked: injected fault"), "{failure:?}");
+
+    // The watcher re-registers with the new bus by itself; publish until it sees an event.
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let published = publish(&actor, "user.after").await;
+        if published.is_ok_and(|p| p.delivered == 1) {
+            break;
+        }
+        assert!(Instant::now() < end, "subscription never came back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let event = next_event(&mut watcher, "user.after").await;
+    assert_eq!(event.payload, rmpv::Value::from("user.after"));
+    // Other work never stopped.
+    watcher.ping().await.unwrap();
+    let status = actor.status().await.unwrap();
+    assert!(status.unavailable.is_empty(), "{:?}", status.unavailable);
+}
+
+#[tokio::test]
+async fn a_stopped_listener_is_restarted_and_sessions_keep_working() {
+    let d = TestDaemon::start(&["--allow-fault-injection"]);
+    let client = d.client().await;
+    inject(&client, "listener", Fault::Stop).await;
+    let listener =
+        wait_child(&client, "listener", |n| n.restarts == 1 && n.state == ChildState::Running)
+            .await;
+    assert!(
+        listener.last_failure.unwrap().reason.contains("stopped unexpectedly"),
+        "a self-stop is reported as such"
+    );
+    // The existing session survived the listener's restart, and new ones are accepted.
+    client.ping().await.unwrap();
+    let fresh = d.client().await;
+    fresh.ping().await.unwrap();
+    let capsules = fresh.capsules().await.unwrap();
+    let cli = capsules.iter().find(|c| c.name == "astrid-capsule-cli").unwrap();
+    assert_eq!(cli.restarts, 1);
+}
+
+#[tokio::test]
+async fn restarts_are_published_as_supervision_events() {
+    let d = TestDaemon::start(&["--allow-fault-injection"]);
+    let mut watcher = d.client().await;
+    let _: Subscribed = watcher
+        .call(Request::Subscribe {
+            pattern: "astrid.supervisor.>".into(),
+        })
+        .await
+        .unwrap();
+    inject(&watcher, "capsules", Fault::Panic).await;
+    let exited = next_event(&mut watcher, "astrid.supervisor.child_exited").await;
+    let text = serde_json::to_string(&exited.payload).unwrap();
+    assert!(text.contains("capsules") && text.contains("panicked"), "{text}");
+    assert_eq!(exited.source, "supervisor");
+    let restarted = next_event(&mut watcher, "astrid.supervisor.child_restarted").await;
+    assert!(serde_json::to_string(&restarted.payload).unwrap().contains("capsules"));
+}
+
+#[tokio::test]
+async fn a_hung_actor_costs_callers_a_timeout_not_a_hang() {
+    let d = TestDaemon::start(&["--allow-fault-injection", "--call-timeout", "200ms"]);
+    let client = d.client().await;
+    inject(&client, "capsules", Fault::Hang { millis: 1500 }).await;
+    let started = Instant::now();
+    let error = client.capsules().await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::Timeout), "{error}");
+    assert!(started.elapsed() < Duration::from_millis(1200), "{:?}", started.elapsed());
+    // Requests that do not need the hung actor are unaffected.
+    client.ping().await.unwrap();
+    // Once it wakes up it serves again, without having been restarted.
+    let end = Instant::now() + DEADLINE;
+    while client.capsules().await.is_err() {
+        assert!(Instant::now() < end);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let node = client.tree().await.unwrap();
+    assert_eq!(node.find("capsules").unwrap().restarts, 0);
+}
+
+#[tokio::test]
+async fn exhausting_the_restart_budget_stops_the_daemon_with_status_4() {
+    let mut d = TestDaemon::start(&[
+        "--allow-fault-injection",
+        "--max-restarts",
+        "2",
+        "--restart-window",
+        "30s",
+    ]);
+    let client = d.client().await;
+    for round in 1..=2 {
+        inject(&client, "capsules", Fault::Panic).await;
+        wait_child(&client, "capsules", |n| {
+            n.restarts == round && n.state == ChildState::Running
+        })
+        .await;
+    }
+    // The third failure inside the window is one too many.
+    inject(&client, "capsules", Fault::Panic).await;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = d.wait_exit(DEADLINE);
+        (status, d.stderr(), d.leftover_files())
+    })
+    .await
+    .unwrap();
+    let (status, stderr, left) = status;
+    assert_eq!(status.and_then(|s| s.code()), Some(4), "{stderr}");
+    assert!(stderr.contains("exceeded the restart budget"), "{stderr}");
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn fault_injection_is_refused_unless_enabled() {
+    let d = TestDaemon::start(&[]);
+    let client = d.client().await;
+    let error = client
+        .call::<FaultInjected>(Request::InjectFault {
+            target: "bus".into(),
+            fault: Fault::Panic,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::FaultInjectionDisabled));
+    assert_eq!(client.tree().await.unwrap().find("bus").unwrap().restarts, 0);
+}
