@@ -18,7 +18,13 @@
 //! `redis-server`, and runs both benchmarks for 1 client, 50 clients, and 50 clients with 16
 //! requests in flight each.
 
-#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::cast_precision_loss)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a benchmark: failures panic, statistics are floating point"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -154,9 +160,8 @@ async fn client(files: SessionFiles, request: Request, count: usize, depth: usiz
             stream.write_all(&out).await.unwrap();
             out.clear();
         }
-        if stream.read_buf(&mut input).await.unwrap() == 0 {
-            panic!("the daemon closed the connection");
-        }
+        let read = stream.read_buf(&mut input).await.unwrap();
+        assert!(read > 0, "the daemon closed the connection");
         while let Some(frame) = codec.decode(&mut input).unwrap() {
             let head: FrameHead = rmp_serde::from_slice(&frame).unwrap();
             assert!(head.error.is_none(), "request failed: {:?}", head.error);
@@ -169,7 +174,13 @@ async fn client(files: SessionFiles, request: Request, count: usize, depth: usiz
     latencies
 }
 
-async fn run_astrid(files: &SessionFiles, kind: Kind, clients: usize, total: usize, depth: usize) -> Report {
+async fn run_astrid(
+    files: &SessionFiles,
+    kind: Kind,
+    clients: usize,
+    total: usize,
+    depth: usize,
+) -> Report {
     let per_client = total / clients;
     let start = Instant::now();
     let tasks: Vec<_> = (0..clients)
@@ -212,7 +223,11 @@ fn wait_for(path: &Path) {
 /// Starts a persistent daemon in `home` from the release binary beside this example.
 fn spawn_daemon(home: &Path) -> (Guard, SessionFiles) {
     let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join("astrid-daemon");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("astrid-daemon");
     assert!(
         bin.is_file(),
         "{} not found: run `cargo build --release --bins` first",
@@ -233,7 +248,16 @@ fn spawn_daemon(home: &Path) -> (Guard, SessionFiles) {
 fn spawn_redis(dir: &Path) -> (Guard, PathBuf) {
     let socket = dir.join("redis.sock");
     let child = Command::new("redis-server")
-        .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocketperm", "700"])
+        .args([
+            "--port",
+            "0",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--unixsocketperm",
+            "700",
+        ])
         .arg("--unixsocket")
         .arg(&socket)
         .arg("--dir")
@@ -246,13 +270,20 @@ fn spawn_redis(dir: &Path) -> (Guard, PathBuf) {
     (Guard(child), socket)
 }
 
-/// Runs `redis-benchmark -t ping` and returns its PING_INLINE and PING_MBULK rows.
+/// Runs `redis-benchmark -t ping` and returns its `PING_INLINE` and `PING_MBULK` rows.
 fn run_redis(socket: &Path, clients: usize, total: usize, depth: usize) -> Vec<Report> {
     let out = Command::new("redis-benchmark")
         .arg("-s")
         .arg(socket)
         .args(["-t", "ping", "--csv"])
-        .args(["-n", &total.to_string(), "-c", &clients.to_string(), "-P", &depth.to_string()])
+        .args([
+            "-n",
+            &total.to_string(),
+            "-c",
+            &clients.to_string(),
+            "-P",
+            &depth.to_string(),
+        ])
         .output()
         .expect("redis-benchmark not found (apt-get install redis-tools)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -281,7 +312,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let tmp = tempfile::Builder::new().prefix("loadgen").tempdir_in("/tmp").unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("loadgen")
+        .tempdir_in("/tmp")
+        .unwrap();
     let (_daemon, files) = if args.spawn || args.suite {
         let (guard, files) = spawn_daemon(tmp.path());
         (Some(guard), files)
@@ -291,7 +325,11 @@ fn main() {
         (None, home.session(uuid::Uuid::nil()))
     };
     let configs = if args.suite {
-        vec![(1, args.requests, 1), (50, args.requests, 1), (50, args.requests * 5, 16)]
+        vec![
+            (1, args.requests, 1),
+            (50, args.requests, 1),
+            (50, args.requests * 5, 16),
+        ]
     } else {
         vec![(args.clients, args.requests, args.depth)]
     };
@@ -302,14 +340,19 @@ fn main() {
     for (clients, total, depth) in configs {
         let ours = rt.block_on(run_astrid(&files, args.kind, clients, total, depth));
         ours.print();
-        let theirs = redis.as_ref().map(|(_, socket)| run_redis(socket, clients, total, depth));
+        let theirs = redis
+            .as_ref()
+            .map(|(_, socket)| run_redis(socket, clients, total, depth));
         for r in theirs.iter().flatten() {
             r.print();
         }
         rows.push((clients, depth, ours, theirs.unwrap_or_default()));
     }
     if redis.is_some() {
-        println!("\n| clients | in flight per client | astrid {:?} req/s (p50 / p99 us) | redis PING_INLINE req/s | redis PING_MBULK req/s | astrid / best redis |", args.kind);
+        println!(
+            "\n| clients | in flight per client | astrid {:?} req/s (p50 / p99 us) | redis PING_INLINE req/s | redis PING_MBULK req/s | astrid / best redis |",
+            args.kind
+        );
         println!("|---|---|---|---|---|---|");
         for (clients, depth, ours, theirs) in rows {
             let best = theirs.iter().map(Report::rate).fold(0.0, f64::max);
@@ -317,7 +360,9 @@ fn main() {
                 theirs
                     .iter()
                     .find(|r| r.label.contains(name))
-                    .map_or("-".to_owned(), |r| format!("{:.0} ({:.0} / {:.0})", r.rate(), r.p50_us, r.p99_us))
+                    .map_or("-".to_owned(), |r| {
+                        format!("{:.0} ({:.0} / {:.0})", r.rate(), r.p50_us, r.p99_us)
+                    })
             };
             println!(
                 "| {clients} | {depth} | {:.0} ({:.0} / {:.0}) | {} | {} | {:.2}x |",

@@ -21,6 +21,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -89,6 +90,14 @@ pub enum ClientError {
     /// A frame was not what the protocol promises.
     #[error("unexpected frame from the daemon")]
     Decode(#[from] rmp_serde::decode::Error),
+    /// The daemon did not answer in time (it may be stopped or wedged).
+    #[error("the daemon did not answer the {what} within {} ms", after.as_millis())]
+    Timeout {
+        /// What was waited for.
+        what: &'static str,
+        /// How long.
+        after: Duration,
+    },
 }
 
 impl ClientError {
@@ -140,12 +149,34 @@ pub fn read_token(files: &SessionFiles) -> Result<String, ClientError> {
         })
 }
 
-/// Performs the handshake on a fresh stream.
+/// How long [`handshake`] waits for the daemon's answer (the daemon itself gives a client 5 s
+/// to send its half).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Performs the handshake on a fresh stream, waiting at most [`HANDSHAKE_TIMEOUT`].
 ///
 /// # Errors
 ///
-/// [`ClientError::Refused`] with the daemon's reason, or an I/O or decoding error.
-pub async fn handshake(stream: &mut UnixStream, token: &str, client: &str) -> Result<Welcome, ClientError> {
+/// [`ClientError::Refused`] with the daemon's reason, [`ClientError::Timeout`], or an I/O or
+/// decoding error.
+pub async fn handshake(
+    stream: &mut UnixStream,
+    token: &str,
+    client: &str,
+) -> Result<Welcome, ClientError> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange_hello(stream, token, client))
+        .await
+        .map_err(|_| ClientError::Timeout {
+            what: "handshake",
+            after: HANDSHAKE_TIMEOUT,
+        })?
+}
+
+async fn exchange_hello(
+    stream: &mut UnixStream,
+    token: &str,
+    client: &str,
+) -> Result<Welcome, ClientError> {
     let mut buf = BytesMut::new();
     encode_frame(
         &mut buf,
@@ -187,6 +218,7 @@ pub struct Client {
     next_id: AtomicU64,
     welcome: Welcome,
     reader: tokio::task::JoinHandle<()>,
+    call_timeout: Option<Duration>,
 }
 
 impl Drop for Client {
@@ -235,7 +267,16 @@ impl Client {
             next_id: AtomicU64::new(1),
             welcome,
             reader,
+            call_timeout: None,
         }
+    }
+
+    /// Makes every later [`Client::call`] fail with [`ClientError::Timeout`] when its reply
+    /// takes longer than `timeout` (`None`, the default, waits as long as the connection
+    /// lives; the daemon answers every request within its own call deadline unless it is
+    /// stopped or wedged).
+    pub fn set_call_timeout(&mut self, timeout: Option<Duration>) {
+        self.call_timeout = timeout;
     }
 
     /// The daemon's handshake reply.
@@ -266,7 +307,23 @@ impl Client {
                 .remove(&id);
             return Err(e.into());
         }
-        let frame = rx.await.map_err(|_| ClientError::Closed)??;
+        let reply = match self.call_timeout {
+            None => rx.await,
+            Some(after) => {
+                let Ok(reply) = tokio::time::timeout(after, rx).await else {
+                    self.waiters
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&id);
+                    return Err(ClientError::Timeout {
+                        what: "request",
+                        after,
+                    });
+                };
+                reply
+            }
+        };
+        let frame = reply.map_err(|_| ClientError::Closed)??;
         let reply: TypedReply<T> = rmp_serde::from_slice(&frame)?;
         match (reply.result, reply.error) {
             (_, Some(error)) => Err(ClientError::Remote(error)),
@@ -337,7 +394,10 @@ async fn read_frames(
         };
         match head {
             FrameHead { id: Some(id), .. } => {
-                let waiter = waiters.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                let waiter = waiters
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
                 if let Some(tx) = waiter {
                     let _ = tx.send(Ok(frame));
                 }
@@ -359,7 +419,13 @@ async fn read_frames(
         ClientError::Remote(body) => Some(body.clone()),
         _ => None,
     };
-    for (_, tx) in waiters.lock().unwrap_or_else(PoisonError::into_inner).drain() {
-        let _ = tx.send(Err(reason.clone().map_or(ClientError::Closed, ClientError::Remote)));
+    for (_, tx) in waiters
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .drain()
+    {
+        let _ = tx.send(Err(reason
+            .clone()
+            .map_or(ClientError::Closed, ClientError::Remote)));
     }
 }

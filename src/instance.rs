@@ -121,7 +121,10 @@ impl PidFile {
     ///
     /// Any I/O error.
     pub fn write(&self, path: &Path) -> io::Result<()> {
-        write_private(path, format!("{}\n{}\n", self.pid, self.exe.display()).as_bytes())
+        write_private(
+            path,
+            format!("{}\n{}\n", self.pid, self.exe.display()).as_bytes(),
+        )
     }
 
     /// Reads a pid file.
@@ -132,29 +135,48 @@ impl PidFile {
     pub fn read(path: &Path) -> io::Result<Self> {
         let text = fs::read_to_string(path)?;
         let mut lines = text.lines();
-        let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("malformed pid file {}", path.display()));
-        let pid = lines.next().and_then(|l| l.trim().parse().ok()).ok_or_else(bad)?;
+        let bad = || {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("malformed pid file {}", path.display()),
+            )
+        };
+        let pid = lines
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(bad)?;
         let exe = lines.next().map(PathBuf::from).ok_or_else(bad)?;
         Ok(Self { pid, exe })
     }
 
-    /// Whether the process is alive (not a zombie) and runs the recorded executable.
+    /// Whether the process is alive (not a zombie) and runs the recorded executable: only
+    /// then may it be signalled.
     pub fn is_running(&self) -> bool {
-        let proc = PathBuf::from(format!("/proc/{}", self.pid));
-        let Ok(stat) = fs::read_to_string(proc.join("stat")) else {
+        // After an upgrade the running image's path reads "<path> (deleted)".
+        self.is_alive()
+            && fs::read_link(self.proc().join("exe")).is_ok_and(|exe| {
+                let exe = exe.to_string_lossy();
+                let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe);
+                Path::new(exe) == self.exe
+            })
+    }
+
+    /// Whether a process with this pid exists and has not yet exited (zombies have exited:
+    /// their files, locks included, are closed). This is what to wait on after a signal: an
+    /// exiting process loses its `exe` link before it closes its files.
+    pub fn is_alive(&self) -> bool {
+        let Ok(stat) = fs::read_to_string(self.proc().join("stat")) else {
             return false;
         };
         // The state follows the parenthesised command name, which may contain spaces.
-        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-        if matches!(state, Some("Z" | "X") | None) {
-            return false;
-        }
-        // After an upgrade the running image's path reads "<path> (deleted)".
-        fs::read_link(proc.join("exe")).is_ok_and(|exe| {
-            let exe = exe.to_string_lossy();
-            let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe);
-            Path::new(exe) == self.exe
-        })
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        !matches!(state, Some("Z" | "X") | None)
+    }
+
+    fn proc(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}", self.pid))
     }
 }
 
@@ -168,7 +190,10 @@ mod tests {
         let path = dir.path().join("s.lock");
         let lock = InstanceLock::acquire(&path).unwrap();
         assert!(InstanceLock::is_held(&path));
-        assert!(matches!(InstanceLock::acquire(&path), Err(LockError::Held(_))));
+        assert!(matches!(
+            InstanceLock::acquire(&path),
+            Err(LockError::Held(_))
+        ));
         lock.release();
         assert!(!path.exists());
         assert!(!InstanceLock::is_held(&path));

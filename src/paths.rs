@@ -60,7 +60,9 @@ pub fn resolve_home(flag: Option<&Path>, env_home: Option<&Path>) -> Result<Home
     let absolute = if chosen.is_absolute() {
         chosen
     } else {
-        std::env::current_dir().map_err(PathError::CurrentDir)?.join(chosen)
+        std::env::current_dir()
+            .map_err(PathError::CurrentDir)?
+            .join(chosen)
     };
     Ok(HomeLayout::new(absolute))
 }

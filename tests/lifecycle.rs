@@ -17,7 +17,11 @@ use common::{DEADLINE, TestDaemon, short_tempdir, wait_until};
 use rustix::process::Signal;
 
 fn mode(path: &std::path::Path) -> u32 {
-    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777
 }
 
 #[test]
@@ -43,12 +47,15 @@ fn boot_creates_private_dirs_and_session_files() {
     assert!(ready.contains(&format!("pid={}", d.child.id())), "{ready}");
     // A daily log file exists and records the boot.
     assert!(wait_until(DEADLINE, || {
-        std::fs::read_dir(d.layout.logs()).unwrap().filter_map(Result::ok).any(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with("astrid.")
-                && name.ends_with(".log")
-                && std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("kernel booted"))
-        })
+        std::fs::read_dir(d.layout.logs())
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with("astrid.")
+                    && e.path().extension().is_some_and(|x| x == "log")
+                    && std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("kernel booted"))
+            })
     }));
 }
 
@@ -105,7 +112,10 @@ fn a_second_instance_is_refused_and_the_first_keeps_serving() {
     assert_eq!(second.status.code(), Some(3), "{second:?}");
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(stderr.contains("already running"), "{stderr}");
-    assert!(stderr.contains(&format!("pid {}", first.child.id())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pid {}", first.child.id())),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     // The first daemon and its files are untouched.
     assert_eq!(first.token(), token_before);
@@ -166,14 +176,20 @@ fn an_ephemeral_daemon_waits_for_its_last_client_then_the_grace() {
     while held.elapsed() < Duration::from_millis(900) {
         raw.request(1, "Ping");
         assert!(raw.recv().is_some(), "daemon must serve a connected client");
-        assert!(d.child.try_wait().unwrap().is_none(), "exited with a client connected");
+        assert!(
+            d.child.try_wait().unwrap().is_none(),
+            "exited with a client connected"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let left_at = Instant::now();
     drop(raw);
     let status = d.wait_exit(DEADLINE).expect("exits after the last client");
     assert!(status.success());
-    assert!(left_at.elapsed() >= Duration::from_millis(300), "exited before the grace");
+    assert!(
+        left_at.elapsed() >= Duration::from_millis(300),
+        "exited before the grace"
+    );
     assert!(d.leftover_files().is_empty());
 }
 
@@ -186,7 +202,9 @@ fn a_persistent_daemon_never_idles_out() {
         raw.recv().unwrap();
     }
     // Ten times the grace without clients: still up and serving.
-    let exited = wait_until(Duration::from_millis(1000), || d.child.try_wait().unwrap().is_some());
+    let exited = wait_until(Duration::from_secs(1), || {
+        d.child.try_wait().unwrap().is_some()
+    });
     assert!(!exited, "a persistent daemon exited while idle");
     let mut raw = d.raw();
     raw.request(2, "Ping");
@@ -228,8 +246,14 @@ fn a_session_uuid_names_the_files() {
         .spawn()
         .unwrap();
     let ready = home.path().join("sessions").join(format!("{id}.ready"));
-    assert!(wait_until(DEADLINE, || ready.exists() || child.try_wait().unwrap().is_some()));
-    assert!(home.path().join("sessions").join(format!("{id}.sock")).exists());
+    assert!(wait_until(DEADLINE, || ready.exists()
+        || child.try_wait().unwrap().is_some()));
+    assert!(
+        home.path()
+            .join("sessions")
+            .join(format!("{id}.sock"))
+            .exists()
+    );
     assert!(child.wait().unwrap().success());
 }
 

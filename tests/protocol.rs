@@ -735,7 +735,8 @@ fn many_clients_at_once_are_all_served_while_one_sends_garbage() {
         })
     };
     let all_in = wait_until(DEADLINE, || {
-        ready.load(Ordering::SeqCst) == CLIENTS || clients.iter().any(|c| c.is_finished())
+        ready.load(Ordering::SeqCst) == CLIENTS
+            || clients.iter().any(std::thread::JoinHandle::is_finished)
     });
     assert!(
         all_in,
@@ -807,7 +808,7 @@ fn hundreds_of_pipelined_requests_are_each_answered_exactly_once() {
         let id = get(&frame, "id")
             .as_u64()
             .unwrap_or_else(|| panic!("{frame}"));
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             let s: Status = result_as(&frame, id);
             assert_eq!(s.pid, d.child.id());
         } else {

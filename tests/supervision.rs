@@ -34,7 +34,10 @@ async fn wait_child(client: &Client, name: &str, cond: impl Fn(&TreeNode) -> boo
         {
             return node.clone();
         }
-        assert!(Instant::now() < end, "`{name}` never reached the state: {tree:#?}");
+        assert!(
+            Instant::now() < end,
+            "`{name}` never reached the state: {tree:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -73,9 +76,15 @@ async fn a_panicking_bus_is_restarted_and_subscriptions_survive() {
         .unwrap();
     let actor = d.client().await;
     inject(&actor, "bus", Fault::Panic).await;
-    let bus = wait_child(&actor, "bus", |n| n.restarts == 1 && n.state == ChildState::Running).await;
+    let bus = wait_child(&actor, "bus", |n| {
+        n.restarts == 1 && n.state == ChildState::Running
+    })
+    .await;
     let failure = bus.last_failure.unwrap();
-    assert!(failure.reason.contains("panicked: injected fault"), "{failure:?}");
+    assert!(
+        failure.reason.contains("panicked: injected fault"),
+        "{failure:?}"
+    );
 
     // The watcher re-registers with the new bus by itself; publish until it sees an event.
     let end = Instant::now() + DEADLINE;
@@ -100,11 +109,16 @@ async fn a_stopped_listener_is_restarted_and_sessions_keep_working() {
     let d = TestDaemon::start(&["--allow-fault-injection"]);
     let client = d.client().await;
     inject(&client, "listener", Fault::Stop).await;
-    let listener =
-        wait_child(&client, "listener", |n| n.restarts == 1 && n.state == ChildState::Running)
-            .await;
+    let listener = wait_child(&client, "listener", |n| {
+        n.restarts == 1 && n.state == ChildState::Running
+    })
+    .await;
     assert!(
-        listener.last_failure.unwrap().reason.contains("stopped unexpectedly"),
+        listener
+            .last_failure
+            .unwrap()
+            .reason
+            .contains("stopped unexpectedly"),
         "a self-stop is reported as such"
     );
     // The existing session survived the listener's restart, and new ones are accepted.
@@ -112,7 +126,10 @@ async fn a_stopped_listener_is_restarted_and_sessions_keep_working() {
     let fresh = d.client().await;
     fresh.ping().await.unwrap();
     let capsules = fresh.capsules().await.unwrap();
-    let cli = capsules.iter().find(|c| c.name == "astrid-capsule-cli").unwrap();
+    let cli = capsules
+        .iter()
+        .find(|c| c.name == "astrid-capsule-cli")
+        .unwrap();
     assert_eq!(cli.restarts, 1);
 }
 
@@ -128,11 +145,21 @@ async fn restarts_are_published_as_supervision_events() {
         .unwrap();
     inject(&watcher, "capsules", Fault::Panic).await;
     let exited = next_event(&mut watcher, "astrid.supervisor.child_exited").await;
-    let text = serde_json::to_string(&exited.payload).unwrap();
-    assert!(text.contains("capsules") && text.contains("panicked"), "{text}");
     assert_eq!(exited.source, "supervisor");
+    let exited = serde_json::to_value(&exited.payload).unwrap();
+    assert_eq!(exited["child"], "capsules", "{exited}");
+    assert!(
+        exited["reason"].as_str().unwrap().contains("panicked"),
+        "{exited}"
+    );
+    assert_eq!(
+        exited["restart_in_ms"], 0,
+        "the first restart is immediate: {exited}"
+    );
     let restarted = next_event(&mut watcher, "astrid.supervisor.child_restarted").await;
-    assert!(serde_json::to_string(&restarted.payload).unwrap().contains("capsules"));
+    let restarted = serde_json::to_value(&restarted.payload).unwrap();
+    assert_eq!(restarted["child"], "capsules", "{restarted}");
+    assert_eq!(restarted["restarts"], 1, "{restarted}");
 }
 
 #[tokio::test]
@@ -143,7 +170,11 @@ async fn a_hung_actor_costs_callers_a_timeout_not_a_hang() {
     let started = Instant::now();
     let error = client.capsules().await.unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::Timeout), "{error}");
-    assert!(started.elapsed() < Duration::from_millis(1200), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        started.elapsed()
+    );
     // Requests that do not need the hung actor are unaffected.
     client.ping().await.unwrap();
     // Once it wakes up it serves again, without having been restarted.
@@ -199,5 +230,8 @@ async fn fault_injection_is_refused_unless_enabled() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::FaultInjectionDisabled));
-    assert_eq!(client.tree().await.unwrap().find("bus").unwrap().restarts, 0);
+    assert_eq!(
+        client.tree().await.unwrap().find("bus").unwrap().restarts,
+        0
+    );
 }

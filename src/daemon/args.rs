@@ -1,5 +1,10 @@
 //! The daemon's command line. Only this file knows the flags.
 
+#![allow(
+    clippy::doc_markdown,
+    reason = "these doc comments are --help text, not rustdoc"
+)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -18,7 +18,11 @@ const KEEP: usize = 7;
 /// # Errors
 ///
 /// When the log directory cannot be used.
-pub(crate) fn init(dir: &Path, verbose: bool, filter: Option<String>) -> Result<WorkerGuard, String> {
+pub(crate) fn init(
+    dir: &Path,
+    verbose: bool,
+    filter: Option<String>,
+) -> Result<WorkerGuard, String> {
     let appender = RollingFileAppender::builder()
         .rotation(Rotation::DAILY)
         .filename_prefix("astrid")
@@ -31,7 +35,9 @@ pub(crate) fn init(dir: &Path, verbose: bool, filter: Option<String>) -> Result<
     let filter = filter
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(default));
-    let to_file = tracing_subscriber::fmt::layer().with_writer(file).with_ansi(false);
+    let to_file = tracing_subscriber::fmt::layer()
+        .with_writer(file)
+        .with_ansi(false);
     let to_terminal = std::io::stderr()
         .is_terminal()
         .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));

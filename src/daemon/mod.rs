@@ -112,7 +112,10 @@ where
         use clap::error::ErrorKind;
         if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
             let _ = e.print();
-            #[allow(clippy::exit, reason = "--help and --version end the process successfully")]
+            #[allow(
+                clippy::exit,
+                reason = "--help and --version end the process successfully"
+            )]
             std::process::exit(0);
         }
         // One line: clap's own rendering spans several.
@@ -142,7 +145,10 @@ where
             if p.is_dir() {
                 Ok(p)
             } else {
-                Err(std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"))
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::NotADirectory,
+                    "not a directory",
+                ))
             }
         })
         .map_err(|source| DaemonError::Workspace {
@@ -177,15 +183,18 @@ where
 
 fn run_locked(args: &Args, home: &HomeLayout, workspace: PathBuf) -> Result<(), DaemonError> {
     let files = home.session(args.session);
-    // A crashed daemon may have left these; they are ours now that we hold the lock.
+    // A crashed daemon may have left these; they are ours now that we hold the lock. A stale
+    // token would be read by clients that connect before the new one is written.
     let _ = astrid_actors::files::remove_if_exists(&files.ready());
+    let _ = astrid_actors::files::remove_if_exists(&files.token());
     let pid_file = PidFile::current().and_then(|p| p.write(&files.pid()));
     pid_file.map_err(|source| DaemonError::PidFile {
         path: files.pid(),
         source,
     })?;
     let filter = std::env::var("ASTRID_LOG").ok();
-    let _log_guard = logging::init(&home.logs(), args.verbose, filter).map_err(DaemonError::Logging)?;
+    let _log_guard =
+        logging::init(&home.logs(), args.verbose, filter).map_err(DaemonError::Logging)?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         session = files.name(),
@@ -224,7 +233,7 @@ fn run_locked(args: &Args, home: &HomeLayout, workspace: PathBuf) -> Result<(), 
         if target.pending() {
             tracing::info!("a signal arrived during boot");
         }
-        target.attach(kernel.shutdown_handle());
+        target.attach(&kernel.shutdown_handle());
         Ok::<_, DaemonError>(kernel.wait().await)
     })?;
     match exit {

@@ -29,7 +29,7 @@ pub(crate) struct SignalTarget {
 
 impl SignalTarget {
     /// Connects the kernel; a signal that arrived during boot is delivered now.
-    pub(crate) fn attach(&self, handle: ShutdownHandle) {
+    pub(crate) fn attach(&self, handle: &ShutdownHandle) {
         let _ = self.handle.set(handle.clone());
         if let Some(reason) = self.pending.get() {
             handle.request(reason.clone());
@@ -66,7 +66,11 @@ pub(crate) fn spawn(target: SignalTarget, files: SessionFiles) -> std::io::Resul
             let mut seen = 0;
             for signal in signals.forever() {
                 seen += 1;
-                let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
+                let name = if signal == SIGTERM {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                };
                 if seen == 1 {
                     tracing::info!("{name} received; shutting down");
                     target.deliver(format!("signal {name}"));
@@ -98,10 +102,19 @@ pub(crate) fn arm_watchdog(armed: &AtomicBool, deadline: Duration, files: Sessio
 
 /// Removes the session files and exits without waiting for anything else.
 fn force_exit(files: &SessionFiles, code: i32) -> ! {
-    let paths: [PathBuf; 5] = [files.ready(), files.socket(), files.token(), files.pid(), files.lock()];
+    let paths: [PathBuf; 5] = [
+        files.ready(),
+        files.socket(),
+        files.token(),
+        files.pid(),
+        files.lock(),
+    ];
     for path in paths {
         let _ = remove_if_exists(&path);
     }
-    #[allow(clippy::exit, reason = "the process must end even if the runtime is wedged")]
+    #[allow(
+        clippy::exit,
+        reason = "the process must end even if the runtime is wedged"
+    )]
     std::process::exit(code)
 }

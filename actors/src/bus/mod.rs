@@ -19,8 +19,8 @@ use actix::{Actor, ActorContext, Context, Handler, MessageResult};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 pub use self::messages::{
-    BusError, BusStats, Deregister, Event, GetBusStats, Publish, Published, Register,
-    Registration, Subscribe, SubscriberId, SubscriberStats, Unsubscribe,
+    BusError, BusStats, Deregister, Event, GetBusStats, Publish, Published, Register, Registration,
+    Subscribe, SubscriberId, SubscriberStats, Unsubscribe,
 };
 pub use self::topic::Pattern;
 use self::topic::validate_topic;
@@ -36,7 +36,10 @@ struct Subscriber {
 
 impl Subscriber {
     fn pattern_texts(&self) -> Vec<String> {
-        self.patterns.iter().map(|p| p.as_str().to_owned()).collect()
+        self.patterns
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect()
     }
 }
 

@@ -203,18 +203,33 @@ mod tests {
         assert_eq!(Pattern::parse("").unwrap_err(), TopicRule::Empty);
         assert_eq!(Pattern::parse("a..b").unwrap_err(), TopicRule::EmptySegment);
         assert_eq!(Pattern::parse(">.a").unwrap_err(), TopicRule::RestNotLast);
-        assert_eq!(Pattern::parse("a*").unwrap_err(), TopicRule::PartialWildcard);
+        assert_eq!(
+            Pattern::parse("a*").unwrap_err(),
+            TopicRule::PartialWildcard
+        );
         assert_eq!(Pattern::parse("a b").unwrap_err(), TopicRule::BadCharacter);
-        assert_eq!(Pattern::parse(&"a.".repeat(40)).unwrap_err(), TopicRule::TooManySegments);
-        assert_eq!(Pattern::parse(&"a".repeat(256)).unwrap_err(), TopicRule::TooLong);
+        assert_eq!(
+            Pattern::parse(&"a.".repeat(40)).unwrap_err(),
+            TopicRule::TooManySegments
+        );
+        assert_eq!(
+            Pattern::parse(&"a".repeat(256)).unwrap_err(),
+            TopicRule::TooLong
+        );
     }
 
     #[test]
     fn topics_cannot_hold_wildcards() {
         assert!(validate_topic("user.prompt").is_ok());
         assert!(validate_topic("astrid.client:7-x_y").is_ok());
-        assert_eq!(validate_topic("user.*").unwrap_err(), TopicRule::WildcardInTopic);
-        assert_eq!(validate_topic("user.").unwrap_err(), TopicRule::EmptySegment);
+        assert_eq!(
+            validate_topic("user.*").unwrap_err(),
+            TopicRule::WildcardInTopic
+        );
+        assert_eq!(
+            validate_topic("user.").unwrap_err(),
+            TopicRule::EmptySegment
+        );
         assert_eq!(validate_topic("ü").unwrap_err(), TopicRule::BadCharacter);
     }
 }

@@ -109,7 +109,9 @@ fn scan_root(origin: CapsuleOrigin, root: &Path) -> Vec<Discovered> {
         .filter(|p| p.join(MANIFEST).is_file())
         .collect();
     dirs.sort();
-    dirs.into_iter().map(|dir| read_capsule(origin, dir)).collect()
+    dirs.into_iter()
+        .map(|dir| read_capsule(origin, dir))
+        .collect()
 }
 
 fn read_capsule(origin: CapsuleOrigin, dir: PathBuf) -> Discovered {
@@ -144,7 +146,11 @@ pub fn parse_manifest(text: &str, path: &Path) -> Result<ManifestHead, String> {
     let head: ManifestHead =
         toml::from_str(text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
     let name = &head.package.name;
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
         return Err(format!(
             "{}: package.name `{name}` must be lowercase letters, digits and '-'",
             path.display()
@@ -200,15 +206,26 @@ mod tests {
         ]);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].origin, CapsuleOrigin::Workspace);
-        assert_eq!(found[0].overrides.as_deref(), Some(home.path().join("echo").as_path()));
+        assert_eq!(
+            found[0].overrides.as_deref(),
+            Some(home.path().join("echo").as_path())
+        );
     }
 
     #[test]
     fn bad_manifests_are_reported_with_file_and_reason() {
         let tmp = tempfile::tempdir().unwrap();
         write(tmp.path(), "broken", "[package]\nname = 3\n");
-        write(tmp.path(), "upper", "[package]\nname = \"Echo\"\nversion = \"1\"\n");
-        write(tmp.path(), "cli", "[package]\nname = \"astrid-capsule-cli\"\nversion = \"1\"\n");
+        write(
+            tmp.path(),
+            "upper",
+            "[package]\nname = \"Echo\"\nversion = \"1\"\n",
+        );
+        write(
+            tmp.path(),
+            "cli",
+            "[package]\nname = \"astrid-capsule-cli\"\nversion = \"1\"\n",
+        );
         let found = discover(&[(CapsuleOrigin::Home, tmp.path().to_owned())]);
         assert_eq!(found.len(), 3);
         for c in &found {

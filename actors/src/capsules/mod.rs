@@ -117,7 +117,11 @@ impl CapsulesActor {
 }
 
 /// The built-in capsule's listing entry: its state is its actor's state.
-fn builtin_info(meta: CapsuleMetadata, child: Option<ChildSummary>, child_name: &str) -> CapsuleInfo {
+fn builtin_info(
+    meta: CapsuleMetadata,
+    child: Option<ChildSummary>,
+    child_name: &str,
+) -> CapsuleInfo {
     let (state, restarts, error) = match child {
         Some(c) => {
             let state = match c.state {
@@ -126,7 +130,9 @@ fn builtin_info(meta: CapsuleMetadata, child: Option<ChildSummary>, child_name: 
                 ChildState::Stopping | ChildState::Stopped => CapsuleState::Stopped,
                 ChildState::Failed => CapsuleState::Failed,
             };
-            let error = (state != CapsuleState::Running).then_some(c.last_failure).flatten();
+            let error = (state != CapsuleState::Running)
+                .then_some(c.last_failure)
+                .flatten();
             (state, c.restarts, error)
         }
         None => (

@@ -27,10 +27,11 @@ use crate::bus::{BusActor, Pattern, Publish, topic::TopicRule};
 use crate::capsules::{CapsulesActor, ListCapsules};
 use crate::listener::socket::{self, SocketError};
 use crate::listener::{Connections, ListenerActor, ListenerInfo, Token};
+use crate::protocol::to_payload;
 use crate::session::SessionDeps;
 use crate::supervisor::{
-    ChildRef, ChildSpec, ChildState, GetTree, NodeKind, RestartType, ShutdownTree,
-    SupervisorActor, SupervisorEvent, SupervisorExit, TreeNode,
+    ChildRef, ChildSpec, ChildState, GetTree, NodeKind, RestartType, ShutdownTree, SupervisorActor,
+    SupervisorEvent, SupervisorExit, TreeNode,
 };
 
 /// Name of the listener in the supervision tree.
@@ -152,7 +153,11 @@ impl Kernel {
             kernel.abort().await;
             return Err(e);
         }
-        let ready = format!("pid={}\nprotocol={}\n", kernel.info.pid, crate::protocol::PROTOCOL_VERSION);
+        let ready = format!(
+            "pid={}\nprotocol={}\n",
+            kernel.info.pid,
+            crate::protocol::PROTOCOL_VERSION
+        );
         if let Err(source) = kernel.files.write_ready(&ready) {
             kernel.abort().await;
             return Err(BootError::Ready {
@@ -229,7 +234,9 @@ impl Kernel {
         self.files.cleanup();
         match exit {
             Ok(SupervisorExit::Normal { reason }) => KernelExit::Clean { reason },
-            Ok(SupervisorExit::Escalated { child, reason }) => KernelExit::Escalated { child, reason },
+            Ok(SupervisorExit::Escalated { child, reason }) => {
+                KernelExit::Escalated { child, reason }
+            }
             Err(_) => {
                 tracing::error!("the root supervisor died");
                 KernelExit::SupervisorDied
@@ -239,6 +246,45 @@ impl Kernel {
 }
 
 type Started = (Kernel, ChildRef<ListenerActor>, ChildRef<CapsulesActor>);
+
+/// The root supervisor's children, in start order: bus, capsules, listener.
+fn kernel_children(
+    config: &KernelConfig,
+    supervisor: &Addr<SupervisorActor>,
+    (bus, capsules, listener): (
+        ChildRef<BusActor>,
+        ChildRef<CapsulesActor>,
+        ChildRef<ListenerActor>,
+    ),
+    deps: Arc<SessionDeps>,
+    files: Arc<KernelFiles>,
+) -> Vec<ChildSpec> {
+    let queue = config.limits.event_queue;
+    let roots = config.capsule_roots.clone();
+    let version = config.version.clone();
+    let registry_supervisor = supervisor.clone();
+    let idle_grace = config.ephemeral.then_some(config.idle_grace);
+    let sessions = Arc::clone(&deps.connections);
+    vec![
+        ChildSpec::worker("bus", RestartType::Permanent, bus, move || {
+            Ok(BusActor::new(queue))
+        }),
+        ChildSpec::worker("capsules", RestartType::Permanent, capsules, move || {
+            Ok(CapsulesActor::new(
+                roots.clone(),
+                registry_supervisor.clone(),
+                LISTENER,
+                version.clone(),
+            ))
+        }),
+        ChildSpec::worker(LISTENER, RestartType::Permanent, listener, move || {
+            let socket = files.listener_copy()?;
+            Ok(ListenerActor::new(socket, Arc::clone(&deps), idle_grace))
+        })
+        .shutdown_timeout(config.limits.drain_timeout + Duration::from_secs(1))
+        .describe_children(move || sessions.infos().iter().map(session_node).collect()),
+    ]
+}
 
 /// Builds the root supervisor with its children (bus, capsules, listener) and starts it.
 fn start_tree(
@@ -294,32 +340,13 @@ fn start_tree(
         client_publish,
     });
 
-    let queue = limits.event_queue;
-    let roots = config.capsule_roots.clone();
-    let version = config.version.clone();
-    let registry_supervisor = supervisor.clone();
-    let idle_grace = config.ephemeral.then_some(config.idle_grace);
-    let listener_files = Arc::clone(&files);
-    let sessions = Arc::clone(&connections);
-    let children = vec![
-        ChildSpec::worker("bus", RestartType::Permanent, bus.clone(), move || {
-            Ok(BusActor::new(queue))
-        }),
-        ChildSpec::worker("capsules", RestartType::Permanent, capsules.clone(), move || {
-            Ok(CapsulesActor::new(
-                roots.clone(),
-                registry_supervisor.clone(),
-                LISTENER,
-                version.clone(),
-            ))
-        }),
-        ChildSpec::worker(LISTENER, RestartType::Permanent, listener.clone(), move || {
-            let socket = listener_files.listener_copy()?;
-            Ok(ListenerActor::new(socket, Arc::clone(&deps), idle_grace))
-        })
-        .shutdown_timeout(limits.drain_timeout + Duration::from_secs(1))
-        .describe_children(move || sessions.infos().iter().map(session_node).collect()),
-    ];
+    let children = kernel_children(
+        config,
+        &supervisor,
+        (bus.clone(), capsules.clone(), listener.clone()),
+        deps,
+        Arc::clone(&files),
+    );
 
     let events_bus = bus.clone();
     let events_shutdown = shutdown.clone();
@@ -413,7 +440,7 @@ fn publish_supervision(bus: &ChildRef<BusActor>, event: &SupervisorEvent) {
             restart_in,
         } => (
             "astrid.supervisor.child_exited",
-            rmpv::ext::to_value(Exited {
+            to_payload(&Exited {
                 child,
                 reason,
                 restart_in_ms: restart_in.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
@@ -421,14 +448,14 @@ fn publish_supervision(bus: &ChildRef<BusActor>, event: &SupervisorEvent) {
         ),
         SupervisorEvent::ChildRestarted { child, restarts } => (
             "astrid.supervisor.child_restarted",
-            rmpv::ext::to_value(Restarted {
+            to_payload(&Restarted {
                 child,
                 restarts: *restarts,
             }),
         ),
         SupervisorEvent::Escalated { child, reason } => (
             "astrid.supervisor.escalated",
-            rmpv::ext::to_value(Escalated { child, reason }),
+            to_payload(&Escalated { child, reason }),
         ),
     };
     bus.do_send(Publish {

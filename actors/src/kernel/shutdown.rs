@@ -14,6 +14,7 @@ use super::config::ShutdownHook;
 use crate::bus::{BusActor, Publish};
 use crate::files::{remove_if_exists, write_private};
 use crate::listener::socket::BoundSocket;
+use crate::protocol::to_payload;
 use crate::supervisor::{ChildRef, ShutdownTree, SupervisorActor};
 
 /// The session files the kernel owns while it runs.
@@ -36,7 +37,9 @@ impl KernelFiles {
     /// A duplicate of the listening socket for a new listener incarnation.
     pub(crate) fn listener_copy(&self) -> Result<UnixListener, String> {
         let guard = self.socket.lock().unwrap_or_else(PoisonError::into_inner);
-        let socket = guard.as_ref().ok_or("the socket is closed (shutting down)")?;
+        let socket = guard
+            .as_ref()
+            .ok_or("the socket is closed (shutting down)")?;
         socket
             .listener
             .try_clone()
@@ -52,7 +55,11 @@ impl KernelFiles {
         if let Err(e) = remove_if_exists(&self.ready) {
             tracing::warn!(path = %self.ready.display(), "cannot remove the ready file: {e}");
         }
-        let socket = self.socket.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let socket = self
+            .socket
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(socket) = socket {
             socket.remove_file();
         }
@@ -111,7 +118,11 @@ impl ShutdownHandle {
     /// reason in effect (the first one).
     pub fn request(&self, reason: impl Into<String>) -> String {
         let reason = {
-            let mut current = self.inner.reason.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut current = self
+                .inner
+                .reason
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if let Some(first) = &*current {
                 return first.clone();
             }
@@ -131,7 +142,7 @@ impl ShutdownHandle {
             }
             bus.do_send(Publish {
                 topic: "astrid.kernel.shutdown".to_owned(),
-                payload: rmpv::ext::to_value(Payload { reason: &reason }).unwrap_or(rmpv::Value::Nil),
+                payload: to_payload(&Payload { reason: &reason }).unwrap_or(rmpv::Value::Nil),
                 source: "kernel".to_owned(),
             });
         }

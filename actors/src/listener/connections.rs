@@ -120,7 +120,11 @@ impl Connections {
 
     /// Connections that completed the handshake.
     pub fn authenticated(&self) -> usize {
-        self.lock().entries.values().filter(|e| e.client.is_some()).count()
+        self.lock()
+            .entries
+            .values()
+            .filter(|e| e.client.is_some())
+            .count()
     }
 
     /// Connections accepted since boot.
@@ -130,7 +134,11 @@ impl Connections {
 
     /// Addresses of every open session.
     pub fn sessions(&self) -> Vec<Addr<SessionActor>> {
-        self.lock().entries.values().map(|e| e.addr.clone()).collect()
+        self.lock()
+            .entries
+            .values()
+            .map(|e| e.addr.clone())
+            .collect()
     }
 
     /// Every open connection, oldest first.
@@ -143,7 +151,8 @@ impl Connections {
                 client: e.client.clone(),
                 pid: e.pid,
                 authenticated: e.client.is_some(),
-                connected_ms: u64::try_from(e.connected_at.elapsed().as_millis()).unwrap_or(u64::MAX),
+                connected_ms: u64::try_from(e.connected_at.elapsed().as_millis())
+                    .unwrap_or(u64::MAX),
             })
             .collect()
     }

@@ -53,7 +53,11 @@ pub struct ListenerActor {
 impl ListenerActor {
     /// A listener accepting on `socket` (a duplicate of the kernel's bound socket). With
     /// `idle_grace`, it asks for shutdown once no client has been connected for that long.
-    pub fn new(socket: StdUnixListener, deps: Arc<SessionDeps>, idle_grace: Option<Duration>) -> Self {
+    pub fn new(
+        socket: StdUnixListener,
+        deps: Arc<SessionDeps>,
+        idle_grace: Option<Duration>,
+    ) -> Self {
         Self {
             socket: Some(socket),
             deps,
@@ -145,7 +149,9 @@ impl StreamHandler<io::Result<UnixStream>> for ListenerActor {
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
                 // Out of descriptors: pause rather than spin on the same error.
-                ctx.wait(actix::fut::wrap_future(tokio::time::sleep(Duration::from_millis(100))));
+                ctx.wait(actix::fut::wrap_future(tokio::time::sleep(
+                    Duration::from_millis(100),
+                )));
             }
         }
     }

@@ -16,7 +16,9 @@ pub const MAX_SOCKET_PATH: usize = 107;
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
     /// The path does not fit `sun_path`.
-    #[error("socket path {path} is {len} bytes, more than the {max} a Unix socket allows; use a shorter home directory")]
+    #[error(
+        "socket path {path} is {len} bytes, more than the {max} a Unix socket allows; use a shorter home directory"
+    )]
     PathTooLong {
         /// The path.
         path: PathBuf,
@@ -80,7 +82,9 @@ impl BoundSocket {
                     tracing::warn!(path = %self.path.display(), "cannot remove socket: {e}");
                 }
             }
-            Ok(_) => tracing::warn!(path = %self.path.display(), "socket file was replaced; leaving it"),
+            Ok(_) => {
+                tracing::warn!(path = %self.path.display(), "socket file was replaced; leaving it");
+            }
             Err(_) => {}
         }
     }
@@ -162,7 +166,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
         let bound = bind(&path).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         bound.remove_file();
         assert!(!path.exists());
     }

@@ -61,7 +61,10 @@ mod tests {
         let a = Token::generate().unwrap();
         let b = Token::generate().unwrap();
         assert_eq!(a.0.len(), 64);
-        assert!(a.0.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            a.0.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
         assert!(!a.matches(&b.0));
         assert!(a.matches(&a.0.clone()));
         assert!(!a.matches(""));

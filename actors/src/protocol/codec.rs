@@ -118,7 +118,10 @@ impl Decoder for FrameCodec {
 ///
 /// Fails when the value cannot be serialized or is larger than a 32-bit length; `dst` is
 /// left as it was.
-pub fn encode_frame<T: Serialize + ?Sized>(dst: &mut BytesMut, value: &T) -> Result<(), EncodeError> {
+pub fn encode_frame<T: Serialize + ?Sized>(
+    dst: &mut BytesMut,
+    value: &T,
+) -> Result<(), EncodeError> {
     let start = dst.len();
     dst.put_u32(0);
     let mut writer = dst.writer();
@@ -202,6 +205,9 @@ mod tests {
         assert_eq!(&buf[..], &[b'x', b'x', 0, 0, 0, 4, 0x81, 0xa1, b'a', 0x01]);
         let mut codec = FrameCodec::new(64);
         let mut rest = buf.split_off(2);
-        assert_eq!(&codec.decode(&mut rest).unwrap().unwrap()[..], &[0x81, 0xa1, b'a', 1]);
+        assert_eq!(
+            &codec.decode(&mut rest).unwrap().unwrap()[..],
+            &[0x81, 0xa1, b'a', 1]
+        );
     }
 }

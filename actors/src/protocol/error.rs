@@ -182,9 +182,7 @@ impl From<&KernelError> for ErrorBody {
         let code = match e {
             KernelError::NotStarted { .. }
             | KernelError::Unavailable { .. }
-            | KernelError::Bus(BusError::UnknownSubscriber(_)) => {
-                ErrorCode::Unavailable
-            }
+            | KernelError::Bus(BusError::UnknownSubscriber(_)) => ErrorCode::Unavailable,
             KernelError::Timeout { .. } => ErrorCode::Timeout,
             KernelError::Bus(BusError::InvalidTopic { .. } | BusError::InvalidPattern { .. }) => {
                 ErrorCode::InvalidTopic
@@ -228,14 +226,20 @@ mod tests {
     #[test]
     fn unknown_codes_from_a_newer_daemon_decode_as_other() {
         let bytes = rmp_serde::to_vec_named("capsule_exploded").unwrap();
-        assert_eq!(rmp_serde::from_slice::<ErrorCode>(&bytes).unwrap(), ErrorCode::Other);
+        assert_eq!(
+            rmp_serde::from_slice::<ErrorCode>(&bytes).unwrap(),
+            ErrorCode::Other
+        );
     }
 
     #[test]
     fn oversized_frames_and_bad_frames_get_distinct_codes() {
         let big = ProtocolError::Frame(FrameError::TooLarge { len: 9, max: 8 });
         assert_eq!(ErrorBody::from(&big).code, ErrorCode::FrameTooLarge);
-        assert_eq!(ErrorBody::from(&ProtocolError::EmptyFrame).code, ErrorCode::BadFrame);
+        assert_eq!(
+            ErrorBody::from(&ProtocolError::EmptyFrame).code,
+            ErrorCode::BadFrame
+        );
         let wrong_token = ErrorBody::from(&ProtocolError::Unauthorized);
         assert_eq!(wrong_token.message, "authentication failed");
     }

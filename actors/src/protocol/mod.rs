@@ -317,6 +317,19 @@ fn none<T>() -> Option<T> {
     None
 }
 
+/// Converts `value` to a MessagePack value with structs as maps keyed by field names, the
+/// shape every payload on the wire has. (`rmpv::ext::to_value` would write structs as
+/// arrays.)
+///
+/// # Errors
+///
+/// When `value` cannot be serialized.
+pub fn to_payload<T: Serialize + ?Sized>(value: &T) -> Result<rmpv::Value, EncodeError> {
+    let bytes = rmp_serde::to_vec_named(value)?;
+    rmpv::decode::read_value(&mut bytes.as_slice())
+        .map_err(|e| EncodeError::Encode(rmp_serde::encode::Error::Syntax(e.to_string())))
+}
+
 /// Decodes one frame body as `T`, strictly: the body must be exactly one MessagePack map
 /// keyed by field names (positional encodings and trailing bytes are refused).
 ///
@@ -331,7 +344,10 @@ pub fn decode_map<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     let value = T::deserialize(&mut de).map_err(|e| e.to_string())?;
     let used = usize::try_from(de.position()).unwrap_or(usize::MAX);
     if used != body.len() {
-        return Err(format!("{} bytes after the value; a frame holds one value", body.len() - used));
+        return Err(format!(
+            "{} bytes after the value; a frame holds one value",
+            body.len() - used
+        ));
     }
     Ok(value)
 }
@@ -343,15 +359,22 @@ fn is_named_map(body: &[u8]) -> bool {
     };
     let (len, rest) = match marker {
         0x80..=0x8f => (usize::from(marker & 0x0f), rest),
-        0xde if rest.len() >= 2 => (usize::from(u16::from_be_bytes([rest[0], rest[1]])), &rest[2..]),
+        0xde if rest.len() >= 2 => (
+            usize::from(u16::from_be_bytes([rest[0], rest[1]])),
+            &rest[2..],
+        ),
         0xdf if rest.len() >= 4 => (
-            usize::try_from(u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]])).unwrap_or(usize::MAX),
+            usize::try_from(u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]))
+                .unwrap_or(usize::MAX),
             &rest[4..],
         ),
         _ => return false,
     };
     // fixstr, str8, str16, str32
-    len == 0 || rest.first().is_some_and(|&k| matches!(k, 0xa0..=0xbf | 0xd9..=0xdb))
+    len == 0
+        || rest
+            .first()
+            .is_some_and(|&k| matches!(k, 0xa0..=0xbf | 0xd9..=0xdb))
 }
 
 /// Decodes a request frame body. On failure, returns the id when one could be read (so the
@@ -372,9 +395,19 @@ fn classify(body: &[u8], full: &str) -> (Option<u64>, ProtocolError) {
     let Ok(rmpv::Value::Map(entries)) = rmpv::decode::read_value(&mut &body[..]) else {
         return (None, bad(format!("expected a map {{id, request}}: {full}")));
     };
-    let field = |name: &str| entries.iter().find(|(k, _)| k.as_str() == Some(name)).map(|(_, v)| v);
+    let field = |name: &str| {
+        entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(name))
+            .map(|(_, v)| v)
+    };
     let Some(id) = field("id").and_then(rmpv::Value::as_u64) else {
-        return (None, bad(format!("missing or invalid `id` (an unsigned integer): {full}")));
+        return (
+            None,
+            bad(format!(
+                "missing or invalid `id` (an unsigned integer): {full}"
+            )),
+        );
     };
     let name = match field("request") {
         None => return (Some(id), bad("missing field `request`".into())),
@@ -389,7 +422,9 @@ fn classify(body: &[u8], full: &str) -> (Option<u64>, ProtocolError) {
         Some(name) => (Some(id), bad(format!("{name}: {full}"))),
         None => (
             Some(id),
-            bad(format!("`request` must be a variant name or a one-entry map: {full}")),
+            bad(format!(
+                "`request` must be a variant name or a one-entry map: {full}"
+            )),
         ),
     }
 }
@@ -406,10 +441,16 @@ mod tests {
             Request::ListCapsules,
             Request::ReloadCapsules,
             Request::GetCommands,
-            Request::GetCapsuleMetadata { name: Some("echo".into()) },
+            Request::GetCapsuleMetadata {
+                name: Some("echo".into()),
+            },
             Request::GetSupervisionTree,
-            Request::Subscribe { pattern: "user.>".into() },
-            Request::Unsubscribe { pattern: "user.>".into() },
+            Request::Subscribe {
+                pattern: "user.>".into(),
+            },
+            Request::Unsubscribe {
+                pattern: "user.>".into(),
+            },
             Request::Publish {
                 topic: "user.prompt".into(),
                 payload: rmpv::Value::from("hi"),
@@ -445,8 +486,8 @@ mod tests {
         .unwrap();
         // {"id": 1, "request": "Ping"}
         let expected = [
-            0x82, 0xa2, b'i', b'd', 0x01, 0xa7, b'r', b'e', b'q', b'u', b'e', b's', b't', 0xa4, b'P',
-            b'i', b'n', b'g',
+            0x82, 0xa2, b'i', b'd', 0x01, 0xa7, b'r', b'e', b'q', b'u', b'e', b's', b't', 0xa4,
+            b'P', b'i', b'n', b'g',
         ];
         assert_eq!(bytes, expected);
     }
@@ -468,17 +509,32 @@ mod tests {
         assert!(matches!(e, ProtocolError::UnknownRequest(n) if n == "Frobnicate"));
 
         let mut empty = std::collections::BTreeMap::new();
-        empty.insert("Shutdown", std::collections::BTreeMap::<String, String>::new());
-        let missing = rmp_serde::to_vec_named(&Raw { id: 8, request: empty }).unwrap();
+        empty.insert(
+            "Shutdown",
+            std::collections::BTreeMap::<String, String>::new(),
+        );
+        let missing = rmp_serde::to_vec_named(&Raw {
+            id: 8,
+            request: empty,
+        })
+        .unwrap();
         let (id, e) = decode_request(&missing).unwrap_err();
         assert_eq!(id, Some(8));
-        assert!(matches!(e, ProtocolError::BadRequest(ref m) if m.contains("reason")), "{e:?}");
+        assert!(
+            matches!(e, ProtocolError::BadRequest(ref m) if m.contains("reason")),
+            "{e:?}"
+        );
 
         let (id, e) = decode_request(&rmp_serde::to_vec_named(&42u8).unwrap()).unwrap_err();
         assert_eq!(id, None);
         assert!(matches!(e, ProtocolError::BadRequest(_)));
 
-        let no_request = rmp_serde::to_vec_named(&[("id", 3u8)].into_iter().collect::<std::collections::BTreeMap<_, _>>()).unwrap();
+        let no_request = rmp_serde::to_vec_named(
+            &[("id", 3u8)]
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )
+        .unwrap();
         let (id, e) = decode_request(&no_request).unwrap_err();
         assert_eq!(id, Some(3));
         assert!(matches!(e, ProtocolError::BadRequest(m) if m.contains("request")));
@@ -491,7 +547,8 @@ mod tests {
         assert_eq!(id, None);
         assert!(matches!(e, ProtocolError::BadRequest(_)));
         // {0: 2, 1: "Ping"}: keyed by field index.
-        let (_, e) = decode_request(&[0x82, 0x00, 0x02, 0x01, 0xa4, b'P', b'i', b'n', b'g']).unwrap_err();
+        let (_, e) =
+            decode_request(&[0x82, 0x00, 0x02, 0x01, 0xa4, b'P', b'i', b'n', b'g']).unwrap_err();
         assert!(matches!(e, ProtocolError::BadRequest(_)));
         // A valid request followed by a stray byte.
         let mut bytes = rmp_serde::to_vec_named(&RequestFrame {
@@ -513,14 +570,38 @@ mod tests {
             request: R,
         }
         for bytes in [
-            rmp_serde::to_vec_named(&Raw { id: 10, request: 17 }).unwrap(),
-            rmp_serde::to_vec_named(&Raw { id: 10, request: true }).unwrap(),
-            rmp_serde::to_vec_named(&Raw { id: 10, request: ["Ping"] }).unwrap(),
+            rmp_serde::to_vec_named(&Raw {
+                id: 10,
+                request: 17,
+            })
+            .unwrap(),
+            rmp_serde::to_vec_named(&Raw {
+                id: 10,
+                request: true,
+            })
+            .unwrap(),
+            rmp_serde::to_vec_named(&Raw {
+                id: 10,
+                request: ["Ping"],
+            })
+            .unwrap(),
         ] {
             let (id, e) = decode_request(&bytes).unwrap_err();
             assert_eq!(id, Some(10));
             assert!(matches!(e, ProtocolError::BadRequest(_)));
         }
+    }
+
+    #[test]
+    fn payloads_are_maps_keyed_by_field_names() {
+        #[derive(Serialize)]
+        struct P<'a> {
+            text: &'a str,
+        }
+        let value = to_payload(&P { text: "hi" }).unwrap();
+        let map = value.as_map().unwrap();
+        assert_eq!(map[0].0.as_str(), Some("text"));
+        assert_eq!(map[0].1.as_str(), Some("hi"));
     }
 
     #[test]

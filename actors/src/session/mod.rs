@@ -31,7 +31,7 @@ use crate::kernel::{KernelInfo, Limits, ShutdownHandle};
 use crate::listener::{Connections, Token};
 use crate::protocol::{
     ErrorBody, ErrorCode, ErrorFrame, FrameCodec, FrameError, Hello, PROTOCOL_VERSION,
-    ProtocolError, ReplyFrame, Welcome, decode_map, decode_request,
+    ProtocolError, ReplyFrame, Welcome, decode_map, decode_request, to_payload,
 };
 use crate::supervisor::{ChildRef, SupervisorActor};
 
@@ -124,7 +124,10 @@ impl SessionActor {
     }
 
     fn reply_ok<T: Serialize + ?Sized>(&mut self, id: u64, result: &T) {
-        if let Err(e) = self.out.frame(&ReplyFrame { id, result: &result }) {
+        if let Err(e) = self.out.frame(&ReplyFrame {
+            id,
+            result: &result,
+        }) {
             tracing::error!(connection = self.id, "cannot encode a result: {e}");
             let body = ErrorBody {
                 code: ErrorCode::Internal,
@@ -234,7 +237,7 @@ impl SessionActor {
             client: &'a str,
             pid: Option<i32>,
         }
-        let payload = rmpv::ext::to_value(Lifecycle {
+        let payload = to_payload(&Lifecycle {
             connection: self.id,
             client,
             pid: self.pid,

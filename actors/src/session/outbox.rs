@@ -153,10 +153,16 @@ impl ActorFuture<SessionActor> for CatchUp {
         if act.out.pending() < before {
             // Progress: the client is reading; give it a fresh deadline.
             let timeout = act.deps.limits.write_timeout;
-            self.deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
+            self.deadline
+                .as_mut()
+                .reset(tokio::time::Instant::now() + timeout);
         }
         if self.deadline.as_mut().poll(task).is_ready() {
-            tracing::warn!(connection = act.id, pending = act.out.pending(), "client stopped reading; closing");
+            tracing::warn!(
+                connection = act.id,
+                pending = act.out.pending(),
+                "client stopped reading; closing"
+            );
             ctx.stop();
             return Poll::Ready(());
         }

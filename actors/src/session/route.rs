@@ -14,7 +14,7 @@ use crate::bus::{BusError, GetBusStats, Publish, topic::validate_topic};
 use crate::capsules::{GetCapsuleMetadata, GetCommands, ListCapsules, ReloadCapsules};
 use crate::error::KernelError;
 use crate::protocol::{
-    ErrorBody, FaultInjected, ProtocolError, Request, ShutdownAck, Status, PROTOCOL_VERSION,
+    ErrorBody, FaultInjected, PROTOCOL_VERSION, ProtocolError, Request, ShutdownAck, Status,
 };
 use crate::supervisor::{GetTree, InjectFault, SupervisorActor};
 
@@ -41,13 +41,23 @@ impl SessionActor {
                 );
             }
             Request::ListCapsules => {
-                self.call(id, ctx, async move { deps.capsules.call(ListCapsules, t).await });
+                self.call(
+                    id,
+                    ctx,
+                    async move { deps.capsules.call(ListCapsules, t).await },
+                );
             }
             Request::ReloadCapsules => {
-                self.call(id, ctx, async move { deps.capsules.call(ReloadCapsules, t).await });
+                self.call(id, ctx, async move {
+                    deps.capsules.call(ReloadCapsules, t).await
+                });
             }
             Request::GetCommands => {
-                self.call(id, ctx, async move { deps.capsules.call(GetCommands, t).await });
+                self.call(
+                    id,
+                    ctx,
+                    async move { deps.capsules.call(GetCommands, t).await },
+                );
             }
             Request::GetCapsuleMetadata { name } => self.call(id, ctx, async move {
                 Ok(deps.capsules.call(GetCapsuleMetadata { name }, t).await??)
@@ -102,15 +112,17 @@ impl SessionActor {
             return self.reply_err(Some(id), &ErrorBody::from(&error));
         }
         self.in_flight += 1;
-        ctx.spawn(actix::fut::wrap_future(work).map(move |result, act: &mut Self, ctx| {
-            act.in_flight -= 1;
-            match result {
-                Ok(value) => act.reply_ok(id, &value),
-                Err(error) => act.reply_err(Some(id), &ErrorBody::from(&error)),
-            }
-            act.apply_backpressure(ctx);
-            act.close_if_done(ctx);
-        }));
+        ctx.spawn(
+            actix::fut::wrap_future(work).map(move |result, act: &mut Self, ctx| {
+                act.in_flight -= 1;
+                match result {
+                    Ok(value) => act.reply_ok(id, &value),
+                    Err(error) => act.reply_err(Some(id), &ErrorBody::from(&error)),
+                }
+                act.apply_backpressure(ctx);
+                act.close_if_done(ctx);
+            }),
+        );
     }
 }
 
@@ -154,7 +166,10 @@ fn check_publish(deps: &SessionDeps, topic: &str) -> Result<(), KernelError> {
 
 async fn status(deps: Arc<SessionDeps>) -> Result<Status, KernelError> {
     let t = deps.limits.call_timeout;
-    let (bus, capsules) = tokio::join!(deps.bus.call(GetBusStats, t), deps.capsules.call(ListCapsules, t));
+    let (bus, capsules) = tokio::join!(
+        deps.bus.call(GetBusStats, t),
+        deps.capsules.call(ListCapsules, t)
+    );
     let mut unavailable = Vec::new();
     let bus = bus
         .inspect_err(|_| unavailable.push(deps.bus.name().to_owned()))

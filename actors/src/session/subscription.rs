@@ -131,12 +131,12 @@ impl SessionActor {
             .map_err(KernelError::from)
             .map(|reg| (reg, sent))
         };
-        ctx.spawn(actix::fut::wrap_future(register).map(|result, act: &mut Self, ctx| {
-            match result {
+        ctx.spawn(actix::fut::wrap_future(register).map(
+            |result, act: &mut Self, ctx| match result {
                 Ok((reg, sent)) => act.linked(reg, &sent, ctx),
                 Err(error) => act.link_failed(&error, ctx),
-            }
-        }));
+            },
+        ));
     }
 
     fn linked(&mut self, reg: bus::Registration, sent: &[String], ctx: &mut Context<Self>) {
@@ -190,7 +190,11 @@ impl SessionActor {
         let delay = Duration::from_millis(10)
             .saturating_mul(1 << self.link.attempts.min(7))
             .min(MAX_RELINK_DELAY);
-        tracing::debug!(connection = self.id, ?delay, "bus link lost; registering again");
+        tracing::debug!(
+            connection = self.id,
+            ?delay,
+            "bus link lost; registering again"
+        );
         ctx.run_later(delay, |act, ctx| {
             if act.link.state == LinkState::Unlinked {
                 act.relink(ctx);

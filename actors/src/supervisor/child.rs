@@ -53,7 +53,10 @@ impl<A: Actor> ChildRef<A> {
 
     /// The current address, if the child has started at least once.
     pub fn get(&self) -> Option<Addr<A>> {
-        self.addr.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.addr
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub(crate) fn set(&self, addr: Addr<A>) {
@@ -73,7 +76,9 @@ impl<A: Actor> ChildRef<A> {
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
-        let addr = self.get().ok_or(KernelError::NotStarted { actor: self.name })?;
+        let addr = self
+            .get()
+            .ok_or(KernelError::NotStarted { actor: self.name })?;
         addr.send(msg)
             .timeout(timeout)
             .await

@@ -50,7 +50,9 @@ pub fn apply<A: Actor<Context = Context<A>>>(fault: Fault, ctx: &mut Context<A>)
         Fault::Panic => panic!("injected fault"),
         Fault::Stop => ctx.stop(),
         Fault::Hang { millis } => {
-            ctx.wait(actix::fut::wrap_future(tokio::time::sleep(Duration::from_millis(millis))));
+            ctx.wait(actix::fut::wrap_future(tokio::time::sleep(
+                Duration::from_millis(millis),
+            )));
         }
     }
 }

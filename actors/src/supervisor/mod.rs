@@ -138,7 +138,10 @@ impl std::fmt::Debug for SupervisorActor {
         f.debug_struct("SupervisorActor")
             .field("name", &self.name)
             .field("policy", &self.policy)
-            .field("children", &self.slots.iter().map(|s| &s.spec.name).collect::<Vec<_>>())
+            .field(
+                "children",
+                &self.slots.iter().map(|s| &s.spec.name).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }

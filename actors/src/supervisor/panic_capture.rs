@@ -68,7 +68,9 @@ mod tests {
     #[test]
     fn a_panic_is_remembered_for_its_own_task_only() {
         install();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, async {
             let same = tokio::task::spawn_local(async {

@@ -137,7 +137,10 @@ impl Backoff {
             0 => Duration::ZERO,
             n => {
                 let factor = 1u32.checked_shl(n - 1).unwrap_or(u32::MAX);
-                policy.backoff_base.saturating_mul(factor).min(policy.backoff_max)
+                policy
+                    .backoff_base
+                    .saturating_mul(factor)
+                    .min(policy.backoff_max)
             }
         };
         self.consecutive = self.consecutive.saturating_add(1);
@@ -199,7 +202,9 @@ mod tests {
         let p = policy();
         let mut b = Backoff::default();
         let short = Duration::from_millis(1);
-        let delays: Vec<_> = (0..5).map(|_| b.next_delay(short, &p).as_millis()).collect();
+        let delays: Vec<_> = (0..5)
+            .map(|_| b.next_delay(short, &p).as_millis())
+            .collect();
         assert_eq!(delays, [0, 100, 200, 350, 350]);
     }
 

@@ -2,7 +2,7 @@
 //! other lines as `user.prompt`, and prints every event it receives except its own prompts.
 
 use astrid::client::Client;
-use astrid::protocol::{CommandInfo, Request, Subscribed};
+use astrid::protocol::{CommandInfo, Request, Subscribed, to_payload};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -26,7 +26,11 @@ pub(crate) async fn run(mut client: Client) -> Result<(), CliError> {
         .await?;
     println!(
         "connected to {} (session {}); type /commands for help, /quit to leave",
-        client.welcome().daemon.as_deref().unwrap_or("astrid-daemon"),
+        client
+            .welcome()
+            .daemon
+            .as_deref()
+            .unwrap_or("astrid-daemon"),
         client.welcome().session.as_deref().unwrap_or("?")
     );
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
@@ -59,7 +63,7 @@ async fn handle_line(client: &Client, line: &str) -> Result<bool, CliError> {
         return Ok(true);
     }
     let Some(command) = line.strip_prefix('/') else {
-        let payload = rmpv::ext::to_value(Prompt { text: line }).unwrap_or(rmpv::Value::Nil);
+        let payload = to_payload(&Prompt { text: line }).map_err(std::io::Error::other)?;
         let sent = client
             .call::<astrid::protocol::Published>(Request::Publish {
                 topic: "user.prompt".into(),

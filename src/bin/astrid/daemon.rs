@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use astrid::client::{Client, ClientError};
 use astrid::instance::{InstanceLock, PidFile};
 use astrid::paths::{HomeLayout, SessionFiles, prepare_home};
-use astrid::protocol::{Request, ShutdownAck};
+use astrid::protocol::{ErrorCode, Request, ShutdownAck};
 use rustix::process::{Pid, Signal, kill_process};
 
 use crate::CliError;
@@ -73,12 +73,15 @@ impl Target {
     /// Connects to the running daemon, or starts one in `mode` and connects to it.
     /// Returns the client and whether this call started the daemon.
     pub(crate) async fn connect_or_start(&self, mode: Mode) -> Result<(Client, bool), CliError> {
+        let booting = || InstanceLock::is_held(&self.files.lock());
         match Client::connect(&self.files, CLIENT_NAME).await {
             Ok(client) => return Ok((client, false)),
             Err(ClientError::NotRunning { .. }) => {}
+            // Bound its socket but not yet written its token: it is booting.
+            Err(e) if retryable(&e) && booting() => {}
             Err(e) => return Err(e.into()),
         }
-        if InstanceLock::is_held(&self.files.lock()) {
+        if booting() {
             // Another daemon is booting; wait for it instead of racing it.
             return Ok((self.wait_ready(None).await?, false));
         }
@@ -98,9 +101,9 @@ impl Target {
             .mode(0o600)
             .open(&log)
             .map_err(|source| CliError::Spawn {
-            binary: binary.clone(),
-            source,
-        })?;
+                binary: binary.clone(),
+                source,
+            })?;
         let mut command = Command::new(&binary);
         command
             .args(prefix)
@@ -165,7 +168,7 @@ impl Target {
                         }
                         return Ok(client);
                     }
-                    Err(ClientError::NotRunning { .. } | ClientError::Token { .. }) => {}
+                    Err(e) if retryable(&e) => {}
                     Err(e) => {
                         kill(child);
                         return Err(e.into());
@@ -185,23 +188,27 @@ impl Target {
 
     /// Stops the daemon; returns what happened.
     pub(crate) async fn stop(&self, timeout: Duration) -> Result<Stopped, CliError> {
-        let pid = PidFile::read(&self.files.pid()).ok().filter(PidFile::is_running);
+        let pid = PidFile::read(&self.files.pid())
+            .ok()
+            .filter(PidFile::is_running);
         let Some(pid) = pid else {
             if !InstanceLock::is_held(&self.files.lock()) {
-                self.remove_leftovers();
+                self.remove_leftovers().await;
                 return Ok(Stopped::NotRunning);
             }
             return Err(CliError::NoPidFile(self.files.pid()));
         };
-        let asked = match Client::connect(&self.files, CLIENT_NAME).await {
-            Ok(client) => client
+        // A stopped or wedged daemon may accept the connection and never answer: the whole
+        // exchange gets the same deadline as the exit.
+        let ask = async {
+            let client = Client::connect(&self.files, CLIENT_NAME).await?;
+            client
                 .call::<ShutdownAck>(Request::Shutdown {
                     reason: "astrid stop".into(),
                 })
                 .await
-                .is_ok(),
-            Err(_) => false,
         };
+        let asked = matches!(tokio::time::timeout(timeout, ask).await, Ok(Ok(_)));
         if !asked {
             signal(&pid, Signal::TERM);
         }
@@ -211,26 +218,38 @@ impl Target {
         if asked {
             signal(&pid, Signal::TERM);
             if wait_exit(&pid, Duration::from_secs(3)).await {
-                self.remove_leftovers();
+                self.remove_leftovers().await;
                 return Ok(Stopped::Terminated(pid.pid));
             }
         }
         signal(&pid, Signal::KILL);
         if wait_exit(&pid, Duration::from_secs(3)).await {
-            self.remove_leftovers();
+            self.remove_leftovers().await;
             Ok(Stopped::Killed(pid.pid))
         } else {
             Err(CliError::StopFailed(pid.pid))
         }
     }
 
-    /// Removes session files a dead daemon left behind (never while the lock is held).
-    fn remove_leftovers(&self) {
-        if InstanceLock::is_held(&self.files.lock()) {
-            return;
+    /// Removes session files a dead daemon left behind, never while the lock is held. The
+    /// lock is released only when the last thread of the killed process is gone, which may
+    /// be a moment after its main thread shows as exited.
+    async fn remove_leftovers(&self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while InstanceLock::is_held(&self.files.lock()) {
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
         }
         let files = &self.files;
-        for path in [files.ready(), files.socket(), files.token(), files.pid(), files.lock()] {
+        for path in [
+            files.ready(),
+            files.socket(),
+            files.token(),
+            files.pid(),
+            files.lock(),
+        ] {
             let _ = astrid_actors::files::remove_if_exists(&path);
         }
     }
@@ -245,6 +264,16 @@ pub(crate) enum Stopped {
     Killed(u32),
 }
 
+/// Errors that mean "not ready yet" while a daemon boots: no socket, or no token yet, or
+/// the previous daemon's token read just before the new one replaced it.
+fn retryable(e: &ClientError) -> bool {
+    match e {
+        ClientError::NotRunning { .. } | ClientError::Token { .. } => true,
+        ClientError::Refused(body) => body.code == ErrorCode::Unauthorized,
+        _ => false,
+    }
+}
+
 fn signal(pid: &PidFile, signal: Signal) {
     // Only a process that still is the recorded daemon gets the signal (pids are reused).
     if !pid.is_running() {
@@ -257,7 +286,7 @@ fn signal(pid: &PidFile, signal: Signal) {
 
 async fn wait_exit(pid: &PidFile, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
-    while pid.is_running() {
+    while pid.is_alive() {
         if Instant::now() >= deadline {
             return false;
         }
@@ -278,7 +307,10 @@ fn kill(child: Option<Child>) {
 fn daemon_command() -> Result<(PathBuf, &'static [&'static str]), CliError> {
     const NAME: &str = "astrid-daemon";
     let me = std::env::current_exe()?;
-    let beside = me.parent().map(|dir| dir.join(NAME)).filter(|p| p.is_file());
+    let beside = me
+        .parent()
+        .map(|dir| dir.join(NAME))
+        .filter(|p| p.is_file());
     let on_path = || {
         std::env::var_os("PATH").and_then(|path| {
             std::env::split_paths(&path)

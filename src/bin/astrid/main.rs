@@ -19,7 +19,7 @@ use astrid::client::ClientError;
 use astrid::paths::PathError;
 use astrid::protocol::{
     CapsuleMetadata, CommandInfo, Event, Fault, FaultInjected, Published, ReloadReport, Request,
-    Subscribed,
+    Subscribed, to_payload,
 };
 use clap::Parser;
 use serde::Serialize;
@@ -62,7 +62,8 @@ fn main() -> ExitCode {
     // `astrid daemon [FLAGS]` is the daemon itself, with the flags of `astrid-daemon`; the CLI
     // falls back to it when no `astrid-daemon` binary is installed.
     if std::env::args_os().nth(1).is_some_and(|a| a == "daemon") {
-        let argv = std::iter::once(OsString::from("astrid daemon")).chain(std::env::args_os().skip(2));
+        let argv =
+            std::iter::once(OsString::from("astrid daemon")).chain(std::env::args_os().skip(2));
         return astrid::daemon::main(argv);
     }
     let cli = Cli::parse();
@@ -90,7 +91,11 @@ fn main() -> ExitCode {
 }
 
 /// Prints `value` as JSON, or as `human` renders it.
-fn show<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) -> Result<(), CliError> {
+fn show<T: Serialize>(
+    json: bool,
+    value: &T,
+    human: impl FnOnce(&T) -> String,
+) -> Result<(), CliError> {
     if json {
         let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
         println!("{text}");
@@ -113,36 +118,24 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             };
             let (client, started) = target.connect_or_start(mode).await?;
             let status = client.status().await?;
-            let word = if started { "started" } else { "already running" };
+            let word = if started {
+                "started"
+            } else {
+                "already running"
+            };
             show(json, &status, |s| {
-                let mode = if s.ephemeral { "ephemeral" } else { "persistent" };
-                format!("astrid-daemon {word} (pid {}, {mode}, session {})\n", s.pid, s.session)
+                let mode = if s.ephemeral {
+                    "ephemeral"
+                } else {
+                    "persistent"
+                };
+                format!(
+                    "astrid-daemon {word} (pid {}, {mode}, session {})\n",
+                    s.pid, s.session
+                )
             })
         }
-        Command::Stop { timeout } => {
-            let outcome = target.stop(timeout).await?;
-            #[derive(Serialize)]
-            struct Outcome {
-                stopped: bool,
-                pid: Option<u32>,
-                how: &'static str,
-            }
-            let (pid, how) = match outcome {
-                Stopped::NotRunning => (None, "not running"),
-                Stopped::Graceful(p) => (Some(p), "stopped"),
-                Stopped::Terminated(p) => (Some(p), "terminated with SIGTERM"),
-                Stopped::Killed(p) => (Some(p), "killed with SIGKILL"),
-            };
-            let out = Outcome {
-                stopped: pid.is_some(),
-                pid,
-                how,
-            };
-            show(json, &out, |o| match o.pid {
-                Some(p) => format!("astrid-daemon {} (pid {p})\n", o.how),
-                None => format!("no daemon is running for session `{}`\n", target.files.name()),
-            })
-        }
+        Command::Stop { timeout } => stop(&target, timeout, json).await,
         Command::Chat => {
             let (client, _) = target.connect_or_start(Mode::Ephemeral).await?;
             chat::run(client).await
@@ -154,7 +147,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-async fn one_shot(mut client: astrid::client::Client, command: Command, json: bool) -> Result<(), CliError> {
+async fn one_shot(
+    mut client: astrid::client::Client,
+    command: Command,
+    json: bool,
+) -> Result<(), CliError> {
     match command {
         Command::Status => show(json, &client.status().await?, render::status),
         Command::Capsules => show(json, &client.capsules().await?, |c| render::capsules(c)),
@@ -167,7 +164,8 @@ async fn one_shot(mut client: astrid::client::Client, command: Command, json: bo
             show(json, &list, |l| render::commands(l))
         }
         Command::Metadata { name } => {
-            let list: Vec<CapsuleMetadata> = client.call(Request::GetCapsuleMetadata { name }).await?;
+            let list: Vec<CapsuleMetadata> =
+                client.call(Request::GetCapsuleMetadata { name }).await?;
             show(json, &list, |l| render::metadata(l))
         }
         Command::Ps => show(json, &client.tree().await?, render::tree),
@@ -187,7 +185,7 @@ async fn one_shot(mut client: astrid::client::Client, command: Command, json: bo
             let payload = match payload {
                 None => rmpv::Value::Nil,
                 Some(text) => match serde_json::from_str::<serde_json::Value>(&text) {
-                    Ok(value) => rmpv::ext::to_value(value).map_err(std::io::Error::other)?,
+                    Ok(value) => to_payload(&value).map_err(std::io::Error::other)?,
                     Err(_) => rmpv::Value::from(text),
                 },
             };
@@ -199,10 +197,41 @@ async fn one_shot(mut client: astrid::client::Client, command: Command, json: bo
         Command::Fault { target, fault } => {
             let fault = parse_fault(&fault)?;
             let done: FaultInjected = client.call(Request::InjectFault { target, fault }).await?;
-            show(json, &done, |d| format!("injected {} into {}\n", d.fault, d.target))
+            show(json, &done, |d| {
+                format!("injected {} into {}\n", d.fault, d.target)
+            })
         }
         Command::Chat | Command::Start { .. } | Command::Stop { .. } => Ok(()),
     }
+}
+
+/// What `astrid stop --json` prints.
+#[derive(Serialize)]
+struct StopOutcome {
+    stopped: bool,
+    pid: Option<u32>,
+    how: &'static str,
+}
+
+async fn stop(target: &Target, timeout: Duration, json: bool) -> Result<(), CliError> {
+    let (pid, how) = match target.stop(timeout).await? {
+        Stopped::NotRunning => (None, "not running"),
+        Stopped::Graceful(p) => (Some(p), "stopped"),
+        Stopped::Terminated(p) => (Some(p), "terminated with SIGTERM"),
+        Stopped::Killed(p) => (Some(p), "killed with SIGKILL"),
+    };
+    let outcome = StopOutcome {
+        stopped: pid.is_some(),
+        pid,
+        how,
+    };
+    show(json, &outcome, |o| match o.pid {
+        Some(p) => format!("astrid-daemon {} (pid {p})\n", o.how),
+        None => format!(
+            "no daemon is running for session `{}`\n",
+            target.files.name()
+        ),
+    })
 }
 
 fn print_event(json: bool, event: &Event) -> Result<(), CliError> {

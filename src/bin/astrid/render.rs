@@ -23,7 +23,10 @@ pub(crate) fn status(s: &Status) -> String {
     let mut out = String::new();
     let mode = match s.idle_grace_ms {
         Some(grace) if s.ephemeral => {
-            format!("ephemeral (exits {} after the last client leaves)", duration(grace))
+            format!(
+                "ephemeral (exits {} after the last client leaves)",
+                duration(grace)
+            )
         }
         _ => "persistent".to_owned(),
     };
@@ -58,7 +61,12 @@ pub(crate) fn status(s: &Status) -> String {
         ("events", bus),
         (
             "faults",
-            if s.fault_injection { "injection allowed" } else { "injection disabled" }.to_owned(),
+            if s.fault_injection {
+                "injection allowed"
+            } else {
+                "injection disabled"
+            }
+            .to_owned(),
         ),
     ];
     for (key, value) in rows {
@@ -141,7 +149,13 @@ pub(crate) fn metadata(list: &[CapsuleMetadata]) -> String {
 }
 
 pub(crate) fn reload(r: &ReloadReport) -> String {
-    let list = |v: &[String]| if v.is_empty() { "-".to_owned() } else { v.join(", ") };
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
     format!(
         "added: {}\nremoved: {}\nchanged: {}\nunchanged: {}\n\n{}",
         list(&r.added),
@@ -179,7 +193,11 @@ fn node(out: &mut String, n: &TreeNode, lead: &str, child_lead: &str) {
         detail.push(format!("up {}", duration(up)));
     }
     if let Some(f) = &n.last_failure {
-        detail.push(format!("last failure: {} ({} ago)", f.reason, duration(f.ago_ms)));
+        detail.push(format!(
+            "last failure: {} ({} ago)",
+            f.reason,
+            duration(f.ago_ms)
+        ));
     }
     let name = format!("{lead}{}", n.name);
     let _ = writeln!(
@@ -191,8 +209,17 @@ fn node(out: &mut String, n: &TreeNode, lead: &str, child_lead: &str) {
     );
     let last = n.children.len().saturating_sub(1);
     for (i, c) in n.children.iter().enumerate() {
-        let (branch, next) = if i == last { ("└─ ", "   ") } else { ("├─ ", "│  ") };
-        node(out, c, &format!("{child_lead}{branch}"), &format!("{child_lead}{next}"));
+        let (branch, next) = if i == last {
+            ("└─ ", "   ")
+        } else {
+            ("├─ ", "│  ")
+        };
+        node(
+            out,
+            c,
+            &format!("{child_lead}{branch}"),
+            &format!("{child_lead}{next}"),
+        );
     }
 }
 
