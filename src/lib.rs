@@ -21,3 +21,16 @@ pub mod instance;
 pub mod paths;
 
 pub use astrid_actors::protocol;
+
+/// An error and its chain of causes on one line, `outer: cause: root cause`, as both
+/// binaries print it.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use astrid::instance::PidFile;
 use astrid::paths::{HomeLayout, SessionFiles};
 use astrid::protocol::{Request, Subscribed};
-use common::{DEADLINE, TestDaemon, cli_bin, cli_in, daemon_bin, short_tempdir, wait_until};
+use common::{
+    DEADLINE, TestDaemon, cli_bin, cli_in, daemon_bin, files_in, short_tempdir, wait_until,
+};
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -111,19 +113,6 @@ fn sigkill(daemon: &PidFile) {
     {
         let _ = kill_process(pid, Signal::KILL);
     }
-}
-
-/// Names in a sessions directory (empty when it does not exist).
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 /// An Astrid home and a workspace for daemons the CLI starts by itself. Dropping it kills

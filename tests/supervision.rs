@@ -235,3 +235,35 @@ async fn fault_injection_is_refused_unless_enabled() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_hung_actor_cannot_keep_the_daemon_from_stopping() {
+    let mut d = TestDaemon::start(&["--allow-fault-injection"]);
+    let client = d.client().await;
+    // The listener will not see its Terminate for a minute; the supervisor gives up on it
+    // after its shutdown deadline and the kernel drains the sessions itself.
+    inject(&client, "listener", Fault::Hang { millis: 60_000 }).await;
+    let ack: astrid::protocol::ShutdownAck = client
+        .call(Request::Shutdown {
+            reason: "wedged listener".into(),
+        })
+        .await
+        .unwrap();
+    assert!(ack.shutting_down);
+    let started = Instant::now();
+    let (status, left) = tokio::task::spawn_blocking(move || {
+        let status = d.wait_exit(DEADLINE);
+        (status, d.leftover_files())
+    })
+    .await
+    .unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(left.is_empty(), "{left:?}");
+    // The session was closed by the daemon, not left dangling.
+    assert!(client.ping().await.is_err());
+}

@@ -89,13 +89,7 @@ where
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                message.push_str(": ");
-                message.push_str(&cause.to_string());
-                source = cause.source();
-            }
+            let message = crate::error_chain(&e);
             tracing::error!("{message}");
             eprintln!("astrid-daemon: {message}");
             ExitCode::from(e.exit_code())

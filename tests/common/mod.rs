@@ -166,15 +166,7 @@ impl TestDaemon {
 
     /// Session files still on disk (the lock included).
     pub fn leftover_files(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.layout.sessions())
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
+        files_in(&self.layout.sessions())
     }
 
     /// Runs the CLI against this daemon's home.
@@ -190,6 +182,19 @@ impl Drop for TestDaemon {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Names in a directory, sorted (empty when it does not exist).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 /// Runs the CLI with `--home home`, with a deadline.

@@ -28,7 +28,7 @@ use crate::capsules::{CapsulesActor, ListCapsules};
 use crate::listener::socket::{self, SocketError};
 use crate::listener::{Connections, ListenerActor, ListenerInfo, Token};
 use crate::protocol::to_payload;
-use crate::session::SessionDeps;
+use crate::session::{Drain, SessionDeps};
 use crate::supervisor::{
     ChildRef, ChildSpec, ChildState, GetTree, NodeKind, RestartType, ShutdownTree, SupervisorActor,
     SupervisorEvent, SupervisorExit, TreeNode,
@@ -116,6 +116,7 @@ pub struct Kernel {
     files: Arc<KernelFiles>,
     info: Arc<KernelInfo>,
     connections: Arc<Connections>,
+    drain_timeout: Duration,
 }
 
 impl Kernel {
@@ -231,6 +232,9 @@ impl Kernel {
     /// Waits until the tree has stopped, removes the session files, and says why it stopped.
     pub async fn wait(self) -> KernelExit {
         let exit = self.exit.await;
+        // The listener drains sessions when it stops; if it was down at that moment, any
+        // session still open gets the same chance to send its last replies here.
+        drain_sessions(&self.connections, self.drain_timeout).await;
         self.files.cleanup();
         match exit {
             Ok(SupervisorExit::Normal { reason }) => KernelExit::Clean { reason },
@@ -246,6 +250,20 @@ impl Kernel {
 }
 
 type Started = (Kernel, ChildRef<ListenerActor>, ChildRef<CapsulesActor>);
+
+/// Asks every open session to finish and waits until they are gone, at most `timeout`.
+async fn drain_sessions(connections: &Connections, timeout: Duration) {
+    if connections.is_empty() {
+        return;
+    }
+    for session in connections.sessions() {
+        session.do_send(Drain);
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !connections.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 /// The root supervisor's children, in start order: bus, capsules, listener.
 fn kernel_children(
@@ -368,6 +386,7 @@ fn start_tree(
         files,
         info,
         connections,
+        drain_timeout: config.limits.drain_timeout,
     };
     Ok((kernel, listener, capsules))
 }
