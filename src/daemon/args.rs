@@ -41,7 +41,7 @@ pub(crate) struct Args {
     #[arg(long, value_name = "PATH")]
     pub(crate) home: Option<PathBuf>,
 
-    /// Log at debug level (the filter can also be set with ASTRID_LOG, e.g. `astrid=trace`).
+    /// Log at debug level (the filter can also be set with ASTRID_LOG, e.g. `astrid_actors=trace`).
     #[arg(short, long)]
     pub(crate) verbose: bool,
 
