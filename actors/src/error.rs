@@ -5,9 +5,13 @@ use std::time::Duration;
 
 use actix::MailboxError;
 
+use crate::audit::AuditError;
 use crate::bus::BusError;
+use crate::caps::CapsError;
 use crate::capsules::CapsuleError;
+use crate::store::StoreError;
 use crate::supervisor::SupervisorError;
+use crate::vfs::VfsError;
 
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +49,18 @@ pub enum KernelError {
     /// Refused by the capsule registry.
     #[error(transparent)]
     Capsules(#[from] CapsuleError),
+    /// Refused or failed by the key-value store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Refused or failed by the capability store.
+    #[error(transparent)]
+    Caps(#[from] CapsError),
+    /// Failed by the audit log.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// Refused or failed by the workspace file system.
+    #[error(transparent)]
+    Vfs(#[from] VfsError),
     /// Clients may not publish to this topic.
     #[error("clients may not publish to `{topic}`; allowed: {allowed}")]
     PublishForbidden {

@@ -27,12 +27,17 @@
 //!     └── session:<n>  temporary, one per client connection
 //! ```
 
+pub mod audit;
 pub mod bus;
+pub mod caps;
 pub mod capsules;
 pub mod error;
 pub mod files;
+pub(crate) mod group_commit;
 pub mod kernel;
 pub mod listener;
 pub mod protocol;
 pub mod session;
+pub mod store;
 pub mod supervisor;
+pub mod vfs;

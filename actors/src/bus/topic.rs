@@ -158,6 +158,28 @@ impl Pattern {
     }
 }
 
+impl Pattern {
+    /// Whether every topic `other` matches is also matched by `self` (a grant for
+    /// `user.>` covers a subscription to `user.*.x`, not the other way round).
+    pub fn covers(&self, other: &Pattern) -> bool {
+        let mut theirs = other.segments.iter();
+        for ours in &self.segments {
+            match ours {
+                Segment::Rest => return theirs.next().is_some(),
+                Segment::One => match theirs.next() {
+                    Some(Segment::Name(_) | Segment::One) => {}
+                    _ => return false,
+                },
+                Segment::Name(name) => match theirs.next() {
+                    Some(Segment::Name(n)) if n == name => {}
+                    _ => return false,
+                },
+            }
+        }
+        theirs.next().is_none()
+    }
+}
+
 impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
@@ -216,6 +238,27 @@ mod tests {
             Pattern::parse(&"a".repeat(256)).unwrap_err(),
             TopicRule::TooLong
         );
+    }
+
+    #[test]
+    fn covering_follows_what_each_pattern_matches() {
+        let c = |a: &str, b: &str| {
+            Pattern::parse(a)
+                .unwrap()
+                .covers(&Pattern::parse(b).unwrap())
+        };
+        assert!(c("user.>", "user.prompt"));
+        assert!(c("user.>", "user.*"));
+        assert!(c("user.>", "user.a.>"));
+        assert!(c(">", "anything.>"));
+        assert!(c("user.*", "user.prompt"));
+        assert!(c("user.*", "user.*"));
+        assert!(!c("user.*", "user.>"));
+        assert!(!c("user.prompt", "user.*"));
+        assert!(!c("user.>", "user"));
+        assert!(!c("user.>", "admin.x"));
+        assert!(c("a.b", "a.b"));
+        assert!(!c("a.b", "a.b.c"));
     }
 
     #[test]

@@ -10,7 +10,9 @@ use uuid::Uuid;
 
 use crate::capsules::CapsuleOrigin;
 use crate::protocol::DEFAULT_MAX_FRAME_LEN;
+use crate::store::StoreLimits;
 use crate::supervisor::RestartPolicy;
+use crate::vfs::VfsLimits;
 
 /// The directories under an Astrid home.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,8 +179,14 @@ pub struct KernelConfig {
     pub session_id: Uuid,
     /// Where the session's files go.
     pub files: SessionFiles,
-    /// Workspace root.
+    /// Workspace root (the VFS root).
     pub workspace: PathBuf,
+    /// Where the databases live (`<home>/state`).
+    pub state_dir: PathBuf,
+    /// Key and value limits of the key-value store.
+    pub store_limits: StoreLimits,
+    /// Read and write limits of the VFS.
+    pub vfs_limits: VfsLimits,
     /// Capsule roots in precedence order (later overrides earlier).
     pub capsule_roots: Vec<(CapsuleOrigin, PathBuf)>,
     /// Exit after the last client leaves.
@@ -219,6 +227,9 @@ impl KernelConfig {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             session_id,
             files: home.session(session_id),
+            state_dir: home.state(),
+            store_limits: StoreLimits::default(),
+            vfs_limits: VfsLimits::default(),
             capsule_roots: vec![
                 (CapsuleOrigin::Home, home.capsules()),
                 (CapsuleOrigin::Workspace, workspace_capsules(&workspace)),

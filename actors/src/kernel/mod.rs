@@ -1,20 +1,22 @@
-//! Boot and run the kernel: bind the socket, write the token, start the supervision tree,
-//! verify every kernel actor and the built-in CLI listener, write the ready file; then wait
-//! for the tree to stop and remove the session files.
+//! Boot and run the kernel: open the databases (verifying the audit chain), bind the
+//! socket, write the token, start the supervision tree, verify every kernel actor and the
+//! built-in CLI listener, write the ready file; then wait for the tree to stop and remove the
+//! session files.
 //!
 //! The order is the contract clients rely on: the socket and token exist before any actor
 //! runs, and the ready file appears only once the listener serves.
 
 mod config;
 mod shutdown;
+mod stores;
+mod tree;
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix::{Addr, AsyncContext, Context};
-use serde::Serialize;
+use actix::{Addr, Arbiter};
 use tokio::sync::oneshot;
 
 pub use self::config::{
@@ -23,15 +25,15 @@ pub use self::config::{
 };
 use self::shutdown::KernelFiles;
 pub use self::shutdown::ShutdownHandle;
-use crate::bus::{BusActor, Pattern, Publish, topic::TopicRule};
-use crate::capsules::{CapsulesActor, ListCapsules};
+pub use self::tree::KernelActors;
+use crate::audit::Record;
+use crate::bus::topic::TopicRule;
+use crate::capsules::ListCapsules;
 use crate::listener::socket::{self, SocketError};
-use crate::listener::{Connections, ListenerActor, ListenerInfo, Token};
-use crate::protocol::to_payload;
-use crate::session::{Drain, SessionDeps};
+use crate::listener::{Connections, ListenerInfo, Token};
+use crate::session::Drain;
 use crate::supervisor::{
-    ChildRef, ChildSpec, ChildState, GetTree, NodeKind, RestartType, ShutdownTree, SupervisorActor,
-    SupervisorEvent, SupervisorExit, TreeNode,
+    ChildState, GetTree, ShutdownTree, SupervisorActor, SupervisorExit, TreeNode,
 };
 
 /// Name of the listener in the supervision tree.
@@ -43,6 +45,15 @@ const BOOT_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why the kernel could not boot. Every file it created is removed before this is returned.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
+    /// A database could not be opened (damaged, or locked by another process).
+    #[error("cannot open the database {path}")]
+    Store {
+        /// Database file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: redb::Error,
+    },
     /// The socket could not be bound.
     #[error(transparent)]
     Socket(#[from] SocketError),
@@ -116,7 +127,10 @@ pub struct Kernel {
     files: Arc<KernelFiles>,
     info: Arc<KernelInfo>,
     connections: Arc<Connections>,
+    actors: KernelActors,
     drain_timeout: Duration,
+    /// Threads of the actors that block on disk; stopped once the tree has stopped.
+    arbiters: Vec<Arbiter>,
 }
 
 impl Kernel {
@@ -128,6 +142,8 @@ impl Kernel {
     /// removed.
     pub async fn boot(config: KernelConfig) -> Result<Self, BootError> {
         let files = config.files.clone();
+        let stores = stores::open_all(&config.state_dir)?;
+        tracing::info!(state = %config.state_dir.display(), "databases opened");
         tracing::info!(socket = %files.socket().display(), "binding the socket");
         let bound = socket::bind(&files.socket())?;
         let token = Token::generate()
@@ -141,15 +157,19 @@ impl Kernel {
             })?;
         tracing::info!(token = %files.token().display(), "token written");
         let kernel_files = Arc::new(KernelFiles::new(bound, files.token(), files.ready()));
-        let started = start_tree(&config, token, Arc::clone(&kernel_files));
-        let (kernel, listener, capsules) = match started {
-            Ok(parts) => parts,
+        let prepared = tree::Prepared {
+            token,
+            files: Arc::clone(&kernel_files),
+            stores,
+        };
+        let kernel = match tree::start(&config, prepared) {
+            Ok(kernel) => kernel,
             Err(e) => {
                 kernel_files.cleanup();
                 return Err(e);
             }
         };
-        if let Err(e) = kernel.verify(&listener, &capsules).await {
+        if let Err(e) = kernel.verify().await {
             tracing::error!("boot failed: {e}");
             kernel.abort().await;
             return Err(e);
@@ -167,15 +187,18 @@ impl Kernel {
             });
         }
         kernel.connections.start_idle_tracking();
+        if let Some(audit) = kernel.actors.audit.get() {
+            let target = format!(
+                "astrid-daemon {} pid {}",
+                kernel.info.version, kernel.info.pid
+            );
+            audit.do_send(Record::new("kernel", "boot", target, "ok"));
+        }
         tracing::info!(ready = %files.ready().display(), "kernel booted");
         Ok(kernel)
     }
 
-    async fn verify(
-        &self,
-        listener: &ChildRef<ListenerActor>,
-        capsules: &ChildRef<CapsulesActor>,
-    ) -> Result<(), BootError> {
+    async fn verify(&self) -> Result<(), BootError> {
         let tree = self
             .supervisor
             .send(GetTree)
@@ -189,6 +212,7 @@ impl Kernel {
                 });
             }
         }
+        let capsules = &self.actors.capsules;
         let found = capsules
             .call(ListCapsules, BOOT_CHECK_TIMEOUT)
             .await
@@ -198,7 +222,8 @@ impl Kernel {
             })?;
         tracing::info!(capsules = found.len(), "capsules listed");
         verify_cli_proxy(&tree)?;
-        listener
+        self.actors
+            .listener
             .call(ListenerInfo, BOOT_CHECK_TIMEOUT)
             .await
             .map_err(|e| BootError::CliProxyMissing(e.to_string()))?;
@@ -212,6 +237,9 @@ impl Kernel {
         });
         let _ = tokio::time::timeout(Duration::from_secs(10), self.exit).await;
         self.files.cleanup();
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
     }
 
     /// Requests shutdown from anywhere.
@@ -229,6 +257,11 @@ impl Kernel {
         &self.supervisor
     }
 
+    /// The kernel actors' current addresses.
+    pub fn actors(&self) -> &KernelActors {
+        &self.actors
+    }
+
     /// Waits until the tree has stopped, removes the session files, and says why it stopped.
     pub async fn wait(self) -> KernelExit {
         let exit = self.exit.await;
@@ -236,6 +269,9 @@ impl Kernel {
         // session still open gets the same chance to send its last replies here.
         drain_sessions(&self.connections, self.drain_timeout).await;
         self.files.cleanup();
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
         match exit {
             Ok(SupervisorExit::Normal { reason }) => KernelExit::Clean { reason },
             Ok(SupervisorExit::Escalated { child, reason }) => {
@@ -249,8 +285,6 @@ impl Kernel {
     }
 }
 
-type Started = (Kernel, ChildRef<ListenerActor>, ChildRef<CapsulesActor>);
-
 /// Asks every open session to finish and waits until they are gone, at most `timeout`.
 async fn drain_sessions(connections: &Connections, timeout: Duration) {
     if connections.is_empty() {
@@ -262,151 +296,6 @@ async fn drain_sessions(connections: &Connections, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !connections.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// The root supervisor's children, in start order: bus, capsules, listener.
-fn kernel_children(
-    config: &KernelConfig,
-    supervisor: &Addr<SupervisorActor>,
-    (bus, capsules, listener): (
-        ChildRef<BusActor>,
-        ChildRef<CapsulesActor>,
-        ChildRef<ListenerActor>,
-    ),
-    deps: Arc<SessionDeps>,
-    files: Arc<KernelFiles>,
-) -> Vec<ChildSpec> {
-    let queue = config.limits.event_queue;
-    let roots = config.capsule_roots.clone();
-    let version = config.version.clone();
-    let registry_supervisor = supervisor.clone();
-    let idle_grace = config.ephemeral.then_some(config.idle_grace);
-    let sessions = Arc::clone(&deps.connections);
-    vec![
-        ChildSpec::worker("bus", RestartType::Permanent, bus, move || {
-            Ok(BusActor::new(queue))
-        }),
-        ChildSpec::worker("capsules", RestartType::Permanent, capsules, move || {
-            Ok(CapsulesActor::new(
-                roots.clone(),
-                registry_supervisor.clone(),
-                LISTENER,
-                version.clone(),
-            ))
-        }),
-        ChildSpec::worker(LISTENER, RestartType::Permanent, listener, move || {
-            let socket = files.listener_copy()?;
-            Ok(ListenerActor::new(socket, Arc::clone(&deps), idle_grace))
-        })
-        .shutdown_timeout(config.limits.drain_timeout + Duration::from_secs(1))
-        .describe_children(move || sessions.infos().iter().map(session_node).collect()),
-    ]
-}
-
-/// Builds the root supervisor with its children (bus, capsules, listener) and starts it.
-fn start_tree(
-    config: &KernelConfig,
-    token: Token,
-    files: Arc<KernelFiles>,
-) -> Result<Started, BootError> {
-    let client_publish = config
-        .client_publish
-        .iter()
-        .map(|p| {
-            Pattern::parse(p).map_err(|rule| BootError::PublishPattern {
-                pattern: p.clone(),
-                rule,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let info = Arc::new(KernelInfo {
-        pid: std::process::id(),
-        version: config.version.clone(),
-        session_id: config.session_id,
-        session_name: config.files.name().to_owned(),
-        workspace: config.workspace.clone(),
-        socket: config.files.socket(),
-        ephemeral: config.ephemeral,
-        idle_grace: config.idle_grace,
-        fault_injection: config.allow_fault_injection,
-        started_at: Instant::now(),
-    });
-    let limits = config.limits;
-    let bus = ChildRef::<BusActor>::new("bus");
-    let capsules = ChildRef::<CapsulesActor>::new("capsules");
-    let listener = ChildRef::<ListenerActor>::new(LISTENER);
-    let connections = Arc::new(Connections::default());
-
-    let ctx = Context::<SupervisorActor>::new();
-    let supervisor = ctx.address();
-    let shutdown = ShutdownHandle::new(
-        supervisor.clone(),
-        Arc::clone(&files),
-        bus.clone(),
-        config.on_shutdown.clone(),
-    );
-    let deps = Arc::new(SessionDeps {
-        info: Arc::clone(&info),
-        token,
-        limits,
-        supervisor: supervisor.clone(),
-        bus: bus.clone(),
-        capsules: capsules.clone(),
-        connections: Arc::clone(&connections),
-        shutdown: shutdown.clone(),
-        client_publish,
-    });
-
-    let children = kernel_children(
-        config,
-        &supervisor,
-        (bus.clone(), capsules.clone(), listener.clone()),
-        deps,
-        Arc::clone(&files),
-    );
-
-    let events_bus = bus.clone();
-    let events_shutdown = shutdown.clone();
-    let (exit_tx, exit_rx) = oneshot::channel();
-    let root = SupervisorActor::new("kernel", config.restart_policy, children)
-        .on_exit(exit_tx)
-        .on_event(move |event| {
-            if let SupervisorEvent::Escalated { child, reason } = &event {
-                events_shutdown.request(format!("`{child}` exceeded the restart budget: {reason}"));
-            }
-            publish_supervision(&events_bus, &event);
-        });
-    ctx.run(root);
-    tracing::info!("supervision tree started");
-    let kernel = Kernel {
-        supervisor,
-        shutdown,
-        exit: exit_rx,
-        files,
-        info,
-        connections,
-        drain_timeout: config.limits.drain_timeout,
-    };
-    Ok((kernel, listener, capsules))
-}
-
-fn session_node(s: &crate::listener::SessionInfo) -> TreeNode {
-    let who = s.client.as_deref().unwrap_or("(handshake)");
-    let detail = match s.pid {
-        Some(pid) => format!("{who}, pid {pid}"),
-        None => who.to_owned(),
-    };
-    TreeNode {
-        name: format!("session:{}", s.id),
-        kind: NodeKind::Session,
-        restart: Some(RestartType::Temporary),
-        state: ChildState::Running,
-        restarts: 0,
-        uptime_ms: Some(s.connected_ms),
-        last_failure: None,
-        detail: Some(detail),
-        children: Vec::new(),
     }
 }
 
@@ -432,61 +321,10 @@ pub fn verify_cli_proxy(tree: &TreeNode) -> Result<(), BootError> {
     }
 }
 
-fn publish_supervision(bus: &ChildRef<BusActor>, event: &SupervisorEvent) {
-    #[derive(Serialize)]
-    struct Exited<'a> {
-        child: &'a str,
-        reason: &'a str,
-        restart_in_ms: Option<u64>,
-    }
-    #[derive(Serialize)]
-    struct Restarted<'a> {
-        child: &'a str,
-        restarts: u32,
-    }
-    #[derive(Serialize)]
-    struct Escalated<'a> {
-        child: &'a str,
-        reason: &'a str,
-    }
-    let Some(bus) = bus.get() else {
-        return;
-    };
-    let (topic, payload) = match event {
-        SupervisorEvent::ChildExited {
-            child,
-            reason,
-            restart_in,
-        } => (
-            "astrid.supervisor.child_exited",
-            to_payload(&Exited {
-                child,
-                reason,
-                restart_in_ms: restart_in.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            }),
-        ),
-        SupervisorEvent::ChildRestarted { child, restarts } => (
-            "astrid.supervisor.child_restarted",
-            to_payload(&Restarted {
-                child,
-                restarts: *restarts,
-            }),
-        ),
-        SupervisorEvent::Escalated { child, reason } => (
-            "astrid.supervisor.escalated",
-            to_payload(&Escalated { child, reason }),
-        ),
-    };
-    bus.do_send(Publish {
-        topic: topic.to_owned(),
-        payload: payload.unwrap_or(rmpv::Value::Nil),
-        source: "supervisor".to_owned(),
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::{NodeKind, RestartType};
 
     fn node(name: &str, state: ChildState) -> TreeNode {
         TreeNode {

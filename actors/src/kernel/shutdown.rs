@@ -11,11 +11,13 @@ use actix::Addr;
 use serde::Serialize;
 
 use super::config::ShutdownHook;
-use crate::bus::{BusActor, Publish};
+use super::tree::KernelActors;
+use crate::audit::Record;
+use crate::bus::Publish;
 use crate::files::{remove_if_exists, write_private};
 use crate::listener::socket::BoundSocket;
 use crate::protocol::to_payload;
-use crate::supervisor::{ChildRef, ShutdownTree, SupervisorActor};
+use crate::supervisor::{ShutdownTree, SupervisorActor};
 
 /// The session files the kernel owns while it runs.
 #[derive(Debug)]
@@ -78,7 +80,7 @@ struct Inner {
     reason: Mutex<Option<String>>,
     supervisor: Addr<SupervisorActor>,
     files: Arc<KernelFiles>,
-    bus: ChildRef<BusActor>,
+    actors: KernelActors,
     hook: Option<ShutdownHook>,
 }
 
@@ -100,7 +102,7 @@ impl ShutdownHandle {
     pub(crate) fn new(
         supervisor: Addr<SupervisorActor>,
         files: Arc<KernelFiles>,
-        bus: ChildRef<BusActor>,
+        actors: KernelActors,
         hook: Option<ShutdownHook>,
     ) -> Self {
         Self {
@@ -108,7 +110,7 @@ impl ShutdownHandle {
                 reason: Mutex::new(None),
                 supervisor,
                 files,
-                bus,
+                actors,
                 hook,
             }),
         }
@@ -135,7 +137,11 @@ impl ShutdownHandle {
         if let Some(hook) = &self.inner.hook {
             hook(&reason);
         }
-        if let Some(bus) = self.inner.bus.get() {
+        // The audit actor stops after every other one, so this entry is committed.
+        if let Some(audit) = self.inner.actors.audit.get() {
+            audit.do_send(Record::new("kernel", "shutdown", reason.as_str(), "ok"));
+        }
+        if let Some(bus) = self.inner.actors.bus.get() {
             #[derive(Serialize)]
             struct Payload<'a> {
                 reason: &'a str,

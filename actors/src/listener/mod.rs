@@ -28,7 +28,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 pub use self::connections::{Connections, SessionInfo};
 pub use self::token::Token;
 use crate::protocol::{ErrorBody, ProtocolError, Welcome, encode_frame};
-use crate::session::{Drain, SessionActor, SessionDeps};
+use crate::session::{Drain, Peer, SessionActor, SessionDeps};
 use crate::supervisor::{Inject, Terminate, apply_fault};
 
 /// How often an ephemeral daemon checks whether it is idle.
@@ -83,8 +83,11 @@ impl ListenerActor {
             );
             return;
         }
-        let pid = cred.and_then(|c| c.pid());
-        SessionActor::start(stream, pid, Arc::clone(&self.deps));
+        let peer = Peer {
+            pid: cred.and_then(|c| c.pid()),
+            uid: cred.map(|c| c.uid()),
+        };
+        SessionActor::start(stream, peer, Arc::clone(&self.deps));
     }
 
     fn check_idle(&mut self, _: &mut Context<Self>) {

@@ -7,10 +7,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::codec::FrameError;
+use crate::audit::AuditError;
 use crate::bus::BusError;
+use crate::caps::CapsError;
 use crate::capsules::CapsuleError;
 use crate::error::KernelError;
+use crate::store::StoreError;
 use crate::supervisor::SupervisorError;
+use crate::vfs::VfsError;
 
 /// Stable, snake_case error codes. Clients match on these; messages are for people.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -51,6 +55,18 @@ pub enum ErrorCode {
     ShuttingDown,
     /// `InjectFault` was sent to a daemon started without `--allow-fault-injection`.
     FaultInjectionDisabled,
+    /// An argument is not valid: a key, a path, a capsule name, a capability.
+    InvalidArgument,
+    /// A value or file is larger than the limit.
+    TooLarge,
+    /// A key-value namespace that does not exist.
+    UnknownNamespace,
+    /// A path that leads outside the workspace (through `..`, an absolute path or a link).
+    PathEscape,
+    /// A database failed (for example, the disk is full); nothing of the request was written.
+    StorageFailed,
+    /// A file-system operation failed for another reason (permissions, not a directory...).
+    IoError,
     /// A bug: the daemon could not build its answer.
     Internal,
     /// A code this client does not know (sent by a newer daemon).
@@ -79,6 +95,12 @@ impl ErrorCode {
             Self::Timeout => "timeout",
             Self::ShuttingDown => "shutting_down",
             Self::FaultInjectionDisabled => "fault_injection_disabled",
+            Self::InvalidArgument => "invalid_argument",
+            Self::TooLarge => "too_large",
+            Self::UnknownNamespace => "unknown_namespace",
+            Self::PathEscape => "path_escape",
+            Self::StorageFailed => "storage_failed",
+            Self::IoError => "io_error",
             Self::Internal => "internal",
             Self::Other => "other",
         }
@@ -188,13 +210,28 @@ impl From<&KernelError> for ErrorBody {
                 ErrorCode::InvalidTopic
             }
             KernelError::Supervisor(SupervisorError::UnknownChild(_))
-            | KernelError::Capsules(CapsuleError::NotFound(_)) => ErrorCode::NotFound,
+            | KernelError::Capsules(CapsuleError::NotFound(_))
+            | KernelError::Vfs(VfsError::NotFound { .. }) => ErrorCode::NotFound,
             KernelError::Supervisor(SupervisorError::NotRunning { .. }) => ErrorCode::NotRunning,
             KernelError::Supervisor(SupervisorError::ShuttingDown) | KernelError::ShuttingDown => {
                 ErrorCode::ShuttingDown
             }
-            KernelError::PublishForbidden { .. } => ErrorCode::Forbidden,
+            KernelError::PublishForbidden { .. }
+            | KernelError::Caps(CapsError::FromManifest { .. }) => ErrorCode::Forbidden,
             KernelError::FaultInjectionDisabled => ErrorCode::FaultInjectionDisabled,
+            KernelError::Store(StoreError::UnknownNamespace(_)) => ErrorCode::UnknownNamespace,
+            KernelError::Store(StoreError::InvalidKey { .. })
+            | KernelError::Caps(CapsError::InvalidSubject(_) | CapsError::InvalidResource(_))
+            | KernelError::Vfs(VfsError::InvalidPath { .. }) => ErrorCode::InvalidArgument,
+            KernelError::Store(StoreError::ValueTooLarge { .. })
+            | KernelError::Vfs(VfsError::TooLarge { .. }) => ErrorCode::TooLarge,
+            KernelError::Store(StoreError::Storage { .. } | StoreError::Aborted)
+            | KernelError::Caps(CapsError::Storage { .. })
+            | KernelError::Audit(AuditError::Storage { .. } | AuditError::Aborted) => {
+                ErrorCode::StorageFailed
+            }
+            KernelError::Vfs(VfsError::Escape { .. }) => ErrorCode::PathEscape,
+            KernelError::Vfs(VfsError::Io { .. }) => ErrorCode::IoError,
         };
         Self {
             code,

@@ -17,12 +17,16 @@ use serde::{Deserialize, Serialize};
 
 pub use self::codec::{EncodeError, FrameCodec, FrameError, encode_frame};
 pub use self::error::{ErrorBody, ErrorCode, ProtocolError};
+pub use crate::audit::chain::{Entry as AuditEntry, Verification};
 pub use crate::bus::{BusStats, Event, Published, SubscriberStats};
+pub use crate::caps::{Grant, GrantSource};
 pub use crate::capsules::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo, ReloadReport,
 };
 pub use crate::listener::SessionInfo;
+pub use crate::store::Listing;
 pub use crate::supervisor::{ChildState, Fault, NodeKind, RestartType, TreeNode};
+pub use crate::vfs::{DirEntry, EntryKind, FileStat, ReadResult};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -142,10 +146,113 @@ pub enum Request {
     /// Make an actor in the tree fail on purpose. Needs `--allow-fault-injection`.
     /// Result: [`FaultInjected`].
     InjectFault {
-        /// Actor name as shown in the supervision tree (`bus`, `capsules`, `listener`).
+        /// Actor name as shown in the supervision tree (`bus`, `store`, `listener`, ...).
         target: String,
         /// What to do to it.
         fault: Fault,
+    },
+    /// Read a key of the client namespace. Result: [`KvValue`].
+    KvGet {
+        /// Key.
+        key: String,
+    },
+    /// Write a key of the client namespace; answered once durable. Result: [`Written`].
+    KvPut {
+        /// Key.
+        key: String,
+        /// Value (MessagePack bin).
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    /// Delete a key of the client namespace; answered once durable. Result: [`Removed`].
+    KvDelete {
+        /// Key.
+        key: String,
+    },
+    /// List keys of the client namespace by prefix. Result: [`Listing`].
+    KvList {
+        /// Prefix (empty for all).
+        #[serde(default)]
+        prefix: String,
+        /// At most this many keys (default 1000).
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// Grant a capability to a capsule; persisted. Result: [`Grant`].
+    GrantCapability {
+        /// Capsule name.
+        subject: String,
+        /// Resource, e.g. `vfs:read:src/**`.
+        resource: String,
+    },
+    /// Revoke a runtime grant. Result: [`Removed`].
+    RevokeCapability {
+        /// Capsule name.
+        subject: String,
+        /// Resource, exactly as granted.
+        resource: String,
+    },
+    /// List grants, of one capsule or all. Result: list of [`Grant`].
+    ListCapabilities {
+        /// Capsule name.
+        #[serde(default)]
+        subject: Option<String>,
+    },
+    /// The last audit entries, oldest first. Result: list of [`AuditEntry`].
+    AuditTail {
+        /// How many (default 20).
+        #[serde(default)]
+        n: Option<usize>,
+    },
+    /// Verify the audit chain. Result: [`Verification`].
+    AuditVerify,
+    /// Read a workspace file. Result: [`ReadResult`].
+    VfsRead {
+        /// Path relative to the workspace.
+        path: String,
+        /// Byte offset to start at.
+        #[serde(default)]
+        offset: u64,
+        /// At most this many bytes (default: to the end, within the read limit).
+        #[serde(default)]
+        len: Option<u64>,
+    },
+    /// Write a workspace file atomically. Result: [`Written`].
+    VfsWrite {
+        /// Path relative to the workspace.
+        path: String,
+        /// Content (MessagePack bin).
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        /// Create missing parent directories.
+        #[serde(default)]
+        create_dirs: bool,
+    },
+    /// List a workspace directory. Result: list of [`DirEntry`].
+    VfsList {
+        /// Path relative to the workspace (`.` for the root).
+        path: String,
+    },
+    /// Describe a workspace path. Result: [`FileStat`].
+    VfsStat {
+        /// Path relative to the workspace.
+        path: String,
+    },
+    /// Remove a workspace file or directory. Result: [`Removed`].
+    VfsRemove {
+        /// Path relative to the workspace.
+        path: String,
+        /// Remove a directory with its content.
+        #[serde(default)]
+        recursive: bool,
+    },
+    /// Create a workspace directory. Result: [`Written`] (0 bytes).
+    VfsMkdir {
+        /// Path relative to the workspace.
+        path: String,
+        /// Create missing parents too.
+        #[serde(default)]
+        parents: bool,
     },
 }
 
@@ -164,6 +271,21 @@ impl Request {
         "Unsubscribe",
         "Publish",
         "InjectFault",
+        "KvGet",
+        "KvPut",
+        "KvDelete",
+        "KvList",
+        "GrantCapability",
+        "RevokeCapability",
+        "ListCapabilities",
+        "AuditTail",
+        "AuditVerify",
+        "VfsRead",
+        "VfsWrite",
+        "VfsList",
+        "VfsStat",
+        "VfsRemove",
+        "VfsMkdir",
     ];
 
     /// This request's variant name.
@@ -181,6 +303,62 @@ impl Request {
             Self::Unsubscribe { .. } => "Unsubscribe",
             Self::Publish { .. } => "Publish",
             Self::InjectFault { .. } => "InjectFault",
+            Self::KvGet { .. } => "KvGet",
+            Self::KvPut { .. } => "KvPut",
+            Self::KvDelete { .. } => "KvDelete",
+            Self::KvList { .. } => "KvList",
+            Self::GrantCapability { .. } => "GrantCapability",
+            Self::RevokeCapability { .. } => "RevokeCapability",
+            Self::ListCapabilities { .. } => "ListCapabilities",
+            Self::AuditTail { .. } => "AuditTail",
+            Self::AuditVerify => "AuditVerify",
+            Self::VfsRead { .. } => "VfsRead",
+            Self::VfsWrite { .. } => "VfsWrite",
+            Self::VfsList { .. } => "VfsList",
+            Self::VfsStat { .. } => "VfsStat",
+            Self::VfsRemove { .. } => "VfsRemove",
+            Self::VfsMkdir { .. } => "VfsMkdir",
+        }
+    }
+
+    /// Whether the request changes state. Such a request is answered only once its audit
+    /// entry is durable; the others are audited without waiting.
+    pub fn mutates(&self) -> bool {
+        matches!(
+            self,
+            Self::Shutdown { .. }
+                | Self::ReloadCapsules
+                | Self::InjectFault { .. }
+                | Self::KvPut { .. }
+                | Self::KvDelete { .. }
+                | Self::GrantCapability { .. }
+                | Self::RevokeCapability { .. }
+                | Self::VfsWrite { .. }
+                | Self::VfsRemove { .. }
+                | Self::VfsMkdir { .. }
+        )
+    }
+
+    /// What the request is about, for its audit entry: a key, a path, a topic, a capability.
+    pub fn target(&self) -> String {
+        match self {
+            Self::Shutdown { reason } => reason.clone(),
+            Self::GetCapsuleMetadata { name } => name.clone().unwrap_or_default(),
+            Self::Subscribe { pattern } | Self::Unsubscribe { pattern } => pattern.clone(),
+            Self::Publish { topic, .. } => topic.clone(),
+            Self::InjectFault { target, fault } => format!("{target}: {fault}"),
+            Self::KvGet { key } | Self::KvPut { key, .. } | Self::KvDelete { key } => key.clone(),
+            Self::KvList { prefix, .. } => prefix.clone(),
+            Self::GrantCapability { subject, resource }
+            | Self::RevokeCapability { subject, resource } => format!("{subject}:{resource}"),
+            Self::ListCapabilities { subject } => subject.clone().unwrap_or_default(),
+            Self::VfsRead { path, .. }
+            | Self::VfsWrite { path, .. }
+            | Self::VfsList { path }
+            | Self::VfsStat { path }
+            | Self::VfsRemove { path, .. }
+            | Self::VfsMkdir { path, .. } => path.clone(),
+            _ => String::new(),
         }
     }
 }
@@ -218,6 +396,8 @@ pub struct Status {
     pub unavailable: Vec<String>,
     /// Whether `InjectFault` is accepted.
     pub fault_injection: bool,
+    /// The latest audit chain verification (at boot, or the last `AuditVerify`).
+    pub audit: Verification,
 }
 
 /// Result of `Shutdown`.
@@ -247,6 +427,34 @@ pub struct Unsubscribed {
     pub removed: bool,
     /// Patterns still subscribed.
     pub patterns: Vec<String>,
+}
+
+/// Result of `KvGet`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvValue {
+    /// The key.
+    pub key: String,
+    /// Its value (MessagePack bin), or nil when the key does not exist.
+    #[serde(with = "serde_bytes")]
+    pub value: Option<Vec<u8>>,
+}
+
+/// Result of a write (`KvPut`, `VfsWrite`, `VfsMkdir`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// The key or path written.
+    pub target: String,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// Result of a removal (`KvDelete`, `RevokeCapability`, `VfsRemove`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    /// The key, capability or path.
+    pub target: String,
+    /// Whether it existed.
+    pub removed: bool,
 }
 
 /// Result of `InjectFault`.
@@ -459,6 +667,47 @@ mod tests {
                 target: "bus".into(),
                 fault: Fault::Hang { millis: 5 },
             },
+            Request::KvGet { key: "k".into() },
+            Request::KvPut {
+                key: "k".into(),
+                value: vec![0, 1, 255],
+            },
+            Request::KvDelete { key: "k".into() },
+            Request::KvList {
+                prefix: "p".into(),
+                limit: Some(3),
+            },
+            Request::GrantCapability {
+                subject: "echo".into(),
+                resource: "kv".into(),
+            },
+            Request::RevokeCapability {
+                subject: "echo".into(),
+                resource: "kv".into(),
+            },
+            Request::ListCapabilities { subject: None },
+            Request::AuditTail { n: Some(5) },
+            Request::AuditVerify,
+            Request::VfsRead {
+                path: "a".into(),
+                offset: 1,
+                len: Some(2),
+            },
+            Request::VfsWrite {
+                path: "a".into(),
+                data: b"x".to_vec(),
+                create_dirs: true,
+            },
+            Request::VfsList { path: ".".into() },
+            Request::VfsStat { path: "a".into() },
+            Request::VfsRemove {
+                path: "a".into(),
+                recursive: false,
+            },
+            Request::VfsMkdir {
+                path: "d".into(),
+                parents: true,
+            },
         ]
     }
 
@@ -475,6 +724,20 @@ mod tests {
             let bytes = rmp_serde::to_vec_named(&frame).unwrap();
             assert_eq!(decode_request(&bytes).unwrap(), frame);
         }
+    }
+
+    #[test]
+    fn byte_values_travel_as_messagepack_bin() {
+        let bytes = rmp_serde::to_vec_named(&Request::KvPut {
+            key: "k".into(),
+            value: vec![1, 2, 3],
+        })
+        .unwrap();
+        // ... "value": bin8 of length 3
+        assert!(
+            bytes.windows(5).any(|w| w == [0xc4, 3, 1, 2, 3]),
+            "{bytes:x?}"
+        );
     }
 
     #[test]

@@ -25,15 +25,15 @@ use tokio_util::codec::FramedRead;
 
 use self::outbox::{CatchUp, HIGH_WATER, Outbox, Writer};
 use self::subscription::BusLink;
-use crate::bus::{BusActor, Deregister, Pattern, Publish};
-use crate::capsules::CapsulesActor;
-use crate::kernel::{KernelInfo, Limits, ShutdownHandle};
+use crate::audit::{AuditHealth, Record};
+use crate::bus::{Deregister, Pattern, Publish};
+use crate::kernel::{KernelActors, KernelInfo, Limits, ShutdownHandle};
 use crate::listener::{Connections, Token};
 use crate::protocol::{
     ErrorBody, ErrorCode, ErrorFrame, FrameCodec, FrameError, Hello, PROTOCOL_VERSION,
     ProtocolError, ReplyFrame, Welcome, decode_map, decode_request, to_payload,
 };
-use crate::supervisor::{ChildRef, SupervisorActor};
+use crate::supervisor::SupervisorActor;
 
 /// Longest client name kept from a handshake.
 const MAX_CLIENT_NAME: usize = 64;
@@ -49,16 +49,25 @@ pub struct SessionDeps {
     pub limits: Limits,
     /// The root supervisor (tree and fault injection).
     pub supervisor: Addr<SupervisorActor>,
-    /// The event bus.
-    pub bus: ChildRef<BusActor>,
-    /// The capsule registry.
-    pub capsules: ChildRef<CapsulesActor>,
+    /// The kernel actors.
+    pub actors: KernelActors,
+    /// The latest audit verification, for status.
+    pub audit_health: Arc<AuditHealth>,
     /// The connection table.
     pub connections: Arc<Connections>,
     /// Requests a graceful shutdown.
     pub shutdown: ShutdownHandle,
     /// Topics clients may publish to.
     pub client_publish: Vec<Pattern>,
+}
+
+/// Who is on the other end of a connection, as the kernel reported it at accept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// Process id.
+    pub pid: Option<i32>,
+    /// User id.
+    pub uid: Option<u32>,
 }
 
 /// Stop reading, answer what is in flight, flush, close. Sent by the listener at shutdown.
@@ -85,13 +94,13 @@ pub struct SessionActor {
     read_closed: bool,
     in_flight: usize,
     client: Option<String>,
-    pid: Option<i32>,
+    peer: Peer,
     link: BusLink,
 }
 
 impl SessionActor {
     /// Starts a session on an accepted connection and records it in the connection table.
-    pub fn start(stream: UnixStream, pid: Option<i32>, deps: Arc<SessionDeps>) -> Addr<Self> {
+    pub fn start(stream: UnixStream, peer: Peer, deps: Arc<SessionDeps>) -> Addr<Self> {
         let id = deps.connections.next_id();
         let (read, write) = stream.into_split();
         let codec = FrameCodec::new(deps.limits.max_frame_len);
@@ -110,11 +119,11 @@ impl SessionActor {
                 read_closed: false,
                 in_flight: 0,
                 client: None,
-                pid,
+                peer,
                 link: BusLink::default(),
             }
         });
-        table.open(id, pid, addr.clone());
+        table.open(id, peer.pid, addr.clone());
         addr
     }
 
@@ -143,9 +152,42 @@ impl SessionActor {
         }
     }
 
+    /// Who this connection is, for audit entries.
+    fn audit_actor(&self) -> String {
+        let who = format!("client:{}", self.id);
+        let mut facts = Vec::new();
+        if let Some(name) = &self.client {
+            facts.push(name.clone());
+        }
+        if let Some(pid) = self.peer.pid {
+            facts.push(format!("pid {pid}"));
+        }
+        if let Some(uid) = self.peer.uid {
+            facts.push(format!("uid {uid}"));
+        }
+        if facts.is_empty() {
+            who
+        } else {
+            format!("{who} ({})", facts.join(", "))
+        }
+    }
+
+    /// Records a request that was refused before reaching any actor (not awaited).
+    fn audit_refusal(&self, action: &str, target: String, error: &ErrorBody) {
+        if let Some(audit) = self.deps.actors.audit.get() {
+            audit.do_send(Record::new(
+                self.audit_actor(),
+                action,
+                target,
+                error.to_string(),
+            ));
+        }
+    }
+
     /// Refuses the handshake and closes.
     fn refuse(&mut self, error: &ProtocolError, ctx: &mut Context<Self>) {
         tracing::info!(connection = self.id, "handshake refused: {error}");
+        self.audit_refusal("handshake", String::new(), &ErrorBody::from(error));
         if let Err(e) = self.out.frame(&Welcome::refused(ErrorBody::from(error))) {
             tracing::error!(connection = self.id, "cannot encode a refusal: {e}");
         }
@@ -212,7 +254,7 @@ impl SessionActor {
             client.truncate(cut);
         }
         self.deps.connections.authenticate(self.id, &client);
-        tracing::debug!(connection = self.id, %client, pid = ?self.pid, "client connected");
+        tracing::debug!(connection = self.id, %client, peer = ?self.peer, "client connected");
         let info = &self.deps.info;
         let welcome = Welcome {
             ok: true,
@@ -240,10 +282,10 @@ impl SessionActor {
         let payload = to_payload(&Lifecycle {
             connection: self.id,
             client,
-            pid: self.pid,
+            pid: self.peer.pid,
         })
         .unwrap_or(rmpv::Value::Nil);
-        if let Some(bus) = self.deps.bus.get() {
+        if let Some(bus) = self.deps.actors.bus.get() {
             bus.do_send(Publish {
                 topic: topic.to_owned(),
                 payload,
@@ -254,7 +296,9 @@ impl SessionActor {
 
     fn request(&mut self, body: &[u8], ctx: &mut Context<Self>) {
         if body.is_empty() {
-            return self.reply_err(None, &ErrorBody::from(&ProtocolError::EmptyFrame));
+            let error = ErrorBody::from(&ProtocolError::EmptyFrame);
+            self.audit_refusal("invalid", String::new(), &error);
+            return self.reply_err(None, &error);
         }
         match decode_request(body) {
             Ok(frame) => {
@@ -264,7 +308,11 @@ impl SessionActor {
                 }
                 self.dispatch(frame.id, frame.request, ctx);
             }
-            Err((id, error)) => self.reply_err(id, &ErrorBody::from(&error)),
+            Err((id, error)) => {
+                let error = ErrorBody::from(&error);
+                self.audit_refusal("invalid", String::new(), &error);
+                self.reply_err(id, &error);
+            }
         }
     }
 }
@@ -283,7 +331,7 @@ impl Actor for SessionActor {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.deps.connections.close(self.id);
-        if let (Some(id), Some(bus)) = (self.link.subscriber(), self.deps.bus.get()) {
+        if let (Some(id), Some(bus)) = (self.link.subscriber(), self.deps.actors.bus.get()) {
             bus.do_send(Deregister(id));
         }
         if let Some(client) = self.client.take() {

@@ -1,30 +1,110 @@
 //! The one place where a request becomes work: `Ping` is answered here, everything else is
 //! sent to the actor that owns it, under the call deadline, as a future spawned into the
 //! session so replies leave in completion order.
+//!
+//! Every request but `Ping` is written to the audit log with its outcome. A request that
+//! changes state is answered only once its entry is durable; the others are recorded without
+//! waiting.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::{ActorFutureExt, AsyncContext, Context};
 use serde::Serialize;
 
 use super::{SessionActor, SessionDeps};
+use crate::audit::{AuditActor, Record, Tail, VerifyChain};
 use crate::bus::{BusError, GetBusStats, Publish, topic::validate_topic};
+use crate::caps::{GrantCapability, ListCapabilities, RevokeCapability};
 use crate::capsules::{GetCapsuleMetadata, GetCommands, ListCapsules, ReloadCapsules};
 use crate::error::KernelError;
 use crate::protocol::{
-    ErrorBody, FaultInjected, PROTOCOL_VERSION, ProtocolError, Request, ShutdownAck, Status,
+    ErrorBody, FaultInjected, KvValue, PROTOCOL_VERSION, ProtocolError, Removed, Request,
+    ShutdownAck, Status, Written,
 };
-use crate::supervisor::{GetTree, InjectFault, SupervisorActor};
+use crate::store::{self, CLIENT_NAMESPACE};
+use crate::supervisor::{ChildRef, GetTree, InjectFault, SupervisorActor};
+use crate::vfs;
+
+/// `KvList` returns at most this many keys when no limit is given.
+const DEFAULT_LIST_LIMIT: usize = 1000;
+/// Upper bound of `KvList` and `AuditTail` sizes.
+const MAX_LISTING: usize = 10_000;
+
+/// The audit entry a request will get, once its outcome is known.
+#[derive(Debug)]
+pub(super) struct AuditNote {
+    audit: ChildRef<AuditActor>,
+    actor: String,
+    action: &'static str,
+    target: String,
+    durable: bool,
+    timeout: Duration,
+}
+
+impl AuditNote {
+    /// Records the outcome, waiting for durability when the request changes state.
+    async fn finish<T>(self, result: &Result<T, KernelError>) {
+        let outcome = match result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => ErrorBody::from(e).to_string(),
+        };
+        if self.durable {
+            let (audit, timeout) = (self.audit.clone(), self.timeout);
+            let record = Record::new(self.actor, self.action, self.target, outcome);
+            record_durably(&audit, record, timeout).await;
+        } else {
+            self.record(outcome);
+        }
+    }
+
+    /// Records the outcome without waiting (requests that change no state).
+    pub(super) fn record(self, outcome: impl Into<String>) {
+        if let Some(audit) = self.audit.get() {
+            audit.do_send(Record::new(self.actor, self.action, self.target, outcome));
+        }
+    }
+}
+
+/// Appends `record` and waits until it is durable, retrying while the audit actor restarts.
+async fn record_durably(audit: &ChildRef<AuditActor>, record: Record, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match audit.call(record.clone(), timeout).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => {
+                tracing::error!(action = %record.action, "audit entry not written: {e}");
+                return;
+            }
+            Err(e) if Instant::now() >= deadline => {
+                tracing::error!(action = %record.action, "audit entry not written: {e}");
+                return;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
 
 impl SessionActor {
     pub(super) fn dispatch(&mut self, id: u64, request: Request, ctx: &mut Context<Self>) {
+        if matches!(request, Request::Ping) {
+            return self.reply_ok(id, "pong");
+        }
         let deps = Arc::clone(&self.deps);
+        let note = AuditNote {
+            audit: deps.actors.audit.clone(),
+            actor: self.audit_actor(),
+            action: request.name(),
+            target: request.target(),
+            durable: request.mutates(),
+            timeout: deps.limits.call_timeout,
+        };
         let t = deps.limits.call_timeout;
+        let a = &deps.actors;
         match request {
-            Request::Ping => self.reply_ok(id, "pong"),
-            Request::GetStatus => self.call(id, ctx, status(deps)),
+            Request::Ping => {}
+            Request::GetStatus => self.run(id, ctx, note, status(Arc::clone(&deps))),
             Request::Shutdown { reason } => {
                 let reason = if reason.is_empty() {
                     format!("requested by {}", self.source())
@@ -32,59 +112,43 @@ impl SessionActor {
                     reason
                 };
                 let reason = deps.shutdown.request(reason);
-                self.reply_ok(
-                    id,
-                    &ShutdownAck {
-                        shutting_down: true,
-                        reason,
-                    },
-                );
+                let ack = ShutdownAck {
+                    shutting_down: true,
+                    reason,
+                };
+                self.run(id, ctx, note, async move { Ok(ack) });
             }
             Request::ListCapsules => {
-                self.call(
-                    id,
-                    ctx,
-                    async move { deps.capsules.call(ListCapsules, t).await },
-                );
+                self.run(id, ctx, note, call(&a.capsules, ListCapsules, t));
             }
             Request::ReloadCapsules => {
-                self.call(id, ctx, async move {
-                    deps.capsules.call(ReloadCapsules, t).await
-                });
+                self.run(id, ctx, note, call(&a.capsules, ReloadCapsules, t));
             }
-            Request::GetCommands => {
-                self.call(
-                    id,
-                    ctx,
-                    async move { deps.capsules.call(GetCommands, t).await },
-                );
+            Request::GetCommands => self.run(id, ctx, note, call(&a.capsules, GetCommands, t)),
+            Request::GetCapsuleMetadata { name } => {
+                let ask = call(&a.capsules, GetCapsuleMetadata { name }, t);
+                self.run(id, ctx, note, async move { Ok(ask.await??) });
             }
-            Request::GetCapsuleMetadata { name } => self.call(id, ctx, async move {
-                Ok(deps.capsules.call(GetCapsuleMetadata { name }, t).await??)
-            }),
             Request::GetSupervisionTree => {
-                self.call(id, ctx, ask_supervisor(&deps.supervisor, GetTree, t));
+                self.run(id, ctx, note, ask_supervisor(&deps.supervisor, GetTree, t));
             }
-            Request::Subscribe { pattern } => self.subscribe(id, pattern, ctx),
-            Request::Unsubscribe { pattern } => self.unsubscribe(id, pattern, ctx),
+            Request::Subscribe { pattern } => self.subscribe(id, pattern, note, ctx),
+            Request::Unsubscribe { pattern } => self.unsubscribe(id, pattern, note, ctx),
             Request::Publish { topic, payload } => {
                 if let Err(e) = check_publish(&deps, &topic) {
-                    return self.reply_err(Some(id), &ErrorBody::from(&e));
+                    return self.refuse_request(id, note, &e);
                 }
-                let source = self.source();
-                self.call(id, ctx, async move {
-                    let msg = Publish {
-                        topic,
-                        payload,
-                        source,
-                    };
-                    Ok(deps.bus.call(msg, t).await??)
-                });
+                let msg = Publish {
+                    topic,
+                    payload,
+                    source: self.source(),
+                };
+                let ask = call(&a.bus, msg, t);
+                self.run(id, ctx, note, async move { Ok(ask.await??) });
             }
             Request::InjectFault { target, fault } => {
                 if !deps.info.fault_injection {
-                    let error = KernelError::FaultInjectionDisabled;
-                    return self.reply_err(Some(id), &ErrorBody::from(&error));
+                    return self.refuse_request(id, note, &KernelError::FaultInjectionDisabled);
                 }
                 tracing::warn!(connection = self.id, %target, %fault, "fault injection requested");
                 let msg = InjectFault {
@@ -92,12 +156,243 @@ impl SessionActor {
                     fault,
                 };
                 let ask = ask_supervisor(&deps.supervisor, msg, t);
-                self.call(id, ctx, async move {
+                self.run(id, ctx, note, async move {
                     ask.await??;
                     Ok(FaultInjected { target, fault })
                 });
             }
+            other => self.dispatch_services(id, other, note, ctx),
         }
+    }
+
+    /// The kernel-service requests: key-value store, capabilities, audit, workspace files.
+    fn dispatch_services(
+        &mut self,
+        id: u64,
+        request: Request,
+        note: AuditNote,
+        ctx: &mut Context<Self>,
+    ) {
+        match request {
+            Request::KvGet { .. }
+            | Request::KvPut { .. }
+            | Request::KvDelete { .. }
+            | Request::KvList { .. } => self.dispatch_kv(id, request, note, ctx),
+            Request::VfsRead { .. }
+            | Request::VfsWrite { .. }
+            | Request::VfsList { .. }
+            | Request::VfsStat { .. }
+            | Request::VfsRemove { .. }
+            | Request::VfsMkdir { .. } => self.dispatch_vfs(id, request, note, ctx),
+            _ => self.dispatch_caps_audit(id, request, note, ctx),
+        }
+    }
+
+    fn dispatch_kv(&mut self, id: u64, request: Request, note: AuditNote, ctx: &mut Context<Self>) {
+        let store = self.deps.actors.store.clone();
+        let t = self.deps.limits.call_timeout;
+        let ns = || CLIENT_NAMESPACE.to_owned();
+        match request {
+            Request::KvGet { key } => {
+                let ask = call(
+                    &store,
+                    store::Get {
+                        namespace: ns(),
+                        key: key.clone(),
+                    },
+                    t,
+                );
+                self.run(id, ctx, note, async move {
+                    Ok(KvValue {
+                        value: ask.await??,
+                        key,
+                    })
+                });
+            }
+            Request::KvPut { key, value } => {
+                let bytes = value.len() as u64;
+                let put = store::Put {
+                    namespace: ns(),
+                    key: key.clone(),
+                    value,
+                };
+                let ask = call(&store, put, t);
+                self.run(id, ctx, note, async move {
+                    ask.await??;
+                    Ok(Written { target: key, bytes })
+                });
+            }
+            Request::KvDelete { key } => {
+                let ask = call(
+                    &store,
+                    store::Delete {
+                        namespace: ns(),
+                        key: key.clone(),
+                    },
+                    t,
+                );
+                self.run(id, ctx, note, async move {
+                    let removed = ask.await??;
+                    Ok(Removed {
+                        target: key,
+                        removed,
+                    })
+                });
+            }
+            Request::KvList { prefix, limit } => {
+                let limit = limit.unwrap_or(DEFAULT_LIST_LIMIT).min(MAX_LISTING);
+                let list = store::List {
+                    namespace: ns(),
+                    prefix,
+                    limit,
+                };
+                let ask = call(&store, list, t);
+                self.run(id, ctx, note, async move { Ok(ask.await??) });
+            }
+            _ => {}
+        }
+    }
+
+    fn dispatch_caps_audit(
+        &mut self,
+        id: u64,
+        request: Request,
+        note: AuditNote,
+        ctx: &mut Context<Self>,
+    ) {
+        let a = self.deps.actors.clone();
+        let t = self.deps.limits.call_timeout;
+        match request {
+            Request::GrantCapability { subject, resource } => {
+                let ask = call(&a.caps, GrantCapability { subject, resource }, t);
+                self.run(id, ctx, note, async move { Ok(ask.await??) });
+            }
+            Request::RevokeCapability { subject, resource } => {
+                let target = format!("{subject}:{resource}");
+                let ask = call(&a.caps, RevokeCapability { subject, resource }, t);
+                self.run(id, ctx, note, async move {
+                    let removed = ask.await??;
+                    Ok(Removed { target, removed })
+                });
+            }
+            Request::ListCapabilities { subject } => {
+                self.run(
+                    id,
+                    ctx,
+                    note,
+                    call(&a.caps, ListCapabilities { subject }, t),
+                );
+            }
+            Request::AuditTail { n } => {
+                let n = n.unwrap_or(20).min(MAX_LISTING);
+                let ask = call(&a.audit, Tail { n }, t);
+                self.run(id, ctx, note, async move { Ok(ask.await??) });
+            }
+            Request::AuditVerify => {
+                let ask = call(&a.audit, VerifyChain, t);
+                self.run(id, ctx, note, async move { Ok(ask.await??) });
+            }
+            _ => {}
+        }
+    }
+
+    fn dispatch_vfs(
+        &mut self,
+        id: u64,
+        request: Request,
+        note: AuditNote,
+        ctx: &mut Context<Self>,
+    ) {
+        let vfs = self.deps.actors.vfs.clone();
+        let t = self.deps.limits.call_timeout;
+        match request {
+            Request::VfsRead { path, offset, len } => {
+                let ask = call(&vfs, vfs::Read { path, offset, len }, t);
+                self.run(id, ctx, note, async move { Ok(ask.await??) });
+            }
+            Request::VfsWrite {
+                path,
+                data,
+                create_dirs,
+            } => {
+                let write = vfs::Write {
+                    path: path.clone(),
+                    data,
+                    create_dirs,
+                };
+                let ask = call(&vfs, write, t);
+                self.run(id, ctx, note, async move {
+                    let bytes = ask.await??;
+                    Ok(Written {
+                        target: path,
+                        bytes,
+                    })
+                });
+            }
+            Request::VfsList { path } => {
+                let ask = call(&vfs, vfs::List { path }, t);
+                self.run(id, ctx, note, async move { Ok(ask.await??) });
+            }
+            Request::VfsStat { path } => {
+                let ask = call(&vfs, vfs::Stat { path }, t);
+                self.run(id, ctx, note, async move { Ok(ask.await??) });
+            }
+            Request::VfsRemove { path, recursive } => {
+                let ask = call(
+                    &vfs,
+                    vfs::Remove {
+                        path: path.clone(),
+                        recursive,
+                    },
+                    t,
+                );
+                self.run(id, ctx, note, async move {
+                    ask.await??;
+                    Ok(Removed {
+                        target: path,
+                        removed: true,
+                    })
+                });
+            }
+            Request::VfsMkdir { path, parents } => {
+                let ask = call(
+                    &vfs,
+                    vfs::Mkdir {
+                        path: path.clone(),
+                        parents,
+                    },
+                    t,
+                );
+                self.run(id, ctx, note, async move {
+                    ask.await??;
+                    Ok(Written {
+                        target: path,
+                        bytes: 0,
+                    })
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs `work` concurrently with the session, records its outcome, and replies.
+    pub(super) fn run<T, F>(&mut self, id: u64, ctx: &mut Context<Self>, note: AuditNote, work: F)
+    where
+        T: Serialize + 'static,
+        F: Future<Output = Result<T, KernelError>> + 'static,
+    {
+        self.call(id, ctx, async move {
+            let result = work.await;
+            note.finish(&result).await;
+            result
+        });
+    }
+
+    /// Answers a request refused before any work, and records the refusal.
+    pub(super) fn refuse_request(&mut self, id: u64, note: AuditNote, error: &KernelError) {
+        let body = ErrorBody::from(error);
+        note.record(body.to_string());
+        self.reply_err(Some(id), &body);
     }
 
     /// Runs `work` concurrently with the session and replies with its outcome.
@@ -124,6 +419,22 @@ impl SessionActor {
             }),
         );
     }
+}
+
+/// Sends `msg` to a kernel actor under the deadline, without borrowing the caller.
+fn call<A, M>(
+    actor: &ChildRef<A>,
+    msg: M,
+    timeout: Duration,
+) -> impl Future<Output = Result<M::Result, KernelError>> + 'static
+where
+    A: actix::Actor + actix::Handler<M>,
+    A::Context: actix::dev::ToEnvelope<A, M>,
+    M: actix::Message + Send + 'static,
+    M::Result: Send,
+{
+    let actor = actor.clone();
+    async move { actor.call(msg, timeout).await }
 }
 
 fn ask_supervisor<M>(
@@ -166,16 +477,15 @@ fn check_publish(deps: &SessionDeps, topic: &str) -> Result<(), KernelError> {
 
 async fn status(deps: Arc<SessionDeps>) -> Result<Status, KernelError> {
     let t = deps.limits.call_timeout;
-    let (bus, capsules) = tokio::join!(
-        deps.bus.call(GetBusStats, t),
-        deps.capsules.call(ListCapsules, t)
-    );
+    let a = &deps.actors;
+    let (bus, capsules) =
+        tokio::join!(a.bus.call(GetBusStats, t), a.capsules.call(ListCapsules, t));
     let mut unavailable = Vec::new();
     let bus = bus
-        .inspect_err(|_| unavailable.push(deps.bus.name().to_owned()))
+        .inspect_err(|_| unavailable.push(a.bus.name().to_owned()))
         .ok();
     let capsules = capsules
-        .inspect_err(|_| unavailable.push(deps.capsules.name().to_owned()))
+        .inspect_err(|_| unavailable.push(a.capsules.name().to_owned()))
         .unwrap_or_default();
     let info = &deps.info;
     Ok(Status {
@@ -196,5 +506,6 @@ async fn status(deps: Arc<SessionDeps>) -> Result<Status, KernelError> {
         bus,
         unavailable,
         fault_injection: info.fault_injection,
+        audit: deps.audit_health.get(),
     })
 }

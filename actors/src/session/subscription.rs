@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix::{ActorFutureExt, AsyncContext, Context, StreamHandler};
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::route::AuditNote;
 use super::{Phase, SessionActor};
 use crate::bus::{self, BusError, Event, Pattern, Register, SubscriberId};
 use crate::error::KernelError;
@@ -22,7 +23,7 @@ pub(super) struct BusLink {
     state: LinkState,
     patterns: Vec<String>,
     /// `Subscribe` requests answered once the link is up.
-    waiting: Vec<(u64, String)>,
+    waiting: Vec<(u64, String, AuditNote)>,
     attempts: u32,
 }
 
@@ -44,20 +45,26 @@ impl BusLink {
 }
 
 impl SessionActor {
-    pub(super) fn subscribe(&mut self, id: u64, pattern: String, ctx: &mut Context<Self>) {
+    pub(super) fn subscribe(
+        &mut self,
+        id: u64,
+        pattern: String,
+        note: AuditNote,
+        ctx: &mut Context<Self>,
+    ) {
         if let Err(rule) = Pattern::parse(&pattern) {
             let error = KernelError::Bus(BusError::InvalidPattern { pattern, rule });
-            return self.reply_err(Some(id), &ErrorBody::from(&error));
+            return self.refuse_request(id, note, &error);
         }
         if !self.link.patterns.contains(&pattern) {
             self.link.patterns.push(pattern.clone());
         }
         match self.link.state {
             LinkState::Linked(subscriber) => {
-                let bus = self.deps.bus.clone();
+                let bus = self.deps.actors.bus.clone();
                 let timeout = self.deps.limits.call_timeout;
                 let patterns = self.link.patterns.clone();
-                self.call(id, ctx, async move {
+                self.run(id, ctx, note, async move {
                     let msg = bus::Subscribe {
                         subscriber,
                         pattern: pattern.clone(),
@@ -66,24 +73,30 @@ impl SessionActor {
                     Ok(Subscribed { pattern, patterns })
                 });
             }
-            LinkState::Linking => self.link.waiting.push((id, pattern)),
+            LinkState::Linking => self.link.waiting.push((id, pattern, note)),
             LinkState::Unlinked => {
-                self.link.waiting.push((id, pattern));
+                self.link.waiting.push((id, pattern, note));
                 self.relink(ctx);
             }
         }
     }
 
-    pub(super) fn unsubscribe(&mut self, id: u64, pattern: String, ctx: &mut Context<Self>) {
+    pub(super) fn unsubscribe(
+        &mut self,
+        id: u64,
+        pattern: String,
+        note: AuditNote,
+        ctx: &mut Context<Self>,
+    ) {
         let before = self.link.patterns.len();
         self.link.patterns.retain(|p| *p != pattern);
         let removed = self.link.patterns.len() != before;
         let patterns = self.link.patterns.clone();
         match self.link.state {
             LinkState::Linked(subscriber) if removed => {
-                let bus = self.deps.bus.clone();
+                let bus = self.deps.actors.bus.clone();
                 let timeout = self.deps.limits.call_timeout;
-                self.call(id, ctx, async move {
+                self.run(id, ctx, note, async move {
                     let msg = bus::Unsubscribe {
                         subscriber,
                         pattern: pattern.clone(),
@@ -97,21 +110,24 @@ impl SessionActor {
                 });
             }
             // Not linked: the next registration uses the updated list.
-            _ => self.reply_ok(
-                id,
-                &Unsubscribed {
-                    pattern,
-                    removed,
-                    patterns,
-                },
-            ),
+            _ => {
+                note.record("ok");
+                self.reply_ok(
+                    id,
+                    &Unsubscribed {
+                        pattern,
+                        removed,
+                        patterns,
+                    },
+                );
+            }
         }
     }
 
     /// Registers with the (current) bus, with every pattern, and answers waiting requests.
     fn relink(&mut self, ctx: &mut Context<Self>) {
         self.link.state = LinkState::Linking;
-        let bus = self.deps.bus.clone();
+        let bus = self.deps.actors.bus.clone();
         let timeout = self.deps.limits.call_timeout;
         let sent = self.link.patterns.clone();
         let label = format!(
@@ -141,7 +157,7 @@ impl SessionActor {
 
     fn linked(&mut self, reg: bus::Registration, sent: &[String], ctx: &mut Context<Self>) {
         if matches!(self.phase, Phase::Closing) {
-            if let Some(bus) = self.deps.bus.get() {
+            if let Some(bus) = self.deps.actors.bus.get() {
                 bus.do_send(bus::Deregister(reg.id));
             }
             return;
@@ -150,7 +166,7 @@ impl SessionActor {
         self.link.attempts = 0;
         ctx.add_stream(ReceiverStream::new(reg.events));
         // Patterns added or removed while registering.
-        if let Some(bus) = self.deps.bus.get() {
+        if let Some(bus) = self.deps.actors.bus.get() {
             for pattern in self.link.patterns.iter().filter(|p| !sent.contains(p)) {
                 bus.do_send(bus::Subscribe {
                     subscriber: reg.id,
@@ -164,7 +180,8 @@ impl SessionActor {
                 });
             }
         }
-        for (id, pattern) in std::mem::take(&mut self.link.waiting) {
+        for (id, pattern, note) in std::mem::take(&mut self.link.waiting) {
+            note.record("ok");
             let patterns = self.link.patterns.clone();
             self.reply_ok(id, &Subscribed { pattern, patterns });
         }
@@ -175,7 +192,8 @@ impl SessionActor {
         // Requests waiting on the link fail and their patterns are dropped; patterns from
         // before (a bus that crashed) are kept, and the link is retried for them.
         let body = ErrorBody::from(error);
-        for (id, pattern) in std::mem::take(&mut self.link.waiting) {
+        for (id, pattern, note) in std::mem::take(&mut self.link.waiting) {
+            note.record(body.to_string());
             self.link.patterns.retain(|p| *p != pattern);
             self.reply_err(Some(id), &body);
         }

@@ -11,7 +11,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use actix::dev::ToEnvelope;
-use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, Recipient};
+use actix::{Actor, Addr, ArbiterHandle, AsyncContext, Context, Handler, Message, Recipient};
 
 use super::fault::{Fault, Inject};
 use super::messages::{ChildExited, Terminate};
@@ -153,6 +153,37 @@ impl ChildSpec {
             start: Box::new(move |guard: ExitGuard| {
                 let actor = factory()?;
                 let addr = A::create(move |ctx| {
+                    guard.attach(ctx);
+                    actor
+                });
+                slot.set(addr.clone());
+                Ok(Box::new(addr) as Box<dyn ChildControl>)
+            }),
+            describe: None,
+        }
+    }
+
+    /// A worker on its own arbiter (thread), for actors whose handlers block (disk I/O,
+    /// fsync). The actor is built on the supervisor's thread and moved there.
+    pub fn worker_on<A, F>(
+        name: impl Into<String>,
+        restart: RestartType,
+        slot: ChildRef<A>,
+        arbiter: ArbiterHandle,
+        mut factory: F,
+    ) -> Self
+    where
+        A: Actor<Context = Context<A>> + Handler<Terminate> + Handler<Inject> + Send,
+        F: FnMut() -> Result<A, String> + 'static,
+    {
+        Self {
+            name: name.into(),
+            restart,
+            shutdown_timeout: Duration::from_secs(5),
+            kind: NodeKind::Worker,
+            start: Box::new(move |guard: ExitGuard| {
+                let actor = factory()?;
+                let addr = A::start_in_arbiter(&arbiter, move |ctx| {
                     guard.attach(ctx);
                     actor
                 });

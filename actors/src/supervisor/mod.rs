@@ -73,6 +73,11 @@ pub enum SupervisorExit {
 /// Something worth telling the rest of the system about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SupervisorEvent {
+    /// A child started for the first time.
+    ChildStarted {
+        /// Child name.
+        child: String,
+    },
     /// A child ended; `restart_in` is set when it will be restarted.
     ChildExited {
         /// Child name.
@@ -212,6 +217,10 @@ impl SupervisorActor {
                 slot.state = ChildState::Running;
                 slot.started_at = Some(Instant::now());
                 tracing::debug!(supervisor = %self.name, child = %slot.spec.name, "started");
+                if slot.restarts == 0 {
+                    let child = slot.spec.name.clone();
+                    self.emit(SupervisorEvent::ChildStarted { child });
+                }
             }
             Err(message) => {
                 // The guard was dropped inside the failed start; make its report stale.

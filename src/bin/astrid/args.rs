@@ -101,6 +101,15 @@ pub(crate) enum Command {
         /// Payload: JSON if it parses as JSON, otherwise a string.
         payload: Option<String>,
     },
+    /// Read and write the client key-value namespace.
+    #[command(subcommand)]
+    Kv(KvCommand),
+    /// Grant, revoke and list capsule capabilities.
+    #[command(subcommand)]
+    Caps(CapsCommand),
+    /// Read and verify the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Make an actor fail on purpose (the daemon needs --allow-fault-injection).
     Fault {
         /// Actor name as `astrid ps` shows it, e.g. `bus` or `listener`.
@@ -108,6 +117,72 @@ pub(crate) enum Command {
         /// `panic`, `stop`, or `hang:<duration>` (e.g. `hang:2s`).
         fault: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KvCommand {
+    /// Print a value (exit status 1 when the key does not exist).
+    Get {
+        /// Key.
+        key: String,
+    },
+    /// Store a value; returns once it is durable.
+    Put {
+        /// Key.
+        key: String,
+        /// Value (stored as its UTF-8 bytes).
+        value: String,
+    },
+    /// Delete a key.
+    Rm {
+        /// Key.
+        key: String,
+    },
+    /// List keys.
+    Ls {
+        /// Only keys starting with this.
+        #[arg(default_value = "")]
+        prefix: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CapsCommand {
+    /// List grants (of one capsule, or all).
+    Ls {
+        /// Capsule name.
+        subject: Option<String>,
+    },
+    /// Grant a capability: `kv`, `vfs:read:<glob>`, `vfs:write:<glob>`,
+    /// `bus:publish:<pattern>`, `bus:subscribe:<pattern>`, `mcp:call:<server>/<tool>`.
+    Grant {
+        /// Capsule name.
+        subject: String,
+        /// Resource.
+        resource: String,
+    },
+    /// Revoke a capability granted with `grant`.
+    Revoke {
+        /// Capsule name.
+        subject: String,
+        /// Resource, exactly as granted.
+        resource: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Print the last entries.
+    Tail {
+        /// How many.
+        #[arg(short, default_value_t = 20)]
+        n: usize,
+    },
+    /// Verify the hash chain (exit status 1, naming the first bad entry, when it is broken).
+    Verify,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

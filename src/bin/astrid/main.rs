@@ -18,13 +18,13 @@ use std::time::Duration;
 use astrid::client::ClientError;
 use astrid::paths::PathError;
 use astrid::protocol::{
-    CapsuleMetadata, CommandInfo, Event, Fault, FaultInjected, Published, ReloadReport, Request,
-    Subscribed, to_payload,
+    AuditEntry, CapsuleMetadata, CommandInfo, Event, Fault, FaultInjected, Grant, KvValue, Listing,
+    Published, ReloadReport, Removed, Request, Subscribed, Verification, Written, to_payload,
 };
 use clap::Parser;
 use serde::Serialize;
 
-use crate::args::{Cli, Command};
+use crate::args::{AuditCommand, CapsCommand, Cli, Command, KvCommand};
 use crate::daemon::{Mode, Stopped, Target};
 
 /// Why a command failed.
@@ -54,6 +54,10 @@ pub(crate) enum CliError {
     StopFailed(u32),
     #[error("bad fault `{0}`: use panic, stop or hang:<duration>")]
     BadFault(String),
+    #[error("no key `{0}`")]
+    NoSuchKey(String),
+    #[error("the audit chain is broken at entry {entry}: {reason}")]
+    AuditBroken { entry: u64, reason: String },
     #[error("i/o error")]
     Io(#[from] std::io::Error),
 }
@@ -195,7 +199,136 @@ async fn one_shot(
                 format!("injected {} into {}\n", d.fault, d.target)
             })
         }
+        Command::Kv(kv) => kv_command(&client, kv, json).await,
+        Command::Caps(caps) => caps_command(&client, caps, json).await,
+        Command::Audit(audit) => audit_command(&client, audit, json).await,
         Command::Chat | Command::Start { .. } | Command::Stop { .. } => Ok(()),
+    }
+}
+
+async fn kv_command(
+    client: &astrid::client::Client,
+    command: KvCommand,
+    json: bool,
+) -> Result<(), CliError> {
+    match command {
+        KvCommand::Get { key } => {
+            let got: KvValue = client.call(Request::KvGet { key: key.clone() }).await?;
+            let Some(value) = got.value else {
+                return Err(CliError::NoSuchKey(key));
+            };
+            if json {
+                let text = serde_json::json!({
+                    "key": key,
+                    "value": String::from_utf8_lossy(&value),
+                    "bytes": value.len(),
+                });
+                println!("{text}");
+            } else {
+                use std::io::Write as _;
+                let mut out = std::io::stdout().lock();
+                out.write_all(&value)?;
+                out.write_all(b"\n")?;
+            }
+            Ok(())
+        }
+        KvCommand::Put { key, value } => {
+            let request = Request::KvPut {
+                key,
+                value: value.into_bytes(),
+            };
+            let done: Written = client.call(request).await?;
+            show(json, &done, |d| {
+                format!("stored {} ({} bytes)\n", d.target, d.bytes)
+            })
+        }
+        KvCommand::Rm { key } => {
+            let done: Removed = client.call(Request::KvDelete { key }).await?;
+            show(json, &done, |d| {
+                let what = if d.removed { "deleted" } else { "no such key" };
+                format!("{what}: {}\n", d.target)
+            })
+        }
+        KvCommand::Ls { prefix, limit } => {
+            let request = Request::KvList {
+                prefix,
+                limit: Some(limit),
+            };
+            let listing: Listing = client.call(request).await?;
+            show(json, &listing, |l| {
+                let mut out = l.keys.join("\n");
+                if !out.is_empty() {
+                    out.push('\n');
+                }
+                if l.truncated {
+                    out.push_str("(more keys; raise --limit)\n");
+                }
+                out
+            })
+        }
+    }
+}
+
+async fn caps_command(
+    client: &astrid::client::Client,
+    command: CapsCommand,
+    json: bool,
+) -> Result<(), CliError> {
+    match command {
+        CapsCommand::Ls { subject } => {
+            let grants: Vec<Grant> = client.call(Request::ListCapabilities { subject }).await?;
+            show(json, &grants, |g| render::grants(g))
+        }
+        CapsCommand::Grant { subject, resource } => {
+            let grant: Grant = client
+                .call(Request::GrantCapability { subject, resource })
+                .await?;
+            show(json, &grant, |g| {
+                format!("granted {} to {}\n", g.resource, g.subject)
+            })
+        }
+        CapsCommand::Revoke { subject, resource } => {
+            let done: Removed = client
+                .call(Request::RevokeCapability { subject, resource })
+                .await?;
+            show(json, &done, |d| {
+                let what = if d.removed { "revoked" } else { "not granted" };
+                format!("{what}: {}\n", d.target)
+            })
+        }
+    }
+}
+
+async fn audit_command(
+    client: &astrid::client::Client,
+    command: AuditCommand,
+    json: bool,
+) -> Result<(), CliError> {
+    match command {
+        AuditCommand::Tail { n } => {
+            let entries: Vec<AuditEntry> = client.call(Request::AuditTail { n: Some(n) }).await?;
+            show(json, &entries, |e| render::audit(e))
+        }
+        AuditCommand::Verify => {
+            let v: Verification = client.call(Request::AuditVerify).await?;
+            show(json, &v, |v| {
+                if v.ok {
+                    format!(
+                        "audit chain intact: {} entries, head {}\n",
+                        v.entries, v.head
+                    )
+                } else {
+                    String::new()
+                }
+            })?;
+            match (v.ok, v.first_bad) {
+                (false, Some(entry)) => Err(CliError::AuditBroken {
+                    entry,
+                    reason: v.reason.unwrap_or_default(),
+                }),
+                _ => Ok(()),
+            }
+        }
     }
 }
 

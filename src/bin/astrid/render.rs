@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use astrid::protocol::{
-    CapsuleInfo, CapsuleMetadata, CommandInfo, Event, ReloadReport, Status, TreeNode,
+    AuditEntry, CapsuleInfo, CapsuleMetadata, CommandInfo, Event, Grant, ReloadReport, Status,
+    TreeNode,
 };
 
 fn duration(ms: u64) -> String {
@@ -221,6 +222,38 @@ fn node(out: &mut String, n: &TreeNode, lead: &str, child_lead: &str) {
             &format!("{child_lead}{next}"),
         );
     }
+}
+
+pub(crate) fn grants(list: &[Grant]) -> String {
+    if list.is_empty() {
+        return "no capabilities granted\n".to_owned();
+    }
+    let mut out = format!("{:<20} {:<9} {}\n", "CAPSULE", "SOURCE", "RESOURCE");
+    for g in list {
+        let source = serde_json::to_value(g.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let _ = writeln!(out, "{:<20} {:<9} {}", g.subject, source, g.resource);
+    }
+    out
+}
+
+pub(crate) fn audit(entries: &[AuditEntry]) -> String {
+    let mut out = String::new();
+    for e in entries {
+        let _ = writeln!(
+            out,
+            "#{:<6} {} {} {} {} -> {}",
+            e.seq,
+            e.time_ms,
+            e.actor,
+            e.action,
+            if e.target.is_empty() { "-" } else { &e.target },
+            e.outcome
+        );
+    }
+    out
 }
 
 pub(crate) fn event(e: &Event) -> String {

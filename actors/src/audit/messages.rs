@@ -1,0 +1,79 @@
+//! Messages handled by [`AuditActor`](super::AuditActor), and its errors.
+//!
+//! Senders: the session router (every request and its outcome, `AuditTail`, `AuditVerify`),
+//! the kernel (boot, shutdown, actor lifecycle), the capability store (grants, revokes,
+//! denials).
+
+use actix::Message;
+
+use super::chain::{Entry, Verification};
+
+/// Why the audit log could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The database failed; the entries of this commit were not written.
+    #[error("the audit database failed during {op}")]
+    Storage {
+        /// What was being done.
+        op: &'static str,
+        /// The database error (shared by every entry of a failed commit).
+        #[source]
+        source: std::sync::Arc<redb::Error>,
+    },
+    /// The commit carrying this entry was abandoned (the audit actor stopped).
+    #[error("the audit log stopped before committing the entry")]
+    Aborted,
+}
+
+impl AuditError {
+    pub(crate) fn storage(op: &'static str) -> impl FnOnce(redb::Error) -> Self {
+        move |source| Self::Storage {
+            op,
+            source: std::sync::Arc::new(source),
+        }
+    }
+}
+
+/// Appends one entry; answered with its sequence number once it is durable.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<u64, AuditError>")]
+pub struct Record {
+    /// Who acted.
+    pub actor: String,
+    /// What was done.
+    pub action: String,
+    /// To what.
+    pub target: String,
+    /// `ok` or the error.
+    pub outcome: String,
+}
+
+impl Record {
+    /// A record from string-like parts.
+    pub fn new(
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        target: impl Into<String>,
+        outcome: impl Into<String>,
+    ) -> Self {
+        Self {
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            outcome: outcome.into(),
+        }
+    }
+}
+
+/// The last `n` entries, oldest first.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<Entry>, AuditError>")]
+pub struct Tail {
+    /// How many.
+    pub n: usize,
+}
+
+/// Verifies the whole chain.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Verification, AuditError>")]
+pub struct VerifyChain;

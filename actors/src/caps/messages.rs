@@ -1,0 +1,111 @@
+//! Messages handled by [`CapabilitiesActor`](super::CapabilitiesActor), grants, and errors.
+//!
+//! Senders: the session router (`GrantCapability`, `RevokeCapability`, `ListCapabilities`),
+//! the capsule loader (manifest grants), and every host function ([`Check`]).
+
+use actix::Message;
+use serde::{Deserialize, Serialize};
+
+use super::resource::{Access, ResourceError};
+
+/// Where a grant came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantSource {
+    /// The capsule's manifest, at load; replaced on every load.
+    Manifest,
+    /// The API; persisted until revoked.
+    Runtime,
+}
+
+/// One capability held by a subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The capsule that holds it.
+    pub subject: String,
+    /// The resource, as written.
+    pub resource: String,
+    /// Manifest or runtime.
+    pub source: GrantSource,
+    /// When it was granted, milliseconds since the Unix epoch.
+    pub granted_ms: u64,
+}
+
+/// Why a capability operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CapsError {
+    /// Subjects are capsule names: lowercase letters, digits and `-`.
+    #[error("invalid subject `{0}`: capsule names are lowercase letters, digits and '-'")]
+    InvalidSubject(String),
+    /// The resource does not parse.
+    #[error(transparent)]
+    InvalidResource(#[from] ResourceError),
+    /// Manifest grants change with the manifest, not through the API.
+    #[error(
+        "`{resource}` is granted to `{subject}` by its manifest; edit the manifest and reload to remove it"
+    )]
+    FromManifest {
+        /// Subject.
+        subject: String,
+        /// Resource.
+        resource: String,
+    },
+    /// The database failed; nothing was changed.
+    #[error("the capability database failed during {op}; nothing was changed")]
+    Storage {
+        /// What was being done.
+        op: &'static str,
+        /// The database error.
+        #[source]
+        source: redb::Error,
+    },
+}
+
+/// Grants `resource` to `subject` (idempotent); persisted before the answer.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Grant, CapsError>")]
+pub struct GrantCapability {
+    /// Capsule name.
+    pub subject: String,
+    /// Resource.
+    pub resource: String,
+}
+
+/// Revokes a runtime grant; answers whether it existed.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<bool, CapsError>")]
+pub struct RevokeCapability {
+    /// Capsule name.
+    pub subject: String,
+    /// Resource, exactly as granted.
+    pub resource: String,
+}
+
+/// Lists grants, of one subject or of all.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<Grant>")]
+pub struct ListCapabilities {
+    /// Only this subject's.
+    pub subject: Option<String>,
+}
+
+/// Replaces a subject's manifest grants (at capsule load; empty to clear).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), CapsError>")]
+pub struct SetManifestGrants {
+    /// Capsule name.
+    pub subject: String,
+    /// Resources from its manifest.
+    pub resources: Vec<String>,
+}
+
+/// Whether `subject` may perform `access`. Denied unless a grant allows it; a denial is
+/// audited.
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct Check {
+    /// Capsule name.
+    pub subject: String,
+    /// What it attempts.
+    pub access: Access,
+}

@@ -1,0 +1,330 @@
+//! The kernel's supervision tree: which actors run, in which order, on which thread, and
+//! what the tree tells the rest of the system (bus events and audit entries) when an actor
+//! starts, crashes, restarts or gives up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Addr, Arbiter, AsyncContext, Context};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use super::shutdown::KernelFiles;
+use super::stores::Stores;
+use super::{BootError, Kernel, KernelConfig, KernelInfo, LISTENER, ShutdownHandle};
+use crate::audit::{AuditActor, Record};
+use crate::bus::{BusActor, Pattern, Publish};
+use crate::caps::CapabilitiesActor;
+use crate::capsules::CapsulesActor;
+use crate::listener::{Connections, ListenerActor, SessionInfo, Token};
+use crate::protocol::to_payload;
+use crate::session::SessionDeps;
+use crate::store::{Namespaces, StoreActor};
+use crate::supervisor::{
+    ChildRef, ChildSpec, ChildState, NodeKind, RestartType, SupervisorActor, SupervisorEvent,
+    TreeNode,
+};
+use crate::vfs::VfsActor;
+
+/// The current addresses of the kernel actors (each swapped on restart).
+#[derive(Debug, Clone)]
+pub struct KernelActors {
+    /// Event bus.
+    pub bus: ChildRef<BusActor>,
+    /// Audit log.
+    pub audit: ChildRef<AuditActor>,
+    /// Key-value store.
+    pub store: ChildRef<StoreActor>,
+    /// Capability store.
+    pub caps: ChildRef<CapabilitiesActor>,
+    /// Workspace file system.
+    pub vfs: ChildRef<VfsActor>,
+    /// Capsule registry.
+    pub capsules: ChildRef<CapsulesActor>,
+    /// Socket listener.
+    pub listener: ChildRef<ListenerActor>,
+}
+
+impl KernelActors {
+    fn new() -> Self {
+        Self {
+            bus: ChildRef::new("bus"),
+            audit: ChildRef::new("audit"),
+            store: ChildRef::new("store"),
+            caps: ChildRef::new("capabilities"),
+            vfs: ChildRef::new("vfs"),
+            capsules: ChildRef::new("capsules"),
+            listener: ChildRef::new(LISTENER),
+        }
+    }
+}
+
+/// What the tree needs that was prepared before it: the files, the token, the databases.
+pub(super) struct Prepared {
+    pub(super) token: Token,
+    pub(super) files: Arc<KernelFiles>,
+    pub(super) stores: Stores,
+}
+
+/// Builds the root supervisor with its children and starts it.
+pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel, BootError> {
+    let client_publish = config
+        .client_publish
+        .iter()
+        .map(|p| {
+            Pattern::parse(p).map_err(|rule| BootError::PublishPattern {
+                pattern: p.clone(),
+                rule,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let info = Arc::new(KernelInfo {
+        pid: std::process::id(),
+        version: config.version.clone(),
+        session_id: config.session_id,
+        session_name: config.files.name().to_owned(),
+        workspace: config.workspace.clone(),
+        socket: config.files.socket(),
+        ephemeral: config.ephemeral,
+        idle_grace: config.idle_grace,
+        fault_injection: config.allow_fault_injection,
+        started_at: Instant::now(),
+    });
+    let actors = KernelActors::new();
+    let connections = Arc::new(Connections::default());
+    let Prepared {
+        token,
+        files,
+        stores,
+    } = prepared;
+
+    let ctx = Context::<SupervisorActor>::new();
+    let supervisor = ctx.address();
+    let shutdown = ShutdownHandle::new(
+        supervisor.clone(),
+        Arc::clone(&files),
+        actors.clone(),
+        config.on_shutdown.clone(),
+    );
+    let deps = Arc::new(SessionDeps {
+        info: Arc::clone(&info),
+        token,
+        limits: config.limits,
+        supervisor: supervisor.clone(),
+        actors: actors.clone(),
+        audit_health: Arc::clone(&stores.audit_health),
+        connections: Arc::clone(&connections),
+        shutdown: shutdown.clone(),
+        client_publish,
+    });
+    let arbiters: Vec<Arbiter> = (0..4).map(|_| Arbiter::new()).collect();
+    let children = children(
+        config,
+        &supervisor,
+        &actors,
+        &arbiters,
+        deps,
+        &files,
+        &stores,
+    );
+
+    let sink_actors = actors.clone();
+    let sink_shutdown = shutdown.clone();
+    let (exit_tx, exit_rx) = oneshot::channel();
+    let root = SupervisorActor::new("kernel", config.restart_policy, children)
+        .on_exit(exit_tx)
+        .on_event(move |event| {
+            if let SupervisorEvent::Escalated { child, reason } = &event {
+                sink_shutdown.request(format!("`{child}` exceeded the restart budget: {reason}"));
+            }
+            report(&sink_actors, &event);
+        });
+    ctx.run(root);
+    tracing::info!("supervision tree started");
+    Ok(Kernel {
+        supervisor,
+        shutdown,
+        exit: exit_rx,
+        files,
+        info,
+        connections,
+        actors,
+        drain_timeout: config.limits.drain_timeout,
+        arbiters,
+    })
+}
+
+/// The root supervisor's children, in start order. Actors whose handlers block on disk get
+/// an arbiter (thread) each; the rest share the supervisor's.
+fn children(
+    config: &KernelConfig,
+    supervisor: &Addr<SupervisorActor>,
+    actors: &KernelActors,
+    arbiters: &[Arbiter],
+    deps: Arc<SessionDeps>,
+    files: &Arc<KernelFiles>,
+    stores: &Stores,
+) -> Vec<ChildSpec> {
+    let permanent = RestartType::Permanent;
+    let queue = config.limits.event_queue;
+    let (audit_db, session, health) = (
+        Arc::clone(&stores.audit),
+        config.files.name().to_owned(),
+        Arc::clone(&stores.audit_health),
+    );
+    let (kv_db, namespaces, store_limits) = (
+        Arc::clone(&stores.kv),
+        Arc::new(Namespaces::default()),
+        config.store_limits,
+    );
+    let (caps_db, caps_audit) = (Arc::clone(&stores.caps), actors.audit.clone());
+    let (workspace, vfs_limits) = (config.workspace.clone(), config.vfs_limits);
+    let (roots, version, registry_supervisor) = (
+        config.capsule_roots.clone(),
+        config.version.clone(),
+        supervisor.clone(),
+    );
+    let idle_grace = config.ephemeral.then_some(config.idle_grace);
+    let sessions = Arc::clone(&deps.connections);
+    let listener_files = Arc::clone(files);
+    vec![
+        ChildSpec::worker("bus", permanent, actors.bus.clone(), move || {
+            Ok(BusActor::new(queue))
+        }),
+        ChildSpec::worker_on(
+            "audit",
+            permanent,
+            actors.audit.clone(),
+            arbiters[0].handle(),
+            move || AuditActor::new(Arc::clone(&audit_db), session.clone(), Arc::clone(&health)),
+        ),
+        ChildSpec::worker_on(
+            "store",
+            permanent,
+            actors.store.clone(),
+            arbiters[1].handle(),
+            move || {
+                Ok(StoreActor::new(
+                    Arc::clone(&kv_db),
+                    Arc::clone(&namespaces),
+                    store_limits,
+                ))
+            },
+        ),
+        ChildSpec::worker_on(
+            "capabilities",
+            permanent,
+            actors.caps.clone(),
+            arbiters[2].handle(),
+            move || CapabilitiesActor::new(Arc::clone(&caps_db), caps_audit.clone()),
+        ),
+        ChildSpec::worker_on(
+            "vfs",
+            permanent,
+            actors.vfs.clone(),
+            arbiters[3].handle(),
+            move || VfsActor::new(&workspace, vfs_limits).map_err(|e| e.to_string()),
+        ),
+        ChildSpec::worker("capsules", permanent, actors.capsules.clone(), move || {
+            Ok(CapsulesActor::new(
+                roots.clone(),
+                registry_supervisor.clone(),
+                LISTENER,
+                version.clone(),
+            ))
+        }),
+        ChildSpec::worker(LISTENER, permanent, actors.listener.clone(), move || {
+            let socket = listener_files.listener_copy()?;
+            Ok(ListenerActor::new(socket, Arc::clone(&deps), idle_grace))
+        })
+        .shutdown_timeout(config.limits.drain_timeout + Duration::from_secs(1))
+        .describe_children(move || sessions.infos().iter().map(session_node).collect()),
+    ]
+}
+
+fn session_node(s: &SessionInfo) -> TreeNode {
+    let who = s.client.as_deref().unwrap_or("(handshake)");
+    let detail = match s.pid {
+        Some(pid) => format!("{who}, pid {pid}"),
+        None => who.to_owned(),
+    };
+    TreeNode {
+        name: format!("session:{}", s.id),
+        kind: NodeKind::Session,
+        restart: Some(RestartType::Temporary),
+        state: ChildState::Running,
+        restarts: 0,
+        uptime_ms: Some(s.connected_ms),
+        last_failure: None,
+        detail: Some(detail),
+        children: Vec::new(),
+    }
+}
+
+/// Tells subscribers (on `astrid.supervisor.*`) and the audit log what happened in the tree.
+fn report(actors: &KernelActors, event: &SupervisorEvent) {
+    #[derive(Serialize)]
+    struct Exited<'a> {
+        child: &'a str,
+        reason: &'a str,
+        restart_in_ms: Option<u64>,
+    }
+    #[derive(Serialize)]
+    struct Restarted<'a> {
+        child: &'a str,
+        restarts: u32,
+    }
+    #[derive(Serialize)]
+    struct Named<'a> {
+        child: &'a str,
+        reason: &'a str,
+    }
+    let (topic, payload, record) = match event {
+        SupervisorEvent::ChildStarted { child } => (
+            "astrid.supervisor.child_started",
+            to_payload(&Named { child, reason: "" }),
+            Record::new("supervisor", "start", child, "ok"),
+        ),
+        SupervisorEvent::ChildExited {
+            child,
+            reason,
+            restart_in,
+        } => (
+            "astrid.supervisor.child_exited",
+            to_payload(&Exited {
+                child,
+                reason,
+                restart_in_ms: restart_in.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            }),
+            Record::new("supervisor", "exit", child, reason.as_str()),
+        ),
+        SupervisorEvent::ChildRestarted { child, restarts } => (
+            "astrid.supervisor.child_restarted",
+            to_payload(&Restarted {
+                child,
+                restarts: *restarts,
+            }),
+            Record::new(
+                "supervisor",
+                "restart",
+                child,
+                format!("ok (restart {restarts})"),
+            ),
+        ),
+        SupervisorEvent::Escalated { child, reason } => (
+            "astrid.supervisor.escalated",
+            to_payload(&Named { child, reason }),
+            Record::new("supervisor", "failed", child, reason.as_str()),
+        ),
+    };
+    if let Some(audit) = actors.audit.get() {
+        audit.do_send(record);
+    }
+    if let Some(bus) = actors.bus.get() {
+        bus.do_send(Publish {
+            topic: topic.to_owned(),
+            payload: payload.unwrap_or(rmpv::Value::Nil),
+            source: "supervisor".to_owned(),
+        });
+    }
+}

@@ -1,0 +1,106 @@
+//! Messages handled by [`StoreActor`](super::StoreActor), and its errors.
+//!
+//! Senders: the session router (for `KvGet`, `KvPut`, `KvDelete`, `KvList` in the client
+//! namespace) and, from the capsule runtime on, capsule host functions (their own namespace).
+
+use actix::Message;
+use serde::{Deserialize, Serialize};
+
+/// The namespace of data written through the client API.
+pub const CLIENT_NAMESPACE: &str = "client";
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The namespace is neither the client namespace nor a registered capsule's.
+    #[error("unknown namespace `{0}`")]
+    UnknownNamespace(String),
+    /// The key is empty, too long, or holds a NUL byte.
+    #[error("invalid key: {reason}")]
+    InvalidKey {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The value is over the limit.
+    #[error("value of {len} bytes exceeds the limit of {max} bytes")]
+    ValueTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The database failed (e.g. the disk is full); nothing of this operation was written.
+    #[error("the key-value database failed during {op}; nothing was written")]
+    Storage {
+        /// What was being done.
+        op: &'static str,
+        /// The database error (shared by every write of a failed commit).
+        #[source]
+        source: std::sync::Arc<redb::Error>,
+    },
+    /// The commit carrying this write was abandoned (the store stopped).
+    #[error("the store stopped before committing; nothing was written")]
+    Aborted,
+}
+
+impl StoreError {
+    pub(crate) fn storage(op: &'static str) -> impl FnOnce(redb::Error) -> Self {
+        move |source| Self::Storage {
+            op,
+            source: std::sync::Arc::new(source),
+        }
+    }
+}
+
+/// Reads one key.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Option<Vec<u8>>, StoreError>")]
+pub struct Get {
+    /// Namespace.
+    pub namespace: String,
+    /// Key.
+    pub key: String,
+}
+
+/// Writes one key; answered once the write is durable.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct Put {
+    /// Namespace.
+    pub namespace: String,
+    /// Key.
+    pub key: String,
+    /// Value.
+    pub value: Vec<u8>,
+}
+
+/// Deletes one key; answered once durable, with whether it existed.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct Delete {
+    /// Namespace.
+    pub namespace: String,
+    /// Key.
+    pub key: String,
+}
+
+/// Lists keys by prefix, in order.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Listing, StoreError>")]
+pub struct List {
+    /// Namespace.
+    pub namespace: String,
+    /// Only keys starting with this.
+    pub prefix: String,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Result of [`List`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    /// Matching keys, in byte order.
+    pub keys: Vec<String>,
+    /// Whether more keys matched than `limit`.
+    pub truncated: bool,
+}
