@@ -96,6 +96,22 @@ pub struct List {
     pub limit: usize,
 }
 
+/// Counters of the store since its actor started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Writes (puts and deletes) committed.
+    pub writes: u64,
+    /// Durable transactions that carried them.
+    pub commits: u64,
+    /// Most writes carried by one commit.
+    pub largest_batch: u64,
+}
+
+/// Asks for [`StoreStats`].
+#[derive(Debug, Message)]
+#[rtype(result = "StoreStats")]
+pub struct GetStoreStats;
+
 /// Result of [`List`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listing {

@@ -16,10 +16,14 @@ mod messages;
 use std::collections::BTreeSet;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message, ResponseFuture};
+use actix::{
+    Actor, ActorContext, AsyncContext, Context, Handler, Message, MessageResult, ResponseFuture,
+};
 use redb::{Database, ReadableDatabase, TableDefinition};
 
-pub use self::messages::{CLIENT_NAMESPACE, Delete, Get, List, Listing, Put, StoreError};
+pub use self::messages::{
+    CLIENT_NAMESPACE, Delete, Get, GetStoreStats, List, Listing, Put, StoreError, StoreStats,
+};
 use crate::group_commit::GroupCommit;
 use crate::supervisor::{Inject, Terminate, apply_fault};
 
@@ -111,6 +115,7 @@ pub struct StoreActor {
     namespaces: Arc<Namespaces>,
     limits: StoreLimits,
     writes: GroupCommit<WriteOp, Outcome>,
+    stats: StoreStats,
 }
 
 impl StoreActor {
@@ -121,6 +126,7 @@ impl StoreActor {
             namespaces,
             limits,
             writes: GroupCommit::default(),
+            stats: StoreStats::default(),
         }
     }
 
@@ -148,6 +154,10 @@ impl StoreActor {
         }
         match commit(&self.db, &batch) {
             Ok(results) => {
+                let n = batch.len() as u64;
+                self.stats.commits += 1;
+                self.stats.writes += n;
+                self.stats.largest_batch = self.stats.largest_batch.max(n);
                 for ((_, tx), existed) in batch.into_iter().zip(results) {
                     let _ = tx.send(Ok(existed));
                 }
@@ -306,6 +316,14 @@ impl Handler<List> for StoreActor {
             Ok(Listing { keys, truncated })
         };
         list(&self.db).map_err(StoreError::storage("list"))
+    }
+}
+
+impl Handler<GetStoreStats> for StoreActor {
+    type Result = MessageResult<GetStoreStats>;
+
+    fn handle(&mut self, _: GetStoreStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.stats)
     }
 }
 

@@ -46,6 +46,14 @@ impl<A: Actor> ChildRef<A> {
         }
     }
 
+    /// A reference already pointing at `addr` (for actors started outside a supervisor, as
+    /// in tests).
+    pub fn with(name: &'static str, addr: Addr<A>) -> Self {
+        let r = Self::new(name);
+        r.set(addr);
+        r
+    }
+
     /// The child's name.
     pub fn name(&self) -> &'static str {
         self.name
