@@ -7,16 +7,20 @@
 //! p50/p99/p99.9 latency.
 //!
 //! ```text
-//! cargo build --release --bins
-//! cargo run --release --example loadgen -- --spawn --clients 50 --requests 200000
-//! cargo run --release --example loadgen -- --suite        # the README's Performance table
+//! cargo build --release --bins --examples
+//! ./target/release/examples/loadgen --spawn --clients 50 --requests 200000
+//! ./target/release/examples/loadgen --suite ping     # the README's Ping table
+//! ./target/release/examples/loadgen --suite kv       # the README's key-value table
 //! ```
 //!
 //! `--spawn` starts a persistent `astrid-daemon` (the release binary next to this example's
 //! directory) in a temporary home and stops it at the end; without it, the daemon of
-//! `--home` (default `$ASTRID_HOME` or `~/.astrid`) is used. `--suite` spawns a daemon and a
-//! `redis-server`, and runs both benchmarks for 1 client, 50 clients, and 50 clients with 16
-//! requests in flight each.
+//! `--home` (default `$ASTRID_HOME` or `~/.astrid`) is used.
+//!
+//! `--suite ping` spawns a daemon and a `redis-server`, and runs both benchmarks for 1 client,
+//! 50 clients, and 50 clients with 16 requests in flight each. `--suite kv` measures what one
+//! fsync per write allows on this machine (redb commits of one put each, on the same file
+//! system), then durable `KvPut`s from 1 and 50 clients and `KvGet`s.
 
 #![allow(
     clippy::unwrap_used,
@@ -62,9 +66,18 @@ struct Args {
     /// Also run `redis-benchmark -t ping` with the same clients, requests and pipelining.
     #[arg(long)]
     redis: bool,
-    /// Run the README table: ping with 1, 50 and 50x16 clients, against redis-benchmark.
-    #[arg(long)]
-    suite: bool,
+    /// Run a README table: `ping` (against redis-benchmark) or `kv` (against one fsync
+    /// per write).
+    #[arg(long, value_enum)]
+    suite: Option<Suite>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Suite {
+    /// `Ping` with 1, 50 and 50×16 clients, next to `redis-benchmark -t ping`.
+    Ping,
+    /// Durable `KvPut` with 1 and 50 clients, and `KvGet`, next to one fsync per write.
+    Kv,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,10 +90,15 @@ enum Kind {
     Publish,
     /// `GetSupervisionTree`, answered by the root supervisor.
     Tree,
+    /// `KvPut` of a 64-byte value under a key of its own, answered once durable.
+    Kvput,
+    /// `KvGet` of one of the keys `kvput` writes (100 per client).
+    Kvget,
 }
 
 impl Kind {
-    fn request(self) -> Request {
+    /// Request number `n` of client `client`.
+    fn request(self, client: usize, n: usize) -> Request {
         match self {
             Self::Ping => Request::Ping,
             Self::Status => Request::GetStatus,
@@ -89,6 +107,13 @@ impl Kind {
                 payload: rmpv::Value::from(42),
             },
             Self::Tree => Request::GetSupervisionTree,
+            Self::Kvput => Request::KvPut {
+                key: format!("loadgen/{client}/{}", n % 100),
+                value: vec![b'v'; 64],
+            },
+            Self::Kvget => Request::KvGet {
+                key: format!("loadgen/{client}/{}", n % 100),
+            },
         }
     }
 }
@@ -130,7 +155,13 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 /// One client: returns the latency of every request, in microseconds.
-async fn client(files: SessionFiles, request: Request, count: usize, depth: usize) -> Vec<u32> {
+async fn client(
+    files: SessionFiles,
+    kind: Kind,
+    me: usize,
+    count: usize,
+    depth: usize,
+) -> Vec<u32> {
     let mut stream = connect_socket(&files.socket()).await.unwrap();
     let token = read_token(&files).unwrap();
     handshake(&mut stream, &token, "loadgen").await.unwrap();
@@ -149,7 +180,7 @@ async fn client(files: SessionFiles, request: Request, count: usize, depth: usiz
                 &mut out,
                 &RequestFrame {
                     id,
-                    request: request.clone(),
+                    request: kind.request(me, sent),
                 },
             )
             .unwrap();
@@ -184,7 +215,7 @@ async fn run_astrid(
     let per_client = total / clients;
     let start = Instant::now();
     let tasks: Vec<_> = (0..clients)
-        .map(|_| tokio::spawn(client(files.clone(), kind.request(), per_client, depth)))
+        .map(|me| tokio::spawn(client(files.clone(), kind, me, per_client, depth)))
         .collect();
     let mut all = Vec::with_capacity(per_client * clients);
     for task in tasks {
@@ -306,6 +337,106 @@ fn run_redis(socket: &Path, clients: usize, total: usize, depth: usize) -> Vec<R
         .collect()
 }
 
+/// Writes `n` keys with one durable redb commit each, in a fresh database under `dir`:
+/// the rate one fsync per write allows on this file system.
+fn fsync_baseline(dir: &Path, n: usize) -> Report {
+    const TABLE: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("kv");
+    let db = redb::Database::create(dir.join("baseline.redb")).unwrap();
+    let value = [b'v'; 64];
+    let mut latencies = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        let began = Instant::now();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut table = tx.open_table(TABLE).unwrap();
+            table.insert(format!("k{i}").as_str(), &value[..]).unwrap();
+        }
+        tx.commit().unwrap();
+        latencies.push(u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX));
+    }
+    let elapsed = start.elapsed();
+    latencies.sort_unstable();
+    Report {
+        label: "redb, one commit (fsync) per put".into(),
+        requests: n,
+        elapsed,
+        p50_us: percentile(&latencies, 50.0),
+        p99_us: percentile(&latencies, 99.0),
+        p999_us: percentile(&latencies, 99.9),
+    }
+}
+
+fn ping_suite(rt: &tokio::runtime::Runtime, files: &SessionFiles, dir: &Path, requests: usize) {
+    let (_redis, socket) = spawn_redis(dir);
+    // Warm up both servers (connection set-up, allocator, page cache) before measuring.
+    rt.block_on(run_astrid(files, Kind::Ping, 1, 10_000, 1));
+    let mut rows = Vec::new();
+    for (clients, total, depth) in [(1, requests, 1), (50, requests, 1), (50, requests * 5, 16)] {
+        let ours = rt.block_on(run_astrid(files, Kind::Ping, clients, total, depth));
+        ours.print();
+        let theirs = run_redis(&socket, clients, total, depth);
+        for r in &theirs {
+            r.print();
+        }
+        rows.push((clients, depth, ours, theirs));
+    }
+    println!(
+        "\n| clients | in flight per client | astrid Ping req/s (p50 / p99 us) | redis PING_INLINE req/s | redis PING_MBULK req/s | astrid / best redis |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (clients, depth, ours, theirs) in rows {
+        let best = theirs.iter().map(Report::rate).fold(0.0, f64::max);
+        let cell = |name: &str| {
+            theirs
+                .iter()
+                .find(|r| r.label.contains(name))
+                .map_or("-".to_owned(), |r| {
+                    format!("{:.0} ({:.0} / {:.0})", r.rate(), r.p50_us, r.p99_us)
+                })
+        };
+        println!(
+            "| {clients} | {depth} | {:.0} ({:.0} / {:.0}) | {} | {} | {:.2}x |",
+            ours.rate(),
+            ours.p50_us,
+            ours.p99_us,
+            cell("PING_INLINE"),
+            cell("PING_MBULK"),
+            ours.rate() / best
+        );
+    }
+}
+
+fn kv_suite(rt: &tokio::runtime::Runtime, files: &SessionFiles, dir: &Path, requests: usize) {
+    let baseline = fsync_baseline(dir, 2_000);
+    baseline.print();
+    let runs = [
+        rt.block_on(run_astrid(files, Kind::Kvput, 1, 2_000, 1)),
+        rt.block_on(run_astrid(files, Kind::Kvput, 50, requests, 1)),
+        rt.block_on(run_astrid(files, Kind::Kvget, 1, requests, 1)),
+        rt.block_on(run_astrid(files, Kind::Kvget, 50, requests, 1)),
+    ];
+    for r in &runs {
+        r.print();
+    }
+    println!("\n| what | clients | req/s | p50 / p99 us | ÷ one fsync per put |");
+    println!("|---|---|---|---|---|");
+    let row = |what: &str, clients: &str, r: &Report| {
+        println!(
+            "| {what} | {clients} | {:.0} | {:.0} / {:.0} | {:.1}x |",
+            r.rate(),
+            r.p50_us,
+            r.p99_us,
+            r.rate() / baseline.rate()
+        );
+    };
+    row("redb commit per put (baseline)", "-", &baseline);
+    row("`KvPut`, durable, audited", "1", &runs[0]);
+    row("`KvPut`, durable, audited", "50", &runs[1]);
+    row("`KvGet`, audited", "1", &runs[2]);
+    row("`KvGet`, audited", "50", &runs[3]);
+}
+
 fn main() {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -316,7 +447,7 @@ fn main() {
         .prefix("loadgen")
         .tempdir_in("/tmp")
         .unwrap();
-    let (_daemon, files) = if args.spawn || args.suite {
+    let (_daemon, files) = if args.spawn || args.suite.is_some() {
         let (guard, files) = spawn_daemon(tmp.path());
         (Some(guard), files)
     } else {
@@ -324,55 +455,23 @@ fn main() {
         let home = resolve_home(args.home.as_deref(), env_home.as_deref()).unwrap();
         (None, home.session(uuid::Uuid::nil()))
     };
-    let configs = if args.suite {
-        vec![
-            (1, args.requests, 1),
-            (50, args.requests, 1),
-            (50, args.requests * 5, 16),
-        ]
-    } else {
-        vec![(args.clients, args.requests, args.depth)]
-    };
-    let redis = (args.redis || args.suite).then(|| spawn_redis(tmp.path()));
-    // Warm up both servers (connection set-up, allocator, page cache) before measuring.
-    rt.block_on(run_astrid(&files, args.kind, 1, 10_000, 1));
-    let mut rows = Vec::new();
-    for (clients, total, depth) in configs {
-        let ours = rt.block_on(run_astrid(&files, args.kind, clients, total, depth));
-        ours.print();
-        let theirs = redis
-            .as_ref()
-            .map(|(_, socket)| run_redis(socket, clients, total, depth));
-        for r in theirs.iter().flatten() {
-            r.print();
-        }
-        rows.push((clients, depth, ours, theirs.unwrap_or_default()));
+    match args.suite {
+        Some(Suite::Ping) => return ping_suite(&rt, &files, tmp.path(), args.requests),
+        Some(Suite::Kv) => return kv_suite(&rt, &files, tmp.path(), args.requests),
+        None => {}
     }
-    if redis.is_some() {
-        println!(
-            "\n| clients | in flight per client | astrid {:?} req/s (p50 / p99 us) | redis PING_INLINE req/s | redis PING_MBULK req/s | astrid / best redis |",
-            args.kind
-        );
-        println!("|---|---|---|---|---|---|");
-        for (clients, depth, ours, theirs) in rows {
-            let best = theirs.iter().map(Report::rate).fold(0.0, f64::max);
-            let cell = |name: &str| {
-                theirs
-                    .iter()
-                    .find(|r| r.label.contains(name))
-                    .map_or("-".to_owned(), |r| {
-                        format!("{:.0} ({:.0} / {:.0})", r.rate(), r.p50_us, r.p99_us)
-                    })
-            };
-            println!(
-                "| {clients} | {depth} | {:.0} ({:.0} / {:.0}) | {} | {} | {:.2}x |",
-                ours.rate(),
-                ours.p50_us,
-                ours.p99_us,
-                cell("PING_INLINE"),
-                cell("PING_MBULK"),
-                ours.rate() / best
-            );
+    let ours = rt.block_on(run_astrid(
+        &files,
+        args.kind,
+        args.clients,
+        args.requests,
+        args.depth,
+    ));
+    ours.print();
+    if args.redis {
+        let (_redis, socket) = spawn_redis(tmp.path());
+        for r in run_redis(&socket, args.clients, args.requests, args.depth) {
+            r.print();
         }
     }
 }

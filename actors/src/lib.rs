@@ -31,6 +31,7 @@ pub mod audit;
 pub mod bus;
 pub mod caps;
 pub mod capsules;
+pub mod db;
 pub mod error;
 pub mod files;
 pub(crate) mod group_commit;

@@ -5,8 +5,6 @@
 //! hash itself), and that encoding includes the previous entry's hash, so changing, removing
 //! or reordering any entry breaks every link after it.
 
-use std::fmt::Write as _;
-
 use serde::{Deserialize, Serialize};
 
 /// `prev_hash` of the first entry.
@@ -62,13 +60,7 @@ pub fn hash_of(entry: &Entry) -> String {
     };
     // Serializing plain strings and integers cannot fail.
     let bytes = rmp_serde::to_vec_named(&body).unwrap_or_default();
-    blake3::hash(&bytes)
-        .as_bytes()
-        .iter()
-        .fold(String::with_capacity(64), |mut hex, b| {
-            let _ = write!(hex, "{b:02x}");
-            hex
-        })
+    blake3::hash(&bytes).to_hex().to_string()
 }
 
 /// Sets `entry.hash` from its content.

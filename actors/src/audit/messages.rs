@@ -65,12 +65,14 @@ impl Record {
     }
 }
 
-/// The last `n` entries, oldest first.
+/// Up to `n` entries, oldest first: the last ones, or those from sequence number `from` on.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Vec<Entry>, AuditError>")]
 pub struct Tail {
     /// How many.
     pub n: usize,
+    /// Start at this sequence number instead of ending at the last entry (for paging).
+    pub from: Option<u64>,
 }
 
 /// Verifies the whole chain.

@@ -21,6 +21,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use self::chain::{Entry, GENESIS, Verification, seal, verify};
 pub use self::messages::{AuditError, Record, Tail, VerifyChain};
 use crate::bus::unix_millis;
+use crate::db::Db;
 use crate::group_commit::GroupCommit;
 use crate::supervisor::{Inject, Terminate, apply_fault};
 
@@ -120,7 +121,7 @@ struct Flush;
 /// The audit actor.
 #[derive(Debug)]
 pub struct AuditActor {
-    db: Arc<Database>,
+    db: Arc<Db>,
     session: String,
     health: Arc<AuditHealth>,
     head: Head,
@@ -133,12 +134,11 @@ impl AuditActor {
     /// # Errors
     ///
     /// When the chain head cannot be read.
-    pub fn new(
-        db: Arc<Database>,
-        session: String,
-        health: Arc<AuditHealth>,
-    ) -> Result<Self, String> {
-        let head = load_head(&db).map_err(|e| format!("cannot read the audit log: {e}"))?;
+    pub fn new(db: Arc<Db>, session: String, health: Arc<AuditHealth>) -> Result<Self, String> {
+        let head = db
+            .handle()
+            .and_then(|h| load_head(&h))
+            .map_err(|e| format!("cannot read the audit log: {e}"))?;
         Ok(Self {
             db,
             session,
@@ -162,10 +162,10 @@ impl AuditActor {
                     seq: head.next_seq,
                     time_ms,
                     session: self.session.clone(),
-                    actor: r.actor.clone(),
-                    action: r.action.clone(),
-                    target: r.target.clone(),
-                    outcome: r.outcome.clone(),
+                    actor: clip(&r.actor),
+                    action: clip(&r.action),
+                    target: clip(&r.target),
+                    outcome: clip(&r.outcome),
                     prev_hash: head.last_hash.clone(),
                     hash: String::new(),
                 });
@@ -174,7 +174,11 @@ impl AuditActor {
                 entry
             })
             .collect();
-        match write(&self.db, &entries) {
+        let written = self.db.handle().and_then(|db| write(&db, &entries));
+        if written.is_err() {
+            self.db.discard();
+        }
+        match written {
             Ok(()) => {
                 self.head = head;
                 for ((_, tx), entry) in batch.into_iter().zip(&entries) {
@@ -193,6 +197,21 @@ impl AuditActor {
             }
         }
     }
+}
+
+/// Longest field kept in an entry: entries describe requests, they do not copy their data.
+const MAX_FIELD: usize = 512;
+
+/// `text`, or its first [`MAX_FIELD`] bytes (on a character boundary) and its length.
+fn clip(text: &str) -> String {
+    if text.len() <= MAX_FIELD {
+        return text.to_owned();
+    }
+    let mut cut = MAX_FIELD;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..cut], text.len())
 }
 
 fn write(db: &Database, entries: &[Entry]) -> Result<(), redb::Error> {
@@ -244,17 +263,28 @@ impl Handler<Tail> for AuditActor {
         let read = |db: &Database| -> Result<Vec<Entry>, redb::Error> {
             let tx = db.begin_read()?;
             let table = tx.open_table(ENTRIES)?;
+            let decode =
+                |item: Result<_, redb::StorageError>| -> Result<Option<Entry>, redb::Error> {
+                    let (_, value): (_, redb::AccessGuard<'_, &[u8]>) = item?;
+                    Ok(rmp_serde::from_slice::<Entry>(value.value()).ok())
+                };
             let mut entries = Vec::with_capacity(msg.n.min(1024));
-            for item in table.iter()?.rev().take(msg.n) {
-                let (_, value) = item?;
-                if let Ok(entry) = rmp_serde::from_slice::<Entry>(value.value()) {
-                    entries.push(entry);
+            if let Some(from) = msg.from {
+                for item in table.range(from..)?.take(msg.n) {
+                    entries.extend(decode(item)?);
                 }
+            } else {
+                for item in table.iter()?.rev().take(msg.n) {
+                    entries.extend(decode(item)?);
+                }
+                entries.reverse();
             }
-            entries.reverse();
             Ok(entries)
         };
-        read(&self.db).map_err(AuditError::storage("read"))
+        self.db
+            .handle()
+            .and_then(|db| read(&db))
+            .map_err(AuditError::storage("read"))
     }
 }
 
@@ -263,7 +293,11 @@ impl Handler<VerifyChain> for AuditActor {
 
     fn handle(&mut self, _: VerifyChain, _: &mut Context<Self>) -> Self::Result {
         self.flush();
-        let verification = verify_db(&self.db).map_err(AuditError::storage("verify"))?;
+        let verification = self
+            .db
+            .handle()
+            .and_then(|db| verify_db(&db))
+            .map_err(AuditError::storage("verify"))?;
         if !verification.ok {
             tracing::error!(
                 first_bad = ?verification.first_bad,
@@ -290,5 +324,19 @@ impl Handler<Inject> for AuditActor {
 
     fn handle(&mut self, msg: Inject, ctx: &mut Context<Self>) {
         apply_fault(msg.0, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_fields_are_clipped_on_a_character_boundary() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(400);
+        let clipped = clip(&long);
+        assert!(clipped.len() < 600, "{}", clipped.len());
+        assert!(clipped.ends_with("… (800 bytes)"), "{clipped}");
     }
 }

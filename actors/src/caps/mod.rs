@@ -22,6 +22,7 @@ pub use self::messages::{
 use self::resource::ResourcePattern;
 use crate::audit::{AuditActor, Record};
 use crate::bus::unix_millis;
+use crate::db::Db;
 use crate::supervisor::{ChildRef, Inject, Terminate, apply_fault};
 
 /// `subject NUL resource` → grant (MessagePack).
@@ -56,7 +57,7 @@ struct Held {
 /// The capability store actor.
 #[derive(Debug)]
 pub struct CapabilitiesActor {
-    db: Arc<Database>,
+    db: Arc<Db>,
     audit: ChildRef<AuditActor>,
     held: Vec<Held>,
 }
@@ -68,35 +69,47 @@ impl CapabilitiesActor {
     /// # Errors
     ///
     /// When the stored grants cannot be read.
-    pub fn new(db: Arc<Database>, audit: ChildRef<AuditActor>) -> Result<Self, String> {
-        let held = load(&db).map_err(|e| format!("cannot read the capability database: {e}"))?;
+    pub fn new(db: Arc<Db>, audit: ChildRef<AuditActor>) -> Result<Self, String> {
+        let held = db
+            .handle()
+            .and_then(|h| load(&h))
+            .map_err(|e| format!("cannot read the capability database: {e}"))?;
         Ok(Self { db, audit, held })
     }
 
     fn persist(&self, key: &str, grant: Option<&Grant>) -> Result<(), redb::Error> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut table = tx.open_table(GRANTS)?;
-            match grant {
-                Some(g) => {
-                    let bytes = rmp_serde::to_vec_named(g)
-                        .map_err(|e| redb::Error::Io(std::io::Error::other(e)))?;
-                    table.insert(key, bytes.as_slice())?;
-                }
-                None => {
-                    table.remove(key)?;
-                }
-            }
+        let result = self.db.handle().and_then(|db| write_grant(&db, key, grant));
+        if result.is_err() {
+            self.db.discard();
         }
-        tx.commit()?;
-        Ok(())
+        result
     }
 
-    fn find(&self, subject: &str, resource: &str) -> Option<&Held> {
-        self.held
-            .iter()
-            .find(|h| h.grant.subject == subject && h.grant.resource == resource)
+    /// The grant of `subject` on `resource` that came from `source`.
+    fn find(&self, subject: &str, resource: &str, source: GrantSource) -> Option<&Held> {
+        self.held.iter().find(|h| {
+            h.grant.subject == subject && h.grant.resource == resource && h.grant.source == source
+        })
     }
+}
+
+fn write_grant(db: &Database, key: &str, grant: Option<&Grant>) -> Result<(), redb::Error> {
+    let tx = db.begin_write()?;
+    {
+        let mut table = tx.open_table(GRANTS)?;
+        match grant {
+            Some(g) => {
+                let bytes = rmp_serde::to_vec_named(g)
+                    .map_err(|e| redb::Error::Io(std::io::Error::other(e)))?;
+                table.insert(key, bytes.as_slice())?;
+            }
+            None => {
+                table.remove(key)?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn key(subject: &str, resource: &str) -> String {
@@ -136,7 +149,9 @@ impl Handler<GrantCapability> for CapabilitiesActor {
             return Err(CapsError::InvalidSubject(msg.subject));
         }
         let pattern = ResourcePattern::parse(&msg.resource)?;
-        if let Some(existing) = self.find(&msg.subject, &msg.resource) {
+        // A manifest grant of the same resource does not count: it goes with the manifest,
+        // while the operator's grant must stay.
+        if let Some(existing) = self.find(&msg.subject, &msg.resource, GrantSource::Runtime) {
             return Ok(existing.grant.clone());
         }
         let grant = Grant {
@@ -163,22 +178,29 @@ impl Handler<RevokeCapability> for CapabilitiesActor {
     type Result = Result<bool, CapsError>;
 
     fn handle(&mut self, msg: RevokeCapability, _: &mut Context<Self>) -> Self::Result {
-        let Some(held) = self.find(&msg.subject, &msg.resource) else {
-            return Ok(false);
-        };
-        if held.grant.source == GrantSource::Manifest {
-            return Err(CapsError::FromManifest {
-                subject: msg.subject,
-                resource: msg.resource,
-            });
+        if self
+            .find(&msg.subject, &msg.resource, GrantSource::Runtime)
+            .is_none()
+        {
+            return match self.find(&msg.subject, &msg.resource, GrantSource::Manifest) {
+                Some(_) => Err(CapsError::FromManifest {
+                    subject: msg.subject,
+                    resource: msg.resource,
+                }),
+                None => Ok(false),
+            };
         }
         self.persist(&key(&msg.subject, &msg.resource), None)
             .map_err(|source| CapsError::Storage {
                 op: "revoke",
                 source,
             })?;
-        self.held
-            .retain(|h| !(h.grant.subject == msg.subject && h.grant.resource == msg.resource));
+        // Only the runtime grant goes; a manifest grant of the same resource stays.
+        self.held.retain(|h| {
+            !(h.grant.subject == msg.subject
+                && h.grant.resource == msg.resource
+                && h.grant.source == GrantSource::Runtime)
+        });
         tracing::info!(subject = %msg.subject, resource = %msg.resource, "capability revoked");
         Ok(true)
     }

@@ -134,6 +134,9 @@ pub fn session_name(id: Uuid) -> String {
     }
 }
 
+/// Largest file read or written through the API: a frame minus room for its envelope.
+const FILE_LIMIT: u64 = (DEFAULT_MAX_FRAME_LEN - 64 * 1024) as u64;
+
 /// Limits on connections and calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -229,7 +232,11 @@ impl KernelConfig {
             files: home.session(session_id),
             state_dir: home.state(),
             store_limits: StoreLimits::default(),
-            vfs_limits: VfsLimits::default(),
+            // File content travels in one frame, with its envelope.
+            vfs_limits: VfsLimits {
+                max_read: FILE_LIMIT,
+                max_write: FILE_LIMIT,
+            },
             capsule_roots: vec![
                 (CapsuleOrigin::Home, home.capsules()),
                 (CapsuleOrigin::Workspace, workspace_capsules(&workspace)),

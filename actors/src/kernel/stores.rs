@@ -10,27 +10,34 @@ use redb::Database;
 
 use super::BootError;
 use crate::audit::{self, AuditHealth};
+use crate::db::Db;
 
 /// The opened databases, shared by every incarnation of the actors that use them.
 #[derive(Debug)]
 pub(crate) struct Stores {
-    pub(crate) kv: Arc<Database>,
-    pub(crate) caps: Arc<Database>,
-    pub(crate) audit: Arc<Database>,
+    pub(crate) kv: Arc<Db>,
+    pub(crate) caps: Arc<Db>,
+    pub(crate) audit: Arc<Db>,
     pub(crate) audit_health: Arc<AuditHealth>,
 }
 
 fn open(
     path: &Path,
     prepare: fn(&Database) -> Result<(), redb::Error>,
-) -> Result<Arc<Database>, BootError> {
-    let err = |source: redb::Error| BootError::Store {
+) -> Result<Arc<Db>, BootError> {
+    let file = path.to_owned();
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    Db::open(name, move || {
+        let db = Database::create(&file)?;
+        prepare(&db)?;
+        Ok(db)
+    })
+    .map_err(|source| BootError::Store {
         path: path.to_owned(),
         source,
-    };
-    let db = Database::create(path).map_err(|e| err(e.into()))?;
-    prepare(&db).map_err(err)?;
-    Ok(Arc::new(db))
+    })
 }
 
 /// Opens (creating if needed) the three databases in `state`.
@@ -39,10 +46,13 @@ pub(crate) fn open_all(state: &Path) -> Result<Stores, BootError> {
     let caps = open(&state.join("caps.redb"), crate::caps::prepare)?;
     let audit_path = state.join("audit.redb");
     let audit = open(&audit_path, audit::prepare)?;
-    let verification = audit::verify_db(&audit).map_err(|source| BootError::Store {
-        path: audit_path,
-        source,
-    })?;
+    let verification = audit
+        .handle()
+        .and_then(|db| audit::verify_db(&db))
+        .map_err(|source| BootError::Store {
+            path: audit_path,
+            source,
+        })?;
     if verification.ok {
         tracing::info!(entries = verification.entries, "audit chain verified");
     } else {

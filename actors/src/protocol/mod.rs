@@ -198,11 +198,15 @@ pub enum Request {
         #[serde(default)]
         subject: Option<String>,
     },
-    /// The last audit entries, oldest first. Result: list of [`AuditEntry`].
+    /// Audit entries, oldest first: the last `n`, or `n` from sequence number `from` on
+    /// (to page through the whole log). Result: list of [`AuditEntry`].
     AuditTail {
-        /// How many (default 20).
+        /// How many (default 20, at most 1000).
         #[serde(default)]
         n: Option<usize>,
+        /// First sequence number wanted.
+        #[serde(default)]
+        from: Option<u64>,
     },
     /// Verify the audit chain. Result: [`Verification`].
     AuditVerify,
@@ -686,7 +690,10 @@ mod tests {
                 resource: "kv".into(),
             },
             Request::ListCapabilities { subject: None },
-            Request::AuditTail { n: Some(5) },
+            Request::AuditTail {
+                n: Some(5),
+                from: Some(2),
+            },
             Request::AuditVerify,
             Request::VfsRead {
                 path: "a".into(),

@@ -30,7 +30,7 @@ use crate::bus::{Deregister, Pattern, Publish};
 use crate::kernel::{KernelActors, KernelInfo, Limits, ShutdownHandle};
 use crate::listener::{Connections, Token};
 use crate::protocol::{
-    ErrorBody, ErrorCode, ErrorFrame, FrameCodec, FrameError, Hello, PROTOCOL_VERSION,
+    EncodeError, ErrorBody, ErrorCode, ErrorFrame, FrameCodec, FrameError, Hello, PROTOCOL_VERSION,
     ProtocolError, ReplyFrame, Welcome, decode_map, decode_request, to_payload,
 };
 use crate::supervisor::SupervisorActor;
@@ -103,7 +103,8 @@ impl SessionActor {
     pub fn start(stream: UnixStream, peer: Peer, deps: Arc<SessionDeps>) -> Addr<Self> {
         let id = deps.connections.next_id();
         let (read, write) = stream.into_split();
-        let codec = FrameCodec::new(deps.limits.max_frame_len);
+        let max_frame = deps.limits.max_frame_len;
+        let codec = FrameCodec::new(max_frame);
         let table = Arc::clone(&deps.connections);
         let addr = Self::create(move |ctx| {
             // The writer is spawned after the reader so a batch of replies is written in the
@@ -113,7 +114,7 @@ impl SessionActor {
             Self {
                 id,
                 deps,
-                out: Outbox::new(write),
+                out: Outbox::new(write, max_frame),
                 phase: Phase::Handshake,
                 reading: Some(reading),
                 read_closed: false,
@@ -133,17 +134,27 @@ impl SessionActor {
     }
 
     fn reply_ok<T: Serialize + ?Sized>(&mut self, id: u64, result: &T) {
-        if let Err(e) = self.out.frame(&ReplyFrame {
+        let body = match self.out.frame(&ReplyFrame {
             id,
             result: &result,
         }) {
-            tracing::error!(connection = self.id, "cannot encode a result: {e}");
-            let body = ErrorBody {
-                code: ErrorCode::Internal,
-                message: format!("the daemon could not encode the result: {e}"),
-            };
-            self.reply_err(Some(id), &body);
-        }
+            Ok(()) => return,
+            Err(EncodeError::TooLarge(len)) => ErrorBody {
+                code: ErrorCode::TooLarge,
+                message: format!(
+                    "the result is {len} bytes, more than the frame limit of {} bytes; ask for less",
+                    self.deps.limits.max_frame_len
+                ),
+            },
+            Err(e) => {
+                tracing::error!(connection = self.id, "cannot encode a result: {e}");
+                ErrorBody {
+                    code: ErrorCode::Internal,
+                    message: format!("the daemon could not encode the result: {e}"),
+                }
+            }
+        };
+        self.reply_err(Some(id), &body);
     }
 
     fn reply_err(&mut self, id: Option<u64>, error: &ErrorBody) {

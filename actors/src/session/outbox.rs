@@ -33,21 +33,33 @@ pub(super) struct Outbox {
     buf: BytesMut,
     waker: Option<Waker>,
     closing: bool,
+    max_frame: usize,
 }
 
 impl Outbox {
-    pub(super) fn new(io: OwnedWriteHalf) -> Self {
+    /// An outbox that never sends a frame longer than `max_frame` (the limit clients apply).
+    pub(super) fn new(io: OwnedWriteHalf, max_frame: usize) -> Self {
         Self {
             io,
             buf: BytesMut::with_capacity(8 * 1024),
             waker: None,
             closing: false,
+            max_frame,
         }
     }
 
     /// Appends one frame and wakes the writer.
+    ///
+    /// A value whose encoding is longer than the frame limit is not sent
+    /// ([`EncodeError::TooLarge`]): the client would have to drop the connection.
     pub(super) fn frame<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
+        let start = self.buf.len();
         encode_frame(&mut self.buf, value)?;
+        let body = self.buf.len() - start - crate::protocol::codec::LENGTH_PREFIX;
+        if body > self.max_frame {
+            self.buf.truncate(start);
+            return Err(EncodeError::TooLarge(body));
+        }
         if let Some(w) = self.waker.take() {
             w.wake();
         }

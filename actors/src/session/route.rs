@@ -29,8 +29,10 @@ use crate::vfs;
 
 /// `KvList` returns at most this many keys when no limit is given.
 const DEFAULT_LIST_LIMIT: usize = 1000;
-/// Upper bound of `KvList` and `AuditTail` sizes.
+/// Upper bound of `KvList` sizes.
 const MAX_LISTING: usize = 10_000;
+/// Upper bound of `AuditTail` sizes (entries are up to a few KiB each).
+const MAX_TAIL: usize = 1000;
 
 /// The audit entry a request will get, once its outcome is known.
 #[derive(Debug)]
@@ -283,9 +285,9 @@ impl SessionActor {
                     call(&a.caps, ListCapabilities { subject }, t),
                 );
             }
-            Request::AuditTail { n } => {
-                let n = n.unwrap_or(20).min(MAX_LISTING);
-                let ask = call(&a.audit, Tail { n }, t);
+            Request::AuditTail { n, from } => {
+                let n = n.unwrap_or(20).min(MAX_TAIL);
+                let ask = call(&a.audit, Tail { n, from }, t);
                 self.run(id, ctx, note, async move { Ok(ask.await??) });
             }
             Request::AuditVerify => {

@@ -5,7 +5,8 @@
 //! that arrive while a commit is in flight share the next transaction (see
 //! [`group_commit`](crate::group_commit)). The actor runs on its own arbiter, so fsyncs never
 //! block the sessions. The database is opened once by the kernel and shared across restarts
-//! of the actor, so a crash never leaves it locked.
+//! of the actor, so a crash never leaves it locked; after a failed commit it is reopened (see
+//! [`Db`]), so a disk that was full accepts writes again once it has space.
 //!
 //! Handles: [`Get`], [`Put`], [`Delete`], [`List`] (the session router, capsule host
 //! functions), `Flush` (itself), and the supervision messages [`Terminate`] (commits what is
@@ -20,6 +21,8 @@ use actix::{
     Actor, ActorContext, AsyncContext, Context, Handler, Message, MessageResult, ResponseFuture,
 };
 use redb::{Database, ReadableDatabase, TableDefinition};
+
+use crate::db::Db;
 
 pub use self::messages::{
     CLIENT_NAMESPACE, Delete, Get, GetStoreStats, List, Listing, Put, StoreError, StoreStats,
@@ -111,7 +114,7 @@ struct Flush;
 /// The store actor.
 #[derive(Debug)]
 pub struct StoreActor {
-    db: Arc<Database>,
+    db: Arc<Db>,
     namespaces: Arc<Namespaces>,
     limits: StoreLimits,
     writes: GroupCommit<WriteOp, Outcome>,
@@ -119,8 +122,8 @@ pub struct StoreActor {
 }
 
 impl StoreActor {
-    /// A store over `db` (prepared with [`prepare`]).
-    pub fn new(db: Arc<Database>, namespaces: Arc<Namespaces>, limits: StoreLimits) -> Self {
+    /// A store over `db` (opened with [`prepare`] in its opener).
+    pub fn new(db: Arc<Db>, namespaces: Arc<Namespaces>, limits: StoreLimits) -> Self {
         Self {
             db,
             namespaces,
@@ -152,7 +155,11 @@ impl StoreActor {
         if batch.is_empty() {
             return;
         }
-        match commit(&self.db, &batch) {
+        let committed = self.db.handle().and_then(|db| commit(&db, &batch));
+        if committed.is_err() {
+            self.db.discard();
+        }
+        match committed {
             Ok(results) => {
                 let n = batch.len() as u64;
                 self.stats.commits += 1;
@@ -238,7 +245,10 @@ impl Handler<Get> for StoreActor {
             let table = tx.open_table(KV)?;
             Ok(table.get(key.as_slice())?.map(|v| v.value().to_vec()))
         };
-        read(&self.db).map_err(StoreError::storage("read"))
+        self.db
+            .handle()
+            .and_then(|db| read(&db))
+            .map_err(StoreError::storage("read"))
     }
 }
 
@@ -315,7 +325,10 @@ impl Handler<List> for StoreActor {
             }
             Ok(Listing { keys, truncated })
         };
-        list(&self.db).map_err(StoreError::storage("list"))
+        self.db
+            .handle()
+            .and_then(|db| list(&db))
+            .map_err(StoreError::storage("list"))
     }
 }
 

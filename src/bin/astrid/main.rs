@@ -306,7 +306,12 @@ async fn audit_command(
 ) -> Result<(), CliError> {
     match command {
         AuditCommand::Tail { n } => {
-            let entries: Vec<AuditEntry> = client.call(Request::AuditTail { n: Some(n) }).await?;
+            let entries: Vec<AuditEntry> = client
+                .call(Request::AuditTail {
+                    n: Some(n),
+                    from: None,
+                })
+                .await?;
             show(json, &entries, |e| render::audit(e))
         }
         AuditCommand::Verify => {
