@@ -10,20 +10,29 @@
 //! - [`supervisor`]: the supervisor actor, restart policy (plain, unit-tested), exit guards
 //!   that notice stops and panics, fault injection.
 //! - [`bus`]: the event bus (topics, `*`/`>` wildcards, bounded subscriber queues).
+//! - [`store`]: the key-value store (namespaces, limits, group commit).
+//! - [`audit`]: the hash-chained audit log (group commit, verification).
+//! - [`caps`]: the capability store (grants, resource grammar, checks).
+//! - [`vfs`]: the workspace file system (path rules, cap-std confinement, atomic writes).
 //! - [`capsules`]: the capsule registry (built-in listener, discovered capsule folders).
 //! - [`listener`]: the socket (bind, stale probe), token, connection table, accept loop.
 //! - [`session`]: one actor per connection (handshake, requests, events, backpressure).
 //! - [`protocol`]: the wire contract (framing, envelopes, requests, error codes).
-//! - [`kernel`]: configuration, boot order, shutdown, and session file names.
-//! - [`error`]: errors a request can meet; [`files`]: private atomic writes.
+//! - [`kernel`]: configuration, databases, boot order, the tree, shutdown, file names.
+//! - [`db`]: a redb database that is reopened after an I/O failure; [`error`]: errors a
+//!   request can meet; [`files`]: private atomic writes.
 //!
 //! The actor tree:
 //!
 //! ```text
 //! kernel (root supervisor, one_for_one)
-//! ├── bus        permanent
-//! ├── capsules   permanent
-//! └── listener   permanent   (built-in capsule astrid-capsule-cli)
+//! ├── bus           permanent
+//! ├── audit         permanent   (own thread)
+//! ├── store         permanent   (own thread)
+//! ├── capabilities  permanent   (own thread)
+//! ├── vfs           permanent   (own thread)
+//! ├── capsules      permanent
+//! └── listener      permanent   (built-in capsule astrid-capsule-cli)
 //!     └── session:<n>  temporary, one per client connection
 //! ```
 

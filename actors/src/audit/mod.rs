@@ -199,8 +199,9 @@ impl AuditActor {
     }
 }
 
-/// Longest field kept in an entry: entries describe requests, they do not copy their data.
-const MAX_FIELD: usize = 512;
+/// Longest field kept in an entry: enough for any valid key or path; entries describe
+/// requests, they do not copy their data.
+const MAX_FIELD: usize = 4096;
 
 /// `text`, or its first [`MAX_FIELD`] bytes (on a character boundary) and its length.
 fn clip(text: &str) -> String {
@@ -334,9 +335,9 @@ mod tests {
     #[test]
     fn long_fields_are_clipped_on_a_character_boundary() {
         assert_eq!(clip("short"), "short");
-        let long = "é".repeat(400);
+        let long = "é".repeat(2100);
         let clipped = clip(&long);
-        assert!(clipped.len() < 600, "{}", clipped.len());
-        assert!(clipped.ends_with("… (800 bytes)"), "{clipped}");
+        assert!(clipped.len() < 4200, "{}", clipped.len());
+        assert!(clipped.ends_with("… (4200 bytes)"), "{clipped}");
     }
 }

@@ -24,7 +24,7 @@ pub use crate::capsules::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo, ReloadReport,
 };
 pub use crate::listener::SessionInfo;
-pub use crate::store::Listing;
+pub use crate::store::{Listing, StoreStats};
 pub use crate::supervisor::{ChildState, Fault, NodeKind, RestartType, TreeNode};
 pub use crate::vfs::{DirEntry, EntryKind, FileStat, ReadResult};
 
@@ -396,6 +396,9 @@ pub struct Status {
     pub capsules: Vec<CapsuleInfo>,
     /// Event-bus counters (absent when the bus is down).
     pub bus: Option<BusStats>,
+    /// Key-value store counters: writes, the commits that carried them, the largest batch
+    /// (absent when the store is down).
+    pub store: Option<StoreStats>,
     /// Kernel actors that did not answer for this status (down or restarting).
     pub unavailable: Vec<String>,
     /// Whether `InjectFault` is accepted.

@@ -1,7 +1,7 @@
 //! One client connection: handshake, then any number of requests in flight, replies in
 //! completion order, and pushed events for the connection's subscriptions.
 //!
-//! Reads are a framed stream; writes go through the [`outbox`]. Requests that need another
+//! Reads are a framed stream; writes go through the outbox (`outbox.rs`). Requests that need another
 //! actor run as futures spawned into this actor's context, so a slow request never delays a
 //! fast one and every one of them is answered: with its result, with `timeout` past the call
 //! deadline, or with `unavailable` when the actor serving it dies.

@@ -480,8 +480,11 @@ fn check_publish(deps: &SessionDeps, topic: &str) -> Result<(), KernelError> {
 async fn status(deps: Arc<SessionDeps>) -> Result<Status, KernelError> {
     let t = deps.limits.call_timeout;
     let a = &deps.actors;
-    let (bus, capsules) =
-        tokio::join!(a.bus.call(GetBusStats, t), a.capsules.call(ListCapsules, t));
+    let (bus, capsules, store) = tokio::join!(
+        a.bus.call(GetBusStats, t),
+        a.capsules.call(ListCapsules, t),
+        a.store.call(store::GetStoreStats, t)
+    );
     let mut unavailable = Vec::new();
     let bus = bus
         .inspect_err(|_| unavailable.push(a.bus.name().to_owned()))
@@ -489,6 +492,9 @@ async fn status(deps: Arc<SessionDeps>) -> Result<Status, KernelError> {
     let capsules = capsules
         .inspect_err(|_| unavailable.push(a.capsules.name().to_owned()))
         .unwrap_or_default();
+    let store = store
+        .inspect_err(|_| unavailable.push(a.store.name().to_owned()))
+        .ok();
     let info = &deps.info;
     Ok(Status {
         pid: info.pid,
@@ -506,6 +512,7 @@ async fn status(deps: Arc<SessionDeps>) -> Result<Status, KernelError> {
         connected_clients: deps.connections.authenticated(),
         capsules,
         bus,
+        store,
         unavailable,
         fault_injection: info.fault_injection,
         audit: deps.audit_health.get(),

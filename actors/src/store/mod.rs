@@ -3,7 +3,7 @@
 //!
 //! Writes are acknowledged only after the transaction that carries them is durable; writes
 //! that arrive while a commit is in flight share the next transaction (see
-//! [`group_commit`](crate::group_commit)). The actor runs on its own arbiter, so fsyncs never
+//! `group_commit.rs`). The actor runs on its own arbiter, so fsyncs never
 //! block the sessions. The database is opened once by the kernel and shared across restarts
 //! of the actor, so a crash never leaves it locked; after a failed commit it is reopened (see
 //! [`Db`]), so a disk that was full accepts writes again once it has space.

@@ -8,7 +8,7 @@
 //! [`GetChild`] (capsules actor). Reports its own end once, on the channel given to
 //! [`SupervisorActor::on_exit`]; if the supervisor itself dies, that channel closes unsent.
 //!
-//! The restart arithmetic lives in [`policy`] and is tested there without actors.
+//! The restart arithmetic lives in `policy.rs` and is tested there without actors.
 
 mod child;
 mod fault;

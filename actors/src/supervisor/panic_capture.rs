@@ -1,6 +1,6 @@
 //! Panic capture: a process-wide panic hook that logs every panic and remembers its message
 //! and the Tokio task it happened in, so a dying actor's [`ExitGuard`](super::ExitGuard) can
-//! report "panicked: <message>" instead of a bare stop. The previous hook still runs.
+//! report `panicked: <message>` instead of a bare stop. The previous hook still runs.
 //!
 //! Each actor runs in its own task, and Tokio drops a task's future, and with it the guard,
 //! inside that task's context right after catching the panic. Matching the task id means a
