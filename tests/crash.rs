@@ -292,7 +292,7 @@ async fn kill_9_mid_storm_loses_no_acknowledged_write_or_its_audit_entry() {
     let status = tokio::task::block_in_place(|| d.wait_exit(DEADLINE));
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(30),
+        started.elapsed() < Duration::from_mins(1),
         "{:?}",
         started.elapsed()
     );

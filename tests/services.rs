@@ -1280,3 +1280,30 @@ async fn a_hung_store_times_out_puts_without_half_writes() {
     );
     assert_eq!(c.tree().await.unwrap().find("store").unwrap().restarts, 0);
 }
+
+#[test]
+fn a_corrupted_database_file_fails_boot_with_a_clear_error_and_leaves_nothing() {
+    let home = short_tempdir();
+    let state = home.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("kv.redb"), vec![0x5a_u8; 64 * 1024]).unwrap();
+    let mut d = TestDaemon::spawn(home, &[]);
+    let status = d
+        .wait_exit(DEADLINE)
+        .expect("boot fails instead of serving");
+    assert_eq!(status.code(), Some(1), "{status}");
+    let stderr = d.stderr();
+    assert!(
+        stderr.contains("cannot open the database") && stderr.contains("kv.redb"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    // Nothing was bound or written for clients, and the damaged file is left for inspection.
+    assert!(d.leftover_files().is_empty(), "{:?}", d.leftover_files());
+    assert_eq!(
+        std::fs::read(d.layout.state().join("kv.redb"))
+            .unwrap()
+            .len(),
+        64 * 1024
+    );
+}
