@@ -153,22 +153,15 @@ impl ChildSpec {
         A: Actor<Context = Context<A>> + Handler<Terminate> + Handler<Inject>,
         F: FnMut() -> Result<A, String> + 'static,
     {
-        Self {
-            name: name.into(),
-            restart,
-            shutdown_timeout: Duration::from_secs(5),
-            kind: NodeKind::Worker,
-            start: Box::new(move |guard: ExitGuard| {
-                let actor = factory()?;
-                let addr = A::create(move |ctx| {
-                    guard.attach(ctx);
-                    actor
-                });
-                slot.set(addr.clone());
-                Ok(Box::new(addr) as Box<dyn ChildControl>)
-            }),
-            describe: None,
-        }
+        Self::with_starter(name, restart, move |guard: ExitGuard| {
+            let actor = factory()?;
+            let addr = A::create(move |ctx| {
+                guard.attach(ctx);
+                actor
+            });
+            slot.set(addr.clone());
+            Ok(Box::new(addr) as Box<dyn ChildControl>)
+        })
     }
 
     /// A worker on its own arbiter (thread), for actors whose handlers block (disk I/O,
@@ -184,20 +177,28 @@ impl ChildSpec {
         A: Actor<Context = Context<A>> + Handler<Terminate> + Handler<Inject> + Send,
         F: FnMut() -> Result<A, String> + 'static,
     {
+        Self::with_starter(name, restart, move |guard: ExitGuard| {
+            let actor = factory()?;
+            let addr = A::start_in_arbiter(&arbiter, move |ctx| {
+                guard.attach(ctx);
+                actor
+            });
+            slot.set(addr.clone());
+            Ok(Box::new(addr) as Box<dyn ChildControl>)
+        })
+    }
+
+    fn with_starter(
+        name: impl Into<String>,
+        restart: RestartType,
+        start: impl FnMut(ExitGuard) -> Result<Box<dyn ChildControl>, String> + 'static,
+    ) -> Self {
         Self {
             name: name.into(),
             restart,
             shutdown_timeout: Duration::from_secs(5),
             kind: NodeKind::Worker,
-            start: Box::new(move |guard: ExitGuard| {
-                let actor = factory()?;
-                let addr = A::start_in_arbiter(&arbiter, move |ctx| {
-                    guard.attach(ctx);
-                    actor
-                });
-                slot.set(addr.clone());
-                Ok(Box::new(addr) as Box<dyn ChildControl>)
-            }),
+            start: Box::new(start),
             describe: None,
         }
     }
