@@ -742,7 +742,7 @@ async fn a_mutation_is_audited_before_its_reply_arrives() {
 
 const AUDIT_TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit");
 
-/// Rewrites the `outcome` of stored entry `seq` in `audit.redb`, keeping the other fields
+/// Rewrites the `outcome` of stored entry `seq` in `ledger.redb`, keeping the other fields
 /// and their names.
 fn tamper(db: &Path, seq: u64, outcome: &str) {
     use redb::ReadableTable as _;
@@ -784,7 +784,7 @@ async fn a_tampered_entry_is_reported_at_boot_by_status_verify_and_the_log() {
     drop(c);
     d.signal(Signal::TERM);
     assert!(d.wait_exit(DEADLINE).unwrap().success());
-    tamper(&d.layout.state().join("audit.redb"), victim, "forged");
+    tamper(&d.layout.state().join("ledger.redb"), victim, "forged");
 
     let home = std::mem::replace(&mut d.home, short_tempdir());
     drop(d);
@@ -1286,7 +1286,7 @@ fn a_corrupted_database_file_fails_boot_with_a_clear_error_and_leaves_nothing() 
     let home = short_tempdir();
     let state = home.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
-    std::fs::write(state.join("kv.redb"), vec![0x5a_u8; 64 * 1024]).unwrap();
+    std::fs::write(state.join("ledger.redb"), vec![0x5a_u8; 64 * 1024]).unwrap();
     let mut d = TestDaemon::spawn(home, &[]);
     let status = d
         .wait_exit(DEADLINE)
@@ -1294,14 +1294,14 @@ fn a_corrupted_database_file_fails_boot_with_a_clear_error_and_leaves_nothing() 
     assert_eq!(status.code(), Some(1), "{status}");
     let stderr = d.stderr();
     assert!(
-        stderr.contains("cannot open the database") && stderr.contains("kv.redb"),
+        stderr.contains("cannot open the database") && stderr.contains("ledger.redb"),
         "{stderr}"
     );
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     // Nothing was bound or written for clients, and the damaged file is left for inspection.
     assert!(d.leftover_files().is_empty(), "{:?}", d.leftover_files());
     assert_eq!(
-        std::fs::read(d.layout.state().join("kv.redb"))
+        std::fs::read(d.layout.state().join("ledger.redb"))
             .unwrap()
             .len(),
         64 * 1024

@@ -2,9 +2,10 @@
 //!
 //! redb refuses every write after one failed write or fsync ("previous I/O error; close and
 //! reopen the database"). A full disk that frees up again must not leave the store, the audit
-//! log or the grants read-only until the daemon restarts, so the actor that owns a database
-//! calls [`Db::discard`] after a failed commit, and the next [`Db::handle`] opens the file
-//! again. The handle is shared by every incarnation of the actor.
+//! log or the grants read-only until the daemon restarts, so the owner of a database (the
+//! ledger, the capability actor) calls [`Db::discard`] after a failed commit, and the next
+//! [`Db::handle`] opens the file again. The handle is shared by every incarnation of the
+//! actors that use it.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -30,10 +30,16 @@ impl<Op, Out> GroupCommit<Op, Out> {
     /// schedule a flush (true for the first operation after a flush).
     pub(crate) fn submit(&mut self, op: Op) -> (oneshot::Receiver<Out>, bool) {
         let (tx, rx) = oneshot::channel();
+        (rx, self.submit_with(op, tx))
+    }
+
+    /// Queues `op`, whose outcome goes to `tx`; returns whether the caller must schedule a
+    /// flush.
+    pub(crate) fn submit_with(&mut self, op: Op, tx: oneshot::Sender<Out>) -> bool {
         self.pending.push((op, tx));
         let schedule = !self.scheduled;
         self.scheduled = true;
-        (rx, schedule)
+        schedule
     }
 
     /// Takes everything pending for one commit.

@@ -12,6 +12,8 @@
 //! - [`bus`]: the event bus (topics, `*`/`>` wildcards, bounded subscriber queues).
 //! - [`store`]: the key-value store (namespaces, limits, group commit).
 //! - [`audit`]: the hash-chained audit log (group commit, verification).
+//! - [`ledger`]: the durable write path both share: redb tables behind a write-ahead
+//!   journal, with a syncer and a checkpointer thread.
 //! - [`caps`]: the capability store (grants, resource grammar, checks).
 //! - [`vfs`]: the workspace file system (path rules, cap-std confinement, atomic writes).
 //! - [`capsules`]: the capsule registry (built-in listener, discovered capsule folders).
@@ -20,7 +22,8 @@
 //! - [`protocol`]: the wire contract (framing, envelopes, requests, error codes).
 //! - [`kernel`]: configuration, databases, boot order, the tree, shutdown, file names.
 //! - [`db`]: a redb database that is reopened after an I/O failure; [`error`]: errors a
-//!   request can meet; [`files`]: private atomic writes.
+//!   request can meet; [`files`]: private atomic writes; [`relay`]: answers delivered on
+//!   the waiting thread in bulk.
 //!
 //! The actor tree:
 //!
@@ -45,8 +48,10 @@ pub mod error;
 pub mod files;
 pub(crate) mod group_commit;
 pub mod kernel;
+pub mod ledger;
 pub mod listener;
 pub mod protocol;
+pub mod relay;
 pub mod session;
 pub mod store;
 pub mod supervisor;

@@ -1,9 +1,10 @@
-//! Actor-level tests of the audit log (no socket), against real redb files in temporary
-//! directories: consecutive sequence numbers and a hash chain that verifies, a new actor on
-//! the same database (a restart, plain or after a panic under a supervisor) continuing the
-//! chain, `Tail`, detection of an entry altered directly in the database (by `verify_db`,
-//! `VerifyChain` and the shared `AuditHealth`), and a failed commit (a full disk, injected
-//! through a failing storage backend) that fails its records and leaves the chain intact.
+//! Actor-level tests of the audit log (no socket), over a ledger on real redb and journal
+//! files in temporary directories: consecutive sequence numbers and a hash chain that
+//! verifies, a new actor (after a daemon restart with a new session, or after a panic under
+//! a supervisor) continuing the chain, `Tail`, detection of an entry altered directly in the
+//! database file (by `verify_db`, `VerifyChain` and the shared `AuditHealth`), and a failed
+//! commit (a full disk, injected through a failing journal) that fails its records and
+//! leaves the chain intact.
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,14 +15,14 @@ use std::sync::Arc;
 use actix::{Actor, Addr, MailboxError};
 use astrid_actors::audit::chain::{Entry, GENESIS, Verification, hash_of};
 use astrid_actors::audit::{
-    AuditActor, AuditError, AuditHealth, Record, Tail, VerifyChain, prepare, verify_db,
+    AuditActor, AuditError, AuditHealth, Record, Tail, VerifyChain, verify_db,
 };
-use astrid_actors::db::Db;
+use astrid_actors::ledger::Ledger;
 use astrid_actors::supervisor::{
     ChildRef, ChildSpec, ChildState, Fault, GetChild, GetTree, Inject, RestartPolicy, RestartType,
     ShutdownTree, SupervisorActor, Terminate,
 };
-use common::{DbFile, Disk, close, eventually};
+use common::{DbFile, Disk, SESSION, close, eventually};
 use futures_util::future::join_all;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -30,7 +31,7 @@ const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 struct Fixture {
     file: DbFile,
-    db: Arc<Db>,
+    ledger: Arc<Ledger>,
     disk: Disk,
     health: Arc<AuditHealth>,
     audit: Addr<AuditActor>,
@@ -39,16 +40,24 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let file = DbFile::new();
-        let (db, disk) = file.open(prepare);
-        let health = Arc::new(AuditHealth::new(verify_db(&db.handle().unwrap()).unwrap()));
-        let audit = start(&db, "session-1", &health);
+        let (ledger, disk) = file.open_ledger(SESSION);
+        let health = Arc::new(AuditHealth::new(ledger.read(verify_db).unwrap()));
+        let audit = start(&ledger, &health);
         Self {
             file,
-            db,
+            ledger,
             disk,
             health,
             audit,
         }
+    }
+
+    /// Stops the actor (which checkpoints the ledger), then closes the ledger as a daemon
+    /// shutdown does; returns the files and the shared health.
+    async fn shut_down(self) -> (DbFile, Arc<AuditHealth>) {
+        self.audit.send(Terminate).await.unwrap();
+        close(self.ledger).await;
+        (self.file, self.health)
     }
 
     async fn record(&self, n: usize) -> Result<u64, AuditError> {
@@ -68,10 +77,8 @@ impl Fixture {
     }
 }
 
-fn start(db: &Arc<Db>, session: &str, health: &Arc<AuditHealth>) -> Addr<AuditActor> {
-    AuditActor::new(Arc::clone(db), session.to_owned(), Arc::clone(health))
-        .unwrap()
-        .start()
+fn start(ledger: &Arc<Ledger>, health: &Arc<AuditHealth>) -> Addr<AuditActor> {
+    AuditActor::new(Arc::clone(ledger), Arc::clone(health)).start()
 }
 
 /// The `n`-th test record: every field tells which it is.
@@ -159,7 +166,7 @@ async fn records_get_consecutive_seqs_and_a_chain_that_verifies() {
     assert_chain(&entries, 1, GENESIS);
     for (n, e) in entries.iter().enumerate() {
         let r = record(n);
-        assert_eq!(e.session, "session-1");
+        assert_eq!(e.session, SESSION);
         assert_eq!(
             (&e.actor, &e.action, &e.target, &e.outcome),
             (&r.actor, &r.action, &r.target, &r.outcome)
@@ -177,21 +184,23 @@ async fn records_get_consecutive_seqs_and_a_chain_that_verifies() {
     assert_eq!(v.first_bad, None);
     assert_eq!(v.head, entries[49].hash);
     assert_eq!(f.health.get(), v, "VerifyChain updates the shared health");
-    assert_eq!(verify_db(&f.db.handle().unwrap()).unwrap(), v);
+    assert_eq!(f.ledger.read(verify_db).unwrap(), v);
 }
 
 #[actix_rt::test]
-async fn a_new_actor_on_the_same_database_continues_the_chain() {
+async fn a_new_actor_after_a_restart_continues_the_chain() {
     let f = Fixture::new();
     for n in 0..3 {
         f.record(n).await.unwrap();
     }
-    f.audit.send(Terminate).await.unwrap();
-    let gone = f.audit.send(Tail { n: 10, from: None }).await;
+    let audit = f.audit.clone();
+    let (file, health) = f.shut_down().await;
+    let gone = audit.send(Tail { n: 10, from: None }).await;
     assert!(matches!(gone, Err(MailboxError::Closed)), "{gone:?}");
 
-    // As after a daemon restart: a new session over the same database.
-    let second = start(&f.db, "session-2", &f.health);
+    // As after a daemon restart: a new session over the same files.
+    let (ledger, _disk) = file.open_ledger("session-2");
+    let second = start(&ledger, &health);
     let seqs = join_all((3..6).map(|n| second.send(record(n))))
         .await
         .into_iter()
@@ -225,10 +234,10 @@ async fn a_new_actor_on_the_same_database_continues_the_chain() {
     assert!(v.ok, "{v:?}");
     assert_eq!(v.entries, 6);
 
-    // And from the file, after both are gone.
+    // And from the database file alone, after both are gone (`Terminate` checkpoints).
     second.send(Terminate).await.unwrap();
-    close(f.db).await;
-    let db = f.file.reopen();
+    close(ledger).await;
+    let db = file.reopen();
     let v = verify_db(&db).unwrap();
     assert!(v.ok, "{v:?}");
     assert_eq!((v.entries, v.head), (6, entries[5].hash.clone()));
@@ -237,16 +246,15 @@ async fn a_new_actor_on_the_same_database_continues_the_chain() {
 #[actix_rt::test]
 async fn a_restarted_audit_actor_continues_the_chain() {
     let file = DbFile::new();
-    let (db, _disk) = file.open(prepare);
-    let health = Arc::new(AuditHealth::new(verify_db(&db.handle().unwrap()).unwrap()));
+    let (ledger, _disk) = file.open_ledger(SESSION);
+    let health = Arc::new(AuditHealth::new(ledger.read(verify_db).unwrap()));
     let slot = ChildRef::<AuditActor>::new("audit");
-    let (factory_db, factory_health) = (Arc::clone(&db), Arc::clone(&health));
+    let (factory_ledger, factory_health) = (Arc::clone(&ledger), Arc::clone(&health));
     let spec = ChildSpec::worker("audit", RestartType::Permanent, slot.clone(), move || {
-        AuditActor::new(
-            Arc::clone(&factory_db),
-            "session".into(),
+        Ok(AuditActor::new(
+            Arc::clone(&factory_ledger),
             Arc::clone(&factory_health),
-        )
+        ))
     });
     let sup = SupervisorActor::new("root", RestartPolicy::default(), vec![spec]).start();
     sup.send(GetTree).await.unwrap();
@@ -320,9 +328,20 @@ async fn an_entry_altered_in_the_database_fails_verification() {
     assert!(f.verify().await.ok);
     assert!(f.health.get().ok);
 
-    tamper(&f.db.handle().unwrap(), 3, "ok (nothing to see here)");
+    // Altered in the file while the daemon is down (`Terminate` checkpointed the ledger, so
+    // the entry is in the database file and not in the journal, which would restore it).
+    let (file, health) = f.shut_down().await;
+    tamper(&file.reopen(), 3, "ok (nothing to see here)");
+    let (ledger, disk) = file.open_ledger(SESSION);
+    let f = Fixture {
+        audit: start(&ledger, &health),
+        file,
+        ledger,
+        disk,
+        health,
+    };
 
-    let direct = verify_db(&f.db.handle().unwrap()).unwrap();
+    let direct = f.ledger.read(verify_db).unwrap();
     assert!(!direct.ok, "{direct:?}");
     assert_eq!(direct.first_bad, Some(3));
     let reason = direct.reason.clone().unwrap();
@@ -380,9 +399,8 @@ async fn a_failed_commit_fails_its_records_and_leaves_the_chain_intact() {
     assert_eq!((v.entries, &v.head), (3, &head));
     assert!(f.health.get().ok);
 
-    f.audit.send(Terminate).await.unwrap();
-    close(f.db).await;
-    let db = f.file.reopen();
+    let (file, _) = f.shut_down().await;
+    let db = file.reopen();
     assert_eq!(stored_seqs(&db), [1, 2, 3]);
     let v = verify_db(&db).unwrap();
     assert!(v.ok, "{v:?}");

@@ -4,7 +4,7 @@
 //! actors, manifest grants (listed, replaced, not revocable), invalid subjects and
 //! resources, every denial written to the audit log through the `ChildRef` the store was
 //! given, and a grant that cannot be stored (a full disk, injected through a failing storage
-//! backend) failing without taking effect.
+//! backend) failing without taking effect. The audit actor runs over a ledger of its own.
 
 #![allow(clippy::unwrap_used)]
 
@@ -22,7 +22,7 @@ use astrid_actors::caps::{
 };
 use astrid_actors::db::Db;
 use astrid_actors::supervisor::{ChildRef, Terminate};
-use common::{DbFile, Disk, close, eventually};
+use common::{DbFile, Disk, SESSION, close, eventually};
 
 /// A capability store over a fresh database, auditing to an audit actor of its own.
 struct Fixture {
@@ -37,13 +37,9 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let audit_file = DbFile::new();
-        let (audit_db, _) = audit_file.open(audit::prepare);
-        let health = Arc::new(AuditHealth::new(
-            audit::verify_db(&audit_db.handle().unwrap()).unwrap(),
-        ));
-        let audit = AuditActor::new(audit_db, "session".into(), health)
-            .unwrap()
-            .start();
+        let (ledger, _) = audit_file.open_ledger(SESSION);
+        let health = Arc::new(AuditHealth::new(ledger.read(audit::verify_db).unwrap()));
+        let audit = AuditActor::new(ledger, health).start();
         let file = DbFile::new();
         let (db, disk) = file.open(prepare);
         let caps = start_caps(&db, &audit);

@@ -1,10 +1,11 @@
-//! Actor-level tests of the key-value store (no socket), against real redb files in
-//! temporary directories: get / put / delete / list across namespaces and their isolation,
-//! key and value limits, group commit (many concurrent writers share few durable commits),
-//! durability of every acknowledged write (reopening the file, and a copy of it taken while
-//! the actor still runs), a full disk (injected through a failing storage backend) failing a
-//! whole batch without writing any of it, `Terminate` committing pending writes, and a
-//! restart after a panic under a supervisor with the data intact.
+//! Actor-level tests of the key-value store (no socket), over a ledger on real redb and
+//! journal files in temporary directories: get / put / delete / list across namespaces and
+//! their isolation, key and value limits, group commit (many concurrent writers share few
+//! batches), durability of every acknowledged write (reopening the ledger, and a copy of its
+//! files taken while the actor still runs), audit entries written with puts and deletes in
+//! the same batch (sharing one chain with the audit actor), a full disk (injected through a
+//! failing journal) failing a whole batch without writing any of it, `Terminate` committing
+//! pending writes, and a restart after a panic under a supervisor with the data intact.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,16 +14,18 @@ mod common;
 use std::sync::Arc;
 
 use actix::{Actor, Addr, Arbiter, MailboxError};
-use astrid_actors::db::Db;
+use astrid_actors::audit::chain::Entry;
+use astrid_actors::audit::{AuditActor, AuditHealth, Record, Tail, VerifyChain, verify_db};
+use astrid_actors::ledger::Ledger;
 use astrid_actors::store::{
     CLIENT_NAMESPACE, Delete, Get, GetStoreStats, List, Listing, Namespaces, Put, StoreActor,
-    StoreError, StoreLimits, StoreStats, prepare,
+    StoreError, StoreLimits, StoreStats,
 };
 use astrid_actors::supervisor::{
     ChildRef, ChildSpec, ChildState, Fault, GetChild, GetTree, InjectFault, RestartPolicy,
     RestartType, ShutdownTree, SupervisorActor, Terminate,
 };
-use common::{DbFile, Disk, close, eventually};
+use common::{DbFile, Disk, SESSION, close, eventually};
 use futures_util::future::join_all;
 use redb::Database;
 
@@ -34,10 +37,10 @@ const LIMITS: StoreLimits = StoreLimits {
     max_value: 16,
 };
 
-/// A store over a fresh database file with the client namespace and `capsule:x` registered.
+/// A store over a fresh ledger with the client namespace and `capsule:x` registered.
 struct Fixture {
     file: DbFile,
-    db: Arc<Db>,
+    ledger: Arc<Ledger>,
     disk: Disk,
     namespaces: Arc<Namespaces>,
     store: Addr<StoreActor>,
@@ -46,15 +49,15 @@ struct Fixture {
 impl Fixture {
     async fn new(limits: StoreLimits) -> Self {
         let file = DbFile::new();
-        let (db, disk) = file.open(prepare);
+        let (ledger, disk) = file.open_ledger(SESSION);
         let namespaces = Arc::new(Namespaces::default());
         namespaces.register(Namespaces::of_capsule("x"));
-        let store = StoreActor::new(Arc::clone(&db), Arc::clone(&namespaces), limits).start();
+        let store = StoreActor::new(Arc::clone(&ledger), Arc::clone(&namespaces), limits).start();
         // `started()` (which raises the mailbox capacity) has run once the first answer is in.
         store.send(GetStoreStats).await.unwrap();
         Self {
             file,
-            db,
+            ledger,
             disk,
             namespaces,
             store,
@@ -80,6 +83,7 @@ impl Fixture {
             .send(Delete {
                 namespace: ns.into(),
                 key: key.into(),
+                audit: None,
             })
             .await
             .unwrap()
@@ -100,17 +104,18 @@ impl Fixture {
         self.store.send(GetStoreStats).await.unwrap()
     }
 
-    /// Stops the actor, waits until it has released the database, and closes it; returns
-    /// the file so it can be reopened.
+    /// Stops the actor, waits until it has released the ledger, and closes it (without a
+    /// checkpoint: what is only in the journal stays there); returns the files so they can
+    /// be reopened.
     async fn shut_down(self) -> DbFile {
         self.store.send(Terminate).await.unwrap();
-        close(self.db).await;
+        close(self.ledger).await;
         self.file
     }
 
     /// Like [`Fixture::shut_down`], for a store that has already stopped.
     async fn shut_down_stopped(self) -> DbFile {
-        close(self.db).await;
+        close(self.ledger).await;
         self.file
     }
 }
@@ -120,18 +125,28 @@ fn put_msg(ns: &str, key: &str, value: &[u8]) -> Put {
         namespace: ns.into(),
         key: key.into(),
         value: value.to_vec(),
+        audit: None,
     }
 }
 
-/// Reads `key` of namespace `ns` straight from a database, without any actor.
-fn stored(db: &Database, ns: &str, key: &str) -> Option<Vec<u8>> {
+/// The physical key of `key` in namespace `ns`.
+fn physical(ns: &str, key: &str) -> Vec<u8> {
+    [ns.as_bytes(), b"\0", key.as_bytes()].concat()
+}
+
+/// Reads `key` of namespace `ns` straight from a ledger, without any actor.
+fn stored(ledger: &Ledger, ns: &str, key: &str) -> Option<Vec<u8>> {
+    ledger.get(&physical(ns, key)).unwrap()
+}
+
+/// Reads `key` of namespace `ns` straight from a database file, without any actor.
+fn stored_in_file(db: &Database, ns: &str, key: &str) -> Option<Vec<u8>> {
     use redb::{ReadableDatabase, TableDefinition};
     const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
-    let physical = [ns.as_bytes(), b"\0", key.as_bytes()].concat();
     let tx = db.begin_read().unwrap();
     let table = tx.open_table(KV).unwrap();
     table
-        .get(physical.as_slice())
+        .get(physical(ns, key).as_slice())
         .unwrap()
         .map(|v| v.value().to_vec())
 }
@@ -424,38 +439,35 @@ async fn acknowledged_puts_survive_reopening_the_file() {
     f.put(CLIENT_NAMESPACE, "last", b"one").await.unwrap();
     assert!(f.delete(CAPSULE_X, "k0").await.unwrap());
 
-    // The file as a crash right now would leave it, with the actor still running.
+    // The files as a crash right now would leave them, with the actor still running.
     let image = f.file.crash_image();
-    let crashed = image.reopen();
+    let (crashed, _) = image.open_ledger(SESSION);
     let file = f.shut_down().await;
-    let reopened = file.reopen();
-    for db in [&crashed, &reopened] {
+    // Closed without a checkpoint: what the database file lacks comes back from the journal.
+    let reopened = file.open_ledger_plain(SESSION);
+    for ledger in [&crashed, &reopened] {
         for i in 1..50 {
             assert_eq!(
-                stored(db, CAPSULE_X, &format!("k{i}")),
+                stored(ledger, CAPSULE_X, &format!("k{i}")),
                 Some(format!("v{i}").into_bytes())
             );
         }
         assert_eq!(
-            stored(db, CAPSULE_X, "k0"),
+            stored(ledger, CAPSULE_X, "k0"),
             None,
             "the delete is durable too"
         );
         assert_eq!(
-            stored(db, CLIENT_NAMESPACE, "last").as_deref(),
+            stored(ledger, CLIENT_NAMESPACE, "last").as_deref(),
             Some(&b"one"[..])
         );
     }
-
-    // A new store over the reopened database serves the same data.
     drop(crashed);
-    drop(reopened);
-    let store = StoreActor::new(
-        file.open_plain(prepare),
-        Arc::new(Namespaces::default()),
-        StoreLimits::default(),
-    )
-    .start();
+
+    // A new store over the reopened ledger serves the same data.
+    let namespaces = Arc::new(Namespaces::default());
+    namespaces.register(Namespaces::of_capsule("x"));
+    let store = StoreActor::new(reopened, namespaces, StoreLimits::default()).start();
     let last = store
         .send(Get {
             namespace: CLIENT_NAMESPACE.into(),
@@ -465,13 +477,22 @@ async fn acknowledged_puts_survive_reopening_the_file() {
         .unwrap()
         .unwrap();
     assert_eq!(last.as_deref(), Some(&b"one"[..]));
+    let listing = store
+        .send(List {
+            namespace: CAPSULE_X.into(),
+            prefix: "k".into(),
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(listing.keys.len(), 49);
 }
 
 #[actix_rt::test]
 async fn a_full_disk_fails_the_whole_batch_and_writes_none_of_it() {
     let f = Fixture::new(StoreLimits::default()).await;
     f.put(CLIENT_NAMESPACE, "before", b"1").await.unwrap();
-    let before = f.stats().await;
 
     f.disk.fill();
     let answers = join_all((0..10).map(|i| {
@@ -490,7 +511,6 @@ async fn a_full_disk_fails_the_whole_batch_and_writes_none_of_it() {
     assert_storage_failure(&f.delete(CLIENT_NAMESPACE, "before").await);
     f.disk.free();
 
-    assert_eq!(f.stats().await, before, "a failed commit is not counted");
     for i in 0..10 {
         assert_eq!(
             f.get(CLIENT_NAMESPACE, &format!("lost{i}")).await.unwrap(),
@@ -507,15 +527,15 @@ async fn a_full_disk_fails_the_whole_batch_and_writes_none_of_it() {
         "the write before the failure is untouched"
     );
 
-    // And on disk, after a restart.
+    // Nor after a restart (which replays the journal).
     let file = f.shut_down().await;
-    let db = file.reopen();
+    let ledger = file.open_ledger_plain(SESSION);
     assert_eq!(
-        stored(&db, CLIENT_NAMESPACE, "before").as_deref(),
+        stored(&ledger, CLIENT_NAMESPACE, "before").as_deref(),
         Some(&b"1"[..])
     );
     for i in 0..10 {
-        assert_eq!(stored(&db, CLIENT_NAMESPACE, &format!("lost{i}")), None);
+        assert_eq!(stored(&ledger, CLIENT_NAMESPACE, &format!("lost{i}")), None);
     }
 }
 
@@ -543,16 +563,16 @@ async fn the_store_accepts_writes_again_once_the_disk_has_space() {
         Some(&b"3"[..])
     );
     let file = f.shut_down().await;
-    let db = file.reopen();
+    let ledger = file.open_ledger_plain(SESSION);
     assert_eq!(
-        stored(&db, CLIENT_NAMESPACE, "before").as_deref(),
+        stored(&ledger, CLIENT_NAMESPACE, "before").as_deref(),
         Some(&b"1"[..])
     );
     assert_eq!(
-        stored(&db, CLIENT_NAMESPACE, "after").as_deref(),
+        stored(&ledger, CLIENT_NAMESPACE, "after").as_deref(),
         Some(&b"3"[..])
     );
-    assert_eq!(stored(&db, CLIENT_NAMESPACE, "lost"), None);
+    assert_eq!(stored(&ledger, CLIENT_NAMESPACE, "lost"), None);
 }
 
 #[actix_rt::test]
@@ -569,6 +589,7 @@ async fn terminate_commits_and_answers_the_pending_writes() {
     let delete = f.store.send(Delete {
         namespace: CLIENT_NAMESPACE.into(),
         key: "k00".into(),
+        audit: None,
     });
     f.store.do_send(Terminate);
     for answer in join_all(pending).await {
@@ -584,15 +605,142 @@ async fn terminate_commits_and_answers_the_pending_writes() {
         matches!(after, Err(MailboxError::Closed)),
         "the store stopped: {after:?}"
     );
+    // A checkpoint puts them in the database file itself.
+    f.ledger.checkpoint().unwrap();
     let file = f.shut_down_stopped().await;
     let db = file.reopen();
     for i in 1..20 {
         assert_eq!(
-            stored(&db, CLIENT_NAMESPACE, &format!("k{i:02}")).as_deref(),
+            stored_in_file(&db, CLIENT_NAMESPACE, &format!("k{i:02}")).as_deref(),
             Some(&b"v"[..])
         );
     }
-    assert_eq!(stored(&db, CLIENT_NAMESPACE, "k00"), None);
+    assert_eq!(stored_in_file(&db, CLIENT_NAMESPACE, "k00"), None);
+}
+
+// ---------------------------------------------------------------------------------------
+// Audit entries written with the data
+// ---------------------------------------------------------------------------------------
+
+/// The audit entry of a client's `action` on `key`.
+fn kv_record(action: &str, key: &str) -> Record {
+    Record::new("client:1", action, key, "ok")
+}
+
+/// A put of `key` carrying its audit entry.
+fn audited_put(key: &str) -> Put {
+    Put {
+        audit: Some(kv_record("KvPut", key)),
+        ..put_msg(CLIENT_NAMESPACE, key, b"v")
+    }
+}
+
+async fn tail(audit: &Addr<AuditActor>) -> Vec<Entry> {
+    audit
+        .send(Tail { n: 100, from: None })
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+fn actions(entries: &[Entry]) -> Vec<(u64, &str, &str)> {
+    entries
+        .iter()
+        .map(|e| (e.seq, e.action.as_str(), e.target.as_str()))
+        .collect()
+}
+
+#[actix_rt::test]
+async fn writes_carry_their_audit_entries_into_the_chain_of_the_audit_log() {
+    let f = Fixture::new(LIMITS).await;
+    let health = Arc::new(AuditHealth::new(f.ledger.read(verify_db).unwrap()));
+    let audit = AuditActor::new(Arc::clone(&f.ledger), health).start();
+
+    f.store.send(audited_put("a")).await.unwrap().unwrap();
+    let boot = audit
+        .send(Record::new("kernel", "boot", "daemon", "ok"))
+        .await;
+    assert_eq!(
+        boot.unwrap().unwrap(),
+        2,
+        "the audit actor continues the chain"
+    );
+    let existed = f
+        .store
+        .send(Delete {
+            namespace: CLIENT_NAMESPACE.into(),
+            key: "a".into(),
+            audit: Some(kv_record("KvDelete", "a")),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(existed);
+    // One batch of writes, some with an entry and some without: the entries keep the order
+    // of the writes.
+    let answers = join_all((0..6).map(|i| {
+        let key = format!("b{i}");
+        f.store.send(if i % 2 == 0 {
+            audited_put(&key)
+        } else {
+            put_msg(CLIENT_NAMESPACE, &key, b"v")
+        })
+    }))
+    .await;
+    assert!(answers.into_iter().all(|a| a.unwrap().is_ok()));
+
+    let expected = [
+        (1, "KvPut", "a"),
+        (2, "boot", "daemon"),
+        (3, "KvDelete", "a"),
+        (4, "KvPut", "b0"),
+        (5, "KvPut", "b2"),
+        (6, "KvPut", "b4"),
+    ];
+    let entries = tail(&audit).await;
+    assert_eq!(actions(&entries), expected);
+    assert!(entries.iter().all(|e| e.session == SESSION));
+    assert!(entries.windows(2).all(|w| w[1].prev_hash == w[0].hash));
+    let v = audit.send(VerifyChain).await.unwrap().unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.entries, 6);
+    assert_eq!(f.ledger.read(verify_db).unwrap(), v);
+
+    // A write and its entry are durable together: a crash image holds both.
+    let image = f.file.crash_image();
+    let (crashed, _) = image.open_ledger(SESSION);
+    assert_eq!(
+        stored(&crashed, CLIENT_NAMESPACE, "b4").as_deref(),
+        Some(&b"v"[..])
+    );
+    assert_eq!(stored(&crashed, CLIENT_NAMESPACE, "a"), None);
+    assert_eq!(crashed.read(verify_db).unwrap(), v);
+    drop(crashed);
+
+    // A refused write and a failed one leave no entry, and no gap in the chain.
+    let refused = f
+        .store
+        .send(Put {
+            audit: Some(kv_record("KvPut", "too-long-key")),
+            ..put_msg(CLIENT_NAMESPACE, "too-long-key", b"v")
+        })
+        .await
+        .unwrap();
+    assert_invalid_key(&refused);
+    f.disk.fill();
+    assert_storage_failure(&f.store.send(audited_put("lost")).await.unwrap());
+    f.disk.free();
+    f.store.send(audited_put("c")).await.unwrap().unwrap();
+    let entries = tail(&audit).await;
+    assert_eq!(
+        actions(&entries[5..]),
+        [(6, "KvPut", "b4"), (7, "KvPut", "c")]
+    );
+    assert_eq!(entries[6].prev_hash, entries[5].hash);
+    let v = audit.send(VerifyChain).await.unwrap().unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.entries, 7);
+    assert_eq!(f.get(CLIENT_NAMESPACE, "lost").await.unwrap(), None);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -602,11 +750,11 @@ async fn terminate_commits_and_answers_the_pending_writes() {
 #[actix_rt::test]
 async fn a_panicked_store_on_its_own_arbiter_is_restarted_over_the_same_data() {
     let file = DbFile::new();
-    let (db, _disk) = file.open(prepare);
+    let (ledger, _disk) = file.open_ledger(SESSION);
     let namespaces = Arc::new(Namespaces::default());
     let arbiter = Arbiter::new();
     let slot = ChildRef::<StoreActor>::new("store");
-    let factory_db = Arc::clone(&db);
+    let factory_ledger = Arc::clone(&ledger);
     let spec = ChildSpec::worker_on(
         "store",
         RestartType::Permanent,
@@ -614,7 +762,7 @@ async fn a_panicked_store_on_its_own_arbiter_is_restarted_over_the_same_data() {
         arbiter.handle(),
         move || {
             Ok(StoreActor::new(
-                Arc::clone(&factory_db),
+                Arc::clone(&factory_ledger),
                 Arc::clone(&namespaces),
                 StoreLimits::default(),
             ))
@@ -680,7 +828,7 @@ async fn a_panicked_store_on_its_own_arbiter_is_restarted_over_the_same_data() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        stored(&db.handle().unwrap(), CLIENT_NAMESPACE, "new").as_deref(),
+        stored(&ledger, CLIENT_NAMESPACE, "new").as_deref(),
         Some(&b"ok"[..])
     );
     assert_eq!(

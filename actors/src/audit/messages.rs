@@ -7,6 +7,7 @@
 use actix::Message;
 
 use super::chain::{Entry, Verification};
+use crate::ledger::LedgerError;
 
 /// Why the audit log could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +19,7 @@ pub enum AuditError {
         op: &'static str,
         /// The database error (shared by every entry of a failed commit).
         #[source]
-        source: std::sync::Arc<redb::Error>,
+        source: std::sync::Arc<LedgerError>,
     },
     /// The commit carrying this entry was abandoned (the audit actor stopped).
     #[error("the audit log stopped before committing the entry")]
@@ -26,7 +27,7 @@ pub enum AuditError {
 }
 
 impl AuditError {
-    pub(crate) fn storage(op: &'static str) -> impl FnOnce(redb::Error) -> Self {
+    pub(crate) fn storage(op: &'static str) -> impl FnOnce(LedgerError) -> Self {
         move |source| Self::Storage {
             op,
             source: std::sync::Arc::new(source),

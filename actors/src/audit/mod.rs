@@ -1,10 +1,11 @@
-//! The audit log: append-only, hash-chained entries in their own redb database, written with
-//! group commit, verified at boot and on request.
+//! The audit log: append-only, hash-chained entries in the ledger's `audit` table, written
+//! with group commit, verified at boot and on request.
 //!
 //! An entry is acknowledged (its sequence number returned) only once it is durable. The chain
-//! head is read from the database when the actor starts, so a restarted actor continues the
-//! same chain. A broken chain is reported (logged at error level and shown in status) but
-//! never stops the daemon; new entries keep linking to the last stored one.
+//! head lives in the [`Ledger`], which the key-value store shares: a put and its entry are
+//! written together there, and entries get their sequence numbers in commit order whichever
+//! actor writes them. A broken chain is reported (logged at error level and shown in status)
+//! but never stops the daemon; new entries keep linking to the last stored one.
 //!
 //! Handles: [`Record`] (router, kernel, capability store), [`Tail`] and [`VerifyChain`]
 //! (router), `Flush` (itself), [`Terminate`] (commits what is pending, then stops) and
@@ -13,32 +14,17 @@
 pub mod chain;
 mod messages;
 
+use std::borrow::Cow;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message, ResponseFuture};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable};
 
-use self::chain::{Entry, GENESIS, Verification, seal, verify};
+use self::chain::{Body, Entry, Verification, verify};
 pub use self::messages::{AuditError, Record, Tail, VerifyChain};
-use crate::bus::unix_millis;
-use crate::db::Db;
 use crate::group_commit::GroupCommit;
+use crate::ledger::{AUDIT, Ledger};
 use crate::supervisor::{Inject, Terminate, apply_fault};
-
-/// Sequence number → entry (MessagePack, fields by name).
-const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
-
-/// Creates the table if the database is new.
-///
-/// # Errors
-///
-/// When the database cannot be written.
-pub fn prepare(db: &Database) -> Result<(), redb::Error> {
-    let tx = db.begin_write()?;
-    tx.open_table(ENTRIES)?;
-    tx.commit()?;
-    Ok(())
-}
 
 /// Reads and checks the whole log.
 ///
@@ -48,7 +34,7 @@ pub fn prepare(db: &Database) -> Result<(), redb::Error> {
 /// an error).
 pub fn verify_db(db: &Database) -> Result<Verification, redb::Error> {
     let tx = db.begin_read()?;
-    let table = tx.open_table(ENTRIES)?;
+    let table = tx.open_table(AUDIT)?;
     let mut stored = Vec::new();
     for item in table.iter()? {
         let (key, value) = item?;
@@ -81,34 +67,31 @@ impl AuditHealth {
     }
 }
 
-/// Where the next entry goes.
-#[derive(Debug, Clone)]
-struct Head {
-    next_seq: u64,
-    last_hash: String,
-}
-
-fn load_head(db: &Database) -> Result<Head, redb::Error> {
-    let tx = db.begin_read()?;
-    let table = tx.open_table(ENTRIES)?;
-    Ok(match table.last()? {
-        None => Head {
-            next_seq: 1,
-            last_hash: GENESIS.to_owned(),
-        },
-        Some((key, value)) => {
-            // An unreadable last entry already fails verification; new entries still need
-            // something to link to, and its raw bytes' hash is the honest choice.
-            let last_hash = rmp_serde::from_slice::<Entry>(value.value()).map_or_else(
-                |_| blake3::hash(value.value()).to_hex().to_string(),
-                |e| e.hash,
-            );
-            Head {
-                next_seq: key.value() + 1,
-                last_hash,
-            }
-        }
-    })
+/// Entry number `seq` for `record`, linked to `prev_hash`: encoded as stored, and its hash.
+pub(crate) fn seal_record(
+    seq: u64,
+    time_ms: u64,
+    session: &str,
+    record: &Record,
+    prev_hash: &str,
+) -> (Vec<u8>, String) {
+    let (actor, action, target, outcome) = (
+        clip(&record.actor),
+        clip(&record.action),
+        clip(&record.target),
+        clip(&record.outcome),
+    );
+    Body {
+        seq,
+        time_ms,
+        session,
+        actor: &actor,
+        action: &action,
+        target: &target,
+        outcome: &outcome,
+        prev_hash,
+    }
+    .seal()
 }
 
 type Outcome = Result<u64, AuditError>;
@@ -121,31 +104,19 @@ struct Flush;
 /// The audit actor.
 #[derive(Debug)]
 pub struct AuditActor {
-    db: Arc<Db>,
-    session: String,
+    ledger: Arc<Ledger>,
     health: Arc<AuditHealth>,
-    head: Head,
     writes: GroupCommit<Record, Outcome>,
 }
 
 impl AuditActor {
-    /// An audit log over `db` (prepared with [`prepare`]) for session `session`.
-    ///
-    /// # Errors
-    ///
-    /// When the chain head cannot be read.
-    pub fn new(db: Arc<Db>, session: String, health: Arc<AuditHealth>) -> Result<Self, String> {
-        let head = db
-            .handle()
-            .and_then(|h| load_head(&h))
-            .map_err(|e| format!("cannot read the audit log: {e}"))?;
-        Ok(Self {
-            db,
-            session,
+    /// An audit log over `ledger`, reporting verifications to `health`.
+    pub fn new(ledger: Arc<Ledger>, health: Arc<AuditHealth>) -> Self {
+        Self {
+            ledger,
             health,
-            head,
             writes: GroupCommit::default(),
-        })
+        }
     }
 
     fn flush(&mut self) {
@@ -153,49 +124,26 @@ impl AuditActor {
         if batch.is_empty() {
             return;
         }
-        let mut head = self.head.clone();
-        let time_ms = unix_millis();
-        let entries: Vec<Entry> = batch
-            .iter()
-            .map(|(r, _)| {
-                let entry = seal(Entry {
-                    seq: head.next_seq,
-                    time_ms,
-                    session: self.session.clone(),
-                    actor: clip(&r.actor),
-                    action: clip(&r.action),
-                    target: clip(&r.target),
-                    outcome: clip(&r.outcome),
-                    prev_hash: head.last_hash.clone(),
-                    hash: String::new(),
-                });
-                head.next_seq += 1;
-                head.last_hash.clone_from(&entry.hash);
-                entry
-            })
-            .collect();
-        let written = self.db.handle().and_then(|db| write(&db, &entries));
-        if written.is_err() {
-            self.db.discard();
-        }
-        match written {
-            Ok(()) => {
-                self.head = head;
-                for ((_, tx), entry) in batch.into_iter().zip(&entries) {
-                    let _ = tx.send(Ok(entry.seq));
+        let (records, senders): (Vec<Record>, Vec<_>) = batch.into_iter().unzip();
+        self.ledger.commit_then(
+            Vec::new(),
+            &records,
+            Box::new(move |result| match result {
+                Ok(committed) => {
+                    for (tx, seq) in senders.into_iter().zip(committed.seqs) {
+                        let _ = tx.send(Ok(seq));
+                    }
                 }
-            }
-            Err(e) => {
-                tracing::error!(entries = entries.len(), "audit commit failed: {e}");
-                let shared = Arc::new(e);
-                for (_, tx) in batch {
-                    let _ = tx.send(Err(AuditError::Storage {
-                        op: "commit",
-                        source: Arc::clone(&shared),
-                    }));
+                Err(source) => {
+                    for tx in senders {
+                        let _ = tx.send(Err(AuditError::Storage {
+                            op: "commit",
+                            source: Arc::clone(&source),
+                        }));
+                    }
                 }
-            }
-        }
+            }),
+        );
     }
 }
 
@@ -204,29 +152,15 @@ impl AuditActor {
 const MAX_FIELD: usize = 4096;
 
 /// `text`, or its first [`MAX_FIELD`] bytes (on a character boundary) and its length.
-fn clip(text: &str) -> String {
+fn clip(text: &str) -> Cow<'_, str> {
     if text.len() <= MAX_FIELD {
-        return text.to_owned();
+        return Cow::Borrowed(text);
     }
     let mut cut = MAX_FIELD;
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
-    format!("{}… ({} bytes)", &text[..cut], text.len())
-}
-
-fn write(db: &Database, entries: &[Entry]) -> Result<(), redb::Error> {
-    let tx = db.begin_write()?;
-    {
-        let mut table = tx.open_table(ENTRIES)?;
-        for entry in entries {
-            let bytes = rmp_serde::to_vec_named(entry)
-                .map_err(|e| redb::Error::Io(std::io::Error::other(e)))?;
-            table.insert(entry.seq, bytes.as_slice())?;
-        }
-    }
-    tx.commit()?;
-    Ok(())
+    Cow::Owned(format!("{}… ({} bytes)", &text[..cut], text.len()))
 }
 
 impl Actor for AuditActor {
@@ -263,7 +197,7 @@ impl Handler<Tail> for AuditActor {
     fn handle(&mut self, msg: Tail, _: &mut Context<Self>) -> Self::Result {
         let read = |db: &Database| -> Result<Vec<Entry>, redb::Error> {
             let tx = db.begin_read()?;
-            let table = tx.open_table(ENTRIES)?;
+            let table = tx.open_table(AUDIT)?;
             let decode =
                 |item: Result<_, redb::StorageError>| -> Result<Option<Entry>, redb::Error> {
                     let (_, value): (_, redb::AccessGuard<'_, &[u8]>) = item?;
@@ -282,10 +216,7 @@ impl Handler<Tail> for AuditActor {
             }
             Ok(entries)
         };
-        self.db
-            .handle()
-            .and_then(|db| read(&db))
-            .map_err(AuditError::storage("read"))
+        self.ledger.read(read).map_err(AuditError::storage("read"))
     }
 }
 
@@ -295,9 +226,8 @@ impl Handler<VerifyChain> for AuditActor {
     fn handle(&mut self, _: VerifyChain, _: &mut Context<Self>) -> Self::Result {
         self.flush();
         let verification = self
-            .db
-            .handle()
-            .and_then(|db| verify_db(&db))
+            .ledger
+            .read(verify_db)
             .map_err(AuditError::storage("verify"))?;
         if !verification.ok {
             tracing::error!(
@@ -316,6 +246,9 @@ impl Handler<Terminate> for AuditActor {
 
     fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
         self.flush();
+        if let Err(e) = self.ledger.checkpoint() {
+            tracing::warn!("checkpoint at shutdown failed; the journal keeps the data: {e}");
+        }
         ctx.stop();
     }
 }

@@ -54,6 +54,15 @@ pub enum BootError {
         #[source]
         source: redb::Error,
     },
+    /// The ledger's journal could not be opened or replayed into its database.
+    #[error("cannot open the ledger {path}")]
+    Ledger {
+        /// Journal file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: crate::ledger::LedgerError,
+    },
     /// The socket could not be bound.
     #[error(transparent)]
     Socket(#[from] SocketError),
@@ -142,7 +151,7 @@ impl Kernel {
     /// removed.
     pub async fn boot(config: KernelConfig) -> Result<Self, BootError> {
         let files = config.files.clone();
-        let stores = stores::open_all(&config.state_dir)?;
+        let stores = stores::open_all(&config.state_dir, config.files.name())?;
         tracing::info!(state = %config.state_dir.display(), "databases opened");
         tracing::info!(socket = %files.socket().display(), "binding the socket");
         let bound = socket::bind(&files.socket())?;

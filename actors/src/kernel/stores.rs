@@ -1,7 +1,8 @@
 //! Opening the kernel's databases under `<home>/state/` at boot, before any actor runs: the
-//! key-value store, the capability grants and the audit log, each in its own redb file so a
-//! damaged one never takes the others with it. The audit chain is verified here; a broken
-//! chain is reported, not fatal.
+//! ledger (the key-value store and the audit log, `ledger.redb`, with its write-ahead journal
+//! `ledger.journal.0` and `.1`, replayed here) and the capability grants (`caps.redb`), in separate
+//! files so a damaged one never takes the other with it. The audit chain is verified here; a
+//! broken chain is reported, not fatal.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,13 +12,14 @@ use redb::Database;
 use super::BootError;
 use crate::audit::{self, AuditHealth};
 use crate::db::Db;
+use crate::ledger::journal::JournalFile;
+use crate::ledger::{self, Ledger, LedgerError};
 
 /// The opened databases, shared by every incarnation of the actors that use them.
 #[derive(Debug)]
 pub(crate) struct Stores {
-    pub(crate) kv: Arc<Db>,
+    pub(crate) ledger: Arc<Ledger>,
     pub(crate) caps: Arc<Db>,
-    pub(crate) audit: Arc<Db>,
     pub(crate) audit_health: Arc<AuditHealth>,
 }
 
@@ -40,19 +42,29 @@ fn open(
     })
 }
 
-/// Opens (creating if needed) the three databases in `state`.
-pub(crate) fn open_all(state: &Path) -> Result<Stores, BootError> {
-    let kv = open(&state.join("kv.redb"), crate::store::prepare)?;
+/// Opens (creating if needed) the databases in `state`; audit entries are written for daemon
+/// session `session`.
+pub(crate) fn open_all(state: &Path, session: &str) -> Result<Stores, BootError> {
+    let ledger_path = state.join("ledger.redb");
+    let ledger_db = open(&ledger_path, ledger::prepare)?;
+    let ledger_error = |source| BootError::Ledger {
+        path: ledger_path.clone(),
+        source,
+    };
+    let journal = |name: &str| -> Result<Box<dyn JournalFile>, BootError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(state.join(name))
+            .map_err(|source| ledger_error(LedgerError::Journal { op: "open", source }))?;
+        Ok(Box::new(file))
+    };
+    let journal = [journal("ledger.journal.0")?, journal("ledger.journal.1")?];
+    let ledger = Ledger::open(ledger_db, journal, session).map_err(ledger_error)?;
     let caps = open(&state.join("caps.redb"), crate::caps::prepare)?;
-    let audit_path = state.join("audit.redb");
-    let audit = open(&audit_path, audit::prepare)?;
-    let verification = audit
-        .handle()
-        .and_then(|db| audit::verify_db(&db))
-        .map_err(|source| BootError::Store {
-            path: audit_path,
-            source,
-        })?;
+    let verification = ledger.read(audit::verify_db).map_err(ledger_error)?;
     if verification.ok {
         tracing::info!(entries = verification.entries, "audit chain verified");
     } else {
@@ -63,9 +75,8 @@ pub(crate) fn open_all(state: &Path) -> Result<Stores, BootError> {
         );
     }
     Ok(Stores {
-        kv,
+        ledger: Arc::new(ledger),
         caps,
-        audit,
         audit_health: Arc::new(AuditHealth::new(verification)),
     })
 }

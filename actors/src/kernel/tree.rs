@@ -18,6 +18,7 @@ use crate::caps::CapabilitiesActor;
 use crate::capsules::CapsulesActor;
 use crate::listener::{Connections, ListenerActor, SessionInfo, Token};
 use crate::protocol::to_payload;
+use crate::relay::Relay;
 use crate::session::SessionDeps;
 use crate::store::{Namespaces, StoreActor};
 use crate::supervisor::{
@@ -167,13 +168,11 @@ fn children(
 ) -> Vec<ChildSpec> {
     let permanent = RestartType::Permanent;
     let queue = config.limits.event_queue;
-    let (audit_db, session, health) = (
-        Arc::clone(&stores.audit),
-        config.files.name().to_owned(),
-        Arc::clone(&stores.audit_health),
-    );
-    let (kv_db, namespaces, store_limits) = (
-        Arc::clone(&stores.kv),
+    let (audit_ledger, health) = (Arc::clone(&stores.ledger), Arc::clone(&stores.audit_health));
+    // Sessions run on this (the supervisor's) arbiter: the store answers them through it.
+    let sessions_relay = Relay::on_current_arbiter();
+    let (kv_ledger, namespaces, store_limits) = (
+        Arc::clone(&stores.ledger),
         Arc::new(Namespaces::default()),
         config.store_limits,
     );
@@ -196,7 +195,12 @@ fn children(
             permanent,
             actors.audit.clone(),
             arbiters[0].handle(),
-            move || AuditActor::new(Arc::clone(&audit_db), session.clone(), Arc::clone(&health)),
+            move || {
+                Ok(AuditActor::new(
+                    Arc::clone(&audit_ledger),
+                    Arc::clone(&health),
+                ))
+            },
         ),
         ChildSpec::worker_on(
             "store",
@@ -205,10 +209,11 @@ fn children(
             arbiters[1].handle(),
             move || {
                 Ok(StoreActor::new(
-                    Arc::clone(&kv_db),
+                    Arc::clone(&kv_ledger),
                     Arc::clone(&namespaces),
                     store_limits,
-                ))
+                )
+                .answer_on(sessions_relay.clone()))
             },
         ),
         ChildSpec::worker_on(

@@ -83,6 +83,26 @@ enum Phase {
     Closing,
 }
 
+/// `client:3 (astrid-cli, pid 42, uid 1000)`: a connection as audit entries name it.
+fn describe(id: u64, client: Option<&str>, peer: Peer) -> String {
+    let who = format!("client:{id}");
+    let mut facts = Vec::new();
+    if let Some(name) = client {
+        facts.push(name.to_owned());
+    }
+    if let Some(pid) = peer.pid {
+        facts.push(format!("pid {pid}"));
+    }
+    if let Some(uid) = peer.uid {
+        facts.push(format!("uid {uid}"));
+    }
+    if facts.is_empty() {
+        who
+    } else {
+        format!("{who} ({})", facts.join(", "))
+    }
+}
+
 /// The session actor.
 #[derive(Debug)]
 pub struct SessionActor {
@@ -95,6 +115,8 @@ pub struct SessionActor {
     in_flight: usize,
     client: Option<String>,
     peer: Peer,
+    /// Who this connection is, for audit entries (see `describe`).
+    who: String,
     link: BusLink,
 }
 
@@ -121,6 +143,7 @@ impl SessionActor {
                 in_flight: 0,
                 client: None,
                 peer,
+                who: describe(id, None, peer),
                 link: BusLink::default(),
             }
         });
@@ -165,22 +188,7 @@ impl SessionActor {
 
     /// Who this connection is, for audit entries.
     fn audit_actor(&self) -> String {
-        let who = format!("client:{}", self.id);
-        let mut facts = Vec::new();
-        if let Some(name) = &self.client {
-            facts.push(name.clone());
-        }
-        if let Some(pid) = self.peer.pid {
-            facts.push(format!("pid {pid}"));
-        }
-        if let Some(uid) = self.peer.uid {
-            facts.push(format!("uid {uid}"));
-        }
-        if facts.is_empty() {
-            who
-        } else {
-            format!("{who} ({})", facts.join(", "))
-        }
+        self.who.clone()
     }
 
     /// Records a request that was refused before reaching any actor (not awaited).
@@ -280,6 +288,7 @@ impl SessionActor {
         }
         self.phase = Phase::Open;
         self.publish_lifecycle("astrid.client.connected", &client);
+        self.who = describe(self.id, Some(&client), self.peer);
         self.client = Some(client);
     }
 

@@ -10,8 +10,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{ActorFutureExt, AsyncContext, Context};
+use actix::{ActorFutureExt, AsyncContext, Context, MailboxError};
 use serde::Serialize;
+use tokio::sync::oneshot;
 
 use super::{SessionActor, SessionDeps};
 use crate::audit::{AuditActor, Record, Tail, VerifyChain};
@@ -23,7 +24,7 @@ use crate::protocol::{
     ErrorBody, FaultInjected, KvValue, PROTOCOL_VERSION, ProtocolError, Removed, Request,
     ShutdownAck, Status, Written,
 };
-use crate::store::{self, CLIENT_NAMESPACE};
+use crate::store::{self, CLIENT_NAMESPACE, StoreActor};
 use crate::supervisor::{ChildRef, GetTree, InjectFault, SupervisorActor};
 use crate::vfs;
 
@@ -46,6 +47,12 @@ pub(super) struct AuditNote {
 }
 
 impl AuditNote {
+    /// The entry of a successful request, for work that writes it itself (see
+    /// `run_written`).
+    fn entry(&self) -> Record {
+        Record::new(self.actor.clone(), self.action, self.target.clone(), "ok")
+    }
+
     /// Records the outcome, waiting for durability when the request changes state.
     async fn finish<T>(self, result: &Result<T, KernelError>) {
         let outcome = match result {
@@ -217,24 +224,23 @@ impl SessionActor {
                     namespace: ns(),
                     key: key.clone(),
                     value,
+                    audit: Some(note.entry()),
                 };
-                let ask = call(&store, put, t);
-                self.run(id, ctx, note, async move {
-                    ask.await??;
+                let ask = write(&store, store::Write::Put(put), t);
+                self.run_written(id, ctx, note, async move {
+                    ask.await?;
                     Ok(Written { target: key, bytes })
                 });
             }
             Request::KvDelete { key } => {
-                let ask = call(
-                    &store,
-                    store::Delete {
-                        namespace: ns(),
-                        key: key.clone(),
-                    },
-                    t,
-                );
-                self.run(id, ctx, note, async move {
-                    let removed = ask.await??;
+                let delete = store::Delete {
+                    namespace: ns(),
+                    key: key.clone(),
+                    audit: Some(note.entry()),
+                };
+                let ask = write(&store, store::Write::Delete(delete), t);
+                self.run_written(id, ctx, note, async move {
+                    let removed = ask.await?;
                     Ok(Removed {
                         target: key,
                         removed,
@@ -390,6 +396,28 @@ impl SessionActor {
         });
     }
 
+    /// Like [`run`](Self::run), for work that writes the note's entry itself when it
+    /// succeeds: a key-value write carries its entry into the ledger, durable with it. Only
+    /// a failure is recorded here.
+    pub(super) fn run_written<T, F>(
+        &mut self,
+        id: u64,
+        ctx: &mut Context<Self>,
+        note: AuditNote,
+        work: F,
+    ) where
+        T: Serialize + 'static,
+        F: Future<Output = Result<T, KernelError>> + 'static,
+    {
+        self.call(id, ctx, async move {
+            let result = work.await;
+            if result.is_err() {
+                note.finish(&result).await;
+            }
+            result
+        });
+    }
+
     /// Answers a request refused before any work, and records the refusal.
     pub(super) fn refuse_request(&mut self, id: u64, note: AuditNote, error: &KernelError) {
         let body = ErrorBody::from(error);
@@ -420,6 +448,30 @@ impl SessionActor {
                 act.close_if_done(ctx);
             }),
         );
+    }
+}
+
+/// Sends a write to the store under the deadline; it is answered straight from where it
+/// becomes durable (see [`store::Deferred`]), not through the store's mailbox.
+fn write(
+    store: &ChildRef<StoreActor>,
+    write: store::Write,
+    timeout: Duration,
+) -> impl Future<Output = Result<bool, KernelError>> + 'static {
+    let actor = store.name();
+    let (reply, answer) = oneshot::channel();
+    let sent = store
+        .get()
+        .map(|addr| addr.do_send(store::Deferred { write, reply }))
+        .ok_or(KernelError::NotStarted { actor });
+    async move {
+        sent?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(outcome)) => Ok(outcome?),
+            // Dropped unanswered: the store stopped with the write in its mailbox.
+            Ok(Err(_)) => Err(KernelError::mailbox(actor, timeout, MailboxError::Closed)),
+            Err(_) => Err(KernelError::mailbox(actor, timeout, MailboxError::Timeout)),
+        }
     }
 }
 

@@ -6,6 +6,9 @@
 use actix::Message;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::Record;
+use crate::ledger::LedgerError;
+
 /// The namespace of data written through the client API.
 pub const CLIENT_NAMESPACE: &str = "client";
 
@@ -29,14 +32,15 @@ pub enum StoreError {
         /// The limit.
         max: usize,
     },
-    /// The database failed (e.g. the disk is full); nothing of this operation was written.
+    /// The database or its journal failed (e.g. the disk is full); nothing of this
+    /// operation was written.
     #[error("the key-value database failed during {op}; nothing was written")]
     Storage {
         /// What was being done.
         op: &'static str,
         /// The database error (shared by every write of a failed commit).
         #[source]
-        source: std::sync::Arc<redb::Error>,
+        source: std::sync::Arc<LedgerError>,
     },
     /// The commit carrying this write was abandoned (the store stopped).
     #[error("the store stopped before committing; nothing was written")]
@@ -44,7 +48,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn storage(op: &'static str) -> impl FnOnce(redb::Error) -> Self {
+    pub(crate) fn storage(op: &'static str) -> impl FnOnce(LedgerError) -> Self {
         move |source| Self::Storage {
             op,
             source: std::sync::Arc::new(source),
@@ -72,6 +76,9 @@ pub struct Put {
     pub key: String,
     /// Value.
     pub value: Vec<u8>,
+    /// The audit entry to write with it, durable together with the write (not written if
+    /// the write fails: the caller records the failure).
+    pub audit: Option<Record>,
 }
 
 /// Deletes one key; answered once durable, with whether it existed.
@@ -82,6 +89,31 @@ pub struct Delete {
     pub namespace: String,
     /// Key.
     pub key: String,
+    /// The audit entry to write with it, as for [`Put`].
+    pub audit: Option<Record>,
+}
+
+/// A write for [`Deferred`].
+#[derive(Debug)]
+pub enum Write {
+    /// A [`Put`].
+    Put(Put),
+    /// A [`Delete`].
+    Delete(Delete),
+}
+
+/// A [`Put`] or [`Delete`] answered through `reply` rather than as the message's response:
+/// once the write is durable the answer is sent from where the store delivers answers (see
+/// `StoreActor::answer_on`), without a hop back through the store's thread. The answer is
+/// what a `Delete` answers (for a put, always `false`); a dropped `reply` means the store
+/// stopped before answering.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Deferred {
+    /// The write.
+    pub write: Write,
+    /// Where its outcome goes.
+    pub reply: tokio::sync::oneshot::Sender<Result<bool, StoreError>>,
 }
 
 /// Lists keys by prefix, in order.
@@ -99,11 +131,12 @@ pub struct List {
 /// Counters of the store since its actor started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreStats {
-    /// Writes (puts and deletes) committed.
+    /// Writes (puts and deletes) handed to the ledger (a failed journal write fails them
+    /// afterwards; their writers are told).
     pub writes: u64,
-    /// Durable transactions that carried them.
+    /// Batches that carried them to the ledger (one journal write may carry several).
     pub commits: u64,
-    /// Most writes carried by one commit.
+    /// Most writes carried by one batch.
     pub largest_batch: u64,
 }
 

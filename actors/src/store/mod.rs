@@ -1,16 +1,17 @@
-//! The key-value store: one redb database, one namespace per capsule plus one for clients,
-//! get / put / delete / list-by-prefix, with group commit.
+//! The key-value store: the ledger's `kv` table, one namespace per capsule plus one for
+//! clients, get / put / delete / list-by-prefix, with group commit.
 //!
-//! Writes are acknowledged only after the transaction that carries them is durable; writes
-//! that arrive while a commit is in flight share the next transaction (see
-//! `group_commit.rs`). The actor runs on its own arbiter, so fsyncs never
-//! block the sessions. The database is opened once by the kernel and shared across restarts
-//! of the actor, so a crash never leaves it locked; after a failed commit it is reopened (see
-//! [`Db`]), so a disk that was full accepts writes again once it has space.
+//! Writes are acknowledged only after the batch that carries them is durable; writes that
+//! arrive while a commit is in flight share the next batch (see `group_commit.rs`). A write
+//! may carry its audit entry, which the [`Ledger`] makes durable together with it. The actor
+//! runs on its own arbiter, so fsyncs never block the sessions. The ledger is opened once by
+//! the kernel and shared across restarts of the actor; after a failed commit its database is
+//! reopened, so a disk that was full accepts writes again once it has space.
 //!
-//! Handles: [`Get`], [`Put`], [`Delete`], [`List`] (the session router, capsule host
-//! functions), `Flush` (itself), and the supervision messages [`Terminate`] (commits what is
-//! pending, then stops) and [`Inject`].
+//! Handles: [`Get`], [`Put`], [`Delete`], [`Deferred`] (writes answered from where they
+//! become durable), [`List`] (the session router, capsule host functions), `Flush` (itself),
+//! and the supervision messages [`Terminate`] (commits what is pending, then stops) and
+//! [`Inject`].
 
 mod messages;
 
@@ -20,18 +21,19 @@ use std::sync::{Arc, PoisonError, RwLock};
 use actix::{
     Actor, ActorContext, AsyncContext, Context, Handler, Message, MessageResult, ResponseFuture,
 };
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase};
+use tokio::sync::oneshot;
 
-use crate::db::Db;
+use crate::audit::Record;
+use crate::ledger::{CommitResult, KV, KvChange, Ledger};
+use crate::relay::Relay;
 
 pub use self::messages::{
-    CLIENT_NAMESPACE, Delete, Get, GetStoreStats, List, Listing, Put, StoreError, StoreStats,
+    CLIENT_NAMESPACE, Deferred, Delete, Get, GetStoreStats, List, Listing, Put, StoreError,
+    StoreStats, Write,
 };
 use crate::group_commit::GroupCommit;
 use crate::supervisor::{Inject, Terminate, apply_fault};
-
-/// Physical key = namespace, NUL, key.
-const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 
 /// Size limits of keys and values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,22 +88,11 @@ impl Namespaces {
     }
 }
 
-/// Creates the table if the database is new.
-///
-/// # Errors
-///
-/// When the database cannot be written.
-pub fn prepare(db: &Database) -> Result<(), redb::Error> {
-    let tx = db.begin_write()?;
-    tx.open_table(KV)?;
-    tx.commit()?;
-    Ok(())
-}
-
+/// A change waiting for the next commit, with the audit entry to write along with it.
 #[derive(Debug)]
-enum WriteOp {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+struct WriteOp {
+    change: KvChange,
+    audit: Option<Record>,
 }
 
 type Outcome = Result<bool, StoreError>;
@@ -114,7 +105,8 @@ struct Flush;
 /// The store actor.
 #[derive(Debug)]
 pub struct StoreActor {
-    db: Arc<Db>,
+    ledger: Arc<Ledger>,
+    relay: Relay,
     namespaces: Arc<Namespaces>,
     limits: StoreLimits,
     writes: GroupCommit<WriteOp, Outcome>,
@@ -122,15 +114,24 @@ pub struct StoreActor {
 }
 
 impl StoreActor {
-    /// A store over `db` (opened with [`prepare`] in its opener).
-    pub fn new(db: Arc<Db>, namespaces: Arc<Namespaces>, limits: StoreLimits) -> Self {
+    /// A store over the `kv` table of `ledger`.
+    pub fn new(ledger: Arc<Ledger>, namespaces: Arc<Namespaces>, limits: StoreLimits) -> Self {
         Self {
-            db,
+            ledger,
+            relay: Relay::direct(),
             namespaces,
             limits,
             writes: GroupCommit::default(),
             stats: StoreStats::default(),
         }
+    }
+
+    /// Answers writers through `relay` (the arbiter most writers wait on) instead of from
+    /// the ledger's syncer thread.
+    #[must_use]
+    pub fn answer_on(mut self, relay: Relay) -> Self {
+        self.relay = relay;
+        self
     }
 
     fn key(&self, namespace: &str, key: &str) -> Result<Vec<u8>, StoreError> {
@@ -141,45 +142,46 @@ impl StoreActor {
         Ok(physical(namespace, key))
     }
 
-    fn submit(&mut self, op: WriteOp, ctx: &mut Context<Self>) -> ResponseFuture<Outcome> {
-        let (rx, schedule) = self.writes.submit(op);
-        if schedule {
-            ctx.notify(Flush);
-        }
-        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Aborted)) })
-    }
-
-    /// Commits the pending writes in one durable transaction and answers every writer.
+    /// Hands the pending writes (and their audit entries) to the ledger as one batch; each
+    /// writer is answered once it is durable.
     fn flush(&mut self) {
         let batch = self.writes.take();
         if batch.is_empty() {
             return;
         }
-        let committed = self.db.handle().and_then(|db| commit(&db, &batch));
-        if committed.is_err() {
-            self.db.discard();
+        let mut changes = Vec::with_capacity(batch.len());
+        let mut records = Vec::new();
+        let mut senders = Vec::with_capacity(batch.len());
+        for (op, tx) in batch {
+            changes.push(op.change);
+            records.extend(op.audit);
+            senders.push(tx);
         }
-        match committed {
-            Ok(results) => {
-                let n = batch.len() as u64;
-                self.stats.commits += 1;
-                self.stats.writes += n;
-                self.stats.largest_batch = self.stats.largest_batch.max(n);
-                for ((_, tx), existed) in batch.into_iter().zip(results) {
-                    let _ = tx.send(Ok(existed));
+        let n = senders.len() as u64;
+        self.stats.commits += 1;
+        self.stats.writes += n;
+        self.stats.largest_batch = self.stats.largest_batch.max(n);
+        let relay = self.relay.clone();
+        let answer = move |result: CommitResult| match result {
+            Ok(committed) => {
+                for (tx, removed) in senders.into_iter().zip(committed.removed) {
+                    let _ = tx.send(Ok(removed));
                 }
             }
-            Err(e) => {
-                tracing::error!(writes = batch.len(), "key-value commit failed: {e}");
-                let shared = Arc::new(e);
-                for (_, tx) in batch {
+            Err(source) => {
+                for tx in senders {
                     let _ = tx.send(Err(StoreError::Storage {
                         op: "commit",
-                        source: Arc::clone(&shared),
+                        source: Arc::clone(&source),
                     }));
                 }
             }
-        }
+        };
+        self.ledger.commit_then(
+            changes,
+            &records,
+            Box::new(move |result| relay.run(move || answer(result))),
+        );
     }
 }
 
@@ -204,28 +206,6 @@ fn check_key(key: &str, max: usize) -> Result<(), StoreError> {
     Err(StoreError::InvalidKey { reason })
 }
 
-fn commit(
-    db: &Database,
-    batch: &[(WriteOp, tokio::sync::oneshot::Sender<Outcome>)],
-) -> Result<Vec<bool>, redb::Error> {
-    let tx = db.begin_write()?;
-    let mut results = Vec::with_capacity(batch.len());
-    {
-        let mut table = tx.open_table(KV)?;
-        for (op, _) in batch {
-            match op {
-                WriteOp::Put { key, value } => {
-                    table.insert(key.as_slice(), value.as_slice())?;
-                    results.push(true);
-                }
-                WriteOp::Delete { key } => results.push(table.remove(key.as_slice())?.is_some()),
-            }
-        }
-    }
-    tx.commit()?;
-    Ok(results)
-}
-
 impl Actor for StoreActor {
     type Context = Context<Self>;
 
@@ -240,15 +220,58 @@ impl Handler<Get> for StoreActor {
 
     fn handle(&mut self, msg: Get, _: &mut Context<Self>) -> Self::Result {
         let key = self.key(&msg.namespace, &msg.key)?;
-        let read = |db: &Database| -> Result<Option<Vec<u8>>, redb::Error> {
-            let tx = db.begin_read()?;
-            let table = tx.open_table(KV)?;
-            Ok(table.get(key.as_slice())?.map(|v| v.value().to_vec()))
-        };
-        self.db
-            .handle()
-            .and_then(|db| read(&db))
-            .map_err(StoreError::storage("read"))
+        self.ledger.get(&key).map_err(StoreError::storage("read"))
+    }
+}
+
+impl StoreActor {
+    /// Checks a write and turns it into the operation to commit.
+    fn accept(&self, write: Write) -> Result<WriteOp, StoreError> {
+        match write {
+            Write::Put(put) => {
+                let key = self.key(&put.namespace, &put.key)?;
+                if put.value.len() > self.limits.max_value {
+                    return Err(StoreError::ValueTooLarge {
+                        len: put.value.len(),
+                        max: self.limits.max_value,
+                    });
+                }
+                Ok(WriteOp {
+                    change: KvChange::Put {
+                        key,
+                        value: put.value,
+                    },
+                    audit: put.audit,
+                })
+            }
+            Write::Delete(delete) => Ok(WriteOp {
+                change: KvChange::Delete {
+                    key: self.key(&delete.namespace, &delete.key)?,
+                },
+                audit: delete.audit,
+            }),
+        }
+    }
+
+    /// Queues `write` for the next commit, its outcome going to `reply`.
+    fn enqueue(&mut self, write: Write, reply: oneshot::Sender<Outcome>, ctx: &mut Context<Self>) {
+        match self.accept(write) {
+            Ok(op) => {
+                if self.writes.submit_with(op, reply) {
+                    ctx.notify(Flush);
+                }
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Queues `write` and answers it as the message's response.
+    fn respond(&mut self, write: Write, ctx: &mut Context<Self>) -> ResponseFuture<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(write, tx, ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Aborted)) })
     }
 }
 
@@ -256,27 +279,7 @@ impl Handler<Put> for StoreActor {
     type Result = ResponseFuture<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: Put, ctx: &mut Context<Self>) -> Self::Result {
-        let checked = self.key(&msg.namespace, &msg.key).and_then(|key| {
-            if msg.value.len() > self.limits.max_value {
-                Err(StoreError::ValueTooLarge {
-                    len: msg.value.len(),
-                    max: self.limits.max_value,
-                })
-            } else {
-                Ok(key)
-            }
-        });
-        let key = match checked {
-            Ok(key) => key,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        let done = self.submit(
-            WriteOp::Put {
-                key,
-                value: msg.value,
-            },
-            ctx,
-        );
+        let done = self.respond(Write::Put(msg), ctx);
         Box::pin(async move { done.await.map(drop) })
     }
 }
@@ -285,10 +288,15 @@ impl Handler<Delete> for StoreActor {
     type Result = ResponseFuture<Result<bool, StoreError>>;
 
     fn handle(&mut self, msg: Delete, ctx: &mut Context<Self>) -> Self::Result {
-        match self.key(&msg.namespace, &msg.key) {
-            Ok(key) => self.submit(WriteOp::Delete { key }, ctx),
-            Err(e) => Box::pin(async move { Err(e) }),
-        }
+        self.respond(Write::Delete(msg), ctx)
+    }
+}
+
+impl Handler<Deferred> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deferred, ctx: &mut Context<Self>) {
+        self.enqueue(msg.write, msg.reply, ctx);
     }
 }
 
@@ -325,10 +333,7 @@ impl Handler<List> for StoreActor {
             }
             Ok(Listing { keys, truncated })
         };
-        self.db
-            .handle()
-            .and_then(|db| list(&db))
-            .map_err(StoreError::storage("list"))
+        self.ledger.read(list).map_err(StoreError::storage("list"))
     }
 }
 

@@ -4,3 +4,6 @@
 fn main() -> std::process::ExitCode {
     astrid::daemon::main(std::env::args_os())
 }
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
