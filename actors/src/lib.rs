@@ -31,7 +31,7 @@
 //! kernel (root supervisor, one_for_one)
 //! ├── bus           permanent
 //! ├── audit         permanent   (own thread)
-//! ├── store         permanent   (own thread)
+//! ├── store         permanent   (writes synced by the ledger's threads)
 //! ├── capabilities  permanent   (own thread)
 //! ├── vfs           permanent   (own thread)
 //! ├── capsules      permanent

@@ -118,7 +118,7 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
         shutdown: shutdown.clone(),
         client_publish,
     });
-    let arbiters: Vec<Arbiter> = (0..4).map(|_| Arbiter::new()).collect();
+    let arbiters: Vec<Arbiter> = (0..3).map(|_| Arbiter::new()).collect();
     let children = children(
         config,
         &supervisor,
@@ -202,32 +202,28 @@ fn children(
                 ))
             },
         ),
-        ChildSpec::worker_on(
-            "store",
-            permanent,
-            actors.store.clone(),
-            arbiters[1].handle(),
-            move || {
-                Ok(StoreActor::new(
-                    Arc::clone(&kv_ledger),
-                    Arc::clone(&namespaces),
-                    store_limits,
-                )
-                .answer_on(sessions_relay.clone()))
-            },
-        ),
+        // The store never waits for the disk (see its docs): on the sessions' arbiter, a
+        // write costs no thread hop.
+        ChildSpec::worker("store", permanent, actors.store.clone(), move || {
+            Ok(StoreActor::new(
+                Arc::clone(&kv_ledger),
+                Arc::clone(&namespaces),
+                store_limits,
+            )
+            .answer_on(sessions_relay.clone()))
+        }),
         ChildSpec::worker_on(
             "capabilities",
             permanent,
             actors.caps.clone(),
-            arbiters[2].handle(),
+            arbiters[1].handle(),
             move || CapabilitiesActor::new(Arc::clone(&caps_db), caps_audit.clone()),
         ),
         ChildSpec::worker_on(
             "vfs",
             permanent,
             actors.vfs.clone(),
-            arbiters[3].handle(),
+            arbiters[2].handle(),
             move || VfsActor::new(&workspace, vfs_limits).map_err(|e| e.to_string()),
         ),
         ChildSpec::worker("capsules", permanent, actors.capsules.clone(), move || {

@@ -102,6 +102,15 @@ pub enum KvChange {
     },
 }
 
+/// What the ledger knows of a key without reading the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cached {
+    /// Its value (`None`: removed), changed since the last checkpoint.
+    Known(Option<Vec<u8>>),
+    /// Only the database knows.
+    Unknown,
+}
+
 /// What a commit did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
@@ -286,6 +295,15 @@ impl Ledger {
             self.shared.applied(&mut inner)?
         };
         Ok(read(&db)?)
+    }
+
+    /// The durable value of physical key `key` if it is known without reading the database
+    /// (it was written or removed since the last checkpoint).
+    pub fn cached(&self, key: &[u8]) -> Cached {
+        match self.shared.lock().overlay(key) {
+            Some(value) => Cached::Known(value.clone()),
+            None => Cached::Unknown,
+        }
     }
 
     /// The durable value of physical key `key`.

@@ -4,9 +4,11 @@
 //! Writes are acknowledged only after the batch that carries them is durable; writes that
 //! arrive while a commit is in flight share the next batch (see `group_commit.rs`). A write
 //! may carry its audit entry, which the [`Ledger`] makes durable together with it. The actor
-//! runs on its own arbiter, so fsyncs never block the sessions. The ledger is opened once by
-//! the kernel and shared across restarts of the actor; after a failed commit its database is
-//! reopened, so a disk that was full accepts writes again once it has space.
+//! runs on the sessions' arbiter yet never waits for the disk: writes are only staged in the
+//! ledger, whose own threads write and sync the journal, and reads that may touch the disk run
+//! on the blocking pool. The ledger is opened once by the kernel and shared across restarts of
+//! the actor; after a failed commit its database is reopened, so a disk that was full accepts
+//! writes again once it has space.
 //!
 //! Handles: [`Get`], [`Put`], [`Delete`], [`Deferred`] (writes answered from where they
 //! become durable), [`List`] (the session router, capsule host functions), `Flush` (itself),
@@ -25,7 +27,7 @@ use redb::{Database, ReadableDatabase};
 use tokio::sync::oneshot;
 
 use crate::audit::Record;
-use crate::ledger::{CommitResult, KV, KvChange, Ledger};
+use crate::ledger::{Cached, CommitResult, KV, KvChange, Ledger};
 use crate::relay::Relay;
 
 pub use self::messages::{
@@ -215,12 +217,30 @@ impl Actor for StoreActor {
     }
 }
 
+/// Runs a read that may wait for the disk on the blocking pool, off the sessions' thread.
+fn off_thread<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> ResponseFuture<Result<T, StoreError>> {
+    Box::pin(async move {
+        tokio::task::spawn_blocking(read)
+            .await
+            .unwrap_or(Err(StoreError::Aborted))
+    })
+}
+
 impl Handler<Get> for StoreActor {
-    type Result = Result<Option<Vec<u8>>, StoreError>;
+    type Result = ResponseFuture<Result<Option<Vec<u8>>, StoreError>>;
 
     fn handle(&mut self, msg: Get, _: &mut Context<Self>) -> Self::Result {
-        let key = self.key(&msg.namespace, &msg.key)?;
-        self.ledger.get(&key).map_err(StoreError::storage("read"))
+        let key = match self.key(&msg.namespace, &msg.key) {
+            Ok(key) => key,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        if let Cached::Known(value) = self.ledger.cached(&key) {
+            return Box::pin(async move { Ok(value) });
+        }
+        let ledger = Arc::clone(&self.ledger);
+        off_thread(move || ledger.get(&key).map_err(StoreError::storage("read")))
     }
 }
 
@@ -301,20 +321,22 @@ impl Handler<Deferred> for StoreActor {
 }
 
 impl Handler<List> for StoreActor {
-    type Result = Result<Listing, StoreError>;
+    type Result = ResponseFuture<Result<Listing, StoreError>>;
 
     fn handle(&mut self, msg: List, _: &mut Context<Self>) -> Self::Result {
         if !self.namespaces.contains(&msg.namespace) {
-            return Err(StoreError::UnknownNamespace(msg.namespace));
+            return Box::pin(async move { Err(StoreError::UnknownNamespace(msg.namespace)) });
         }
         if msg.prefix.contains('\0') {
-            return Err(StoreError::InvalidKey {
-                reason: "the prefix contains a NUL byte",
+            return Box::pin(async move {
+                Err(StoreError::InvalidKey {
+                    reason: "the prefix contains a NUL byte",
+                })
             });
         }
         let start = physical(&msg.namespace, &msg.prefix);
         let skip = msg.namespace.len() + 1;
-        let list = |db: &Database| -> Result<Listing, redb::Error> {
+        let list = move |db: &Database| -> Result<Listing, redb::Error> {
             let tx = db.begin_read()?;
             let table = tx.open_table(KV)?;
             let mut keys = Vec::new();
@@ -333,7 +355,8 @@ impl Handler<List> for StoreActor {
             }
             Ok(Listing { keys, truncated })
         };
-        self.ledger.read(list).map_err(StoreError::storage("list"))
+        let ledger = Arc::clone(&self.ledger);
+        off_thread(move || ledger.read(list).map_err(StoreError::storage("list")))
     }
 }
 
