@@ -30,7 +30,7 @@
 //! ```text
 //! kernel (root supervisor, one_for_one)
 //! ├── bus           permanent
-//! ├── audit         permanent   (own thread)
+//! ├── audit         permanent   (writes synced by the ledger's threads)
 //! ├── store         permanent   (writes synced by the ledger's threads)
 //! ├── capabilities  permanent   (own thread)
 //! ├── vfs           permanent   (own thread)

@@ -5,7 +5,9 @@
 //! head lives in the [`Ledger`], which the key-value store shares: a put and its entry are
 //! written together there, and entries get their sequence numbers in commit order whichever
 //! actor writes them. A broken chain is reported (logged at error level and shown in status)
-//! but never stops the daemon; new entries keep linking to the last stored one.
+//! but never stops the daemon; new entries keep linking to the last stored one. Like the
+//! store, the actor runs on the sessions' arbiter without ever waiting for the disk: records
+//! are staged in the ledger, and `Tail` and `VerifyChain` read on the blocking pool.
 //!
 //! Handles: [`Record`] (router, kernel, capability store), [`Tail`] and [`VerifyChain`]
 //! (router), `Flush` (itself), [`Terminate`] (commits what is pending, then stops) and
@@ -23,7 +25,8 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use self::chain::{Body, Entry, Verification, verify};
 pub use self::messages::{AuditError, Record, Tail, VerifyChain};
 use crate::group_commit::GroupCommit;
-use crate::ledger::{AUDIT, Ledger};
+use crate::ledger::{AUDIT, CommitResult, Ledger};
+use crate::relay::Relay;
 use crate::supervisor::{Inject, Terminate, apply_fault};
 
 /// Reads and checks the whole log.
@@ -105,6 +108,7 @@ struct Flush;
 #[derive(Debug)]
 pub struct AuditActor {
     ledger: Arc<Ledger>,
+    relay: Relay,
     health: Arc<AuditHealth>,
     writes: GroupCommit<Record, Outcome>,
 }
@@ -114,9 +118,18 @@ impl AuditActor {
     pub fn new(ledger: Arc<Ledger>, health: Arc<AuditHealth>) -> Self {
         Self {
             ledger,
+            relay: Relay::direct(),
             health,
             writes: GroupCommit::default(),
         }
+    }
+
+    /// Answers recorders through `relay` (the arbiter most of them wait on) instead of from
+    /// the ledger's syncer thread.
+    #[must_use]
+    pub fn answer_on(mut self, relay: Relay) -> Self {
+        self.relay = relay;
+        self
     }
 
     fn flush(&mut self) {
@@ -125,24 +138,26 @@ impl AuditActor {
             return;
         }
         let (records, senders): (Vec<Record>, Vec<_>) = batch.into_iter().unzip();
+        let relay = self.relay.clone();
+        let answer = move |result: CommitResult| match result {
+            Ok(committed) => {
+                for (tx, seq) in senders.into_iter().zip(committed.seqs) {
+                    let _ = tx.send(Ok(seq));
+                }
+            }
+            Err(source) => {
+                for tx in senders {
+                    let _ = tx.send(Err(AuditError::Storage {
+                        op: "commit",
+                        source: Arc::clone(&source),
+                    }));
+                }
+            }
+        };
         self.ledger.commit_then(
             Vec::new(),
             &records,
-            Box::new(move |result| match result {
-                Ok(committed) => {
-                    for (tx, seq) in senders.into_iter().zip(committed.seqs) {
-                        let _ = tx.send(Ok(seq));
-                    }
-                }
-                Err(source) => {
-                    for tx in senders {
-                        let _ = tx.send(Err(AuditError::Storage {
-                            op: "commit",
-                            source: Arc::clone(&source),
-                        }));
-                    }
-                }
-            }),
+            Box::new(move |result| relay.run(move || answer(result))),
         );
     }
 }
@@ -192,10 +207,10 @@ impl Handler<Flush> for AuditActor {
 }
 
 impl Handler<Tail> for AuditActor {
-    type Result = Result<Vec<Entry>, AuditError>;
+    type Result = ResponseFuture<Result<Vec<Entry>, AuditError>>;
 
     fn handle(&mut self, msg: Tail, _: &mut Context<Self>) -> Self::Result {
-        let read = |db: &Database| -> Result<Vec<Entry>, redb::Error> {
+        let read = move |db: &Database| -> Result<Vec<Entry>, redb::Error> {
             let tx = db.begin_read()?;
             let table = tx.open_table(AUDIT)?;
             let decode =
@@ -216,28 +231,37 @@ impl Handler<Tail> for AuditActor {
             }
             Ok(entries)
         };
-        self.ledger.read(read).map_err(AuditError::storage("read"))
+        let ledger = Arc::clone(&self.ledger);
+        Box::pin(async move {
+            ledger
+                .read_blocking(read)
+                .await
+                .map_err(AuditError::storage("read"))
+        })
     }
 }
 
 impl Handler<VerifyChain> for AuditActor {
-    type Result = Result<Verification, AuditError>;
+    type Result = ResponseFuture<Result<Verification, AuditError>>;
 
     fn handle(&mut self, _: VerifyChain, _: &mut Context<Self>) -> Self::Result {
         self.flush();
-        let verification = self
-            .ledger
-            .read(verify_db)
-            .map_err(AuditError::storage("verify"))?;
-        if !verification.ok {
-            tracing::error!(
-                first_bad = ?verification.first_bad,
-                reason = ?verification.reason,
-                "the audit chain is broken"
-            );
-        }
-        self.health.set(verification.clone());
-        Ok(verification)
+        let (ledger, health) = (Arc::clone(&self.ledger), Arc::clone(&self.health));
+        Box::pin(async move {
+            let verification = ledger
+                .read_blocking(verify_db)
+                .await
+                .map_err(AuditError::storage("verify"))?;
+            if !verification.ok {
+                tracing::error!(
+                    first_bad = ?verification.first_bad,
+                    reason = ?verification.reason,
+                    "the audit chain is broken"
+                );
+            }
+            health.set(verification.clone());
+            Ok(verification)
+        })
     }
 }
 

@@ -118,7 +118,7 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
         shutdown: shutdown.clone(),
         client_publish,
     });
-    let arbiters: Vec<Arbiter> = (0..3).map(|_| Arbiter::new()).collect();
+    let arbiters: Vec<Arbiter> = (0..2).map(|_| Arbiter::new()).collect();
     let children = children(
         config,
         &supervisor,
@@ -169,8 +169,10 @@ fn children(
     let permanent = RestartType::Permanent;
     let queue = config.limits.event_queue;
     let (audit_ledger, health) = (Arc::clone(&stores.ledger), Arc::clone(&stores.audit_health));
-    // Sessions run on this (the supervisor's) arbiter: the store answers them through it.
+    // Sessions run on this (the supervisor's) arbiter: the store and the audit log answer
+    // them through it.
     let sessions_relay = Relay::on_current_arbiter();
+    let audit_relay = sessions_relay.clone();
     let (kv_ledger, namespaces, store_limits) = (
         Arc::clone(&stores.ledger),
         Arc::new(Namespaces::default()),
@@ -190,20 +192,14 @@ fn children(
         ChildSpec::worker("bus", permanent, actors.bus.clone(), move || {
             Ok(BusActor::new(queue))
         }),
-        ChildSpec::worker_on(
-            "audit",
-            permanent,
-            actors.audit.clone(),
-            arbiters[0].handle(),
-            move || {
-                Ok(AuditActor::new(
-                    Arc::clone(&audit_ledger),
-                    Arc::clone(&health),
-                ))
-            },
-        ),
-        // The store never waits for the disk (see its docs): on the sessions' arbiter, a
-        // write costs no thread hop.
+        // The audit log and the store never wait for the disk (see their docs): on the
+        // sessions' arbiter, recording or writing costs no thread hop.
+        ChildSpec::worker("audit", permanent, actors.audit.clone(), move || {
+            Ok(
+                AuditActor::new(Arc::clone(&audit_ledger), Arc::clone(&health))
+                    .answer_on(audit_relay.clone()),
+            )
+        }),
         ChildSpec::worker("store", permanent, actors.store.clone(), move || {
             Ok(StoreActor::new(
                 Arc::clone(&kv_ledger),
@@ -216,14 +212,14 @@ fn children(
             "capabilities",
             permanent,
             actors.caps.clone(),
-            arbiters[1].handle(),
+            arbiters[0].handle(),
             move || CapabilitiesActor::new(Arc::clone(&caps_db), caps_audit.clone()),
         ),
         ChildSpec::worker_on(
             "vfs",
             permanent,
             actors.vfs.clone(),
-            arbiters[2].handle(),
+            arbiters[1].handle(),
             move || VfsActor::new(&workspace, vfs_limits).map_err(|e| e.to_string()),
         ),
         ChildSpec::worker("capsules", permanent, actors.capsules.clone(), move || {

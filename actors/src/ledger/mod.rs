@@ -77,6 +77,10 @@ pub enum LedgerError {
         #[source]
         source: std::io::Error,
     },
+    /// A read on the blocking pool did not finish (its thread panicked, or the runtime is
+    /// stopping).
+    #[error("the read was interrupted")]
+    Interrupted,
 }
 
 impl LedgerError {
@@ -295,6 +299,23 @@ impl Ledger {
             self.shared.applied(&mut inner)?
         };
         Ok(read(&db)?)
+    }
+
+    /// [`Ledger::read`] on the blocking pool, for callers on an event loop: it may wait for
+    /// the disk, or for a checkpoint to finish.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ledger::read`], or [`LedgerError::Interrupted`].
+    pub async fn read_blocking<T, F>(self: &Arc<Self>, read: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, redb::Error> + Send + 'static,
+    {
+        let ledger = Arc::clone(self);
+        tokio::task::spawn_blocking(move || ledger.read(read))
+            .await
+            .unwrap_or(Err(LedgerError::Interrupted))
     }
 
     /// The durable value of physical key `key` if it is known without reading the database

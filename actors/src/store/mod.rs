@@ -217,17 +217,6 @@ impl Actor for StoreActor {
     }
 }
 
-/// Runs a read that may wait for the disk on the blocking pool, off the sessions' thread.
-fn off_thread<T: Send + 'static>(
-    read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> ResponseFuture<Result<T, StoreError>> {
-    Box::pin(async move {
-        tokio::task::spawn_blocking(read)
-            .await
-            .unwrap_or(Err(StoreError::Aborted))
-    })
-}
-
 impl Handler<Get> for StoreActor {
     type Result = ResponseFuture<Result<Option<Vec<u8>>, StoreError>>;
 
@@ -236,11 +225,13 @@ impl Handler<Get> for StoreActor {
             Ok(key) => key,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
+        // A point read: from the overlay, or one B-tree lookup in pages redb and the
+        // kernel keep cached; done in place.
         if let Cached::Known(value) = self.ledger.cached(&key) {
             return Box::pin(async move { Ok(value) });
         }
-        let ledger = Arc::clone(&self.ledger);
-        off_thread(move || ledger.get(&key).map_err(StoreError::storage("read")))
+        let read = self.ledger.get(&key).map_err(StoreError::storage("read"));
+        Box::pin(async move { read })
     }
 }
 
@@ -356,7 +347,12 @@ impl Handler<List> for StoreActor {
             Ok(Listing { keys, truncated })
         };
         let ledger = Arc::clone(&self.ledger);
-        off_thread(move || ledger.read(list).map_err(StoreError::storage("list")))
+        Box::pin(async move {
+            ledger
+                .read_blocking(list)
+                .await
+                .map_err(StoreError::storage("list"))
+        })
     }
 }
 
