@@ -62,6 +62,11 @@ pub(crate) enum CliError {
     Io(#[from] std::io::Error),
 }
 
+/// The same allocator as `astrid-daemon`, since `astrid daemon` runs the daemon in this
+/// binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // `astrid daemon [FLAGS]` is the daemon itself, with the flags of `astrid-daemon`; the CLI
     // falls back to it when no `astrid-daemon` binary is installed.
