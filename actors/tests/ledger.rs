@@ -143,19 +143,22 @@ fn end_of_frames(bytes: &[u8]) -> usize {
     at
 }
 
-/// Checks that the journal of `file` holds nothing to replay: a fresh database under a copy
-/// of it stays empty.
-#[track_caller]
-fn assert_journal_empty(file: &DbFile) {
+/// Whether the journal of `file` holds nothing to replay: a fresh database under a copy of
+/// it stays empty.
+fn journal_replays_nothing(file: &DbFile) -> bool {
     let fresh = DbFile::new();
     for n in [0, 1] {
         std::fs::copy(file.journal_path(n), fresh.journal_path(n)).unwrap();
     }
     let (ledger, _disk) = fresh.open_ledger(SESSION);
-    assert!(ledger.read(pairs).unwrap().is_empty(), "no change replayed");
+    ledger.read(pairs).unwrap().is_empty() && ledger.read(entries).unwrap().is_empty()
+}
+
+#[track_caller]
+fn assert_journal_empty(file: &DbFile) {
     assert!(
-        ledger.read(entries).unwrap().is_empty(),
-        "no entry replayed"
+        journal_replays_nothing(file),
+        "the journal replays something"
     );
 }
 
@@ -278,6 +281,28 @@ fn a_checkpoint_leaves_everything_in_the_database_file_and_empties_the_journal()
         pairs_of(&[("k1", "v"), ("k2", "v"), ("k3", "v"), ("k4", "v")])
     );
     assert_eq!(verify_db(&db).unwrap(), v);
+}
+
+#[test]
+fn the_checkpointer_empties_the_journal_by_itself_even_after_a_reader_applied_the_changes() {
+    let file = DbFile::new();
+    let (ledger, _disk) = file.open_ledger(SESSION);
+    ledger.commit(vec![put("a", "1")], &[record(0)]).unwrap();
+    // A full read writes the pending changes into the database, not durably: the journal
+    // must still be checkpointed.
+    assert_eq!(ledger.read(pairs).unwrap(), pairs_of(&[("a", "1")]));
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !journal_replays_nothing(&file) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the journal was never emptied"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(ledger);
+    let db = file.reopen();
+    assert_eq!(pairs(&db).unwrap(), pairs_of(&[("a", "1")]));
+    assert_eq!(verify_db(&db).unwrap().entries, 1);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -181,6 +181,9 @@ struct Inner {
     /// The database was discarded after a failure and lacks journaled commits: replay before
     /// using it.
     stale: bool,
+    /// The journal holds frames the database does not hold durably (a checkpoint is due even
+    /// when nothing is pending, e.g. after a reader applied the pending changes).
+    journaled: bool,
     threads: Threads,
 }
 
@@ -261,6 +264,7 @@ impl Ledger {
                 pending: Pending::default(),
                 applying: None,
                 stale: false,
+                journaled: false,
                 threads: Threads::default(),
             }),
             staged: Condvar::new(),
@@ -459,7 +463,9 @@ impl Ledger {
             shared.lose_database(&mut inner);
             return Err(e.into());
         }
-        journal.reset().map_err(LedgerError::journal("reset"))
+        journal.reset().map_err(LedgerError::journal("reset"))?;
+        inner.journaled = false;
+        Ok(())
     }
 
     /// The daemon session audit entries are written for.
@@ -537,8 +543,9 @@ impl Shared {
                 }
                 inner.pending = Pending::default();
                 inner.stale = false;
-                if let Err(e) = journal.reset() {
-                    tracing::warn!("cannot empty the journal after a replay: {e}");
+                match journal.reset() {
+                    Ok(()) => inner.journaled = false,
+                    Err(e) => tracing::warn!("cannot empty the journal after a replay: {e}"),
                 }
                 tracing::info!("database caught up with the journal after reopening");
                 Ok(())
@@ -672,7 +679,7 @@ impl Shared {
             if inner.threads.closing {
                 return;
             }
-            if inner.threads.wanted || !inner.pending.is_empty() {
+            if inner.threads.wanted || inner.journaled || !inner.pending.is_empty() {
                 inner.threads.wanted = false;
                 drop(inner);
                 self.checkpoint_in_background();
@@ -719,6 +726,7 @@ impl Shared {
                 if let Err(e) = journal.clear_retired() {
                     tracing::warn!("cannot empty the retired journal file: {e}");
                 }
+                inner.journaled = !journal.is_empty();
                 return;
             }
             Err(e) => {
@@ -741,9 +749,12 @@ impl Shared {
             return;
         }
         drop(inner);
-        if let Err(e) = self.lock_journal().clear_retired() {
+        let mut journal = self.lock_journal();
+        if let Err(e) = journal.clear_retired() {
             tracing::warn!("cannot empty the retired journal file: {e}");
         }
+        // Frames published meanwhile are in the active file; the next run takes them.
+        self.lock().journaled = !journal.is_empty();
     }
 }
 
@@ -757,6 +768,7 @@ fn publish(
     let mut answers = Vec::new();
     match written {
         Ok(()) => {
+            inner.journaled = true;
             for batch in inner.staged.drain(..count).collect::<Vec<_>>() {
                 for change in batch.changes {
                     match change {
