@@ -301,9 +301,12 @@ fn write_capsule(root: &Path, name: &str, extra: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("Capsule.toml"),
-        format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\n{extra}"),
+        format!(
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\n{extra}\n[module]\nfile = \"{name}.wat\"\n"
+        ),
     )
     .unwrap();
+    std::fs::write(dir.join(format!("{name}.wat")), "(module)").unwrap();
     dir
 }
 
@@ -590,6 +593,31 @@ fn reload_picks_up_a_new_home_capsule() {
             .map(|u| u.contains(&json!("echo"))),
         Some(true)
     );
+}
+
+#[test]
+fn an_invalid_manifest_is_listed_with_its_file_and_field_and_the_daemon_serves_on() {
+    let d = TestDaemon::start(&[]);
+    let dir = write_capsule(&d.layout.capsules(), "echo", "[limits]\nfuel = 999\n");
+    write_capsule(&d.layout.capsules(), "fine", "");
+    let report = json_of(&d.cli(&["--json", "reload"]));
+    assert_eq!(report["added"], json!(["echo", "fine"]), "{report}");
+
+    let list = json_of(&d.cli(&["--json", "capsules"]));
+    let echo = capsule(&list, "echo").unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(echo["state"], json!("invalid"), "{echo}");
+    let error = echo["error"].as_str().unwrap_or_else(|| panic!("{echo}"));
+    let manifest = dir.join("Capsule.toml");
+    assert!(
+        error.contains(manifest.to_str().unwrap()) && error.contains("`limits.fuel`"),
+        "{error}"
+    );
+    let fine = capsule(&list, "fine").unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(fine["state"], json!("not_loaded"), "{fine}");
+    // The human listing shows the error too, and the daemon answers as before.
+    let text = ok(&d.cli(&["capsules"]));
+    assert!(text.contains("limits.fuel"), "{text}");
+    ok(&d.cli(&["status"]));
 }
 
 #[test]

@@ -1214,9 +1214,10 @@ async fn reload_capsules_reports_what_changed() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("Capsule.toml"),
-        "[package]\nname = \"hello\"\nversion = \"0.1.0\"\ndescription = \"Says hi\"\n",
+        "[package]\nname = \"hello\"\nversion = \"0.1.0\"\ndescription = \"Says hi\"\n\n[module]\nfile = \"hello.wat\"\n",
     )
     .unwrap();
+    std::fs::write(dir.join("hello.wat"), "(module)").unwrap();
     let report: ReloadReport = client.call(Request::ReloadCapsules).await.unwrap();
     assert_eq!(report.added, vec!["hello".to_owned()], "{report:?}");
     assert!(

@@ -1,5 +1,5 @@
-//! Capsule discovery: finds `<root>/<dir>/Capsule.toml` under each capsule root, reads the
-//! manifest fields that listing needs, and applies precedence (a later root overrides an
+//! Capsule discovery: finds `<root>/<dir>/Capsule.toml` under each capsule root, loads and
+//! validates each manifest (see `manifest.rs`), and applies precedence (a later root overrides an
 //! earlier one by capsule name, so the workspace beats the home). Pure file reading; no
 //! actor state.
 
@@ -7,53 +7,14 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
-use super::messages::{CapsuleOrigin, HookInfo};
+use super::manifest::{self, Manifest};
+use super::messages::CapsuleOrigin;
 
 /// The manifest file every capsule folder holds.
 pub const MANIFEST: &str = "Capsule.toml";
 
 /// Name of the built-in capsule that the socket listener stands for.
 pub const BUILTIN_CLI: &str = "astrid-capsule-cli";
-
-/// The manifest fields needed to list and describe a capsule.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ManifestHead {
-    /// `[package]`.
-    pub package: Package,
-    /// `[[command]]` entries.
-    #[serde(default, rename = "command")]
-    pub commands: Vec<CommandEntry>,
-    /// `[[provider]]` entries.
-    #[serde(default, rename = "provider")]
-    pub providers: Vec<HookInfo>,
-    /// `[[interceptor]]` entries.
-    #[serde(default, rename = "interceptor")]
-    pub interceptors: Vec<HookInfo>,
-}
-
-/// `[package]` of a manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Package {
-    /// Capsule name: lowercase letters, digits and `-`.
-    pub name: String,
-    /// Version string.
-    pub version: String,
-    /// One-line description.
-    #[serde(default)]
-    pub description: Option<String>,
-}
-
-/// One `[[command]]` of a manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct CommandEntry {
-    /// Slash-command name, without the slash.
-    pub name: String,
-    /// What it does.
-    #[serde(default)]
-    pub description: Option<String>,
-}
 
 /// A capsule folder found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,8 +25,8 @@ pub struct Discovered {
     pub dir: PathBuf,
     /// Which root it came from.
     pub origin: CapsuleOrigin,
-    /// The parsed manifest, or why it could not be read.
-    pub manifest: Result<ManifestHead, String>,
+    /// The validated manifest, or why it could not be loaded (naming the file and field).
+    pub manifest: Result<Manifest, String>,
     /// Hash of the manifest bytes, to tell changed capsules on reload.
     pub fingerprint: u64,
     /// A capsule of the same name from an earlier root that this one overrides.
@@ -115,15 +76,23 @@ fn scan_root(origin: CapsuleOrigin, root: &Path) -> Vec<Discovered> {
 }
 
 fn read_capsule(origin: CapsuleOrigin, dir: PathBuf) -> Discovered {
-    let path = dir.join(MANIFEST);
     let folder_name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let (manifest, fingerprint) = match std::fs::read_to_string(&path) {
-        Ok(text) => (parse_manifest(&text, &path), fingerprint(text.as_bytes())),
-        Err(e) => (Err(format!("{}: {e}", path.display())), 0),
-    };
+    let fingerprint = std::fs::read(dir.join(MANIFEST)).map_or(0, |bytes| fingerprint(&bytes));
+    let manifest = manifest::load(&dir)
+        .map_err(|e| e.to_string())
+        .and_then(|m| {
+            if m.package.name == BUILTIN_CLI {
+                Err(format!(
+                    "{}: `package.name`: `{BUILTIN_CLI}` is reserved for the built-in listener",
+                    dir.join(MANIFEST).display()
+                ))
+            } else {
+                Ok(m)
+            }
+        });
     let name = manifest
         .as_ref()
         .map_or(folder_name, |m| m.package.name.clone());
@@ -135,34 +104,6 @@ fn read_capsule(origin: CapsuleOrigin, dir: PathBuf) -> Discovered {
         fingerprint,
         overrides: None,
     }
-}
-
-/// Parses the listing fields of a manifest and checks the name.
-///
-/// # Errors
-///
-/// A message naming the file and what is wrong with it.
-pub fn parse_manifest(text: &str, path: &Path) -> Result<ManifestHead, String> {
-    let head: ManifestHead =
-        toml::from_str(text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
-    let name = &head.package.name;
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        return Err(format!(
-            "{}: package.name `{name}` must be lowercase letters, digits and '-'",
-            path.display()
-        ));
-    }
-    if name == BUILTIN_CLI {
-        return Err(format!(
-            "{}: package.name `{name}` is reserved for the built-in listener",
-            path.display()
-        ));
-    }
-    Ok(head)
 }
 
 fn fingerprint(bytes: &[u8]) -> u64 {
@@ -178,9 +119,10 @@ mod tests {
     fn write(root: &Path, dir: &str, text: &str) {
         std::fs::create_dir_all(root.join(dir)).unwrap();
         std::fs::write(root.join(dir).join(MANIFEST), text).unwrap();
+        std::fs::write(root.join(dir).join("echo.wat"), "(module)").unwrap();
     }
 
-    const ECHO: &str = "[package]\nname = \"echo\"\nversion = \"1.0.0\"\ndescription = \"Echoes\"\n\n[[command]]\nname = \"echo\"\ndescription = \"Say it back\"\n";
+    const ECHO: &str = "[package]\nname = \"echo\"\nversion = \"1.0.0\"\ndescription = \"Echoes\"\n\n[module]\nfile = \"echo.wat\"\n\n[[command]]\nname = \"echo\"\ndescription = \"Say it back\"\n";
 
     #[test]
     fn reads_manifests_and_skips_folders_without_one() {
@@ -224,7 +166,7 @@ mod tests {
         write(
             tmp.path(),
             "cli",
-            "[package]\nname = \"astrid-capsule-cli\"\nversion = \"1\"\n",
+            "[package]\nname = \"astrid-capsule-cli\"\nversion = \"1.0.0\"\n[module]\nfile = \"echo.wat\"\n",
         );
         let found = discover(&[(CapsuleOrigin::Home, tmp.path().to_owned())]);
         assert_eq!(found.len(), 3);

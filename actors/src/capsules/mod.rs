@@ -10,6 +10,7 @@
 //! and the supervision messages [`Terminate`] and [`Inject`].
 
 pub mod discovery;
+pub mod manifest;
 mod messages;
 
 use std::path::PathBuf;
@@ -179,6 +180,16 @@ fn discovered_info(c: &Discovered) -> CapsuleInfo {
     }
 }
 
+fn hooks(hooks: &[manifest::Hook]) -> Vec<HookInfo> {
+    hooks
+        .iter()
+        .map(|h| HookInfo {
+            topic: h.topic.clone(),
+            priority: h.priority,
+        })
+        .collect()
+}
+
 fn discovered_metadata(c: &Discovered) -> CapsuleMetadata {
     let manifest = c.manifest.as_ref().ok();
     CapsuleMetadata {
@@ -200,8 +211,8 @@ fn discovered_metadata(c: &Discovered) -> CapsuleMetadata {
                     .collect()
             })
             .unwrap_or_default(),
-        providers: manifest.map(|m| m.providers.clone()).unwrap_or_default(),
-        interceptors: manifest.map(|m| m.interceptors.clone()).unwrap_or_default(),
+        providers: manifest.map(|m| hooks(&m.providers)).unwrap_or_default(),
+        interceptors: manifest.map(|m| hooks(&m.interceptors)).unwrap_or_default(),
     }
 }
 

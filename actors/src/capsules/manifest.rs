@@ -1,0 +1,534 @@
+//! The capsule manifest, `Capsule.toml`: parsed strictly and validated. An unknown key, a
+//! missing required field or a bad value is a [`ManifestError`] naming the file and the
+//! field (`limits.fuel`, `command[1].name`, ...). Pure: reading a file and checking it,
+//! no actor state. The README documents every field.
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::bus::Pattern;
+use crate::bus::topic::validate_topic;
+use crate::caps::resource::ResourcePattern;
+use crate::supervisor::{RestartPolicy, RestartType};
+
+/// Why a manifest could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("{file}: cannot be read: {reason}")]
+    Unreadable {
+        /// The manifest file.
+        file: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The file is not valid TOML.
+    #[error("{file}: not valid TOML: {reason}")]
+    Syntax {
+        /// The manifest file.
+        file: PathBuf,
+        /// What the parser says, with the line.
+        reason: String,
+    },
+    /// A field is unknown, missing, or has a bad value.
+    #[error("{file}: `{field}`: {reason}")]
+    Field {
+        /// The manifest file.
+        file: PathBuf,
+        /// The field, as a path (`limits.fuel`, `command[1].name`; `.` for the whole file).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A validated manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// `[package]`.
+    pub package: Package,
+    /// The module file, relative to the capsule folder (`.wasm`, or `.wat` text).
+    pub module: PathBuf,
+    /// Capabilities the capsule is granted while it is loaded (`[capabilities] grant`),
+    /// in the capability store's grammar.
+    pub capabilities: Vec<String>,
+    /// `[limits]`.
+    pub limits: Limits,
+    /// Slash commands (`[[command]]`).
+    pub commands: Vec<Command>,
+    /// Topics the capsule answers requests on (`[[provider]]`).
+    pub providers: Vec<Hook>,
+    /// Topic patterns whose events the capsule sees before delivery (`[[interceptor]]`).
+    pub interceptors: Vec<Hook>,
+    /// Topic patterns whose events the capsule receives (`[bus] subscribe`).
+    pub subscriptions: Vec<String>,
+    /// `[restart]`.
+    pub restart: Restart,
+}
+
+/// `[package]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Package {
+    /// Capsule name: lowercase letters, digits and `-`, starting with a letter or digit, at
+    /// most 64 bytes.
+    pub name: String,
+    /// Semantic version (`1.2.3`, optionally `-pre` and `+build`).
+    pub version: String,
+    /// One-line description.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `[limits]`: what one capsule may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory ceiling, in 64 KiB pages.
+    pub memory_pages: u32,
+    /// Metering points one call may spend (a loop that never ends runs out).
+    pub fuel: u64,
+    /// Wall-clock deadline of one call.
+    pub call_timeout: Duration,
+}
+
+impl Default for Limits {
+    /// 16 pages (1 MiB), 10 million points, one second.
+    fn default() -> Self {
+        Self {
+            memory_pages: 16,
+            fuel: 10_000_000,
+            call_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Most memory a capsule may ask for: 4096 pages, 256 MiB.
+pub const MAX_MEMORY_PAGES: u32 = 4096;
+/// Bounds of `limits.fuel`.
+pub const FUEL_RANGE: (u64, u64) = (1_000, 1_000_000_000_000);
+/// Bounds of `limits.call_timeout`.
+pub const CALL_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_millis(1), Duration::from_mins(1));
+
+/// One `[[command]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Command {
+    /// The slash command, without the slash: lowercase letters, digits and `-`.
+    pub name: String,
+    /// What it does, for help listings.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// One `[[provider]]` or `[[interceptor]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hook {
+    /// The topic (a provider) or topic pattern (an interceptor).
+    pub topic: String,
+    /// Order among hooks of the same topic: lower runs first.
+    #[serde(default = "default_priority")]
+    pub priority: i32,
+}
+
+fn default_priority() -> i32 {
+    100
+}
+
+/// `[restart]`: how the capsule's supervisor treats its exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restart {
+    /// `permanent`, `transient` (the default: restarted only after a crash) or `temporary`.
+    pub kind: RestartType,
+    /// Restart budget and backoff.
+    pub policy: RestartPolicy,
+}
+
+impl Default for Restart {
+    /// Transient, with the supervisor's default budget (3 restarts in 5 s, backoff 50 ms
+    /// doubling to 5 s).
+    fn default() -> Self {
+        Self {
+            kind: RestartType::Transient,
+            policy: RestartPolicy::default(),
+        }
+    }
+}
+
+// The file as written, before validation.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    package: Package,
+    module: RawModule,
+    #[serde(default)]
+    capabilities: RawCapabilities,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default, rename = "command")]
+    commands: Vec<Command>,
+    #[serde(default, rename = "provider")]
+    providers: Vec<Hook>,
+    #[serde(default, rename = "interceptor")]
+    interceptors: Vec<Hook>,
+    #[serde(default)]
+    bus: RawBus,
+    #[serde(default)]
+    restart: RawRestart,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModule {
+    file: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapabilities {
+    #[serde(default)]
+    grant: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory_pages: Option<u32>,
+    fuel: Option<u64>,
+    call_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBus {
+    #[serde(default)]
+    subscribe: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestart {
+    policy: Option<String>,
+    intensity: Option<u32>,
+    period: Option<String>,
+    backoff: Option<String>,
+    backoff_max: Option<String>,
+}
+
+/// Reads and validates `<dir>/Capsule.toml`; the module file must exist in `dir`.
+///
+/// # Errors
+///
+/// See [`ManifestError`].
+pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
+    let file = dir.join(super::discovery::MANIFEST);
+    let text = std::fs::read_to_string(&file).map_err(|e| ManifestError::Unreadable {
+        file: file.clone(),
+        reason: e.to_string(),
+    })?;
+    let manifest = parse(&file, &text)?;
+    let module = dir.join(&manifest.module);
+    if !module.is_file() {
+        return Err(ManifestError::Field {
+            file,
+            field: "module.file".into(),
+            reason: format!("{} does not exist", module.display()),
+        });
+    }
+    Ok(manifest)
+}
+
+/// Parses and validates manifest text; `file` is only named in errors.
+///
+/// # Errors
+///
+/// See [`ManifestError`].
+pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| ManifestError::Syntax {
+        file: file.to_owned(),
+        reason: one_line(&e.to_string()),
+    })?;
+    let raw: RawManifest = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let field = match e.path().to_string() {
+            path if path == "." => String::new(),
+            path => path,
+        };
+        let reason = one_line(&e.into_inner().to_string());
+        // A missing field is reported at its table, with the field in the message.
+        ManifestError::Field {
+            file: file.to_owned(),
+            field: if field.is_empty() { ".".into() } else { field },
+            reason,
+        }
+    })?;
+    Checker { file }.manifest(raw)
+}
+
+/// The last line of a parser message (its summary), without the source excerpt.
+fn one_line(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    match lines.as_slice() {
+        [] => String::new(),
+        [only] => (*only).to_owned(),
+        [first, .., last] => format!("{last} ({first})"),
+    }
+}
+
+struct Checker<'a> {
+    file: &'a Path,
+}
+
+impl Checker<'_> {
+    fn fail<T>(
+        &self,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Result<T, ManifestError> {
+        Err(ManifestError::Field {
+            file: self.file.to_owned(),
+            field: field.into(),
+            reason: reason.into(),
+        })
+    }
+
+    fn manifest(&self, raw: RawManifest) -> Result<Manifest, ManifestError> {
+        self.name("package.name", &raw.package.name)?;
+        self.version(&raw.package.version)?;
+        let module = self.module(&raw.module.file)?;
+        let mut grants = Vec::with_capacity(raw.capabilities.grant.len());
+        for (i, grant) in raw.capabilities.grant.iter().enumerate() {
+            match ResourcePattern::parse(grant) {
+                Ok(pattern) => grants.push(pattern),
+                Err(e) => return self.fail(format!("capabilities.grant[{i}]"), e.reason),
+            }
+        }
+        let limits = self.limits(&raw.limits)?;
+        let mut names = BTreeSet::new();
+        for (i, command) in raw.commands.iter().enumerate() {
+            let field = format!("command[{i}].name");
+            self.name(&field, &command.name)?;
+            if !names.insert(command.name.as_str()) {
+                return self.fail(field, format!("`{}` is declared twice", command.name));
+            }
+        }
+        for (i, provider) in raw.providers.iter().enumerate() {
+            if let Err(rule) = validate_topic(&provider.topic) {
+                return self.fail(format!("provider[{i}].topic"), rule.to_string());
+            }
+        }
+        let subscribable: Vec<&Pattern> = grants
+            .iter()
+            .filter_map(|g| match g {
+                ResourcePattern::BusSubscribe(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        let covered = |field: String, topic: &str| -> Result<(), ManifestError> {
+            let pattern = match Pattern::parse(topic) {
+                Ok(pattern) => pattern,
+                Err(rule) => return self.fail(field, rule.to_string()),
+            };
+            if subscribable.iter().any(|grant| grant.covers(&pattern)) {
+                Ok(())
+            } else {
+                self.fail(
+                    field,
+                    format!("`{topic}` is not covered by a `bus:subscribe:` capability in capabilities.grant"),
+                )
+            }
+        };
+        for (i, interceptor) in raw.interceptors.iter().enumerate() {
+            covered(format!("interceptor[{i}].topic"), &interceptor.topic)?;
+        }
+        for (i, topic) in raw.bus.subscribe.iter().enumerate() {
+            covered(format!("bus.subscribe[{i}]"), topic)?;
+        }
+        let restart = self.restart(&raw.restart)?;
+        Ok(Manifest {
+            package: raw.package,
+            module,
+            capabilities: raw.capabilities.grant,
+            limits,
+            commands: raw.commands,
+            providers: raw.providers,
+            interceptors: raw.interceptors,
+            subscriptions: raw.bus.subscribe,
+            restart,
+        })
+    }
+
+    /// Capsule and command names: `[a-z0-9][a-z0-9-]*`, at most 64 bytes.
+    fn name(&self, field: &str, name: &str) -> Result<(), ManifestError> {
+        let well_formed = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.starts_with('-');
+        if well_formed {
+            Ok(())
+        } else {
+            self.fail(
+                field,
+                format!(
+                    "`{name}` must be 1 to 64 lowercase letters, digits or `-`, not starting with `-`"
+                ),
+            )
+        }
+    }
+
+    /// `MAJOR.MINOR.PATCH`, optionally `-pre` and `+build` of `[0-9A-Za-z.-]`.
+    fn version(&self, version: &str) -> Result<(), ManifestError> {
+        let (core, build) = version.split_once('+').unwrap_or((version, ""));
+        let (core, pre) = core.split_once('-').unwrap_or((core, ""));
+        let numbers: Vec<&str> = core.split('.').collect();
+        let number_ok = |n: &&str| {
+            !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && (n.len() == 1 || !n.starts_with('0'))
+        };
+        let tag_ok = |t: &str| {
+            t.split('.').all(|part| {
+                !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+        };
+        let ok = numbers.len() == 3
+            && numbers.iter().all(number_ok)
+            && (pre.is_empty() || tag_ok(pre))
+            && (build.is_empty() || tag_ok(build))
+            && !version.ends_with(['-', '+']);
+        if ok {
+            Ok(())
+        } else {
+            self.fail(
+                "package.version",
+                format!("`{version}` is not a semantic version such as 1.2.3"),
+            )
+        }
+    }
+
+    /// A relative path inside the capsule folder, ending in `.wasm` or `.wat`.
+    fn module(&self, file: &str) -> Result<PathBuf, ManifestError> {
+        let path = PathBuf::from(file);
+        let inside = !file.is_empty()
+            && path
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        if !inside {
+            return self.fail(
+                "module.file",
+                format!("`{file}` must be a relative path inside the capsule folder"),
+            );
+        }
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("wasm" | "wat") => Ok(path),
+            _ => self.fail(
+                "module.file",
+                format!("`{file}` must be a `.wasm` module or `.wat` text"),
+            ),
+        }
+    }
+
+    fn limits(&self, raw: &RawLimits) -> Result<Limits, ManifestError> {
+        let mut limits = Limits::default();
+        if let Some(pages) = raw.memory_pages {
+            if pages == 0 || pages > MAX_MEMORY_PAGES {
+                return self.fail(
+                    "limits.memory_pages",
+                    format!("{pages} is outside 1..={MAX_MEMORY_PAGES} (64 KiB pages)"),
+                );
+            }
+            limits.memory_pages = pages;
+        }
+        if let Some(fuel) = raw.fuel {
+            let (low, high) = FUEL_RANGE;
+            if !(low..=high).contains(&fuel) {
+                return self.fail("limits.fuel", format!("{fuel} is outside {low}..={high}"));
+            }
+            limits.fuel = fuel;
+        }
+        if let Some(timeout) = &raw.call_timeout {
+            let timeout = self.duration("limits.call_timeout", timeout)?;
+            let (low, high) = CALL_TIMEOUT_RANGE;
+            if !(low..=high).contains(&timeout) {
+                return self.fail(
+                    "limits.call_timeout",
+                    format!(
+                        "{} is outside {}..={}",
+                        humantime::format_duration(timeout),
+                        humantime::format_duration(low),
+                        humantime::format_duration(high)
+                    ),
+                );
+            }
+            limits.call_timeout = timeout;
+        }
+        Ok(limits)
+    }
+
+    fn restart(&self, raw: &RawRestart) -> Result<Restart, ManifestError> {
+        let mut restart = Restart::default();
+        if let Some(policy) = &raw.policy {
+            restart.kind = match policy.as_str() {
+                "permanent" => RestartType::Permanent,
+                "transient" => RestartType::Transient,
+                "temporary" => RestartType::Temporary,
+                other => {
+                    return self.fail(
+                        "restart.policy",
+                        format!("`{other}` is not one of permanent, transient, temporary"),
+                    );
+                }
+            };
+        }
+        let policy = &mut restart.policy;
+        if let Some(intensity) = raw.intensity {
+            if intensity > 1000 {
+                return self.fail("restart.intensity", format!("{intensity} is over 1000"));
+            }
+            policy.intensity = intensity;
+        }
+        if let Some(period) = &raw.period {
+            policy.period = self.positive("restart.period", period)?;
+        }
+        if let Some(backoff) = &raw.backoff {
+            policy.backoff_base = self.duration("restart.backoff", backoff)?;
+        }
+        if let Some(max) = &raw.backoff_max {
+            policy.backoff_max = self.duration("restart.backoff_max", max)?;
+        }
+        if policy.backoff_max < policy.backoff_base {
+            return self.fail(
+                "restart.backoff_max",
+                "must not be shorter than restart.backoff",
+            );
+        }
+        Ok(restart)
+    }
+
+    fn duration(&self, field: &str, text: &str) -> Result<Duration, ManifestError> {
+        humantime::parse_duration(text).or_else(|e| {
+            self.fail(
+                field,
+                format!("`{text}` is not a duration such as `500ms` or `2s`: {e}"),
+            )
+        })
+    }
+
+    fn positive(&self, field: &str, text: &str) -> Result<Duration, ManifestError> {
+        let duration = self.duration(field, text)?;
+        if duration.is_zero() {
+            return self.fail(field, "must be longer than zero");
+        }
+        Ok(duration)
+    }
+}
