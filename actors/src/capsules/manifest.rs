@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::discovery::BUILTIN_CLI;
 use crate::bus::Pattern;
 use crate::bus::topic::validate_topic;
 use crate::caps::resource::ResourcePattern;
@@ -112,6 +113,11 @@ pub const FUEL_RANGE: (u64, u64) = (1_000, 1_000_000_000_000);
 /// Bounds of `limits.call_timeout`.
 pub const CALL_TIMEOUT_RANGE: (Duration, Duration) =
     (Duration::from_millis(1), Duration::from_mins(1));
+
+/// Longest `restart.period`.
+pub const MAX_RESTART_PERIOD: Duration = Duration::from_hours(24);
+/// Longest `restart.backoff` and `restart.backoff_max`.
+pub const MAX_BACKOFF: Duration = Duration::from_hours(1);
 
 /// One `[[command]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -233,12 +239,24 @@ pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
     })?;
     let manifest = parse(&file, &text)?;
     let module = dir.join(&manifest.module);
+    let missing = |reason: String| ManifestError::Field {
+        file: file.clone(),
+        field: "module.file".into(),
+        reason,
+    };
     if !module.is_file() {
-        return Err(ManifestError::Field {
-            file,
-            field: "module.file".into(),
-            reason: format!("{} does not exist", module.display()),
-        });
+        return Err(missing(format!("{} does not exist", module.display())));
+    }
+    // A symlink may not lead the module out of the capsule folder.
+    let inside = match (module.canonicalize(), dir.canonicalize()) {
+        (Ok(module), Ok(dir)) => module.starts_with(dir),
+        _ => false,
+    };
+    if !inside {
+        return Err(missing(format!(
+            "{} leads outside the capsule folder",
+            module.display()
+        )));
     }
     Ok(manifest)
 }
@@ -302,13 +320,24 @@ impl Checker<'_> {
 
     fn manifest(&self, raw: RawManifest) -> Result<Manifest, ManifestError> {
         self.name("package.name", &raw.package.name)?;
+        if raw.package.name == BUILTIN_CLI {
+            return self.fail(
+                "package.name",
+                format!("`{BUILTIN_CLI}` is reserved for the built-in listener"),
+            );
+        }
         self.version(&raw.package.version)?;
         let module = self.module(&raw.module.file)?;
         let mut grants = Vec::with_capacity(raw.capabilities.grant.len());
         for (i, grant) in raw.capabilities.grant.iter().enumerate() {
             match ResourcePattern::parse(grant) {
                 Ok(pattern) => grants.push(pattern),
-                Err(e) => return self.fail(format!("capabilities.grant[{i}]"), e.reason),
+                Err(e) => {
+                    return self.fail(
+                        format!("capabilities.grant[{i}]"),
+                        format!("`{grant}`: {}", e.reason),
+                    );
+                }
             }
         }
         let limits = self.limits(&raw.limits)?;
@@ -322,7 +351,10 @@ impl Checker<'_> {
         }
         for (i, provider) in raw.providers.iter().enumerate() {
             if let Err(rule) = validate_topic(&provider.topic) {
-                return self.fail(format!("provider[{i}].topic"), rule.to_string());
+                return self.fail(
+                    format!("provider[{i}].topic"),
+                    format!("`{}`: {rule}", provider.topic),
+                );
             }
         }
         let subscribable: Vec<&Pattern> = grants
@@ -335,7 +367,7 @@ impl Checker<'_> {
         let covered = |field: String, topic: &str| -> Result<(), ManifestError> {
             let pattern = match Pattern::parse(topic) {
                 Ok(pattern) => pattern,
-                Err(rule) => return self.fail(field, rule.to_string()),
+                Err(rule) => return self.fail(field, format!("`{topic}`: {rule}")),
             };
             if subscribable.iter().any(|grant| grant.covers(&pattern)) {
                 Ok(())
@@ -386,26 +418,35 @@ impl Checker<'_> {
         }
     }
 
-    /// `MAJOR.MINOR.PATCH`, optionally `-pre` and `+build` of `[0-9A-Za-z.-]`.
+    /// `MAJOR.MINOR.PATCH`, optionally `-pre` and `+build` (semantic versioning 2.0.0).
     fn version(&self, version: &str) -> Result<(), ManifestError> {
-        let (core, build) = version.split_once('+').unwrap_or((version, ""));
-        let (core, pre) = core.split_once('-').unwrap_or((core, ""));
-        let numbers: Vec<&str> = core.split('.').collect();
-        let number_ok = |n: &&str| {
+        let numeric = |n: &str| {
             !n.is_empty()
                 && n.bytes().all(|b| b.is_ascii_digit())
                 && (n.len() == 1 || !n.starts_with('0'))
         };
-        let tag_ok = |t: &str| {
+        let identifiers = |t: &str, numbers_strict: bool| {
             t.split('.').all(|part| {
-                !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                !part.is_empty()
+                    && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && (!numbers_strict
+                        || !part.bytes().all(|b| b.is_ascii_digit())
+                        || numeric(part))
             })
         };
+        let (rest, build) = match version.split_once('+') {
+            Some((rest, build)) => (rest, Some(build)),
+            None => (version, None),
+        };
+        let (core, pre) = match rest.split_once('-') {
+            Some((core, pre)) => (core, Some(pre)),
+            None => (rest, None),
+        };
+        let numbers: Vec<&str> = core.split('.').collect();
         let ok = numbers.len() == 3
-            && numbers.iter().all(number_ok)
-            && (pre.is_empty() || tag_ok(pre))
-            && (build.is_empty() || tag_ok(build))
-            && !version.ends_with(['-', '+']);
+            && numbers.iter().all(|n| numeric(n))
+            && pre.is_none_or(|p| identifiers(p, true))
+            && build.is_none_or(|b| identifiers(b, false));
         if ok {
             Ok(())
         } else {
@@ -420,6 +461,7 @@ impl Checker<'_> {
     fn module(&self, file: &str) -> Result<PathBuf, ManifestError> {
         let path = PathBuf::from(file);
         let inside = !file.is_empty()
+            && !file.ends_with('/')
             && path
                 .components()
                 .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
@@ -498,13 +540,18 @@ impl Checker<'_> {
             policy.intensity = intensity;
         }
         if let Some(period) = &raw.period {
-            policy.period = self.positive("restart.period", period)?;
+            policy.period = self.bounded("restart.period", period, MAX_RESTART_PERIOD)?;
+            if policy.period.is_zero() {
+                return self.fail("restart.period", "must be longer than zero");
+            }
         }
         if let Some(backoff) = &raw.backoff {
-            policy.backoff_base = self.duration("restart.backoff", backoff)?;
+            policy.backoff_base = self.bounded("restart.backoff", backoff, MAX_BACKOFF)?;
+            // Only a maximum written in the file can conflict with it.
+            policy.backoff_max = policy.backoff_max.max(policy.backoff_base);
         }
         if let Some(max) = &raw.backoff_max {
-            policy.backoff_max = self.duration("restart.backoff_max", max)?;
+            policy.backoff_max = self.bounded("restart.backoff_max", max, MAX_BACKOFF)?;
         }
         if policy.backoff_max < policy.backoff_base {
             return self.fail(
@@ -524,10 +571,13 @@ impl Checker<'_> {
         })
     }
 
-    fn positive(&self, field: &str, text: &str) -> Result<Duration, ManifestError> {
+    fn bounded(&self, field: &str, text: &str, max: Duration) -> Result<Duration, ManifestError> {
         let duration = self.duration(field, text)?;
-        if duration.is_zero() {
-            return self.fail(field, "must be longer than zero");
+        if duration > max {
+            return self.fail(
+                field,
+                format!("{text} is longer than {}", humantime::format_duration(max)),
+            );
         }
         Ok(duration)
     }

@@ -12,6 +12,7 @@
 pub mod discovery;
 pub mod manifest;
 mod messages;
+pub mod sandbox;
 
 use std::path::PathBuf;
 
