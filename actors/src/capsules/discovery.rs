@@ -27,7 +27,7 @@ pub struct Discovered {
     pub origin: CapsuleOrigin,
     /// The validated manifest, or why it could not be loaded (naming the file and field).
     pub manifest: Result<Manifest, String>,
-    /// Hash of the manifest bytes, to tell changed capsules on reload.
+    /// Hash of the manifest and module bytes, to tell changed capsules on reload.
     pub fingerprint: u64,
     /// A capsule of the same name from an earlier root that this one overrides.
     pub overrides: Option<PathBuf>,
@@ -80,19 +80,12 @@ fn read_capsule(origin: CapsuleOrigin, dir: PathBuf) -> Discovered {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let fingerprint = std::fs::read(dir.join(MANIFEST)).map_or(0, |bytes| fingerprint(&bytes));
-    let manifest = manifest::load(&dir)
-        .map_err(|e| e.to_string())
-        .and_then(|m| {
-            if m.package.name == BUILTIN_CLI {
-                Err(format!(
-                    "{}: `package.name`: `{BUILTIN_CLI}` is reserved for the built-in listener",
-                    dir.join(MANIFEST).display()
-                ))
-            } else {
-                Ok(m)
-            }
-        });
+    let manifest = manifest::load(&dir).map_err(|e| e.to_string());
+    // The manifest and the module it names: a capsule whose code changed is changed.
+    let mut parts = vec![std::fs::read(dir.join(MANIFEST)).unwrap_or_default()];
+    if let Ok(m) = &manifest {
+        parts.push(std::fs::read(dir.join(&m.module)).unwrap_or_default());
+    }
     let name = manifest
         .as_ref()
         .map_or(folder_name, |m| m.package.name.clone());
@@ -101,14 +94,14 @@ fn read_capsule(origin: CapsuleOrigin, dir: PathBuf) -> Discovered {
         dir,
         origin,
         manifest,
-        fingerprint,
+        fingerprint: fingerprint(&parts),
         overrides: None,
     }
 }
 
-fn fingerprint(bytes: &[u8]) -> u64 {
+fn fingerprint(parts: &[Vec<u8>]) -> u64 {
     let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
+    parts.hash(&mut h);
     h.finish()
 }
 
@@ -175,6 +168,17 @@ mod tests {
             assert!(err.contains(MANIFEST), "{err}");
         }
         assert_eq!(found[0].name, "broken");
+    }
+
+    #[test]
+    fn a_changed_module_changes_the_fingerprint() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "echo", ECHO);
+        let roots = [(CapsuleOrigin::Home, tmp.path().to_owned())];
+        let before = discover(&roots)[0].fingerprint;
+        assert_eq!(discover(&roots)[0].fingerprint, before, "stable");
+        std::fs::write(tmp.path().join("echo").join("echo.wat"), "(module (func))").unwrap();
+        assert_ne!(discover(&roots)[0].fingerprint, before);
     }
 
     #[test]
