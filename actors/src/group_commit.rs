@@ -49,6 +49,25 @@ impl<Op, Out> GroupCommit<Op, Out> {
     }
 }
 
+/// Answers the writers of one commit, in order: each its own result, or all the same error.
+pub(crate) fn answer<T, E: Clone>(
+    senders: Vec<oneshot::Sender<Result<T, E>>>,
+    outcome: Result<Vec<T>, E>,
+) {
+    match outcome {
+        Ok(results) => {
+            for (tx, result) in senders.into_iter().zip(results) {
+                let _ = tx.send(Ok(result));
+            }
+        }
+        Err(error) => {
+            for tx in senders {
+                let _ = tx.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +82,24 @@ mod tests {
         assert_eq!(batch.iter().map(|(op, _)| *op).collect::<Vec<_>>(), [1, 2]);
         let (_c, again) = g.submit(3);
         assert!(again);
+    }
+
+    #[test]
+    fn answers_reach_each_writer_or_all_share_the_error() {
+        let (a, mut ra) = oneshot::channel::<Result<u8, &str>>();
+        let (b, mut rb) = oneshot::channel();
+        answer(vec![a, b], Ok(vec![1, 2]));
+        assert_eq!(
+            (ra.try_recv().unwrap(), rb.try_recv().unwrap()),
+            (Ok(1), Ok(2))
+        );
+        let (a, mut ra) = oneshot::channel::<Result<u8, &str>>();
+        let (b, mut rb) = oneshot::channel();
+        answer(vec![a, b], Err("full"));
+        assert_eq!(
+            (ra.try_recv().unwrap(), rb.try_recv().unwrap()),
+            (Err("full"), Err("full"))
+        );
     }
 
     #[test]

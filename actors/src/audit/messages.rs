@@ -10,7 +10,7 @@ use super::chain::{Entry, Verification};
 use crate::ledger::LedgerError;
 
 /// Why the audit log could not be written or read.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AuditError {
     /// The database failed; the entries of this commit were not written.
     #[error("the audit database failed during {op}")]

@@ -24,7 +24,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 use self::chain::{Body, Entry, Verification, verify};
 pub use self::messages::{AuditError, Record, Tail, VerifyChain};
-use crate::group_commit::GroupCommit;
+use crate::group_commit::{GroupCommit, answer};
 use crate::ledger::{AUDIT, CommitResult, Ledger};
 use crate::relay::Relay;
 use crate::supervisor::{Inject, Terminate, apply_fault};
@@ -139,25 +139,20 @@ impl AuditActor {
         }
         let (records, senders): (Vec<Record>, Vec<_>) = batch.into_iter().unzip();
         let relay = self.relay.clone();
-        let answer = move |result: CommitResult| match result {
-            Ok(committed) => {
-                for (tx, seq) in senders.into_iter().zip(committed.seqs) {
-                    let _ = tx.send(Ok(seq));
-                }
-            }
-            Err(source) => {
-                for tx in senders {
-                    let _ = tx.send(Err(AuditError::Storage {
+        let reply = move |result: CommitResult| {
+            let outcome =
+                result
+                    .map(|committed| committed.seqs)
+                    .map_err(|source| AuditError::Storage {
                         op: "commit",
-                        source: Arc::clone(&source),
-                    }));
-                }
-            }
+                        source,
+                    });
+            answer(senders, outcome);
         };
         self.ledger.commit_then(
             Vec::new(),
             &records,
-            Box::new(move |result| relay.run(move || answer(result))),
+            Box::new(move |result| relay.run(move || reply(result))),
         );
     }
 }

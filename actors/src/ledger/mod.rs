@@ -106,15 +106,6 @@ pub enum KvChange {
     },
 }
 
-/// What the ledger knows of a key without reading the database.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cached {
-    /// Its value (`None`: removed), changed since the last checkpoint.
-    Known(Option<Vec<u8>>),
-    /// Only the database knows.
-    Unknown,
-}
-
 /// What a commit did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
@@ -322,15 +313,6 @@ impl Ledger {
             .unwrap_or(Err(LedgerError::Interrupted))
     }
 
-    /// The durable value of physical key `key` if it is known without reading the database
-    /// (it was written or removed since the last checkpoint).
-    pub fn cached(&self, key: &[u8]) -> Cached {
-        match self.shared.lock().overlay(key) {
-            Some(value) => Cached::Known(value.clone()),
-            None => Cached::Unknown,
-        }
-    }
-
     /// The durable value of physical key `key`.
     ///
     /// # Errors
@@ -466,11 +448,6 @@ impl Ledger {
         journal.reset().map_err(LedgerError::journal("reset"))?;
         inner.journaled = false;
         Ok(())
-    }
-
-    /// The daemon session audit entries are written for.
-    pub fn session(&self) -> &str {
-        &self.shared.session
     }
 }
 

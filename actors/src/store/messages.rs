@@ -13,7 +13,7 @@ use crate::ledger::LedgerError;
 pub const CLIENT_NAMESPACE: &str = "client";
 
 /// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The namespace is neither the client namespace nor a registered capsule's.
     #[error("unknown namespace `{0}`")]

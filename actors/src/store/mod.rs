@@ -27,7 +27,8 @@ use redb::{Database, ReadableDatabase};
 use tokio::sync::oneshot;
 
 use crate::audit::Record;
-use crate::ledger::{Cached, CommitResult, KV, KvChange, Ledger};
+use crate::group_commit::answer;
+use crate::ledger::{CommitResult, KV, KvChange, Ledger};
 use crate::relay::Relay;
 
 pub use self::messages::{
@@ -164,25 +165,20 @@ impl StoreActor {
         self.stats.writes += n;
         self.stats.largest_batch = self.stats.largest_batch.max(n);
         let relay = self.relay.clone();
-        let answer = move |result: CommitResult| match result {
-            Ok(committed) => {
-                for (tx, removed) in senders.into_iter().zip(committed.removed) {
-                    let _ = tx.send(Ok(removed));
-                }
-            }
-            Err(source) => {
-                for tx in senders {
-                    let _ = tx.send(Err(StoreError::Storage {
+        let reply = move |result: CommitResult| {
+            let outcome =
+                result
+                    .map(|committed| committed.removed)
+                    .map_err(|source| StoreError::Storage {
                         op: "commit",
-                        source: Arc::clone(&source),
-                    }));
-                }
-            }
+                        source,
+                    });
+            answer(senders, outcome);
         };
         self.ledger.commit_then(
             changes,
             &records,
-            Box::new(move |result| relay.run(move || answer(result))),
+            Box::new(move |result| relay.run(move || reply(result))),
         );
     }
 }
@@ -225,11 +221,8 @@ impl Handler<Get> for StoreActor {
             Ok(key) => key,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
-        // A point read: from the overlay, or one B-tree lookup in pages redb and the
-        // kernel keep cached; done in place.
-        if let Cached::Known(value) = self.ledger.cached(&key) {
-            return Box::pin(async move { Ok(value) });
-        }
+        // A point read: from the ledger's overlay, or one B-tree lookup in pages redb and
+        // the kernel keep cached; done in place.
         let read = self.ledger.get(&key).map_err(StoreError::storage("read"));
         Box::pin(async move { read })
     }
