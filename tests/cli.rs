@@ -306,7 +306,7 @@ fn write_capsule(root: &Path, name: &str, extra: &str) -> PathBuf {
         ),
     )
     .unwrap();
-    std::fs::write(dir.join(format!("{name}.wat")), "(module)").unwrap();
+    std::fs::write(dir.join(format!("{name}.wat")), common::ECHO_WAT).unwrap();
     dir
 }
 
@@ -564,7 +564,7 @@ fn reload_picks_up_a_new_home_capsule() {
         .lines()
         .find(|l| l.starts_with("echo "))
         .unwrap_or_else(|| panic!("{report}"));
-    assert!(row.contains("not_loaded"), "{row}");
+    assert!(row.contains("running"), "{row}");
 
     let text = ok(&d.cli(&["capsules"]));
     let row = text
@@ -572,12 +572,12 @@ fn reload_picks_up_a_new_home_capsule() {
         .find(|l| l.starts_with("echo "))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(
-        row.contains("0.1.0") && row.contains("not_loaded") && row.contains("home"),
+        row.contains("0.1.0") && row.contains("running") && row.contains("home"),
         "{row}"
     );
     let list = json_of(&d.cli(&["--json", "capsules"]));
     let echo = capsule(&list, "echo").unwrap_or_else(|| panic!("{list}"));
-    assert_eq!(echo["state"], json!("not_loaded"), "{echo}");
+    assert_eq!(echo["state"], json!("running"), "{echo}");
     assert_eq!(echo["origin"], json!("home"), "{echo}");
     assert_eq!(
         canonical(echo["path"].as_str().unwrap()),
@@ -613,7 +613,7 @@ fn an_invalid_manifest_is_listed_with_its_file_and_field_and_the_daemon_serves_o
         "{error}"
     );
     let fine = capsule(&list, "fine").unwrap_or_else(|| panic!("{list}"));
-    assert_eq!(fine["state"], json!("not_loaded"), "{fine}");
+    assert_eq!(fine["state"], json!("running"), "{fine}");
     // The human listing shows the error too, and the daemon answers as before.
     let text = ok(&d.cli(&["capsules"]));
     assert!(text.contains("limits.fuel"), "{text}");
@@ -770,7 +770,10 @@ fn an_unknown_fault_is_a_clear_error() {
     let out = d.cli(&["fault", "bus", "explode"]);
     let err = fails(&out);
     assert!(err.contains("bad fault `explode`"), "{err}");
-    assert!(err.contains("panic, stop or hang:<duration>"), "{err}");
+    assert!(
+        err.contains("panic, stop, trap or hang:<duration>"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     let tree = json_of(&d.cli(&["--json", "ps"]));
     assert_eq!(
@@ -809,7 +812,10 @@ async fn chat_publishes_prompts_and_runs_slash_commands() {
         "/status output: {text}"
     );
     assert!(text.contains("/quit "), "/commands output: {text}");
-    assert!(text.contains("unknown command /nope"), "{text}");
+    assert!(
+        text.contains("no capsule offers the command `nope`"),
+        "{text}"
+    );
     assert!(
         !text.contains("hello there"),
         "own prompts are not echoed: {text}"

@@ -1128,9 +1128,18 @@ async fn get_supervision_tree_shows_the_kernel_actors_and_this_session() {
     for name in ["bus", "capsules", "listener"] {
         assert!(names.contains(&name), "{names:?}");
         let node = tree.find(name).unwrap();
-        assert_eq!(node.kind, NodeKind::Worker, "{node:?}");
+        let kind = if name == "capsules" {
+            NodeKind::Supervisor
+        } else {
+            NodeKind::Worker
+        };
+        assert_eq!(node.kind, kind, "{node:?}");
         assert_eq!(node.state, ChildState::Running, "{node:?}");
     }
+    // The capsules supervisor shows its own children: the registry first.
+    let capsules = tree.find("capsules").unwrap();
+    assert_eq!(capsules.children[0].name, "registry", "{capsules:?}");
+    assert_eq!(capsules.children[0].kind, NodeKind::Worker);
     let listener = tree.find("listener").unwrap();
     let session = listener
         .children
@@ -1217,7 +1226,7 @@ async fn reload_capsules_reports_what_changed() {
         "[package]\nname = \"hello\"\nversion = \"0.1.0\"\ndescription = \"Says hi\"\n\n[module]\nfile = \"hello.wat\"\n",
     )
     .unwrap();
-    std::fs::write(dir.join("hello.wat"), "(module)").unwrap();
+    std::fs::write(dir.join("hello.wat"), common::ECHO_WAT).unwrap();
     let report: ReloadReport = client.call(Request::ReloadCapsules).await.unwrap();
     assert_eq!(report.added, vec!["hello".to_owned()], "{report:?}");
     assert!(
@@ -1225,7 +1234,7 @@ async fn reload_capsules_reports_what_changed() {
         "{report:?}"
     );
     let hello = report.capsules.iter().find(|c| c.name == "hello").unwrap();
-    assert_eq!(hello.state, CapsuleState::NotLoaded);
+    assert_eq!(hello.state, CapsuleState::Running);
     assert_eq!(hello.origin, CapsuleOrigin::Workspace);
     assert_eq!(hello.version.as_deref(), Some("0.1.0"));
     assert_cli_capsule_running(&report.capsules);

@@ -143,11 +143,11 @@ async fn restarts_are_published_as_supervision_events() {
         })
         .await
         .unwrap();
-    inject(&watcher, "capsules", Fault::Panic).await;
+    inject(&watcher, "registry", Fault::Panic).await;
     let exited = next_event(&mut watcher, "astrid.supervisor.child_exited").await;
     assert_eq!(exited.source, "supervisor");
     let exited = serde_json::to_value(&exited.payload).unwrap();
-    assert_eq!(exited["child"], "capsules", "{exited}");
+    assert_eq!(exited["child"], "registry", "{exited}");
     assert!(
         exited["reason"].as_str().unwrap().contains("panicked"),
         "{exited}"
@@ -158,7 +158,7 @@ async fn restarts_are_published_as_supervision_events() {
     );
     let restarted = next_event(&mut watcher, "astrid.supervisor.child_restarted").await;
     let restarted = serde_json::to_value(&restarted.payload).unwrap();
-    assert_eq!(restarted["child"], "capsules", "{restarted}");
+    assert_eq!(restarted["child"], "registry", "{restarted}");
     assert_eq!(restarted["restarts"], 1, "{restarted}");
 }
 
@@ -166,7 +166,7 @@ async fn restarts_are_published_as_supervision_events() {
 async fn a_hung_actor_costs_callers_a_timeout_not_a_hang() {
     let d = TestDaemon::start(&["--allow-fault-injection", "--call-timeout", "200ms"]);
     let client = d.client().await;
-    inject(&client, "capsules", Fault::Hang { millis: 1500 }).await;
+    inject(&client, "registry", Fault::Hang { millis: 1500 }).await;
     let started = Instant::now();
     let error = client.capsules().await.unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::Timeout), "{error}");
@@ -184,7 +184,7 @@ async fn a_hung_actor_costs_callers_a_timeout_not_a_hang() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let node = client.tree().await.unwrap();
-    assert_eq!(node.find("capsules").unwrap().restarts, 0);
+    assert_eq!(node.find("registry").unwrap().restarts, 0);
 }
 
 #[tokio::test]
@@ -198,14 +198,14 @@ async fn exhausting_the_restart_budget_stops_the_daemon_with_status_4() {
     ]);
     let client = d.client().await;
     for round in 1..=2 {
-        inject(&client, "capsules", Fault::Panic).await;
-        wait_child(&client, "capsules", |n| {
+        inject(&client, "bus", Fault::Panic).await;
+        wait_child(&client, "bus", |n| {
             n.restarts == round && n.state == ChildState::Running
         })
         .await;
     }
     // The third failure inside the window is one too many.
-    inject(&client, "capsules", Fault::Panic).await;
+    inject(&client, "bus", Fault::Panic).await;
     let status = tokio::task::spawn_blocking(move || {
         let status = d.wait_exit(DEADLINE);
         (status, d.stderr(), d.leftover_files())

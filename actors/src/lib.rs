@@ -42,6 +42,7 @@
 pub mod audit;
 pub mod bus;
 pub mod caps;
+pub mod capsule;
 pub mod capsules;
 pub mod db;
 pub mod error;

@@ -3,6 +3,8 @@
 //! Senders: the session router (for `ListCapsules`, `ReloadCapsules`, `GetCommands`,
 //! `GetCapsuleMetadata` and status) and the kernel at boot.
 
+use std::time::Duration;
+
 use actix::Message;
 use serde::{Deserialize, Serialize};
 
@@ -30,10 +32,8 @@ pub enum CapsuleState {
     Stopped,
     /// Gave up after exhausting its restart budget.
     Failed,
-    /// Found on disk with a valid manifest, but not loaded: this build has no WebAssembly
-    /// capsule runtime.
-    NotLoaded,
-    /// Found on disk, but its manifest is not valid (see `error`).
+    /// Found on disk, but it cannot be loaded: its manifest is not valid, or its module does
+    /// not compile or instantiate (see `error`).
     Invalid,
 }
 
@@ -113,16 +113,60 @@ pub struct ReloadReport {
     pub changed: Vec<String>,
     /// Capsules left as they were.
     pub unchanged: Vec<String>,
+    /// Capsules that had failed (exhausted their restart budget) and were started again.
+    #[serde(default)]
+    pub restarted: Vec<String>,
     /// The listing after the rescan.
     pub capsules: Vec<CapsuleInfo>,
 }
 
-/// Errors answered by the capsules actor.
+/// Errors answered by the capsule registry, or met routing a command to a capsule.
 #[derive(Debug, thiserror::Error)]
 pub enum CapsuleError {
     /// No capsule has that name.
     #[error("no capsule named `{0}`")]
     NotFound(String),
+    /// No loaded capsule offers that command.
+    #[error("no capsule offers the command `{0}`; `astrid commands` lists them")]
+    UnknownCommand(String),
+    /// The command belongs to the interactive `astrid` session, not to a capsule.
+    #[error("`/{0}` is a command of the interactive `astrid` session, not of a capsule")]
+    BuiltinCommand(String),
+    /// The capsule exhausted its restart budget; it stays down until a reload.
+    #[error("capsule `{capsule}` has failed ({reason}); fix it and run `astrid capsules reload`")]
+    Failed {
+        /// Capsule name.
+        capsule: String,
+        /// Its last failure.
+        reason: String,
+    },
+    /// The capsule crashed and waits out its backoff before its restart.
+    #[error("capsule `{0}` is restarting after a crash; retry shortly")]
+    Restarting(String),
+    /// The capsule crashed while handling the request.
+    #[error("capsule `{capsule}` crashed: {reason}")]
+    Crashed {
+        /// Capsule name.
+        capsule: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The capsule did not answer within its call deadline (it is restarted).
+    #[error("capsule `{capsule}` did not answer within {} ms", timeout.as_millis())]
+    Deadline {
+        /// Capsule name.
+        capsule: String,
+        /// The deadline.
+        timeout: Duration,
+    },
+    /// The capsule answered with an error of its own.
+    #[error("{capsule}: {message}")]
+    Guest {
+        /// Capsule name.
+        capsule: String,
+        /// Its message.
+        message: String,
+    },
 }
 
 /// Lists every capsule.

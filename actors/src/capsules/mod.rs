@@ -1,34 +1,55 @@
 //! The capsule registry: the built-in `astrid-capsule-cli` (the socket listener) and the
-//! capsule folders found under the home and the workspace.
+//! capsule folders found under the home and the workspace, loaded as capsule actors.
 //!
-//! The registry rescans on `ReloadCapsules` and reports what changed. Found capsules are
-//! listed with their manifest data; this build has no WebAssembly runtime, so they are shown
-//! as `not_loaded` and contribute no commands. The built-in capsule's state is the listener
-//! actor's state, asked of the supervisor.
+//! The registry is the first child of the `capsules` supervisor, and loads each valid
+//! capsule as another child of it: `capsule:<name>`, on a thread of its own, with the
+//! manifest's restart type and a restart budget of its own (so a capsule that keeps
+//! crashing ends `failed` and nothing else is touched). Loading a capsule compiles its
+//! module, gives it its manifest grants and its key-value namespace, and routes its
+//! commands (see `loaded.rs`).
+//!
+//! At start, and on `ReloadCapsules`, the registry rescans the folders and reconciles what
+//! is loaded with what is on disk, by content hash: unchanged capsules keep running,
+//! changed ones are stopped and started again, removed ones are stopped, new ones are
+//! started, and failed ones are started again. The built-in capsule's state is the
+//! listener actor's state, asked of the kernel supervisor.
 //!
 //! Handles: [`ListCapsules`], [`ReloadCapsules`], [`GetCommands`], [`GetCapsuleMetadata`],
 //! and the supervision messages [`Terminate`] and [`Inject`].
 
 pub mod discovery;
+pub mod loaded;
 pub mod manifest;
 mod messages;
-pub mod sandbox;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use actix::{Actor, ActorContext, Addr, Context, Handler, MessageResult, ResponseFuture};
+use actix::fut::{ActorFutureExt, wrap_future};
+use actix::{
+    Actor, ActorContext, Addr, Arbiter, AsyncContext, Context, Handler, MessageResult,
+    ResponseActFuture, ResponseFuture,
+};
 
 use self::discovery::{BUILTIN_CLI, Discovered, discover};
+use self::loaded::{LoadedCapsules, child_name};
 pub use self::messages::{
     CapsuleError, CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo,
     GetCapsuleMetadata, GetCommands, HookInfo, ListCapsules, ReloadCapsules, ReloadReport,
 };
+use crate::caps::SetManifestGrants;
+use crate::capsule::sandbox::{self, Compiled};
+use crate::capsule::{CapsuleActor, Host, Recipe};
+use crate::kernel::KernelActors;
+use crate::store::Namespaces;
 use crate::supervisor::{
-    ChildState, ChildSummary, GetChild, Inject, SupervisorActor, Terminate, apply_fault,
+    ChildRef, ChildSpec, ChildState, ChildSummary, GetChild, Inject, StartChild, StopChild,
+    SupervisorActor, Terminate, apply_fault,
 };
 
 /// The slash commands the built-in capsule offers; the `astrid` chat session implements them.
-const BUILTIN_COMMANDS: &[(&str, &str)] = &[
+pub const BUILTIN_COMMANDS: &[(&str, &str)] = &[
     ("status", "Show the daemon's status"),
     ("capsules", "List capsules and their state"),
     ("commands", "List the commands you can run"),
@@ -36,36 +57,57 @@ const BUILTIN_COMMANDS: &[(&str, &str)] = &[
     ("quit", "Leave the session"),
 ];
 
+/// What the registry needs from the rest of the kernel.
+#[derive(Debug, Clone)]
+pub struct RegistryDeps {
+    /// Capsule roots, in precedence order (later roots override earlier ones by name).
+    pub roots: Vec<(CapsuleOrigin, PathBuf)>,
+    /// The kernel supervisor (for the built-in capsule's state).
+    pub kernel: Addr<SupervisorActor>,
+    /// The listener's child name there.
+    pub builtin_child: String,
+    /// The daemon's version (the built-in capsule's).
+    pub version: String,
+    /// The kernel services capsules' host imports reach.
+    pub services: KernelActors,
+    /// Key-value namespaces; each capsule gets one.
+    pub namespaces: Arc<Namespaces>,
+    /// The table of loaded capsules, shared with sessions.
+    pub loaded: Arc<LoadedCapsules>,
+}
+
 /// The capsule registry actor.
 #[derive(Debug)]
 pub struct CapsulesActor {
-    roots: Vec<(CapsuleOrigin, PathBuf)>,
+    deps: RegistryDeps,
+    /// The `capsules` supervisor: capsule actors are its children.
+    parent: Addr<SupervisorActor>,
     discovered: Vec<Discovered>,
-    supervisor: Addr<SupervisorActor>,
-    builtin_child: String,
-    version: String,
+    /// Capsules with a valid manifest that could not be loaded, and why.
+    load_errors: BTreeMap<String, String>,
+}
+
+/// What a reconciliation does to loaded capsules.
+#[derive(Debug, Default)]
+struct Plan {
+    start: Vec<Discovered>,
+    stop: Vec<String>,
+    restarted: Vec<String>,
 }
 
 impl CapsulesActor {
-    /// A registry scanning `roots` in order (later roots override earlier ones by name).
-    /// The built-in capsule's state is that of the supervisor's child `builtin_child`.
-    pub fn new(
-        roots: Vec<(CapsuleOrigin, PathBuf)>,
-        supervisor: Addr<SupervisorActor>,
-        builtin_child: impl Into<String>,
-        version: impl Into<String>,
-    ) -> Self {
+    /// A registry whose capsules are children of `parent`.
+    pub fn new(deps: RegistryDeps, parent: Addr<SupervisorActor>) -> Self {
         Self {
-            roots,
+            deps,
+            parent,
             discovered: Vec::new(),
-            supervisor,
-            builtin_child: builtin_child.into(),
-            version: version.into(),
+            load_errors: BTreeMap::new(),
         }
     }
 
     fn rescan(&mut self) -> Vec<Discovered> {
-        let found = discover(&self.roots);
+        let found = discover(&self.deps.roots);
         for c in &found {
             match &c.manifest {
                 Ok(_) => tracing::info!(capsule = %c.name, dir = %c.dir.display(), "capsule found"),
@@ -75,10 +117,125 @@ impl CapsulesActor {
         std::mem::replace(&mut self.discovered, found)
     }
 
+    /// Compares what is loaded with what was just discovered.
+    fn plan(&self, restart_failed: bool) -> Plan {
+        let loaded = self.deps.loaded.fingerprints();
+        let mut plan = Plan::default();
+        let valid: BTreeSet<&str> = self
+            .discovered
+            .iter()
+            .filter(|d| d.manifest.is_ok())
+            .map(|d| d.name.as_str())
+            .collect();
+        for name in loaded.keys().filter(|n| !valid.contains(n.as_str())) {
+            plan.stop.push(name.clone());
+        }
+        for d in self.discovered.iter().filter(|d| d.manifest.is_ok()) {
+            match loaded.get(&d.name) {
+                None => plan.start.push(d.clone()),
+                Some((fingerprint, dir, _)) if *fingerprint != d.fingerprint || *dir != d.dir => {
+                    plan.stop.push(d.name.clone());
+                    plan.start.push(d.clone());
+                }
+                Some((_, _, ChildState::Failed)) if restart_failed => {
+                    plan.stop.push(d.name.clone());
+                    plan.start.push(d.clone());
+                    plan.restarted.push(d.name.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        plan
+    }
+
+    /// Carries out `plan`: stops first (their commands stop routing at once), then starts.
+    fn apply(&mut self, plan: Plan) -> impl actix::ActorFuture<Self, Output = Vec<String>> + use<> {
+        let mut stopping = Vec::new();
+        for name in plan.stop {
+            let arbiter = self.deps.loaded.remove(&name);
+            let stop = self.parent.send(StopChild {
+                name: child_name(&name),
+            });
+            stopping.push(async move {
+                if let Err(e) = stop.await {
+                    tracing::warn!(capsule = %name, "stopping: {e}");
+                }
+                if let Some(arbiter) = arbiter {
+                    arbiter.stop();
+                }
+            });
+        }
+        wrap_future::<_, Self>(futures_util::future::join_all(stopping)).map(move |_, act, _| {
+            for d in &plan.start {
+                act.load(d);
+            }
+            plan.restarted
+        })
+    }
+
+    /// Loads one capsule: compiles its module, grants its manifest capabilities, opens its
+    /// namespace, and starts its actor.
+    fn load(&mut self, d: &Discovered) {
+        let Ok(manifest) = &d.manifest else { return };
+        let name = d.name.clone();
+        self.load_errors.remove(&name);
+        let compiled = match compile(d) {
+            Ok(compiled) => compiled,
+            Err(e) => {
+                tracing::error!(capsule = %name, "cannot load: {e}");
+                self.load_errors.insert(name, e);
+                return;
+            }
+        };
+        if let Some(caps) = self.deps.services.caps.get() {
+            caps.do_send(SetManifestGrants {
+                subject: name.clone(),
+                resources: manifest.capabilities.clone(),
+            });
+        }
+        self.deps.namespaces.register(Namespaces::of_capsule(&name));
+        let actor = ChildRef::new("capsule");
+        let arbiter = Arbiter::new();
+        let recipe = Recipe {
+            compiled,
+            host: Host::new(&name, self.deps.services.clone()),
+        };
+        let spec = ChildSpec::worker_in(
+            child_name(&name),
+            manifest.restart.kind,
+            actor.clone(),
+            arbiter.handle(),
+            move || Ok(recipe.clone()),
+            CapsuleActor::build,
+        )
+        .own_budget(manifest.restart.policy)
+        .capsule()
+        .shutdown_timeout(manifest.limits.call_timeout + std::time::Duration::from_secs(1));
+        let taken = self.deps.loaded.insert(
+            &name,
+            loaded::Capsule {
+                fingerprint: d.fingerprint,
+                dir: d.dir.clone(),
+                actor,
+                arbiter,
+                call_timeout: manifest.limits.call_timeout,
+                commands: manifest.commands.iter().map(|c| c.name.clone()).collect(),
+                state: ChildState::Running,
+                restarts: 0,
+                last_failure: None,
+            },
+        );
+        for command in taken {
+            tracing::warn!(capsule = %name, %command, "command already offered by another capsule; not routed here");
+        }
+        self.parent.do_send(StartChild(spec));
+        tracing::info!(capsule = %name, "capsule loaded");
+    }
+
     fn builtin_metadata(&self) -> CapsuleMetadata {
         CapsuleMetadata {
             name: BUILTIN_CLI.to_owned(),
-            version: Some(self.version.clone()),
+            version: Some(self.deps.version.clone()),
             description: Some(
                 "Built-in socket listener: accepts clients and bridges them to the kernel".into(),
             ),
@@ -99,12 +256,16 @@ impl CapsulesActor {
     }
 
     fn listing(&self) -> ResponseFuture<Vec<CapsuleInfo>> {
-        let supervisor = self.supervisor.clone();
-        let child_name = self.builtin_child.clone();
+        let kernel = self.deps.kernel.clone();
+        let child_name = self.deps.builtin_child.clone();
         let builtin = self.builtin_metadata();
-        let discovered: Vec<CapsuleInfo> = self.discovered.iter().map(discovered_info).collect();
+        let discovered: Vec<CapsuleInfo> = self
+            .discovered
+            .iter()
+            .map(|d| self.discovered_info(d))
+            .collect();
         Box::pin(async move {
-            let child = supervisor
+            let child = kernel
                 .send(GetChild {
                     name: child_name.clone(),
                 })
@@ -116,6 +277,68 @@ impl CapsulesActor {
             all
         })
     }
+
+    fn discovered_info(&self, c: &Discovered) -> CapsuleInfo {
+        let path = Some(c.dir.display().to_string());
+        let manifest = match &c.manifest {
+            Ok(m) => m,
+            Err(e) => {
+                return CapsuleInfo {
+                    name: c.name.clone(),
+                    version: None,
+                    description: None,
+                    state: CapsuleState::Invalid,
+                    origin: c.origin,
+                    path,
+                    restarts: 0,
+                    error: Some(e.clone()),
+                };
+            }
+        };
+        let (state, restarts, error) = match (
+            self.load_errors.get(&c.name),
+            self.deps.loaded.state(&c.name),
+        ) {
+            (Some(e), _) => (CapsuleState::Invalid, 0, Some(e.clone())),
+            (None, Some((state, restarts, failure))) => {
+                let state = capsule_state(state);
+                let error = (state != CapsuleState::Running)
+                    .then_some(failure)
+                    .flatten();
+                (state, restarts, error)
+            }
+            (None, None) => (CapsuleState::Stopped, 0, None),
+        };
+        CapsuleInfo {
+            name: c.name.clone(),
+            version: Some(manifest.package.version.clone()),
+            description: manifest.package.description.clone(),
+            state,
+            origin: c.origin,
+            path,
+            restarts,
+            error,
+        }
+    }
+}
+
+/// Reads and compiles a capsule's module.
+fn compile(d: &Discovered) -> Result<Compiled, String> {
+    let Ok(manifest) = &d.manifest else {
+        return Err("invalid manifest".into());
+    };
+    let file = d.dir.join(&manifest.module);
+    let bytes = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    sandbox::compile(&bytes, manifest.limits).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+fn capsule_state(state: ChildState) -> CapsuleState {
+    match state {
+        ChildState::Running => CapsuleState::Running,
+        ChildState::Restarting => CapsuleState::Restarting,
+        ChildState::Stopping | ChildState::Stopped => CapsuleState::Stopped,
+        ChildState::Failed => CapsuleState::Failed,
+    }
 }
 
 /// The built-in capsule's listing entry: its state is its actor's state.
@@ -126,12 +349,7 @@ fn builtin_info(
 ) -> CapsuleInfo {
     let (state, restarts, error) = match child {
         Some(c) => {
-            let state = match c.state {
-                ChildState::Running => CapsuleState::Running,
-                ChildState::Restarting => CapsuleState::Restarting,
-                ChildState::Stopping | ChildState::Stopped => CapsuleState::Stopped,
-                ChildState::Failed => CapsuleState::Failed,
-            };
+            let state = capsule_state(c.state);
             let error = (state != CapsuleState::Running)
                 .then_some(c.last_failure)
                 .flatten();
@@ -152,32 +370,6 @@ fn builtin_info(
         path: None,
         restarts,
         error,
-    }
-}
-
-fn discovered_info(c: &Discovered) -> CapsuleInfo {
-    let path = Some(c.dir.display().to_string());
-    match &c.manifest {
-        Ok(m) => CapsuleInfo {
-            name: c.name.clone(),
-            version: Some(m.package.version.clone()),
-            description: m.package.description.clone(),
-            state: CapsuleState::NotLoaded,
-            origin: c.origin,
-            path,
-            restarts: 0,
-            error: Some("this build has no WebAssembly capsule runtime".into()),
-        },
-        Err(e) => CapsuleInfo {
-            name: c.name.clone(),
-            version: None,
-            description: None,
-            state: CapsuleState::Invalid,
-            origin: c.origin,
-            path,
-            restarts: 0,
-            error: Some(e.clone()),
-        },
     }
 }
 
@@ -220,9 +412,12 @@ fn discovered_metadata(c: &Discovered) -> CapsuleMetadata {
 impl Actor for CapsulesActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
         self.rescan();
         tracing::info!(found = self.discovered.len(), "capsule folders scanned");
+        // Requests wait until the capsules are loaded (boot waits on `ListCapsules`).
+        let plan = self.plan(false);
+        ctx.wait(self.apply(plan).map(|_, _, _| ()));
     }
 }
 
@@ -235,7 +430,7 @@ impl Handler<ListCapsules> for CapsulesActor {
 }
 
 impl Handler<ReloadCapsules> for CapsulesActor {
-    type Result = ResponseFuture<ReloadReport>;
+    type Result = ResponseActFuture<Self, ReloadReport>;
 
     fn handle(&mut self, _: ReloadCapsules, _: &mut Context<Self>) -> Self::Result {
         let before = self.rescan();
@@ -255,16 +450,20 @@ impl Handler<ReloadCapsules> for CapsulesActor {
             .map(|b| b.name.clone())
             .collect();
         tracing::info!(?added, ?removed, ?changed, "capsules rescanned");
-        let listing = self.listing();
-        Box::pin(async move {
-            ReloadReport {
-                added,
-                removed,
-                changed,
-                unchanged,
-                capsules: listing.await,
-            }
-        })
+        let plan = self.plan(true);
+        Box::pin(self.apply(plan).then(move |restarted, act, _| {
+            let listing = act.listing();
+            wrap_future(async move {
+                ReloadReport {
+                    added,
+                    removed,
+                    changed,
+                    unchanged,
+                    restarted,
+                    capsules: listing.await,
+                }
+            })
+        }))
     }
 }
 
@@ -272,8 +471,23 @@ impl Handler<GetCommands> for CapsulesActor {
     type Result = MessageResult<GetCommands>;
 
     fn handle(&mut self, _: GetCommands, _: &mut Context<Self>) -> Self::Result {
-        // Only running capsules offer commands; discovered ones are not loaded.
-        MessageResult(self.builtin_metadata().commands)
+        let mut all = self.builtin_metadata().commands;
+        for (command, capsule) in self.deps.loaded.commands() {
+            let description = self
+                .discovered
+                .iter()
+                .find(|d| d.name == capsule)
+                .and_then(|d| d.manifest.as_ref().ok())
+                .and_then(|m| m.commands.iter().find(|c| c.name == command))
+                .and_then(|c| c.description.clone())
+                .unwrap_or_default();
+            all.push(CommandInfo {
+                name: command,
+                description,
+                capsule,
+            });
+        }
+        MessageResult(all)
     }
 }
 

@@ -15,7 +15,8 @@ use super::{BootError, Kernel, KernelConfig, KernelInfo, LISTENER, ShutdownHandl
 use crate::audit::{AuditActor, Record};
 use crate::bus::{BusActor, Pattern, Publish};
 use crate::caps::CapabilitiesActor;
-use crate::capsules::CapsulesActor;
+use crate::capsules::loaded::LoadedCapsules;
+use crate::capsules::{CapsulesActor, RegistryDeps};
 use crate::listener::{Connections, ListenerActor, SessionInfo, Token};
 use crate::protocol::to_payload;
 use crate::relay::Relay;
@@ -40,6 +41,8 @@ pub struct KernelActors {
     pub caps: ChildRef<CapabilitiesActor>,
     /// Workspace file system.
     pub vfs: ChildRef<VfsActor>,
+    /// The capsules supervisor (the registry's and every capsule's parent).
+    pub capsule_supervisor: ChildRef<SupervisorActor>,
     /// Capsule registry.
     pub capsules: ChildRef<CapsulesActor>,
     /// Socket listener.
@@ -54,7 +57,8 @@ impl KernelActors {
             store: ChildRef::new("store"),
             caps: ChildRef::new("capabilities"),
             vfs: ChildRef::new("vfs"),
-            capsules: ChildRef::new("capsules"),
+            capsule_supervisor: ChildRef::new("capsules"),
+            capsules: ChildRef::new("registry"),
             listener: ChildRef::new(LISTENER),
         }
     }
@@ -117,6 +121,7 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
         connections: Arc::clone(&connections),
         shutdown: shutdown.clone(),
         client_publish,
+        capsules: Arc::new(LoadedCapsules::default()),
     });
     let arbiters: Vec<Arbiter> = (0..2).map(|_| Arbiter::new()).collect();
     let children = children(
@@ -166,6 +171,7 @@ fn children(
     files: &Arc<KernelFiles>,
     stores: &Stores,
 ) -> Vec<ChildSpec> {
+    let loaded = Arc::clone(&deps.capsules);
     let permanent = RestartType::Permanent;
     let queue = config.limits.event_queue;
     let (audit_ledger, health) = (Arc::clone(&stores.ledger), Arc::clone(&stores.audit_health));
@@ -173,18 +179,24 @@ fn children(
     // them through it.
     let sessions_relay = Relay::on_current_arbiter();
     let audit_relay = sessions_relay.clone();
-    let (kv_ledger, namespaces, store_limits) = (
+    let namespaces = Arc::new(Namespaces::default());
+    let (kv_ledger, store_namespaces, store_limits) = (
         Arc::clone(&stores.ledger),
-        Arc::new(Namespaces::default()),
+        Arc::clone(&namespaces),
         config.store_limits,
     );
     let (caps_db, caps_audit) = (Arc::clone(&stores.caps), actors.audit.clone());
     let (workspace, vfs_limits) = (config.workspace.clone(), config.vfs_limits);
-    let (roots, version, registry_supervisor) = (
-        config.capsule_roots.clone(),
-        config.version.clone(),
-        supervisor.clone(),
-    );
+    let registry = RegistryDeps {
+        roots: config.capsule_roots.clone(),
+        kernel: supervisor.clone(),
+        builtin_child: LISTENER.to_owned(),
+        version: config.version.clone(),
+        services: actors.clone(),
+        namespaces,
+        loaded,
+    };
+    let (registry_ref, capsules_policy) = (actors.capsules.clone(), config.restart_policy);
     let idle_grace = config.ephemeral.then_some(config.idle_grace);
     let sessions = Arc::clone(&deps.connections);
     let listener_files = Arc::clone(files);
@@ -203,7 +215,7 @@ fn children(
         ChildSpec::worker("store", permanent, actors.store.clone(), move || {
             Ok(StoreActor::new(
                 Arc::clone(&kv_ledger),
-                Arc::clone(&namespaces),
+                Arc::clone(&store_namespaces),
                 store_limits,
             )
             .answer_on(sessions_relay.clone()))
@@ -222,14 +234,29 @@ fn children(
             arbiters[1].handle(),
             move || VfsActor::new(&workspace, vfs_limits).map_err(|e| e.to_string()),
         ),
-        ChildSpec::worker("capsules", permanent, actors.capsules.clone(), move || {
-            Ok(CapsulesActor::new(
-                roots.clone(),
-                registry_supervisor.clone(),
-                LISTENER,
-                version.clone(),
-            ))
-        }),
+        // The capsules supervisor: the registry, then one child per loaded capsule (each
+        // with a restart budget of its own). A new incarnation starts with no capsules.
+        ChildSpec::nested(
+            "capsules",
+            permanent,
+            actors.capsule_supervisor.clone(),
+            move |parent| {
+                registry.loaded.clear();
+                let deps = registry.clone();
+                let registry_child =
+                    ChildSpec::worker("registry", permanent, registry_ref.clone(), move || {
+                        Ok(CapsulesActor::new(deps.clone(), parent.clone()))
+                    });
+                let loaded = Arc::clone(&registry.loaded);
+                let events = registry.services.clone();
+                SupervisorActor::new("capsules", capsules_policy, vec![registry_child]).on_event(
+                    move |event| {
+                        loaded.on_event(&event);
+                        report(&events, &event);
+                    },
+                )
+            },
+        ),
         ChildSpec::worker(LISTENER, permanent, actors.listener.clone(), move || {
             let socket = listener_files.listener_copy()?;
             Ok(ListenerActor::new(socket, Arc::clone(&deps), idle_grace))
@@ -307,6 +334,11 @@ fn report(actors: &KernelActors, event: &SupervisorEvent) {
                 child,
                 format!("ok (restart {restarts})"),
             ),
+        ),
+        SupervisorEvent::ChildFailed { child, reason } => (
+            "astrid.supervisor.child_failed",
+            to_payload(&Named { child, reason }),
+            Record::new("supervisor", "failed", child, reason.as_str()),
         ),
         SupervisorEvent::Escalated { child, reason } => (
             "astrid.supervisor.escalated",

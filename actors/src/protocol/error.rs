@@ -69,6 +69,13 @@ pub enum ErrorCode {
     IoError,
     /// A bug: the daemon could not build its answer.
     Internal,
+    /// The capsule exhausted its restart budget and stays down until `ReloadCapsules`.
+    CapsuleFailed,
+    /// The capsule crashed (trapped, ran out of fuel or memory, returned garbage) while
+    /// handling the request; it is restarted under its policy.
+    CapsuleCrashed,
+    /// The capsule handled the request and answered with an error of its own.
+    CapsuleError,
     /// A code this client does not know (sent by a newer daemon).
     #[serde(other)]
     Other,
@@ -102,6 +109,9 @@ impl ErrorCode {
             Self::StorageFailed => "storage_failed",
             Self::IoError => "io_error",
             Self::Internal => "internal",
+            Self::CapsuleFailed => "capsule_failed",
+            Self::CapsuleCrashed => "capsule_crashed",
+            Self::CapsuleError => "capsule_error",
             Self::Other => "other",
         }
     }
@@ -204,13 +214,23 @@ impl From<&KernelError> for ErrorBody {
         let code = match e {
             KernelError::NotStarted { .. }
             | KernelError::Unavailable { .. }
-            | KernelError::Bus(BusError::UnknownSubscriber(_)) => ErrorCode::Unavailable,
-            KernelError::Timeout { .. } => ErrorCode::Timeout,
+            | KernelError::Bus(BusError::UnknownSubscriber(_))
+            | KernelError::Capsules(CapsuleError::Restarting(_)) => ErrorCode::Unavailable,
+            KernelError::Timeout { .. } | KernelError::Capsules(CapsuleError::Deadline { .. }) => {
+                ErrorCode::Timeout
+            }
+            KernelError::Capsules(CapsuleError::Failed { .. }) => ErrorCode::CapsuleFailed,
+            KernelError::Capsules(CapsuleError::Crashed { .. }) => ErrorCode::CapsuleCrashed,
+            KernelError::Capsules(CapsuleError::Guest { .. }) => ErrorCode::CapsuleError,
             KernelError::Bus(BusError::InvalidTopic { .. } | BusError::InvalidPattern { .. }) => {
                 ErrorCode::InvalidTopic
             }
             KernelError::Supervisor(SupervisorError::UnknownChild(_))
-            | KernelError::Capsules(CapsuleError::NotFound(_))
+            | KernelError::Capsules(
+                CapsuleError::NotFound(_)
+                | CapsuleError::UnknownCommand(_)
+                | CapsuleError::BuiltinCommand(_),
+            )
             | KernelError::Vfs(VfsError::NotFound { .. }) => ErrorCode::NotFound,
             KernelError::Supervisor(SupervisorError::NotRunning { .. }) => ErrorCode::NotRunning,
             KernelError::Supervisor(SupervisorError::ShuttingDown) | KernelError::ShuttingDown => {
@@ -222,7 +242,10 @@ impl From<&KernelError> for ErrorBody {
             KernelError::Store(StoreError::UnknownNamespace(_)) => ErrorCode::UnknownNamespace,
             KernelError::Store(StoreError::InvalidKey { .. })
             | KernelError::Caps(CapsError::InvalidSubject(_) | CapsError::InvalidResource(_))
-            | KernelError::Vfs(VfsError::InvalidPath { .. }) => ErrorCode::InvalidArgument,
+            | KernelError::Vfs(VfsError::InvalidPath { .. })
+            | KernelError::Supervisor(
+                SupervisorError::Duplicate(_) | SupervisorError::FaultNotApplicable { .. },
+            ) => ErrorCode::InvalidArgument,
             KernelError::Store(StoreError::ValueTooLarge { .. })
             | KernelError::Vfs(VfsError::TooLarge { .. }) => ErrorCode::TooLarge,
             KernelError::Store(StoreError::Storage { .. } | StoreError::Aborted)

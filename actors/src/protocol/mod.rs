@@ -113,8 +113,18 @@ pub enum Request {
     ListCapsules,
     /// Rescan capsule folders. Result: [`ReloadReport`].
     ReloadCapsules,
-    /// Slash commands offered by running capsules. Result: list of [`CommandInfo`].
+    /// Slash commands offered by the built-in capsule and loaded capsules. Result: list of
+    /// [`CommandInfo`].
     GetCommands,
+    /// Runs a capsule's slash command and returns its output. Not audited itself (what the
+    /// capsule does through host calls is). Result: [`CommandOutput`].
+    InvokeCommand {
+        /// Command name, without the slash.
+        name: String,
+        /// Its arguments.
+        #[serde(default)]
+        args: Vec<String>,
+    },
     /// Manifest-level metadata of one capsule, or all when `name` is absent or nil.
     /// Result: list of [`CapsuleMetadata`].
     GetCapsuleMetadata {
@@ -269,6 +279,7 @@ impl Request {
         "ListCapsules",
         "ReloadCapsules",
         "GetCommands",
+        "InvokeCommand",
         "GetCapsuleMetadata",
         "GetSupervisionTree",
         "Subscribe",
@@ -301,6 +312,7 @@ impl Request {
             Self::ListCapsules => "ListCapsules",
             Self::ReloadCapsules => "ReloadCapsules",
             Self::GetCommands => "GetCommands",
+            Self::InvokeCommand { .. } => "InvokeCommand",
             Self::GetCapsuleMetadata { .. } => "GetCapsuleMetadata",
             Self::GetSupervisionTree => "GetSupervisionTree",
             Self::Subscribe { .. } => "Subscribe",
@@ -348,6 +360,7 @@ impl Request {
         match self {
             Self::Shutdown { reason } => reason.clone(),
             Self::GetCapsuleMetadata { name } => name.clone().unwrap_or_default(),
+            Self::InvokeCommand { name, .. } => name.clone(),
             Self::Subscribe { pattern } | Self::Unsubscribe { pattern } => pattern.clone(),
             Self::Publish { topic, .. } => topic.clone(),
             Self::InjectFault { target, fault } => format!("{target}: {fault}"),
@@ -405,6 +418,17 @@ pub struct Status {
     pub fault_injection: bool,
     /// The latest audit chain verification (at boot, or the last `AuditVerify`).
     pub audit: Verification,
+}
+
+/// Result of `InvokeCommand`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandOutput {
+    /// The capsule that ran it.
+    pub capsule: String,
+    /// The command.
+    pub command: String,
+    /// What the capsule answered (any MessagePack value).
+    pub output: rmpv::Value,
 }
 
 /// Result of `Shutdown`.
@@ -656,6 +680,10 @@ mod tests {
             Request::ListCapsules,
             Request::ReloadCapsules,
             Request::GetCommands,
+            Request::InvokeCommand {
+                name: "echo".into(),
+                args: vec!["a".into()],
+            },
             Request::GetCapsuleMetadata {
                 name: Some("echo".into()),
             },

@@ -15,6 +15,8 @@ mod subscription;
 
 use std::sync::Arc;
 
+use crate::capsules::loaded::LoadedCapsules;
+
 use actix::{
     Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, SpawnHandle, StreamHandler,
 };
@@ -59,6 +61,8 @@ pub struct SessionDeps {
     pub shutdown: ShutdownHandle,
     /// Topics clients may publish to.
     pub client_publish: Vec<Pattern>,
+    /// Loaded capsules, to route `InvokeCommand`.
+    pub capsules: Arc<LoadedCapsules>,
 }
 
 /// Who is on the other end of a connection, as the kernel reported it at accept.

@@ -18,11 +18,15 @@ use super::{SessionActor, SessionDeps};
 use crate::audit::{AuditActor, Record, Tail, VerifyChain};
 use crate::bus::{BusError, GetBusStats, Publish, topic::validate_topic};
 use crate::caps::{GrantCapability, ListCapabilities, RevokeCapability};
-use crate::capsules::{GetCapsuleMetadata, GetCommands, ListCapsules, ReloadCapsules};
+use crate::capsule::{CallFailure, Invoke};
+use crate::capsules::loaded::Route;
+use crate::capsules::{
+    BUILTIN_COMMANDS, CapsuleError, GetCapsuleMetadata, GetCommands, ListCapsules, ReloadCapsules,
+};
 use crate::error::KernelError;
 use crate::protocol::{
-    ErrorBody, FaultInjected, KvValue, PROTOCOL_VERSION, ProtocolError, Removed, Request,
-    ShutdownAck, Status, Written,
+    CommandOutput, ErrorBody, FaultInjected, KvValue, PROTOCOL_VERSION, ProtocolError, Removed,
+    Request, ShutdownAck, Status, Written,
 };
 use crate::store::{self, CLIENT_NAMESPACE, StoreActor};
 use crate::supervisor::{ChildRef, GetTree, InjectFault, SupervisorActor};
@@ -97,9 +101,11 @@ async fn record_durably(audit: &ChildRef<AuditActor>, record: Record, timeout: D
 
 impl SessionActor {
     pub(super) fn dispatch(&mut self, id: u64, request: Request, ctx: &mut Context<Self>) {
-        if matches!(request, Request::Ping) {
-            return self.reply_ok(id, "pong");
-        }
+        let request = match request {
+            Request::Ping => return self.reply_ok(id, "pong"),
+            Request::InvokeCommand { name, args } => return self.invoke(id, name, args, ctx),
+            other => other,
+        };
         let deps = Arc::clone(&self.deps);
         let note = AuditNote {
             audit: deps.actors.audit.clone(),
@@ -172,6 +178,54 @@ impl SessionActor {
             }
             other => self.dispatch_services(id, other, note, ctx),
         }
+    }
+
+    /// `InvokeCommand`: straight to the capsule's actor through the table of loaded
+    /// capsules, with the capsule's own deadline.
+    fn invoke(&mut self, id: u64, command: String, args: Vec<String>, ctx: &mut Context<Self>) {
+        let route = match self.deps.capsules.route(&command) {
+            Ok(route) => route,
+            Err(CapsuleError::UnknownCommand(c))
+                if BUILTIN_COMMANDS.iter().any(|(name, _)| *name == c) =>
+            {
+                let error = KernelError::from(CapsuleError::BuiltinCommand(c));
+                return self.reply_err(Some(id), &ErrorBody::from(&error));
+            }
+            Err(e) => return self.reply_err(Some(id), &ErrorBody::from(&KernelError::from(e))),
+        };
+        let Route {
+            capsule,
+            actor,
+            timeout,
+        } = route;
+        let answer = actor
+            .send(Invoke {
+                command: command.clone(),
+                args,
+            })
+            .timeout(timeout);
+        self.call(id, ctx, async move {
+            let failure = match answer.await {
+                Ok(Ok(output)) => {
+                    return Ok(CommandOutput {
+                        capsule,
+                        command,
+                        output,
+                    });
+                }
+                Ok(Err(CallFailure::Crashed(reason))) => CapsuleError::Crashed { capsule, reason },
+                Ok(Err(CallFailure::Deadline(timeout))) => {
+                    CapsuleError::Deadline { capsule, timeout }
+                }
+                Ok(Err(CallFailure::Guest(message))) => CapsuleError::Guest { capsule, message },
+                Err(MailboxError::Closed) => CapsuleError::Crashed {
+                    capsule,
+                    reason: "it stopped before answering (an earlier request crashed it)".into(),
+                },
+                Err(MailboxError::Timeout) => CapsuleError::Deadline { capsule, timeout },
+            };
+            Err(KernelError::from(failure))
+        });
     }
 
     /// The kernel-service requests: key-value store, capabilities, audit, workspace files.

@@ -1,13 +1,14 @@
 //! How a supervisor holds its children: the spec that (re)starts a child, the swappable
 //! address other actors use to reach it, and the exit guard that reports its death however
-//! it happens (stop, panic, or shutdown).
+//! it happens (stop, panic, or shutdown), with the note an actor leaves to say why it
+//! stopped itself.
 //!
 //! The exit guard is the answer to actix not restarting panicked actors: it lives in a
 //! future spawned into the child's own context, so it is dropped exactly when the context
 //! is, and its `Drop` tells the supervisor which incarnation died and why.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use actix::dev::ToEnvelope;
@@ -16,7 +17,7 @@ use actix::{Actor, Addr, ArbiterHandle, AsyncContext, Context, Handler, Message,
 use super::fault::{Fault, Inject};
 use super::messages::{ChildExited, Terminate};
 use super::panic_capture;
-use super::policy::{ExitReason, RestartType};
+use super::policy::{ExitReason, RestartPolicy, RestartType};
 use super::tree::{NodeKind, TreeNode};
 use crate::error::KernelError;
 
@@ -116,10 +117,11 @@ where
     }
 }
 
-type Starter = Box<dyn FnMut(ExitGuard) -> Result<Box<dyn ChildControl>, String>>;
-type Describe = Box<dyn Fn() -> Vec<TreeNode>>;
+type Starter = Box<dyn FnMut(ExitGuard) -> Result<Box<dyn ChildControl>, String> + Send>;
+type Describe = Box<dyn Fn() -> Vec<TreeNode> + Send>;
 
-/// How to start (and restart) one child.
+/// How to start (and restart) one child. `Send`, so that a child can be added at run time
+/// ([`StartChild`](super::StartChild)).
 pub struct ChildSpec {
     pub(crate) name: String,
     pub(crate) restart: RestartType,
@@ -127,6 +129,10 @@ pub struct ChildSpec {
     pub(crate) kind: NodeKind,
     pub(crate) start: Starter,
     pub(crate) describe: Option<Describe>,
+    /// A restart budget of the child's own; exhausting it leaves the child failed.
+    pub(crate) budget: Option<RestartPolicy>,
+    /// The supervisor this child is, when it is one: the tree and faults reach into it.
+    pub(crate) subtree: Option<ChildRef<super::SupervisorActor>>,
 }
 
 impl std::fmt::Debug for ChildSpec {
@@ -151,7 +157,7 @@ impl ChildSpec {
     ) -> Self
     where
         A: Actor<Context = Context<A>> + Handler<Terminate> + Handler<Inject>,
-        F: FnMut() -> Result<A, String> + 'static,
+        F: FnMut() -> Result<A, String> + Send + 'static,
     {
         Self::with_starter(name, restart, move |guard: ExitGuard| {
             let actor = factory()?;
@@ -175,7 +181,7 @@ impl ChildSpec {
     ) -> Self
     where
         A: Actor<Context = Context<A>> + Handler<Terminate> + Handler<Inject> + Send,
-        F: FnMut() -> Result<A, String> + 'static,
+        F: FnMut() -> Result<A, String> + Send + 'static,
     {
         Self::with_starter(name, restart, move |guard: ExitGuard| {
             let actor = factory()?;
@@ -188,10 +194,67 @@ impl ChildSpec {
         })
     }
 
+    /// A worker built on an arbiter (thread) by `build`, for actors that cannot be moved
+    /// between threads (a capsule's wasmer store). `factory` prepares what `build` needs on
+    /// the supervisor's thread; its `Err` counts as a failed start. `build` cannot fail: an
+    /// actor that finds it cannot run stops itself with [`ExitNote::fail`].
+    pub fn worker_in<A, R, F, B>(
+        name: impl Into<String>,
+        restart: RestartType,
+        slot: ChildRef<A>,
+        arbiter: ArbiterHandle,
+        mut factory: F,
+        build: B,
+    ) -> Self
+    where
+        A: Actor<Context = Context<A>> + Handler<Terminate> + Handler<Inject>,
+        R: Send + 'static,
+        F: FnMut() -> Result<R, String> + Send + 'static,
+        B: Fn(R, ExitNote, &mut Context<A>) -> A + Send + Sync + Copy + 'static,
+    {
+        Self::with_starter(name, restart, move |guard: ExitGuard| {
+            let recipe = factory()?;
+            // The address exists at once; the actor is built on its thread, where messages
+            // wait for it.
+            let addr = A::start_in_arbiter(&arbiter, move |ctx| {
+                let note = guard.attach(ctx);
+                build(recipe, note, ctx)
+            });
+            slot.set(addr.clone());
+            Ok(Box::new(addr) as Box<dyn ChildControl>)
+        })
+    }
+
+    /// A nested supervisor: `factory` builds it (its children included) for every
+    /// incarnation, given its own address. The parent's tree and fault injection reach
+    /// into it.
+    pub fn nested<F>(
+        name: impl Into<String>,
+        restart: RestartType,
+        slot: ChildRef<super::SupervisorActor>,
+        mut factory: F,
+    ) -> Self
+    where
+        F: FnMut(Addr<super::SupervisorActor>) -> super::SupervisorActor + Send + 'static,
+    {
+        let subtree = slot.clone();
+        let mut spec = Self::with_starter(name, restart, move |guard: ExitGuard| {
+            let mut ctx = Context::new();
+            let sup = factory(ctx.address());
+            guard.attach(&mut ctx);
+            let addr = ctx.run(sup);
+            slot.set(addr.clone());
+            Ok(Box::new(addr) as Box<dyn ChildControl>)
+        });
+        spec.kind = NodeKind::Supervisor;
+        spec.subtree = Some(subtree);
+        spec
+    }
+
     fn with_starter(
         name: impl Into<String>,
         restart: RestartType,
-        start: impl FnMut(ExitGuard) -> Result<Box<dyn ChildControl>, String> + 'static,
+        start: impl FnMut(ExitGuard) -> Result<Box<dyn ChildControl>, String> + Send + 'static,
     ) -> Self {
         Self {
             name: name.into(),
@@ -200,7 +263,24 @@ impl ChildSpec {
             kind: NodeKind::Worker,
             start: Box::new(start),
             describe: None,
+            budget: None,
+            subtree: None,
         }
+    }
+
+    /// Gives the child a restart budget (and backoff) of its own instead of sharing the
+    /// supervisor's: past it, the child stays `failed` and nothing escalates.
+    #[must_use]
+    pub fn own_budget(mut self, policy: RestartPolicy) -> Self {
+        self.budget = Some(policy);
+        self
+    }
+
+    /// Marks the node as a capsule in the tree (it accepts the `trap` fault).
+    #[must_use]
+    pub fn capsule(mut self) -> Self {
+        self.kind = NodeKind::Capsule;
+        self
     }
 
     /// How long the child gets to stop before it is abandoned (default 5 s).
@@ -219,7 +299,10 @@ impl ChildSpec {
 
     /// Children to show under this node in the tree (for example a listener's sessions).
     #[must_use]
-    pub fn describe_children(mut self, describe: impl Fn() -> Vec<TreeNode> + 'static) -> Self {
+    pub fn describe_children(
+        mut self,
+        describe: impl Fn() -> Vec<TreeNode> + Send + 'static,
+    ) -> Self {
         self.describe = Some(Box::new(describe));
         self
     }
@@ -229,45 +312,76 @@ impl ChildSpec {
 #[derive(Debug)]
 pub struct ExitGuard {
     notify: Recipient<ChildExited>,
-    slot: usize,
+    id: u64,
     generation: u64,
     stop_requested: Arc<AtomicBool>,
+    note: ExitNote,
+}
+
+/// Where an actor says why it is stopping itself (a normal end, or a failure it detected),
+/// before calling `ctx.stop()`. Without a note, a stop nobody asked for counts as
+/// [`ExitReason::Stopped`] (abnormal).
+#[derive(Debug, Clone, Default)]
+pub struct ExitNote(Arc<Mutex<Option<ExitReason>>>);
+
+impl ExitNote {
+    /// The actor finished its work: a transient child is not restarted.
+    pub fn normal(&self) {
+        self.set(ExitReason::Normal);
+    }
+
+    /// The actor failed (for a capsule: its instance trapped).
+    pub fn fail(&self, reason: impl Into<String>) {
+        self.set(ExitReason::Failed(reason.into()));
+    }
+
+    fn set(&self, reason: ExitReason) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+    }
+
+    fn take(&self) -> Option<ExitReason> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
 }
 
 impl ExitGuard {
     pub(crate) fn new(
         notify: Recipient<ChildExited>,
-        slot: usize,
+        id: u64,
         generation: u64,
         stop_requested: Arc<AtomicBool>,
     ) -> Self {
         Self {
             notify,
-            slot,
+            id,
             generation,
             stop_requested,
+            note: ExitNote::default(),
         }
     }
 
     /// Ties the guard to `ctx`: it is dropped when the context is, whether the actor
-    /// stopped or its task was dropped after a panic.
-    pub fn attach<A: Actor<Context = Context<A>>>(self, ctx: &mut Context<A>) {
+    /// stopped or its task was dropped after a panic. Returns the note the actor may leave.
+    pub fn attach<A: Actor<Context = Context<A>>>(self, ctx: &mut Context<A>) -> ExitNote {
+        let note = self.note.clone();
         ctx.spawn(actix::fut::wrap_future(async move {
             let _guard = self;
             std::future::pending::<()>().await;
         }));
+        note
     }
 }
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
+        let noted = self.note.take();
         let reason = match panic_capture::take_for_current_task() {
             Some(message) => ExitReason::Panicked(message),
             None if self.stop_requested.load(Ordering::Acquire) => ExitReason::Shutdown,
-            None => ExitReason::Stopped,
+            None => noted.unwrap_or(ExitReason::Stopped),
         };
         self.notify.do_send(ChildExited {
-            slot: self.slot,
+            id: self.id,
             generation: self.generation,
             reason,
         });

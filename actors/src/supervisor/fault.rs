@@ -22,6 +22,8 @@ pub enum Fault {
         /// How long.
         millis: u64,
     },
+    /// Make a capsule's WebAssembly instance trap, as a guest bug would (capsules only).
+    Trap,
 }
 
 impl fmt::Display for Fault {
@@ -30,6 +32,7 @@ impl fmt::Display for Fault {
             Self::Panic => f.write_str("panic"),
             Self::Stop => f.write_str("stop"),
             Self::Hang { millis } => write!(f, "hang for {millis} ms"),
+            Self::Trap => f.write_str("trap"),
         }
     }
 }
@@ -39,15 +42,16 @@ impl fmt::Display for Fault {
 #[rtype(result = "()")]
 pub struct Inject(pub Fault);
 
-/// Applies `fault` to the actor owning `ctx`.
+/// Applies `fault` to the actor owning `ctx`. Capsules handle [`Fault::Trap`] themselves;
+/// the supervisor refuses it for other actors, so here it is a panic like any crash.
 ///
 /// # Panics
 ///
-/// On purpose, for [`Fault::Panic`].
+/// On purpose, for [`Fault::Panic`] (and [`Fault::Trap`]).
 pub fn apply<A: Actor<Context = Context<A>>>(fault: Fault, ctx: &mut Context<A>) {
     tracing::warn!(actor = std::any::type_name::<A>(), %fault, "injected fault");
     match fault {
-        Fault::Panic => panic!("injected fault"),
+        Fault::Panic | Fault::Trap => panic!("injected fault"),
         Fault::Stop => ctx.stop(),
         Fault::Hang { millis } => {
             ctx.wait(actix::fut::wrap_future(tokio::time::sleep(

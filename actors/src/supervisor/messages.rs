@@ -2,10 +2,12 @@
 //! supervised child handles ([`Terminate`], and [`Inject`](super::Inject) in `fault.rs`).
 //!
 //! Senders: exit guards send [`ChildExited`]; the kernel sends [`ShutdownTree`]; sessions
-//! send [`GetTree`] and [`InjectFault`]; the capsules actor sends [`GetChild`].
+//! send [`GetTree`] and [`InjectFault`]; the capsules actor sends [`GetChild`],
+//! [`StartChild`] and [`StopChild`].
 
 use actix::Message;
 
+use super::child::ChildSpec;
 use super::fault::Fault;
 use super::policy::ExitReason;
 use super::tree::{ChildState, TreeNode};
@@ -14,7 +16,7 @@ use super::tree::{ChildState, TreeNode};
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ChildExited {
-    pub(crate) slot: usize,
+    pub(crate) id: u64,
     pub(crate) generation: u64,
     pub(crate) reason: ExitReason,
 }
@@ -37,8 +39,8 @@ pub struct ShutdownTree {
 #[rtype(result = "TreeNode")]
 pub struct GetTree;
 
-/// Delivers a fault to the child named `target`.
-#[derive(Debug, Message)]
+/// Delivers a fault to the child named `target` (of this supervisor or a nested one).
+#[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), super::SupervisorError>")]
 pub struct InjectFault {
     /// Child name.
@@ -64,4 +66,18 @@ pub struct ChildSummary {
     pub restarts: u32,
     /// Last failure, if any.
     pub last_failure: Option<String>,
+}
+
+/// Adds a child at run time and starts it (it is stopped first at shutdown, being the
+/// youngest). Refused when a child of that name exists.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), super::SupervisorError>")]
+pub struct StartChild(pub ChildSpec);
+
+/// Stops a child (with its shutdown deadline) and removes it; answered once it is gone.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), super::SupervisorError>")]
+pub struct StopChild {
+    /// Child name.
+    pub name: String,
 }

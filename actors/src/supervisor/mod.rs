@@ -4,9 +4,16 @@
 //! exhausted, and stops children in reverse order with a deadline each.
 //!
 //! Handles: [`ChildExited`] (from exit guards), [`ShutdownTree`] (kernel), [`Terminate`] and
-//! [`Inject`] (from a parent, when nested), [`GetTree`] and [`InjectFault`] (sessions),
-//! [`GetChild`] (capsules actor). Reports its own end once, on the channel given to
+//! [`Inject`] (from a parent, when nested), [`GetTree`] and [`InjectFault`] (sessions; both
+//! reach into nested supervisors), [`GetChild`] (capsules actor), and [`StartChild`] /
+//! [`StopChild`] for children added and removed at run time (capsules, as OTP's
+//! `start_child` and `terminate_child`). Reports its own end once, on the channel given to
 //! [`SupervisorActor::on_exit`]; if the supervisor itself dies, that channel closes unsent.
+//!
+//! Restart budgets: children share the supervisor's budget, and one more restart than it
+//! allows escalates (every child is stopped, then the supervisor). A child given a budget of
+//! its own ([`ChildSpec::own_budget`], as capsules are) is instead left `failed` when it
+//! exhausts it, and its siblings are unaffected.
 //!
 //! The restart arithmetic lives in `policy.rs` and is tested there without actors.
 
@@ -21,13 +28,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, SpawnHandle};
+use actix::{
+    Actor, ActorContext, Addr, AsyncContext, Context, Handler, ResponseFuture, SpawnHandle,
+};
 use tokio::sync::oneshot;
 
-pub use self::child::{ChildControl, ChildRef, ChildSpec, ExitGuard};
+pub use self::child::{ChildControl, ChildRef, ChildSpec, ExitGuard, ExitNote};
 pub use self::fault::{Fault, Inject, apply as apply_fault};
 pub use self::messages::{
-    ChildExited, ChildSummary, GetChild, GetTree, InjectFault, ShutdownTree, Terminate,
+    ChildExited, ChildSummary, GetChild, GetTree, InjectFault, ShutdownTree, StartChild, StopChild,
+    Terminate,
 };
 pub use self::policy::{
     Backoff, ExitReason, RestartIntensity, RestartPolicy, RestartType, should_restart,
@@ -51,6 +61,17 @@ pub enum SupervisorError {
     /// The tree is being stopped.
     #[error("the supervisor is shutting down")]
     ShuttingDown,
+    /// A child of that name already exists.
+    #[error("an actor named `{0}` is already supervised")]
+    Duplicate(String),
+    /// The fault does not apply to this kind of actor.
+    #[error("fault `{fault}` applies only to capsules; `{target}` is not one")]
+    FaultNotApplicable {
+        /// Child name.
+        target: String,
+        /// The fault.
+        fault: Fault,
+    },
 }
 
 /// How a supervisor ended.
@@ -94,6 +115,13 @@ pub enum SupervisorEvent {
         /// Restarts so far.
         restarts: u32,
     },
+    /// A child with a budget of its own exhausted it; it stays down.
+    ChildFailed {
+        /// Child name.
+        child: String,
+        /// Its last failure.
+        reason: String,
+    },
     /// The restart budget is exhausted; the supervisor is stopping.
     Escalated {
         /// Child name.
@@ -104,7 +132,13 @@ pub enum SupervisorEvent {
 }
 
 struct Slot {
+    /// Stable for the slot's life (slots are added and removed at run time).
+    id: u64,
     spec: ChildSpec,
+    /// The slot's own restart window, when its spec has its own budget.
+    own_window: Option<RestartIntensity>,
+    /// Answered once the child is stopped and removed ([`StopChild`]).
+    removal: Option<Removal>,
     generation: u64,
     state: ChildState,
     control: Option<Box<dyn ChildControl>>,
@@ -116,11 +150,58 @@ struct Slot {
     pending_restart: Option<SpawnHandle>,
 }
 
+impl Slot {
+    fn new(id: u64, spec: ChildSpec) -> Self {
+        Self {
+            id,
+            own_window: spec.budget.map(|_| RestartIntensity::default()),
+            removal: None,
+            spec,
+            generation: 0,
+            state: ChildState::Stopped,
+            control: None,
+            stop_requested: Arc::new(AtomicBool::new(false)),
+            restarts: 0,
+            backoff: Backoff::default(),
+            started_at: None,
+            last_failure: None,
+            pending_restart: None,
+        }
+    }
+
+    /// Asks the running child to stop; its exit then counts as requested.
+    fn request_stop(&mut self) {
+        self.stop_requested.store(true, Ordering::Release);
+        self.state = ChildState::Stopping;
+        if let Some(control) = &self.control {
+            control.terminate();
+        }
+    }
+
+    /// Gives up on a child that did not stop in time: its exit report will be stale.
+    fn abandon(&mut self, supervisor: &str) {
+        tracing::warn!(
+            %supervisor,
+            child = %self.spec.name,
+            "did not stop within {:?}; abandoning it",
+            self.spec.shutdown_timeout
+        );
+        self.control = None;
+        self.generation += 1;
+        self.state = ChildState::Stopped;
+    }
+}
+
+struct Removal {
+    waiters: Vec<oneshot::Sender<()>>,
+    timer: Option<SpawnHandle>,
+}
+
 enum Phase {
     Running,
     ShuttingDown {
         exit: SupervisorExit,
-        waiting: Option<(usize, SpawnHandle)>,
+        waiting: Option<(u64, SpawnHandle)>,
     },
     Stopped,
 }
@@ -132,6 +213,7 @@ pub struct SupervisorActor {
     name: String,
     policy: RestartPolicy,
     slots: Vec<Slot>,
+    next_id: u64,
     intensity: RestartIntensity,
     phase: Phase,
     exit: Option<oneshot::Sender<SupervisorExit>>,
@@ -155,24 +237,15 @@ impl SupervisorActor {
     /// A supervisor named `name` that will start `children` in order when it starts.
     pub fn new(name: impl Into<String>, policy: RestartPolicy, children: Vec<ChildSpec>) -> Self {
         panic_capture::install();
-        let slots = children
+        let slots: Vec<Slot> = children
             .into_iter()
-            .map(|spec| Slot {
-                spec,
-                generation: 0,
-                state: ChildState::Stopped,
-                control: None,
-                stop_requested: Arc::new(AtomicBool::new(false)),
-                restarts: 0,
-                backoff: Backoff::default(),
-                started_at: None,
-                last_failure: None,
-                pending_restart: None,
-            })
+            .zip(0..)
+            .map(|(spec, id)| Slot::new(id, spec))
             .collect();
         Self {
             name: name.into(),
             policy,
+            next_id: slots.len() as u64,
             slots,
             intensity: RestartIntensity::default(),
             phase: Phase::Running,
@@ -201,13 +274,17 @@ impl SupervisorActor {
         }
     }
 
+    fn index(&self, id: u64) -> Option<usize> {
+        self.slots.iter().position(|s| s.id == id)
+    }
+
     fn start_child(&mut self, i: usize, ctx: &mut Context<Self>) {
         let slot = &mut self.slots[i];
         slot.generation += 1;
         slot.stop_requested = Arc::new(AtomicBool::new(false));
         let guard = ExitGuard::new(
             ctx.address().recipient(),
-            i,
+            slot.id,
             slot.generation,
             Arc::clone(&slot.stop_requested),
         );
@@ -240,8 +317,8 @@ impl SupervisorActor {
         ctx: &mut Context<Self>,
     ) {
         let now = Instant::now();
-        let policy = self.policy;
         let slot = &mut self.slots[i];
+        let policy = slot.spec.budget.unwrap_or(self.policy);
         let child = slot.spec.name.clone();
         if reason.is_abnormal() {
             slot.last_failure = Some((reason.to_string(), now));
@@ -256,7 +333,27 @@ impl SupervisorActor {
             });
             return;
         }
-        if !self.intensity.record(now, &policy) {
+        let within_budget = match &mut slot.own_window {
+            Some(window) => window.record(now, &policy),
+            None => self.intensity.record(now, &policy),
+        };
+        if !within_budget && slot.own_window.is_some() {
+            slot.state = ChildState::Failed;
+            tracing::error!(
+                supervisor = %self.name,
+                %child,
+                %reason,
+                "restart budget exhausted (more than {} restarts in {:?}); it stays down",
+                policy.intensity,
+                policy.period
+            );
+            self.emit(SupervisorEvent::ChildFailed {
+                child,
+                reason: reason.to_string(),
+            });
+            return;
+        }
+        if !within_budget {
             slot.state = ChildState::Failed;
             tracing::error!(
                 supervisor = %self.name,
@@ -289,7 +386,9 @@ impl SupervisorActor {
         if delay.is_zero() {
             self.restart(i, ctx);
         } else {
+            let id = self.slots[i].id;
             let handle = ctx.run_later(delay, move |act, ctx| {
+                let Some(i) = act.index(id) else { return };
                 act.slots[i].pending_restart = None;
                 if matches!(act.phase, Phase::Running) {
                     act.restart(i, ctx);
@@ -320,6 +419,9 @@ impl SupervisorActor {
                 ctx.cancel_future(handle);
                 slot.state = ChildState::Stopped;
             }
+            if let Some(timer) = slot.removal.as_mut().and_then(|r| r.timer.take()) {
+                ctx.cancel_future(timer);
+            }
         }
         self.phase = Phase::ShuttingDown {
             exit,
@@ -334,33 +436,55 @@ impl SupervisorActor {
             return;
         };
         let slot = &mut self.slots[i];
-        slot.stop_requested.store(true, Ordering::Release);
-        slot.state = ChildState::Stopping;
-        if let Some(control) = &slot.control {
-            control.terminate();
-        }
-        let timeout = slot.spec.shutdown_timeout;
-        let timer = ctx.run_later(timeout, move |act, ctx| act.stop_timed_out(i, ctx));
+        slot.request_stop();
+        let (id, timeout) = (slot.id, slot.spec.shutdown_timeout);
+        let timer = ctx.run_later(timeout, move |act, ctx| act.stop_timed_out(id, ctx));
         if let Phase::ShuttingDown { waiting, .. } = &mut self.phase {
-            *waiting = Some((i, timer));
+            *waiting = Some((id, timer));
         }
     }
 
-    fn stop_timed_out(&mut self, i: usize, ctx: &mut Context<Self>) {
-        let slot = &mut self.slots[i];
-        tracing::warn!(
-            supervisor = %self.name,
-            child = %slot.spec.name,
-            "did not stop within {:?}; abandoning it",
-            slot.spec.shutdown_timeout
-        );
-        slot.control = None;
-        slot.generation += 1;
-        slot.state = ChildState::Stopped;
+    fn stop_timed_out(&mut self, id: u64, ctx: &mut Context<Self>) {
+        if let Some(i) = self.index(id) {
+            self.slots[i].abandon(&self.name);
+        }
         if let Phase::ShuttingDown { waiting, .. } = &mut self.phase {
             *waiting = None;
         }
         self.stop_next(ctx);
+    }
+
+    /// Starts removing the child at `i` ([`StopChild`]): stops it if it runs, then drops
+    /// its slot and answers every waiter.
+    fn remove(&mut self, i: usize, waiter: oneshot::Sender<()>, ctx: &mut Context<Self>) {
+        let slot = &mut self.slots[i];
+        if let Some(removal) = &mut slot.removal {
+            removal.waiters.push(waiter);
+            return;
+        }
+        if let Some(handle) = slot.pending_restart.take() {
+            ctx.cancel_future(handle);
+        }
+        if slot.control.is_none() {
+            drop(self.slots.remove(i));
+            let _ = waiter.send(());
+            return;
+        }
+        slot.request_stop();
+        let (id, timeout) = (slot.id, slot.spec.shutdown_timeout);
+        let timer = ctx.run_later(timeout, move |act, _| {
+            if let Some(i) = act.index(id) {
+                act.slots[i].abandon(&act.name);
+                let slot = act.slots.remove(i);
+                for waiter in slot.removal.into_iter().flat_map(|r| r.waiters) {
+                    let _ = waiter.send(());
+                }
+            }
+        });
+        slot.removal = Some(Removal {
+            waiters: vec![waiter],
+            timer: Some(timer),
+        });
     }
 
     fn finish(&mut self, ctx: &mut Context<Self>) {
@@ -373,6 +497,16 @@ impl SupervisorActor {
             let _ = tx.send(exit);
         }
         ctx.stop();
+    }
+
+    /// The supervisors nested under this one, with their position among the children.
+    fn nested(&self) -> Vec<(usize, Addr<SupervisorActor>)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.control.is_some())
+            .filter_map(|(i, s)| Some((i, s.spec.subtree.as_ref()?.get()?)))
+            .collect()
     }
 
     fn node(slot: &Slot, now: Instant) -> TreeNode {
@@ -401,6 +535,18 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A supervisor that dies (a panic, or a fault injected into it) takes its children with
+/// it, as an OTP supervisor's links do: none is left running unsupervised.
+impl Drop for SupervisorActor {
+    fn drop(&mut self) {
+        for slot in &mut self.slots {
+            if slot.control.is_some() {
+                slot.request_stop();
+            }
+        }
+    }
+}
+
 impl Actor for SupervisorActor {
     type Context = Context<Self>;
 
@@ -421,19 +567,31 @@ impl Handler<ChildExited> for SupervisorActor {
     type Result = ();
 
     fn handle(&mut self, msg: ChildExited, ctx: &mut Context<Self>) {
-        let i = msg.slot;
-        let Some(slot) = self.slots.get_mut(i) else {
+        let Some(i) = self.index(msg.id) else {
             return;
         };
+        let slot = &mut self.slots[i];
         if slot.generation != msg.generation {
             return;
         }
         slot.control = None;
         let uptime = slot.started_at.map_or(Duration::ZERO, |t| t.elapsed());
         match &mut self.phase {
+            Phase::Running if slot.removal.is_some() => {
+                let slot = self.slots.remove(i);
+                if let Some(removal) = slot.removal {
+                    if let Some(timer) = removal.timer {
+                        ctx.cancel_future(timer);
+                    }
+                    for waiter in removal.waiters {
+                        let _ = waiter.send(());
+                    }
+                }
+                tracing::debug!(supervisor = %self.name, child = %slot.spec.name, "removed");
+            }
             Phase::Running => self.child_ended(i, &msg.reason, uptime, ctx),
             Phase::ShuttingDown { waiting, .. } => {
-                let was_awaited = matches!(*waiting, Some((j, _)) if j == i);
+                let was_awaited = matches!(*waiting, Some((id, _)) if id == msg.id);
                 if let Some((_, timer)) = waiting.take_if(|_| was_awaited) {
                     ctx.cancel_future(timer);
                 }
@@ -481,7 +639,7 @@ impl Handler<Inject> for SupervisorActor {
 }
 
 impl Handler<GetTree> for SupervisorActor {
-    type Result = actix::MessageResult<GetTree>;
+    type Result = ResponseFuture<TreeNode>;
 
     fn handle(&mut self, _: GetTree, _: &mut Context<Self>) -> Self::Result {
         let now = Instant::now();
@@ -491,7 +649,7 @@ impl Handler<GetTree> for SupervisorActor {
             Phase::Stopped => ChildState::Stopped,
         };
         let in_window = self.intensity.in_window(now, &self.policy);
-        actix::MessageResult(TreeNode {
+        let mut node = TreeNode {
             name: self.name.clone(),
             kind: NodeKind::Supervisor,
             restart: None,
@@ -504,32 +662,60 @@ impl Handler<GetTree> for SupervisorActor {
                 self.policy.intensity, self.policy.period
             )),
             children: self.slots.iter().map(|s| Self::node(s, now)).collect(),
+        };
+        let nested = self.nested();
+        Box::pin(async move {
+            // A nested supervisor shows its own children and budget (it answers at once: it
+            // lives on this thread or answers from its own).
+            for (i, addr) in nested {
+                if let Ok(sub) = addr.send(GetTree).await {
+                    node.children[i].children = sub.children;
+                    node.children[i].detail = sub.detail;
+                }
+            }
+            node
         })
     }
 }
 
 impl Handler<InjectFault> for SupervisorActor {
-    type Result = Result<(), SupervisorError>;
+    type Result = ResponseFuture<Result<(), SupervisorError>>;
 
     fn handle(&mut self, msg: InjectFault, _: &mut Context<Self>) -> Self::Result {
         if !matches!(self.phase, Phase::Running) {
-            return Err(SupervisorError::ShuttingDown);
+            return Box::pin(std::future::ready(Err(SupervisorError::ShuttingDown)));
         }
-        let slot = self
-            .slots
-            .iter()
-            .find(|s| s.spec.name == msg.target)
-            .ok_or_else(|| SupervisorError::UnknownChild(msg.target.clone()))?;
-        match (&slot.control, slot.state) {
-            (Some(control), ChildState::Running) => {
-                control.inject(msg.fault);
-                Ok(())
+        let Some(slot) = self.slots.iter().find(|s| s.spec.name == msg.target) else {
+            // Not a child of this supervisor: perhaps of a nested one.
+            let nested = self.nested();
+            return Box::pin(async move {
+                for (_, addr) in nested {
+                    match addr.send(msg.clone()).await {
+                        Ok(Err(SupervisorError::UnknownChild(_))) | Err(_) => {}
+                        Ok(answer) => return answer,
+                    }
+                }
+                Err(SupervisorError::UnknownChild(msg.target))
+            });
+        };
+        let answer = if msg.fault == Fault::Trap && slot.spec.kind != NodeKind::Capsule {
+            Err(SupervisorError::FaultNotApplicable {
+                target: msg.target,
+                fault: msg.fault,
+            })
+        } else {
+            match (&slot.control, slot.state) {
+                (Some(control), ChildState::Running) => {
+                    control.inject(msg.fault);
+                    Ok(())
+                }
+                (_, state) => Err(SupervisorError::NotRunning {
+                    name: msg.target,
+                    state,
+                }),
             }
-            (_, state) => Err(SupervisorError::NotRunning {
-                name: msg.target,
-                state,
-            }),
-        }
+        };
+        Box::pin(std::future::ready(answer))
     }
 }
 
@@ -545,5 +731,42 @@ impl Handler<GetChild> for SupervisorActor {
                 restarts: s.restarts,
                 last_failure: s.last_failure.as_ref().map(|(r, _)| r.clone()),
             })
+    }
+}
+
+impl Handler<StartChild> for SupervisorActor {
+    type Result = Result<(), SupervisorError>;
+
+    fn handle(&mut self, msg: StartChild, ctx: &mut Context<Self>) -> Self::Result {
+        if !matches!(self.phase, Phase::Running) {
+            return Err(SupervisorError::ShuttingDown);
+        }
+        if self.slots.iter().any(|s| s.spec.name == msg.0.name) {
+            return Err(SupervisorError::Duplicate(msg.0.name));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.slots.push(Slot::new(id, msg.0));
+        self.start_child(self.slots.len() - 1, ctx);
+        Ok(())
+    }
+}
+
+impl Handler<StopChild> for SupervisorActor {
+    type Result = ResponseFuture<Result<(), SupervisorError>>;
+
+    fn handle(&mut self, msg: StopChild, ctx: &mut Context<Self>) -> Self::Result {
+        if !matches!(self.phase, Phase::Running) {
+            return Box::pin(std::future::ready(Err(SupervisorError::ShuttingDown)));
+        }
+        let Some(i) = self.slots.iter().position(|s| s.spec.name == msg.name) else {
+            return Box::pin(std::future::ready(Err(SupervisorError::UnknownChild(
+                msg.name,
+            ))));
+        };
+        let (tx, rx) = oneshot::channel();
+        self.remove(i, tx, ctx);
+        // The channel closes unanswered only if the whole tree stops first.
+        Box::pin(async move { rx.await.map_err(|_| SupervisorError::ShuttingDown) })
     }
 }

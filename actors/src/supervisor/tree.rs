@@ -47,6 +47,8 @@ pub enum NodeKind {
     Supervisor,
     /// A kernel actor.
     Worker,
+    /// A capsule's actor (a WebAssembly instance).
+    Capsule,
     /// A client connection (a temporary child of the listener).
     Session,
 }

@@ -78,6 +78,14 @@ pub(crate) enum Command {
     Reload,
     /// List the slash commands capsules offer.
     Commands,
+    /// Run a capsule's slash command once and print its output.
+    Run {
+        /// Command name, without the slash (see `astrid commands`).
+        command: String,
+        /// Its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Show capsule manifests (all, or one).
     Metadata {
         /// Capsule name.
@@ -112,9 +120,10 @@ pub(crate) enum Command {
     Audit(AuditCommand),
     /// Make an actor fail on purpose (the daemon needs --allow-fault-injection).
     Fault {
-        /// Actor name as `astrid ps` shows it, e.g. `bus` or `listener`.
+        /// Actor name as `astrid ps` shows it, e.g. `bus`, `listener` or `capsule:echo`.
         target: String,
-        /// `panic`, `stop`, or `hang:<duration>` (e.g. `hang:2s`).
+        /// `panic`, `stop`, `hang:<duration>` (e.g. `hang:2s`), or `trap` (capsules only:
+        /// the instance traps as a guest bug would).
         fault: String,
     },
 }

@@ -1,8 +1,9 @@
-//! The interactive session: reads lines from stdin, runs built-in slash commands, publishes
-//! other lines as `user.prompt`, and prints every event it receives except its own prompts.
+//! The interactive session: reads lines from stdin, runs built-in slash commands and
+//! capsules' slash commands, publishes other lines as `user.prompt`, and prints every event
+//! it receives except its own prompts.
 
 use astrid::client::Client;
-use astrid::protocol::{CommandInfo, Request, Subscribed, to_payload};
+use astrid::protocol::{CommandInfo, CommandOutput, Request, Subscribed, to_payload};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -85,7 +86,17 @@ async fn handle_line(client: &Client, line: &str) -> Result<bool, CliError> {
             .call::<Vec<CommandInfo>>(Request::GetCommands)
             .await
             .map(|c| render::commands(&c)),
-        other => Ok(format!("unknown command /{other}; /commands lists them\n")),
+        other => client
+            .call::<CommandOutput>(Request::InvokeCommand {
+                name: other.to_owned(),
+                args: command
+                    .split_whitespace()
+                    .skip(1)
+                    .map(str::to_owned)
+                    .collect(),
+            })
+            .await
+            .map(|out| render::output(&out)),
     };
     match result {
         Ok(text) => print!("{text}"),

@@ -18,8 +18,9 @@ use std::time::Duration;
 use astrid::client::ClientError;
 use astrid::paths::PathError;
 use astrid::protocol::{
-    AuditEntry, CapsuleMetadata, CommandInfo, Event, Fault, FaultInjected, Grant, KvValue, Listing,
-    Published, ReloadReport, Removed, Request, Subscribed, Verification, Written, to_payload,
+    AuditEntry, CapsuleMetadata, CommandInfo, CommandOutput, Event, Fault, FaultInjected, Grant,
+    KvValue, Listing, Published, ReloadReport, Removed, Request, Subscribed, Verification, Written,
+    to_payload,
 };
 use clap::Parser;
 use serde::Serialize;
@@ -52,7 +53,7 @@ pub(crate) enum CliError {
     NoPidFile(PathBuf),
     #[error("process {0} did not exit, even after SIGKILL")]
     StopFailed(u32),
-    #[error("bad fault `{0}`: use panic, stop or hang:<duration>")]
+    #[error("bad fault `{0}`: use panic, stop, trap or hang:<duration>")]
     BadFault(String),
     #[error("no key `{0}`")]
     NoSuchKey(String),
@@ -196,6 +197,15 @@ async fn one_shot(
             show(json, &published, |p| {
                 format!("published event {} to {} subscribers\n", p.seq, p.delivered)
             })
+        }
+        Command::Run { command, args } => {
+            let out: CommandOutput = client
+                .call(Request::InvokeCommand {
+                    name: command,
+                    args,
+                })
+                .await?;
+            show(json, &out, render::output)
         }
         Command::Fault { target, fault } => {
             let fault = parse_fault(&fault)?;
@@ -386,6 +396,7 @@ fn parse_fault(text: &str) -> Result<Fault, CliError> {
     match text {
         "panic" => Ok(Fault::Panic),
         "stop" => Ok(Fault::Stop),
+        "trap" => Ok(Fault::Trap),
         _ => text
             .strip_prefix("hang:")
             .and_then(|d| humantime::parse_duration(d).ok())

@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use astrid::protocol::{
-    AuditEntry, CapsuleInfo, CapsuleMetadata, CommandInfo, Event, Grant, ReloadReport, Status,
-    TreeNode,
+    AuditEntry, CapsuleInfo, CapsuleMetadata, CommandInfo, CommandOutput, Event, Grant,
+    ReloadReport, Status, TreeNode,
 };
 
 fn duration(ms: u64) -> String {
@@ -123,6 +123,16 @@ pub(crate) fn commands(list: &[CommandInfo]) -> String {
         out.push_str("no commands\n");
     }
     out
+}
+
+/// A command's output: a string as is, anything else as JSON.
+pub(crate) fn output(out: &CommandOutput) -> String {
+    if let Some(text) = out.output.as_str() {
+        return format!("{text}\n");
+    }
+    let json =
+        serde_json::to_string_pretty(&out.output).unwrap_or_else(|_| format!("{:?}", out.output));
+    format!("{json}\n")
 }
 
 pub(crate) fn metadata(list: &[CapsuleMetadata]) -> String {

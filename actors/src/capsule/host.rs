@@ -1,0 +1,317 @@
+//! What a capsule's host imports do, apart from moving bytes in and out of its memory
+//! (that glue is in `sandbox.rs`): check the capability store, then ask the kernel service,
+//! and turn every outcome into one of the ABI's error codes.
+//!
+//! Host imports run on the capsule's thread, inside a call into the guest, so they wait for
+//! the services' answers there: through [`wait`], which parks the thread until the answer
+//! or the call's deadline, whichever comes first. The services run on other threads, so the
+//! wait never waits on itself.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
+use std::time::Instant;
+
+use actix::dev::ToEnvelope;
+use actix::{Actor, Handler, Message};
+
+use crate::audit::Record;
+use crate::bus::Publish;
+use crate::caps::Check;
+use crate::caps::resource::Access;
+use crate::kernel::KernelActors;
+use crate::store::{Delete, Get, Namespaces, Put, StoreError};
+use crate::supervisor::ChildRef;
+use crate::vfs::{Read, VfsError, Write};
+
+/// Why a host import failed, as the guest sees it (a negative return value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostError {
+    /// The capability is missing (the denial is audited by the capability store).
+    Denied = -1,
+    /// No such key or file.
+    NotFound = -2,
+    /// Bad UTF-8, key, topic or path, or a range outside the guest's memory.
+    Invalid = -3,
+    /// A value or file over the limit.
+    TooLarge = -4,
+    /// The service is down or failed, or the call's deadline passed.
+    Failed = -5,
+}
+
+impl HostError {
+    /// The code handed to the guest.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}
+
+/// The kernel services one capsule's imports reach, and who it is.
+#[derive(Debug, Clone)]
+pub struct Host {
+    capsule: String,
+    actor: String,
+    namespace: String,
+    services: Option<KernelActors>,
+}
+
+impl Host {
+    /// Imports for capsule `capsule`, served by `services`.
+    pub fn new(capsule: &str, services: KernelActors) -> Self {
+        Self {
+            services: Some(services),
+            ..Self::detached(capsule)
+        }
+    }
+
+    /// Imports with no kernel behind them: every call but `log` fails (for tests of the
+    /// sandbox alone).
+    pub fn detached(capsule: &str) -> Self {
+        Self {
+            capsule: capsule.to_owned(),
+            actor: format!("capsule:{capsule}"),
+            namespace: Namespaces::of_capsule(capsule),
+            services: None,
+        }
+    }
+
+    /// The capsule's name.
+    pub fn capsule(&self) -> &str {
+        &self.capsule
+    }
+
+    fn services(&self) -> Result<&KernelActors, HostError> {
+        self.services.as_ref().ok_or(HostError::Failed)
+    }
+
+    fn allow(&self, access: Access, deadline: Instant) -> Result<(), HostError> {
+        let check = Check {
+            subject: self.capsule.clone(),
+            access,
+        };
+        if ask(&self.services()?.caps, check, deadline)? {
+            Ok(())
+        } else {
+            Err(HostError::Denied)
+        }
+    }
+
+    fn audit(&self, action: &'static str, target: &str, outcome: Result<(), HostError>) {
+        let outcome = match outcome {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => format!("error {}", e.code()),
+        };
+        if let Some(audit) = self.services.as_ref().and_then(|s| s.audit.get()) {
+            audit.do_send(Record::new(self.actor.clone(), action, target, outcome));
+        }
+    }
+
+    /// `publish`: an event on `topic` from `capsule:<name>`.
+    pub(crate) fn publish(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        deadline: Instant,
+    ) -> Result<(), HostError> {
+        let payload: rmpv::Value =
+            rmp_serde::from_slice(payload).map_err(|_| HostError::Invalid)?;
+        self.allow(Access::BusPublish(topic.to_owned()), deadline)?;
+        let publish = Publish {
+            topic: topic.to_owned(),
+            payload,
+            source: self.actor.clone(),
+        };
+        ask(&self.services()?.bus, publish, deadline)?
+            .map(drop)
+            .map_err(|_| HostError::Invalid)
+    }
+
+    /// `kv_get`.
+    pub(crate) fn kv_get(&self, key: &str, deadline: Instant) -> Result<Vec<u8>, HostError> {
+        self.allow(Access::Kv, deadline)?;
+        let get = Get {
+            namespace: self.namespace.clone(),
+            key: key.to_owned(),
+        };
+        ask(&self.services()?.store, get, deadline)?
+            .map_err(|e| store_error(&e))?
+            .ok_or(HostError::NotFound)
+    }
+
+    /// `kv_put`: answered once durable, with its audit entry.
+    pub(crate) fn kv_put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<(), HostError> {
+        self.allow(Access::Kv, deadline)?;
+        let put = Put {
+            namespace: self.namespace.clone(),
+            key: key.to_owned(),
+            value,
+            audit: Some(Record::new(self.actor.clone(), "kv_put", key, "ok")),
+        };
+        let result = ask(&self.services()?.store, put, deadline)?.map_err(|e| store_error(&e));
+        if result.is_err() {
+            self.audit("kv_put", key, result);
+        }
+        result
+    }
+
+    /// `kv_delete`: `NotFound` when the key did not exist.
+    pub(crate) fn kv_delete(&self, key: &str, deadline: Instant) -> Result<(), HostError> {
+        self.allow(Access::Kv, deadline)?;
+        let delete = Delete {
+            namespace: self.namespace.clone(),
+            key: key.to_owned(),
+            audit: Some(Record::new(self.actor.clone(), "kv_delete", key, "ok")),
+        };
+        let existed = ask(&self.services()?.store, delete, deadline)?.map_err(|e| store_error(&e));
+        match existed {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(HostError::NotFound),
+            Err(e) => {
+                self.audit("kv_delete", key, Err(e));
+                Err(e)
+            }
+        }
+    }
+
+    /// `vfs_read`: the whole file.
+    pub(crate) fn vfs_read(&self, path: &str, deadline: Instant) -> Result<Vec<u8>, HostError> {
+        self.allow(Access::VfsRead(path.to_owned()), deadline)?;
+        let read = Read {
+            path: path.to_owned(),
+            offset: 0,
+            len: None,
+        };
+        ask(&self.services()?.vfs, read, deadline)?
+            .map(|r| r.data)
+            .map_err(|e| vfs_error(&e))
+    }
+
+    /// `vfs_write`: atomic, parents created; audited.
+    pub(crate) fn vfs_write(
+        &self,
+        path: &str,
+        data: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<(), HostError> {
+        self.allow(Access::VfsWrite(path.to_owned()), deadline)?;
+        let write = Write {
+            path: path.to_owned(),
+            data,
+            create_dirs: true,
+        };
+        let result = ask(&self.services()?.vfs, write, deadline)?
+            .map(drop)
+            .map_err(|e| vfs_error(&e));
+        self.audit("vfs_write", path, result);
+        result
+    }
+}
+
+fn store_error(e: &StoreError) -> HostError {
+    match e {
+        StoreError::InvalidKey { .. } | StoreError::UnknownNamespace(_) => HostError::Invalid,
+        StoreError::ValueTooLarge { .. } => HostError::TooLarge,
+        _ => HostError::Failed,
+    }
+}
+
+fn vfs_error(e: &VfsError) -> HostError {
+    match e {
+        VfsError::NotFound { .. } => HostError::NotFound,
+        VfsError::InvalidPath { .. } | VfsError::Escape { .. } => HostError::Invalid,
+        VfsError::TooLarge { .. } => HostError::TooLarge,
+        VfsError::Io { .. } => HostError::Failed,
+    }
+}
+
+/// Sends `msg` to the service and waits for the answer on this thread, until `deadline`.
+fn ask<A, M>(service: &ChildRef<A>, msg: M, deadline: Instant) -> Result<M::Result, HostError>
+where
+    A: Actor + Handler<M>,
+    A::Context: ToEnvelope<A, M>,
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    let addr = service.get().ok_or(HostError::Failed)?;
+    match wait(addr.send(msg), deadline) {
+        Some(Ok(answer)) => Ok(answer),
+        Some(Err(_)) | None => Err(HostError::Failed),
+    }
+}
+
+/// Runs `future` on this thread until it completes (`Some`) or `deadline` passes (`None`),
+/// parking the thread in between.
+pub(crate) fn wait<F: Future>(future: F, deadline: Instant) -> Option<F::Output> {
+    struct Unpark(Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return Some(out);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        std::thread::park_timeout(left);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn wait_returns_what_another_thread_sends() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            tx.send(7).unwrap();
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert_eq!(wait(rx, deadline), Some(Ok(7)));
+        sender.join().unwrap();
+    }
+
+    #[test]
+    fn wait_gives_up_at_the_deadline() {
+        let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let start = Instant::now();
+        assert!(wait(rx, start + Duration::from_millis(30)).is_none());
+        assert!(start.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn a_detached_host_fails_every_service_call() {
+        let host = Host::detached("x");
+        let deadline = Instant::now() + Duration::from_secs(1);
+        assert_eq!(host.kv_get("k", deadline), Err(HostError::Failed));
+        assert_eq!(
+            host.vfs_write("a", b"x".to_vec(), deadline),
+            Err(HostError::Failed)
+        );
+        assert_eq!(
+            host.publish("a.b", b"\xc0", deadline),
+            Err(HostError::Failed)
+        );
+        assert_eq!(
+            host.publish("a.b", b"\xc1", deadline),
+            Err(HostError::Invalid)
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! Messages handled by [`CapsuleActor`](super::CapsuleActor), and how a call can fail.
+//!
+//! Senders: the session router ([`Invoke`], for `InvokeCommand`), the capsule registry's bus
+//! subscription ([`Deliver`]), and the supervisor ([`Terminate`](crate::supervisor::Terminate),
+//! [`Inject`](crate::supervisor::Inject)).
+
+use std::time::Duration;
+
+use actix::Message;
+
+/// Runs one of the capsule's slash commands.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<rmpv::Value, CallFailure>")]
+pub struct Invoke {
+    /// Command name, without the slash.
+    pub command: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
+/// Hands the capsule a bus event it subscribed to (no answer: events are not requests).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    /// The event's topic.
+    pub topic: String,
+    /// Its payload.
+    pub payload: rmpv::Value,
+}
+
+/// Why a call into a capsule did not produce a result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallFailure {
+    /// The guest trapped, ran out of fuel or returned garbage; the capsule is restarted.
+    #[error("{0}")]
+    Crashed(String),
+    /// The call passed its deadline and was interrupted; the capsule is restarted.
+    #[error("the capsule did not answer within {} ms", .0.as_millis())]
+    Deadline(Duration),
+    /// The guest answered with an error of its own (`{"error": "..."}`).
+    #[error("{0}")]
+    Guest(String),
+}

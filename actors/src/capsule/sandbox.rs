@@ -1,0 +1,746 @@
+//! One capsule's WebAssembly instance on wasmer: compiled with metering and a memory
+//! ceiling, called through the host ABI (version [`ABI_VERSION`], documented in the
+//! README's "Capsule ABI" section) under a wall-clock deadline, every way a guest can fail
+//! told apart. Plain code (no actor), tested with WAT modules. A [`Sandbox`] is not `Send`
+//! (wasmer's `Store` is not): build it on the thread that will call it.
+//!
+//! The guest exports `memory`, `astrid_alloc(len) -> ptr` and one `(ptr, len) -> i64`
+//! function per [`Entry`]; inputs and replies are MessagePack, a reply located by
+//! `ptr << 32 | len`. Host imports (module `astrid`) move bytes between the guest's memory
+//! and [`Host`], which does the work.
+//!
+//! Metering: each call may spend [`Limits::fuel`] points (one per operator); a guest that
+//! runs out is stopped with [`CallError::OutOfFuel`]. Memory: the linear memory cannot grow
+//! past [`Limits::memory_pages`] (`memory.grow` returns -1 to the guest beyond it). Time: a
+//! call still running at its deadline is interrupted ([`CallError::Deadline`]).
+
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use Type::{I32, I64};
+use wasmer::sys::vm::{TrapCode, VMMemory, VMMemoryDefinition, VMTable, VMTableDefinition};
+use wasmer::sys::{BaseTunables, CompilerConfig, Cranelift, NativeEngineExt, Tunables};
+use wasmer::wasmparser::Operator;
+use wasmer::{
+    AsStoreMut, Engine, ExternType, Function, FunctionEnv, FunctionEnvMut, FunctionType, Instance,
+    Memory, MemoryError, MemoryStyle, MemoryType, Module, Pages, RuntimeError, Store, TableStyle,
+    TableType, Type, TypedFunction, imports,
+};
+use wasmer_middlewares::Metering;
+use wasmer_middlewares::metering::{MeteringPoints, get_remaining_points, set_remaining_points};
+
+use super::host::{Host, HostError};
+use super::watchdog;
+use crate::capsules::manifest::Limits;
+
+/// The ABI version this host implements.
+pub const ABI_VERSION: u32 = 1;
+
+/// Why a module could not be made into a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// Not a valid module (or WAT text).
+    #[error("the module does not compile: {0}")]
+    Compile(String),
+    /// It imports something the host does not provide, or its memory is too large.
+    #[error("the module cannot be instantiated: {0}")]
+    Instantiate(String),
+    /// A required export is missing or has the wrong type.
+    #[error("the module does not export {0}")]
+    Export(String),
+}
+
+/// Why a call failed. The sandbox stays usable after every one of them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The guest trapped: `unreachable`, an out-of-bounds access, a stack overflow...
+    #[error("the capsule trapped: {0}")]
+    Trap(String),
+    /// The guest spent its metering points for this call (an endless loop, say).
+    #[error("the capsule ran out of fuel ({0} points)")]
+    OutOfFuel(u64),
+    /// The guest returned something that is not a reply (a range outside its memory).
+    #[error("the capsule returned garbage: {0}")]
+    Garbage(String),
+    /// The call was still running at its deadline and was interrupted.
+    #[error("the capsule did not answer within {} ms", .0.as_millis())]
+    Deadline(Duration),
+}
+
+/// The guest functions the host calls, one per kind of input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// `astrid_command`: a slash command (required).
+    Command,
+    /// `astrid_event`: a bus event the capsule subscribed to.
+    Event,
+    /// `astrid_intercept`: an event on its way to subscribers.
+    Intercept,
+}
+
+impl Entry {
+    /// The export's name.
+    pub fn export(self) -> &'static str {
+        match self {
+            Self::Command => "astrid_command",
+            Self::Event => "astrid_event",
+            Self::Intercept => "astrid_intercept",
+        }
+    }
+}
+
+/// A compiled module, ready to be instantiated any number of times (`Send` and `Sync`).
+#[derive(Clone)]
+pub struct Compiled {
+    engine: Engine,
+    module: Module,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Compiles `bytes` (a `.wasm` module or `.wat` text) under `limits`. Each module gets an
+/// engine of its own: a `Metering` middleware serves one module only.
+///
+/// # Errors
+///
+/// [`LoadError::Compile`] for anything that is not a valid module.
+pub fn compile(bytes: &[u8], limits: Limits) -> Result<Compiled, LoadError> {
+    let mut compiler = Cranelift::default();
+    compiler.push_middleware(Arc::new(Metering::new(limits.fuel, |_: &Operator| 1)));
+    let mut engine: Engine = compiler.into();
+    engine.set_tunables(CappedMemory {
+        pages: Pages(limits.memory_pages),
+        base: BaseTunables::new(),
+    });
+    let module = Module::new(&engine, bytes).map_err(|e| LoadError::Compile(e.to_string()))?;
+    check_abi(&module)?;
+    Ok(Compiled {
+        engine,
+        module,
+        limits,
+    })
+}
+
+/// The host imports, with their signatures (module `astrid`).
+const IMPORTS: &[(&str, &[Type], &[Type])] = &[
+    ("log", &[I32, I32, I32], &[]),
+    ("publish", &[I32, I32, I32, I32], &[I32]),
+    ("kv_get", &[I32, I32], &[I64]),
+    ("kv_put", &[I32, I32, I32, I32], &[I32]),
+    ("kv_delete", &[I32, I32], &[I32]),
+    ("vfs_read", &[I32, I32], &[I64]),
+    ("vfs_write", &[I32, I32, I32, I32], &[I32]),
+];
+
+/// Checks a module against the ABI before anything runs, so that a capsule that could
+/// never work is reported at load, with what is wrong.
+fn check_abi(module: &Module) -> Result<(), LoadError> {
+    let handler = FunctionType::new([I32, I32], [I64]);
+    let export = |name: &str| {
+        module
+            .exports()
+            .find(|e| e.name() == name)
+            .map(|e| e.ty().clone())
+    };
+    if !matches!(export("memory"), Some(ExternType::Memory(_))) {
+        return Err(LoadError::Export("a memory named `memory`".into()));
+    }
+    let alloc = FunctionType::new([I32], [I32]);
+    if !matches!(export("astrid_alloc"), Some(ExternType::Function(f)) if f == alloc) {
+        return Err(LoadError::Export("`astrid_alloc(i32) -> i32`".into()));
+    }
+    for entry in [Entry::Command, Entry::Event, Entry::Intercept] {
+        match export(entry.export()) {
+            Some(ExternType::Function(f)) if f == handler => {}
+            None if entry != Entry::Command => {}
+            _ => {
+                return Err(LoadError::Export(format!(
+                    "`{}(i32, i32) -> i64`",
+                    entry.export()
+                )));
+            }
+        }
+    }
+    for import in module.imports() {
+        let known = IMPORTS
+            .iter()
+            .find(|(name, ..)| import.module() == "astrid" && *name == import.name());
+        let fits = match (known, import.ty()) {
+            (Some((_, params, results)), ExternType::Function(f)) => {
+                f.params() == *params && f.results() == *results
+            }
+            _ => false,
+        };
+        if !fits {
+            return Err(LoadError::Instantiate(format!(
+                "it imports `{}.{}` ({:?}), which the host does not provide with that type; \
+                 see the README's \"Capsule ABI\"",
+                import.module(),
+                import.name(),
+                import.ty()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What host functions see.
+struct HostState {
+    memory: Option<Memory>,
+    alloc: Option<TypedFunction<i32, i32>>,
+    host: Host,
+    /// The running call's deadline; host imports wait for services until then.
+    deadline: Instant,
+}
+
+type Handler = TypedFunction<(i32, i32), i64>;
+
+/// One instance of a capsule's module, with its store.
+pub struct Sandbox {
+    store: Store,
+    instance: Instance,
+    memory: Memory,
+    alloc: TypedFunction<i32, i32>,
+    entries: [Option<Handler>; 3],
+    env: FunctionEnv<HostState>,
+    fuel: u64,
+    call_timeout: Duration,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("fuel", &self.fuel)
+            .field("call_timeout", &self.call_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Instantiates `compiled`; its imports are served by `host`.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Instantiate`] or [`LoadError::Export`].
+    pub fn new(compiled: &Compiled, host: Host) -> Result<Self, LoadError> {
+        let mut store = Store::new(compiled.engine.clone());
+        let env = FunctionEnv::new(
+            &mut store,
+            HostState {
+                memory: None,
+                alloc: None,
+                host,
+                deadline: Instant::now(),
+            },
+        );
+        let imports = imports! {
+            "astrid" => {
+                "log" => Function::new_typed_with_env(&mut store, &env, host_log),
+                "publish" => Function::new_typed_with_env(&mut store, &env, host_publish),
+                "kv_get" => Function::new_typed_with_env(&mut store, &env, host_kv_get),
+                "kv_put" => Function::new_typed_with_env(&mut store, &env, host_kv_put),
+                "kv_delete" => Function::new_typed_with_env(&mut store, &env, host_kv_delete),
+                "vfs_read" => Function::new_typed_with_env(&mut store, &env, host_vfs_read),
+                "vfs_write" => Function::new_typed_with_env(&mut store, &env, host_vfs_write),
+            }
+        };
+        let instance = Instance::new(&mut store, &compiled.module, &imports)
+            .map_err(|e| LoadError::Instantiate(e.to_string()))?;
+        let memory = instance
+            .exports
+            .get_memory("memory")
+            .map_err(|_| LoadError::Export("a memory named `memory`".into()))?
+            .clone();
+        let alloc: TypedFunction<i32, i32> = instance
+            .exports
+            .get_typed_function(&store, "astrid_alloc")
+            .map_err(|_| LoadError::Export("`astrid_alloc(i32) -> i32`".into()))?;
+        let entry = |e: Entry| -> Result<Option<Handler>, LoadError> {
+            match instance.exports.get_extern(e.export()) {
+                None if e != Entry::Command => Ok(None),
+                _ => instance
+                    .exports
+                    .get_typed_function(&store, e.export())
+                    .map(Some)
+                    .map_err(|_| LoadError::Export(format!("`{}(i32, i32) -> i64`", e.export()))),
+            }
+        };
+        let entries = [
+            entry(Entry::Command)?,
+            entry(Entry::Event)?,
+            entry(Entry::Intercept)?,
+        ];
+        let state = env.as_mut(&mut store);
+        state.memory = Some(memory.clone());
+        state.alloc = Some(alloc.clone());
+        Ok(Self {
+            store,
+            instance,
+            memory,
+            alloc,
+            entries,
+            env,
+            fuel: compiled.limits.fuel,
+            call_timeout: compiled.limits.call_timeout,
+        })
+    }
+
+    /// Whether the guest exports the function for `entry`.
+    pub fn has(&self, entry: Entry) -> bool {
+        self.entries[entry as usize].is_some()
+    }
+
+    /// Hands `input` (MessagePack) to the guest's function for `entry` and returns its
+    /// reply, within the call's fuel and deadline.
+    ///
+    /// # Errors
+    ///
+    /// See [`CallError`]. A missing optional export is a [`CallError::Trap`].
+    pub fn call(&mut self, entry: Entry, input: &[u8]) -> Result<Vec<u8>, CallError> {
+        let Some(handler) = self.entries[entry as usize].clone() else {
+            return Err(CallError::Trap(format!(
+                "the module does not export `{}`",
+                entry.export()
+            )));
+        };
+        let len = i32::try_from(input.len())
+            .map_err(|_| CallError::Garbage("the input is larger than 2 GiB".into()))?;
+        let deadline = Instant::now() + self.call_timeout;
+        self.env.as_mut(&mut self.store).deadline = deadline;
+        set_remaining_points(&mut self.store, &self.instance, self.fuel);
+        let _armed = watchdog::arm(deadline, self.store.interrupter());
+        let ptr = self
+            .alloc
+            .call(&mut self.store, len)
+            .map_err(|e| self.failure(e))?;
+        self.memory
+            .view(&self.store)
+            .write(offset(ptr)?, input)
+            .map_err(|e| CallError::Garbage(format!("astrid_alloc returned {ptr}: {e}")))?;
+        let packed = handler
+            .call(&mut self.store, ptr, len)
+            .map_err(|e| self.failure(e))?;
+        let (reply_ptr, reply_len) = unpack(packed);
+        let view = self.memory.view(&self.store);
+        // Checked before allocating: the guest's claim is not to be trusted.
+        if u64::from(reply_ptr) + u64::from(reply_len) > view.data_size() {
+            return Err(CallError::Garbage(format!(
+                "a reply of {reply_len} bytes at {reply_ptr} is outside its memory of {} bytes",
+                view.data_size()
+            )));
+        }
+        let mut reply = vec![0; usize::try_from(reply_len).unwrap_or_default()];
+        view.read(u64::from(reply_ptr), &mut reply)
+            .map_err(|e| CallError::Garbage(e.to_string()))?;
+        Ok(reply)
+    }
+
+    /// Memory pages the guest uses now.
+    pub fn memory_pages(&self) -> u32 {
+        self.memory.view(&self.store).size().0
+    }
+
+    fn failure(&mut self, error: RuntimeError) -> CallError {
+        if matches!(
+            get_remaining_points(&mut self.store, &self.instance),
+            MeteringPoints::Exhausted
+        ) {
+            return CallError::OutOfFuel(self.fuel);
+        }
+        let message = error.message();
+        match error.to_trap() {
+            Some(TrapCode::StackOverflow) => CallError::Trap("stack overflow".into()),
+            Some(TrapCode::HeapAccessOutOfBounds) => {
+                CallError::Trap("out-of-bounds memory access".into())
+            }
+            Some(TrapCode::UnreachableCodeReached) => CallError::Trap("unreachable".into()),
+            Some(TrapCode::HostInterrupt) => CallError::Deadline(self.call_timeout),
+            _ => CallError::Trap(message),
+        }
+    }
+}
+
+fn offset(ptr: i32) -> Result<u64, CallError> {
+    u64::try_from(ptr).map_err(|_| CallError::Garbage(format!("astrid_alloc returned {ptr}")))
+}
+
+/// `ptr << 32 | len`, both unsigned 32-bit.
+fn unpack(packed: i64) -> (u32, u32) {
+    let bits = packed.cast_unsigned();
+    let high = u32::try_from(bits >> 32).unwrap_or(u32::MAX);
+    let low = u32::try_from(bits & 0xffff_ffff).unwrap_or(u32::MAX);
+    (high, low)
+}
+
+/// Copies `len` bytes at `ptr` out of the guest's memory (at most `max`).
+fn read_guest(
+    env: &FunctionEnvMut<'_, HostState>,
+    ptr: i32,
+    len: i32,
+    max: usize,
+) -> Result<Vec<u8>, HostError> {
+    let memory = env.data().memory.as_ref().ok_or(HostError::Failed)?;
+    let (Ok(ptr), Ok(len)) = (u64::try_from(ptr), usize::try_from(len)) else {
+        return Err(HostError::Invalid);
+    };
+    if len > max {
+        return Err(HostError::TooLarge);
+    }
+    let mut bytes = vec![0; len];
+    memory
+        .view(env)
+        .read(ptr, &mut bytes)
+        .map_err(|_| HostError::Invalid)?;
+    Ok(bytes)
+}
+
+/// A UTF-8 string (key, topic, path) out of the guest's memory.
+fn read_str(env: &FunctionEnvMut<'_, HostState>, ptr: i32, len: i32) -> Result<String, HostError> {
+    String::from_utf8(read_guest(env, ptr, len, MAX_NAME)?).map_err(|_| HostError::Invalid)
+}
+
+/// Longest key, topic or path a guest may pass.
+const MAX_NAME: usize = 4096;
+/// Largest value or file a guest may pass (the services apply their own, lower limits).
+const MAX_DATA: usize = 64 * 1024 * 1024;
+
+/// Copies `data` into memory the guest allocates with `astrid_alloc`; returns its packed
+/// location.
+fn give_guest(env: &mut FunctionEnvMut<'_, HostState>, data: &[u8]) -> Result<i64, HostError> {
+    let len = i32::try_from(data.len()).map_err(|_| HostError::TooLarge)?;
+    let (state, mut store) = env.data_and_store_mut();
+    let (Some(alloc), Some(memory)) = (state.alloc.clone(), state.memory.clone()) else {
+        return Err(HostError::Failed);
+    };
+    let ptr = alloc
+        .call(&mut store.as_store_mut(), len)
+        .map_err(|_| HostError::Failed)?;
+    let at = u64::try_from(ptr).map_err(|_| HostError::Invalid)?;
+    memory
+        .view(&store)
+        .write(at, data)
+        .map_err(|_| HostError::Invalid)?;
+    let (Ok(ptr), Ok(len)) = (u32::try_from(ptr), u32::try_from(len)) else {
+        return Err(HostError::Invalid);
+    };
+    Ok((i64::from(ptr) << 32) | i64::from(len))
+}
+
+fn status(result: Result<(), HostError>) -> i32 {
+    result.map_or_else(HostError::code, |()| 0)
+}
+
+fn packed(result: Result<i64, HostError>) -> i64 {
+    result.unwrap_or_else(|e| i64::from(e.code()))
+}
+
+/// `astrid.log(level, ptr, len)`.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "wasmer hands host functions their environment by value"
+)]
+fn host_log(env: FunctionEnvMut<'_, HostState>, level: i32, ptr: i32, len: i32) {
+    let capsule = env.data().host.capsule().to_owned();
+    let Ok(bytes) = read_guest(&env, ptr, len.min(4096), 4096) else {
+        tracing::warn!(%capsule, "log line outside the capsule's memory");
+        return;
+    };
+    let line = String::from_utf8_lossy(&bytes);
+    match level {
+        0 => tracing::error!(%capsule, "{line}"),
+        1 => tracing::warn!(%capsule, "{line}"),
+        2 => tracing::info!(%capsule, "{line}"),
+        _ => tracing::debug!(%capsule, "{line}"),
+    }
+}
+
+/// `astrid.publish(topic_ptr, topic_len, payload_ptr, payload_len) -> i32`.
+#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
+fn host_publish(env: FunctionEnvMut<'_, HostState>, tp: i32, tl: i32, pp: i32, pl: i32) -> i32 {
+    status((|| {
+        let topic = read_str(&env, tp, tl)?;
+        let payload = read_guest(&env, pp, pl, MAX_DATA)?;
+        let state = env.data();
+        state.host.publish(&topic, &payload, state.deadline)
+    })())
+}
+
+/// `astrid.kv_get(key_ptr, key_len) -> i64`.
+fn host_kv_get(mut env: FunctionEnvMut<'_, HostState>, kp: i32, kl: i32) -> i64 {
+    packed((|| {
+        let key = read_str(&env, kp, kl)?;
+        let state = env.data();
+        let value = state.host.kv_get(&key, state.deadline)?;
+        give_guest(&mut env, &value)
+    })())
+}
+
+/// `astrid.kv_put(key_ptr, key_len, value_ptr, value_len) -> i32`.
+#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
+fn host_kv_put(env: FunctionEnvMut<'_, HostState>, kp: i32, kl: i32, vp: i32, vl: i32) -> i32 {
+    status((|| {
+        let key = read_str(&env, kp, kl)?;
+        let value = read_guest(&env, vp, vl, MAX_DATA)?;
+        let state = env.data();
+        state.host.kv_put(&key, value, state.deadline)
+    })())
+}
+
+/// `astrid.kv_delete(key_ptr, key_len) -> i32`.
+#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
+fn host_kv_delete(env: FunctionEnvMut<'_, HostState>, kp: i32, kl: i32) -> i32 {
+    status((|| {
+        let key = read_str(&env, kp, kl)?;
+        let state = env.data();
+        state.host.kv_delete(&key, state.deadline)
+    })())
+}
+
+/// `astrid.vfs_read(path_ptr, path_len) -> i64`.
+fn host_vfs_read(mut env: FunctionEnvMut<'_, HostState>, pp: i32, pl: i32) -> i64 {
+    packed((|| {
+        let path = read_str(&env, pp, pl)?;
+        let state = env.data();
+        let data = state.host.vfs_read(&path, state.deadline)?;
+        give_guest(&mut env, &data)
+    })())
+}
+
+/// `astrid.vfs_write(path_ptr, path_len, data_ptr, data_len) -> i32`.
+#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
+fn host_vfs_write(env: FunctionEnvMut<'_, HostState>, pp: i32, pl: i32, dp: i32, dl: i32) -> i32 {
+    status((|| {
+        let path = read_str(&env, pp, pl)?;
+        let data = read_guest(&env, dp, dl, MAX_DATA)?;
+        let state = env.data();
+        state.host.vfs_write(&path, data, state.deadline)
+    })())
+}
+
+/// Tunables that keep every linear memory at or below `pages`.
+struct CappedMemory {
+    pages: Pages,
+    base: BaseTunables,
+}
+
+impl CappedMemory {
+    fn capped(&self, ty: &MemoryType) -> Result<MemoryType, MemoryError> {
+        if ty.minimum > self.pages {
+            return Err(MemoryError::Generic(format!(
+                "the module asks for {} pages at start; the limit is {}",
+                ty.minimum.0, self.pages.0
+            )));
+        }
+        let mut capped = *ty;
+        capped.maximum = Some(ty.maximum.map_or(self.pages, |m| m.min(self.pages)));
+        Ok(capped)
+    }
+}
+
+// wasmer's `Tunables` has two `unsafe fn`s (the VM hands over where to build the memory or
+// table); these only pass their arguments on to wasmer's own `BaseTunables`.
+#[allow(unsafe_code)]
+impl Tunables for CappedMemory {
+    fn memory_style(&self, memory: &MemoryType) -> MemoryStyle {
+        let capped = self.capped(memory).unwrap_or(*memory);
+        self.base.memory_style(&capped)
+    }
+
+    fn table_style(&self, table: &TableType) -> TableStyle {
+        self.base.table_style(table)
+    }
+
+    fn create_host_memory(
+        &self,
+        ty: &MemoryType,
+        style: &MemoryStyle,
+    ) -> Result<VMMemory, MemoryError> {
+        self.base.create_host_memory(&self.capped(ty)?, style)
+    }
+
+    unsafe fn create_vm_memory(
+        &self,
+        ty: &MemoryType,
+        style: &MemoryStyle,
+        vm_definition_location: NonNull<VMMemoryDefinition>,
+    ) -> Result<VMMemory, MemoryError> {
+        let capped = self.capped(ty)?;
+        // SAFETY: the caller's guarantee about `vm_definition_location` is passed on as is.
+        unsafe {
+            self.base
+                .create_vm_memory(&capped, style, vm_definition_location)
+        }
+    }
+
+    fn create_host_table(&self, ty: &TableType, style: &TableStyle) -> Result<VMTable, String> {
+        self.base.create_host_table(ty, style)
+    }
+
+    unsafe fn create_vm_table(
+        &self,
+        ty: &TableType,
+        style: &TableStyle,
+        vm_definition_location: NonNull<VMTableDefinition>,
+    ) -> Result<VMTable, String> {
+        // SAFETY: as above.
+        unsafe { self.base.create_vm_table(ty, style, vm_definition_location) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A guest whose `astrid_command` runs `body` (with `$ptr` and `$len` the input) and
+    /// echoes its input back, over a bump allocator at 1024.
+    fn guest(body: &str) -> String {
+        format!(
+            r#"(module
+                (import "astrid" "log" (func $log (param i32 i32 i32)))
+                (memory (export "memory") 1)
+                (data (i32.const 16) "hello from wasm")
+                (func (export "astrid_alloc") (param $len i32) (result i32) (i32.const 1024))
+                (func $recurse (result i32) (call $recurse))
+                (func (export "astrid_command") (param $ptr i32) (param $len i32) (result i64)
+                    {body}
+                    (i64.or
+                        (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32))
+                        (i64.extend_i32_u (local.get $len)))))"#
+        )
+    }
+
+    fn sandbox(body: &str, limits: Limits) -> Sandbox {
+        let compiled = compile(guest(body).as_bytes(), limits).unwrap();
+        Sandbox::new(&compiled, Host::detached("test")).unwrap()
+    }
+
+    #[test]
+    fn a_call_round_trips_the_input_and_host_imports_work() {
+        let mut s = sandbox(
+            "(call $log (i32.const 2) (i32.const 16) (i32.const 15))",
+            Limits::default(),
+        );
+        assert_eq!(
+            s.call(Entry::Command, b"\x92\x01\x02").unwrap(),
+            b"\x92\x01\x02"
+        );
+        assert_eq!(s.call(Entry::Command, b"again").unwrap(), b"again");
+    }
+
+    #[test]
+    fn every_failure_is_told_apart_and_the_sandbox_survives_it() {
+        let cases = [
+            ("unreachable", CallError::Trap("unreachable".into())),
+            (
+                "(drop (i32.load (i32.const 0x7ffffff0)))",
+                CallError::Trap("out-of-bounds memory access".into()),
+            ),
+            (
+                "(drop (call $recurse))",
+                CallError::Trap("stack overflow".into()),
+            ),
+            ("(loop br 0)", CallError::OutOfFuel(100_000)),
+        ];
+        for (body, expected) in cases {
+            let limits = Limits {
+                fuel: 100_000,
+                ..Limits::default()
+            };
+            // Each body fails only when the input is "bad"; "ok" passes through.
+            let guarded = format!(
+                "(if (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 98)) (then {body}))"
+            );
+            let mut s = sandbox(&guarded, limits);
+            assert_eq!(
+                s.call(Entry::Command, b"bad").unwrap_err(),
+                expected,
+                "{body}"
+            );
+            assert_eq!(
+                s.call(Entry::Command, b"ok").unwrap(),
+                b"ok",
+                "usable after {body}"
+            );
+        }
+    }
+
+    #[test]
+    fn memory_cannot_grow_past_the_limit() {
+        let limits = Limits {
+            memory_pages: 4,
+            ..Limits::default()
+        };
+        // Grow by 2 pages (to 3): fine; then by 2 more (to 5): refused with -1.
+        let body = "(if (i32.eq (memory.grow (i32.const 2)) (i32.const -1)) (then unreachable))
+                    (if (i32.ne (memory.grow (i32.const 2)) (i32.const -1)) (then unreachable))";
+        let mut s = sandbox(body, limits);
+        assert_eq!(s.call(Entry::Command, b"x").unwrap(), b"x");
+        assert_eq!(s.memory_pages(), 3);
+        // A module that starts larger than the limit does not load.
+        let big = compile(
+            br#"(module (memory (export "memory") 8)
+                (func (export "astrid_alloc") (param i32) (result i32) (i32.const 0))
+                (func (export "astrid_command") (param i32 i32) (result i64) (i64.const 0)))"#,
+            limits,
+        )
+        .unwrap();
+        assert!(matches!(
+            Sandbox::new(&big, Host::detached("big")),
+            Err(LoadError::Instantiate(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_replies_and_bad_modules_are_errors() {
+        // A reply range past the end of memory.
+        let mut s = sandbox(
+            "(return (i64.const 0x0000fff0_00100000))",
+            Limits::default(),
+        );
+        assert!(matches!(
+            s.call(Entry::Command, b"x"),
+            Err(CallError::Garbage(_))
+        ));
+        assert!(matches!(
+            compile(b"not a module", Limits::default()),
+            Err(LoadError::Compile(_))
+        ));
+        assert!(matches!(
+            compile(b"(module)", Limits::default()),
+            Err(LoadError::Export(e)) if e.contains("memory")
+        ));
+        let exports = r#"(memory (export "memory") 1)
+            (func (export "astrid_alloc") (param i32) (result i32) (i32.const 0))
+            (func (export "astrid_command") (param i32 i32) (result i64) (i64.const 0))"#;
+        let module = |extra: &str| format!("(module {extra} {exports})");
+        assert!(compile(module("").as_bytes(), Limits::default()).is_ok());
+        for bad in [
+            r#"(import "env" "nope" (func))"#,
+            r#"(import "astrid" "nope" (func))"#,
+            r#"(import "astrid" "kv_get" (func (param i32 i32) (result i32)))"#,
+        ] {
+            assert!(
+                matches!(
+                    compile(module(bad).as_bytes(), Limits::default()),
+                    Err(LoadError::Instantiate(_))
+                ),
+                "{bad}"
+            );
+        }
+        let wrong_handler = r#"(module (memory (export "memory") 1)
+            (func (export "astrid_alloc") (param i32) (result i32) (i32.const 0))
+            (func (export "astrid_command") (param i32) (result i64) (i64.const 0)))"#;
+        assert!(matches!(
+            compile(wrong_handler.as_bytes(), Limits::default()),
+            Err(LoadError::Export(e)) if e.contains("astrid_command")
+        ));
+    }
+}

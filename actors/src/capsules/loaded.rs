@@ -1,0 +1,213 @@
+//! The capsules that are loaded: shared between the registry (which loads and unloads
+//! them), the capsules supervisor's event sink (which tracks whether each runs, restarts or
+//! has failed), and sessions (which route `InvokeCommand` through it without a hop through
+//! the registry). It lives as long as the kernel, so a restarted registry finds what its
+//! predecessor loaded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{PoisonError, RwLock};
+use std::time::Duration;
+
+use actix::{Addr, Arbiter};
+
+use super::messages::CapsuleError;
+use crate::capsule::CapsuleActor;
+use crate::supervisor::{ChildRef, ChildState, SupervisorEvent};
+
+/// The supervision-tree name of capsule `name`'s actor.
+pub fn child_name(capsule: &str) -> String {
+    format!("capsule:{capsule}")
+}
+
+/// One loaded capsule.
+#[derive(Debug)]
+pub(crate) struct Capsule {
+    /// Hash of its manifest and module when loaded.
+    pub(crate) fingerprint: u64,
+    /// Its folder.
+    pub(crate) dir: PathBuf,
+    /// Its actor's current address.
+    pub(crate) actor: ChildRef<CapsuleActor>,
+    /// The thread its actor runs on.
+    pub(crate) arbiter: Arbiter,
+    /// The manifest's call deadline.
+    pub(crate) call_timeout: Duration,
+    /// Its slash commands.
+    pub(crate) commands: Vec<String>,
+    /// As its supervisor last reported.
+    pub(crate) state: ChildState,
+    /// Restarts so far.
+    pub(crate) restarts: u32,
+    /// Its last failure.
+    pub(crate) last_failure: Option<String>,
+}
+
+/// Where a command goes.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The capsule that offers it.
+    pub capsule: String,
+    /// Its actor.
+    pub actor: Addr<CapsuleActor>,
+    /// How long to wait for it (its call deadline, plus a margin for the hop).
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    capsules: BTreeMap<String, Capsule>,
+    /// Command name to capsule name.
+    commands: HashMap<String, String>,
+}
+
+/// The table of loaded capsules.
+#[derive(Debug, Default)]
+pub struct LoadedCapsules(RwLock<Inner>);
+
+impl LoadedCapsules {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Where `command` goes, or why it cannot go anywhere now.
+    ///
+    /// # Errors
+    ///
+    /// [`CapsuleError::UnknownCommand`], [`CapsuleError::Failed`] past the capsule's
+    /// budget, [`CapsuleError::Restarting`] during its backoff.
+    pub fn route(&self, command: &str) -> Result<Route, CapsuleError> {
+        let inner = self.read();
+        let name = inner
+            .commands
+            .get(command)
+            .ok_or_else(|| CapsuleError::UnknownCommand(command.to_owned()))?;
+        let capsule = &inner.capsules[name];
+        match capsule.state {
+            ChildState::Failed => Err(CapsuleError::Failed {
+                capsule: name.clone(),
+                reason: capsule.last_failure.clone().unwrap_or_default(),
+            }),
+            ChildState::Running => {
+                let actor = capsule
+                    .actor
+                    .get()
+                    .ok_or_else(|| CapsuleError::Restarting(name.clone()))?;
+                Ok(Route {
+                    capsule: name.clone(),
+                    actor,
+                    timeout: capsule.call_timeout + Duration::from_millis(250),
+                })
+            }
+            _ => Err(CapsuleError::Restarting(name.clone())),
+        }
+    }
+
+    /// The state, restarts and last failure of a loaded capsule.
+    pub(crate) fn state(&self, name: &str) -> Option<(ChildState, u32, Option<String>)> {
+        self.read()
+            .capsules
+            .get(name)
+            .map(|c| (c.state, c.restarts, c.last_failure.clone()))
+    }
+
+    /// Fingerprints and folders of what is loaded.
+    pub(crate) fn fingerprints(&self) -> BTreeMap<String, (u64, PathBuf, ChildState)> {
+        self.read()
+            .capsules
+            .iter()
+            .map(|(n, c)| (n.clone(), (c.fingerprint, c.dir.clone(), c.state)))
+            .collect()
+    }
+
+    /// Adds a capsule being started; its commands route to it unless another capsule has
+    /// them already (those are returned, and not routed).
+    pub(crate) fn insert(&self, name: &str, capsule: Capsule) -> Vec<String> {
+        let mut inner = self.write();
+        let mut taken = Vec::new();
+        for command in &capsule.commands {
+            match inner.commands.get(command) {
+                Some(owner) if owner != name => taken.push(command.clone()),
+                _ => {
+                    inner.commands.insert(command.clone(), name.to_owned());
+                }
+            }
+        }
+        inner.capsules.insert(name.to_owned(), capsule);
+        taken
+    }
+
+    /// Removes a capsule (its commands stop routing at once); returns its arbiter to stop
+    /// once its actor is gone.
+    pub(crate) fn remove(&self, name: &str) -> Option<Arbiter> {
+        let mut inner = self.write();
+        inner.commands.retain(|_, owner| owner != name);
+        inner.capsules.remove(name).map(|c| c.arbiter)
+    }
+
+    /// Forgets everything (a new capsules supervisor starts with no children), stopping
+    /// the capsules' threads.
+    pub(crate) fn clear(&self) {
+        let mut inner = self.write();
+        inner.commands.clear();
+        for (_, capsule) in std::mem::take(&mut inner.capsules) {
+            capsule.arbiter.stop();
+        }
+    }
+
+    /// Follows the capsules supervisor's reports.
+    pub(crate) fn on_event(&self, event: &SupervisorEvent) {
+        let mut restarts = None;
+        let (child, state, failure) = match event {
+            SupervisorEvent::ChildStarted { child } => (child, ChildState::Running, None),
+            SupervisorEvent::ChildRestarted { child, restarts: n } => {
+                restarts = Some(*n);
+                (child, ChildState::Running, None)
+            }
+            SupervisorEvent::ChildExited {
+                child,
+                reason,
+                restart_in,
+            } => {
+                let state = if restart_in.is_some() {
+                    ChildState::Restarting
+                } else {
+                    ChildState::Stopped
+                };
+                (child, state, Some(reason))
+            }
+            SupervisorEvent::ChildFailed { child, reason } => {
+                (child, ChildState::Failed, Some(reason))
+            }
+            SupervisorEvent::Escalated { .. } => return,
+        };
+        let Some(name) = child.strip_prefix("capsule:") else {
+            return;
+        };
+        if let Some(capsule) = self.write().capsules.get_mut(name) {
+            capsule.state = state;
+            if let Some(n) = restarts {
+                capsule.restarts = n;
+            }
+            if let Some(reason) = failure {
+                capsule.last_failure = Some(reason.clone());
+            }
+        }
+    }
+
+    /// Commands of loaded capsules, in capsule order: `(command, capsule)`.
+    pub(crate) fn commands(&self) -> Vec<(String, String)> {
+        let inner = self.read();
+        let mut all: Vec<(String, String)> = inner
+            .commands
+            .iter()
+            .map(|(c, n)| (c.clone(), n.clone()))
+            .collect();
+        all.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+        all
+    }
+}

@@ -1,0 +1,164 @@
+//! The host functions (module `astrid`), with safe wrappers. Only what a capsule calls is
+//! imported: the linker drops the rest. Each needs its capability in `Capsule.toml`
+//! (`kv`, `vfs:read:<glob>`, `vfs:write:<glob>`, `bus:publish:<pattern>`), except `log`.
+
+use std::fmt;
+
+use crate::abi;
+
+#[link(wasm_import_module = "astrid")]
+unsafe extern "C" {
+    #[link_name = "log"]
+    fn astrid_log(level: i32, ptr: *const u8, len: usize);
+    #[link_name = "publish"]
+    fn astrid_publish(topic: *const u8, topic_len: usize, data: *const u8, len: usize) -> i32;
+    #[link_name = "kv_get"]
+    fn astrid_kv_get(key: *const u8, key_len: usize) -> i64;
+    #[link_name = "kv_put"]
+    fn astrid_kv_put(key: *const u8, key_len: usize, value: *const u8, len: usize) -> i32;
+    #[link_name = "kv_delete"]
+    fn astrid_kv_delete(key: *const u8, key_len: usize) -> i32;
+    #[link_name = "vfs_read"]
+    fn astrid_vfs_read(path: *const u8, path_len: usize) -> i64;
+    #[link_name = "vfs_write"]
+    fn astrid_vfs_write(path: *const u8, path_len: usize, data: *const u8, len: usize) -> i32;
+}
+
+/// A log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// 0.
+    Error = 0,
+    /// 1.
+    Warn = 1,
+    /// 2.
+    Info = 2,
+    /// 3.
+    Debug = 3,
+}
+
+/// A host function's error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostError(pub i32);
+
+impl HostError {
+    /// The capability is missing (the denial is audited).
+    pub const DENIED: HostError = HostError(-1);
+    /// No such key or file.
+    pub const NOT_FOUND: HostError = HostError(-2);
+    /// Bad UTF-8, key, topic or path, or a range outside memory.
+    pub const INVALID: HostError = HostError(-3);
+    /// Too large.
+    pub const TOO_LARGE: HostError = HostError(-4);
+    /// The service is unavailable, or a storage or I/O error.
+    pub const FAILED: HostError = HostError(-5);
+}
+
+impl fmt::Display for HostError {
+    /// `code <n>`, to follow what failed: `kv_get count: code -1`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "code {}", self.0)
+    }
+}
+
+/// `0` is success; anything else an error code.
+fn status(code: i32) -> Result<(), HostError> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(HostError(code))
+    }
+}
+
+/// A packed location of bytes the host wrote through `astrid_alloc`, taken back; `-2` is
+/// `None`, any other negative number an error. (A location is never negative: memory is at
+/// most 4096 pages, so addresses stay below 2^31.)
+fn bytes(packed: i64) -> Result<Option<Vec<u8>>, HostError> {
+    if packed < 0 {
+        let code = i32::try_from(packed).unwrap_or(HostError::FAILED.0);
+        return match HostError(code) {
+            HostError::NOT_FOUND => Ok(None),
+            error => Err(error),
+        };
+    }
+    let bits = packed.cast_unsigned();
+    #[allow(clippy::cast_possible_truncation)] // both halves are 32-bit by construction
+    let (ptr, len) = (
+        (bits >> 32) as usize as *mut u8,
+        (bits & 0xffff_ffff) as usize,
+    );
+    // SAFETY: the host copied the value into memory it got from `astrid_alloc(len)`, and
+    // this is the only place that takes it back.
+    Ok(Some(unsafe { abi::take(ptr, len) }))
+}
+
+/// Writes a line to the daemon log (no capability needed).
+pub fn log(level: Level, line: &str) {
+    // SAFETY: the host reads `line` during the call.
+    unsafe { astrid_log(level as i32, line.as_ptr(), line.len()) }
+}
+
+/// Publishes `payload` (MessagePack) on `topic` (`bus:publish:<pattern>`).
+///
+/// # Errors
+///
+/// The host's error code.
+pub fn publish(topic: &str, payload: &[u8]) -> Result<(), HostError> {
+    // SAFETY: the host reads both ranges during the call.
+    status(unsafe { astrid_publish(topic.as_ptr(), topic.len(), payload.as_ptr(), payload.len()) })
+}
+
+/// The value of `key` in the capsule's namespace, `None` when there is none (`kv`).
+///
+/// # Errors
+///
+/// The host's error code, other than not found.
+pub fn kv_get(key: &str) -> Result<Option<Vec<u8>>, HostError> {
+    // SAFETY: the host reads `key` during the call.
+    bytes(unsafe { astrid_kv_get(key.as_ptr(), key.len()) })
+}
+
+/// Sets `key` to `value`; returns once durable (`kv`).
+///
+/// # Errors
+///
+/// The host's error code.
+pub fn kv_put(key: &str, value: &[u8]) -> Result<(), HostError> {
+    // SAFETY: the host reads both ranges during the call.
+    status(unsafe { astrid_kv_put(key.as_ptr(), key.len(), value.as_ptr(), value.len()) })
+}
+
+/// Deletes `key`: `true` when it existed (`kv`).
+///
+/// # Errors
+///
+/// The host's error code, other than not found.
+pub fn kv_delete(key: &str) -> Result<bool, HostError> {
+    // SAFETY: the host reads `key` during the call.
+    match status(unsafe { astrid_kv_delete(key.as_ptr(), key.len()) }) {
+        Ok(()) => Ok(true),
+        Err(HostError::NOT_FOUND) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The bytes of workspace file `path`, `None` when it does not exist (`vfs:read:<glob>`).
+///
+/// # Errors
+///
+/// The host's error code, other than not found.
+pub fn vfs_read(path: &str) -> Result<Option<Vec<u8>>, HostError> {
+    // SAFETY: the host reads `path` during the call.
+    bytes(unsafe { astrid_vfs_read(path.as_ptr(), path.len()) })
+}
+
+/// Replaces workspace file `path` with `data`, atomically, creating its parent directories
+/// (`vfs:write:<glob>`).
+///
+/// # Errors
+///
+/// The host's error code.
+pub fn vfs_write(path: &str, data: &[u8]) -> Result<(), HostError> {
+    // SAFETY: the host reads both ranges during the call.
+    status(unsafe { astrid_vfs_write(path.as_ptr(), path.len(), data.as_ptr(), data.len()) })
+}
