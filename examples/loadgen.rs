@@ -11,6 +11,7 @@
 //! ./target/release/examples/loadgen --spawn --clients 50 --requests 200000
 //! ./target/release/examples/loadgen --suite ping     # the README's Ping table
 //! ./target/release/examples/loadgen --suite kv       # the README's key-value table
+//! ./target/release/examples/loadgen --suite capsules # capsule calls and crash recovery
 //! ```
 //!
 //! `--spawn` starts a persistent `astrid-daemon` (the release binary next to this example's
@@ -20,7 +21,11 @@
 //! `--suite ping` spawns a daemon and a `redis-server`, and runs both benchmarks for 1 client,
 //! 50 clients, and 50 clients with 16 requests in flight each. `--suite kv` measures what one
 //! fsync per write allows on this machine (redb commits of one put each, on the same file
-//! system), then durable `KvPut`s from 1 and 50 clients and `KvGet`s.
+//! system), then durable `KvPut`s from 1 and 50 clients and `KvGet`s. `--suite capsules`
+//! installs the example `echo` capsule and a copy of `crash-after` (restarted without
+//! backoff) in the temporary home, compares `InvokeCommand` of `echo` with `Ping`, then
+//! measures crash recovery: the time from a reply saying the capsule crashed to the next
+//! successful reply from its restarted instance.
 
 #![allow(
     clippy::unwrap_used,
@@ -34,9 +39,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use astrid::client::{connect_socket, handshake, read_token};
+use astrid::client::{Client, connect_socket, handshake, read_token};
 use astrid::paths::{HomeLayout, SessionFiles, resolve_home};
-use astrid::protocol::{FrameCodec, FrameHead, Request, RequestFrame, encode_frame};
+use astrid::protocol::{
+    CommandOutput, ErrorCode, FrameCodec, FrameHead, Request, RequestFrame, encode_frame,
+};
 use bytes::BytesMut;
 use clap::{Parser, ValueEnum};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -54,8 +61,9 @@ struct Args {
     /// Requests in flight per connection (pipelining).
     #[arg(long, default_value_t = 1)]
     depth: usize,
-    /// Request to send.
-    #[arg(long, value_enum, default_value_t = Kind::Ping)]
+    /// Request to send: `ping`, `status`, `publish`, `tree`, `kvput`, `kvget`, or
+    /// `invoke:<command>` (a capsule's slash command, without arguments).
+    #[arg(long, default_value = "ping", value_parser = parse_kind)]
     kind: Kind,
     /// Start a temporary persistent daemon for the run.
     #[arg(long)]
@@ -78,9 +86,11 @@ enum Suite {
     Ping,
     /// Durable `KvPut` with 1 and 50 clients, and `KvGet`, next to one fsync per write.
     Kv,
+    /// `InvokeCommand` of the `echo` capsule next to `Ping`, and crash recovery.
+    Capsules,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Kind {
     /// `Ping`, answered by the connection's session.
     Ping,
@@ -94,11 +104,32 @@ enum Kind {
     Kvput,
     /// `KvGet` of one of the keys `kvput` writes (100 per client).
     Kvget,
+    /// `InvokeCommand` of a capsule command.
+    Invoke(String),
+}
+
+fn parse_kind(text: &str) -> Result<Kind, String> {
+    Ok(match text {
+        "ping" => Kind::Ping,
+        "status" => Kind::Status,
+        "publish" => Kind::Publish,
+        "tree" => Kind::Tree,
+        "kvput" => Kind::Kvput,
+        "kvget" => Kind::Kvget,
+        _ => match text.strip_prefix("invoke:") {
+            Some(command) if !command.is_empty() => Kind::Invoke(command.to_owned()),
+            _ => {
+                return Err(
+                    "use ping, status, publish, tree, kvput, kvget or invoke:<command>".into(),
+                );
+            }
+        },
+    })
 }
 
 impl Kind {
     /// Request number `n` of client `client`.
-    fn request(self, client: usize, n: usize) -> Request {
+    fn request(&self, client: usize, n: usize) -> Request {
         match self {
             Self::Ping => Request::Ping,
             Self::Status => Request::GetStatus,
@@ -113,6 +144,10 @@ impl Kind {
             },
             Self::Kvget => Request::KvGet {
                 key: format!("loadgen/{client}/{}", n % 100),
+            },
+            Self::Invoke(command) => Request::InvokeCommand {
+                name: command.clone(),
+                args: Vec::new(),
             },
         }
     }
@@ -207,7 +242,7 @@ async fn client(
 
 async fn run_astrid(
     files: &SessionFiles,
-    kind: Kind,
+    kind: &Kind,
     clients: usize,
     total: usize,
     depth: usize,
@@ -215,7 +250,10 @@ async fn run_astrid(
     let per_client = total / clients;
     let start = Instant::now();
     let tasks: Vec<_> = (0..clients)
-        .map(|me| tokio::spawn(client(files.clone(), kind, me, per_client, depth)))
+        .map(|me| {
+            let kind = kind.clone();
+            tokio::spawn(client(files.clone(), kind, me, per_client, depth))
+        })
         .collect();
     let mut all = Vec::with_capacity(per_client * clients);
     for task in tasks {
@@ -248,6 +286,94 @@ fn wait_for(path: &Path) {
     while !path.exists() {
         assert!(Instant::now() < end, "{} did not appear", path.display());
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Copies example capsule `example` (a folder under `examples/capsules/`) into `home`'s
+/// capsules as `name`, appending `extra` to its manifest.
+fn install_capsule(home: &Path, example: &str, name: &str, extra: &str) {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/capsules")
+        .join(example);
+    let to = home.join("capsules").join(name);
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let manifest = to.join("Capsule.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(manifest, format!("{text}\n{extra}")).unwrap();
+}
+
+/// Crash recovery of `crash-after`: `cycles` times, calls it until a call reports the
+/// capsule crashed, then calls again until one succeeds; the time between those two
+/// replies is one sample (microseconds).
+async fn crash_recovery(files: &SessionFiles, cycles: usize) -> Vec<u32> {
+    let client = Client::connect(files, "loadgen").await.unwrap();
+    let invoke = || Request::InvokeCommand {
+        name: "crash-after".into(),
+        args: Vec::new(),
+    };
+    let mut samples = Vec::with_capacity(cycles);
+    for _ in 0..cycles {
+        loop {
+            match client.call::<CommandOutput>(invoke()).await {
+                Ok(_) => {}
+                Err(e) if e.code() == Some(ErrorCode::CapsuleCrashed) => break,
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        let crashed = Instant::now();
+        loop {
+            match client.call::<CommandOutput>(invoke()).await {
+                Ok(_) => break,
+                Err(e) if e.code() == Some(ErrorCode::Unavailable) => {}
+                Err(e) => panic!("unexpected error after the crash: {e}"),
+            }
+        }
+        samples.push(u32::try_from(crashed.elapsed().as_micros()).unwrap_or(u32::MAX));
+    }
+    samples.sort_unstable();
+    samples
+}
+
+fn capsules_suite(rt: &tokio::runtime::Runtime, files: &SessionFiles, requests: usize) {
+    let echo = Kind::Invoke("echo".into());
+    rt.block_on(run_astrid(files, &echo, 1, 10_000, 1));
+    let mut rows = Vec::new();
+    for clients in [1, 50] {
+        let ping = rt.block_on(run_astrid(files, &Kind::Ping, clients, requests, 1));
+        let invoke = rt.block_on(run_astrid(files, &echo, clients, requests, 1));
+        ping.print();
+        invoke.print();
+        rows.push((clients, ping, invoke));
+    }
+    let samples = rt.block_on(crash_recovery(files, 1_000));
+    println!(
+        "crash recovery: {} samples, median {:.0} us, p99 {:.0} us, max {:.0} us",
+        samples.len(),
+        percentile(&samples, 50.0),
+        percentile(&samples, 99.0),
+        percentile(&samples, 100.0)
+    );
+    println!(
+        "\n| clients | `Ping` req/s (p50 / p99 us) | `InvokeCommand` echo req/s (p50 / p99 us) | invoke ÷ Ping |"
+    );
+    println!("|---|---|---|---|");
+    for (clients, ping, invoke) in rows {
+        println!(
+            "| {clients} | {:.0} ({:.0} / {:.0}) | {:.0} ({:.0} / {:.0}) | {:.2}x |",
+            ping.rate(),
+            ping.p50_us,
+            ping.p99_us,
+            invoke.rate(),
+            invoke.p50_us,
+            invoke.p99_us,
+            invoke.rate() / ping.rate()
+        );
     }
 }
 
@@ -370,10 +496,10 @@ fn fsync_baseline(dir: &Path, n: usize) -> Report {
 fn ping_suite(rt: &tokio::runtime::Runtime, files: &SessionFiles, dir: &Path, requests: usize) {
     let (_redis, socket) = spawn_redis(dir);
     // Warm up both servers (connection set-up, allocator, page cache) before measuring.
-    rt.block_on(run_astrid(files, Kind::Ping, 1, 10_000, 1));
+    rt.block_on(run_astrid(files, &Kind::Ping, 1, 10_000, 1));
     let mut rows = Vec::new();
     for (clients, total, depth) in [(1, requests, 1), (50, requests, 1), (50, requests * 5, 16)] {
-        let ours = rt.block_on(run_astrid(files, Kind::Ping, clients, total, depth));
+        let ours = rt.block_on(run_astrid(files, &Kind::Ping, clients, total, depth));
         ours.print();
         let theirs = run_redis(&socket, clients, total, depth);
         for r in &theirs {
@@ -411,10 +537,10 @@ fn kv_suite(rt: &tokio::runtime::Runtime, files: &SessionFiles, dir: &Path, requ
     let baseline = fsync_baseline(dir, 2_000);
     baseline.print();
     let runs = [
-        rt.block_on(run_astrid(files, Kind::Kvput, 1, 2_000, 1)),
-        rt.block_on(run_astrid(files, Kind::Kvput, 50, requests, 1)),
-        rt.block_on(run_astrid(files, Kind::Kvget, 1, requests, 1)),
-        rt.block_on(run_astrid(files, Kind::Kvget, 50, requests, 1)),
+        rt.block_on(run_astrid(files, &Kind::Kvput, 1, 2_000, 1)),
+        rt.block_on(run_astrid(files, &Kind::Kvput, 50, requests, 1)),
+        rt.block_on(run_astrid(files, &Kind::Kvget, 1, requests, 1)),
+        rt.block_on(run_astrid(files, &Kind::Kvget, 50, requests, 1)),
     ];
     for r in &runs {
         r.print();
@@ -447,6 +573,15 @@ fn main() {
         .prefix("loadgen")
         .tempdir_in("/tmp")
         .unwrap();
+    if args.suite == Some(Suite::Capsules) {
+        install_capsule(tmp.path(), "echo", "echo", "");
+        install_capsule(
+            tmp.path(),
+            "faults/crash-after",
+            "crash-after",
+            "[restart]\nintensity = 1000\nperiod = \"10ms\"\nbackoff = \"0s\"\n",
+        );
+    }
     let (_daemon, files) = if args.spawn || args.suite.is_some() {
         let (guard, files) = spawn_daemon(tmp.path());
         (Some(guard), files)
@@ -458,11 +593,12 @@ fn main() {
     match args.suite {
         Some(Suite::Ping) => return ping_suite(&rt, &files, tmp.path(), args.requests),
         Some(Suite::Kv) => return kv_suite(&rt, &files, tmp.path(), args.requests),
+        Some(Suite::Capsules) => return capsules_suite(&rt, &files, args.requests),
         None => {}
     }
     let ours = rt.block_on(run_astrid(
         &files,
-        args.kind,
+        &args.kind,
         args.clients,
         args.requests,
         args.depth,

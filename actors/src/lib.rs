@@ -16,7 +16,9 @@
 //!   journal, with a syncer and a checkpointer thread.
 //! - [`caps`]: the capability store (grants, resource grammar, checks).
 //! - [`vfs`]: the workspace file system (path rules, cap-std confinement, atomic writes).
-//! - [`capsules`]: the capsule registry (built-in listener, discovered capsule folders).
+//! - [`capsules`]: the capsule registry (built-in listener, discovered capsule folders,
+//!   loading, reload diffing, the table that routes commands).
+//! - [`capsule`]: one capsule's actor, its wasmer sandbox and what its host imports do.
 //! - [`listener`]: the socket (bind, stale probe), token, connection table, accept loop.
 //! - [`session`]: one actor per connection (handshake, requests, events, backpressure).
 //! - [`protocol`]: the wire contract (framing, envelopes, requests, error codes).
@@ -34,7 +36,9 @@
 //! ├── store         permanent   (writes synced by the ledger's threads)
 //! ├── capabilities  permanent   (own thread)
 //! ├── vfs           permanent   (own thread)
-//! ├── capsules      permanent
+//! ├── capsules      permanent   (a supervisor)
+//! │   ├── registry         permanent
+//! │   └── capsule:<name>   per manifest, own restart budget (own thread)
 //! └── listener      permanent   (built-in capsule astrid-capsule-cli)
 //!     └── session:<n>  temporary, one per client connection
 //! ```

@@ -76,9 +76,35 @@ impl TestDaemon {
         d
     }
 
+    /// Starts a persistent daemon whose home holds copies of the example capsules
+    /// `examples` (paths under `examples/capsules/`, e.g. `echo` or `faults/trap`), and waits
+    /// until it is ready.
+    pub fn start_with_capsules(examples: &[&str], args: &[&str]) -> Self {
+        Self::start_prepared(args, |home, _| {
+            for example in examples {
+                copy_capsule(&example_capsule(example), &home.join("capsules"));
+            }
+        })
+    }
+
+    /// Starts a persistent daemon after `prepare(home, workspace)` has written what it
+    /// needs into the (still empty) home and workspace, and waits until it is ready.
+    pub fn start_prepared(args: &[&str], prepare: impl FnOnce(&Path, &Path)) -> Self {
+        let home = short_tempdir();
+        let workspace = short_tempdir();
+        prepare(home.path(), workspace.path());
+        let d = Self::spawn_in(home, workspace, args);
+        d.wait_ready();
+        d
+    }
+
     /// Starts a daemon in an existing home without waiting.
     pub fn spawn(home: TempDir, args: &[&str]) -> Self {
-        let workspace = short_tempdir();
+        Self::spawn_in(home, short_tempdir(), args)
+    }
+
+    /// Starts a daemon in an existing home and workspace without waiting.
+    pub fn spawn_in(home: TempDir, workspace: TempDir, args: &[&str]) -> Self {
         let layout = HomeLayout::new(home.path());
         let files = layout.session(uuid::Uuid::nil());
         let child = Command::new(daemon_bin())
@@ -186,6 +212,27 @@ impl Drop for TestDaemon {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The folder of an example capsule: `examples/capsules/<rel>`.
+pub fn example_capsule(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/capsules")
+        .join(rel)
+}
+
+/// Copies the files of capsule folder `src` (not its subfolders: sources and build files
+/// are not needed to run it) into `root/<folder name>`; returns the copy.
+pub fn copy_capsule(src: &Path, root: &Path) -> PathBuf {
+    let dir = root.join(src.file_name().unwrap());
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+    }
+    dir
 }
 
 /// Names in a directory, sorted (empty when it does not exist).

@@ -48,6 +48,19 @@ pub enum BusError {
         /// The rule it breaks.
         rule: TopicRule,
     },
+    /// An interceptor refused the event; it was not delivered.
+    #[error("`{by}` denied the event on `{topic}`: {reason}")]
+    Denied {
+        /// The topic.
+        topic: String,
+        /// The interceptor's owner (a capsule).
+        by: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// The bus stopped before the event was delivered.
+    #[error("the bus stopped before delivering the event")]
+    Stopped,
     /// The subscriber is unknown (the bus restarted since it registered).
     #[error("subscriber {0} is not registered (the bus restarted); subscribe again")]
     UnknownSubscriber(SubscriberId),

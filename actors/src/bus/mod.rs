@@ -5,9 +5,13 @@
 //! crashes, every queue's sender is dropped, so subscribers see their stream end and can
 //! register again with the new incarnation.
 //!
+//! An event whose topic matches interceptors (`intercept.rs`) is held until they have
+//! decided; the bus takes no other message meanwhile, so events keep their order.
+//!
 //! Handles: [`Register`], [`Subscribe`], [`Unsubscribe`], [`Deregister`], [`Publish`],
 //! [`GetBusStats`], and the supervision messages [`Terminate`] and [`Inject`].
 
+pub mod intercept;
 mod messages;
 pub mod topic;
 
@@ -15,8 +19,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use actix::{Actor, ActorContext, Context, Handler, MessageResult};
+use actix::fut::{ActorFutureExt, wrap_future};
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult, ResponseFuture};
 use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::oneshot;
+
+use self::intercept::Interceptors;
 
 pub use self::messages::{
     BusError, BusStats, Deregister, Event, GetBusStats, Publish, Published, Register, Registration,
@@ -47,6 +55,7 @@ impl Subscriber {
 #[derive(Debug)]
 pub struct BusActor {
     queue_capacity: usize,
+    interceptors: Arc<Interceptors>,
     subscribers: BTreeMap<SubscriberId, Subscriber>,
     next_id: SubscriberId,
     seq: u64,
@@ -69,6 +78,7 @@ impl BusActor {
     pub fn new(queue_capacity: usize) -> Self {
         Self {
             queue_capacity: queue_capacity.max(1),
+            interceptors: Arc::default(),
             subscribers: BTreeMap::new(),
             next_id: 1,
             seq: 0,
@@ -76,6 +86,13 @@ impl BusActor {
             delivered: 0,
             dropped: 0,
         }
+    }
+
+    /// Consults `interceptors` before delivering each event.
+    #[must_use]
+    pub fn with_interceptors(mut self, interceptors: Arc<Interceptors>) -> Self {
+        self.interceptors = interceptors;
+        self
     }
 
     fn parse(pattern: &str) -> Result<Pattern, BusError> {
@@ -168,13 +185,46 @@ impl Handler<Deregister> for BusActor {
 }
 
 impl Handler<Publish> for BusActor {
-    type Result = Result<Published, BusError>;
+    type Result = ResponseFuture<Result<Published, BusError>>;
 
-    fn handle(&mut self, msg: Publish, _: &mut Context<Self>) -> Self::Result {
-        validate_topic(&msg.topic).map_err(|rule| BusError::InvalidTopic {
-            topic: msg.topic.clone(),
-            rule,
-        })?;
+    fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(rule) = validate_topic(&msg.topic) {
+            let error = BusError::InvalidTopic {
+                topic: msg.topic,
+                rule,
+            };
+            return Box::pin(std::future::ready(Err(error)));
+        }
+        let chain = self.interceptors.matching(&msg.topic);
+        if chain.is_empty() {
+            return Box::pin(std::future::ready(Ok(self.deliver(msg))));
+        }
+        // Hold the bus (and so every later event) until the interceptors have decided.
+        let (tx, rx) = oneshot::channel();
+        let Publish {
+            topic,
+            payload,
+            source,
+        } = msg;
+        let decide = intercept::run(chain, topic.clone(), payload);
+        ctx.wait(wrap_future(decide).map(move |decided, act: &mut Self, _| {
+            let answer = match decided {
+                Ok(payload) => Ok(act.deliver(Publish {
+                    topic,
+                    payload,
+                    source,
+                })),
+                Err((by, reason)) => Err(BusError::Denied { topic, by, reason }),
+            };
+            let _ = tx.send(answer);
+        }));
+        Box::pin(async move { rx.await.unwrap_or(Err(BusError::Stopped)) })
+    }
+}
+
+impl BusActor {
+    /// Delivers a valid event to every matching subscriber.
+    fn deliver(&mut self, msg: Publish) -> Published {
         self.seq += 1;
         self.published += 1;
         let event = Arc::new(Event {
@@ -206,10 +256,10 @@ impl Handler<Publish> for BusActor {
             self.subscribers.remove(&id);
         }
         self.delivered += delivered as u64;
-        Ok(Published {
+        Published {
             seq: self.seq,
             delivered,
-        })
+        }
     }
 }
 

@@ -18,7 +18,8 @@ use actix::dev::ToEnvelope;
 use actix::{Actor, Handler, Message};
 
 use crate::audit::Record;
-use crate::bus::Publish;
+use crate::bus::topic::validate_topic;
+use crate::bus::{BusActor, Publish};
 use crate::caps::Check;
 use crate::caps::resource::Access;
 use crate::kernel::KernelActors;
@@ -82,6 +83,11 @@ impl Host {
         &self.capsule
     }
 
+    /// The event bus, when there is a kernel behind.
+    pub(crate) fn bus(&self) -> Option<ChildRef<BusActor>> {
+        self.services.as_ref().map(|s| s.bus.clone())
+    }
+
     fn services(&self) -> Result<&KernelActors, HostError> {
         self.services.as_ref().ok_or(HostError::Failed)
     }
@@ -108,7 +114,9 @@ impl Host {
         }
     }
 
-    /// `publish`: an event on `topic` from `capsule:<name>`.
+    /// `publish`: an event on `topic` from `capsule:<name>`. Handed to the bus without
+    /// waiting for it to be delivered: the capsule may be the bus's interceptor for an event
+    /// in flight (the bus waits for it), and its own event simply follows that one.
     pub(crate) fn publish(
         &self,
         topic: &str,
@@ -117,15 +125,18 @@ impl Host {
     ) -> Result<(), HostError> {
         let payload: rmpv::Value =
             rmp_serde::from_slice(payload).map_err(|_| HostError::Invalid)?;
+        validate_topic(topic).map_err(|_| HostError::Invalid)?;
         self.allow(Access::BusPublish(topic.to_owned()), deadline)?;
-        let publish = Publish {
+        let bus = self.services()?.bus.get().ok_or(HostError::Failed)?;
+        if !bus.connected() {
+            return Err(HostError::Failed);
+        }
+        bus.do_send(Publish {
             topic: topic.to_owned(),
             payload,
             source: self.actor.clone(),
-        };
-        ask(&self.services()?.bus, publish, deadline)?
-            .map(drop)
-            .map_err(|_| HostError::Invalid)
+        });
+        Ok(())
     }
 
     /// `kv_get`.

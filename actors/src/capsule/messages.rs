@@ -1,7 +1,8 @@
 //! Messages handled by [`CapsuleActor`](super::CapsuleActor), and how a call can fail.
 //!
-//! Senders: the session router ([`Invoke`], for `InvokeCommand`), the capsule registry's bus
-//! subscription ([`Deliver`]), and the supervisor ([`Terminate`](crate::supervisor::Terminate),
+//! Senders: the session router ([`Invoke`], for `InvokeCommand`), the bus ([`Intercept`],
+//! through [`CapsuleInterceptor`](super::CapsuleInterceptor)), tests ([`Deliver`]), and the
+//! supervisor ([`Terminate`](crate::supervisor::Terminate),
 //! [`Inject`](crate::supervisor::Inject)).
 
 use std::time::Duration;
@@ -22,6 +23,16 @@ pub struct Invoke {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Deliver {
+    /// The event's topic.
+    pub topic: String,
+    /// Its payload.
+    pub payload: rmpv::Value,
+}
+
+/// Asks the capsule's interceptor (`astrid_intercept`) about an event.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<crate::bus::intercept::Verdict, CallFailure>")]
+pub struct Intercept {
     /// The event's topic.
     pub topic: String,
     /// Its payload.

@@ -5,24 +5,36 @@
 //! instance under the capsule's restart policy. Requests queued behind the failed one are
 //! dropped with the mailbox, and their senders see the capsule as crashed.
 //!
-//! Handles: [`Invoke`], [`Deliver`], and the supervision messages [`Terminate`] and
-//! [`Inject`] (whose [`Fault::Trap`] makes the instance fail as a guest bug would).
+//! Handles: [`Invoke`], [`Deliver`], the events of its `[bus] subscribe` patterns (it
+//! registers with the bus itself, and again after the bus restarts; it does not hear its
+//! own events), and the supervision messages [`Terminate`] and [`Inject`] (whose
+//! [`Fault::Trap`] makes the instance fail as a guest bug would).
 //!
-//! The sandbox (`sandbox.rs`), the host imports' work (`host.rs`) and call deadlines
-//! (`watchdog.rs`) are plain code, tested on their own.
+//! The sandbox (`sandbox.rs`), the on-disk compile cache (`cache.rs`), the host imports'
+//! work (`host.rs`) and call deadlines (`watchdog.rs`) are plain code, tested on their own.
 
+pub mod cache;
 pub mod host;
 mod messages;
 pub mod sandbox;
 mod watchdog;
 
-use actix::{Actor, ActorContext, Context, Handler};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, StreamHandler};
 use serde::Serialize;
+use tokio_stream::wrappers::ReceiverStream;
 
 pub use self::host::{Host, HostError};
-pub use self::messages::{CallFailure, Deliver, Invoke};
+pub use self::messages::{CallFailure, Deliver, Intercept, Invoke};
 use self::sandbox::{CallError, Compiled, Entry, Sandbox};
-use crate::supervisor::{ExitNote, Fault, Inject, Terminate, apply_fault};
+use crate::bus::intercept::{Decision, Interceptor, Verdict};
+use crate::bus::{BusActor, Deregister, Event, Register, SubscriberId};
+use crate::supervisor::{ChildRef, ExitNote, Fault, Inject, Terminate, apply_fault};
+
+/// How long to wait for the bus when subscribing, and before trying again.
+const BUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a capsule's actor is built from, prepared on the supervisor's thread.
 #[derive(Debug, Clone)]
@@ -31,6 +43,8 @@ pub struct Recipe {
     pub compiled: Compiled,
     /// Its imports.
     pub host: Host,
+    /// Topic patterns whose events it receives (`[bus] subscribe`).
+    pub subscriptions: Vec<String>,
 }
 
 /// The actor of one loaded capsule.
@@ -39,6 +53,9 @@ pub struct CapsuleActor {
     name: String,
     sandbox: Result<Sandbox, String>,
     note: ExitNote,
+    bus: Option<ChildRef<BusActor>>,
+    subscriptions: Vec<String>,
+    subscriber: Option<SubscriberId>,
 }
 
 impl CapsuleActor {
@@ -46,12 +63,42 @@ impl CapsuleActor {
     /// instance that cannot be made leaves an actor that fails as soon as it starts.
     pub fn build(recipe: Recipe, note: ExitNote, _: &mut Context<Self>) -> Self {
         let name = recipe.host.capsule().to_owned();
+        let bus = recipe.host.bus();
         let sandbox = Sandbox::new(&recipe.compiled, recipe.host).map_err(|e| e.to_string());
         Self {
             name,
             sandbox,
             note,
+            bus,
+            subscriptions: recipe.subscriptions,
+            subscriber: None,
         }
+    }
+
+    /// Registers with the (current) bus for the capsule's subscriptions; retried until the
+    /// bus answers.
+    fn subscribe(&mut self, ctx: &mut Context<Self>) {
+        let Some(bus) = self.bus.clone() else { return };
+        let register = Register {
+            label: format!("capsule:{}", self.name),
+            patterns: self.subscriptions.clone(),
+        };
+        let ask = async move { bus.call(register, BUS_TIMEOUT).await };
+        ctx.spawn(
+            actix::fut::wrap_future(ask).map(|answer, act: &mut Self, ctx| match answer {
+                Ok(Ok(registration)) => {
+                    act.subscriber = Some(registration.id);
+                    ctx.add_stream(ReceiverStream::new(registration.events));
+                }
+                Ok(Err(error)) => {
+                    tracing::error!(capsule = %act.name, %error, "cannot subscribe");
+                }
+                Err(error) => {
+                    tracing::warn!(capsule = %act.name, %error, "bus unavailable; retrying");
+                    ctx.run_later(BUS_TIMEOUT / 4, Self::subscribe);
+                }
+            }),
+        );
     }
 
     /// Calls the guest; on any failure, notes it and stops (the supervisor restarts it).
@@ -82,10 +129,40 @@ impl Actor for CapsuleActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1024);
-        if let Err(reason) = &self.sandbox {
-            tracing::error!(capsule = %self.name, "cannot start: {reason}");
-            self.note.fail(reason.clone());
-            ctx.stop();
+        match &self.sandbox {
+            Err(reason) => {
+                tracing::error!(capsule = %self.name, "cannot start: {reason}");
+                self.note.fail(reason.clone());
+                ctx.stop();
+            }
+            Ok(sandbox) if sandbox.has(Entry::Event) && !self.subscriptions.is_empty() => {
+                self.subscribe(ctx);
+            }
+            Ok(_) => {}
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        let bus = self.bus.as_ref().and_then(ChildRef::get);
+        if let (Some(id), Some(bus)) = (self.subscriber.take(), bus) {
+            bus.do_send(Deregister(id));
+        }
+    }
+}
+
+impl StreamHandler<Arc<Event>> for CapsuleActor {
+    fn handle(&mut self, event: Arc<Event>, ctx: &mut Context<Self>) {
+        // Its own events would come straight back; a capsule does not hear itself.
+        if event.source.strip_prefix("capsule:") == Some(self.name.as_str()) {
+            return;
+        }
+        self.deliver(&event.topic, &event.payload, ctx);
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        // The bus restarted and dropped the queue: subscribe to the new one.
+        if self.subscriber.take().is_some() {
+            self.subscribe(ctx);
         }
     }
 }
@@ -135,21 +212,95 @@ fn guest_error(value: &rmpv::Value) -> Option<&str> {
     }
 }
 
-impl Handler<Deliver> for CapsuleActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+impl CapsuleActor {
+    /// Hands an event to `astrid_event`, if the guest has one.
+    fn deliver(&mut self, topic: &str, payload: &rmpv::Value, ctx: &mut Context<Self>) {
         let has_handler = self.sandbox.as_ref().is_ok_and(|s| s.has(Entry::Event));
         if !has_handler {
             return;
         }
-        let Ok(input) = rmp_serde::to_vec_named(&EventInput {
-            topic: &msg.topic,
-            payload: &msg.payload,
-        }) else {
+        let Ok(input) = rmp_serde::to_vec_named(&EventInput { topic, payload }) else {
             return;
         };
         let _ = self.call(Entry::Event, &input, ctx);
+    }
+}
+
+impl Handler<Deliver> for CapsuleActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        self.deliver(&msg.topic, &msg.payload, ctx);
+    }
+}
+
+/// `astrid_intercept`'s reply.
+#[derive(serde::Deserialize)]
+struct InterceptReply {
+    action: String,
+    #[serde(default)]
+    payload: Option<rmpv::Value>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+impl Handler<Intercept> for CapsuleActor {
+    type Result = Result<Verdict, CallFailure>;
+
+    fn handle(&mut self, msg: Intercept, ctx: &mut Context<Self>) -> Self::Result {
+        let input = rmp_serde::to_vec_named(&EventInput {
+            topic: &msg.topic,
+            payload: &msg.payload,
+        })
+        .map_err(|e| CallFailure::Crashed(format!("cannot encode the input: {e}")))?;
+        let reply = self.call(Entry::Intercept, &input, ctx)?;
+        let decided = rmp_serde::from_slice::<InterceptReply>(&reply)
+            .ok()
+            .and_then(|r| match r.action.as_str() {
+                "continue" => Some(Verdict::Continue(r.payload)),
+                "finish" => Some(Verdict::Finish(r.payload)),
+                "deny" => Some(Verdict::Deny(r.reason.unwrap_or_default())),
+                _ => None,
+            });
+        decided.ok_or_else(|| {
+            let reason = "the capsule returned garbage: not an interceptor reply";
+            self.note.fail(reason);
+            ctx.stop();
+            CallFailure::Crashed(reason.into())
+        })
+    }
+}
+
+/// A capsule's interceptor, as the bus sees it: asks whichever incarnation of the capsule
+/// runs now, within its call deadline.
+#[derive(Debug)]
+pub struct CapsuleInterceptor {
+    /// The capsule's actor.
+    pub actor: ChildRef<CapsuleActor>,
+    /// Its call deadline, plus a margin.
+    pub timeout: Duration,
+}
+
+impl Interceptor for CapsuleInterceptor {
+    fn intercept(&self, topic: &str, payload: &rmpv::Value) -> Decision {
+        let ask = self.actor.get().map(|actor| {
+            actor
+                .send(Intercept {
+                    topic: topic.to_owned(),
+                    payload: payload.clone(),
+                })
+                .timeout(self.timeout)
+        });
+        Box::pin(async move {
+            match ask {
+                None => Err("the capsule is not running".into()),
+                Some(ask) => match ask.await {
+                    Ok(Ok(verdict)) => Ok(verdict),
+                    Ok(Err(failure)) => Err(failure.to_string()),
+                    Err(e) => Err(format!("the capsule did not answer: {e}")),
+                },
+            }
+        })
     }
 }
 

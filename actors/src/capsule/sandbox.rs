@@ -113,13 +113,7 @@ impl std::fmt::Debug for Compiled {
 ///
 /// [`LoadError::Compile`] for anything that is not a valid module.
 pub fn compile(bytes: &[u8], limits: Limits) -> Result<Compiled, LoadError> {
-    let mut compiler = Cranelift::default();
-    compiler.push_middleware(Arc::new(Metering::new(limits.fuel, |_: &Operator| 1)));
-    let mut engine: Engine = compiler.into();
-    engine.set_tunables(CappedMemory {
-        pages: Pages(limits.memory_pages),
-        base: BaseTunables::new(),
-    });
+    let engine = engine(limits);
     let module = Module::new(&engine, bytes).map_err(|e| LoadError::Compile(e.to_string()))?;
     check_abi(&module)?;
     Ok(Compiled {
@@ -127,6 +121,34 @@ pub fn compile(bytes: &[u8], limits: Limits) -> Result<Compiled, LoadError> {
         module,
         limits,
     })
+}
+
+/// A Cranelift engine with its own metering middleware and the memory ceiling of `limits`.
+pub(crate) fn engine(limits: Limits) -> Engine {
+    let mut compiler = Cranelift::default();
+    compiler.push_middleware(Arc::new(Metering::new(limits.fuel, |_: &Operator| 1)));
+    let mut engine: Engine = compiler.into();
+    engine.set_tunables(CappedMemory {
+        pages: Pages(limits.memory_pages),
+        base: BaseTunables::new(),
+    });
+    engine
+}
+
+impl Compiled {
+    /// A module deserialized with `engine` (from [`engine`]) for `limits`.
+    pub(crate) fn from_parts(engine: Engine, module: Module, limits: Limits) -> Self {
+        Self {
+            engine,
+            module,
+            limits,
+        }
+    }
+
+    /// The compiled module.
+    pub(crate) fn module(&self) -> &Module {
+        &self.module
+    }
 }
 
 /// The host imports, with their signatures (module `astrid`).
@@ -142,7 +164,7 @@ const IMPORTS: &[(&str, &[Type], &[Type])] = &[
 
 /// Checks a module against the ABI before anything runs, so that a capsule that could
 /// never work is reported at load, with what is wrong.
-fn check_abi(module: &Module) -> Result<(), LoadError> {
+pub(crate) fn check_abi(module: &Module) -> Result<(), LoadError> {
     let handler = FunctionType::new([I32, I32], [I64]);
     let export = |name: &str| {
         module
@@ -413,25 +435,31 @@ const MAX_NAME: usize = 4096;
 const MAX_DATA: usize = 64 * 1024 * 1024;
 
 /// Copies `data` into memory the guest allocates with `astrid_alloc`; returns its packed
-/// location.
-fn give_guest(env: &mut FunctionEnvMut<'_, HostState>, data: &[u8]) -> Result<i64, HostError> {
-    let len = i32::try_from(data.len()).map_err(|_| HostError::TooLarge)?;
+/// location. An `astrid_alloc` that traps (or runs out of fuel) inside the host call makes
+/// the whole call trap: the guest's memory cannot be trusted after it.
+fn give_guest(
+    env: &mut FunctionEnvMut<'_, HostState>,
+    data: &[u8],
+) -> Result<Result<i64, HostError>, RuntimeError> {
+    let Ok(len) = i32::try_from(data.len()) else {
+        return Ok(Err(HostError::TooLarge));
+    };
     let (state, mut store) = env.data_and_store_mut();
     let (Some(alloc), Some(memory)) = (state.alloc.clone(), state.memory.clone()) else {
-        return Err(HostError::Failed);
+        return Ok(Err(HostError::Failed));
     };
     let ptr = alloc
         .call(&mut store.as_store_mut(), len)
-        .map_err(|_| HostError::Failed)?;
-    let at = u64::try_from(ptr).map_err(|_| HostError::Invalid)?;
-    memory
-        .view(&store)
-        .write(at, data)
-        .map_err(|_| HostError::Invalid)?;
-    let (Ok(ptr), Ok(len)) = (u32::try_from(ptr), u32::try_from(len)) else {
-        return Err(HostError::Invalid);
+        .map_err(|e| RuntimeError::new(format!("astrid_alloc failed inside a host call: {e}")))?;
+    let written = u64::try_from(ptr)
+        .ok()
+        .and_then(|at| memory.view(&store).write(at, data).ok());
+    let (Some(()), Ok(ptr), Ok(len)) = (written, u32::try_from(ptr), u32::try_from(len)) else {
+        return Err(RuntimeError::new(format!(
+            "astrid_alloc returned {ptr}, which cannot hold {len} bytes"
+        )));
     };
-    Ok((i64::from(ptr) << 32) | i64::from(len))
+    Ok(Ok((i64::from(ptr) << 32) | i64::from(len)))
 }
 
 fn status(result: Result<(), HostError>) -> i32 {
@@ -474,13 +502,19 @@ fn host_publish(env: FunctionEnvMut<'_, HostState>, tp: i32, tl: i32, pp: i32, p
 }
 
 /// `astrid.kv_get(key_ptr, key_len) -> i64`.
-fn host_kv_get(mut env: FunctionEnvMut<'_, HostState>, kp: i32, kl: i32) -> i64 {
-    packed((|| {
-        let key = read_str(&env, kp, kl)?;
+fn host_kv_get(
+    mut env: FunctionEnvMut<'_, HostState>,
+    kp: i32,
+    kl: i32,
+) -> Result<i64, RuntimeError> {
+    let value = read_str(&env, kp, kl).and_then(|key| {
         let state = env.data();
-        let value = state.host.kv_get(&key, state.deadline)?;
-        give_guest(&mut env, &value)
-    })())
+        state.host.kv_get(&key, state.deadline)
+    });
+    match value {
+        Ok(value) => give_guest(&mut env, &value).map(packed),
+        Err(e) => Ok(i64::from(e.code())),
+    }
 }
 
 /// `astrid.kv_put(key_ptr, key_len, value_ptr, value_len) -> i32`.
@@ -505,13 +539,19 @@ fn host_kv_delete(env: FunctionEnvMut<'_, HostState>, kp: i32, kl: i32) -> i32 {
 }
 
 /// `astrid.vfs_read(path_ptr, path_len) -> i64`.
-fn host_vfs_read(mut env: FunctionEnvMut<'_, HostState>, pp: i32, pl: i32) -> i64 {
-    packed((|| {
-        let path = read_str(&env, pp, pl)?;
+fn host_vfs_read(
+    mut env: FunctionEnvMut<'_, HostState>,
+    pp: i32,
+    pl: i32,
+) -> Result<i64, RuntimeError> {
+    let data = read_str(&env, pp, pl).and_then(|path| {
         let state = env.data();
-        let data = state.host.vfs_read(&path, state.deadline)?;
-        give_guest(&mut env, &data)
-    })())
+        state.host.vfs_read(&path, state.deadline)
+    });
+    match data {
+        Ok(data) => give_guest(&mut env, &data).map(packed),
+        Err(e) => Ok(i64::from(e.code())),
+    }
 }
 
 /// `astrid.vfs_write(path_ptr, path_len, data_ptr, data_len) -> i32`.

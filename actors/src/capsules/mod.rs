@@ -38,9 +38,12 @@ pub use self::messages::{
     CapsuleError, CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo,
     GetCapsuleMetadata, GetCommands, HookInfo, ListCapsules, ReloadCapsules, ReloadReport,
 };
+use crate::bus::Pattern;
+use crate::bus::intercept::{Interceptor, Interceptors};
 use crate::caps::SetManifestGrants;
-use crate::capsule::sandbox::{self, Compiled};
-use crate::capsule::{CapsuleActor, Host, Recipe};
+use crate::capsule::cache::CompileCache;
+use crate::capsule::sandbox::Compiled;
+use crate::capsule::{CapsuleActor, CapsuleInterceptor, Host, Recipe};
 use crate::kernel::KernelActors;
 use crate::store::Namespaces;
 use crate::supervisor::{
@@ -74,6 +77,10 @@ pub struct RegistryDeps {
     pub namespaces: Arc<Namespaces>,
     /// The table of loaded capsules, shared with sessions.
     pub loaded: Arc<LoadedCapsules>,
+    /// Compiled modules kept on disk.
+    pub cache: CompileCache,
+    /// The bus's interceptors; capsules' `[[interceptor]]` hooks go here.
+    pub interceptors: Arc<Interceptors>,
 }
 
 /// The capsule registry actor.
@@ -152,6 +159,7 @@ impl CapsulesActor {
     fn apply(&mut self, plan: Plan) -> impl actix::ActorFuture<Self, Output = Vec<String>> + use<> {
         let mut stopping = Vec::new();
         for name in plan.stop {
+            self.deps.interceptors.remove(&name);
             let arbiter = self.deps.loaded.remove(&name);
             let stop = self.parent.send(StopChild {
                 name: child_name(&name),
@@ -179,7 +187,7 @@ impl CapsulesActor {
         let Ok(manifest) = &d.manifest else { return };
         let name = d.name.clone();
         self.load_errors.remove(&name);
-        let compiled = match compile(d) {
+        let compiled = match compile(d, &self.deps.cache) {
             Ok(compiled) => compiled,
             Err(e) => {
                 tracing::error!(capsule = %name, "cannot load: {e}");
@@ -199,6 +207,7 @@ impl CapsulesActor {
         let recipe = Recipe {
             compiled,
             host: Host::new(&name, self.deps.services.clone()),
+            subscriptions: manifest.subscriptions.clone(),
         };
         let spec = ChildSpec::worker_in(
             child_name(&name),
@@ -211,6 +220,18 @@ impl CapsulesActor {
         .own_budget(manifest.restart.policy)
         .capsule()
         .shutdown_timeout(manifest.limits.call_timeout + std::time::Duration::from_secs(1));
+        let hooks: Vec<(Pattern, i32)> = manifest
+            .interceptors
+            .iter()
+            .filter_map(|h| Some((Pattern::parse(&h.topic).ok()?, h.priority)))
+            .collect();
+        if !hooks.is_empty() {
+            let handler: Arc<dyn Interceptor> = Arc::new(CapsuleInterceptor {
+                actor: actor.clone(),
+                timeout: manifest.limits.call_timeout + std::time::Duration::from_millis(250),
+            });
+            self.deps.interceptors.set(&name, hooks, &handler);
+        }
         let taken = self.deps.loaded.insert(
             &name,
             loaded::Capsule {
@@ -322,14 +343,18 @@ impl CapsulesActor {
     }
 }
 
-/// Reads and compiles a capsule's module.
-fn compile(d: &Discovered) -> Result<Compiled, String> {
+/// Reads a capsule's module and compiles it (or takes it from the cache).
+fn compile(d: &Discovered, cache: &CompileCache) -> Result<Compiled, String> {
     let Ok(manifest) = &d.manifest else {
         return Err("invalid manifest".into());
     };
     let file = d.dir.join(&manifest.module);
     let bytes = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    sandbox::compile(&bytes, manifest.limits).map_err(|e| format!("{}: {e}", file.display()))
+    let (compiled, source) = cache
+        .load(&bytes, manifest.limits)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    tracing::debug!(capsule = %d.name, ?source, "module ready");
+    Ok(compiled)
 }
 
 fn capsule_state(state: ChildState) -> CapsuleState {

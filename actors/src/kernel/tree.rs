@@ -13,8 +13,10 @@ use super::shutdown::KernelFiles;
 use super::stores::Stores;
 use super::{BootError, Kernel, KernelConfig, KernelInfo, LISTENER, ShutdownHandle};
 use crate::audit::{AuditActor, Record};
+use crate::bus::intercept::Interceptors;
 use crate::bus::{BusActor, Pattern, Publish};
 use crate::caps::CapabilitiesActor;
+use crate::capsule::cache::CompileCache;
 use crate::capsules::loaded::LoadedCapsules;
 use crate::capsules::{CapsulesActor, RegistryDeps};
 use crate::listener::{Connections, ListenerActor, SessionInfo, Token};
@@ -180,6 +182,8 @@ fn children(
     let sessions_relay = Relay::on_current_arbiter();
     let audit_relay = sessions_relay.clone();
     let namespaces = Arc::new(Namespaces::default());
+    let interceptors = Arc::new(Interceptors::default());
+    let bus_interceptors = Arc::clone(&interceptors);
     let (kv_ledger, store_namespaces, store_limits) = (
         Arc::clone(&stores.ledger),
         Arc::clone(&namespaces),
@@ -195,6 +199,8 @@ fn children(
         services: actors.clone(),
         namespaces,
         loaded,
+        cache: CompileCache::new(config.state_dir.join("capsule-cache")),
+        interceptors: Arc::clone(&interceptors),
     };
     let (registry_ref, capsules_policy) = (actors.capsules.clone(), config.restart_policy);
     let idle_grace = config.ephemeral.then_some(config.idle_grace);
@@ -202,7 +208,7 @@ fn children(
     let listener_files = Arc::clone(files);
     vec![
         ChildSpec::worker("bus", permanent, actors.bus.clone(), move || {
-            Ok(BusActor::new(queue))
+            Ok(BusActor::new(queue).with_interceptors(Arc::clone(&bus_interceptors)))
         }),
         // The audit log and the store never wait for the disk (see their docs): on the
         // sessions' arbiter, recording or writing costs no thread hop.

@@ -214,7 +214,7 @@ impl From<&KernelError> for ErrorBody {
         let code = match e {
             KernelError::NotStarted { .. }
             | KernelError::Unavailable { .. }
-            | KernelError::Bus(BusError::UnknownSubscriber(_))
+            | KernelError::Bus(BusError::UnknownSubscriber(_) | BusError::Stopped)
             | KernelError::Capsules(CapsuleError::Restarting(_)) => ErrorCode::Unavailable,
             KernelError::Timeout { .. } | KernelError::Capsules(CapsuleError::Deadline { .. }) => {
                 ErrorCode::Timeout
@@ -237,6 +237,7 @@ impl From<&KernelError> for ErrorBody {
                 ErrorCode::ShuttingDown
             }
             KernelError::PublishForbidden { .. }
+            | KernelError::Bus(BusError::Denied { .. })
             | KernelError::Caps(CapsError::FromManifest { .. }) => ErrorCode::Forbidden,
             KernelError::FaultInjectionDisabled => ErrorCode::FaultInjectionDisabled,
             KernelError::Store(StoreError::UnknownNamespace(_)) => ErrorCode::UnknownNamespace,

@@ -148,6 +148,9 @@ struct Slot {
     started_at: Option<Instant>,
     last_failure: Option<(String, Instant)>,
     pending_restart: Option<SpawnHandle>,
+    /// A fatal fault was delivered to the current incarnation: it is about to die, and a
+    /// second one would cost no second restart, so it is refused.
+    doomed: bool,
 }
 
 impl Slot {
@@ -166,6 +169,7 @@ impl Slot {
             started_at: None,
             last_failure: None,
             pending_restart: None,
+            doomed: false,
         }
     }
 
@@ -281,6 +285,7 @@ impl SupervisorActor {
     fn start_child(&mut self, i: usize, ctx: &mut Context<Self>) {
         let slot = &mut self.slots[i];
         slot.generation += 1;
+        slot.doomed = false;
         slot.stop_requested = Arc::new(AtomicBool::new(false));
         let guard = ExitGuard::new(
             ctx.address().recipient(),
@@ -685,7 +690,7 @@ impl Handler<InjectFault> for SupervisorActor {
         if !matches!(self.phase, Phase::Running) {
             return Box::pin(std::future::ready(Err(SupervisorError::ShuttingDown)));
         }
-        let Some(slot) = self.slots.iter().find(|s| s.spec.name == msg.target) else {
+        let Some(slot) = self.slots.iter_mut().find(|s| s.spec.name == msg.target) else {
             // Not a child of this supervisor: perhaps of a nested one.
             let nested = self.nested();
             return Box::pin(async move {
@@ -704,9 +709,17 @@ impl Handler<InjectFault> for SupervisorActor {
                 fault: msg.fault,
             })
         } else {
+            let fatal = !matches!(msg.fault, Fault::Hang { .. });
             match (&slot.control, slot.state) {
+                (Some(_), ChildState::Running) if fatal && slot.doomed => {
+                    Err(SupervisorError::NotRunning {
+                        name: msg.target,
+                        state: ChildState::Stopping,
+                    })
+                }
                 (Some(control), ChildState::Running) => {
                     control.inject(msg.fault);
+                    slot.doomed |= fatal;
                     Ok(())
                 }
                 (_, state) => Err(SupervisorError::NotRunning {

@@ -1,15 +1,17 @@
-//! What [`export_command!`](crate::export_command) expands to: the allocator the host
-//! writes into, taking those bytes back, and running one command.
+//! What [`export_command!`](crate::export_command), [`export_event!`](crate::export_event)
+//! and [`export_intercept!`](crate::export_intercept) expand to: the allocator the host
+//! writes into, taking those bytes back, and running one command, event or interception.
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard, Once, PoisonError};
 
 use crate::host::{self, Level};
+use crate::intercept::Verdict;
 use crate::msgpack::{self, Command, Value};
 
-/// The last reply: the host reads it after `astrid_command` returns, so it lives until the
-/// next call begins. (A `Mutex` only for a safe `static`: wasm32 here has no threads.)
+/// The last reply: the host reads it after the export returns, so it lives until the next
+/// call begins. (A `Mutex` only for a safe `static`: wasm32 here has no threads.)
 static REPLY: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 /// `len` bytes from the global allocator (a dangling, never-freed address for 0 bytes).
@@ -52,7 +54,7 @@ pub fn pack(ptr: *const u8, len: usize) -> i64 {
     bits.cast_signed()
 }
 
-/// Runs `handler` on the input at `ptr..ptr + len` and returns where the reply is.
+/// Runs `handler` on the command input at `ptr..ptr + len` and returns where the reply is.
 ///
 /// # Safety
 ///
@@ -62,19 +64,81 @@ pub unsafe fn command(
     len: usize,
     handler: fn(&Command) -> Result<Value, String>,
 ) -> i64 {
-    static PANIC_HOOK: Once = Once::new();
-    PANIC_HOOK.call_once(|| {
-        std::panic::set_hook(Box::new(|info| host::log(Level::Error, &info.to_string())));
-    });
-    // The host read the previous reply when the previous call returned: free it first.
-    drop(std::mem::take(&mut *reply_slot()));
     // SAFETY: the caller's guarantee.
-    let input = unsafe { take(ptr, len) };
+    let input = unsafe { begin(ptr, len) };
     let reply = match msgpack::decode_command(&input) {
         Ok(cmd) => handler(&cmd).unwrap_or_else(error),
         Err(e) => error(format!("bad command input: {e}")),
     };
     drop(input);
+    finish(&reply)
+}
+
+/// Runs `handler` on the event at `ptr..ptr + len`; returns 0 (the host ignores the reply).
+/// An `Err` from the handler, or an input that cannot be read, is logged at warn level.
+///
+/// # Safety
+///
+/// As [`take`].
+pub unsafe fn event(
+    ptr: *mut u8,
+    len: usize,
+    handler: fn(&str, &Value) -> Result<(), String>,
+) -> i64 {
+    // SAFETY: the caller's guarantee.
+    let input = unsafe { begin(ptr, len) };
+    let decoded = msgpack::decode_event(&input);
+    drop(input);
+    let outcome = match decoded {
+        Ok(event) => handler(&event.topic, &event.payload)
+            .map_err(|e| format!("event on `{}`: {e}", event.topic)),
+        Err(e) => Err(format!("bad event input: {e}")),
+    };
+    if let Err(message) = outcome {
+        host::log(Level::Warn, &message);
+    }
+    0
+}
+
+/// Runs `handler` on the event at `ptr..ptr + len` and returns where its verdict is. An input
+/// that cannot be read is logged at error level and let through unchanged.
+///
+/// # Safety
+///
+/// As [`take`].
+pub unsafe fn intercept(ptr: *mut u8, len: usize, handler: fn(&str, &Value) -> Verdict) -> i64 {
+    // SAFETY: the caller's guarantee.
+    let input = unsafe { begin(ptr, len) };
+    let decoded = msgpack::decode_event(&input);
+    drop(input);
+    let verdict = match decoded {
+        Ok(event) => handler(&event.topic, &event.payload),
+        Err(e) => {
+            host::log(Level::Error, &format!("bad intercept input: {e}"));
+            Verdict::Continue(None)
+        }
+    };
+    finish(&verdict.to_value())
+}
+
+/// What every export does first: installs the panic hook (once), frees the previous reply
+/// (the host read it when the previous call returned) and takes the input back.
+///
+/// # Safety
+///
+/// As [`take`].
+unsafe fn begin(ptr: *mut u8, len: usize) -> Vec<u8> {
+    static PANIC_HOOK: Once = Once::new();
+    PANIC_HOOK.call_once(|| {
+        std::panic::set_hook(Box::new(|info| host::log(Level::Error, &info.to_string())));
+    });
+    drop(std::mem::take(&mut *reply_slot()));
+    // SAFETY: the caller's guarantee.
+    unsafe { take(ptr, len) }
+}
+
+/// Keeps `reply`'s bytes until the next call and returns where they are.
+fn finish(reply: &Value) -> i64 {
     let mut slot = reply_slot();
     *slot = reply.encode();
     pack(slot.as_ptr(), slot.len())

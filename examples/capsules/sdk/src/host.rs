@@ -5,6 +5,7 @@
 use std::fmt;
 
 use crate::abi;
+use crate::msgpack::Value;
 
 #[link(wasm_import_module = "astrid")]
 unsafe extern "C" {
@@ -98,12 +99,22 @@ pub fn log(level: Level, line: &str) {
     unsafe { astrid_log(level as i32, line.as_ptr(), line.len()) }
 }
 
-/// Publishes `payload` (MessagePack) on `topic` (`bus:publish:<pattern>`).
+/// Publishes `payload` on `topic` (`bus:publish:<pattern>`); the event's source is
+/// `capsule:<name>`.
 ///
 /// # Errors
 ///
 /// The host's error code.
-pub fn publish(topic: &str, payload: &[u8]) -> Result<(), HostError> {
+pub fn publish(topic: &str, payload: &Value) -> Result<(), HostError> {
+    publish_raw(topic, &payload.encode())
+}
+
+/// Publishes `payload`, already MessagePack, on `topic` (`bus:publish:<pattern>`).
+///
+/// # Errors
+///
+/// The host's error code (`-3` when `payload` is not one MessagePack value).
+pub fn publish_raw(topic: &str, payload: &[u8]) -> Result<(), HostError> {
     // SAFETY: the host reads both ranges during the call.
     status(unsafe { astrid_publish(topic.as_ptr(), topic.len(), payload.as_ptr(), payload.len()) })
 }

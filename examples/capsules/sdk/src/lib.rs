@@ -26,12 +26,41 @@
 //! and freed when dropped. The reply is kept until the next call, when it is freed. A capsule
 //! thus uses memory in proportion to what one call needs, however many calls it serves.
 //!
-//! [`msgpack`] builds with no target; [`host`] and the export functions exist only for
-//! `wasm32`.
+//! Events and interception are optional, next to `export_command!`:
+//!
+//! ```ignore
+//! use astrid_capsule_sdk::{Value, Verdict, export_event, export_intercept};
+//!
+//! export_event!(on_event); // needs `[bus] subscribe` in Capsule.toml
+//! export_intercept!(on_intercept); // needs `[[interceptor]]`
+//!
+//! fn on_event(topic: &str, payload: &Value) -> Result<(), String> {
+//!     astrid_capsule_sdk::host::log(astrid_capsule_sdk::host::Level::Info, topic);
+//!     Ok(())
+//! }
+//!
+//! fn on_intercept(_topic: &str, payload: &Value) -> Verdict {
+//!     match payload.as_str() {
+//!         Some("no") => Verdict::Deny("not this".into()),
+//!         _ => Verdict::Continue(None),
+//!     }
+//! }
+//! ```
+//!
+//! [`export_event!`] defines `astrid_event`: the handler gets each event's topic and payload;
+//! an `Err` is logged at warn level (the host ignores the reply either way).
+//! [`export_intercept!`] defines `astrid_intercept`: the handler's [`Verdict`] becomes the
+//! reply `{"action": ..., "payload"?: ..., "reason"?: ...}`. Both need `export_command!` in
+//! the same crate (it defines `astrid_alloc`, and `astrid_command` is required anyway).
+//!
+//! [`msgpack`] and [`intercept`] build with no target; [`host`] and the export functions
+//! exist only for `wasm32`.
 
+pub mod intercept;
 pub mod msgpack;
 
-pub use msgpack::{Command, Value};
+pub use intercept::Verdict;
+pub use msgpack::{Command, Event, Value};
 
 #[cfg(target_arch = "wasm32")]
 pub mod host;
@@ -62,6 +91,51 @@ macro_rules! export_command {
         pub unsafe extern "C" fn astrid_command(ptr: *mut u8, len: usize) -> i64 {
             // SAFETY: passed on from the host's contract, above.
             unsafe { $crate::abi::command(ptr, len, $handler) }
+        }
+    };
+}
+
+/// Defines the capsule's export `astrid_event`, calling
+/// `$handler: fn(&str, &Value) -> Result<(), String>` with the topic and payload of each
+/// event of its `[bus] subscribe` patterns. An `Err` is logged at warn level. Use it with
+/// [`export_command!`], which defines `astrid_alloc`.
+#[macro_export]
+macro_rules! export_event {
+    ($handler:path) => {
+        /// Receives one bus event (ABI v1 export): reads `{"topic", "payload"}` at
+        /// `ptr..ptr + len`; returns 0, as the host ignores the reply.
+        ///
+        /// # Safety
+        ///
+        /// `ptr..ptr + len` must be the bytes of one `astrid_alloc(len)`, which this call
+        /// takes over (the host's contract).
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn astrid_event(ptr: *mut u8, len: usize) -> i64 {
+            // SAFETY: passed on from the host's contract, above.
+            unsafe { $crate::abi::event(ptr, len, $handler) }
+        }
+    };
+}
+
+/// Defines the capsule's export `astrid_intercept`, calling
+/// `$handler: fn(&str, &Value) -> Verdict` with the topic and payload of each event that
+/// matches one of its `[[interceptor]]` patterns. Use it with [`export_command!`], which
+/// defines `astrid_alloc`.
+#[macro_export]
+macro_rules! export_intercept {
+    ($handler:path) => {
+        /// Decides on one event before it is delivered (ABI v1 export): reads
+        /// `{"topic", "payload"}` at `ptr..ptr + len` and returns where the verdict is, as
+        /// `ptr << 32 | len`.
+        ///
+        /// # Safety
+        ///
+        /// `ptr..ptr + len` must be the bytes of one `astrid_alloc(len)`, which this call
+        /// takes over (the host's contract).
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn astrid_intercept(ptr: *mut u8, len: usize) -> i64 {
+            // SAFETY: passed on from the host's contract, above.
+            unsafe { $crate::abi::intercept(ptr, len, $handler) }
         }
     };
 }
