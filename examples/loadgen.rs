@@ -330,7 +330,12 @@ async fn crash_recovery(files: &SessionFiles, cycles: usize) -> Vec<u32> {
         loop {
             match client.call::<CommandOutput>(invoke()).await {
                 Ok(_) => break,
-                Err(e) if e.code() == Some(ErrorCode::Unavailable) => {}
+                // Restarting, or a request that reached the old instance's mailbox.
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        Some(ErrorCode::Unavailable | ErrorCode::CapsuleCrashed)
+                    ) => {}
                 Err(e) => panic!("unexpected error after the crash: {e}"),
             }
         }

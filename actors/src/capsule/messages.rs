@@ -1,6 +1,6 @@
 //! Messages handled by [`CapsuleActor`](super::CapsuleActor), and how a call can fail.
 //!
-//! Senders: the session router ([`Invoke`], for `InvokeCommand`), the bus ([`Intercept`],
+//! Senders: the session router ([`InvokeBatch`], for `InvokeCommand`), tests ([`Invoke`]), the bus ([`Intercept`],
 //! through [`CapsuleInterceptor`](super::CapsuleInterceptor)), tests ([`Deliver`]), and the
 //! supervisor ([`Terminate`](crate::supervisor::Terminate),
 //! [`Inject`](crate::supervisor::Inject)).
@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use actix::Message;
+use tokio::sync::oneshot;
 
 /// Runs one of the capsule's slash commands.
 #[derive(Debug, Message)]
@@ -18,6 +19,24 @@ pub struct Invoke {
     /// Its arguments.
     pub args: Vec<String>,
 }
+
+/// One command call of an [`InvokeBatch`], answered on `reply`.
+#[derive(Debug)]
+pub struct Call {
+    /// Command name, without the slash.
+    pub command: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Where the outcome goes (dropped unanswered only if the capsule dies first).
+    pub reply: oneshot::Sender<Result<rmpv::Value, CallFailure>>,
+}
+
+/// Command calls gathered on the sessions' thread: one message (and one wake-up of the
+/// capsule's thread) for all of them; the answers go back together too (see
+/// [`Batcher`](crate::capsules::loaded::Batcher)).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct InvokeBatch(pub Vec<Call>);
 
 /// Hands the capsule a bus event it subscribed to (no answer: events are not requests).
 #[derive(Debug, Message)]
@@ -45,7 +64,7 @@ pub enum CallFailure {
     /// The guest trapped, ran out of fuel or returned garbage; the capsule is restarted.
     #[error("{0}")]
     Crashed(String),
-    /// The call passed its deadline and was interrupted; the capsule is restarted.
+    /// The call ended after its deadline; the capsule is restarted.
     #[error("the capsule did not answer within {} ms", .0.as_millis())]
     Deadline(Duration),
     /// The guest answered with an error of its own (`{"error": "..."}`).

@@ -5,19 +5,19 @@
 //! instance under the capsule's restart policy. Requests queued behind the failed one are
 //! dropped with the mailbox, and their senders see the capsule as crashed.
 //!
-//! Handles: [`Invoke`], [`Deliver`], the events of its `[bus] subscribe` patterns (it
+//! Handles: [`InvokeBatch`] (answered in one hand-over to the sessions' thread), [`Invoke`],
+//! [`Intercept`], [`Deliver`], the events of its `[bus] subscribe` patterns (it
 //! registers with the bus itself, and again after the bus restarts; it does not hear its
 //! own events), and the supervision messages [`Terminate`] and [`Inject`] (whose
 //! [`Fault::Trap`] makes the instance fail as a guest bug would).
 //!
 //! The sandbox (`sandbox.rs`), the on-disk compile cache (`cache.rs`), the host imports'
-//! work (`host.rs`) and call deadlines (`watchdog.rs`) are plain code, tested on their own.
+//! work (`host.rs`) are plain code, tested on their own.
 
 pub mod cache;
 pub mod host;
 mod messages;
 pub mod sandbox;
-mod watchdog;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,10 +27,11 @@ use serde::Serialize;
 use tokio_stream::wrappers::ReceiverStream;
 
 pub use self::host::{Host, HostError};
-pub use self::messages::{CallFailure, Deliver, Intercept, Invoke};
+pub use self::messages::{Call, CallFailure, Deliver, Intercept, Invoke, InvokeBatch};
 use self::sandbox::{CallError, Compiled, Entry, Sandbox};
 use crate::bus::intercept::{Decision, Interceptor, Verdict};
 use crate::bus::{BusActor, Deregister, Event, Register, SubscriberId};
+use crate::relay::Relay;
 use crate::supervisor::{ChildRef, ExitNote, Fault, Inject, Terminate, apply_fault};
 
 /// How long to wait for the bus when subscribing, and before trying again.
@@ -45,6 +46,8 @@ pub struct Recipe {
     pub host: Host,
     /// Topic patterns whose events it receives (`[bus] subscribe`).
     pub subscriptions: Vec<String>,
+    /// Where batched answers are delivered (the sessions' thread).
+    pub answers: Relay,
 }
 
 /// The actor of one loaded capsule.
@@ -56,6 +59,7 @@ pub struct CapsuleActor {
     bus: Option<ChildRef<BusActor>>,
     subscriptions: Vec<String>,
     subscriber: Option<SubscriberId>,
+    answers: Relay,
 }
 
 impl CapsuleActor {
@@ -72,6 +76,7 @@ impl CapsuleActor {
             bus,
             subscriptions: recipe.subscriptions,
             subscriber: None,
+            answers: recipe.answers,
         }
     }
 
@@ -181,15 +186,16 @@ struct EventInput<'a> {
     payload: &'a rmpv::Value,
 }
 
-impl Handler<Invoke> for CapsuleActor {
-    type Result = Result<rmpv::Value, CallFailure>;
-
-    fn handle(&mut self, msg: Invoke, ctx: &mut Context<Self>) -> Self::Result {
-        let input = rmp_serde::to_vec_named(&CommandInput {
-            command: &msg.command,
-            args: &msg.args,
-        })
-        .map_err(|e| CallFailure::Crashed(format!("cannot encode the input: {e}")))?;
+impl CapsuleActor {
+    /// Runs one command.
+    fn invoke(
+        &mut self,
+        command: &str,
+        args: &[String],
+        ctx: &mut Context<Self>,
+    ) -> Result<rmpv::Value, CallFailure> {
+        let input = rmp_serde::to_vec_named(&CommandInput { command, args })
+            .map_err(|e| CallFailure::Crashed(format!("cannot encode the input: {e}")))?;
         let reply = self.call(Entry::Command, &input, ctx)?;
         let value = rmpv::decode::read_value(&mut reply.as_slice()).map_err(|e| {
             // A reply that is not MessagePack is garbage, as a bad range is.
@@ -201,6 +207,43 @@ impl Handler<Invoke> for CapsuleActor {
             Some(message) => Err(CallFailure::Guest(message.to_owned())),
             None => Ok(value),
         }
+    }
+}
+
+impl Handler<Invoke> for CapsuleActor {
+    type Result = Result<rmpv::Value, CallFailure>;
+
+    fn handle(&mut self, msg: Invoke, ctx: &mut Context<Self>) -> Self::Result {
+        self.invoke(&msg.command, &msg.args, ctx)
+    }
+}
+
+impl Handler<InvokeBatch> for CapsuleActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: InvokeBatch, ctx: &mut Context<Self>) {
+        let mut answers = Vec::with_capacity(msg.0.len());
+        let mut calls = msg.0.into_iter();
+        while let Some(call) = calls.next() {
+            let outcome = self.invoke(&call.command, &call.args, ctx);
+            let crashed = matches!(
+                outcome,
+                Err(CallFailure::Crashed(_) | CallFailure::Deadline(_))
+            );
+            answers.push((call.reply, outcome));
+            if crashed {
+                // The instance is gone: the calls behind the crash never run.
+                let never = "it stopped before answering (an earlier request crashed it)";
+                answers.extend(calls.map(|c| (c.reply, Err(CallFailure::Crashed(never.into())))));
+                break;
+            }
+        }
+        // One hand-over to the sessions' thread for all the answers.
+        self.answers.run(move || {
+            for (reply, outcome) in answers {
+                let _ = reply.send(outcome);
+            }
+        });
     }
 }
 

@@ -11,8 +11,12 @@
 //!
 //! Metering: each call may spend [`Limits::fuel`] points (one per operator); a guest that
 //! runs out is stopped with [`CallError::OutOfFuel`]. Memory: the linear memory cannot grow
-//! past [`Limits::memory_pages`] (`memory.grow` returns -1 to the guest beyond it). Time: a
-//! call still running at its deadline is interrupted ([`CallError::Deadline`]).
+//! past [`Limits::memory_pages`] (`memory.grow` returns -1 to the guest beyond it). Time:
+//! host imports wait for services only until the call's deadline, and a call that ends
+//! after its deadline is a failure ([`CallError::Deadline`]), whatever it answered. Nothing
+//! preempts a guest that computes past its deadline: its fuel ends it. (wasmer's signal-based
+//! host interrupt was tried and dropped: a signal landing in host code while a guest called
+//! an import could deadlock the thread or abort the process.)
 
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -23,15 +27,13 @@ use wasmer::sys::vm::{TrapCode, VMMemory, VMMemoryDefinition, VMTable, VMTableDe
 use wasmer::sys::{BaseTunables, CompilerConfig, Cranelift, NativeEngineExt, Tunables};
 use wasmer::wasmparser::Operator;
 use wasmer::{
-    AsStoreMut, Engine, ExternType, Function, FunctionEnv, FunctionEnvMut, FunctionType, Instance,
-    Memory, MemoryError, MemoryStyle, MemoryType, Module, Pages, RuntimeError, Store, TableStyle,
-    TableType, Type, TypedFunction, imports,
+    AsStoreMut, Engine, ExternType, Function, FunctionEnv, FunctionEnvMut, FunctionType, Global,
+    Instance, Memory, MemoryError, MemoryStyle, MemoryType, Module, Pages, RuntimeError, Store,
+    TableStyle, TableType, Type, TypedFunction, Value, imports,
 };
 use wasmer_middlewares::Metering;
-use wasmer_middlewares::metering::{MeteringPoints, get_remaining_points, set_remaining_points};
 
 use super::host::{Host, HostError};
-use super::watchdog;
 use crate::capsules::manifest::Limits;
 
 /// The ABI version this host implements.
@@ -63,7 +65,7 @@ pub enum CallError {
     /// The guest returned something that is not a reply (a range outside its memory).
     #[error("the capsule returned garbage: {0}")]
     Garbage(String),
-    /// The call was still running at its deadline and was interrupted.
+    /// The call ended after its deadline.
     #[error("the capsule did not answer within {} ms", .0.as_millis())]
     Deadline(Duration),
 }
@@ -228,8 +230,10 @@ type Handler = TypedFunction<(i32, i32), i64>;
 /// One instance of a capsule's module, with its store.
 pub struct Sandbox {
     store: Store,
-    instance: Instance,
     memory: Memory,
+    /// The metering middleware's globals (looked up once, set on every call).
+    remaining: Global,
+    exhausted: Global,
     alloc: TypedFunction<i32, i32>,
     entries: [Option<Handler>; 3],
     env: FunctionEnv<HostState>,
@@ -300,13 +304,21 @@ impl Sandbox {
             entry(Entry::Event)?,
             entry(Entry::Intercept)?,
         ];
+        let metering = |name: &str| {
+            instance.exports.get_global(name).cloned().map_err(|_| {
+                LoadError::Instantiate(format!("the metering global `{name}` is missing"))
+            })
+        };
+        let remaining = metering("wasmer_metering_remaining_points")?;
+        let exhausted = metering("wasmer_metering_points_exhausted")?;
         let state = env.as_mut(&mut store);
         state.memory = Some(memory.clone());
         state.alloc = Some(alloc.clone());
         Ok(Self {
             store,
-            instance,
             memory,
+            remaining,
+            exhausted,
             alloc,
             entries,
             env,
@@ -335,10 +347,26 @@ impl Sandbox {
         };
         let len = i32::try_from(input.len())
             .map_err(|_| CallError::Garbage("the input is larger than 2 GiB".into()))?;
-        let deadline = Instant::now() + self.call_timeout;
+        let started = Instant::now();
+        let deadline = started + self.call_timeout;
         self.env.as_mut(&mut self.store).deadline = deadline;
-        set_remaining_points(&mut self.store, &self.instance, self.fuel);
-        let _armed = watchdog::arm(deadline, self.store.interrupter());
+        let fuel = Value::I64(i64::try_from(self.fuel).unwrap_or(i64::MAX));
+        let refuel = self
+            .remaining
+            .set(&mut self.store, fuel)
+            .and_then(|()| self.exhausted.set(&mut self.store, Value::I32(0)));
+        if let Err(e) = refuel {
+            return Err(CallError::Trap(format!("cannot set the call's fuel: {e}")));
+        }
+        let reply = self.run(&handler, input, len);
+        if started.elapsed() > self.call_timeout {
+            // Late: the caller has been told `timeout`; what the guest did is not trusted.
+            return Err(CallError::Deadline(self.call_timeout));
+        }
+        reply
+    }
+
+    fn run(&mut self, handler: &Handler, input: &[u8], len: i32) -> Result<Vec<u8>, CallError> {
         let ptr = self
             .alloc
             .call(&mut self.store, len)
@@ -371,10 +399,12 @@ impl Sandbox {
     }
 
     fn failure(&mut self, error: RuntimeError) -> CallError {
-        if matches!(
-            get_remaining_points(&mut self.store, &self.instance),
-            MeteringPoints::Exhausted
-        ) {
+        if self
+            .exhausted
+            .get(&mut self.store)
+            .i32()
+            .is_some_and(|e| e > 0)
+        {
             return CallError::OutOfFuel(self.fuel);
         }
         let message = error.message();
@@ -384,7 +414,6 @@ impl Sandbox {
                 CallError::Trap("out-of-bounds memory access".into())
             }
             Some(TrapCode::UnreachableCodeReached) => CallError::Trap("unreachable".into()),
-            Some(TrapCode::HostInterrupt) => CallError::Deadline(self.call_timeout),
             _ => CallError::Trap(message),
         }
     }

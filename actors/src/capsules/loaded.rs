@@ -6,13 +6,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use actix::{Addr, Arbiter};
+use actix::Arbiter;
 
 use super::messages::CapsuleError;
-use crate::capsule::CapsuleActor;
+use crate::capsule::{Call, CapsuleActor, InvokeBatch};
 use crate::supervisor::{ChildRef, ChildState, SupervisorEvent};
 
 /// The supervision-tree name of capsule `name`'s actor.
@@ -27,8 +28,8 @@ pub(crate) struct Capsule {
     pub(crate) fingerprint: u64,
     /// Its folder.
     pub(crate) dir: PathBuf,
-    /// Its actor's current address.
-    pub(crate) actor: ChildRef<CapsuleActor>,
+    /// Command calls on their way to its actor.
+    pub(crate) batcher: Arc<Batcher>,
     /// The thread its actor runs on.
     pub(crate) arbiter: Arbiter,
     /// The manifest's call deadline.
@@ -48,10 +49,60 @@ pub(crate) struct Capsule {
 pub struct Route {
     /// The capsule that offers it.
     pub capsule: String,
-    /// Its actor.
-    pub actor: Addr<CapsuleActor>,
-    /// How long to wait for it (its call deadline, plus a margin for the hop).
+    /// Takes the call to the capsule's actor.
+    pub batcher: Arc<Batcher>,
+    /// The capsule's call deadline.
+    pub deadline: Duration,
+    /// How long to wait for it (its call deadline, plus a margin for the hops).
     pub timeout: Duration,
+}
+
+/// Gathers the command calls made on the sessions' thread for one capsule and sends them
+/// as one [`InvokeBatch`] once the thread has run what was ready: every message to another
+/// thread costs that thread a wake-up (a system call), so many calls share one.
+#[derive(Debug)]
+pub struct Batcher {
+    actor: ChildRef<CapsuleActor>,
+    pending: Mutex<Vec<Call>>,
+    flush_scheduled: AtomicBool,
+}
+
+impl Batcher {
+    /// A batcher for the capsule behind `actor`.
+    pub fn new(actor: ChildRef<CapsuleActor>) -> Self {
+        Self {
+            actor,
+            pending: Mutex::new(Vec::new()),
+            flush_scheduled: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues `call`; the batch leaves when this arbiter gets to the flush (after the tasks
+    /// that were ready before it). Must be called on an actix arbiter.
+    pub fn push(self: &Arc<Self>, call: Call) {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(call);
+        if !self.flush_scheduled.swap(true, Ordering::AcqRel) {
+            let me = Arc::clone(self);
+            actix::spawn(async move { me.flush() });
+        }
+    }
+
+    fn flush(&self) {
+        self.flush_scheduled.store(false, Ordering::Release);
+        let calls =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        if calls.is_empty() {
+            return;
+        }
+        // Unanswered calls (no actor now) drop their reply senders: their callers learn
+        // the capsule is down.
+        if let Some(actor) = self.actor.get() {
+            actor.do_send(InvokeBatch(calls));
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -92,17 +143,12 @@ impl LoadedCapsules {
                 capsule: name.clone(),
                 reason: capsule.last_failure.clone().unwrap_or_default(),
             }),
-            ChildState::Running => {
-                let actor = capsule
-                    .actor
-                    .get()
-                    .ok_or_else(|| CapsuleError::Restarting(name.clone()))?;
-                Ok(Route {
-                    capsule: name.clone(),
-                    actor,
-                    timeout: capsule.call_timeout + Duration::from_millis(250),
-                })
-            }
+            ChildState::Running => Ok(Route {
+                capsule: name.clone(),
+                batcher: Arc::clone(&capsule.batcher),
+                deadline: capsule.call_timeout,
+                timeout: capsule.call_timeout + Duration::from_millis(250),
+            }),
             _ => Err(CapsuleError::Restarting(name.clone())),
         }
     }

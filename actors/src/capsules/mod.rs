@@ -45,6 +45,7 @@ use crate::capsule::cache::CompileCache;
 use crate::capsule::sandbox::Compiled;
 use crate::capsule::{CapsuleActor, CapsuleInterceptor, Host, Recipe};
 use crate::kernel::KernelActors;
+use crate::relay::Relay;
 use crate::store::Namespaces;
 use crate::supervisor::{
     ChildRef, ChildSpec, ChildState, ChildSummary, GetChild, Inject, StartChild, StopChild,
@@ -81,6 +82,8 @@ pub struct RegistryDeps {
     pub cache: CompileCache,
     /// The bus's interceptors; capsules' `[[interceptor]]` hooks go here.
     pub interceptors: Arc<Interceptors>,
+    /// Delivers capsules' answers on the sessions' thread.
+    pub answers: Relay,
 }
 
 /// The capsule registry actor.
@@ -156,7 +159,16 @@ impl CapsulesActor {
     }
 
     /// Carries out `plan`: stops first (their commands stop routing at once), then starts.
+    /// Modules are compiled meanwhile on the blocking pool, not on this (the sessions')
+    /// thread.
     fn apply(&mut self, plan: Plan) -> impl actix::ActorFuture<Self, Output = Vec<String>> + use<> {
+        let (cache, sources) = (self.deps.cache.clone(), plan.start.clone());
+        let compiling = tokio::task::spawn_blocking(move || {
+            sources
+                .iter()
+                .map(|d| compile(d, &cache))
+                .collect::<Vec<_>>()
+        });
         let mut stopping = Vec::new();
         for name in plan.stop {
             self.deps.interceptors.remove(&name);
@@ -173,21 +185,29 @@ impl CapsulesActor {
                 }
             });
         }
-        wrap_future::<_, Self>(futures_util::future::join_all(stopping)).map(move |_, act, _| {
-            for d in &plan.start {
-                act.load(d);
+        let ready = async move {
+            futures_util::future::join_all(stopping).await;
+            compiling.await
+        };
+        wrap_future::<_, Self>(ready).map(move |compiled, act, _| {
+            let compiled = compiled.unwrap_or_else(|e| {
+                let failed = Err(format!("compilation did not finish: {e}"));
+                plan.start.iter().map(|_| failed.clone()).collect()
+            });
+            for (d, compiled) in plan.start.iter().zip(compiled) {
+                act.load(d, compiled);
             }
             plan.restarted
         })
     }
 
-    /// Loads one capsule: compiles its module, grants its manifest capabilities, opens its
-    /// namespace, and starts its actor.
-    fn load(&mut self, d: &Discovered) {
+    /// Loads one capsule from its compiled module: grants its manifest capabilities, opens
+    /// its namespace, and starts its actor.
+    fn load(&mut self, d: &Discovered, compiled: Result<Compiled, String>) {
         let Ok(manifest) = &d.manifest else { return };
         let name = d.name.clone();
         self.load_errors.remove(&name);
-        let compiled = match compile(d, &self.deps.cache) {
+        let compiled = match compiled {
             Ok(compiled) => compiled,
             Err(e) => {
                 tracing::error!(capsule = %name, "cannot load: {e}");
@@ -208,6 +228,7 @@ impl CapsulesActor {
             compiled,
             host: Host::new(&name, self.deps.services.clone()),
             subscriptions: manifest.subscriptions.clone(),
+            answers: self.deps.answers.clone(),
         };
         let spec = ChildSpec::worker_in(
             child_name(&name),
@@ -237,7 +258,7 @@ impl CapsulesActor {
             loaded::Capsule {
                 fingerprint: d.fingerprint,
                 dir: d.dir.clone(),
-                actor,
+                batcher: Arc::new(loaded::Batcher::new(actor)),
                 arbiter,
                 call_timeout: manifest.limits.call_timeout,
                 commands: manifest.commands.iter().map(|c| c.name.clone()).collect(),

@@ -18,7 +18,7 @@ use super::{SessionActor, SessionDeps};
 use crate::audit::{AuditActor, Record, Tail, VerifyChain};
 use crate::bus::{BusError, GetBusStats, Publish, topic::validate_topic};
 use crate::caps::{GrantCapability, ListCapabilities, RevokeCapability};
-use crate::capsule::{CallFailure, Invoke};
+use crate::capsule::{Call, CallFailure};
 use crate::capsules::loaded::Route;
 use crate::capsules::{
     BUILTIN_COMMANDS, CapsuleError, GetCapsuleMetadata, GetCommands, ListCapsules, ReloadCapsules,
@@ -195,34 +195,42 @@ impl SessionActor {
         };
         let Route {
             capsule,
-            actor,
+            batcher,
+            deadline,
             timeout,
         } = route;
-        let answer = actor
-            .send(Invoke {
-                command: command.clone(),
-                args,
-            })
-            .timeout(timeout);
+        let (reply, answer) = oneshot::channel();
+        batcher.push(Call {
+            command: command.clone(),
+            args,
+            reply,
+        });
         self.call(id, ctx, async move {
-            let failure = match answer.await {
-                Ok(Ok(output)) => {
+            let failure = match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(Ok(output))) => {
                     return Ok(CommandOutput {
                         capsule,
                         command,
                         output,
                     });
                 }
-                Ok(Err(CallFailure::Crashed(reason))) => CapsuleError::Crashed { capsule, reason },
-                Ok(Err(CallFailure::Deadline(timeout))) => {
+                Ok(Ok(Err(CallFailure::Crashed(reason)))) => {
+                    CapsuleError::Crashed { capsule, reason }
+                }
+                Ok(Ok(Err(CallFailure::Deadline(timeout)))) => {
                     CapsuleError::Deadline { capsule, timeout }
                 }
-                Ok(Err(CallFailure::Guest(message))) => CapsuleError::Guest { capsule, message },
-                Err(MailboxError::Closed) => CapsuleError::Crashed {
+                Ok(Ok(Err(CallFailure::Guest(message)))) => {
+                    CapsuleError::Guest { capsule, message }
+                }
+                Ok(Err(_)) => CapsuleError::Crashed {
                     capsule,
                     reason: "it stopped before answering (an earlier request crashed it)".into(),
                 },
-                Err(MailboxError::Timeout) => CapsuleError::Deadline { capsule, timeout },
+                Err(_) => CapsuleError::Deadline {
+                    capsule,
+                    timeout: deadline,
+                },
             };
             Err(KernelError::from(failure))
         });
