@@ -3,7 +3,7 @@
 //! and turn every outcome into one of the ABI's error codes.
 //!
 //! Host imports run on the capsule's thread, inside a call into the guest, so they wait for
-//! the services' answers there: through [`wait`], which parks the thread until the answer
+//! the services' answers there: through `wait`, which parks the thread until the answer
 //! or the call's deadline, whichever comes first. The services run on other threads, so the
 //! wait never waits on itself.
 
