@@ -1,7 +1,8 @@
 //! Messages handled by [`CapsuleActor`](super::CapsuleActor), and how a call can fail.
 //!
-//! Senders: the session router ([`InvokeBatch`], for `InvokeCommand`), tests ([`Invoke`]), the bus ([`Intercept`],
-//! through [`CapsuleInterceptor`](super::CapsuleInterceptor)), tests ([`Deliver`]), and the
+//! Senders: the session router ([`InvokeBatch`], for `InvokeCommand`), callers that want one
+//! answer directly ([`Invoke`]), the bus ([`Intercept`],
+//! through [`CapsuleInterceptor`](super::CapsuleInterceptor)), and the
 //! supervisor ([`Terminate`](crate::supervisor::Terminate),
 //! [`Inject`](crate::supervisor::Inject)).
 
@@ -37,16 +38,6 @@ pub struct Call {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct InvokeBatch(pub Vec<Call>);
-
-/// Hands the capsule a bus event it subscribed to (no answer: events are not requests).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Deliver {
-    /// The event's topic.
-    pub topic: String,
-    /// Its payload.
-    pub payload: rmpv::Value,
-}
 
 /// Asks the capsule's interceptor (`astrid_intercept`) about an event.
 #[derive(Debug, Message)]

@@ -6,7 +6,7 @@
 //! dropped with the mailbox, and their senders see the capsule as crashed.
 //!
 //! Handles: [`InvokeBatch`] (answered in one hand-over to the sessions' thread), [`Invoke`],
-//! [`Intercept`], [`Deliver`], the events of its `[bus] subscribe` patterns (it
+//! [`Intercept`], the events of its `[bus] subscribe` patterns (it
 //! registers with the bus itself, and again after the bus restarts; it does not hear its
 //! own events), and the supervision messages [`Terminate`] and [`Inject`] (whose
 //! [`Fault::Trap`] makes the instance fail as a guest bug would).
@@ -27,7 +27,7 @@ use serde::Serialize;
 use tokio_stream::wrappers::ReceiverStream;
 
 pub use self::host::{Host, HostError};
-pub use self::messages::{Call, CallFailure, Deliver, Intercept, Invoke, InvokeBatch};
+pub use self::messages::{Call, CallFailure, Intercept, Invoke, InvokeBatch};
 use self::sandbox::{CallError, Compiled, Entry, Sandbox};
 use crate::bus::intercept::{Decision, Interceptor, Verdict};
 use crate::bus::{BusActor, Deregister, Event, Register, SubscriberId};
@@ -266,14 +266,6 @@ impl CapsuleActor {
             return;
         };
         let _ = self.call(Entry::Event, &input, ctx);
-    }
-}
-
-impl Handler<Deliver> for CapsuleActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        self.deliver(&msg.topic, &msg.payload, ctx);
     }
 }
 
