@@ -18,19 +18,14 @@ use astrid::protocol::{
     CommandOutput, ErrorCode, Fault, FaultInjected, Grant, GrantSource, ReloadReport, Removed,
     Request, TreeNode,
 };
-use common::{DEADLINE, TestDaemon, copy_capsule, example_capsule};
+use common::{
+    DEADLINE, TestDaemon, copy_capsule, example_capsule, failure, patient_client, wait_node,
+};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// A client whose every call fails instead of hanging past [`DEADLINE`].
-async fn connect(d: &TestDaemon) -> Client {
-    let mut client = d.client().await;
-    client.set_call_timeout(Some(DEADLINE));
-    client
-}
 
 async fn invoke(client: &Client, name: &str, args: &[&str]) -> Result<CommandOutput, ClientError> {
     client
@@ -47,15 +42,6 @@ async fn run(client: &Client, name: &str, args: &[&str]) -> Value {
         .await
         .unwrap_or_else(|e| panic!("/{name} {args:?} failed: {e}"));
     serde_json::to_value(&out.output).unwrap()
-}
-
-/// The error code and message of a call that must fail.
-#[track_caller]
-fn failure<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (ErrorCode, String) {
-    match result {
-        Err(ClientError::Remote(body)) => (body.code, body.message),
-        other => panic!("expected an error reply, got {other:?}"),
-    }
 }
 
 async fn inject(client: &Client, target: &str, fault: Fault) -> Result<FaultInjected, ClientError> {
@@ -82,24 +68,6 @@ async fn capsule(client: &Client, name: &str) -> Option<CapsuleInfo> {
         .unwrap()
         .into_iter()
         .find(|c| c.name == name)
-}
-
-/// Polls the tree until the node `name` exists and `cond` holds for it.
-async fn wait_node(client: &Client, name: &str, cond: impl Fn(&TreeNode) -> bool) -> TreeNode {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let tree = client.tree().await.unwrap();
-        if let Some(node) = tree.find(name)
-            && cond(node)
-        {
-            return node.clone();
-        }
-        assert!(
-            Instant::now() < end,
-            "`{name}` never reached the state wanted: {tree:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Waits until capsule `name`'s node has restarted `n` times in all and runs again.
@@ -200,7 +168,7 @@ fn sorted(names: &[String]) -> Vec<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_replies_its_input_through_the_socket_and_the_cli() {
     let d = TestDaemon::start_with_capsules(&["echo"], &[]);
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
 
     let out = invoke(&client, "echo", &["a", "b c"]).await.unwrap();
     assert_eq!(out.capsule, "echo");
@@ -294,8 +262,8 @@ async fn every_kind_of_guest_crash_is_answered_and_restarted_without_touching_ot
         ],
         &[],
     );
-    let client = connect(&d).await;
-    let bystander = connect(&d).await;
+    let client = patient_client(&d).await;
+    let bystander = patient_client(&d).await;
 
     for (name, what) in [
         ("trap", "unreachable"),
@@ -364,7 +332,7 @@ async fn a_capsule_past_its_restart_budget_fails_until_reloaded() {
             "[restart]\nintensity = 2\nperiod = \"30s\"\nbackoff = \"10ms\"\n",
         );
     });
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
 
     // Two crashes are within the budget.
     for n in 1..=2 {
@@ -430,7 +398,7 @@ async fn a_call_past_its_deadline_gets_timeout_and_the_capsule_restarts() {
             "[limits]\nfuel = 1000000000\ncall_timeout = \"200ms\"\n",
         );
     });
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
 
     let started = Instant::now();
     let (code, message) = failure(invoke(&client, "loop", &[]).await);
@@ -460,8 +428,8 @@ async fn requests_queued_behind_a_crash_get_capsule_crashed() {
             "[limits]\nfuel = 1000000000\ncall_timeout = \"500ms\"\n",
         );
     });
-    let first = connect(&d).await;
-    let second = connect(&d).await;
+    let first = patient_client(&d).await;
+    let second = patient_client(&d).await;
 
     // Pipelined on one connection, then more from another: the capsule runs one of them
     // until its deadline, the others wait in its mailbox and must not be left hanging
@@ -497,7 +465,7 @@ async fn requests_queued_behind_a_crash_get_capsule_crashed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_calls_work_with_the_manifest_grants_and_their_data_outlives_a_crash() {
     let d = TestDaemon::start_with_capsules(&["hello-rust", "notes"], &["--allow-fault-injection"]);
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
 
     assert_eq!(run(&client, "hello", &[]).await, json!("Hello, world!"));
     assert_eq!(
@@ -592,7 +560,7 @@ async fn host_calls_without_a_grant_are_denied_and_audited() {
             &[("notes.wasm", &module("notes", "notes.wasm"))],
         );
     });
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
 
     // No `kv`: the host call is denied, the guest reports it, the denial is audited.
     assert_eq!(run(&client, "hello", &[]).await, json!("Hello, world!"));
@@ -661,7 +629,7 @@ async fn host_calls_without_a_grant_are_denied_and_audited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_injected_into_a_capsule_restart_it() {
     let d = TestDaemon::start_with_capsules(&["echo"], &["--allow-fault-injection"]);
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
     let echoes = |node: &TreeNode| node.state == ChildState::Running;
     wait_node(&client, "capsule:echo", echoes).await;
 
@@ -733,7 +701,7 @@ async fn reload_adds_changes_and_removes_capsules_and_leaves_the_rest_running() 
         &["echo", "faults/trap", "faults/crash-after"],
         &["--allow-fault-injection"],
     );
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
     let root = home_capsules(d.home.path());
 
     // State that a restart would lose: crash-after's call count, echo's restart count.
@@ -876,7 +844,7 @@ async fn modules_that_do_not_fit_the_abi_are_invalid_and_the_daemon_serves_on() 
             &[("m.wat", b"(modu")],
         );
     });
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
 
     for (name, what) in [
         ("empty", "memory"),
@@ -939,7 +907,7 @@ async fn a_workspace_capsule_overrides_the_home_capsule_of_the_same_name() {
             )],
         );
     });
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
 
     assert_eq!(run(&client, "echo", &["a"]).await, json!(1));
     assert_eq!(run(&client, "echo", &["a"]).await, json!(2));
@@ -987,7 +955,7 @@ async fn a_fault_acknowledged_for_a_capsule_is_applied_or_refused() {
     // only be refused (`not_running`) or applied to the next incarnation; an `ok` for a fault
     // that never happens leaves restart counts that no client can reconcile.
     let d = TestDaemon::start_with_capsules(&["echo"], &["--allow-fault-injection"]);
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
     inject(&client, "capsule:echo", Fault::Hang { millis: 300 })
         .await
         .unwrap();
@@ -1027,7 +995,7 @@ async fn restarting_the_registry_keeps_capsules_and_restarting_their_supervisor_
         &["echo", "faults/crash-after"],
         &["--allow-fault-injection"],
     );
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
     assert_eq!(run(&client, "crash-after", &[]).await, json!(1));
 
     // The registry is only the first child: its restart leaves the capsules running (the
@@ -1081,7 +1049,7 @@ async fn restarting_the_registry_keeps_capsules_and_restarting_their_supervisor_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_call_to_a_hung_service_ends_at_the_call_deadline() {
     let d = TestDaemon::start_with_capsules(&["hello-rust"], &["--allow-fault-injection"]);
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
     assert_eq!(run(&client, "count", &[]).await, json!(1));
 
     inject(&client, "store", Fault::Hang { millis: 1500 })
@@ -1190,7 +1158,7 @@ async fn capsules_spinning_in_host_calls_are_stopped_at_their_deadline() {
             );
         }
     });
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
     let started = Instant::now();
     let calls = (0..N).map(|i| {
         let client = &client;

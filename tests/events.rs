@@ -17,23 +17,18 @@ use astrid::protocol::{
     CapsuleState, ChildState, CommandOutput, ErrorCode, Event, Fault, FaultInjected, Published,
     ReloadReport, Request, Subscribed, TreeNode,
 };
-use common::{DEADLINE, TestDaemon, copy_capsule, example_capsule};
+use common::{
+    DEADLINE, TestDaemon, copy_capsule, example_capsule, failure, patient_client, wait_node,
+};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-/// A client whose every call fails instead of hanging past [`DEADLINE`].
-async fn connect(d: &TestDaemon) -> Client {
-    let mut client = d.client().await;
-    client.set_call_timeout(Some(DEADLINE));
-    client
-}
-
 /// A client subscribed to `pattern`.
 async fn subscriber(d: &TestDaemon, pattern: &str) -> Client {
-    let client = connect(d).await;
+    let client = patient_client(d).await;
     let _: Subscribed = client
         .call(Request::Subscribe {
             pattern: pattern.into(),
@@ -111,24 +106,6 @@ async fn next_on(client: &mut Client, topic: &str) -> Event {
     }
 }
 
-/// Polls the tree until the node `name` exists and `cond` holds for it.
-async fn wait_node(client: &Client, name: &str, cond: impl Fn(&TreeNode) -> bool) -> TreeNode {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        if let Ok(tree) = client.tree().await
-            && let Some(node) = tree.find(name)
-            && cond(node)
-        {
-            return node.clone();
-        }
-        assert!(
-            Instant::now() < end,
-            "`{name}` never reached the state wanted"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Waits until `name` has restarted `n` times in all and runs again.
 async fn wait_restarted(client: &Client, name: &str, n: u32) -> TreeNode {
     wait_node(client, name, |node| {
@@ -168,15 +145,6 @@ fn session_label(client: &Client) -> String {
     format!("client:{} (test)", client.welcome().connection.unwrap())
 }
 
-/// The error code and message of a call that must fail.
-#[track_caller]
-fn failure<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (ErrorCode, String) {
-    match result {
-        Err(ClientError::Remote(body)) => (body.code, body.message),
-        other => panic!("expected an error reply, got {other:?}"),
-    }
-}
-
 /// Publishes `marker` on `user.marker` and returns the events `client` received before it
 /// (those of `user.>` published earlier, in order).
 async fn events_before_marker(publisher: &Client, client: &mut Client, marker: &str) -> Vec<Event> {
@@ -196,7 +164,7 @@ async fn events_before_marker(publisher: &Client, client: &mut Client, marker: &
 async fn daemon_with(capsules: &[(&str, &str)]) -> TestDaemon {
     let names: Vec<&str> = capsules.iter().map(|(name, _)| *name).collect();
     let d = TestDaemon::start_with_capsules(&names, &["--allow-fault-injection"]);
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
     for (_, command) in capsules {
         run(&client, command).await;
     }
@@ -210,7 +178,7 @@ async fn daemon_with(capsules: &[(&str, &str)]) -> TestDaemon {
 #[tokio::test]
 async fn a_subscribed_capsule_receives_events_and_publishes_its_own() {
     let d = daemon_with(&[("watch", "watch-count")]).await;
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
     let mut announcements = subscriber(&d, "watch.>").await;
     wait_registered(&client, &["capsule:watch"]).await;
     assert_eq!(run(&client, "watch-count").await, json!(0));
@@ -244,7 +212,7 @@ async fn a_subscribed_capsule_receives_events_and_publishes_its_own() {
 #[tokio::test]
 async fn a_capsule_keeps_its_subscription_across_its_restart_and_the_buss() {
     let d = daemon_with(&[("watch", "watch-count")]).await;
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
     let mut announcements = subscriber(&d, "watch.>").await;
     wait_registered(&client, &["capsule:watch"]).await;
     publish(&client, "user.one", 1).await.unwrap();
@@ -305,7 +273,7 @@ async fn interceptors_deny_rewrite_and_finish_in_priority_order() {
         ("watch", "watch-count"),
     ])
     .await;
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
     let mut events = subscriber(&d, "user.>").await;
     wait_registered(&client, &["capsule:watch"]).await;
     let info = run(&client, "guard-info").await;
@@ -384,7 +352,7 @@ async fn priority_not_name_orders_the_chain() {
         assert!(text.contains("priority = 20"));
         std::fs::write(&manifest, text.replace("priority = 20", "priority = 5")).unwrap();
     });
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
     run(&client, "guard-info").await;
     run(&client, "guard-late-info").await;
     let mut events = subscriber(&d, "user.guarded.>").await;
@@ -405,7 +373,7 @@ async fn priority_not_name_orders_the_chain() {
 #[tokio::test]
 async fn a_crashed_or_silent_interceptor_is_skipped_and_a_removed_one_is_gone() {
     let d = daemon_with(&[("guard", "guard-info"), ("guard-late", "guard-late-info")]).await;
-    let client = connect(&d).await;
+    let client = patient_client(&d).await;
     let mut events = subscriber(&d, "user.guarded.>").await;
 
     // Crash guard and publish at once: the publisher gets an answer in time, whether guard

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use astrid::client::Client;
 use astrid::protocol::{
-    ChildState, ErrorCode, Event, Fault, FaultInjected, Published, Request, Subscribed, TreeNode,
+    ChildState, ErrorCode, Event, Fault, FaultInjected, Published, Request, Subscribed,
 };
-use common::{DEADLINE, TestDaemon};
+use common::{DEADLINE, TestDaemon, wait_node};
 
 async fn inject(client: &Client, target: &str, fault: Fault) {
     let _: FaultInjected = client
@@ -22,24 +22,6 @@ async fn inject(client: &Client, target: &str, fault: Fault) {
         })
         .await
         .unwrap();
-}
-
-/// Polls the tree until `cond` holds for the named child.
-async fn wait_child(client: &Client, name: &str, cond: impl Fn(&TreeNode) -> bool) -> TreeNode {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let tree = client.tree().await.unwrap();
-        if let Some(node) = tree.find(name)
-            && cond(node)
-        {
-            return node.clone();
-        }
-        assert!(
-            Instant::now() < end,
-            "`{name}` never reached the state: {tree:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 async fn publish(client: &Client, topic: &str) -> Result<Published, astrid::client::ClientError> {
@@ -76,7 +58,7 @@ async fn a_panicking_bus_is_restarted_and_subscriptions_survive() {
         .unwrap();
     let actor = d.client().await;
     inject(&actor, "bus", Fault::Panic).await;
-    let bus = wait_child(&actor, "bus", |n| {
+    let bus = wait_node(&actor, "bus", |n| {
         n.restarts == 1 && n.state == ChildState::Running
     })
     .await;
@@ -109,7 +91,7 @@ async fn a_stopped_listener_is_restarted_and_sessions_keep_working() {
     let d = TestDaemon::start(&["--allow-fault-injection"]);
     let client = d.client().await;
     inject(&client, "listener", Fault::Stop).await;
-    let listener = wait_child(&client, "listener", |n| {
+    let listener = wait_node(&client, "listener", |n| {
         n.restarts == 1 && n.state == ChildState::Running
     })
     .await;
@@ -199,7 +181,7 @@ async fn exhausting_the_restart_budget_stops_the_daemon_with_status_4() {
     let client = d.client().await;
     for round in 1..=2 {
         inject(&client, "bus", Fault::Panic).await;
-        wait_child(&client, "bus", |n| {
+        wait_node(&client, "bus", |n| {
             n.restarts == round && n.state == ChildState::Running
         })
         .await;

@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use astrid::client::Client;
+use astrid::client::{Client, ClientError};
 use astrid::paths::{HomeLayout, SessionFiles};
+use astrid::protocol::{ErrorCode, TreeNode};
 use serde::Serialize;
 use tempfile::TempDir;
 
@@ -357,4 +358,43 @@ pub fn get<'a>(value: &'a rmpv::Value, key: &str) -> &'a rmpv::Value {
 /// The `error.code` of a reply or handshake refusal.
 pub fn error_code(value: &rmpv::Value) -> Option<&str> {
     get(get(value, "error"), "code").as_str()
+}
+
+/// Polls the supervision tree until the node `name` exists and `cond` holds for it (a tree
+/// request that fails meanwhile, say while the listener restarts, is retried).
+#[allow(dead_code, reason = "not every test binary watches the tree")]
+pub async fn wait_node(client: &Client, name: &str, cond: impl Fn(&TreeNode) -> bool) -> TreeNode {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let tree = client.tree().await;
+        if let Ok(tree) = &tree
+            && let Some(node) = tree.find(name)
+            && cond(node)
+        {
+            return node.clone();
+        }
+        assert!(
+            Instant::now() < end,
+            "`{name}` never reached the state wanted: {tree:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The error code and message of a call that must fail.
+#[allow(dead_code, reason = "not every test binary expects errors")]
+#[track_caller]
+pub fn failure<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (ErrorCode, String) {
+    match result {
+        Err(ClientError::Remote(body)) => (body.code, body.message),
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+/// A client of `d` whose every call fails instead of hanging past [`DEADLINE`].
+#[allow(dead_code, reason = "not every test binary needs it")]
+pub async fn patient_client(d: &TestDaemon) -> Client {
+    let mut client = d.client().await;
+    client.set_call_timeout(Some(DEADLINE));
+    client
 }

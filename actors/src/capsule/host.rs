@@ -22,6 +22,7 @@ use crate::bus::topic::validate_topic;
 use crate::bus::{BusActor, Publish};
 use crate::caps::Check;
 use crate::caps::resource::Access;
+use crate::capsules::loaded::child_name;
 use crate::kernel::KernelActors;
 use crate::store::{Delete, Get, Namespaces, Put, StoreError};
 use crate::supervisor::ChildRef;
@@ -72,7 +73,7 @@ impl Host {
     pub fn detached(capsule: &str) -> Self {
         Self {
             capsule: capsule.to_owned(),
-            actor: format!("capsule:{capsule}"),
+            actor: child_name(capsule),
             namespace: Namespaces::of_capsule(capsule),
             services: None,
         }

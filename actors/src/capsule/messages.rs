@@ -1,7 +1,6 @@
 //! Messages handled by [`CapsuleActor`](super::CapsuleActor), and how a call can fail.
 //!
-//! Senders: the session router ([`InvokeBatch`], for `InvokeCommand`), callers that want one
-//! answer directly ([`Invoke`]), the bus ([`Intercept`],
+//! Senders: the session router ([`InvokeBatch`], for `InvokeCommand`), the bus ([`Intercept`],
 //! through [`CapsuleInterceptor`](super::CapsuleInterceptor)), and the
 //! supervisor ([`Terminate`](crate::supervisor::Terminate),
 //! [`Inject`](crate::supervisor::Inject)).
@@ -10,16 +9,6 @@ use std::time::Duration;
 
 use actix::Message;
 use tokio::sync::oneshot;
-
-/// Runs one of the capsule's slash commands.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<rmpv::Value, CallFailure>")]
-pub struct Invoke {
-    /// Command name, without the slash.
-    pub command: String,
-    /// Its arguments.
-    pub args: Vec<String>,
-}
 
 /// One command call of an [`InvokeBatch`], answered on `reply`.
 #[derive(Debug)]
@@ -48,6 +37,10 @@ pub struct Intercept {
     /// Its payload.
     pub payload: rmpv::Value,
 }
+
+/// Why a call queued behind a crash, or still on its way when the capsule died, failed:
+/// it never ran.
+pub const NEVER_RAN: &str = "it stopped before answering (an earlier request crashed it)";
 
 /// Why a call into a capsule did not produce a result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,7 +5,7 @@
 //! instance under the capsule's restart policy. Requests queued behind the failed one are
 //! dropped with the mailbox, and their senders see the capsule as crashed.
 //!
-//! Handles: [`InvokeBatch`] (answered in one hand-over to the sessions' thread), [`Invoke`],
+//! Handles: [`InvokeBatch`] (answered in one hand-over to the sessions' thread),
 //! [`Intercept`], the events of its `[bus] subscribe` patterns (it
 //! registers with the bus itself, and again after the bus restarts; it does not hear its
 //! own events), and the supervision messages [`Terminate`] and [`Inject`] (whose
@@ -27,10 +27,11 @@ use serde::Serialize;
 use tokio_stream::wrappers::ReceiverStream;
 
 pub use self::host::{Host, HostError};
-pub use self::messages::{Call, CallFailure, Intercept, Invoke, InvokeBatch};
+pub use self::messages::{Call, CallFailure, Intercept, InvokeBatch, NEVER_RAN};
 use self::sandbox::{CallError, Compiled, Entry, Sandbox};
 use crate::bus::intercept::{Decision, Interceptor, Verdict};
 use crate::bus::{BusActor, Deregister, Event, Register, SubscriberId};
+use crate::capsules::loaded::{CHILD_PREFIX, child_name};
 use crate::relay::Relay;
 use crate::supervisor::{ChildRef, ExitNote, Fault, Inject, Terminate, apply_fault};
 
@@ -85,7 +86,7 @@ impl CapsuleActor {
     fn subscribe(&mut self, ctx: &mut Context<Self>) {
         let Some(bus) = self.bus.clone() else { return };
         let register = Register {
-            label: format!("capsule:{}", self.name),
+            label: child_name(&self.name),
             patterns: self.subscriptions.clone(),
         };
         let ask = async move { bus.call(register, BUS_TIMEOUT).await };
@@ -158,7 +159,7 @@ impl Actor for CapsuleActor {
 impl StreamHandler<Arc<Event>> for CapsuleActor {
     fn handle(&mut self, event: Arc<Event>, ctx: &mut Context<Self>) {
         // Its own events would come straight back; a capsule does not hear itself.
-        if event.source.strip_prefix("capsule:") == Some(self.name.as_str()) {
+        if event.source.strip_prefix(CHILD_PREFIX) == Some(self.name.as_str()) {
             return;
         }
         self.deliver(&event.topic, &event.payload, ctx);
@@ -210,14 +211,6 @@ impl CapsuleActor {
     }
 }
 
-impl Handler<Invoke> for CapsuleActor {
-    type Result = Result<rmpv::Value, CallFailure>;
-
-    fn handle(&mut self, msg: Invoke, ctx: &mut Context<Self>) -> Self::Result {
-        self.invoke(&msg.command, &msg.args, ctx)
-    }
-}
-
 impl Handler<InvokeBatch> for CapsuleActor {
     type Result = ();
 
@@ -233,8 +226,8 @@ impl Handler<InvokeBatch> for CapsuleActor {
             answers.push((call.reply, outcome));
             if crashed {
                 // The instance is gone: the calls behind the crash never run.
-                let never = "it stopped before answering (an earlier request crashed it)";
-                answers.extend(calls.map(|c| (c.reply, Err(CallFailure::Crashed(never.into())))));
+                answers
+                    .extend(calls.map(|c| (c.reply, Err(CallFailure::Crashed(NEVER_RAN.into())))));
                 break;
             }
         }

@@ -12,13 +12,18 @@ use std::time::Duration;
 
 use actix::Arbiter;
 
+use super::BUILTIN_COMMANDS;
 use super::messages::CapsuleError;
 use crate::capsule::{Call, CapsuleActor, InvokeBatch};
 use crate::supervisor::{ChildRef, ChildState, SupervisorEvent};
 
+/// What the supervision-tree name of a capsule's actor starts with; the same name is its
+/// source on the bus and its actor in the audit log.
+pub const CHILD_PREFIX: &str = "capsule:";
+
 /// The supervision-tree name of capsule `name`'s actor.
 pub fn child_name(capsule: &str) -> String {
-    format!("capsule:{capsule}")
+    format!("{CHILD_PREFIX}{capsule}")
 }
 
 /// One loaded capsule.
@@ -129,14 +134,19 @@ impl LoadedCapsules {
     ///
     /// # Errors
     ///
-    /// [`CapsuleError::UnknownCommand`], [`CapsuleError::Failed`] past the capsule's
+    /// [`CapsuleError::UnknownCommand`] ([`CapsuleError::BuiltinCommand`] for a command of
+    /// the interactive session), [`CapsuleError::Failed`] past the capsule's
     /// budget, [`CapsuleError::Restarting`] during its backoff.
     pub fn route(&self, command: &str) -> Result<Route, CapsuleError> {
         let inner = self.read();
-        let name = inner
-            .commands
-            .get(command)
-            .ok_or_else(|| CapsuleError::UnknownCommand(command.to_owned()))?;
+        let Some(name) = inner.commands.get(command) else {
+            let builtin = BUILTIN_COMMANDS.iter().any(|(name, _)| *name == command);
+            return Err(if builtin {
+                CapsuleError::BuiltinCommand(command.to_owned())
+            } else {
+                CapsuleError::UnknownCommand(command.to_owned())
+            });
+        };
         let capsule = &inner.capsules[name];
         match capsule.state {
             ChildState::Failed => Err(CapsuleError::Failed {
@@ -231,7 +241,7 @@ impl LoadedCapsules {
             }
             SupervisorEvent::Escalated { .. } => return,
         };
-        let Some(name) = child.strip_prefix("capsule:") else {
+        let Some(name) = child.strip_prefix(CHILD_PREFIX) else {
             return;
         };
         if let Some(capsule) = self.write().capsules.get_mut(name) {

@@ -18,10 +18,10 @@ use super::{SessionActor, SessionDeps};
 use crate::audit::{AuditActor, Record, Tail, VerifyChain};
 use crate::bus::{BusError, GetBusStats, Publish, topic::validate_topic};
 use crate::caps::{GrantCapability, ListCapabilities, RevokeCapability};
-use crate::capsule::{Call, CallFailure};
+use crate::capsule::{Call, CallFailure, NEVER_RAN};
 use crate::capsules::loaded::Route;
 use crate::capsules::{
-    BUILTIN_COMMANDS, CapsuleError, GetCapsuleMetadata, GetCommands, ListCapsules, ReloadCapsules,
+    CapsuleError, GetCapsuleMetadata, GetCommands, ListCapsules, ReloadCapsules,
 };
 use crate::error::KernelError;
 use crate::protocol::{
@@ -185,12 +185,6 @@ impl SessionActor {
     fn invoke(&mut self, id: u64, command: String, args: Vec<String>, ctx: &mut Context<Self>) {
         let route = match self.deps.capsules.route(&command) {
             Ok(route) => route,
-            Err(CapsuleError::UnknownCommand(c))
-                if BUILTIN_COMMANDS.iter().any(|(name, _)| *name == c) =>
-            {
-                let error = KernelError::from(CapsuleError::BuiltinCommand(c));
-                return self.reply_err(Some(id), &ErrorBody::from(&error));
-            }
             Err(e) => return self.reply_err(Some(id), &ErrorBody::from(&KernelError::from(e))),
         };
         let Route {
@@ -225,7 +219,7 @@ impl SessionActor {
                 }
                 Ok(Err(_)) => CapsuleError::Crashed {
                     capsule,
-                    reason: "it stopped before answering (an earlier request crashed it)".into(),
+                    reason: NEVER_RAN.into(),
                 },
                 Err(_) => CapsuleError::Deadline {
                     capsule,
