@@ -458,6 +458,83 @@ async fn requests_queued_behind_a_crash_get_capsule_crashed() {
     first.ping().await.unwrap();
 }
 
+/// Capsules write their replies straight into the caller's connection, from their own
+/// thread: pipelined calls are all answered, with their own ids; a client that leaves with
+/// calls in flight costs nothing; and a draining session waits for capsule replies before it
+/// closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capsule_replies_reach_pipelined_departed_and_draining_clients() {
+    let mut d = TestDaemon::start_with_capsules(&["echo"], &["--allow-fault-injection"]);
+    let client = patient_client(&d).await;
+    wait_node(&client, "capsule:echo", |n| n.state == ChildState::Running).await;
+    let invoke_raw = |raw: &mut common::Raw, id: u64, arg: &str| {
+        #[derive(serde::Serialize)]
+        enum Req {
+            InvokeCommand { name: String, args: Vec<String> },
+        }
+        raw.request(
+            id,
+            Req::InvokeCommand {
+                name: "echo".into(),
+                args: vec![arg.to_owned()],
+            },
+        );
+    };
+
+    // Pipelined: 50 calls sent before any reply is read, each answered with its own output.
+    let mut raw = d.raw();
+    for id in 0..50 {
+        invoke_raw(&mut raw, id, &format!("n{id}"));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..50 {
+        let reply = raw.recv().expect("a reply");
+        let id = common::get(&reply, "id").as_u64().unwrap();
+        let output = common::get(common::get(&reply, "result"), "output");
+        let args = common::get(output, "args");
+        assert_eq!(args[0].as_str(), Some(format!("n{id}").as_str()), "{reply}");
+        assert!(seen.insert(id), "{id} answered twice");
+    }
+
+    // Departed: calls queued behind a hang, then the client leaves; the daemon serves on.
+    inject(&client, "capsule:echo", Fault::Hang { millis: 300 })
+        .await
+        .unwrap();
+    let mut leaving = d.raw();
+    for id in 0..5 {
+        invoke_raw(&mut leaving, id, "gone");
+    }
+    drop(leaving);
+    assert_eq!(
+        run(&client, "echo", &["after"]).await,
+        json!({"command": "echo", "args": ["after"]})
+    );
+
+    // Draining: a call held behind a hang when the daemon is told to stop is answered
+    // before the connection closes.
+    inject(&client, "capsule:echo", Fault::Hang { millis: 300 })
+        .await
+        .unwrap();
+    let mut draining = d.raw();
+    invoke_raw(&mut draining, 7, "last");
+    client
+        .call::<astrid::protocol::ShutdownAck>(Request::Shutdown {
+            reason: "test".into(),
+        })
+        .await
+        .unwrap();
+    let reply = draining.recv().expect("the call in flight is answered");
+    assert_eq!(common::get(&reply, "id").as_u64(), Some(7), "{reply}");
+    let output = common::get(common::get(&reply, "result"), "output");
+    assert_eq!(
+        common::get(output, "args")[0].as_str(),
+        Some("last"),
+        "{reply}"
+    );
+    assert!(draining.closed());
+    d.wait_exit(DEADLINE).expect("the daemon exits");
+}
+
 // ---------------------------------------------------------------------------------------
 // Host functions and capabilities
 // ---------------------------------------------------------------------------------------

@@ -1,32 +1,97 @@
-//! Messages handled by [`CapsuleActor`](super::CapsuleActor), and how a call can fail.
+//! Messages handled by [`CapsuleActor`](super::CapsuleActor), the calls it serves, and how a
+//! call can fail.
 //!
-//! Senders: the session router ([`InvokeBatch`], for `InvokeCommand`), the bus ([`Intercept`],
-//! through [`CapsuleInterceptor`](super::CapsuleInterceptor)), and the
-//! supervisor ([`Terminate`](crate::supervisor::Terminate),
-//! [`Inject`](crate::supervisor::Inject)).
+//! Senders: the capsule's [`CallQueue`](super::CallQueue) ([`Work`], when calls are
+//! waiting), the bus ([`Intercept`], through
+//! [`CapsuleInterceptor`](super::CapsuleInterceptor)), and the supervisor
+//! ([`Terminate`](crate::supervisor::Terminate), [`Inject`](crate::supervisor::Inject)).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Message;
-use tokio::sync::oneshot;
 
-/// One command call of an [`InvokeBatch`], answered on `reply`.
+use crate::capsules::CapsuleError;
+use crate::error::KernelError;
+use crate::protocol::{CommandOutput, ErrorBody};
+use crate::session::ReplyTo;
+
+/// One command call, waiting in its capsule's queue.
 #[derive(Debug)]
 pub struct Call {
     /// Command name, without the slash.
     pub command: String,
     /// Its arguments.
     pub args: Vec<String>,
-    /// Where the outcome goes (dropped unanswered only if the capsule dies first).
-    pub reply: oneshot::Sender<Result<rmpv::Value, CallFailure>>,
+    /// Where the outcome goes.
+    pub answer: Answer,
 }
 
-/// Command calls gathered on the sessions' thread: one message (and one wake-up of the
-/// capsule's thread) for all of them; the answers go back together too (see
-/// [`Batcher`](crate::capsules::loaded::Batcher)).
+/// The answer owed to a client for one command call, written straight into its connection
+/// from whichever thread has the outcome. Dropped unanswered (its capsule died with the
+/// call queued or running), it answers that the call never ran.
+#[derive(Debug)]
+pub struct Answer {
+    capsule: Arc<str>,
+    reply: Option<ReplyTo>,
+}
+
+impl Answer {
+    /// The answer to a call of capsule `capsule`, owed to `reply`'s request.
+    pub fn new(capsule: Arc<str>, reply: ReplyTo) -> Self {
+        Self {
+            capsule,
+            reply: Some(reply),
+        }
+    }
+
+    /// Answers with the outcome of `command`.
+    pub fn send(mut self, command: String, outcome: Result<rmpv::Value, CallFailure>) {
+        let Some(reply) = self.reply.take() else {
+            return;
+        };
+        match outcome {
+            Ok(output) => reply.ok(&CommandOutput {
+                capsule: self.capsule.to_string(),
+                command,
+                output,
+            }),
+            Err(failure) => reply.err(&self.error(failure)),
+        }
+    }
+
+    /// Answers with `failure`.
+    pub fn fail(mut self, failure: CallFailure) {
+        if let Some(reply) = self.reply.take() {
+            reply.err(&self.error(failure));
+        }
+    }
+
+    fn error(&self, failure: CallFailure) -> ErrorBody {
+        let capsule = self.capsule.to_string();
+        let error = match failure {
+            CallFailure::Crashed(reason) => CapsuleError::Crashed { capsule, reason },
+            CallFailure::Deadline(timeout) => CapsuleError::Deadline { capsule, timeout },
+            CallFailure::Guest(message) => CapsuleError::Guest { capsule, message },
+        };
+        ErrorBody::from(&KernelError::from(error))
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if let Some(reply) = self.reply.take() {
+            reply.err(&self.error(CallFailure::Crashed(NEVER_RAN.into())));
+        }
+    }
+}
+
+/// Calls are waiting in the capsule's queue. Sent when the first call arrives in an empty
+/// queue; while the actor works through the queue, more calls need no message (and the
+/// capsule's thread no wake-up).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct InvokeBatch(pub Vec<Call>);
+pub struct Work;
 
 /// Asks the capsule's interceptor (`astrid_intercept`) about an event.
 #[derive(Debug, Message)]

@@ -5,18 +5,19 @@
 //! instance under the capsule's restart policy. Requests queued behind the failed one are
 //! dropped with the mailbox, and their senders see the capsule as crashed.
 //!
-//! Handles: [`InvokeBatch`] (answered in one hand-over to the sessions' thread),
-//! [`Intercept`], the events of its `[bus] subscribe` patterns (it
+//! Handles: [`Work`] (runs the calls waiting in its [`CallQueue`], answering each straight
+//! into its caller's connection), [`Intercept`], the events of its `[bus] subscribe` patterns (it
 //! registers with the bus itself, and again after the bus restarts; it does not hear its
 //! own events), and the supervision messages [`Terminate`] and [`Inject`] (whose
 //! [`Fault::Trap`] makes the instance fail as a guest bug would).
 //!
 //! The sandbox (`sandbox.rs`), the on-disk compile cache (`cache.rs`), the host imports'
-//! work (`host.rs`) are plain code, tested on their own.
+//! work (`host.rs`) and the call queue (`queue.rs`) are plain code, tested on their own.
 
 pub mod cache;
 pub mod host;
 mod messages;
+mod queue;
 pub mod sandbox;
 
 use std::sync::Arc;
@@ -27,12 +28,12 @@ use serde::Serialize;
 use tokio_stream::wrappers::ReceiverStream;
 
 pub use self::host::{Host, HostError};
-pub use self::messages::{Call, CallFailure, Intercept, InvokeBatch, NEVER_RAN};
+pub use self::messages::{Answer, Call, CallFailure, Intercept, NEVER_RAN, Work};
+pub use self::queue::CallQueue;
 use self::sandbox::{CallError, Compiled, Entry, Sandbox};
 use crate::bus::intercept::{Decision, Interceptor, Verdict};
 use crate::bus::{BusActor, Deregister, Event, Register, SubscriberId};
 use crate::capsules::loaded::{CHILD_PREFIX, child_name};
-use crate::relay::Relay;
 use crate::supervisor::{ChildRef, ExitNote, Fault, Inject, Terminate, apply_fault};
 
 /// How long to wait for the bus when subscribing, and before trying again.
@@ -47,8 +48,8 @@ pub struct Recipe {
     pub host: Host,
     /// Topic patterns whose events it receives (`[bus] subscribe`).
     pub subscriptions: Vec<String>,
-    /// Where batched answers are delivered (the sessions' thread).
-    pub answers: Relay,
+    /// Its command calls.
+    pub queue: Arc<CallQueue>,
 }
 
 /// The actor of one loaded capsule.
@@ -60,7 +61,7 @@ pub struct CapsuleActor {
     bus: Option<ChildRef<BusActor>>,
     subscriptions: Vec<String>,
     subscriber: Option<SubscriberId>,
-    answers: Relay,
+    queue: Arc<CallQueue>,
 }
 
 impl CapsuleActor {
@@ -77,7 +78,7 @@ impl CapsuleActor {
             bus,
             subscriptions: recipe.subscriptions,
             subscriber: None,
-            answers: recipe.answers,
+            queue: recipe.queue,
         }
     }
 
@@ -120,13 +121,19 @@ impl CapsuleActor {
             .map_err(|e| CallFailure::Crashed(e.clone()))?;
         sandbox.call(entry, input).map_err(|error| {
             tracing::warn!(capsule = %self.name, %error, "call failed; restarting the capsule");
-            self.note.fail(error.to_string());
-            ctx.stop();
+            self.crash(error.to_string(), ctx);
             match error {
                 CallError::Deadline(after) => CallFailure::Deadline(after),
                 other => CallFailure::Crashed(other.to_string()),
             }
         })
+    }
+
+    /// Notes why the instance failed, drops it (its memory cannot be trusted) and stops.
+    fn crash(&mut self, reason: String, ctx: &mut Context<Self>) {
+        self.note.fail(reason.clone());
+        self.sandbox = Err(reason);
+        ctx.stop();
     }
 }
 
@@ -200,9 +207,9 @@ impl CapsuleActor {
         let reply = self.call(Entry::Command, &input, ctx)?;
         let value = rmpv::decode::read_value(&mut reply.as_slice()).map_err(|e| {
             // A reply that is not MessagePack is garbage, as a bad range is.
-            self.note.fail(format!("the capsule returned garbage: {e}"));
-            ctx.stop();
-            CallFailure::Crashed(format!("the capsule returned garbage: {e}"))
+            let reason = format!("the capsule returned garbage: {e}");
+            self.crash(reason.clone(), ctx);
+            CallFailure::Crashed(reason)
         })?;
         match guest_error(&value) {
             Some(message) => Err(CallFailure::Guest(message.to_owned())),
@@ -211,32 +218,28 @@ impl CapsuleActor {
     }
 }
 
-impl Handler<InvokeBatch> for CapsuleActor {
+/// Calls run per [`Work`] message before the actor lets its other messages in.
+const CALLS_PER_TURN: usize = 64;
+
+impl Handler<Work> for CapsuleActor {
     type Result = ();
 
-    fn handle(&mut self, msg: InvokeBatch, ctx: &mut Context<Self>) {
-        let mut answers = Vec::with_capacity(msg.0.len());
-        let mut calls = msg.0.into_iter();
-        while let Some(call) = calls.next() {
-            let outcome = self.invoke(&call.command, &call.args, ctx);
-            let crashed = matches!(
-                outcome,
-                Err(CallFailure::Crashed(_) | CallFailure::Deadline(_))
-            );
-            answers.push((call.reply, outcome));
-            if crashed {
-                // The instance is gone: the calls behind the crash never run.
-                answers
-                    .extend(calls.map(|c| (c.reply, Err(CallFailure::Crashed(NEVER_RAN.into())))));
-                break;
+    fn handle(&mut self, _: Work, ctx: &mut Context<Self>) {
+        for _ in 0..CALLS_PER_TURN {
+            if self.sandbox.is_err() {
+                // The instance failed and the actor is stopping: the supervisor's report of
+                // its end answers the calls still queued.
+                return;
+            }
+            let Some((command, args)) = self.queue.next() else {
+                return;
+            };
+            let outcome = self.invoke(&command, &args, ctx);
+            if let Some(answer) = self.queue.finish() {
+                answer.send(command, outcome);
             }
         }
-        // One hand-over to the sessions' thread for all the answers.
-        self.answers.run(move || {
-            for (reply, outcome) in answers {
-                let _ = reply.send(outcome);
-            }
-        });
+        ctx.notify(Work);
     }
 }
 
@@ -292,8 +295,7 @@ impl Handler<Intercept> for CapsuleActor {
             });
         decided.ok_or_else(|| {
             let reason = "the capsule returned garbage: not an interceptor reply";
-            self.note.fail(reason);
-            ctx.stop();
+            self.crash(reason.into(), ctx);
             CallFailure::Crashed(reason.into())
         })
     }
@@ -346,8 +348,7 @@ impl Handler<Inject> for CapsuleActor {
     fn handle(&mut self, msg: Inject, ctx: &mut Context<Self>) {
         if msg.0 == Fault::Trap {
             tracing::warn!(capsule = %self.name, "injected fault: trap");
-            self.note.fail("trapped: injected fault");
-            ctx.stop();
+            self.crash("trapped: injected fault".into(), ctx);
         } else {
             apply_fault(msg.0, ctx);
         }

@@ -1,21 +1,21 @@
 //! The capsules that are loaded: shared between the registry (which loads and unloads
-//! them), the capsules supervisor's event sink (which tracks whether each runs, restarts or
-//! has failed), and sessions (which route `InvokeCommand` through it without a hop through
-//! the registry). It lives as long as the kernel, so a restarted registry finds what its
-//! predecessor loaded.
+//! them, and sweeps their call queues for deadlines), the capsules supervisor's event sink
+//! (which tracks whether each runs, restarts or has failed, and empties the call queue of
+//! one whose actor ended), and sessions (which queue `InvokeCommand` calls through it
+//! without a hop through the registry). It lives as long as the kernel, so a restarted
+//! registry finds what its predecessor loaded.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
 
 use actix::Arbiter;
 
 use super::BUILTIN_COMMANDS;
 use super::messages::CapsuleError;
-use crate::capsule::{Call, CapsuleActor, InvokeBatch};
-use crate::supervisor::{ChildRef, ChildState, SupervisorEvent};
+use crate::capsule::CallQueue;
+use crate::supervisor::{ChildState, SupervisorEvent};
 
 /// What the supervision-tree name of a capsule's actor starts with; the same name is its
 /// source on the bus and its actor in the audit log.
@@ -33,12 +33,12 @@ pub(crate) struct Capsule {
     pub(crate) fingerprint: u64,
     /// Its folder.
     pub(crate) dir: PathBuf,
-    /// Command calls on their way to its actor.
-    pub(crate) batcher: Arc<Batcher>,
+    /// Its name, shared by the answers to its calls.
+    pub(crate) name: Arc<str>,
+    /// Its command calls.
+    pub(crate) queue: Arc<CallQueue>,
     /// The thread its actor runs on.
     pub(crate) arbiter: Arbiter,
-    /// The manifest's call deadline.
-    pub(crate) call_timeout: Duration,
     /// Its slash commands.
     pub(crate) commands: Vec<String>,
     /// As its supervisor last reported.
@@ -53,61 +53,9 @@ pub(crate) struct Capsule {
 #[derive(Debug, Clone)]
 pub struct Route {
     /// The capsule that offers it.
-    pub capsule: String,
-    /// Takes the call to the capsule's actor.
-    pub batcher: Arc<Batcher>,
-    /// The capsule's call deadline.
-    pub deadline: Duration,
-    /// How long to wait for it (its call deadline, plus a margin for the hops).
-    pub timeout: Duration,
-}
-
-/// Gathers the command calls made on the sessions' thread for one capsule and sends them
-/// as one [`InvokeBatch`] once the thread has run what was ready: every message to another
-/// thread costs that thread a wake-up (a system call), so many calls share one.
-#[derive(Debug)]
-pub struct Batcher {
-    actor: ChildRef<CapsuleActor>,
-    pending: Mutex<Vec<Call>>,
-    flush_scheduled: AtomicBool,
-}
-
-impl Batcher {
-    /// A batcher for the capsule behind `actor`.
-    pub fn new(actor: ChildRef<CapsuleActor>) -> Self {
-        Self {
-            actor,
-            pending: Mutex::new(Vec::new()),
-            flush_scheduled: AtomicBool::new(false),
-        }
-    }
-
-    /// Queues `call`; the batch leaves when this arbiter gets to the flush (after the tasks
-    /// that were ready before it). Must be called on an actix arbiter.
-    pub fn push(self: &Arc<Self>, call: Call) {
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(call);
-        if !self.flush_scheduled.swap(true, Ordering::AcqRel) {
-            let me = Arc::clone(self);
-            actix::spawn(async move { me.flush() });
-        }
-    }
-
-    fn flush(&self) {
-        self.flush_scheduled.store(false, Ordering::Release);
-        let calls =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
-        if calls.is_empty() {
-            return;
-        }
-        // Unanswered calls (no actor now) drop their reply senders: their callers learn
-        // the capsule is down.
-        if let Some(actor) = self.actor.get() {
-            actor.do_send(InvokeBatch(calls));
-        }
-    }
+    pub capsule: Arc<str>,
+    /// The capsule's call queue.
+    pub queue: Arc<CallQueue>,
 }
 
 #[derive(Debug, Default)]
@@ -154,10 +102,8 @@ impl LoadedCapsules {
                 reason: capsule.last_failure.clone().unwrap_or_default(),
             }),
             ChildState::Running => Ok(Route {
-                capsule: name.clone(),
-                batcher: Arc::clone(&capsule.batcher),
-                deadline: capsule.call_timeout,
-                timeout: capsule.call_timeout + Duration::from_millis(250),
+                capsule: Arc::clone(&capsule.name),
+                queue: Arc::clone(&capsule.queue),
             }),
             _ => Err(CapsuleError::Restarting(name.clone())),
         }
@@ -244,7 +190,11 @@ impl LoadedCapsules {
         let Some(name) = child.strip_prefix(CHILD_PREFIX) else {
             return;
         };
+        let mut ended = None;
         if let Some(capsule) = self.write().capsules.get_mut(name) {
+            if state != ChildState::Running {
+                ended = Some(Arc::clone(&capsule.queue));
+            }
             capsule.state = state;
             if let Some(n) = restarts {
                 capsule.restarts = n;
@@ -252,6 +202,24 @@ impl LoadedCapsules {
             if let Some(reason) = failure {
                 capsule.last_failure = Some(reason.clone());
             }
+        }
+        if let Some(queue) = ended {
+            // Its actor has ended: what it had queued will never run.
+            queue.clear();
+        }
+    }
+
+    /// Answers `timeout` to every call past its deadline (see [`CallQueue::sweep`]).
+    pub(crate) fn sweep(&self) {
+        let now = Instant::now();
+        let queues: Vec<Arc<CallQueue>> = self
+            .read()
+            .capsules
+            .values()
+            .map(|c| Arc::clone(&c.queue))
+            .collect();
+        for queue in queues {
+            queue.sweep(now);
         }
     }
 

@@ -43,9 +43,8 @@ use crate::bus::intercept::{Interceptor, Interceptors};
 use crate::caps::SetManifestGrants;
 use crate::capsule::cache::CompileCache;
 use crate::capsule::sandbox::Compiled;
-use crate::capsule::{CapsuleActor, CapsuleInterceptor, Host, Recipe};
+use crate::capsule::{CallQueue, CapsuleActor, CapsuleInterceptor, Host, Recipe};
 use crate::kernel::KernelActors;
-use crate::relay::Relay;
 use crate::store::Namespaces;
 use crate::supervisor::{
     ChildRef, ChildSpec, ChildState, ChildSummary, GetChild, Inject, StartChild, StopChild,
@@ -60,6 +59,9 @@ pub const BUILTIN_COMMANDS: &[(&str, &str)] = &[
     ("ps", "Show the live supervision tree"),
     ("quit", "Leave the session"),
 ];
+
+/// How often calls waiting on capsules are checked against their deadlines.
+const DEADLINE_SWEEP: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What the registry needs from the rest of the kernel.
 #[derive(Debug, Clone)]
@@ -82,8 +84,6 @@ pub struct RegistryDeps {
     pub cache: CompileCache,
     /// The bus's interceptors; capsules' `[[interceptor]]` hooks go here.
     pub interceptors: Arc<Interceptors>,
-    /// Delivers capsules' answers on the sessions' thread.
-    pub answers: Relay,
 }
 
 /// The capsule registry actor.
@@ -224,11 +224,12 @@ impl CapsulesActor {
         self.deps.namespaces.register(Namespaces::of_capsule(&name));
         let actor = ChildRef::new("capsule");
         let arbiter = Arbiter::new();
+        let queue = Arc::new(CallQueue::new(actor.clone(), manifest.limits.call_timeout));
         let recipe = Recipe {
             compiled,
             host: Host::new(&name, self.deps.services.clone()),
             subscriptions: manifest.subscriptions.clone(),
-            answers: self.deps.answers.clone(),
+            queue: Arc::clone(&queue),
         };
         let spec = ChildSpec::worker_in(
             child_name(&name),
@@ -258,9 +259,9 @@ impl CapsulesActor {
             loaded::Capsule {
                 fingerprint: d.fingerprint,
                 dir: d.dir.clone(),
-                batcher: Arc::new(loaded::Batcher::new(actor)),
+                name: Arc::from(name.as_str()),
+                queue,
                 arbiter,
-                call_timeout: manifest.limits.call_timeout,
                 commands: manifest.commands.iter().map(|c| c.name.clone()).collect(),
                 state: ChildState::Running,
                 restarts: 0,
@@ -464,6 +465,8 @@ impl Actor for CapsulesActor {
         // Requests wait until the capsules are loaded (boot waits on `ListCapsules`).
         let plan = self.plan(false);
         ctx.wait(self.apply(plan).map(|_, _, _| ()));
+        // Calls past their deadline are answered `timeout` (whatever their capsule does).
+        ctx.run_interval(DEADLINE_SWEEP, |act, _| act.deps.loaded.sweep());
     }
 }
 

@@ -201,7 +201,6 @@ fn children(
         loaded,
         cache: CompileCache::new(config.state_dir.join("capsule-cache")),
         interceptors: Arc::clone(&interceptors),
-        answers: sessions_relay.clone(),
     };
     let (registry_ref, capsules_policy) = (actors.capsules.clone(), config.restart_policy);
     let idle_grace = config.ephemeral.then_some(config.idle_grace);

@@ -25,6 +25,9 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 use tokio_util::codec::FramedRead;
 
+pub use self::outbox::ReplyTo;
+#[cfg(test)]
+pub(crate) use self::outbox::testing;
 use self::outbox::{CatchUp, HIGH_WATER, Outbox, Writer};
 use self::subscription::BusLink;
 use crate::audit::{AuditHealth, Record};
@@ -32,8 +35,8 @@ use crate::bus::{Deregister, Pattern, Publish};
 use crate::kernel::{KernelActors, KernelInfo, Limits, ShutdownHandle};
 use crate::listener::{Connections, Token};
 use crate::protocol::{
-    EncodeError, ErrorBody, ErrorCode, ErrorFrame, FrameCodec, FrameError, Hello, PROTOCOL_VERSION,
-    ProtocolError, ReplyFrame, Welcome, decode_map, decode_request, to_payload,
+    ErrorBody, FrameCodec, FrameError, Hello, PROTOCOL_VERSION, ProtocolError, Welcome, decode_map,
+    decode_request, to_payload,
 };
 use crate::supervisor::SupervisorActor;
 
@@ -116,7 +119,6 @@ pub struct SessionActor {
     phase: Phase,
     reading: Option<SpawnHandle>,
     read_closed: bool,
-    in_flight: usize,
     client: Option<String>,
     peer: Peer,
     /// Who this connection is, for audit entries (see `describe`).
@@ -140,11 +142,10 @@ impl SessionActor {
             Self {
                 id,
                 deps,
-                out: Outbox::new(write, max_frame),
+                out: Outbox::new(write, max_frame, id),
                 phase: Phase::Handshake,
                 reading: Some(reading),
                 read_closed: false,
-                in_flight: 0,
                 client: None,
                 peer,
                 who: describe(id, None, peer),
@@ -161,33 +162,11 @@ impl SessionActor {
     }
 
     fn reply_ok<T: Serialize + ?Sized>(&mut self, id: u64, result: &T) {
-        let body = match self.out.frame(&ReplyFrame {
-            id,
-            result: &result,
-        }) {
-            Ok(()) => return,
-            Err(EncodeError::TooLarge(len)) => ErrorBody {
-                code: ErrorCode::TooLarge,
-                message: format!(
-                    "the result is {len} bytes, more than the frame limit of {} bytes; ask for less",
-                    self.deps.limits.max_frame_len
-                ),
-            },
-            Err(e) => {
-                tracing::error!(connection = self.id, "cannot encode a result: {e}");
-                ErrorBody {
-                    code: ErrorCode::Internal,
-                    message: format!("the daemon could not encode the result: {e}"),
-                }
-            }
-        };
-        self.reply_err(Some(id), &body);
+        self.out.reply_ok(id, result);
     }
 
     fn reply_err(&mut self, id: Option<u64>, error: &ErrorBody) {
-        if let Err(e) = self.out.frame(&ErrorFrame { id, error }) {
-            tracing::error!(connection = self.id, "cannot encode an error reply: {e}");
-        }
+        self.out.reply_err(id, error);
     }
 
     /// Who this connection is, for audit entries.
@@ -244,7 +223,7 @@ impl SessionActor {
 
     /// Closes once nothing is left to answer, if the client is gone or we are draining.
     fn close_if_done(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight == 0 && (self.read_closed || self.phase == Phase::Draining) {
+        if (self.read_closed || self.phase == Phase::Draining) && self.out.in_flight() == 0 {
             self.close(ctx);
         }
     }
@@ -354,6 +333,7 @@ impl Actor for SessionActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        self.out.release();
         self.deps.connections.close(self.id);
         if let (Some(id), Some(bus)) = (self.link.subscriber(), self.deps.actors.bus.get()) {
             bus.do_send(Deregister(id));
@@ -385,6 +365,7 @@ impl StreamHandler<Result<BytesMut, FrameError>> for SessionActor {
                 // Truncated frame or read error: the client is gone or broken.
                 tracing::debug!(connection = self.id, "read ended: {error}");
                 self.read_closed = true;
+                self.out.watch_idle();
                 self.stop_reading(ctx);
                 self.close_if_done(ctx);
             }
@@ -394,6 +375,7 @@ impl StreamHandler<Result<BytesMut, FrameError>> for SessionActor {
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         self.read_closed = true;
+        self.out.watch_idle();
         self.reading = None;
         self.close_if_done(ctx);
     }
@@ -409,6 +391,7 @@ impl Handler<Drain> for SessionActor {
                 // Requests already read are answered (`shutting_down` for new ones); the
                 // connection closes as soon as nothing is in flight.
                 self.phase = Phase::Draining;
+                self.out.watch_idle();
                 self.close_if_done(ctx);
             }
             Phase::Draining | Phase::Closing => {}

@@ -1,15 +1,22 @@
-//! A session's write side: one buffer of encoded frames and the futures that flush it.
+//! A session's write side: one buffer of encoded frames, shared by the session and by whoever
+//! answers its requests from another thread, and the futures that flush it.
 //!
-//! Replies and events are encoded straight into the buffer; the writer future (spawned
-//! after the read stream, so it runs right after a batch of requests is handled) writes
-//! everything pending in as few syscalls as possible. When the buffer grows past the high
-//! watermark the session waits on [`CatchUp`], which blocks further reads and events until the
-//! client catches up, or closes the connection when it does not read for `write_timeout`.
+//! Replies and events are encoded straight into the buffer. On the session's thread the
+//! writer future (spawned after the read stream, so it runs right after a batch of requests
+//! is handled) writes everything pending in as few system calls as possible. A [`ReplyTo`]
+//! answered on another thread (a capsule's actor answering a command) writes its frame to the
+//! socket there and then, so the session's thread never wakes for it; only what the socket
+//! does not take at once is left to the writer. When the buffer grows past the high
+//! watermark the session waits on [`CatchUp`], which blocks further reads and events until
+//! the client catches up, or closes the connection when it does not read for
+//! `write_timeout`.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context as TaskContext, Poll, Waker};
+use std::thread::{self, ThreadId};
 use std::time::Duration;
 
 use actix::{ActorContext, ActorFuture, Context};
@@ -19,80 +26,309 @@ use tokio::io::AsyncWrite;
 use tokio::net::unix::OwnedWriteHalf;
 
 use super::SessionActor;
-use crate::protocol::{EncodeError, encode_frame};
+use crate::protocol::{
+    EncodeError, ErrorBody, ErrorCode, ErrorFrame, ProtocolError, ReplyFrame, encode_frame,
+};
 
 /// Above this many pending bytes, the session stops taking work until the client reads.
 pub(super) const HIGH_WATER: usize = 1024 * 1024;
 /// The session resumes once the pending bytes fall below this.
 const LOW_WATER: usize = 64 * 1024;
 
-/// Pending output and the socket's write half.
+/// Pending output and the socket's write half, shared (see the module docs).
+#[derive(Debug, Clone)]
+pub(super) struct Outbox(Arc<Shared>);
+
 #[derive(Debug)]
-pub(super) struct Outbox {
-    io: OwnedWriteHalf,
+struct Shared {
+    state: Mutex<State>,
+    /// Frames longer than this are not sent (the limit clients apply).
+    max_frame: usize,
+    /// The connection, for logs.
+    connection: u64,
+    /// The session's thread: replies made there are left to the writer.
+    home: ThreadId,
+}
+
+#[derive(Debug)]
+struct State {
+    /// `None` once the session has ended: late replies are dropped.
+    io: Option<OwnedWriteHalf>,
     buf: BytesMut,
+    /// The writer's, while it has nothing to write.
     waker: Option<Waker>,
     closing: bool,
-    max_frame: usize,
+    /// Requests taken and not answered yet.
+    in_flight: usize,
+    /// Wake the writer when the last request in flight is answered (the session closes
+    /// once idle).
+    watch_idle: bool,
+}
+
+impl State {
+    /// Appends one frame, unless its encoding is longer than `max_frame`.
+    fn frame<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        max_frame: usize,
+    ) -> Result<(), EncodeError> {
+        let start = self.buf.len();
+        encode_frame(&mut self.buf, value)?;
+        let body = self.buf.len() - start - crate::protocol::codec::LENGTH_PREFIX;
+        if body > max_frame {
+            self.buf.truncate(start);
+            return Err(EncodeError::TooLarge(body));
+        }
+        Ok(())
+    }
+
+    /// Writes what the socket takes now, without waiting.
+    fn write_now(&mut self) {
+        let Some(io) = &self.io else { return };
+        while !self.buf.is_empty() {
+            match io.try_write(&self.buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => self.buf.advance(n),
+            }
+        }
+    }
+
+    fn wake_writer(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// How [`Writer`] found the outbox.
+enum Flushed {
+    /// Everything is written.
+    Idle,
+    /// Everything is written and the session is closing.
+    Closed,
 }
 
 impl Outbox {
-    /// An outbox that never sends a frame longer than `max_frame` (the limit clients apply).
-    pub(super) fn new(io: OwnedWriteHalf, max_frame: usize) -> Self {
-        Self {
-            io,
-            buf: BytesMut::with_capacity(8 * 1024),
-            waker: None,
-            closing: false,
+    /// The outbox of connection `connection`, made on the session's thread.
+    pub(super) fn new(io: OwnedWriteHalf, max_frame: usize, connection: u64) -> Self {
+        Self(Arc::new(Shared {
+            state: Mutex::new(State {
+                io: Some(io),
+                buf: BytesMut::with_capacity(8 * 1024),
+                waker: None,
+                closing: false,
+                in_flight: 0,
+                watch_idle: false,
+            }),
             max_frame,
-        }
+            connection,
+            home: thread::current().id(),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Appends one frame and wakes the writer.
     ///
     /// A value whose encoding is longer than the frame limit is not sent
     /// ([`EncodeError::TooLarge`]): the client would have to drop the connection.
-    pub(super) fn frame<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
-        let start = self.buf.len();
-        encode_frame(&mut self.buf, value)?;
-        let body = self.buf.len() - start - crate::protocol::codec::LENGTH_PREFIX;
-        if body > self.max_frame {
-            self.buf.truncate(start);
-            return Err(EncodeError::TooLarge(body));
-        }
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
+    pub(super) fn frame<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), EncodeError> {
+        let mut state = self.lock();
+        state.frame(value, self.0.max_frame)?;
+        state.wake_writer();
         Ok(())
     }
 
-    /// After what is pending has been written, close the connection.
-    pub(super) fn close(&mut self) {
-        self.closing = true;
-        if let Some(w) = self.waker.take() {
-            w.wake();
+    /// Appends the reply to request `id` (an error reply when the result cannot be sent).
+    pub(super) fn reply_ok<T: Serialize + ?Sized>(&self, id: u64, result: &T) {
+        let mut state = self.lock();
+        self.append_ok(&mut state, id, result);
+        state.wake_writer();
+    }
+
+    /// Appends an error reply (to request `id`, or to the connection).
+    pub(super) fn reply_err(&self, id: Option<u64>, error: &ErrorBody) {
+        let mut state = self.lock();
+        self.append_err(&mut state, id, error);
+        state.wake_writer();
+    }
+
+    fn append_ok<T: Serialize + ?Sized>(&self, state: &mut State, id: u64, result: &T) {
+        let reply = ReplyFrame {
+            id,
+            result: &result,
+        };
+        let body = match state.frame(&reply, self.0.max_frame) {
+            Ok(()) => return,
+            Err(EncodeError::TooLarge(len)) => ErrorBody {
+                code: ErrorCode::TooLarge,
+                message: format!(
+                    "the result is {len} bytes, more than the frame limit of {} bytes; ask for less",
+                    self.0.max_frame
+                ),
+            },
+            Err(e) => {
+                tracing::error!(
+                    connection = self.0.connection,
+                    "cannot encode a result: {e}"
+                );
+                ErrorBody {
+                    code: ErrorCode::Internal,
+                    message: format!("the daemon could not encode the result: {e}"),
+                }
+            }
+        };
+        self.append_err(state, Some(id), &body);
+    }
+
+    fn append_err(&self, state: &mut State, id: Option<u64>, error: &ErrorBody) {
+        if let Err(e) = state.frame(&ErrorFrame { id, error }, self.0.max_frame) {
+            tracing::error!(
+                connection = self.0.connection,
+                "cannot encode an error reply: {e}"
+            );
         }
     }
 
-    pub(super) fn pending(&self) -> usize {
-        self.buf.len()
+    /// Sends an answer just appended (see [`ReplyTo`]), and counts its request done.
+    fn deliver(&self, state: &mut State) {
+        state.in_flight -= 1;
+        if thread::current().id() == self.0.home {
+            state.wake_writer();
+        } else {
+            state.write_now();
+            if !state.buf.is_empty() {
+                state.wake_writer();
+            }
+        }
+        if state.in_flight == 0 && state.watch_idle {
+            state.wake_writer();
+        }
     }
 
-    fn poll_flush(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        while !self.buf.is_empty() {
-            match Pin::new(&mut self.io).poll_write(cx, &self.buf) {
+    /// Takes request `id`: its [`ReplyTo`] must answer it. Refused past `limit` requests in
+    /// flight.
+    pub(super) fn take(&self, id: u64, limit: usize) -> Result<ReplyTo, ProtocolError> {
+        let mut state = self.lock();
+        if state.in_flight >= limit {
+            return Err(ProtocolError::TooManyRequests(limit));
+        }
+        state.in_flight += 1;
+        Ok(ReplyTo {
+            out: Some(self.clone()),
+            id,
+        })
+    }
+
+    /// Requests taken and not answered yet.
+    pub(super) fn in_flight(&self) -> usize {
+        self.lock().in_flight
+    }
+
+    /// From now on, the writer is woken when the last request in flight is answered.
+    pub(super) fn watch_idle(&self) {
+        self.lock().watch_idle = true;
+    }
+
+    /// After what is pending has been written, close the connection.
+    pub(super) fn close(&self) {
+        let mut state = self.lock();
+        state.closing = true;
+        state.wake_writer();
+    }
+
+    /// Lets the socket go (the session has ended); later replies are dropped.
+    pub(super) fn release(&self) {
+        let io = self.lock().io.take();
+        drop(io);
+    }
+
+    pub(super) fn pending(&self) -> usize {
+        self.lock().buf.len()
+    }
+
+    /// Writes what is pending; with nothing left, parks the writer's waker (when `park`).
+    fn poll_flush(&self, cx: &mut TaskContext<'_>, park: bool) -> Poll<io::Result<Flushed>> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some(io) = state.io.as_mut() else {
+            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+        };
+        while !state.buf.is_empty() {
+            match Pin::new(&mut *io).poll_write(cx, &state.buf) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => self.buf.advance(n),
+                Poll::Ready(Ok(n)) => state.buf.advance(n),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
         }
-        Poll::Ready(Ok(()))
+        if state.closing {
+            return Poll::Ready(Ok(Flushed::Closed));
+        }
+        if park {
+            state.waker = Some(cx.waker().clone());
+        }
+        Poll::Ready(Ok(Flushed::Idle))
+    }
+}
+
+/// The answer owed to one request: whoever holds it, on whichever thread, writes the reply
+/// into the request's connection. On the session's thread the writer sends it; on another
+/// thread it is written to the socket there and then, and the writer is woken only for what
+/// the socket did not take. Dropped unanswered, it answers `internal` (a bug: every path
+/// that takes a request answers it).
+#[derive(Debug)]
+pub struct ReplyTo {
+    out: Option<Outbox>,
+    id: u64,
+}
+
+impl ReplyTo {
+    /// Answers with `result`.
+    pub fn ok<T: Serialize + ?Sized>(mut self, result: &T) {
+        if let Some(out) = self.out.take() {
+            let mut state = out.lock();
+            out.append_ok(&mut state, self.id, result);
+            out.deliver(&mut state);
+        }
+    }
+
+    /// Answers with `error`.
+    pub fn err(mut self, error: &ErrorBody) {
+        if let Some(out) = self.out.take() {
+            let mut state = out.lock();
+            out.append_err(&mut state, Some(self.id), error);
+            out.deliver(&mut state);
+        }
+    }
+}
+
+impl Drop for ReplyTo {
+    fn drop(&mut self) {
+        if let Some(out) = self.out.take() {
+            tracing::error!(
+                connection = out.0.connection,
+                request = self.id,
+                "a request was dropped unanswered"
+            );
+            let error = ErrorBody {
+                code: ErrorCode::Internal,
+                message: "the daemon dropped this request without an answer".into(),
+            };
+            ReplyTo {
+                out: Some(out),
+                id: self.id,
+            }
+            .err(&error);
+        }
     }
 }
 
 /// Writes pending frames whenever there are any; ends the session once it is closing and
-/// everything has been written, or when the socket fails.
+/// everything has been written, or when the socket fails. Once the session waits to be idle
+/// (see [`Outbox::watch_idle`]), it closes it when the last request is answered.
 #[derive(Debug)]
 pub(super) struct Writer;
 
@@ -105,13 +341,13 @@ impl ActorFuture<SessionActor> for Writer {
         ctx: &mut Context<SessionActor>,
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
-        match act.out.poll_flush(task) {
-            Poll::Ready(Ok(())) if act.out.closing => {
+        match act.out.poll_flush(task, true) {
+            Poll::Ready(Ok(Flushed::Closed)) => {
                 ctx.stop();
                 Poll::Ready(())
             }
-            Poll::Ready(Ok(())) => {
-                act.out.waker = Some(task.waker().clone());
+            Poll::Ready(Ok(Flushed::Idle)) => {
+                act.close_if_done(ctx);
                 Poll::Pending
             }
             Poll::Ready(Err(e)) => {
@@ -154,7 +390,7 @@ impl ActorFuture<SessionActor> for CatchUp {
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
         let before = act.out.pending();
-        match act.out.poll_flush(task) {
+        match act.out.poll_flush(task, false) {
             Poll::Ready(Err(_)) => {
                 ctx.stop();
                 return Poll::Ready(());
@@ -179,5 +415,150 @@ impl ActorFuture<SessionActor> for CatchUp {
             return Poll::Ready(());
         }
         Poll::Pending
+    }
+}
+
+/// A connection for tests of code that answers requests: the daemon's side as an
+/// [`Outbox`], the client's side as a reader of frames.
+#[cfg(test)]
+pub(crate) mod testing {
+    use tokio::io::AsyncReadExt;
+    use tokio::net::UnixStream;
+    use tokio::net::unix::OwnedReadHalf;
+
+    use super::{Outbox, ReplyTo};
+    use crate::protocol::FrameCodec;
+
+    /// Both ends of a connection. Must be made inside a Tokio runtime.
+    pub(crate) struct Connection {
+        pub(super) out: Outbox,
+        client: OwnedReadHalf,
+        _daemon_read: tokio::net::unix::OwnedReadHalf,
+        buf: bytes::BytesMut,
+    }
+
+    impl Connection {
+        pub(crate) fn new() -> Self {
+            let (daemon, client) = UnixStream::pair().unwrap();
+            let (daemon_read, write) = daemon.into_split();
+            let (client, _) = client.into_split();
+            Self {
+                out: Outbox::new(write, 1024 * 1024, 1),
+                client,
+                _daemon_read: daemon_read,
+                buf: bytes::BytesMut::new(),
+            }
+        }
+
+        /// Requests taken and not answered yet.
+        pub(crate) fn in_flight(&self) -> usize {
+            self.out.in_flight()
+        }
+
+        /// Takes request `id` (in-flight limit 8).
+        pub(crate) fn take(&self, id: u64) -> ReplyTo {
+            self.out.take(id, 8).unwrap()
+        }
+
+        /// The next frame the client receives, as a generic value. What is pending is
+        /// written first, as the session's writer would.
+        pub(crate) async fn next(&mut self) -> rmpv::Value {
+            self.out.lock().write_now();
+            let mut codec = FrameCodec::new(1024 * 1024);
+            let read = async {
+                loop {
+                    let frame = tokio_util::codec::Decoder::decode(&mut codec, &mut self.buf);
+                    if let Some(frame) = frame.unwrap() {
+                        return rmpv::decode::read_value(&mut &frame[..]).unwrap();
+                    }
+                    let read = self.client.read_buf(&mut self.buf).await.unwrap();
+                    assert!(read > 0, "the connection closed");
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(5), read)
+                .await
+                .expect("no frame within 5 s")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    use super::testing::Connection;
+    use super::*;
+
+    fn field<'a>(value: &'a rmpv::Value, name: &str) -> &'a rmpv::Value {
+        value
+            .as_map()
+            .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some(name)))
+            .map_or(&rmpv::Value::Nil, |(_, v)| v)
+    }
+
+    #[tokio::test]
+    async fn a_reply_from_another_thread_is_written_there() {
+        let mut conn = Connection::new();
+        // The writer is not running: only a write on the answering thread can deliver it.
+        conn.out.frame(&"hello").unwrap();
+        assert_eq!(conn.next().await, rmpv::Value::from("hello"));
+        let reply = conn.take(7);
+        std::thread::spawn(move || reply.ok("pong")).join().unwrap();
+        assert_eq!(conn.out.pending(), 0, "written by the answering thread");
+        let frame = conn.next().await;
+        assert_eq!(field(&frame, "id"), &rmpv::Value::from(7));
+        assert_eq!(field(&frame, "result"), &rmpv::Value::from("pong"));
+        assert_eq!(conn.out.in_flight(), 0);
+        assert_eq!(conn.out.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn requests_in_flight_are_counted_and_limited() {
+        let conn = Connection::new();
+        let replies: Vec<ReplyTo> = (0..8).map(|id| conn.take(id)).collect();
+        assert_eq!(conn.out.in_flight(), 8);
+        assert!(matches!(
+            conn.out.take(9, 8),
+            Err(ProtocolError::TooManyRequests(8))
+        ));
+        for reply in replies {
+            reply.ok(&1);
+        }
+        assert_eq!(conn.out.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reply_dropped_unanswered_answers_internal() {
+        let mut conn = Connection::new();
+        drop(conn.take(3));
+        let frame = conn.next().await;
+        assert_eq!(field(&frame, "id"), &rmpv::Value::from(3));
+        let error = field(&frame, "error");
+        assert_eq!(field(error, "code"), &rmpv::Value::from("internal"));
+        assert_eq!(conn.out.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_result_too_large_for_a_frame_is_answered_too_large() {
+        let (daemon, _client) = tokio::net::UnixStream::pair().unwrap();
+        let (_read, write) = daemon.into_split();
+        let out = Outbox::new(write, 200, 1);
+        out.reply_ok(1, &"x".repeat(300));
+        let pending = out.pending();
+        assert!(pending > 0 && pending < 200, "{pending} bytes");
+        let body = out.lock().buf.split_off(4);
+        let frame: rmpv::Value = crate::protocol::decode_map(&body).unwrap();
+        let error = field(&frame, "error");
+        assert_eq!(field(error, "code"), &rmpv::Value::from("too_large"));
+    }
+
+    #[tokio::test]
+    async fn replies_after_the_session_ended_are_dropped() {
+        let conn = Connection::new();
+        let reply = conn.take(1);
+        conn.out.release();
+        std::thread::spawn(move || reply.ok("late")).join().unwrap();
+        assert_eq!(conn.out.in_flight(), 0);
+        // Nothing was written (there is no socket), and the buffer is all that is left.
+        assert!(conn.out.lock().io.is_none());
     }
 }

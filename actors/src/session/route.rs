@@ -18,15 +18,13 @@ use super::{SessionActor, SessionDeps};
 use crate::audit::{AuditActor, Record, Tail, VerifyChain};
 use crate::bus::{BusError, GetBusStats, Publish, topic::validate_topic};
 use crate::caps::{GrantCapability, ListCapabilities, RevokeCapability};
-use crate::capsule::{Call, CallFailure, NEVER_RAN};
+use crate::capsule::{Answer, Call};
 use crate::capsules::loaded::Route;
-use crate::capsules::{
-    CapsuleError, GetCapsuleMetadata, GetCommands, ListCapsules, ReloadCapsules,
-};
+use crate::capsules::{GetCapsuleMetadata, GetCommands, ListCapsules, ReloadCapsules};
 use crate::error::KernelError;
 use crate::protocol::{
-    CommandOutput, ErrorBody, FaultInjected, KvValue, PROTOCOL_VERSION, ProtocolError, Removed,
-    Request, ShutdownAck, Status, Written,
+    ErrorBody, FaultInjected, KvValue, PROTOCOL_VERSION, Removed, Request, ShutdownAck, Status,
+    Written,
 };
 use crate::store::{self, CLIENT_NAMESPACE, StoreActor};
 use crate::supervisor::{ChildRef, GetTree, InjectFault, SupervisorActor};
@@ -103,7 +101,7 @@ impl SessionActor {
     pub(super) fn dispatch(&mut self, id: u64, request: Request, ctx: &mut Context<Self>) {
         let request = match request {
             Request::Ping => return self.reply_ok(id, "pong"),
-            Request::InvokeCommand { name, args } => return self.invoke(id, name, args, ctx),
+            Request::InvokeCommand { name, args } => return self.invoke(id, name, args),
             other => other,
         };
         let deps = Arc::clone(&self.deps);
@@ -180,53 +178,21 @@ impl SessionActor {
         }
     }
 
-    /// `InvokeCommand`: straight to the capsule's actor through the table of loaded
-    /// capsules, with the capsule's own deadline.
-    fn invoke(&mut self, id: u64, command: String, args: Vec<String>, ctx: &mut Context<Self>) {
-        let route = match self.deps.capsules.route(&command) {
+    /// `InvokeCommand`: queued for the capsule's actor through the table of loaded
+    /// capsules; the actor writes the answer straight into this connection.
+    fn invoke(&mut self, id: u64, command: String, args: Vec<String>) {
+        let Route { capsule, queue } = match self.deps.capsules.route(&command) {
             Ok(route) => route,
             Err(e) => return self.reply_err(Some(id), &ErrorBody::from(&KernelError::from(e))),
         };
-        let Route {
-            capsule,
-            batcher,
-            deadline,
-            timeout,
-        } = route;
-        let (reply, answer) = oneshot::channel();
-        batcher.push(Call {
-            command: command.clone(),
+        let reply = match self.out.take(id, self.deps.limits.max_in_flight) {
+            Ok(reply) => reply,
+            Err(error) => return self.reply_err(Some(id), &ErrorBody::from(&error)),
+        };
+        queue.push(Call {
+            command,
             args,
-            reply,
-        });
-        self.call(id, ctx, async move {
-            let failure = match tokio::time::timeout(timeout, answer).await {
-                Ok(Ok(Ok(output))) => {
-                    return Ok(CommandOutput {
-                        capsule,
-                        command,
-                        output,
-                    });
-                }
-                Ok(Ok(Err(CallFailure::Crashed(reason)))) => {
-                    CapsuleError::Crashed { capsule, reason }
-                }
-                Ok(Ok(Err(CallFailure::Deadline(timeout)))) => {
-                    CapsuleError::Deadline { capsule, timeout }
-                }
-                Ok(Ok(Err(CallFailure::Guest(message)))) => {
-                    CapsuleError::Guest { capsule, message }
-                }
-                Ok(Err(_)) => CapsuleError::Crashed {
-                    capsule,
-                    reason: NEVER_RAN.into(),
-                },
-                Err(_) => CapsuleError::Deadline {
-                    capsule,
-                    timeout: deadline,
-                },
-            };
-            Err(KernelError::from(failure))
+            answer: Answer::new(capsule, reply),
         });
     }
 
@@ -487,18 +453,15 @@ impl SessionActor {
         T: Serialize + 'static,
         F: Future<Output = Result<T, KernelError>> + 'static,
     {
-        let limit = self.deps.limits.max_in_flight;
-        if self.in_flight >= limit {
-            let error = ProtocolError::TooManyRequests(limit);
-            return self.reply_err(Some(id), &ErrorBody::from(&error));
-        }
-        self.in_flight += 1;
+        let reply = match self.out.take(id, self.deps.limits.max_in_flight) {
+            Ok(reply) => reply,
+            Err(error) => return self.reply_err(Some(id), &ErrorBody::from(&error)),
+        };
         ctx.spawn(
             actix::fut::wrap_future(work).map(move |result, act: &mut Self, ctx| {
-                act.in_flight -= 1;
                 match result {
-                    Ok(value) => act.reply_ok(id, &value),
-                    Err(error) => act.reply_err(Some(id), &ErrorBody::from(&error)),
+                    Ok(value) => reply.ok(&value),
+                    Err(error) => reply.err(&ErrorBody::from(&error)),
                 }
                 act.apply_backpressure(ctx);
                 act.close_if_done(ctx);

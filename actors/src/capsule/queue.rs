@@ -1,0 +1,253 @@
+//! The command calls waiting for one capsule.
+//!
+//! Sessions push calls; the capsule's actor takes them one by one on its own thread and
+//! answers each straight into the caller's connection. Only the first call into an empty
+//! queue sends the actor a [`Work`] message (a wake-up of its thread): under load, calls
+//! queue up while it works and cost no message at all.
+//!
+//! A call is owed an answer by its deadline (the manifest's, plus a margin for the hops),
+//! whatever the capsule does: the registry sweeps the queues, and answers `timeout` for
+//! every call, waiting or running, that is past it (a capsule whose guest computes past its
+//! deadline, or which was told to hang). When the capsule's actor dies, its supervisor's
+//! report empties the queue: those calls never ran, and are answered so.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::CapsuleActor;
+use super::messages::{Answer, Call, CallFailure, Work};
+use crate::supervisor::ChildRef;
+
+/// The queue of one capsule's calls, shared by sessions, its actor and the registry.
+#[derive(Debug)]
+pub struct CallQueue {
+    actor: ChildRef<CapsuleActor>,
+    /// The manifest's call deadline, as reported to clients.
+    deadline: Duration,
+    /// How long a caller waits at most: the deadline plus a margin.
+    patience: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    waiting: VecDeque<(Instant, Call)>,
+    /// The call the actor is running: when it was queued, and its answer (taken by the
+    /// sweep if it runs past its deadline).
+    running: Option<(Instant, Answer)>,
+    /// A [`Work`] message is on its way or being handled.
+    nudged: bool,
+}
+
+impl CallQueue {
+    /// The queue of the capsule behind `actor`, whose calls have `deadline`.
+    pub fn new(actor: ChildRef<CapsuleActor>, deadline: Duration) -> Self {
+        Self {
+            actor,
+            deadline,
+            patience: deadline + Duration::from_millis(250),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The manifest's call deadline.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// Queues `call`, and tells the actor if it was not told yet.
+    pub fn push(&self, call: Call) {
+        let nudge = {
+            let mut state = self.lock();
+            state.waiting.push_back((Instant::now(), call));
+            !std::mem::replace(&mut state.nudged, true)
+        };
+        if nudge {
+            // With no actor now, the call waits for the supervisor's report of its end
+            // (which empties the queue) or for the sweep.
+            if let Some(actor) = self.actor.get() {
+                actor.do_send(Work);
+            }
+        }
+    }
+
+    /// The next call to run, or `None` when the queue is empty (the next call will send a
+    /// new [`Work`]). Its answer is kept here until [`finish`](Self::finish).
+    pub fn next(&self) -> Option<(String, Vec<String>)> {
+        let mut state = self.lock();
+        let Some((queued, call)) = state.waiting.pop_front() else {
+            state.nudged = false;
+            return None;
+        };
+        let Call {
+            command,
+            args,
+            answer,
+        } = call;
+        let late = state.running.replace((queued, answer));
+        drop(state);
+        drop(late);
+        Some((command, args))
+    }
+
+    /// The answer of the call that just ran, unless the sweep answered it already.
+    pub fn finish(&self) -> Option<Answer> {
+        self.lock().running.take().map(|(_, answer)| answer)
+    }
+
+    /// Answers `timeout` to every call past its caller's patience.
+    pub fn sweep(&self, now: Instant) {
+        let mut late = Vec::new();
+        {
+            let mut state = self.lock();
+            if state
+                .running
+                .as_ref()
+                .is_some_and(|(queued, _)| now >= *queued + self.patience)
+            {
+                late.extend(state.running.take().map(|(_, answer)| answer));
+            }
+            while state
+                .waiting
+                .front()
+                .is_some_and(|(queued, _)| now >= *queued + self.patience)
+            {
+                late.extend(state.waiting.pop_front().map(|(_, call)| call.answer));
+            }
+        }
+        for answer in late {
+            answer.fail(CallFailure::Deadline(self.deadline));
+        }
+    }
+
+    /// Empties the queue: its actor is gone. The calls are answered as never run.
+    pub fn clear(&self) {
+        let (waiting, running) = {
+            let mut state = self.lock();
+            state.nudged = false;
+            (std::mem::take(&mut state.waiting), state.running.take())
+        };
+        drop(running);
+        drop(waiting);
+    }
+
+    /// Calls waiting or running.
+    pub fn len(&self) -> usize {
+        let state = self.lock();
+        state.waiting.len() + usize::from(state.running.is_some())
+    }
+
+    /// Whether no call is waiting or running.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::session::testing::Connection;
+
+    fn field<'a>(value: &'a rmpv::Value, name: &str) -> &'a rmpv::Value {
+        value
+            .as_map()
+            .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some(name)))
+            .map_or(&rmpv::Value::Nil, |(_, v)| v)
+    }
+
+    fn code(frame: &rmpv::Value) -> &str {
+        field(field(frame, "error"), "code").as_str().unwrap_or("")
+    }
+
+    fn queue() -> CallQueue {
+        CallQueue::new(ChildRef::new("capsule"), Duration::from_millis(100))
+    }
+
+    fn call(conn: &Connection, id: u64, command: &str) -> Call {
+        Call {
+            command: command.into(),
+            args: vec!["a".into()],
+            answer: Answer::new(Arc::from("echo"), conn.take(id)),
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_run_in_order_and_answer_their_clients() {
+        let mut conn = Connection::new();
+        let q = queue();
+        q.push(call(&conn, 1, "one"));
+        q.push(call(&conn, 2, "two"));
+        assert!(q.lock().nudged, "the first call tells the actor");
+        let (command, args) = q.next().unwrap();
+        assert_eq!(
+            (command.as_str(), args.as_slice()),
+            ("one", &["a".to_owned()][..])
+        );
+        q.finish()
+            .unwrap()
+            .send(command, Ok(rmpv::Value::from("out")));
+        let frame = conn.next().await;
+        assert_eq!(field(&frame, "id"), &rmpv::Value::from(1));
+        let result = field(&frame, "result");
+        assert_eq!(field(result, "capsule"), &rmpv::Value::from("echo"));
+        assert_eq!(field(result, "command"), &rmpv::Value::from("one"));
+        assert_eq!(field(result, "output"), &rmpv::Value::from("out"));
+        let (command, _) = q.next().unwrap();
+        q.finish()
+            .unwrap()
+            .send(command, Err(CallFailure::Guest("no".into())));
+        assert_eq!(code(&conn.next().await), "capsule_error");
+        assert!(q.next().is_none());
+        assert!(
+            !q.lock().nudged,
+            "an empty queue waits for the next call's message"
+        );
+        assert!(q.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_sweep_answers_calls_past_their_deadline() {
+        let mut conn = Connection::new();
+        let q = queue();
+        q.push(call(&conn, 1, "slow"));
+        q.push(call(&conn, 2, "queued"));
+        let (_running, _) = q.next().unwrap();
+        q.sweep(Instant::now());
+        assert_eq!(q.len(), 2, "nothing is late yet");
+        q.sweep(Instant::now() + Duration::from_millis(400));
+        for id in [1, 2] {
+            let frame = conn.next().await;
+            assert_eq!(field(&frame, "id"), &rmpv::Value::from(id));
+            assert_eq!(code(&frame), "timeout");
+        }
+        assert!(q.finish().is_none(), "the late call was answered already");
+        assert!(q.is_empty());
+    }
+
+    #[tokio::test]
+    async fn calls_of_an_actor_that_ended_are_answered_as_never_run() {
+        let mut conn = Connection::new();
+        let q = queue();
+        q.push(call(&conn, 1, "running"));
+        q.push(call(&conn, 2, "waiting"));
+        let _ = q.next().unwrap();
+        q.clear();
+        for id in [1, 2] {
+            let frame = conn.next().await;
+            assert_eq!(field(&frame, "id"), &rmpv::Value::from(id));
+            assert_eq!(code(&frame), "capsule_crashed");
+        }
+        assert!(
+            !q.lock().nudged,
+            "the next incarnation is told of the next call"
+        );
+        assert_eq!(conn.in_flight(), 0);
+    }
+}
