@@ -9,6 +9,7 @@ use crate::audit::AuditError;
 use crate::bus::BusError;
 use crate::caps::CapsError;
 use crate::capsules::CapsuleError;
+use crate::mcp::McpError;
 use crate::store::StoreError;
 use crate::supervisor::SupervisorError;
 use crate::vfs::VfsError;
@@ -61,6 +62,9 @@ pub enum KernelError {
     /// Refused or failed by the workspace file system.
     #[error(transparent)]
     Vfs(#[from] VfsError),
+    /// Refused or failed by an MCP server.
+    #[error(transparent)]
+    Mcp(#[from] McpError),
     /// Clients may not publish to this topic.
     #[error("clients may not publish to `{topic}`; allowed: {allowed}")]
     PublishForbidden {

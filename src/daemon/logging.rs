@@ -31,7 +31,12 @@ pub(crate) fn init(
         .build(dir)
         .map_err(|e| format!("cannot log to {}: {e}", dir.display()))?;
     let (file, guard) = tracing_appender::non_blocking(appender);
-    let default = if verbose { "debug" } else { "info" };
+    // The MCP SDK narrates every connection at `info`; its warnings are what matter.
+    let default = if verbose {
+        "debug,rmcp=info"
+    } else {
+        "info,rmcp=warn"
+    };
     let filter = filter
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(default));

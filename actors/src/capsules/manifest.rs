@@ -13,7 +13,9 @@ use super::discovery::BUILTIN_CLI;
 use crate::bus::Pattern;
 use crate::bus::topic::validate_topic;
 use crate::caps::resource::ResourcePattern;
-use crate::supervisor::{RestartPolicy, RestartType};
+pub use crate::settings::Restart;
+use crate::settings::{FieldError, RawRestart, TomlError, parse_toml, within};
+use crate::supervisor::RestartType;
 
 /// Why a manifest could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,11 +116,6 @@ pub const FUEL_RANGE: (u64, u64) = (1_000, 1_000_000_000_000);
 pub const CALL_TIMEOUT_RANGE: (Duration, Duration) =
     (Duration::from_millis(1), Duration::from_mins(1));
 
-/// Longest `restart.period`.
-pub const MAX_RESTART_PERIOD: Duration = Duration::from_hours(24);
-/// Longest `restart.backoff` and `restart.backoff_max`.
-pub const MAX_BACKOFF: Duration = Duration::from_hours(1);
-
 /// One `[[command]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,26 +140,6 @@ pub struct Hook {
 
 fn default_priority() -> i32 {
     100
-}
-
-/// `[restart]`: how the capsule's supervisor treats its exits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Restart {
-    /// `permanent`, `transient` (the default: restarted only after a crash) or `temporary`.
-    pub kind: RestartType,
-    /// Restart budget and backoff.
-    pub policy: RestartPolicy,
-}
-
-impl Default for Restart {
-    /// Transient, with the supervisor's default budget (3 restarts in 5 s, backoff 50 ms
-    /// doubling to 5 s).
-    fn default() -> Self {
-        Self {
-            kind: RestartType::Transient,
-            policy: RestartPolicy::default(),
-        }
-    }
 }
 
 // The file as written, before validation.
@@ -216,16 +193,6 @@ struct RawBus {
     subscribe: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRestart {
-    policy: Option<String>,
-    intensity: Option<u32>,
-    period: Option<String>,
-    backoff: Option<String>,
-    backoff_max: Option<String>,
-}
-
 /// Reads and validates `<dir>/Capsule.toml`; the module file must exist in `dir`.
 ///
 /// # Errors
@@ -267,38 +234,18 @@ pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
 ///
 /// See [`ManifestError`].
 pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
-    let deserializer = toml::Deserializer::parse(text).map_err(|e| ManifestError::Syntax {
-        file: file.to_owned(),
-        reason: one_line(&e.to_string()),
-    })?;
-    let raw: RawManifest = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let field = match e.path().to_string() {
-            path if path == "." => String::new(),
-            path => path,
-        };
-        let reason = one_line(&e.into_inner().to_string());
-        // A missing field is reported at its table, with the field in the message.
-        ManifestError::Field {
+    let raw: RawManifest = parse_toml(text).map_err(|e| match e {
+        TomlError::Syntax(reason) => ManifestError::Syntax {
             file: file.to_owned(),
-            field: if field.is_empty() { ".".into() } else { field },
             reason,
-        }
+        },
+        TomlError::Field(e) => ManifestError::Field {
+            file: file.to_owned(),
+            field: e.field,
+            reason: e.reason,
+        },
     })?;
     Checker { file }.manifest(raw)
-}
-
-/// The last line of a parser message (its summary), without the source excerpt.
-fn one_line(message: &str) -> String {
-    let lines: Vec<&str> = message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    match lines.as_slice() {
-        [] => String::new(),
-        [only] => (*only).to_owned(),
-        [first, .., last] => format!("{last} ({first})"),
-    }
 }
 
 struct Checker<'a> {
@@ -384,7 +331,7 @@ impl Checker<'_> {
         for (i, topic) in raw.bus.subscribe.iter().enumerate() {
             covered(format!("bus.subscribe[{i}]"), topic)?;
         }
-        let restart = self.restart(&raw.restart)?;
+        let restart = self.field(raw.restart.check("restart", RestartType::Transient))?;
         Ok(Manifest {
             package: raw.package,
             module,
@@ -499,86 +446,18 @@ impl Checker<'_> {
             limits.fuel = fuel;
         }
         if let Some(timeout) = &raw.call_timeout {
-            let timeout = self.duration("limits.call_timeout", timeout)?;
-            let (low, high) = CALL_TIMEOUT_RANGE;
-            if !(low..=high).contains(&timeout) {
-                return self.fail(
-                    "limits.call_timeout",
-                    format!(
-                        "{} is outside {}..={}",
-                        humantime::format_duration(timeout),
-                        humantime::format_duration(low),
-                        humantime::format_duration(high)
-                    ),
-                );
-            }
-            limits.call_timeout = timeout;
+            limits.call_timeout =
+                self.field(within("limits.call_timeout", timeout, CALL_TIMEOUT_RANGE))?;
         }
         Ok(limits)
     }
 
-    fn restart(&self, raw: &RawRestart) -> Result<Restart, ManifestError> {
-        let mut restart = Restart::default();
-        if let Some(policy) = &raw.policy {
-            restart.kind = match policy.as_str() {
-                "permanent" => RestartType::Permanent,
-                "transient" => RestartType::Transient,
-                "temporary" => RestartType::Temporary,
-                other => {
-                    return self.fail(
-                        "restart.policy",
-                        format!("`{other}` is not one of permanent, transient, temporary"),
-                    );
-                }
-            };
-        }
-        let policy = &mut restart.policy;
-        if let Some(intensity) = raw.intensity {
-            if intensity > 1000 {
-                return self.fail("restart.intensity", format!("{intensity} is over 1000"));
-            }
-            policy.intensity = intensity;
-        }
-        if let Some(period) = &raw.period {
-            policy.period = self.bounded("restart.period", period, MAX_RESTART_PERIOD)?;
-            if policy.period.is_zero() {
-                return self.fail("restart.period", "must be longer than zero");
-            }
-        }
-        if let Some(backoff) = &raw.backoff {
-            policy.backoff_base = self.bounded("restart.backoff", backoff, MAX_BACKOFF)?;
-            // Only a maximum written in the file can conflict with it.
-            policy.backoff_max = policy.backoff_max.max(policy.backoff_base);
-        }
-        if let Some(max) = &raw.backoff_max {
-            policy.backoff_max = self.bounded("restart.backoff_max", max, MAX_BACKOFF)?;
-        }
-        if policy.backoff_max < policy.backoff_base {
-            return self.fail(
-                "restart.backoff_max",
-                "must not be shorter than restart.backoff",
-            );
-        }
-        Ok(restart)
-    }
-
-    fn duration(&self, field: &str, text: &str) -> Result<Duration, ManifestError> {
-        humantime::parse_duration(text).or_else(|e| {
-            self.fail(
-                field,
-                format!("`{text}` is not a duration such as `500ms` or `2s`: {e}"),
-            )
+    /// Maps a shared check's error to this file's.
+    fn field<T>(&self, checked: Result<T, FieldError>) -> Result<T, ManifestError> {
+        checked.map_err(|e| ManifestError::Field {
+            file: self.file.to_owned(),
+            field: e.field,
+            reason: e.reason,
         })
-    }
-
-    fn bounded(&self, field: &str, text: &str, max: Duration) -> Result<Duration, ManifestError> {
-        let duration = self.duration(field, text)?;
-        if duration > max {
-            return self.fail(
-                field,
-                format!("{text} is longer than {}", humantime::format_duration(max)),
-            );
-        }
-        Ok(duration)
     }
 }

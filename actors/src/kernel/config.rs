@@ -192,6 +192,9 @@ pub struct KernelConfig {
     pub vfs_limits: VfsLimits,
     /// Capsule roots in precedence order (later overrides earlier).
     pub capsule_roots: Vec<(CapsuleOrigin, PathBuf)>,
+    /// MCP server configuration files in precedence order (later overrides earlier by
+    /// server name): `<home>/mcp.toml`, then `<workspace>/.astrid/mcp.toml`.
+    pub mcp_files: Vec<PathBuf>,
     /// Exit after the last client leaves.
     pub ephemeral: bool,
     /// How long an ephemeral daemon waits without clients.
@@ -240,6 +243,10 @@ impl KernelConfig {
             capsule_roots: vec![
                 (CapsuleOrigin::Home, home.capsules()),
                 (CapsuleOrigin::Workspace, workspace_capsules(&workspace)),
+            ],
+            mcp_files: vec![
+                home.root().join(crate::mcp::config::FILE),
+                workspace.join(".astrid").join(crate::mcp::config::FILE),
             ],
             workspace,
             ephemeral: false,

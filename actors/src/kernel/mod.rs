@@ -31,6 +31,7 @@ use crate::bus::topic::TopicRule;
 use crate::capsules::ListCapsules;
 use crate::listener::socket::{self, SocketError};
 use crate::listener::{Connections, ListenerInfo, Token};
+use crate::mcp::servers::McpServers;
 use crate::session::Drain;
 use crate::supervisor::{
     ChildState, GetTree, ShutdownTree, SupervisorActor, SupervisorExit, TreeNode,
@@ -140,6 +141,8 @@ pub struct Kernel {
     drain_timeout: Duration,
     /// Threads of the actors that block on disk; stopped once the tree has stopped.
     arbiters: Vec<Arbiter>,
+    /// The MCP servers, whose process groups are killed last.
+    mcp: Arc<McpServers>,
 }
 
 impl Kernel {
@@ -246,6 +249,7 @@ impl Kernel {
         });
         let _ = tokio::time::timeout(Duration::from_secs(10), self.exit).await;
         self.files.cleanup();
+        self.mcp.kill_all();
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
@@ -278,6 +282,8 @@ impl Kernel {
         // session still open gets the same chance to send its last replies here.
         drain_sessions(&self.connections, self.drain_timeout).await;
         self.files.cleanup();
+        // Servers that did not go on SIGTERM, and whatever they started, go now.
+        self.mcp.kill_all();
         for arbiter in &self.arbiters {
             arbiter.stop();
         }

@@ -20,6 +20,8 @@ use crate::capsule::cache::CompileCache;
 use crate::capsules::loaded::LoadedCapsules;
 use crate::capsules::{CapsulesActor, RegistryDeps};
 use crate::listener::{Connections, ListenerActor, SessionInfo, Token};
+use crate::mcp::servers::McpServers;
+use crate::mcp::{self, McpServerActor, Recipe as McpRecipe};
 use crate::protocol::to_payload;
 use crate::relay::Relay;
 use crate::session::SessionDeps;
@@ -47,6 +49,8 @@ pub struct KernelActors {
     pub capsule_supervisor: ChildRef<SupervisorActor>,
     /// Capsule registry.
     pub capsules: ChildRef<CapsulesActor>,
+    /// The MCP supervisor (every MCP server's parent).
+    pub mcp: ChildRef<SupervisorActor>,
     /// Socket listener.
     pub listener: ChildRef<ListenerActor>,
 }
@@ -61,6 +65,7 @@ impl KernelActors {
             vfs: ChildRef::new("vfs"),
             capsule_supervisor: ChildRef::new("capsules"),
             capsules: ChildRef::new("registry"),
+            mcp: ChildRef::new("mcp"),
             listener: ChildRef::new(LISTENER),
         }
     }
@@ -124,8 +129,11 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
         shutdown: shutdown.clone(),
         client_publish,
         capsules: Arc::new(LoadedCapsules::default()),
+        mcp: Arc::new(McpServers::default()),
     });
-    let arbiters: Vec<Arbiter> = (0..2).map(|_| Arbiter::new()).collect();
+    let mcp = Arc::clone(&deps.mcp);
+    // Capabilities, the VFS, and the MCP servers each get a thread.
+    let arbiters: Vec<Arbiter> = (0..3).map(|_| Arbiter::new()).collect();
     let children = children(
         config,
         &supervisor,
@@ -159,6 +167,7 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
         actors,
         drain_timeout: config.limits.drain_timeout,
         arbiters,
+        mcp,
     })
 }
 
@@ -174,6 +183,7 @@ fn children(
     stores: &Stores,
 ) -> Vec<ChildSpec> {
     let loaded = Arc::clone(&deps.capsules);
+    let mcp_table = Arc::clone(&deps.mcp);
     let permanent = RestartType::Permanent;
     let queue = config.limits.event_queue;
     let (audit_ledger, health) = (Arc::clone(&stores.ledger), Arc::clone(&stores.audit_health));
@@ -263,6 +273,7 @@ fn children(
                 )
             },
         ),
+        mcp_supervisor(config, actors, arbiters[2].handle(), mcp_table),
         ChildSpec::worker(LISTENER, permanent, actors.listener.clone(), move || {
             let socket = listener_files.listener_copy()?;
             Ok(ListenerActor::new(socket, Arc::clone(&deps), idle_grace))
@@ -270,6 +281,59 @@ fn children(
         .shutdown_timeout(config.limits.drain_timeout + Duration::from_secs(1))
         .describe_children(move || sessions.infos().iter().map(session_node).collect()),
     ]
+}
+
+/// The MCP supervisor: one child per configured server, each with a restart budget of its
+/// own, all on `arbiter`. A new incarnation reads the configuration files again.
+fn mcp_supervisor(
+    config: &KernelConfig,
+    actors: &KernelActors,
+    arbiter: actix::ArbiterHandle,
+    table: Arc<McpServers>,
+) -> ChildSpec {
+    let (files, workspace, events) = (
+        config.mcp_files.clone(),
+        config.workspace.clone(),
+        actors.clone(),
+    );
+    let policy = config.restart_policy;
+    ChildSpec::nested(
+        "mcp",
+        RestartType::Permanent,
+        actors.mcp.clone(),
+        move |_| {
+            let config = mcp::config::load(&files);
+            for error in &config.errors {
+                tracing::error!("MCP configuration: {error}");
+            }
+            let children = table
+                .reset(config)
+                .into_iter()
+                .map(|(server, slot)| {
+                    let recipe = McpRecipe {
+                        config: Arc::clone(&server),
+                        workspace: workspace.clone(),
+                        table: Arc::clone(&table),
+                    };
+                    ChildSpec::worker_in(
+                        mcp::servers::child_name(&server.name),
+                        server.restart.kind,
+                        slot,
+                        arbiter.clone(),
+                        move || Ok(recipe.clone()),
+                        McpServerActor::build,
+                    )
+                    .own_budget(server.restart.policy)
+                    .shutdown_timeout(Duration::from_secs(2))
+                })
+                .collect();
+            let (table, events) = (Arc::clone(&table), events.clone());
+            SupervisorActor::new("mcp", policy, children).on_event(move |event| {
+                table.on_event(&event);
+                report(&events, &event);
+            })
+        },
+    )
 }
 
 fn session_node(s: &SessionInfo) -> TreeNode {

@@ -12,6 +12,7 @@ use crate::bus::BusError;
 use crate::caps::CapsError;
 use crate::capsules::CapsuleError;
 use crate::error::KernelError;
+use crate::mcp::McpError;
 use crate::store::StoreError;
 use crate::supervisor::SupervisorError;
 use crate::vfs::VfsError;
@@ -76,6 +77,12 @@ pub enum ErrorCode {
     CapsuleCrashed,
     /// The capsule handled the request and answered with an error of its own.
     CapsuleError,
+    /// The MCP server is down and stays down: past its restart budget, or its
+    /// configuration entry is not valid.
+    McpFailed,
+    /// The MCP server answered the call with an error of its own (an unknown tool, bad
+    /// arguments).
+    McpError,
     /// A code this client does not know (sent by a newer daemon).
     #[serde(other)]
     Other,
@@ -112,6 +119,8 @@ impl ErrorCode {
             Self::CapsuleFailed => "capsule_failed",
             Self::CapsuleCrashed => "capsule_crashed",
             Self::CapsuleError => "capsule_error",
+            Self::McpFailed => "mcp_failed",
+            Self::McpError => "mcp_error",
             Self::Other => "other",
         }
     }
@@ -256,6 +265,15 @@ impl From<&KernelError> for ErrorBody {
             }
             KernelError::Vfs(VfsError::Escape { .. }) => ErrorCode::PathEscape,
             KernelError::Vfs(VfsError::Io { .. }) => ErrorCode::IoError,
+            KernelError::Mcp(e) => match e {
+                McpError::UnknownServer(_) => ErrorCode::NotFound,
+                McpError::Invalid { .. } | McpError::Failed { .. } => ErrorCode::McpFailed,
+                McpError::NotReady(_) | McpError::Gone { .. } => ErrorCode::Unavailable,
+                McpError::Deadline { .. } => ErrorCode::Timeout,
+                McpError::Remote { .. } => ErrorCode::McpError,
+                McpError::BadArguments(_) => ErrorCode::InvalidArgument,
+                McpError::Denied { .. } => ErrorCode::Forbidden,
+            },
         };
         Self {
             code,

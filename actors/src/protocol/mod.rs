@@ -24,6 +24,7 @@ pub use crate::capsules::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo, ReloadReport,
 };
 pub use crate::listener::SessionInfo;
+pub use crate::mcp::{McpServerInfo, McpServerState, McpToolInfo, McpToolResult};
 pub use crate::store::{Listing, StoreStats};
 pub use crate::supervisor::{ChildState, Fault, NodeKind, RestartType, TreeNode};
 pub use crate::vfs::{DirEntry, EntryKind, FileStat, ReadResult};
@@ -268,6 +269,26 @@ pub enum Request {
         #[serde(default)]
         parents: bool,
     },
+    /// The configured MCP servers and their state. Result: list of [`McpServerInfo`].
+    ListMcpServers,
+    /// The tools of one MCP server, or of all when `server` is absent or nil. Result: list
+    /// of [`McpToolInfo`].
+    ListMcpTools {
+        /// The server.
+        #[serde(default)]
+        server: Option<String>,
+    },
+    /// Calls a tool of an MCP server, under the server's deadline. Audited, durably (a tool
+    /// may change anything). Result: [`McpToolResult`].
+    CallMcpTool {
+        /// The server.
+        server: String,
+        /// The tool.
+        tool: String,
+        /// Its arguments: a map (nil for none).
+        #[serde(default = "nil")]
+        arguments: rmpv::Value,
+    },
 }
 
 impl Request {
@@ -301,6 +322,9 @@ impl Request {
         "VfsStat",
         "VfsRemove",
         "VfsMkdir",
+        "ListMcpServers",
+        "ListMcpTools",
+        "CallMcpTool",
     ];
 
     /// This request's variant name.
@@ -334,6 +358,9 @@ impl Request {
             Self::VfsStat { .. } => "VfsStat",
             Self::VfsRemove { .. } => "VfsRemove",
             Self::VfsMkdir { .. } => "VfsMkdir",
+            Self::ListMcpServers => "ListMcpServers",
+            Self::ListMcpTools { .. } => "ListMcpTools",
+            Self::CallMcpTool { .. } => "CallMcpTool",
         }
     }
 
@@ -352,6 +379,7 @@ impl Request {
                 | Self::VfsWrite { .. }
                 | Self::VfsRemove { .. }
                 | Self::VfsMkdir { .. }
+                | Self::CallMcpTool { .. }
         )
     }
 
@@ -375,6 +403,8 @@ impl Request {
             | Self::VfsStat { path }
             | Self::VfsRemove { path, .. }
             | Self::VfsMkdir { path, .. } => path.clone(),
+            Self::ListMcpTools { server } => server.clone().unwrap_or_default(),
+            Self::CallMcpTool { server, tool, .. } => format!("{server}/{tool}"),
             _ => String::new(),
         }
     }
@@ -745,6 +775,15 @@ mod tests {
             Request::VfsMkdir {
                 path: "d".into(),
                 parents: true,
+            },
+            Request::ListMcpServers,
+            Request::ListMcpTools {
+                server: Some("tools".into()),
+            },
+            Request::CallMcpTool {
+                server: "tools".into(),
+                tool: "echo".into(),
+                arguments: rmpv::Value::Map(vec![("text".into(), "hi".into())]),
             },
         ]
     }

@@ -66,6 +66,8 @@ pub struct SessionDeps {
     pub client_publish: Vec<Pattern>,
     /// Loaded capsules, to route `InvokeCommand`.
     pub capsules: Arc<LoadedCapsules>,
+    /// Configured MCP servers, to list them and route `CallMcpTool`.
+    pub mcp: Arc<crate::mcp::servers::McpServers>,
 }
 
 /// Who is on the other end of a connection, as the kernel reported it at accept.

@@ -22,6 +22,7 @@ use crate::capsule::{Answer, Call};
 use crate::capsules::loaded::Route;
 use crate::capsules::{GetCapsuleMetadata, GetCommands, ListCapsules, ReloadCapsules};
 use crate::error::KernelError;
+use crate::mcp::{self, CallTool, McpError, McpToolResult};
 use crate::protocol::{
     ErrorBody, FaultInjected, KvValue, PROTOCOL_VERSION, Removed, Request, ShutdownAck, Status,
     Written,
@@ -158,6 +159,22 @@ impl SessionActor {
                 };
                 let ask = call(&a.bus, msg, t);
                 self.run(id, ctx, note, async move { Ok(ask.await??) });
+            }
+            Request::ListMcpServers => {
+                let servers = deps.mcp.list();
+                self.run(id, ctx, note, async move { Ok(servers) });
+            }
+            Request::ListMcpTools { server } => {
+                let tools = deps.mcp.tools(server.as_deref()).map_err(KernelError::from);
+                self.run(id, ctx, note, async move { tools });
+            }
+            Request::CallMcpTool {
+                server,
+                tool,
+                arguments,
+            } => {
+                let call = call_mcp_tool(&deps, &server, tool, arguments);
+                self.run(id, ctx, note, call);
             }
             Request::InjectFault { target, fault } => {
                 if !deps.info.fault_injection {
@@ -467,6 +484,33 @@ impl SessionActor {
                 act.close_if_done(ctx);
             }),
         );
+    }
+}
+
+/// `CallMcpTool`: to the server's actor, under the server's deadline (plus a margin for
+/// the hops).
+fn call_mcp_tool(
+    deps: &SessionDeps,
+    server: &str,
+    tool: String,
+    arguments: rmpv::Value,
+) -> impl Future<Output = Result<McpToolResult, KernelError>> + 'static {
+    let prepared = (|| {
+        let arguments = match arguments {
+            rmpv::Value::Nil => serde_json::Map::new(),
+            value => match mcp::msgpack_to_json(value) {
+                Ok(serde_json::Value::Object(map)) => map,
+                Ok(other) => return Err(McpError::BadArguments(format!("got {other}"))),
+                Err(e) => return Err(McpError::BadArguments(e)),
+            },
+        };
+        let route = deps.mcp.route(server)?;
+        Ok((route, CallTool { tool, arguments }))
+    })();
+    async move {
+        let (route, call) = prepared?;
+        let margin = Duration::from_millis(500);
+        Ok(route.actor.call(call, route.timeout + margin).await??)
     }
 }
 

@@ -118,6 +118,9 @@ pub(crate) enum Command {
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// List MCP servers and their tools, and call tools.
+    #[command(subcommand)]
+    Mcp(McpCommand),
     /// Make an actor fail on purpose (the daemon needs --allow-fault-injection).
     Fault {
         /// Actor name as `astrid ps` shows it, e.g. `bus`, `listener` or `capsule:echo`.
@@ -125,6 +128,26 @@ pub(crate) enum Command {
         /// `panic`, `stop`, `hang:<duration>` (e.g. `hang:2s`), or `trap` (capsules only:
         /// the instance traps as a guest bug would).
         fault: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum McpCommand {
+    /// List the configured MCP servers: state, restarts, tools.
+    Ls,
+    /// List the tools of one server, or of all.
+    Tools {
+        /// Server name (see `astrid mcp ls`).
+        server: Option<String>,
+    },
+    /// Call a tool and print its result (exit status 1 when the tool reports an error).
+    Call {
+        /// Server name.
+        server: String,
+        /// Tool name.
+        tool: String,
+        /// Arguments, as a JSON object (default `{}`).
+        arguments: Option<String>,
     },
 }
 

@@ -19,13 +19,13 @@ use astrid::client::ClientError;
 use astrid::paths::PathError;
 use astrid::protocol::{
     AuditEntry, CapsuleMetadata, CommandInfo, CommandOutput, Event, Fault, FaultInjected, Grant,
-    KvValue, Listing, Published, ReloadReport, Removed, Request, Subscribed, Verification, Written,
-    to_payload,
+    KvValue, Listing, McpServerInfo, McpToolInfo, McpToolResult, Published, ReloadReport, Removed,
+    Request, Subscribed, Verification, Written, to_payload,
 };
 use clap::Parser;
 use serde::Serialize;
 
-use crate::args::{AuditCommand, CapsCommand, Cli, Command, KvCommand};
+use crate::args::{AuditCommand, CapsCommand, Cli, Command, KvCommand, McpCommand};
 use crate::daemon::{Mode, Stopped, Target};
 
 /// Why a command failed.
@@ -57,6 +57,10 @@ pub(crate) enum CliError {
     BadFault(String),
     #[error("no key `{0}`")]
     NoSuchKey(String),
+    #[error("arguments must be a JSON object, such as '{{\"text\": \"hi\"}}': {0}")]
+    BadArguments(String),
+    #[error("the tool reported an error")]
+    ToolFailed,
     #[error("the audit chain is broken at entry {entry}: {reason}")]
     AuditBroken { entry: u64, reason: String },
     #[error("i/o error")]
@@ -217,6 +221,7 @@ async fn one_shot(
         Command::Kv(kv) => kv_command(&client, kv, json).await,
         Command::Caps(caps) => caps_command(&client, caps, json).await,
         Command::Audit(audit) => audit_command(&client, audit, json).await,
+        Command::Mcp(mcp) => mcp_command(&client, mcp, json).await,
         Command::Chat | Command::Start { .. } | Command::Stop { .. } => Ok(()),
     }
 }
@@ -280,6 +285,51 @@ async fn kv_command(
                 }
                 out
             })
+        }
+    }
+}
+
+async fn mcp_command(
+    client: &astrid::client::Client,
+    command: McpCommand,
+    json: bool,
+) -> Result<(), CliError> {
+    match command {
+        McpCommand::Ls => {
+            let servers: Vec<McpServerInfo> = client.call(Request::ListMcpServers).await?;
+            show(json, &servers, |s| render::mcp_servers(s))
+        }
+        McpCommand::Tools { server } => {
+            let tools: Vec<McpToolInfo> = client.call(Request::ListMcpTools { server }).await?;
+            show(json, &tools, |t| render::mcp_tools(t))
+        }
+        McpCommand::Call {
+            server,
+            tool,
+            arguments,
+        } => {
+            let arguments = match arguments {
+                None => rmpv::Value::Nil,
+                Some(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(value @ serde_json::Value::Object(_)) => {
+                        to_payload(&value).map_err(std::io::Error::other)?
+                    }
+                    Ok(other) => return Err(CliError::BadArguments(format!("got {other}"))),
+                    Err(e) => return Err(CliError::BadArguments(e.to_string())),
+                },
+            };
+            let result: McpToolResult = client
+                .call(Request::CallMcpTool {
+                    server,
+                    tool,
+                    arguments,
+                })
+                .await?;
+            show(json, &result, render::mcp_result)?;
+            if result.is_error {
+                return Err(CliError::ToolFailed);
+            }
+            Ok(())
         }
     }
 }

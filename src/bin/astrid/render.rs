@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use astrid::protocol::{
     AuditEntry, CapsuleInfo, CapsuleMetadata, CommandInfo, CommandOutput, Event, Grant,
-    ReloadReport, Status, TreeNode,
+    McpServerInfo, McpToolInfo, McpToolResult, ReloadReport, Status, TreeNode,
 };
 
 fn duration(ms: u64) -> String {
@@ -126,6 +126,75 @@ pub(crate) fn commands(list: &[CommandInfo]) -> String {
 }
 
 /// A command's output: a string as is, anything else as JSON.
+pub(crate) fn mcp_servers(list: &[McpServerInfo]) -> String {
+    let mut out = format!(
+        "{:<20} {:<11} {:>8} {:>6} {:>8}  {}\n",
+        "NAME", "STATE", "RESTARTS", "TOOLS", "PID", "NOTE"
+    );
+    for s in list {
+        let state = serde_json::to_value(s.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let pid = s.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
+        let note = s
+            .error
+            .clone()
+            .or_else(|| s.server_info.clone())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<20} {:<11} {:>8} {:>6} {:>8}  {}",
+            or_dash(Some(&s.name).filter(|n| !n.is_empty()).map(String::as_str)),
+            state,
+            s.restarts,
+            s.tools,
+            pid,
+            note
+        );
+    }
+    out
+}
+
+pub(crate) fn mcp_tools(list: &[McpToolInfo]) -> String {
+    let mut out = String::new();
+    for t in list {
+        let _ = writeln!(
+            out,
+            "{}/{}  {}",
+            t.server,
+            t.name,
+            t.description.as_deref().unwrap_or("")
+        );
+    }
+    out
+}
+
+/// A tool's result: its text content as is, other content and structured content as JSON.
+pub(crate) fn mcp_result(result: &McpToolResult) -> String {
+    let mut out = String::new();
+    for block in &result.content {
+        let text = block
+            .as_map()
+            .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("text")))
+            .and_then(|(_, v)| v.as_str());
+        if let Some(text) = text {
+            let _ = writeln!(out, "{text}");
+        } else {
+            let json = serde_json::to_string(block).unwrap_or_else(|_| format!("{block:?}"));
+            let _ = writeln!(out, "{json}");
+        }
+    }
+    if result.content.is_empty()
+        && let Some(structured) = &result.structured
+    {
+        let json =
+            serde_json::to_string_pretty(structured).unwrap_or_else(|_| format!("{structured:?}"));
+        let _ = writeln!(out, "{json}");
+    }
+    out
+}
+
 pub(crate) fn output(out: &CommandOutput) -> String {
     if let Some(text) = out.output.as_str() {
         return format!("{text}\n");

@@ -1,0 +1,394 @@
+//! MCP servers as supervised children: the `mcp` supervisor starts one [`McpServerActor`]
+//! per configured server (`config.rs`), each with a restart budget of its own. An actor owns
+//! its server's process (a process group of its own, spoken to over stdio with the official
+//! SDK, rmcp): it performs the `initialize` handshake, lists the tools and follows
+//! `notifications/tools/list_changed`, and calls tools under the server's deadline.
+//!
+//! A server that exits, fails its handshake, or stops answering (a call runs past its
+//! deadline and a `ping` then goes unanswered too, or a periodic `ping` does) is a crash:
+//! the actor notes why and stops, calls in flight get an error, and the supervisor starts it
+//! again under its policy (past its budget it is `failed`). Whenever the actor ends, the
+//! whole process group is terminated (SIGTERM, then SIGKILL): no server, and nothing a
+//! server started, outlives it.
+//!
+//! Handles: [`CallTool`], and the supervision messages [`Terminate`] and [`Inject`]. The
+//! table of servers that sessions read is `servers.rs`.
+
+pub mod config;
+mod messages;
+pub mod servers;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture,
+    WrapFuture,
+};
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, PingRequest, Tool,
+};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use tokio::io::AsyncBufReadExt;
+
+use self::config::ServerConfig;
+pub use self::messages::{
+    CallTool, McpError, McpServerInfo, McpServerState, McpToolInfo, McpToolResult,
+};
+use self::servers::McpServers;
+use crate::supervisor::{ExitNote, Fault, Inject, Terminate, apply_fault};
+
+/// How long a server has to start and answer `initialize`.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a quiet server is asked whether it is still there, and how long it has to
+/// answer.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// How long a `ping` may take before the server counts as hung.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the process group has after SIGTERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_millis(500);
+
+/// What a server's actor is built from.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// The server's configuration.
+    pub config: Arc<ServerConfig>,
+    /// The working directory when the configuration names none (the workspace root).
+    pub workspace: PathBuf,
+    /// The shared table of servers.
+    pub table: Arc<McpServers>,
+}
+
+type Service = RunningService<RoleClient, Client>;
+
+/// The actor of one MCP server.
+#[derive(Debug)]
+pub struct McpServerActor {
+    config: Arc<ServerConfig>,
+    workspace: PathBuf,
+    table: Arc<McpServers>,
+    note: ExitNote,
+    peer: Option<rmcp::Peer<RoleClient>>,
+    /// The process group (the server is its leader).
+    pgid: Option<i32>,
+}
+
+/// The client side of the connection: follows tool-list changes.
+#[derive(Debug, Clone)]
+struct Client {
+    server: String,
+    table: Arc<McpServers>,
+}
+
+impl ClientHandler for Client {
+    async fn on_tool_list_changed(&self, context: NotificationContext<RoleClient>) {
+        match context.peer.list_all_tools().await {
+            Ok(tools) => {
+                tracing::info!(server = %self.server, tools = tools.len(), "MCP tools changed");
+                self.table
+                    .set_tools(&self.server, tool_infos(&self.server, tools));
+            }
+            Err(e) => tracing::warn!(server = %self.server, "cannot list changed tools: {e}"),
+        }
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("astrid-daemon", env!("CARGO_PKG_VERSION")),
+        )
+    }
+}
+
+fn tool_infos(server: &str, tools: Vec<Tool>) -> Vec<McpToolInfo> {
+    tools
+        .into_iter()
+        .map(|t| McpToolInfo {
+            server: server.to_owned(),
+            name: t.name.into_owned(),
+            description: t.description.map(std::borrow::Cow::into_owned),
+            input_schema: json_to_msgpack(&serde_json::Value::Object((*t.input_schema).clone())),
+        })
+        .collect()
+}
+
+/// A JSON value as a MessagePack value (the wire's), through serde.
+pub fn json_to_msgpack(value: &serde_json::Value) -> rmpv::Value {
+    rmpv::ext::to_value(value).unwrap_or(rmpv::Value::Nil)
+}
+
+/// A MessagePack value as JSON: maps need string keys, binary becomes an array of bytes.
+///
+/// # Errors
+///
+/// When the value has no JSON form (a map with non-string keys).
+pub fn msgpack_to_json(value: rmpv::Value) -> Result<serde_json::Value, String> {
+    rmpv::ext::from_value(value).map_err(|e| e.to_string())
+}
+
+impl McpServerActor {
+    /// The actor of the recipe's server, on the current thread.
+    pub fn build(recipe: Recipe, note: ExitNote, _: &mut Context<Self>) -> Self {
+        Self {
+            config: recipe.config,
+            workspace: recipe.workspace,
+            table: recipe.table,
+            note,
+            peer: None,
+            pgid: None,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Notes why the server is down and stops (the supervisor restarts it).
+    fn crash(&mut self, reason: String, ctx: &mut Context<Self>) {
+        tracing::warn!(server = %self.config.name, "MCP server down: {reason}");
+        self.note.fail(reason);
+        self.peer = None;
+        ctx.stop();
+    }
+
+    /// Starts the process in a process group of its own, with exactly the configured
+    /// environment.
+    fn spawn(&self) -> std::io::Result<(TokioChildProcess, Option<tokio::process::ChildStderr>)> {
+        let config = &self.config;
+        let mut cmd = tokio::process::Command::new(&config.command);
+        cmd.args(&config.args)
+            .env_clear()
+            .current_dir(config.cwd.as_deref().unwrap_or(&self.workspace));
+        for name in &config.inherit_env {
+            if let Some(value) = std::env::var_os(name) {
+                cmd.env(name, value);
+            }
+        }
+        cmd.envs(&config.env);
+        let mut wrapped = process_wrap::tokio::CommandWrap::from(cmd);
+        wrapped
+            .wrap(process_wrap::tokio::ProcessGroup::leader())
+            .wrap(process_wrap::tokio::KillOnDrop);
+        TokioChildProcess::builder(wrapped)
+            .stderr(Stdio::piped())
+            .spawn()
+    }
+
+    /// Sends `signal` to the server's whole process group.
+    fn signal_group(&self, signal: rustix::process::Signal) {
+        if let Some(pgid) = self.pgid.and_then(rustix::process::Pid::from_raw) {
+            // The group may be gone already (ESRCH).
+            let _ = rustix::process::kill_process_group(pgid, signal);
+        }
+    }
+
+    /// Asks the server whether it is still there; one that does not answer is hung.
+    fn check_alive(&mut self, why: &'static str, ctx: &mut Context<Self>) {
+        let Some(peer) = self.peer.clone() else {
+            return;
+        };
+        let ping = async move {
+            let request = PingRequest {
+                method: rmcp::model::PingRequestMethod,
+                extensions: rmcp::model::Extensions::default(),
+            };
+            tokio::time::timeout(PING_TIMEOUT, peer.send_request(request.into())).await
+        };
+        ctx.spawn(
+            ping.into_actor(self)
+                .map(move |answer, act, ctx| match answer {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => act.crash(format!("no answer to ping ({why}): {e}"), ctx),
+                    Err(_) => act.crash(
+                        format!(
+                            "stopped answering: no answer to ping within {} ms ({why})",
+                            PING_TIMEOUT.as_millis()
+                        ),
+                        ctx,
+                    ),
+                }),
+        );
+    }
+
+    fn connected(&mut self, service: Service, tools: Vec<Tool>, ctx: &mut Context<Self>) {
+        let info = service
+            .peer_info()
+            .and_then(|p| p.server_info.clone())
+            .map_or_else(
+                || "(unnamed)".to_owned(),
+                |i| format!("{} {}", i.name, i.version),
+            );
+        tracing::info!(server = %self.config.name, %info, tools = tools.len(), "MCP server ready");
+        self.peer = Some(service.peer().clone());
+        self.table.ready(
+            &self.config.name,
+            info,
+            tool_infos(&self.config.name, tools),
+        );
+        // The connection ends when the server exits or its output closes.
+        ctx.spawn(service.waiting().into_actor(self).map(|quit, act, ctx| {
+            let reason = match quit {
+                Ok(rmcp::service::QuitReason::Cancelled) => return,
+                Ok(reason) => format!("the server closed the connection ({reason:?})"),
+                Err(e) => format!("the connection task failed: {e}"),
+            };
+            act.crash(reason, ctx);
+        }));
+        ctx.run_interval(KEEPALIVE, |act, ctx| act.check_alive("keepalive", ctx));
+    }
+}
+
+impl Actor for McpServerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let (transport, stderr) = match self.spawn() {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                let reason = format!("cannot start `{}`: {e}", self.config.command);
+                return self.crash(reason, ctx);
+            }
+        };
+        let pid = transport.id();
+        self.pgid = pid.and_then(|p| i32::try_from(p).ok());
+        if let Some(pgid) = self.pgid {
+            self.table.track(pgid);
+        }
+        self.table.spawned(self.name(), pid);
+        if let Some(stderr) = stderr {
+            // What the server logs goes to the daemon's log, line by line.
+            let server = self.config.name.clone();
+            ctx.spawn(
+                async move {
+                    let mut lines = tokio::io::BufReader::new(stderr).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        tracing::info!(target: "astrid::mcp::stderr", server = %server, "{line}");
+                    }
+                }
+                .into_actor(self),
+            );
+        }
+        let client = Client {
+            server: self.config.name.clone(),
+            table: Arc::clone(&self.table),
+        };
+        let handshake = async move {
+            let service = tokio::time::timeout(HANDSHAKE_TIMEOUT, client.serve(transport))
+                .await
+                .map_err(|_| {
+                    format!(
+                        "no answer to `initialize` within {} s",
+                        HANDSHAKE_TIMEOUT.as_secs()
+                    )
+                })?
+                .map_err(|e| format!("the `initialize` handshake failed: {e}"))?;
+            let tools = tokio::time::timeout(HANDSHAKE_TIMEOUT, service.list_all_tools())
+                .await
+                .map_err(|_| "no answer to `tools/list`".to_owned())?
+                .map_err(|e| format!("`tools/list` failed: {e}"))?;
+            Ok::<_, String>((service, tools))
+        };
+        // Calls wait for the handshake.
+        ctx.wait(
+            handshake
+                .into_actor(self)
+                .map(|outcome, act, ctx| match outcome {
+                    Ok((service, tools)) => act.connected(service, tools, ctx),
+                    Err(reason) => act.crash(reason, ctx),
+                }),
+        );
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // Whatever ended the actor, the server's process group goes with it: SIGTERM now,
+        // SIGKILL after a grace period (from a thread, as the arbiter may be stopping).
+        self.signal_group(rustix::process::Signal::TERM);
+        if let Some(pgid) = self.pgid.take() {
+            let table = Arc::clone(&self.table);
+            std::thread::spawn(move || {
+                std::thread::sleep(TERM_GRACE);
+                if let Some(group) = rustix::process::Pid::from_raw(pgid) {
+                    let _ =
+                        rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+                }
+                table.ended(pgid);
+            });
+        }
+    }
+}
+
+impl Handler<CallTool> for McpServerActor {
+    type Result = ResponseActFuture<Self, Result<McpToolResult, McpError>>;
+
+    fn handle(&mut self, msg: CallTool, _: &mut Context<Self>) -> Self::Result {
+        let server = self.config.name.clone();
+        let timeout = self.config.call_timeout;
+        let tool = msg.tool;
+        let Some(peer) = self.peer.clone() else {
+            return Box::pin(actix::fut::ready(Err(McpError::NotReady(server))));
+        };
+        let params = CallToolRequestParams::new(tool.clone()).with_arguments(msg.arguments);
+        let call = async move { tokio::time::timeout(timeout, peer.call_tool(params)).await };
+        Box::pin(call.into_actor(self).map(move |answer, act, ctx| {
+            let result = match answer {
+                Ok(Ok(result)) => result,
+                Ok(Err(rmcp::ServiceError::McpError(e))) => {
+                    return Err(McpError::Remote {
+                        server,
+                        message: e.message.into_owned(),
+                    });
+                }
+                Ok(Err(e)) => {
+                    return Err(McpError::Gone {
+                        server,
+                        reason: e.to_string(),
+                    });
+                }
+                Err(_) => {
+                    // A slow tool, or a server that stopped answering: ask.
+                    act.check_alive("a call ran past its deadline", ctx);
+                    return Err(McpError::Deadline {
+                        server,
+                        tool,
+                        timeout,
+                    });
+                }
+            };
+            Ok(McpToolResult {
+                server,
+                tool,
+                content: result
+                    .content
+                    .iter()
+                    .map(|c| json_to_msgpack(&serde_json::to_value(c).unwrap_or_default()))
+                    .collect(),
+                structured: result.structured_content.as_ref().map(json_to_msgpack),
+                is_error: result.is_error.unwrap_or(false),
+            })
+        }))
+    }
+}
+
+impl Handler<Terminate> for McpServerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Inject> for McpServerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Inject, ctx: &mut Context<Self>) {
+        if msg.0 == Fault::Trap {
+            // Not a capsule: the supervisor refuses `trap` before it gets here.
+            return;
+        }
+        apply_fault(msg.0, ctx);
+    }
+}

@@ -1,0 +1,287 @@
+//! The configured MCP servers: shared between the `mcp` supervisor (which starts one child
+//! per valid server and reports their exits and restarts), the server actors (which record
+//! their process, what the server says it is, and its tools), and sessions (which list
+//! servers and tools, and route calls, without an actor hop). It lives as long as the
+//! kernel, so a restarted `mcp` supervisor starts over from the configuration files.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use super::McpServerActor;
+use super::config::{McpConfig, ServerConfig};
+use super::messages::{McpError, McpServerInfo, McpServerState, McpToolInfo};
+use crate::supervisor::{ChildRef, SupervisorEvent};
+
+/// What the supervision-tree name of a server's actor starts with.
+pub const CHILD_PREFIX: &str = "mcp:";
+
+/// The supervision-tree name of server `name`'s actor.
+pub fn child_name(server: &str) -> String {
+    format!("{CHILD_PREFIX}{server}")
+}
+
+#[derive(Debug)]
+struct Entry {
+    config: Arc<ServerConfig>,
+    actor: ChildRef<McpServerActor>,
+    state: McpServerState,
+    restarts: u32,
+    last_failure: Option<String>,
+    pid: Option<u32>,
+    server_info: Option<String>,
+    tools: Vec<McpToolInfo>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    servers: BTreeMap<String, Entry>,
+    /// Entries that could not be used: `(server name or "", file, error)`.
+    invalid: Vec<McpServerInfo>,
+}
+
+/// The table of configured servers, and the process groups of their processes.
+#[derive(Debug, Default)]
+pub struct McpServers(RwLock<Inner>, Mutex<HashSet<i32>>);
+
+/// Where a tool call goes.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The server's actor.
+    pub actor: ChildRef<McpServerActor>,
+    /// The server's call deadline.
+    pub timeout: Duration,
+}
+
+impl McpServers {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts over from `config`: every valid server gets a slot for its actor (returned,
+    /// to start), every bad entry is listed as invalid.
+    pub fn reset(&self, config: McpConfig) -> Vec<(Arc<ServerConfig>, ChildRef<McpServerActor>)> {
+        let mut inner = self.write();
+        inner.servers.clear();
+        inner.invalid = config
+            .errors
+            .iter()
+            .map(|e| McpServerInfo {
+                name: e.server.clone().unwrap_or_default(),
+                state: McpServerState::Invalid,
+                restarts: 0,
+                tools: 0,
+                pid: None,
+                command: Vec::new(),
+                source: e.file.display().to_string(),
+                server_info: None,
+                error: Some(e.to_string()),
+            })
+            .collect();
+        let mut started = Vec::new();
+        for server in config.servers {
+            let config = Arc::new(server);
+            let actor = ChildRef::new("mcp server");
+            started.push((Arc::clone(&config), actor.clone()));
+            inner.servers.insert(
+                config.name.clone(),
+                Entry {
+                    config,
+                    actor,
+                    state: McpServerState::Starting,
+                    restarts: 0,
+                    last_failure: None,
+                    pid: None,
+                    server_info: None,
+                    tools: Vec::new(),
+                },
+            );
+        }
+        started
+    }
+
+    fn update(&self, server: &str, f: impl FnOnce(&mut Entry)) {
+        if let Some(entry) = self.write().servers.get_mut(server) {
+            f(entry);
+        }
+    }
+
+    /// The server's process started.
+    pub(crate) fn spawned(&self, server: &str, pid: Option<u32>) {
+        self.update(server, |e| {
+            e.pid = pid;
+            e.state = McpServerState::Starting;
+        });
+    }
+
+    /// The server finished its handshake: it is running, with these tools.
+    pub(crate) fn ready(&self, server: &str, server_info: String, tools: Vec<McpToolInfo>) {
+        self.update(server, |e| {
+            e.state = McpServerState::Running;
+            e.server_info = Some(server_info);
+            e.tools = tools;
+        });
+    }
+
+    /// The server's tools changed (`notifications/tools/list_changed`).
+    pub(crate) fn set_tools(&self, server: &str, tools: Vec<McpToolInfo>) {
+        self.update(server, |e| e.tools = tools);
+    }
+
+    /// Follows the `mcp` supervisor's reports.
+    pub fn on_event(&self, event: &SupervisorEvent) {
+        let (child, state, failure, restarts) = match event {
+            SupervisorEvent::ChildStarted { child } => {
+                (child, McpServerState::Starting, None, None)
+            }
+            SupervisorEvent::ChildRestarted { child, restarts } => {
+                (child, McpServerState::Starting, None, Some(*restarts))
+            }
+            SupervisorEvent::ChildExited {
+                child,
+                reason,
+                restart_in,
+            } => {
+                let state = if restart_in.is_some() {
+                    McpServerState::Restarting
+                } else {
+                    McpServerState::Stopped
+                };
+                (child, state, Some(reason), None)
+            }
+            SupervisorEvent::ChildFailed { child, reason } => {
+                (child, McpServerState::Failed, Some(reason), None)
+            }
+            SupervisorEvent::Escalated { .. } => return,
+        };
+        let Some(name) = child.strip_prefix(CHILD_PREFIX) else {
+            return;
+        };
+        self.update(name, |e| {
+            // A start is reported before the handshake: keep `Running` if it got there.
+            if !(state == McpServerState::Starting && e.state == McpServerState::Running) {
+                e.state = state;
+            }
+            if state != McpServerState::Starting && state != McpServerState::Running {
+                e.pid = None;
+                e.tools.clear();
+            }
+            if let Some(n) = restarts {
+                e.restarts = n;
+            }
+            if let Some(reason) = failure {
+                e.last_failure = Some(reason.clone());
+            }
+        });
+    }
+
+    /// Every configured server, valid ones first in name order.
+    pub fn list(&self) -> Vec<McpServerInfo> {
+        let inner = self.read();
+        let mut all: Vec<McpServerInfo> = inner
+            .servers
+            .values()
+            .map(|e| McpServerInfo {
+                name: e.config.name.clone(),
+                state: e.state,
+                restarts: e.restarts,
+                tools: e.tools.len(),
+                pid: e.pid,
+                command: std::iter::once(e.config.command.clone())
+                    .chain(e.config.args.iter().cloned())
+                    .collect(),
+                source: e.config.source.display().to_string(),
+                server_info: e.server_info.clone(),
+                error: e.last_failure.clone(),
+            })
+            .collect();
+        all.extend(inner.invalid.iter().cloned());
+        all
+    }
+
+    /// The tools of `server`, or of every running server.
+    ///
+    /// # Errors
+    ///
+    /// [`McpError::UnknownServer`] and [`McpError::Invalid`].
+    pub fn tools(&self, server: Option<&str>) -> Result<Vec<McpToolInfo>, McpError> {
+        let inner = self.read();
+        match server {
+            None => Ok(inner
+                .servers
+                .values()
+                .flat_map(|e| e.tools.iter().cloned())
+                .collect()),
+            Some(name) => match inner.servers.get(name) {
+                Some(e) => Ok(e.tools.clone()),
+                None => Err(Self::missing(&inner, name)),
+            },
+        }
+    }
+
+    fn missing(inner: &Inner, name: &str) -> McpError {
+        match inner.invalid.iter().find(|i| i.name == name) {
+            Some(bad) => McpError::Invalid {
+                server: name.to_owned(),
+                reason: bad.error.clone().unwrap_or_default(),
+            },
+            None => McpError::UnknownServer(name.to_owned()),
+        }
+    }
+
+    /// Where a call to `server` goes, or why it cannot go now.
+    ///
+    /// # Errors
+    ///
+    /// Unknown, invalid, failed, or not ready.
+    pub fn route(&self, server: &str) -> Result<Route, McpError> {
+        let inner = self.read();
+        let Some(e) = inner.servers.get(server) else {
+            return Err(Self::missing(&inner, server));
+        };
+        match e.state {
+            McpServerState::Running => Ok(Route {
+                actor: e.actor.clone(),
+                timeout: e.config.call_timeout,
+            }),
+            McpServerState::Failed | McpServerState::Stopped => Err(McpError::Failed {
+                server: server.to_owned(),
+                reason: e.last_failure.clone().unwrap_or_else(|| "stopped".into()),
+            }),
+            _ => Err(McpError::NotReady(server.to_owned())),
+        }
+    }
+
+    /// Records a server's process group, until [`ended`](Self::ended).
+    pub(crate) fn track(&self, pgid: i32) {
+        self.groups().insert(pgid);
+    }
+
+    /// The process group was killed.
+    pub(crate) fn ended(&self, pgid: i32) {
+        self.groups().remove(&pgid);
+    }
+
+    fn groups(&self) -> std::sync::MutexGuard<'_, HashSet<i32>> {
+        self.1.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Kills every server process group still alive (SIGKILL): the last step of a
+    /// shutdown, so that nothing a server started outlives the daemon.
+    pub fn kill_all(&self) {
+        for pgid in std::mem::take(&mut *self.groups()) {
+            if let Some(pgid) = rustix::process::Pid::from_raw(pgid) {
+                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+
+    /// Process ids of the servers running now.
+    pub fn pids(&self) -> Vec<u32> {
+        self.read().servers.values().filter_map(|e| e.pid).collect()
+    }
+}
