@@ -24,6 +24,8 @@ use crate::caps::Check;
 use crate::caps::resource::Access;
 use crate::capsules::loaded::child_name;
 use crate::kernel::KernelActors;
+use crate::mcp::servers::McpServers;
+use crate::mcp::{CallTool, McpError};
 use crate::store::{Delete, Get, Namespaces, Put, StoreError};
 use crate::supervisor::ChildRef;
 use crate::vfs::{Read, VfsError, Write};
@@ -57,13 +59,24 @@ pub struct Host {
     actor: String,
     namespace: String,
     services: Option<KernelActors>,
+    mcp: Option<Arc<McpServers>>,
+}
+
+/// `mcp_call`'s input.
+#[derive(Debug, serde::Deserialize)]
+struct McpCallInput {
+    server: String,
+    tool: String,
+    #[serde(default)]
+    arguments: Option<rmpv::Value>,
 }
 
 impl Host {
-    /// Imports for capsule `capsule`, served by `services`.
-    pub fn new(capsule: &str, services: KernelActors) -> Self {
+    /// Imports for capsule `capsule`, served by `services` and the MCP servers of `mcp`.
+    pub fn new(capsule: &str, services: KernelActors, mcp: Arc<McpServers>) -> Self {
         Self {
             services: Some(services),
+            mcp: Some(mcp),
             ..Self::detached(capsule)
         }
     }
@@ -76,6 +89,7 @@ impl Host {
             actor: child_name(capsule),
             namespace: Namespaces::of_capsule(capsule),
             services: None,
+            mcp: None,
         }
     }
 
@@ -223,6 +237,51 @@ impl Host {
             .map_err(|e| vfs_error(&e));
         self.audit("vfs_write", path, result);
         result
+    }
+}
+
+impl Host {
+    /// `mcp_call`: `{server, tool, arguments}` in, the tool's result out (MessagePack, as
+    /// `CallMcpTool` answers it; a tool that reports an error is a result with `is_error`).
+    /// Needs `mcp:call:<server>/<tool>`; audited.
+    pub(crate) fn mcp_call(&self, input: &[u8], deadline: Instant) -> Result<Vec<u8>, HostError> {
+        let input: McpCallInput = rmp_serde::from_slice(input).map_err(|_| HostError::Invalid)?;
+        let target = format!("{}/{}", input.server, input.tool);
+        self.allow(
+            Access::McpCall {
+                server: input.server.clone(),
+                tool: input.tool.clone(),
+            },
+            deadline,
+        )?;
+        let result = self.call_tool(input, deadline);
+        self.audit(
+            "mcp_call",
+            &target,
+            result.as_ref().map(drop).map_err(|e| *e),
+        );
+        result
+    }
+
+    fn call_tool(&self, input: McpCallInput, deadline: Instant) -> Result<Vec<u8>, HostError> {
+        let arguments = match input.arguments {
+            None | Some(rmpv::Value::Nil) => serde_json::Map::new(),
+            Some(value) => match crate::mcp::msgpack_to_json(value) {
+                Ok(serde_json::Value::Object(map)) => map,
+                _ => return Err(HostError::Invalid),
+            },
+        };
+        let table = self.mcp.as_ref().ok_or(HostError::Failed)?;
+        let route = table.route(&input.server).map_err(|e| match e {
+            McpError::UnknownServer(_) => HostError::NotFound,
+            _ => HostError::Failed,
+        })?;
+        let call = CallTool {
+            tool: input.tool,
+            arguments,
+        };
+        let result = ask(&route.actor, call, deadline)?.map_err(|_| HostError::Failed)?;
+        rmp_serde::to_vec_named(&result).map_err(|_| HostError::Failed)
     }
 }
 

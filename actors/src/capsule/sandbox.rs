@@ -162,6 +162,7 @@ const IMPORTS: &[(&str, &[Type], &[Type])] = &[
     ("kv_delete", &[I32, I32], &[I32]),
     ("vfs_read", &[I32, I32], &[I64]),
     ("vfs_write", &[I32, I32, I32, I32], &[I32]),
+    ("mcp_call", &[I32, I32], &[I64]),
 ];
 
 /// Checks a module against the ABI before anything runs, so that a capsule that could
@@ -276,6 +277,7 @@ impl Sandbox {
                 "kv_delete" => Function::new_typed_with_env(&mut store, &env, host_kv_delete),
                 "vfs_read" => Function::new_typed_with_env(&mut store, &env, host_vfs_read),
                 "vfs_write" => Function::new_typed_with_env(&mut store, &env, host_vfs_write),
+                "mcp_call" => Function::new_typed_with_env(&mut store, &env, host_mcp_call),
             }
         };
         let instance = Instance::new(&mut store, &compiled.module, &imports)
@@ -592,6 +594,22 @@ fn host_vfs_write(env: FunctionEnvMut<'_, HostState>, pp: i32, pl: i32, dp: i32,
         let state = env.data();
         state.host.vfs_write(&path, data, state.deadline)
     })())
+}
+
+/// `astrid.mcp_call(request_ptr, request_len) -> i64`.
+fn host_mcp_call(
+    mut env: FunctionEnvMut<'_, HostState>,
+    rp: i32,
+    rl: i32,
+) -> Result<i64, RuntimeError> {
+    let result = read_guest(&env, rp, rl, MAX_DATA).and_then(|request| {
+        let state = env.data();
+        state.host.mcp_call(&request, state.deadline)
+    });
+    match result {
+        Ok(result) => give_guest(&mut env, &result).map(packed),
+        Err(e) => Ok(i64::from(e.code())),
+    }
 }
 
 /// Tunables that keep every linear memory at or below `pages`.

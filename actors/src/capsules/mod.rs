@@ -45,6 +45,7 @@ use crate::capsule::cache::CompileCache;
 use crate::capsule::sandbox::Compiled;
 use crate::capsule::{CallQueue, CapsuleActor, CapsuleInterceptor, Host, Recipe};
 use crate::kernel::KernelActors;
+use crate::mcp::servers::McpServers;
 use crate::store::Namespaces;
 use crate::supervisor::{
     ChildRef, ChildSpec, ChildState, ChildSummary, GetChild, Inject, StartChild, StopChild,
@@ -84,6 +85,8 @@ pub struct RegistryDeps {
     pub cache: CompileCache,
     /// The bus's interceptors; capsules' `[[interceptor]]` hooks go here.
     pub interceptors: Arc<Interceptors>,
+    /// The MCP servers capsules' `mcp_call` reaches.
+    pub mcp: Arc<McpServers>,
 }
 
 /// The capsule registry actor.
@@ -227,7 +230,11 @@ impl CapsulesActor {
         let queue = Arc::new(CallQueue::new(actor.clone(), manifest.limits.call_timeout));
         let recipe = Recipe {
             compiled,
-            host: Host::new(&name, self.deps.services.clone()),
+            host: Host::new(
+                &name,
+                self.deps.services.clone(),
+                Arc::clone(&self.deps.mcp),
+            ),
             subscriptions: manifest.subscriptions.clone(),
             queue: Arc::clone(&queue),
         };

@@ -211,6 +211,7 @@ fn children(
         loaded,
         cache: CompileCache::new(config.state_dir.join("capsule-cache")),
         interceptors: Arc::clone(&interceptors),
+        mcp: Arc::clone(&mcp_table),
     };
     let (registry_ref, capsules_policy) = (actors.capsules.clone(), config.restart_policy);
     let idle_grace = config.ephemeral.then_some(config.idle_grace);
