@@ -12,6 +12,7 @@
 //! ./target/release/examples/loadgen --suite ping     # the README's Ping table
 //! ./target/release/examples/loadgen --suite kv       # the README's key-value table
 //! ./target/release/examples/loadgen --suite capsules # capsule calls and crash recovery
+//! ./target/release/examples/loadgen --suite mcp      # MCP tool calls (the example server)
 //! ```
 //!
 //! `--spawn` starts a persistent `astrid-daemon` (the release binary next to this example's
@@ -25,7 +26,9 @@
 //! installs the example `echo` capsule and a copy of `crash-after` (restarted without
 //! backoff) in the temporary home, compares `InvokeCommand` of `echo` with `Ping`, then
 //! measures crash recovery: the time from a reply saying the capsule crashed to the next
-//! successful reply from its restarted instance.
+//! successful reply from its restarted instance. `--suite mcp` configures the example MCP
+//! server (`examples/mcp-test-server.rs`, the release build beside this example) as `test`
+//! and measures `CallMcpTool` of its `echo` tool from 1 and 50 clients, next to `Ping`.
 
 #![allow(
     clippy::unwrap_used,
@@ -42,7 +45,8 @@ use std::time::{Duration, Instant};
 use astrid::client::{Client, connect_socket, handshake, read_token};
 use astrid::paths::{HomeLayout, SessionFiles, resolve_home};
 use astrid::protocol::{
-    CommandOutput, ErrorCode, FrameCodec, FrameHead, Request, RequestFrame, encode_frame,
+    CommandOutput, ErrorCode, FrameCodec, FrameHead, McpServerInfo, McpServerState, Request,
+    RequestFrame, encode_frame,
 };
 use bytes::BytesMut;
 use clap::{Parser, ValueEnum};
@@ -61,8 +65,9 @@ struct Args {
     /// Requests in flight per connection (pipelining).
     #[arg(long, default_value_t = 1)]
     depth: usize,
-    /// Request to send: `ping`, `status`, `publish`, `tree`, `kvput`, `kvget`, or
-    /// `invoke:<command>` (a capsule's slash command, without arguments).
+    /// Request to send: `ping`, `status`, `publish`, `tree`, `kvput`, `kvget`,
+    /// `invoke:<command>` (a capsule's slash command, without arguments), or
+    /// `mcp:<server>/<tool>` (an MCP tool, with the arguments `{"text": "hi"}`).
     #[arg(long, default_value = "ping", value_parser = parse_kind)]
     kind: Kind,
     /// Start a temporary persistent daemon for the run.
@@ -88,6 +93,8 @@ enum Suite {
     Kv,
     /// `InvokeCommand` of the `echo` capsule next to `Ping`, and crash recovery.
     Capsules,
+    /// `CallMcpTool` of the example MCP server's `echo` next to `Ping`.
+    Mcp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +113,13 @@ enum Kind {
     Kvget,
     /// `InvokeCommand` of a capsule command.
     Invoke(String),
+    /// `CallMcpTool` of a server's tool.
+    Mcp {
+        /// The server.
+        server: String,
+        /// The tool.
+        tool: String,
+    },
 }
 
 fn parse_kind(text: &str) -> Result<Kind, String> {
@@ -116,14 +130,25 @@ fn parse_kind(text: &str) -> Result<Kind, String> {
         "tree" => Kind::Tree,
         "kvput" => Kind::Kvput,
         "kvget" => Kind::Kvget,
-        _ => match text.strip_prefix("invoke:") {
-            Some(command) if !command.is_empty() => Kind::Invoke(command.to_owned()),
-            _ => {
+        _ => {
+            if let Some(command) = text.strip_prefix("invoke:").filter(|c| !c.is_empty()) {
+                Kind::Invoke(command.to_owned())
+            } else if let Some((server, tool)) = text
+                .strip_prefix("mcp:")
+                .and_then(|t| t.split_once('/'))
+                .filter(|(s, t)| !s.is_empty() && !t.is_empty())
+            {
+                Kind::Mcp {
+                    server: server.to_owned(),
+                    tool: tool.to_owned(),
+                }
+            } else {
                 return Err(
-                    "use ping, status, publish, tree, kvput, kvget or invoke:<command>".into(),
+                    "use ping, status, publish, tree, kvput, kvget, invoke:<command> or mcp:<server>/<tool>"
+                        .into(),
                 );
             }
-        },
+        }
     })
 }
 
@@ -148,6 +173,11 @@ impl Kind {
             Self::Invoke(command) => Request::InvokeCommand {
                 name: command.clone(),
                 args: Vec::new(),
+            },
+            Self::Mcp { server, tool } => Request::CallMcpTool {
+                server: server.clone(),
+                tool: tool.clone(),
+                arguments: rmpv::Value::Map(vec![("text".into(), "hi".into())]),
             },
         }
     }
@@ -382,6 +412,76 @@ fn capsules_suite(rt: &tokio::runtime::Runtime, files: &SessionFiles, requests: 
     }
 }
 
+fn mcp_suite(rt: &tokio::runtime::Runtime, files: &SessionFiles, requests: usize) {
+    let echo = Kind::Mcp {
+        server: "test".into(),
+        tool: "echo".into(),
+    };
+    wait_mcp_running(rt, files);
+    rt.block_on(run_astrid(files, &echo, 1, 2_000, 1));
+    let mut rows = Vec::new();
+    for clients in [1, 50] {
+        let ping = rt.block_on(run_astrid(files, &Kind::Ping, clients, requests, 1));
+        let call = rt.block_on(run_astrid(files, &echo, clients, requests, 1));
+        ping.print();
+        call.print();
+        rows.push((clients, ping, call));
+    }
+    println!(
+        "\n| clients | `Ping` req/s (p50 / p99 us) | `CallMcpTool` test/echo calls/s (p50 / p99 us) |"
+    );
+    println!("|---|---|---|");
+    for (clients, ping, call) in rows {
+        println!(
+            "| {clients} | {:.0} ({:.0} / {:.0}) | {:.0} ({:.0} / {:.0}) |",
+            ping.rate(),
+            ping.p50_us,
+            ping.p99_us,
+            call.rate(),
+            call.p50_us,
+            call.p99_us,
+        );
+    }
+}
+
+/// Waits until the MCP server `test` has finished its handshake.
+fn wait_mcp_running(rt: &tokio::runtime::Runtime, files: &SessionFiles) {
+    rt.block_on(async {
+        let client = Client::connect(files, "loadgen").await.unwrap();
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let servers: Vec<McpServerInfo> = client.call(Request::ListMcpServers).await.unwrap();
+            if servers
+                .iter()
+                .any(|s| s.name == "test" && s.state == McpServerState::Running)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "the MCP server did not start: {servers:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
+/// Configures the example MCP server (the release build beside this example) as `test`.
+fn install_mcp_server(home: &Path) {
+    let exe = std::env::current_exe().unwrap();
+    let server = exe.parent().unwrap().join("mcp-test-server");
+    assert!(
+        server.is_file(),
+        "{} not found: run `cargo build --release --examples` first",
+        server.display()
+    );
+    let config = format!(
+        "[[server]]\nname = \"test\"\ncommand = \"{}\"\ncall_timeout = \"10s\"\n",
+        server.display()
+    );
+    std::fs::write(home.join("mcp.toml"), config).unwrap();
+}
+
 /// Starts a persistent daemon in `home` from the release binary beside this example.
 fn spawn_daemon(home: &Path) -> (Guard, SessionFiles) {
     let exe = std::env::current_exe().unwrap();
@@ -587,6 +687,9 @@ fn main() {
             "[restart]\nintensity = 1000\nperiod = \"10ms\"\nbackoff = \"0s\"\n",
         );
     }
+    if args.suite == Some(Suite::Mcp) {
+        install_mcp_server(tmp.path());
+    }
     let (_daemon, files) = if args.spawn || args.suite.is_some() {
         let (guard, files) = spawn_daemon(tmp.path());
         (Some(guard), files)
@@ -599,6 +702,7 @@ fn main() {
         Some(Suite::Ping) => return ping_suite(&rt, &files, tmp.path(), args.requests),
         Some(Suite::Kv) => return kv_suite(&rt, &files, tmp.path(), args.requests),
         Some(Suite::Capsules) => return capsules_suite(&rt, &files, args.requests),
+        Some(Suite::Mcp) => return mcp_suite(&rt, &files, args.requests),
         None => {}
     }
     let ours = rt.block_on(run_astrid(

@@ -15,6 +15,7 @@ use std::time::Duration;
 use astrid_actors::capsules::manifest::{
     self, Command, Hook, Limits, Manifest, ManifestError, Package, Restart,
 };
+use astrid_actors::mcp::config::ServerConfig;
 use astrid_actors::supervisor::{RestartPolicy, RestartType};
 
 /// The file every parsed manifest claims to come from; errors must name it.
@@ -145,6 +146,14 @@ intensity = 7
 period = "30s"
 backoff = "100ms"
 backoff_max = "2s"
+
+[[mcp_server]]
+name = "weather-api"
+command = "bin/weather-mcp"
+args = ["--stdio"]
+env = { UNITS = "metric" }
+inherit_env = ["PATH"]
+call_timeout = "3s"
 "#;
 
 #[test]
@@ -206,8 +215,55 @@ fn a_manifest_using_every_field_parses_exactly() {
                 backoff_max: Duration::from_secs(2),
             },
         },
+        mcp_servers: vec![ServerConfig {
+            name: "weather-api".into(),
+            // Relative to the capsule folder.
+            command: "/capsules/demo/bin/weather-mcp".into(),
+            args: vec!["--stdio".into()],
+            env: [("UNITS".to_owned(), "metric".to_owned())].into(),
+            inherit_env: vec!["PATH".into()],
+            // The capsule folder, unless the entry names one.
+            cwd: Some(PathBuf::from("/capsules/demo")),
+            call_timeout: Duration::from_secs(3),
+            restart: Restart {
+                kind: RestartType::Permanent,
+                policy: RestartPolicy::default(),
+            },
+            source: PathBuf::from(FILE),
+        }],
     };
     assert_eq!(parse_ok(FULL), expected);
+}
+
+#[test]
+fn mcp_server_entries_are_checked_like_mcp_toml() {
+    let server = |extra: &str| {
+        minimal_with(&format!(
+            "[[mcp_server]]\nname = \"s\"\ncommand = \"x\"\n{extra}\n"
+        ))
+    };
+    assert_eq!(parse_ok(&server("")).mcp_servers.len(), 1);
+    for (extra, field) in [
+        ("call_timeout = \"never\"", "mcp_server[0].call_timeout"),
+        (
+            "restart = { policy = \"often\" }",
+            "mcp_server[0].restart.policy",
+        ),
+        (
+            "[[mcp_server]]\nname = \"s\"\ncommand = \"y\"",
+            "mcp_server[1].name",
+        ),
+    ] {
+        match parse(&server(extra)) {
+            Err(e) => drop(expect_field(e, Path::new(FILE), field)),
+            Ok(m) => panic!("{extra}: accepted {m:?}"),
+        }
+    }
+    let e = parse(&minimal_with(
+        "[[mcp_server]]\nname = \"Bad\"\ncommand = \"x\"\n",
+    ))
+    .unwrap_err();
+    drop(expect_field(e, Path::new(FILE), "mcp_server[0].name"));
 }
 
 #[test]

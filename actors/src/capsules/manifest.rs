@@ -13,6 +13,7 @@ use super::discovery::BUILTIN_CLI;
 use crate::bus::Pattern;
 use crate::bus::topic::validate_topic;
 use crate::caps::resource::ResourcePattern;
+use crate::mcp::config::{RawServer, ServerConfig};
 pub use crate::settings::Restart;
 use crate::settings::{FieldError, RawRestart, TomlError, parse_toml, within};
 use crate::supervisor::RestartType;
@@ -70,6 +71,10 @@ pub struct Manifest {
     pub subscriptions: Vec<String>,
     /// `[restart]`.
     pub restart: Restart,
+    /// MCP servers the capsule brings (`[[mcp_server]]`, the fields of `mcp.toml`'s
+    /// `[[server]]`), started and stopped with it; their working directory defaults to the
+    /// capsule folder.
+    pub mcp_servers: Vec<ServerConfig>,
 }
 
 /// `[package]`.
@@ -163,6 +168,8 @@ struct RawManifest {
     bus: RawBus,
     #[serde(default)]
     restart: RawRestart,
+    #[serde(default, rename = "mcp_server")]
+    mcp_servers: Vec<RawServer>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,6 +339,21 @@ impl Checker<'_> {
             covered(format!("bus.subscribe[{i}]"), topic)?;
         }
         let restart = self.field(raw.restart.check("restart", RestartType::Transient))?;
+        let mut mcp_servers: Vec<ServerConfig> = Vec::new();
+        for (i, server) in raw.mcp_servers.into_iter().enumerate() {
+            let table = format!("mcp_server[{i}]");
+            let mut server = self.field(server.check(&table, self.file))?;
+            if mcp_servers.iter().any(|s| s.name == server.name) {
+                return self.fail(
+                    format!("{table}.name"),
+                    format!("`{}` is declared twice", server.name),
+                );
+            }
+            if server.cwd.is_none() {
+                server.cwd = self.file.parent().map(Path::to_owned);
+            }
+            mcp_servers.push(server);
+        }
         Ok(Manifest {
             package: raw.package,
             module,
@@ -342,6 +364,7 @@ impl Checker<'_> {
             interceptors: raw.interceptors,
             subscriptions: raw.bus.subscribe,
             restart,
+            mcp_servers,
         })
     }
 

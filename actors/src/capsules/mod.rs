@@ -45,7 +45,7 @@ use crate::capsule::cache::CompileCache;
 use crate::capsule::sandbox::Compiled;
 use crate::capsule::{CallQueue, CapsuleActor, CapsuleInterceptor, Host, Recipe};
 use crate::kernel::KernelActors;
-use crate::mcp::servers::McpServers;
+use crate::mcp::Launcher;
 use crate::store::Namespaces;
 use crate::supervisor::{
     ChildRef, ChildSpec, ChildState, ChildSummary, GetChild, Inject, StartChild, StopChild,
@@ -85,8 +85,9 @@ pub struct RegistryDeps {
     pub cache: CompileCache,
     /// The bus's interceptors; capsules' `[[interceptor]]` hooks go here.
     pub interceptors: Arc<Interceptors>,
-    /// The MCP servers capsules' `mcp_call` reaches.
-    pub mcp: Arc<McpServers>,
+    /// The MCP servers: capsules' `mcp_call` reaches them, and capsules' `[[mcp_server]]`
+    /// are started and stopped with them.
+    pub mcp: Launcher,
 }
 
 /// The capsule registry actor.
@@ -175,6 +176,7 @@ impl CapsulesActor {
         let mut stopping = Vec::new();
         for name in plan.stop {
             self.deps.interceptors.remove(&name);
+            self.deps.mcp.stop_for(&name);
             let arbiter = self.deps.loaded.remove(&name);
             let stop = self.parent.send(StopChild {
                 name: child_name(&name),
@@ -233,7 +235,7 @@ impl CapsulesActor {
             host: Host::new(
                 &name,
                 self.deps.services.clone(),
-                Arc::clone(&self.deps.mcp),
+                Arc::clone(&self.deps.mcp.table),
             ),
             subscriptions: manifest.subscriptions.clone(),
             queue: Arc::clone(&queue),
@@ -279,6 +281,7 @@ impl CapsulesActor {
             tracing::warn!(capsule = %name, %command, "command already offered by another capsule; not routed here");
         }
         self.parent.do_send(StartChild(spec));
+        self.deps.mcp.start_for(&name, &manifest.mcp_servers);
         tracing::info!(capsule = %name, "capsule loaded");
     }
 

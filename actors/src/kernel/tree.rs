@@ -21,7 +21,7 @@ use crate::capsules::loaded::LoadedCapsules;
 use crate::capsules::{CapsulesActor, RegistryDeps};
 use crate::listener::{Connections, ListenerActor, SessionInfo, Token};
 use crate::mcp::servers::McpServers;
-use crate::mcp::{self, McpServerActor, Recipe as McpRecipe};
+use crate::mcp::{self, Launcher};
 use crate::protocol::to_payload;
 use crate::relay::Relay;
 use crate::session::SessionDeps;
@@ -183,7 +183,12 @@ fn children(
     stores: &Stores,
 ) -> Vec<ChildSpec> {
     let loaded = Arc::clone(&deps.capsules);
-    let mcp_table = Arc::clone(&deps.mcp);
+    let mcp = Launcher {
+        arbiter: arbiters[2].handle(),
+        workspace: config.workspace.clone(),
+        table: Arc::clone(&deps.mcp),
+        supervisor: actors.mcp.clone(),
+    };
     let permanent = RestartType::Permanent;
     let queue = config.limits.event_queue;
     let (audit_ledger, health) = (Arc::clone(&stores.ledger), Arc::clone(&stores.audit_health));
@@ -211,7 +216,7 @@ fn children(
         loaded,
         cache: CompileCache::new(config.state_dir.join("capsule-cache")),
         interceptors: Arc::clone(&interceptors),
-        mcp: Arc::clone(&mcp_table),
+        mcp: mcp.clone(),
     };
     let (registry_ref, capsules_policy) = (actors.capsules.clone(), config.restart_policy);
     let idle_grace = config.ephemeral.then_some(config.idle_grace);
@@ -274,7 +279,7 @@ fn children(
                 )
             },
         ),
-        mcp_supervisor(config, actors, arbiters[2].handle(), mcp_table),
+        mcp_supervisor(config, actors, mcp),
         ChildSpec::worker(LISTENER, permanent, actors.listener.clone(), move || {
             let socket = listener_files.listener_copy()?;
             Ok(ListenerActor::new(socket, Arc::clone(&deps), idle_grace))
@@ -285,19 +290,13 @@ fn children(
 }
 
 /// The MCP supervisor: one child per configured server, each with a restart budget of its
-/// own, all on `arbiter`. A new incarnation reads the configuration files again.
-fn mcp_supervisor(
-    config: &KernelConfig,
-    actors: &KernelActors,
-    arbiter: actix::ArbiterHandle,
-    table: Arc<McpServers>,
-) -> ChildSpec {
-    let (files, workspace, events) = (
+/// own, all on the launcher's thread. A new incarnation reads the configuration files again.
+fn mcp_supervisor(config: &KernelConfig, actors: &KernelActors, launcher: Launcher) -> ChildSpec {
+    let (files, events, policy) = (
         config.mcp_files.clone(),
-        config.workspace.clone(),
         actors.clone(),
+        config.restart_policy,
     );
-    let policy = config.restart_policy;
     ChildSpec::nested(
         "mcp",
         RestartType::Permanent,
@@ -307,28 +306,13 @@ fn mcp_supervisor(
             for error in &config.errors {
                 tracing::error!("MCP configuration: {error}");
             }
-            let children = table
+            let children = launcher
+                .table
                 .reset(config)
                 .into_iter()
-                .map(|(server, slot)| {
-                    let recipe = McpRecipe {
-                        config: Arc::clone(&server),
-                        workspace: workspace.clone(),
-                        table: Arc::clone(&table),
-                    };
-                    ChildSpec::worker_in(
-                        mcp::servers::child_name(&server.name),
-                        server.restart.kind,
-                        slot,
-                        arbiter.clone(),
-                        move || Ok(recipe.clone()),
-                        McpServerActor::build,
-                    )
-                    .own_budget(server.restart.policy)
-                    .shutdown_timeout(Duration::from_secs(2))
-                })
+                .map(|(server, slot)| launcher.spec(&server, slot))
                 .collect();
-            let (table, events) = (Arc::clone(&table), events.clone());
+            let (table, events) = (Arc::clone(&launcher.table), events.clone());
             SupervisorActor::new("mcp", policy, children).on_event(move |event| {
                 table.on_event(&event);
                 report(&events, &event);

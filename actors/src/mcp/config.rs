@@ -26,7 +26,8 @@ pub struct ServerConfig {
     /// Its name: lowercase letters, digits, `-` and `_`; how clients and capabilities
     /// (`mcp:call:<server>/<tool>`) name it.
     pub name: String,
-    /// The program: a path, or a name looked up in the daemon's `PATH`.
+    /// The program: a path (a relative one is taken from the file's folder), or a name
+    /// without `/`, looked up in the daemon's `PATH`.
     pub command: String,
     /// Its arguments.
     pub args: Vec<String>,
@@ -252,6 +253,12 @@ impl RawServer {
             // Relative to the file's folder.
             Some(dir) => Some(file.parent().unwrap_or(Path::new(".")).join(dir)),
         };
+        let command = if self.command.contains('/') && Path::new(&self.command).is_relative() {
+            let folder = file.parent().unwrap_or(Path::new("."));
+            folder.join(&self.command).display().to_string()
+        } else {
+            self.command
+        };
         let call_timeout = match &self.call_timeout {
             Some(text) => within(&field("call_timeout"), text, CALL_TIMEOUT_RANGE)?,
             None => Duration::from_secs(30),
@@ -261,7 +268,7 @@ impl RawServer {
             .check(&field("restart"), RestartType::Permanent)?;
         Ok(ServerConfig {
             name: self.name,
-            command: self.command,
+            command,
             args: self.args,
             env: self.env,
             inherit_env: self.inherit_env,

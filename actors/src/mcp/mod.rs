@@ -52,6 +52,72 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the process group has after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_millis(500);
 
+/// Makes the child specs of servers, at boot (from `mcp.toml`) and at run time (from
+/// capsule manifests' `[[mcp_server]]`, started and stopped with their capsule).
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    /// The servers' thread.
+    pub arbiter: actix::ArbiterHandle,
+    /// The working directory of servers whose configuration names none.
+    pub workspace: PathBuf,
+    /// The shared table of servers.
+    pub table: Arc<McpServers>,
+    /// The `mcp` supervisor, for servers started at run time.
+    pub supervisor: crate::supervisor::ChildRef<crate::supervisor::SupervisorActor>,
+}
+
+impl Launcher {
+    /// The child spec of `server`, whose actor's address goes to `slot`.
+    pub fn spec(
+        &self,
+        server: &Arc<ServerConfig>,
+        slot: crate::supervisor::ChildRef<McpServerActor>,
+    ) -> crate::supervisor::ChildSpec {
+        let recipe = Recipe {
+            config: Arc::clone(server),
+            workspace: self.workspace.clone(),
+            table: Arc::clone(&self.table),
+        };
+        crate::supervisor::ChildSpec::worker_in(
+            servers::child_name(&server.name),
+            server.restart.kind,
+            slot,
+            self.arbiter.clone(),
+            move || Ok(recipe.clone()),
+            McpServerActor::build,
+        )
+        .own_budget(server.restart.policy)
+        .shutdown_timeout(Duration::from_secs(2))
+    }
+
+    /// Starts the servers a capsule declares. A name already taken (by `mcp.toml` or
+    /// another capsule) is refused: logged, and listed as invalid.
+    pub fn start_for(&self, capsule: &str, servers: &[ServerConfig]) {
+        for server in servers {
+            let server = Arc::new(server.clone());
+            match self.table.add(capsule, Arc::clone(&server)) {
+                Ok(slot) => {
+                    if let Some(supervisor) = self.supervisor.get() {
+                        supervisor.do_send(crate::supervisor::StartChild(self.spec(&server, slot)));
+                    }
+                }
+                Err(e) => tracing::error!(%capsule, "{e}"),
+            }
+        }
+    }
+
+    /// Stops the servers `capsule` declared (its unloading).
+    pub fn stop_for(&self, capsule: &str) {
+        for name in self.table.remove_owned_by(capsule) {
+            if let Some(supervisor) = self.supervisor.get() {
+                supervisor.do_send(crate::supervisor::StopChild {
+                    name: servers::child_name(&name),
+                });
+            }
+        }
+    }
+}
+
 /// What a server's actor is built from.
 #[derive(Debug, Clone)]
 pub struct Recipe {

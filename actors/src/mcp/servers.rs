@@ -23,6 +23,8 @@ pub fn child_name(server: &str) -> String {
 
 #[derive(Debug)]
 struct Entry {
+    /// The capsule that declared it, or `None` for `mcp.toml`.
+    owner: Option<String>,
     config: Arc<ServerConfig>,
     actor: ChildRef<McpServerActor>,
     state: McpServerState,
@@ -36,8 +38,10 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Inner {
     servers: BTreeMap<String, Entry>,
-    /// Entries that could not be used: `(server name or "", file, error)`.
+    /// `mcp.toml` entries that could not be used.
     invalid: Vec<McpServerInfo>,
+    /// Capsule-declared servers refused (their name was taken), by capsule.
+    refused: Vec<(String, McpServerInfo)>,
 }
 
 /// The table of configured servers, and the process groups of their processes.
@@ -67,6 +71,7 @@ impl McpServers {
     pub fn reset(&self, config: McpConfig) -> Vec<(Arc<ServerConfig>, ChildRef<McpServerActor>)> {
         let mut inner = self.write();
         inner.servers.clear();
+        inner.refused.clear();
         inner.invalid = config
             .errors
             .iter()
@@ -90,6 +95,7 @@ impl McpServers {
             inner.servers.insert(
                 config.name.clone(),
                 Entry {
+                    owner: None,
                     config,
                     actor,
                     state: McpServerState::Starting,
@@ -102,6 +108,76 @@ impl McpServers {
             );
         }
         started
+    }
+
+    /// Adds a server declared by capsule `capsule`; returns the slot for its actor.
+    ///
+    /// # Errors
+    ///
+    /// When the name is taken; the refusal is listed as an invalid entry too.
+    pub fn add(
+        &self,
+        capsule: &str,
+        config: Arc<ServerConfig>,
+    ) -> Result<ChildRef<McpServerActor>, String> {
+        let mut inner = self.write();
+        if let Some(other) = inner.servers.get(&config.name) {
+            let owner = other.owner.as_deref().map_or_else(
+                || other.config.source.display().to_string(),
+                |c| format!("capsule `{c}`"),
+            );
+            let reason = format!(
+                "{}: MCP server `{}` is already configured by {owner}",
+                config.source.display(),
+                config.name
+            );
+            let info = McpServerInfo {
+                name: config.name.clone(),
+                state: McpServerState::Invalid,
+                restarts: 0,
+                tools: 0,
+                pid: None,
+                command: Vec::new(),
+                source: config.source.display().to_string(),
+                server_info: None,
+                error: Some(reason.clone()),
+            };
+            inner.refused.push((capsule.to_owned(), info));
+            return Err(reason);
+        }
+        let actor = ChildRef::new("mcp server");
+        inner.servers.insert(
+            config.name.clone(),
+            Entry {
+                owner: Some(capsule.to_owned()),
+                config,
+                actor: actor.clone(),
+                state: McpServerState::Starting,
+                restarts: 0,
+                last_failure: None,
+                pid: None,
+                server_info: None,
+                tools: Vec::new(),
+            },
+        );
+        Ok(actor)
+    }
+
+    /// Forgets the servers capsule `capsule` declared (and the refusals of its names);
+    /// returns their names, to stop.
+    pub fn remove_owned_by(&self, capsule: &str) -> Vec<String> {
+        let mut inner = self.write();
+        let names: Vec<String> = inner
+            .servers
+            .iter()
+            .filter(|(_, e)| e.owner.as_deref() == Some(capsule))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &names {
+            inner.servers.remove(name);
+        }
+        inner.refused.retain(|(owner, _)| owner != capsule);
+        names
     }
 
     fn update(&self, server: &str, f: impl FnOnce(&mut Entry)) {
@@ -200,6 +276,7 @@ impl McpServers {
             })
             .collect();
         all.extend(inner.invalid.iter().cloned());
+        all.extend(inner.refused.iter().map(|(_, info)| info.clone()));
         all
     }
 
