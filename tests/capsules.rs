@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 
 use astrid::client::{Client, ClientError};
 use astrid::protocol::{
-    AuditEntry, CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, ChildState, CommandInfo,
+    CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, ChildState, CommandInfo,
     CommandOutput, ErrorCode, Fault, FaultInjected, Grant, GrantSource, ReloadReport, Removed,
     Request, TreeNode,
 };
 use common::{
-    DEADLINE, TestDaemon, copy_capsule, example_capsule, failure, patient_client, wait_node,
+    DEADLINE, TestDaemon, copy_capsule, example_capsule, failure, patient_client, wait_audit,
+    wait_node,
 };
 use serde_json::{Value, json};
 
@@ -95,28 +96,6 @@ async fn wait_capsule(
         assert!(
             Instant::now() < end,
             "capsule `{name}` never reached the state wanted: {list:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Polls the audit log until an entry matches `cond`.
-async fn wait_audit(client: &Client, what: &str, cond: impl Fn(&AuditEntry) -> bool) -> AuditEntry {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let tail: Vec<AuditEntry> = client
-            .call(Request::AuditTail {
-                n: Some(200),
-                from: None,
-            })
-            .await
-            .unwrap();
-        if let Some(entry) = tail.iter().find(|e| cond(e)) {
-            return entry.clone();
-        }
-        assert!(
-            Instant::now() < end,
-            "no audit entry for {what} in {tail:#?}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

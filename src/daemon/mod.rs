@@ -201,7 +201,7 @@ fn run_locked(args: &Args, home: &HomeLayout, workspace: PathBuf) -> Result<(), 
     let target = SignalTarget::default();
     signals::spawn(target.clone(), files.clone()).map_err(DaemonError::Signals)?;
     let armed = Arc::new(AtomicBool::new(false));
-    let watchdog_files = files.clone();
+    let (watchdog_files, watchdog_target) = (files.clone(), target.clone());
 
     let mut config = KernelConfig::new(home, args.session, workspace);
     config.ephemeral = args.ephemeral;
@@ -218,7 +218,12 @@ fn run_locked(args: &Args, home: &HomeLayout, workspace: PathBuf) -> Result<(), 
         ..Limits::default()
     };
     config.on_shutdown = Some(Arc::new(move |_reason: &str| {
-        signals::arm_watchdog(&armed, SHUTDOWN_DEADLINE, watchdog_files.clone());
+        signals::arm_watchdog(
+            &armed,
+            SHUTDOWN_DEADLINE,
+            watchdog_files.clone(),
+            watchdog_target.clone(),
+        );
     }));
 
     let system = actix::System::new();
@@ -227,7 +232,7 @@ fn run_locked(args: &Args, home: &HomeLayout, workspace: PathBuf) -> Result<(), 
         if target.pending() {
             tracing::info!("a signal arrived during boot");
         }
-        target.attach(&kernel.shutdown_handle());
+        target.attach(&kernel.shutdown_handle(), kernel.mcp());
         Ok::<_, DaemonError>(kernel.wait().await)
     })?;
     match exit {

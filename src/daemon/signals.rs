@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::paths::SessionFiles;
 use astrid_actors::files::remove_if_exists;
 use astrid_actors::kernel::ShutdownHandle;
+use astrid_actors::mcp::servers::McpServers;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -25,11 +26,13 @@ const FORCED_EXIT: i32 = 130;
 pub(crate) struct SignalTarget {
     handle: Arc<OnceLock<ShutdownHandle>>,
     pending: Arc<OnceLock<String>>,
+    mcp: Arc<OnceLock<Arc<McpServers>>>,
 }
 
 impl SignalTarget {
     /// Connects the kernel; a signal that arrived during boot is delivered now.
-    pub(crate) fn attach(&self, handle: &ShutdownHandle) {
+    pub(crate) fn attach(&self, handle: &ShutdownHandle, mcp: Arc<McpServers>) {
+        let _ = self.mcp.set(mcp);
         let _ = self.handle.set(handle.clone());
         if let Some(reason) = self.pending.get() {
             handle.request(reason.clone());
@@ -44,6 +47,13 @@ impl SignalTarget {
             None => {
                 let _ = self.pending.set(reason);
             }
+        }
+    }
+
+    /// Kills the MCP servers' process groups, if the kernel got that far.
+    fn kill_servers(&self) {
+        if let Some(mcp) = self.mcp.get() {
+            mcp.kill_all();
         }
     }
 
@@ -76,7 +86,7 @@ pub(crate) fn spawn(target: SignalTarget, files: SessionFiles) -> std::io::Resul
                     target.deliver(format!("signal {name}"));
                 } else {
                     tracing::warn!("{name} received again; exiting now");
-                    force_exit(&files, FORCED_EXIT);
+                    force_exit(&files, &target, FORCED_EXIT);
                 }
             }
         })?;
@@ -84,7 +94,12 @@ pub(crate) fn spawn(target: SignalTarget, files: SessionFiles) -> std::io::Resul
 }
 
 /// Arms the watchdog once; later calls do nothing.
-pub(crate) fn arm_watchdog(armed: &AtomicBool, deadline: Duration, files: SessionFiles) {
+pub(crate) fn arm_watchdog(
+    armed: &AtomicBool,
+    deadline: Duration,
+    files: SessionFiles,
+    target: SignalTarget,
+) {
     if armed.swap(true, Ordering::SeqCst) {
         return;
     }
@@ -93,15 +108,17 @@ pub(crate) fn arm_watchdog(armed: &AtomicBool, deadline: Duration, files: Sessio
         .spawn(move || {
             std::thread::sleep(deadline);
             tracing::error!("shutdown did not finish within {deadline:?}; exiting anyway");
-            force_exit(&files, 1);
+            force_exit(&files, &target, 1);
         });
     if let Err(e) = spawned {
         tracing::error!("cannot start the shutdown watchdog: {e}");
     }
 }
 
-/// Removes the session files and exits without waiting for anything else.
-fn force_exit(files: &SessionFiles, code: i32) -> ! {
+/// Kills the MCP servers' process groups, removes the session files, and exits without
+/// waiting for anything else.
+fn force_exit(files: &SessionFiles, target: &SignalTarget, code: i32) -> ! {
+    target.kill_servers();
     let paths: [PathBuf; 5] = [
         files.ready(),
         files.socket(),

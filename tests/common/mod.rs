@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use astrid::client::{Client, ClientError};
 use astrid::paths::{HomeLayout, SessionFiles};
-use astrid::protocol::{ErrorCode, TreeNode};
+use astrid::protocol::{AuditEntry, ErrorCode, Request, TreeNode};
 use serde::Serialize;
 use tempfile::TempDir;
 
@@ -106,26 +106,7 @@ impl TestDaemon {
 
     /// Starts a daemon in an existing home and workspace without waiting.
     pub fn spawn_in(home: TempDir, workspace: TempDir, args: &[&str]) -> Self {
-        let layout = HomeLayout::new(home.path());
-        let files = layout.session(uuid::Uuid::nil());
-        let child = Command::new(daemon_bin())
-            .arg("--home")
-            .arg(home.path())
-            .arg("--workspace")
-            .arg(workspace.path())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Self {
-            home,
-            workspace,
-            layout,
-            files,
-            child,
-        }
+        Self::spawn_env(home, workspace, args, &[])
     }
 
     /// Waits for the ready file; panics with the daemon's stderr if it exits first.
@@ -203,6 +184,97 @@ impl TestDaemon {
     /// Runs the CLI against this daemon's home.
     pub fn cli(&self, args: &[&str]) -> Output {
         cli_in(self.home.path(), args)
+    }
+}
+
+impl TestDaemon {
+    /// Like [`TestDaemon::start_prepared`], with `env` added to the daemon's environment
+    /// (on top of the test's own).
+    pub fn start_prepared_env(
+        args: &[&str],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path, &Path),
+    ) -> Self {
+        let home = short_tempdir();
+        let workspace = short_tempdir();
+        prepare(home.path(), workspace.path());
+        let d = Self::spawn_env(home, workspace, args, env);
+        d.wait_ready();
+        d
+    }
+
+    /// Like [`TestDaemon::spawn_in`], with `env` added to the daemon's environment.
+    pub fn spawn_env(
+        home: TempDir,
+        workspace: TempDir,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let layout = HomeLayout::new(home.path());
+        let files = layout.session(uuid::Uuid::nil());
+        let child = Command::new(daemon_bin())
+            .arg("--home")
+            .arg(home.path())
+            .arg("--workspace")
+            .arg(workspace.path())
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Self {
+            home,
+            workspace,
+            layout,
+            files,
+            child,
+        }
+    }
+
+    /// Sends SIGTERM (a clean shutdown) unless the daemon has exited, and waits for it to
+    /// exit; `None` when it is still running after `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            return Some(status);
+        }
+        self.signal(rustix::process::Signal::TERM);
+        self.wait_exit(timeout)
+    }
+}
+
+/// A [`TestDaemon`] shut down cleanly (SIGTERM, waiting for it to exit) when dropped, so
+/// that whatever it started (MCP servers and their children) is cleaned up even when a
+/// test fails half-way; the [`TestDaemon`]'s own drop then kills it if it is still there.
+pub struct Graceful(pub TestDaemon);
+
+impl std::ops::Deref for Graceful {
+    type Target = TestDaemon;
+
+    fn deref(&self) -> &TestDaemon {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Graceful {
+    fn deref_mut(&mut self) -> &mut TestDaemon {
+        &mut self.0
+    }
+}
+
+impl Drop for Graceful {
+    fn drop(&mut self) {
+        if self.0.child.try_wait().ok().flatten().is_none() {
+            // Nothing here may panic: this may run while a failed test unwinds.
+            if let Some(pid) = rustix::process::Pid::from_raw(self.0.pid()) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let end = Instant::now() + DEADLINE;
+            while matches!(self.0.child.try_wait(), Ok(None)) && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 }
 
@@ -397,4 +469,110 @@ pub async fn patient_client(d: &TestDaemon) -> Client {
     let mut client = d.client().await;
     client.set_call_timeout(Some(DEADLINE));
     client
+}
+
+/// The example MCP server `examples/mcp-test-server.rs`, built beside this test's
+/// executable (`target/<profile>/deps/<test>` → `target/<profile>/examples/`). Panics,
+/// saying how to build it, when it is missing.
+#[allow(dead_code, reason = "not every test binary runs MCP servers")]
+pub fn mcp_test_server() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in target/<profile>/deps/");
+    let server = profile.join("examples/mcp-test-server");
+    assert!(
+        server.is_file(),
+        "{} is missing: run `cargo build --examples` first (`cargo test --workspace` builds it)",
+        server.display()
+    );
+    server
+}
+
+/// Whether process `pid` is alive: it exists and is not a zombie (a zombie has exited; its
+/// entry lingers only until its parent, or init, reaps it).
+#[allow(dead_code, reason = "not every test binary watches processes")]
+pub fn process_alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+}
+
+/// The process group of live process `pid`.
+#[allow(dead_code, reason = "not every test binary watches processes")]
+pub fn process_group(pid: u32) -> Option<u32> {
+    proc_stat(pid).map(|(_, pgid)| pgid)
+}
+
+/// State letter and process group from `/proc/<pid>/stat` (`None` when there is no such
+/// process).
+fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid pgrp ...`; `comm` may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let group = fields.nth(1)?.parse().ok()?;
+    Some((state, group))
+}
+
+/// Waits until none of `pids` is alive (see [`process_alive`]); panics naming the
+/// survivors after [`DEADLINE`].
+#[allow(dead_code, reason = "not every test binary watches processes")]
+#[track_caller]
+pub fn assert_gone(what: &str, pids: &[u32]) {
+    let gone = wait_until(DEADLINE, || pids.iter().all(|&p| !process_alive(p)));
+    let alive: Vec<u32> = pids.iter().copied().filter(|&p| process_alive(p)).collect();
+    assert!(gone, "{what}: still alive after {DEADLINE:?}: {alive:?}");
+}
+
+/// Where `program` is found in this process's `PATH`, if anywhere.
+#[allow(dead_code, reason = "not every test binary looks programs up")]
+pub fn find_in_path(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// The live processes of process group `pgid`.
+#[allow(dead_code, reason = "not every test binary watches processes")]
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| process_alive(pid) && process_group(pid) == Some(pgid))
+        .collect()
+}
+
+/// Polls the audit log until an entry matches `cond`.
+#[allow(dead_code, reason = "not every test binary reads the audit log")]
+pub async fn wait_audit(
+    client: &Client,
+    what: &str,
+    cond: impl Fn(&AuditEntry) -> bool,
+) -> AuditEntry {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let tail: Vec<AuditEntry> = client
+            .call(Request::AuditTail {
+                n: Some(200),
+                from: None,
+            })
+            .await
+            .unwrap();
+        if let Some(entry) = tail.iter().find(|e| cond(e)) {
+            return entry.clone();
+        }
+        assert!(
+            Instant::now() < end,
+            "no audit entry for {what} in {tail:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -270,6 +270,11 @@ impl Kernel {
         &self.supervisor
     }
 
+    /// The MCP servers (whose process groups a forced exit must kill).
+    pub fn mcp(&self) -> Arc<McpServers> {
+        Arc::clone(&self.mcp)
+    }
+
     /// The kernel actors' current addresses.
     pub fn actors(&self) -> &KernelActors {
         &self.actors

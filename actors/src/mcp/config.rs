@@ -112,8 +112,17 @@ pub fn load(files: &[PathBuf]) -> McpConfig {
             }
         };
         let (found, bad) = parse(file, &text);
-        errors.extend(bad);
+        // An entry replaces earlier ones of the same name, valid or not: a broken override
+        // is reported, not silently ignored in favour of what it meant to replace.
+        for error in bad {
+            if let Some(name) = &error.server {
+                servers.remove(name);
+                errors.retain(|e: &ConfigError| e.server.as_ref() != Some(name));
+            }
+            errors.push(error);
+        }
         for server in found {
+            errors.retain(|e| e.server.as_ref() != Some(&server.name));
             if let Some(earlier) = servers.get(&server.name) {
                 tracing::info!(
                     server = %server.name,
@@ -404,6 +413,31 @@ mod tests {
         }
         let e = one("[[server]]\nname = \"s\"\ncommand = \" \"\n").unwrap_err();
         assert_eq!(e.field, "server[0].command");
+    }
+
+    #[test]
+    fn a_later_entry_replaces_an_earlier_one_valid_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home.toml");
+        let work = dir.path().join("work.toml");
+        std::fs::write(
+            &home,
+            "[[server]]\nname = \"fixed\"\ncommand = \"x\"\ncall_timeout = \"bad\"\n\
+             [[server]]\nname = \"broken\"\ncommand = \"x\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &work,
+            "[[server]]\nname = \"fixed\"\ncommand = \"y\"\n\
+             [[server]]\nname = \"broken\"\ncommand = \"y\"\ncall_timeout = \"bad\"\n",
+        )
+        .unwrap();
+        let config = load(&[home, work.clone()]);
+        let servers: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(servers, ["fixed"]);
+        assert_eq!(config.errors.len(), 1, "{:?}", config.errors);
+        assert_eq!(config.errors[0].server.as_deref(), Some("broken"));
+        assert_eq!(config.errors[0].file, work);
     }
 
     #[test]

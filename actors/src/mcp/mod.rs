@@ -182,6 +182,24 @@ fn tool_infos(server: &str, tools: Vec<Tool>) -> Vec<McpToolInfo> {
         .collect()
 }
 
+/// `command` itself when it has a `/`; else the first executable of that name in the
+/// daemon's `PATH` (or the name as is, which then fails to start with "not found").
+fn find_program(command: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    if command.contains('/') {
+        return PathBuf::from(command);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(command))
+        .find(|path| {
+            std::fs::metadata(path)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| PathBuf::from(command))
+}
+
 /// A JSON value as a MessagePack value (the wire's), through serde.
 pub fn json_to_msgpack(value: &serde_json::Value) -> rmpv::Value {
     rmpv::ext::to_value(value).unwrap_or(rmpv::Value::Nil)
@@ -225,7 +243,9 @@ impl McpServerActor {
     /// environment.
     fn spawn(&self) -> std::io::Result<(TokioChildProcess, Option<tokio::process::ChildStderr>)> {
         let config = &self.config;
-        let mut cmd = tokio::process::Command::new(&config.command);
+        // The server's environment is not the daemon's: a bare name is looked up in the
+        // daemon's PATH here, not in the server's.
+        let mut cmd = tokio::process::Command::new(find_program(&config.command));
         cmd.args(&config.args)
             .env_clear()
             .current_dir(config.cwd.as_deref().unwrap_or(&self.workspace));
@@ -358,8 +378,9 @@ impl Actor for McpServerActor {
                 .map_err(|e| format!("`tools/list` failed: {e}"))?;
             Ok::<_, String>((service, tools))
         };
-        // Calls wait for the handshake.
-        ctx.wait(
+        // Not `ctx.wait`: a stop must not wait for a server that never answers. Calls are
+        // routed here only once the server is running.
+        ctx.spawn(
             handshake
                 .into_actor(self)
                 .map(|outcome, act, ctx| match outcome {

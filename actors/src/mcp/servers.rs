@@ -48,6 +48,21 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct McpServers(RwLock<Inner>, Mutex<HashSet<i32>>);
 
+/// How an entry that cannot run is listed.
+fn invalid(name: String, source: &std::path::Path, error: String) -> McpServerInfo {
+    McpServerInfo {
+        name,
+        state: McpServerState::Invalid,
+        restarts: 0,
+        tools: 0,
+        pid: None,
+        command: Vec::new(),
+        source: source.display().to_string(),
+        server_info: None,
+        error: Some(error),
+    }
+}
+
 /// Where a tool call goes.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -75,16 +90,9 @@ impl McpServers {
         inner.invalid = config
             .errors
             .iter()
-            .map(|e| McpServerInfo {
-                name: e.server.clone().unwrap_or_default(),
-                state: McpServerState::Invalid,
-                restarts: 0,
-                tools: 0,
-                pid: None,
-                command: Vec::new(),
-                source: e.file.display().to_string(),
-                server_info: None,
-                error: Some(e.to_string()),
+            .map(|e| {
+                let name = e.server.clone().unwrap_or_default();
+                invalid(name, &e.file, e.to_string())
             })
             .collect();
         let mut started = Vec::new();
@@ -131,17 +139,7 @@ impl McpServers {
                 config.source.display(),
                 config.name
             );
-            let info = McpServerInfo {
-                name: config.name.clone(),
-                state: McpServerState::Invalid,
-                restarts: 0,
-                tools: 0,
-                pid: None,
-                command: Vec::new(),
-                source: config.source.display().to_string(),
-                server_info: None,
-                error: Some(reason.clone()),
-            };
+            let info = invalid(config.name.clone(), &config.source, reason.clone());
             inner.refused.push((capsule.to_owned(), info));
             return Err(reason);
         }
@@ -244,6 +242,7 @@ impl McpServers {
             }
             if state != McpServerState::Starting && state != McpServerState::Running {
                 e.pid = None;
+                e.server_info = None;
                 e.tools.clear();
             }
             if let Some(n) = restarts {
