@@ -965,10 +965,10 @@ async fn a_server_that_never_answers_initialize_is_starting_and_goes_with_the_da
 /// outlive the daemon.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_exit_still_takes_every_server_process_group_with_it() {
-    // At shutdown, servers stop in reverse name order: `z-mute` first, whose pending
-    // handshake holds the `mcp` supervisor for its 2 s stop timeout, so the second signal
-    // arrives while `a` and its sleeper are still up.
-    let mut d = start(&(test_server("a", "") + &mute_server("z-mute")));
+    // A slow call in flight holds the shutdown: sessions drain before the servers stop, so
+    // the second signal arrives while `a`, its sleeper and `z-mute` (which never finishes
+    // its handshake) are still up.
+    let mut d = start(&(test_server("a", "call_timeout = \"60s\"") + &mute_server("z-mute")));
     let client = patient_client(&d).await;
     let a = running(&client, "a").await.pid.unwrap();
     let mute = wait_server(&client, "z-mute", |s| s.pid.is_some())
@@ -977,6 +977,20 @@ async fn a_forced_exit_still_takes_every_server_process_group_with_it() {
         .unwrap();
     let sleeper = spawn_sleeper(&client, "a").await;
     drop(client);
+    // The slow call, then a `Ping` on the same connection: the session handles frames in
+    // order, so once the pong is back the call is in flight.
+    let mut raw = d.raw();
+    raw.request(
+        1,
+        Request::CallMcpTool {
+            server: "a".into(),
+            tool: "slow".into(),
+            arguments: to_payload(&json!({"millis": 30_000})).unwrap(),
+        },
+    );
+    raw.request(2, Request::Ping);
+    let pong = raw.recv().expect("the pong");
+    assert_eq!(common::get(&pong, "id").as_u64(), Some(2), "{pong}");
 
     d.signal(rustix::process::Signal::TERM);
     // The ready file goes first at a shutdown: it is under way.
@@ -987,6 +1001,7 @@ async fn a_forced_exit_still_takes_every_server_process_group_with_it() {
         .wait_exit(DEADLINE)
         .expect("a second SIGTERM exits at once");
     assert_eq!(status.code(), Some(130), "{status:?}");
+    drop(raw);
     let pids = [a, mute, sleeper];
     common::wait_until(Duration::from_secs(5), || {
         pids.iter().all(|&p| !process_alive(p))
