@@ -153,14 +153,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::session::testing::Connection;
-
-    fn field<'a>(value: &'a rmpv::Value, name: &str) -> &'a rmpv::Value {
-        value
-            .as_map()
-            .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some(name)))
-            .map_or(&rmpv::Value::Nil, |(_, v)| v)
-    }
+    use crate::session::testing::{Connection, field};
 
     fn code(frame: &rmpv::Value) -> &str {
         field(field(frame, "error"), "code").as_str().unwrap_or("")

@@ -163,44 +163,22 @@ impl LoadedCapsules {
 
     /// Follows the capsules supervisor's reports.
     pub(crate) fn on_event(&self, event: &SupervisorEvent) {
-        let mut restarts = None;
-        let (child, state, failure) = match event {
-            SupervisorEvent::ChildStarted { child } => (child, ChildState::Running, None),
-            SupervisorEvent::ChildRestarted { child, restarts: n } => {
-                restarts = Some(*n);
-                (child, ChildState::Running, None)
-            }
-            SupervisorEvent::ChildExited {
-                child,
-                reason,
-                restart_in,
-            } => {
-                let state = if restart_in.is_some() {
-                    ChildState::Restarting
-                } else {
-                    ChildState::Stopped
-                };
-                (child, state, Some(reason))
-            }
-            SupervisorEvent::ChildFailed { child, reason } => {
-                (child, ChildState::Failed, Some(reason))
-            }
-            SupervisorEvent::Escalated { .. } => return,
-        };
-        let Some(name) = child.strip_prefix(CHILD_PREFIX) else {
+        let Some(report) = event.report() else { return };
+        let Some(name) = report.child.strip_prefix(CHILD_PREFIX) else {
             return;
         };
+        let state = report.state;
         let mut ended = None;
         if let Some(capsule) = self.write().capsules.get_mut(name) {
             if state != ChildState::Running {
                 ended = Some(Arc::clone(&capsule.queue));
             }
             capsule.state = state;
-            if let Some(n) = restarts {
+            if let Some(n) = report.restarts {
                 capsule.restarts = n;
             }
-            if let Some(reason) = failure {
-                capsule.last_failure = Some(reason.clone());
+            if let Some(reason) = report.failure {
+                capsule.last_failure = Some(reason.to_owned());
             }
         }
         if let Some(queue) = ended {

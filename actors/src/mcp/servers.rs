@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::McpServerActor;
 use super::config::{McpConfig, ServerConfig};
 use super::messages::{McpError, McpServerInfo, McpServerState, McpToolInfo};
-use crate::supervisor::{ChildRef, SupervisorEvent};
+use crate::supervisor::{ChildRef, ChildState, SupervisorEvent};
 
 /// What the supervision-tree name of a server's actor starts with.
 pub const CHILD_PREFIX: &str = "mcp:";
@@ -33,6 +33,27 @@ struct Entry {
     pid: Option<u32>,
     server_info: Option<String>,
     tools: Vec<McpToolInfo>,
+}
+
+impl Entry {
+    /// A server about to start.
+    fn new(
+        owner: Option<String>,
+        config: Arc<ServerConfig>,
+        actor: ChildRef<McpServerActor>,
+    ) -> Self {
+        Self {
+            owner,
+            config,
+            actor,
+            state: McpServerState::Starting,
+            restarts: 0,
+            last_failure: None,
+            pid: None,
+            server_info: None,
+            tools: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -100,20 +121,9 @@ impl McpServers {
             let config = Arc::new(server);
             let actor = ChildRef::new("mcp server");
             started.push((Arc::clone(&config), actor.clone()));
-            inner.servers.insert(
-                config.name.clone(),
-                Entry {
-                    owner: None,
-                    config,
-                    actor,
-                    state: McpServerState::Starting,
-                    restarts: 0,
-                    last_failure: None,
-                    pid: None,
-                    server_info: None,
-                    tools: Vec::new(),
-                },
-            );
+            inner
+                .servers
+                .insert(config.name.clone(), Entry::new(None, config, actor));
         }
         started
     }
@@ -144,20 +154,9 @@ impl McpServers {
             return Err(reason);
         }
         let actor = ChildRef::new("mcp server");
-        inner.servers.insert(
-            config.name.clone(),
-            Entry {
-                owner: Some(capsule.to_owned()),
-                config,
-                actor: actor.clone(),
-                state: McpServerState::Starting,
-                restarts: 0,
-                last_failure: None,
-                pid: None,
-                server_info: None,
-                tools: Vec::new(),
-            },
-        );
+        let name = config.name.clone();
+        let entry = Entry::new(Some(capsule.to_owned()), config, actor.clone());
+        inner.servers.insert(name, entry);
         Ok(actor)
     }
 
@@ -208,33 +207,18 @@ impl McpServers {
 
     /// Follows the `mcp` supervisor's reports.
     pub fn on_event(&self, event: &SupervisorEvent) {
-        let (child, state, failure, restarts) = match event {
-            SupervisorEvent::ChildStarted { child } => {
-                (child, McpServerState::Starting, None, None)
-            }
-            SupervisorEvent::ChildRestarted { child, restarts } => {
-                (child, McpServerState::Starting, None, Some(*restarts))
-            }
-            SupervisorEvent::ChildExited {
-                child,
-                reason,
-                restart_in,
-            } => {
-                let state = if restart_in.is_some() {
-                    McpServerState::Restarting
-                } else {
-                    McpServerState::Stopped
-                };
-                (child, state, Some(reason), None)
-            }
-            SupervisorEvent::ChildFailed { child, reason } => {
-                (child, McpServerState::Failed, Some(reason), None)
-            }
-            SupervisorEvent::Escalated { .. } => return,
-        };
-        let Some(name) = child.strip_prefix(CHILD_PREFIX) else {
+        let Some(report) = event.report() else { return };
+        let Some(name) = report.child.strip_prefix(CHILD_PREFIX) else {
             return;
         };
+        // A (re)started actor has yet to finish its handshake.
+        let state = match report.state {
+            ChildState::Running | ChildState::Stopping => McpServerState::Starting,
+            ChildState::Restarting => McpServerState::Restarting,
+            ChildState::Stopped => McpServerState::Stopped,
+            ChildState::Failed => McpServerState::Failed,
+        };
+        let (restarts, failure) = (report.restarts, report.failure);
         self.update(name, |e| {
             // A start is reported before the handshake: keep `Running` if it got there.
             if !(state == McpServerState::Starting && e.state == McpServerState::Running) {
@@ -249,7 +233,7 @@ impl McpServers {
                 e.restarts = n;
             }
             if let Some(reason) = failure {
-                e.last_failure = Some(reason.clone());
+                e.last_failure = Some(reason.to_owned());
             }
         });
     }

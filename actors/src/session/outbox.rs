@@ -429,6 +429,14 @@ pub(crate) mod testing {
     use super::{Outbox, ReplyTo};
     use crate::protocol::FrameCodec;
 
+    /// `value[name]` for a MessagePack map, `Nil` when absent.
+    pub(crate) fn field<'a>(value: &'a rmpv::Value, name: &str) -> &'a rmpv::Value {
+        value
+            .as_map()
+            .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some(name)))
+            .map_or(&rmpv::Value::Nil, |(_, v)| v)
+    }
+
     /// Both ends of a connection. Must be made inside a Tokio runtime.
     pub(crate) struct Connection {
         pub(super) out: Outbox,
@@ -485,15 +493,8 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
 
-    use super::testing::Connection;
+    use super::testing::{Connection, field};
     use super::*;
-
-    fn field<'a>(value: &'a rmpv::Value, name: &str) -> &'a rmpv::Value {
-        value
-            .as_map()
-            .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some(name)))
-            .map_or(&rmpv::Value::Nil, |(_, v)| v)
-    }
 
     #[tokio::test]
     async fn a_reply_from_another_thread_is_written_there() {

@@ -131,6 +131,62 @@ pub enum SupervisorEvent {
     },
 }
 
+/// What a [`SupervisorEvent`] says about one child, for tables that follow children's
+/// states (loaded capsules, MCP servers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildReport<'a> {
+    /// Child name.
+    pub child: &'a str,
+    /// Its state now.
+    pub state: ChildState,
+    /// Its restarts so far, when the event says.
+    pub restarts: Option<u32>,
+    /// Why it went down, when it did.
+    pub failure: Option<&'a str>,
+}
+
+impl SupervisorEvent {
+    /// The child's new state, restarts and failure; `None` for an escalation (the
+    /// supervisor is stopping, and its children with it).
+    pub fn report(&self) -> Option<ChildReport<'_>> {
+        fn report<'a>(
+            child: &'a str,
+            state: ChildState,
+            restarts: Option<u32>,
+            failure: Option<&'a str>,
+        ) -> ChildReport<'a> {
+            ChildReport {
+                child,
+                state,
+                restarts,
+                failure,
+            }
+        }
+        Some(match self {
+            Self::ChildStarted { child } => report(child, ChildState::Running, None, None),
+            Self::ChildRestarted { child, restarts } => {
+                report(child, ChildState::Running, Some(*restarts), None)
+            }
+            Self::ChildExited {
+                child,
+                reason,
+                restart_in,
+            } => {
+                let state = if restart_in.is_some() {
+                    ChildState::Restarting
+                } else {
+                    ChildState::Stopped
+                };
+                report(child, state, None, Some(reason.as_str()))
+            }
+            Self::ChildFailed { child, reason } => {
+                report(child, ChildState::Failed, None, Some(reason.as_str()))
+            }
+            Self::Escalated { .. } => return None,
+        })
+    }
+}
+
 struct Slot {
     /// Stable for the slot's life (slots are added and removed at run time).
     id: u64,
