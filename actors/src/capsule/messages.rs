@@ -13,7 +13,7 @@ use actix::Message;
 
 use crate::capsules::CapsuleError;
 use crate::error::KernelError;
-use crate::protocol::{CommandOutput, ErrorBody};
+use crate::protocol::{ErrorBody, raw};
 use crate::session::ReplyTo;
 
 /// One command call, waiting in its capsule's queue.
@@ -45,16 +45,15 @@ impl Answer {
         }
     }
 
-    /// Answers with the outcome of `command`.
-    pub fn send(mut self, command: String, outcome: Result<rmpv::Value, CallFailure>) {
+    /// Answers with the outcome of `command`: its output is one MessagePack value, passed
+    /// on as the guest wrote it (see [`raw`]).
+    pub fn send(mut self, command: &str, outcome: Result<&[u8], CallFailure>) {
         let Some(reply) = self.reply.take() else {
             return;
         };
         match outcome {
-            Ok(output) => reply.ok(&CommandOutput {
-                capsule: self.capsule.to_string(),
-                command,
-                output,
+            Ok(output) => reply.ok_encoded(|buf, id| {
+                raw::encode_command_reply(buf, id, &self.capsule, command, output)
             }),
             Err(failure) => reply.err(&self.error(failure)),
         }
@@ -86,9 +85,9 @@ impl Drop for Answer {
     }
 }
 
-/// Calls are waiting in the capsule's queue. Sent when the first call arrives in an empty
-/// queue; while the actor works through the queue, more calls need no message (and the
-/// capsule's thread no wake-up).
+/// Calls are waiting in the capsule's queue. Sent by a call that finds the actor resting;
+/// while the actor works through the queue (or lingers by it), more calls need no message
+/// (and the capsule's thread no wake-up).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Work;

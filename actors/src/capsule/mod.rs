@@ -34,6 +34,7 @@ use self::sandbox::{CallError, Compiled, Entry, Sandbox};
 use crate::bus::intercept::{Decision, Interceptor, Verdict};
 use crate::bus::{BusActor, Deregister, Event, Register, SubscriberId};
 use crate::capsules::loaded::{CHILD_PREFIX, child_name};
+use crate::protocol::raw;
 use crate::supervisor::{ChildRef, ExitNote, Fault, Inject, Terminate, apply_fault};
 
 /// How long to wait for the bus when subscribing, and before trying again.
@@ -62,6 +63,8 @@ pub struct CapsuleActor {
     subscriptions: Vec<String>,
     subscriber: Option<SubscriberId>,
     queue: Arc<CallQueue>,
+    /// The last command's input, kept for its buffer.
+    input: Vec<u8>,
 }
 
 impl CapsuleActor {
@@ -79,6 +82,7 @@ impl CapsuleActor {
             subscriptions: recipe.subscriptions,
             subscriber: None,
             queue: recipe.queue,
+            input: Vec::new(),
         }
     }
 
@@ -195,25 +199,32 @@ struct EventInput<'a> {
 }
 
 impl CapsuleActor {
-    /// Runs one command.
+    /// Runs one command; its output is the guest's reply, one MessagePack value.
     fn invoke(
         &mut self,
         command: &str,
         args: &[String],
         ctx: &mut Context<Self>,
-    ) -> Result<rmpv::Value, CallFailure> {
-        let input = rmp_serde::to_vec_named(&CommandInput { command, args })
+    ) -> Result<Vec<u8>, CallFailure> {
+        self.input.clear();
+        rmp_serde::encode::write_named(&mut self.input, &CommandInput { command, args })
             .map_err(|e| CallFailure::Crashed(format!("cannot encode the input: {e}")))?;
-        let reply = self.call(Entry::Command, &input, ctx)?;
-        let value = rmpv::decode::read_value(&mut reply.as_slice()).map_err(|e| {
-            // A reply that is not MessagePack is garbage, as a bad range is.
-            let reason = format!("the capsule returned garbage: {e}");
-            self.crash(reason.clone(), ctx);
-            CallFailure::Crashed(reason)
-        })?;
-        match guest_error(&value) {
-            Some(message) => Err(CallFailure::Guest(message.to_owned())),
-            None => Ok(value),
+        let input = std::mem::take(&mut self.input);
+        let reply = self.call(Entry::Command, &input, ctx);
+        self.input = input;
+        let mut reply = reply?;
+        match raw::value_len(&reply) {
+            Ok(len) => reply.truncate(len),
+            Err(e) => {
+                // A reply that is not MessagePack is garbage, as a bad range is.
+                let reason = format!("the capsule returned garbage: {e}");
+                self.crash(reason.clone(), ctx);
+                return Err(CallFailure::Crashed(reason));
+            }
+        }
+        match guest_error(&reply) {
+            Some(message) => Err(CallFailure::Guest(message)),
+            None => Ok(reply),
         }
     }
 }
@@ -225,28 +236,48 @@ impl Handler<Work> for CapsuleActor {
     type Result = ();
 
     fn handle(&mut self, _: Work, ctx: &mut Context<Self>) {
-        for _ in 0..CALLS_PER_TURN {
+        let mut ran = 0;
+        loop {
             if self.sandbox.is_err() {
                 // The instance failed and the actor is stopping: the supervisor's report of
                 // its end answers the calls still queued.
                 return;
             }
+            if ran == CALLS_PER_TURN {
+                ctx.notify(Work);
+                return;
+            }
             let Some((command, args)) = self.queue.next() else {
+                if self.queue.linger() || !self.queue.rest() {
+                    continue;
+                }
                 return;
             };
+            ran += 1;
             let outcome = self.invoke(&command, &args, ctx);
             if let Some(answer) = self.queue.finish() {
-                answer.send(command, outcome);
+                match &outcome {
+                    Ok(output) => answer.send(&command, Ok(output)),
+                    Err(failure) => answer.send(&command, Err(failure.clone())),
+                }
             }
         }
-        ctx.notify(Work);
     }
 }
 
-/// The message of a `{"error": "..."}` reply.
-fn guest_error(value: &rmpv::Value) -> Option<&str> {
+/// The message of an `{"error": "..."}` reply (a map of that one entry).
+fn guest_error(output: &[u8]) -> Option<String> {
+    // Only a map of one entry can be one: most replies are told apart by their first bytes.
+    let one_entry = matches!(
+        output,
+        [0x81, ..] | [0xde, 0, 1, ..] | [0xdf, 0, 0, 0, 1, ..]
+    );
+    if !one_entry {
+        return None;
+    }
+    let value = rmpv::decode::read_value(&mut &output[..]).ok()?;
     match value.as_map()?.as_slice() {
-        [(key, message)] if key.as_str() == Some("error") => message.as_str(),
+        [(key, message)] if key.as_str() == Some("error") => message.as_str().map(str::to_owned),
         _ => None,
     }
 }
@@ -361,13 +392,24 @@ mod tests {
 
     #[test]
     fn only_a_single_error_key_is_a_guest_error() {
+        fn bytes(value: &rmpv::Value) -> Vec<u8> {
+            let mut out = Vec::new();
+            rmpv::encode::write_value(&mut out, value).unwrap();
+            out
+        }
         let err = rmpv::Value::Map(vec![("error".into(), "no".into())]);
-        assert_eq!(guest_error(&err), Some("no"));
+        assert_eq!(guest_error(&bytes(&err)).as_deref(), Some("no"));
+        // The same map with a wider length field than needed.
+        let mut wide = vec![0xde, 0, 1];
+        wide.extend_from_slice(&bytes(&err)[1..]);
+        assert_eq!(guest_error(&wide).as_deref(), Some("no"));
         let more = rmpv::Value::Map(vec![
             ("error".into(), "no".into()),
             ("data".into(), 1.into()),
         ]);
-        assert_eq!(guest_error(&more), None);
-        assert_eq!(guest_error(&rmpv::Value::from("error")), None);
+        assert_eq!(guest_error(&bytes(&more)), None);
+        let not_text = rmpv::Value::Map(vec![("error".into(), 1.into())]);
+        assert_eq!(guest_error(&bytes(&not_text)), None);
+        assert_eq!(guest_error(&bytes(&rmpv::Value::from("error"))), None);
     }
 }

@@ -1,9 +1,15 @@
 //! The command calls waiting for one capsule.
 //!
 //! Sessions push calls; the capsule's actor takes them one by one on its own thread and
-//! answers each straight into the caller's connection. Only the first call into an empty
-//! queue sends the actor a [`Work`] message (a wake-up of its thread): under load, calls
-//! queue up while it works and cost no message at all.
+//! answers each straight into the caller's connection. Only a call that finds the actor
+//! resting sends it a [`Work`] message (a wake-up of its thread): under load, calls queue
+//! up while it works and cost no message at all.
+//!
+//! A thread woken from sleep starts late (tens of microseconds on a virtual machine, more
+//! than a whole call). So when calls come close together, the actor watches the empty
+//! queue for a moment before it lets its thread sleep ([`CallQueue::linger`]): it does so
+//! only when the last call came within [`LINGER`] of the queue emptying, and never longer
+//! than that, so an idle or lightly used capsule costs no CPU.
 //!
 //! A call is owed an answer by its deadline (the manifest's, plus a margin for the hops),
 //! whatever the capsule does: the registry sweeps the queues, and answers `timeout` for
@@ -12,6 +18,7 @@
 //! report empties the queue: those calls never ran, and are answered so.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -28,7 +35,13 @@ pub struct CallQueue {
     /// How long a caller waits at most: the deadline plus a margin.
     patience: Duration,
     state: Mutex<State>,
+    /// Calls waiting, for the actor to watch without taking the lock.
+    waiting: AtomicUsize,
 }
+
+/// How long the actor watches its empty queue before its thread sleeps, at most; it does
+/// so only while calls come at least this close together.
+pub(super) const LINGER: Duration = Duration::from_micros(50);
 
 #[derive(Debug, Default)]
 struct State {
@@ -36,8 +49,20 @@ struct State {
     /// The call the actor is running: when it was queued, and its answer (taken by the
     /// sweep if it runs past its deadline).
     running: Option<(Instant, Answer)>,
-    /// A [`Work`] message is on its way or being handled.
+    /// A [`Work`] message is on its way or being handled: the actor is awake.
     nudged: bool,
+    /// When the actor found the queue empty, if it still is.
+    idle_since: Option<Instant>,
+    /// The last call came within [`LINGER`] of the queue emptying: the actor lingers.
+    close: bool,
+}
+
+impl State {
+    fn pop(&mut self, count: &AtomicUsize) -> Option<(Instant, Call)> {
+        let next = self.waiting.pop_front();
+        count.store(self.waiting.len(), Ordering::Release);
+        next
+    }
 }
 
 impl CallQueue {
@@ -48,6 +73,7 @@ impl CallQueue {
             deadline,
             patience: deadline + Duration::from_millis(250),
             state: Mutex::new(State::default()),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -60,12 +86,20 @@ impl CallQueue {
         self.deadline
     }
 
-    /// Queues `call`, and tells the actor if it was not told yet.
+    /// Queues `call`, and tells the actor if it is not awake.
     pub fn push(&self, call: Call) {
         let nudge = {
             let mut state = self.lock();
-            state.waiting.push_back((Instant::now(), call));
-            !std::mem::replace(&mut state.nudged, true)
+            let now = Instant::now();
+            state.waiting.push_back((now, call));
+            self.waiting.store(state.waiting.len(), Ordering::Release);
+            let nudge = !std::mem::replace(&mut state.nudged, true);
+            if nudge {
+                state.close = state
+                    .idle_since
+                    .is_some_and(|idle| now.saturating_duration_since(idle) <= LINGER);
+            }
+            nudge
         };
         if nudge {
             // With no actor now, the call waits for the supervisor's report of its end
@@ -76,14 +110,16 @@ impl CallQueue {
         }
     }
 
-    /// The next call to run, or `None` when the queue is empty (the next call will send a
-    /// new [`Work`]). Its answer is kept here until [`finish`](Self::finish).
+    /// The next call to run, or `None` when the queue is empty (then see
+    /// [`linger`](Self::linger) and [`rest`](Self::rest)). Its answer is kept here until
+    /// [`finish`](Self::finish).
     pub fn next(&self) -> Option<(String, Vec<String>)> {
         let mut state = self.lock();
-        let Some((queued, call)) = state.waiting.pop_front() else {
-            state.nudged = false;
+        let Some((queued, call)) = state.pop(&self.waiting) else {
+            state.idle_since.get_or_insert_with(Instant::now);
             return None;
         };
+        state.idle_since = None;
         let Call {
             command,
             args,
@@ -93,6 +129,38 @@ impl CallQueue {
         drop(state);
         drop(late);
         Some((command, args))
+    }
+
+    /// With the queue empty: when calls have been coming close together, watches it until
+    /// [`LINGER`] after it emptied, and says whether a call came meanwhile.
+    pub fn linger(&self) -> bool {
+        let until = {
+            let state = self.lock();
+            match state.idle_since {
+                Some(idle) if state.close => idle + LINGER,
+                _ => return false,
+            }
+        };
+        while Instant::now() < until {
+            if self.waiting.load(Ordering::Acquire) > 0 {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        self.lock().close = false;
+        false
+    }
+
+    /// Lets the actor sleep if the queue is still empty (the next call sends a new
+    /// [`Work`]); `false` when a call came in the meantime.
+    pub fn rest(&self) -> bool {
+        let mut state = self.lock();
+        if state.waiting.is_empty() {
+            state.nudged = false;
+            true
+        } else {
+            false
+        }
     }
 
     /// The answer of the call that just ran, unless the sweep answered it already.
@@ -117,7 +185,7 @@ impl CallQueue {
                 .front()
                 .is_some_and(|(queued, _)| now >= *queued + self.patience)
             {
-                late.extend(state.waiting.pop_front().map(|(_, call)| call.answer));
+                late.extend(state.pop(&self.waiting).map(|(_, call)| call.answer));
             }
         }
         for answer in late {
@@ -130,6 +198,7 @@ impl CallQueue {
         let (waiting, running) = {
             let mut state = self.lock();
             state.nudged = false;
+            self.waiting.store(0, Ordering::Release);
             (std::mem::take(&mut state.waiting), state.running.take())
         };
         drop(running);
@@ -185,7 +254,7 @@ mod tests {
         );
         q.finish()
             .unwrap()
-            .send(command, Ok(rmpv::Value::from("out")));
+            .send(&command, Ok(&[0xa3, b'o', b'u', b't'][..]));
         let frame = conn.next().await;
         assert_eq!(field(&frame, "id"), &rmpv::Value::from(1));
         let result = field(&frame, "result");
@@ -195,12 +264,14 @@ mod tests {
         let (command, _) = q.next().unwrap();
         q.finish()
             .unwrap()
-            .send(command, Err(CallFailure::Guest("no".into())));
+            .send(&command, Err(CallFailure::Guest("no".into())));
         assert_eq!(code(&conn.next().await), "capsule_error");
         assert!(q.next().is_none());
+        assert!(q.lock().nudged, "the actor is awake until it rests");
+        assert!(q.rest());
         assert!(
             !q.lock().nudged,
-            "an empty queue waits for the next call's message"
+            "a resting actor waits for the next call's message"
         );
         assert!(q.is_empty());
     }
@@ -242,5 +313,62 @@ mod tests {
             "the next incarnation is told of the next call"
         );
         assert_eq!(conn.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_actor_lingers_only_while_calls_come_close_together() {
+        let mut conn = Connection::new();
+        let q = queue();
+        let run = |q: &CallQueue| {
+            let (command, _) = q.next().expect("a call is waiting");
+            q.finish().unwrap().send(&command, Ok(&[0xc0][..]));
+        };
+
+        // The first call ever: nothing tells how close the next one will be.
+        q.push(call(&conn, 1, "first"));
+        run(&q);
+        assert!(q.next().is_none());
+        assert!(!q.linger(), "no call came close to an emptying yet");
+        assert!(q.rest());
+
+        // A call right after the queue emptied: the actor lingers, and with nothing
+        // coming, rests once `LINGER` is over and forgets the closeness.
+        q.push(call(&conn, 2, "close"));
+        assert!(q.lock().close);
+        run(&q);
+        assert!(q.next().is_none());
+        assert!(!q.linger());
+        assert!(!q.lock().close);
+        assert!(q.rest());
+
+        // A call long after the queue emptied: no lingering.
+        q.lock().idle_since = Instant::now().checked_sub(10 * LINGER);
+        q.push(call(&conn, 3, "far"));
+        assert!(!q.lock().close);
+        run(&q);
+        assert!(q.next().is_none());
+        assert!(!q.linger());
+        assert!(q.rest());
+
+        // While lingering, a call that comes is seen (and needs no message).
+        q.lock().idle_since = Some(Instant::now());
+        q.push(call(&conn, 4, "close again"));
+        assert!(q.lock().close);
+        run(&q);
+        assert!(q.next().is_none());
+        q.push(call(&conn, 5, "while lingering"));
+        assert!(q.lock().nudged, "the actor is awake: no message");
+        assert!(q.linger());
+        run(&q);
+        assert!(q.next().is_none());
+
+        // A call between finding the queue empty and resting keeps the actor awake.
+        q.push(call(&conn, 6, "just in time"));
+        assert!(!q.rest());
+        run(&q);
+        for id in 1..=6 {
+            assert_eq!(field(&conn.next().await, "id"), &rmpv::Value::from(id));
+        }
+        assert!(q.is_empty());
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod raw;
 
 use std::io::Cursor;
 

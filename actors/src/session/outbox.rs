@@ -72,8 +72,17 @@ impl State {
         value: &T,
         max_frame: usize,
     ) -> Result<(), EncodeError> {
+        self.frame_with(max_frame, |buf| encode_frame(buf, value))
+    }
+
+    /// Appends the frame `encode` writes, unless its body is longer than `max_frame`.
+    fn frame_with(
+        &mut self,
+        max_frame: usize,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+    ) -> Result<(), EncodeError> {
         let start = self.buf.len();
-        encode_frame(&mut self.buf, value)?;
+        encode(&mut self.buf)?;
         let body = self.buf.len() - start - crate::protocol::codec::LENGTH_PREFIX;
         if body > max_frame {
             self.buf.truncate(start);
@@ -160,7 +169,18 @@ impl Outbox {
             id,
             result: &result,
         };
-        let body = match state.frame(&reply, self.0.max_frame) {
+        self.append_reply(state, id, |buf| encode_frame(buf, &reply));
+    }
+
+    /// Appends the reply frame to request `id` that `encode` writes (an error reply when
+    /// it cannot be sent).
+    fn append_reply(
+        &self,
+        state: &mut State,
+        id: u64,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+    ) {
+        let body = match state.frame_with(self.0.max_frame, encode) {
             Ok(()) => return,
             Err(EncodeError::TooLarge(len)) => ErrorBody {
                 code: ErrorCode::TooLarge,
@@ -291,6 +311,20 @@ impl ReplyTo {
         if let Some(out) = self.out.take() {
             let mut state = out.lock();
             out.append_ok(&mut state, self.id, result);
+            out.deliver(&mut state);
+        }
+    }
+
+    /// Answers with the reply frame `encode` writes for this request's id: for a result
+    /// that is already MessagePack (see [`crate::protocol::raw`]).
+    pub fn ok_encoded(
+        mut self,
+        encode: impl FnOnce(&mut BytesMut, u64) -> Result<(), EncodeError>,
+    ) {
+        if let Some(out) = self.out.take() {
+            let mut state = out.lock();
+            let id = self.id;
+            out.append_reply(&mut state, id, |buf| encode(buf, id));
             out.deliver(&mut state);
         }
     }
