@@ -1256,3 +1256,90 @@ async fn capsules_spinning_in_host_calls_are_stopped_at_their_deadline() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A module whose `astrid_command` always replies with `reply`, as a WAT data segment.
+fn fixed_reply_module(reply: &[u8]) -> Vec<u8> {
+    let data: String = reply.iter().map(|b| format!("\\{b:02x}")).collect();
+    format!(
+        "(module (memory (export \"memory\") 1)\n\
+         (data (i32.const 1024) \"{data}\")\n\
+         (func (export \"astrid_alloc\") (param i32) (result i32) i32.const 16)\n\
+         (func (export \"astrid_command\") (param i32 i32) (result i64)\n\
+           i64.const {}))",
+        (1024u64 << 32) | reply.len() as u64
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_output_reaches_the_client_as_written_and_malformed_output_crashes() {
+    let manifest = |name: &str| {
+        format!(
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\n\n[module]\nfile = \"m.wat\"\n\n\
+             [[command]]\nname = \"{name}\"\n\n[restart]\nbackoff = \"0s\"\n"
+        )
+    };
+    // [5, "hi"] with wider encodings than needed, then a byte that is not part of it.
+    let wide = [0x92, 0xcc, 0x05, 0xd9, 0x02, b'h', b'i', 0xc1];
+    // {"error": "no"}, its map length in 16 bits.
+    let error = [
+        0xde, 0x00, 0x01, 0xa5, b'e', b'r', b'r', b'o', b'r', 0xa2, b'n', b'o',
+    ];
+    let nested = |depth: usize| {
+        let mut bytes = vec![0x91; depth];
+        bytes.push(0xc0);
+        bytes
+    };
+    let modules = [
+        ("wide", fixed_reply_module(&wide)),
+        ("error", fixed_reply_module(&error)),
+        ("deep-ok", fixed_reply_module(&nested(128))),
+        ("too-deep", fixed_reply_module(&nested(129))),
+        ("cut", fixed_reply_module(&[0x92, 0x01])),
+    ];
+    let d = TestDaemon::start_prepared(&[], |home, _| {
+        for (name, module) in &modules {
+            write_capsule(
+                &home_capsules(home),
+                name,
+                &manifest(name),
+                &[("m.wat", module)],
+            );
+        }
+    });
+    let client = patient_client(&d).await;
+
+    assert_eq!(run(&client, "wide", &[]).await, json!([5, "hi"]));
+    let (code, message) = failure(invoke(&client, "error", &[]).await);
+    assert_eq!(
+        (code, message.as_str()),
+        (ErrorCode::CapsuleError, "error: no")
+    );
+    let deep = invoke(&client, "deep-ok", &[]).await.unwrap().output;
+    let mut depth = 0;
+    let mut value = &deep;
+    while let rmpv::Value::Array(items) = value {
+        depth += 1;
+        value = &items[0];
+    }
+    assert_eq!((depth, value), (128, &rmpv::Value::Nil));
+
+    for (name, why) in [
+        ("too-deep", "nested deeper than 128"),
+        ("cut", "ends in the middle"),
+    ] {
+        let (code, message) = failure(invoke(&client, name, &[]).await);
+        assert_eq!(code, ErrorCode::CapsuleCrashed, "{name}: {message}");
+        assert!(
+            message.contains("garbage") && message.contains(why),
+            "{name}: {message}"
+        );
+        wait_restarted(&client, name, 1).await;
+    }
+    // Those that answered well never crashed.
+    for name in ["wide", "error", "deep-ok"] {
+        let tree = client.tree().await.unwrap();
+        let node = tree.find(&format!("capsule:{name}")).unwrap();
+        assert_eq!(node.restarts, 0, "{node:?}");
+    }
+}

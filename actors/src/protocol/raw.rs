@@ -15,9 +15,10 @@ use rmp::encode::{ValueWriteError, write_map_len, write_str, write_uint};
 
 use super::codec::{EncodeError, LENGTH_PREFIX};
 
-/// Arrays and maps nested deeper than this are refused: a client's decoder has a depth
-/// limit too (rmp-serde's is 1024, counted from the frame's outer map).
-pub const MAX_DEPTH: usize = 512;
+/// Arrays and maps nested deeper than this are refused, so that clients decoding a reply
+/// recursively (as serde does) cannot run out of stack; `serde_json`'s default limit is the
+/// same.
+pub const MAX_DEPTH: usize = 128;
 
 /// Why bytes are not one MessagePack value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
