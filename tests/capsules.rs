@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -1259,7 +1260,10 @@ async fn capsules_spinning_in_host_calls_are_stopped_at_their_deadline() {
 
 /// A module whose `astrid_command` always replies with `reply`, as a WAT data segment.
 fn fixed_reply_module(reply: &[u8]) -> Vec<u8> {
-    let data: String = reply.iter().map(|b| format!("\\{b:02x}")).collect();
+    let mut data = String::new();
+    for b in reply {
+        write!(data, "\\{b:02x}").unwrap();
+    }
     format!(
         "(module (memory (export \"memory\") 1)\n\
          (data (i32.const 1024) \"{data}\")\n\
