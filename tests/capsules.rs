@@ -130,6 +130,15 @@ fn copy_with(root: &Path, example: &str, extra: &str) -> PathBuf {
     dir
 }
 
+/// The manifest of capsule `name`, module `m.wat`, with one command named like it, and
+/// `extra` appended.
+fn one_command_manifest(name: &str, extra: &str) -> String {
+    format!(
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\n\n[module]\nfile = \"m.wat\"\n\n\
+         [[command]]\nname = \"{name}\"\n\n{extra}"
+    )
+}
+
 fn home_capsules(home: &Path) -> PathBuf {
     home.join("capsules")
 }
@@ -857,12 +866,7 @@ async fn reload_adds_changes_and_removes_capsules_and_leaves_the_rest_running() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modules_that_do_not_fit_the_abi_are_invalid_and_the_daemon_serves_on() {
-    let manifest = |name: &str| {
-        format!(
-            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\n\n[module]\nfile = \"m.wat\"\n\n\
-             [[command]]\nname = \"{name}\"\n"
-        )
-    };
+    let manifest = |name: &str| one_command_manifest(name, "");
     let d = TestDaemon::start_prepared(&[], |home, _| {
         let root = home_capsules(home);
         copy_capsule(&example_capsule("echo"), &root);
@@ -1277,12 +1281,7 @@ fn fixed_reply_module(reply: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_output_reaches_the_client_as_written_and_malformed_output_crashes() {
-    let manifest = |name: &str| {
-        format!(
-            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\n\n[module]\nfile = \"m.wat\"\n\n\
-             [[command]]\nname = \"{name}\"\n\n[restart]\nbackoff = \"0s\"\n"
-        )
-    };
+    let manifest = |name: &str| one_command_manifest(name, "[restart]\nbackoff = \"0s\"\n");
     // [5, "hi"] with wider encodings than needed, then a byte that is not part of it.
     let wide = [0x92, 0xcc, 0x05, 0xd9, 0x02, b'h', b'i', 0xc1];
     // {"error": "no"}, its map length in 16 bits.
