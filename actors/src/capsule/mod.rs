@@ -29,7 +29,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 pub use self::host::{Host, HostError};
 pub use self::messages::{Answer, Call, CallFailure, Intercept, NEVER_RAN, Work};
-pub use self::queue::CallQueue;
+pub use self::queue::{CallQueue, LingerSlots};
 use self::sandbox::{CallError, Compiled, Entry, Sandbox};
 use crate::bus::intercept::{Decision, Interceptor, Verdict};
 use crate::bus::{BusActor, Deregister, Event, Register, SubscriberId};

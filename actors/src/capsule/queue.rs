@@ -9,7 +9,9 @@
 //! than a whole call). So when calls come close together, the actor watches the empty
 //! queue for a moment before it lets its thread sleep ([`CallQueue::linger`]): it does so
 //! only when the last call came within [`LINGER`] of the queue emptying, and never longer
-//! than that, so an idle or lightly used capsule costs no CPU.
+//! than that, so an idle or lightly used capsule costs no CPU. Capsule threads linger at
+//! most one fewer at a time than there are cores ([`LingerSlots`]), so that spinning never
+//! takes every core from the sessions feeding them.
 //!
 //! A call is owed an answer by its deadline (the manifest's, plus a margin for the hops),
 //! whatever the capsule does: the registry sweeps the queues, and answers `timeout` for
@@ -19,7 +21,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::CapsuleActor;
@@ -37,6 +39,51 @@ pub struct CallQueue {
     state: Mutex<State>,
     /// Calls waiting, for the actor to watch without taking the lock.
     waiting: AtomicUsize,
+    /// The daemon's lingering budget.
+    slots: Arc<LingerSlots>,
+}
+
+/// How many capsule threads may linger at once, shared by every capsule's queue.
+#[derive(Debug)]
+pub struct LingerSlots {
+    free: AtomicUsize,
+}
+
+impl LingerSlots {
+    /// Room for `slots` lingering threads at once.
+    pub fn new(slots: usize) -> Self {
+        Self {
+            free: AtomicUsize::new(slots),
+        }
+    }
+
+    /// Takes a slot, if one is free; it is given back when the guard drops.
+    fn take(&self) -> Option<SlotTaken<'_>> {
+        self.free
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| {
+                free.checked_sub(1)
+            })
+            .ok()
+            .map(|_| SlotTaken(self))
+    }
+}
+
+impl Default for LingerSlots {
+    /// One fewer than the machine's cores (none on a single core, where spinning would only
+    /// keep the caller from running).
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Self::new(cores - 1)
+    }
+}
+
+/// A lingering slot, taken until dropped.
+struct SlotTaken<'a>(&'a LingerSlots);
+
+impl Drop for SlotTaken<'_> {
+    fn drop(&mut self) {
+        self.0.free.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// How long the actor watches its empty queue before its thread sleeps, at most; it does
@@ -66,14 +113,16 @@ impl State {
 }
 
 impl CallQueue {
-    /// The queue of the capsule behind `actor`, whose calls have `deadline`.
-    pub fn new(actor: ChildRef<CapsuleActor>, deadline: Duration) -> Self {
+    /// The queue of the capsule behind `actor`, whose calls have `deadline`, lingering
+    /// within the budget `slots`.
+    pub fn new(actor: ChildRef<CapsuleActor>, deadline: Duration, slots: Arc<LingerSlots>) -> Self {
         Self {
             actor,
             deadline,
             patience: deadline + Duration::from_millis(250),
             state: Mutex::new(State::default()),
             waiting: AtomicUsize::new(0),
+            slots,
         }
     }
 
@@ -131,8 +180,9 @@ impl CallQueue {
         Some((command, args))
     }
 
-    /// With the queue empty: when calls have been coming close together, watches it until
-    /// [`LINGER`] after it emptied, and says whether a call came meanwhile.
+    /// With the queue empty: when calls have been coming close together and a lingering
+    /// slot is free, watches it until [`LINGER`] after it emptied, and says whether a call
+    /// came meanwhile.
     pub fn linger(&self) -> bool {
         let until = {
             let state = self.lock();
@@ -140,6 +190,9 @@ impl CallQueue {
                 Some(idle) if state.close => idle + LINGER,
                 _ => return false,
             }
+        };
+        let Some(_slot) = self.slots.take() else {
+            return false;
         };
         while Instant::now() < until {
             if self.waiting.load(Ordering::Acquire) > 0 {
@@ -219,8 +272,6 @@ impl CallQueue {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::session::testing::{Connection, field};
 
@@ -229,7 +280,11 @@ mod tests {
     }
 
     fn queue() -> CallQueue {
-        CallQueue::new(ChildRef::new("capsule"), Duration::from_millis(100))
+        CallQueue::new(
+            ChildRef::new("capsule"),
+            Duration::from_millis(100),
+            Arc::new(LingerSlots::new(1)),
+        )
     }
 
     fn call(conn: &Connection, id: u64, command: &str) -> Call {
@@ -362,11 +417,23 @@ mod tests {
         run(&q);
         assert!(q.next().is_none());
 
+        // With the daemon's lingering slots all taken, the actor rests instead.
+        q.push(call(&conn, 6, "close, no slot"));
+        run(&q);
+        assert!(q.next().is_none());
+        assert!(q.lock().close);
+        let taken = q.slots.take().unwrap();
+        q.push(call(&conn, 7, "unseen while resting"));
+        assert!(!q.linger(), "no slot is free");
+        drop(taken);
+        run(&q);
+        assert!(q.next().is_none());
+
         // A call between finding the queue empty and resting keeps the actor awake.
-        q.push(call(&conn, 6, "just in time"));
+        q.push(call(&conn, 8, "just in time"));
         assert!(!q.rest());
         run(&q);
-        for id in 1..=6 {
+        for id in 1..=8 {
             assert_eq!(field(&conn.next().await, "id"), &rmpv::Value::from(id));
         }
         assert!(q.is_empty());

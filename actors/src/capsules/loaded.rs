@@ -14,7 +14,7 @@ use actix::Arbiter;
 
 use super::BUILTIN_COMMANDS;
 use super::messages::CapsuleError;
-use crate::capsule::CallQueue;
+use crate::capsule::{CallQueue, LingerSlots};
 use crate::supervisor::{ChildState, SupervisorEvent};
 
 /// What the supervision-tree name of a capsule's actor starts with; the same name is its
@@ -67,15 +67,24 @@ struct Inner {
 
 /// The table of loaded capsules.
 #[derive(Debug, Default)]
-pub struct LoadedCapsules(RwLock<Inner>);
+pub struct LoadedCapsules {
+    inner: RwLock<Inner>,
+    /// How many capsule threads may linger by their queues at once, shared by all queues.
+    linger_slots: Arc<LingerSlots>,
+}
 
 impl LoadedCapsules {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner)
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.0.write().unwrap_or_else(PoisonError::into_inner)
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lingering budget every capsule's queue shares (see [`LingerSlots`]).
+    pub fn linger_slots(&self) -> &Arc<LingerSlots> {
+        &self.linger_slots
     }
 
     /// Where `command` goes, or why it cannot go anywhere now.

@@ -229,7 +229,11 @@ impl CapsulesActor {
         self.deps.namespaces.register(Namespaces::of_capsule(&name));
         let actor = ChildRef::new("capsule");
         let arbiter = Arbiter::new();
-        let queue = Arc::new(CallQueue::new(actor.clone(), manifest.limits.call_timeout));
+        let queue = Arc::new(CallQueue::new(
+            actor.clone(),
+            manifest.limits.call_timeout,
+            Arc::clone(self.deps.loaded.linger_slots()),
+        ));
         let recipe = Recipe {
             compiled,
             host: Host::new(
