@@ -256,9 +256,9 @@ impl Handler<Work> for CapsuleActor {
             ran += 1;
             let outcome = self.invoke(&command, &args, ctx);
             if let Some(answer) = self.queue.finish() {
-                match &outcome {
-                    Ok(output) => answer.send(&command, Ok(output)),
-                    Err(failure) => answer.send(&command, Err(failure.clone())),
+                match outcome {
+                    Ok(output) => answer.send(&command, Ok(&output)),
+                    Err(failure) => answer.send(&command, Err(failure)),
                 }
             }
         }

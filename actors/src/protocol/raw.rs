@@ -2,7 +2,7 @@
 //!
 //! A command's output is any MessagePack value of the guest's. Rather than decode it into a
 //! tree and encode the tree again, the daemon checks that the guest's bytes hold one
-//! well-formed value ([`value_len`], which walks the markers without allocating) and writes
+//! well-formed value ([`value_len`], which walks the markers without decoding them) and writes
 //! the reply frame around those bytes ([`encode_command_reply`]). The frame is the one
 //! [`encode_frame`](super::encode_frame) writes for a [`ReplyFrame`](super::ReplyFrame) of a
 //! [`CommandOutput`](super::CommandOutput); a test holds the two to the same bytes.
@@ -36,7 +36,8 @@ pub enum MalformedValue {
 
 /// The length of the MessagePack value at the start of `bytes`: what follows it is not part
 /// of it. Checks every marker and length on the way, without decoding strings or building
-/// anything; the work is linear in the length of `bytes`, whatever lengths they declare.
+/// a tree (it keeps only a count per open array or map); the work is linear in the length
+/// of `bytes`, whatever lengths they declare.
 ///
 /// # Errors
 ///
