@@ -4,7 +4,8 @@
 //! and 20) copied into their homes. Delivery to a capsule and what it publishes back, its
 //! subscription across its own restart and the bus's (and gone after a reload removes it),
 //! and interceptors that deny, rewrite and finish, in priority order, skipped while their
-//! capsule is crashed, silent or failed, kept across a bus restart, gone after a reload.
+//! capsule is crashed, silent or failed, kept across a bus restart, gone after a reload;
+//! and payloads nested deeper than clients are sure to decode, refused.
 
 #![allow(clippy::unwrap_used)]
 
@@ -479,4 +480,72 @@ async fn a_crashed_or_silent_interceptor_is_skipped_and_a_removed_one_is_gone() 
         next_event(&mut events).await.payload,
         rmpv::Value::from("forbidden!")
     );
+}
+
+#[tokio::test]
+async fn a_payload_nested_deeper_than_clients_decode_is_refused() {
+    let d = TestDaemon::start(&[]);
+    let mut watcher = subscriber(&d, "user.deep").await;
+    let publisher = patient_client(&d).await;
+    let nested = |depth: usize| {
+        (0..depth).fold(rmpv::Value::from("leaf"), |inner, _| {
+            rmpv::Value::Array(vec![inner])
+        })
+    };
+
+    let (code, message) = failure(publish(&publisher, "user.deep", nested(129)).await);
+    assert_eq!(code, ErrorCode::InvalidArgument, "{message}");
+    assert!(message.contains("deeper than 128"), "{message}");
+
+    publish(&publisher, "user.deep", nested(128)).await.unwrap();
+    let event = next_on(&mut watcher, "user.deep").await;
+    assert_eq!(event.payload, nested(128), "only the allowed one arrives");
+}
+
+#[tokio::test]
+async fn a_capsule_cannot_publish_a_payload_nested_too_deep() {
+    // `deep` publishes 129 nested arrays on `user.deep`, `ok` 128; each replies with what
+    // `publish` returned.
+    let module = |depth: usize| {
+        let payload: String = "\\91".repeat(depth) + "\\c0";
+        format!(
+            "(module\n\
+               (import \"astrid\" \"publish\" (func $publish (param i32 i32 i32 i32) (result i32)))\n\
+               (memory (export \"memory\") 1)\n\
+               (data (i32.const 1024) \"user.deep\")\n\
+               (data (i32.const 1100) \"{payload}\")\n\
+               (func (export \"astrid_alloc\") (param i32) (result i32) i32.const 16)\n\
+               (func (export \"astrid_command\") (param i32 i32) (result i64)\n\
+                 (i32.store8 (i32.const 2048)\n\
+                   (call $publish (i32.const 1024) (i32.const 9) (i32.const 1100) (i32.const {})))\n\
+                 i64.const {}))",
+            depth + 1,
+            (2048u64 << 32) | 1
+        )
+    };
+    let d = TestDaemon::start_prepared(&[], |home, _| {
+        for (name, depth) in [("deep", 129), ("ok", 128)] {
+            let dir = home.join("capsules").join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(
+                dir.join("Capsule.toml"),
+                format!(
+                    "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\n\n\
+                     [module]\nfile = \"m.wat\"\n\n\
+                     [capabilities]\ngrant = [\"bus:publish:user.deep\"]\n\n\
+                     [[command]]\nname = \"{name}\"\n"
+                ),
+            )
+            .unwrap();
+            std::fs::write(dir.join("m.wat"), module(depth)).unwrap();
+        }
+    });
+    let mut watcher = subscriber(&d, "user.deep").await;
+    let client = patient_client(&d).await;
+
+    // -3: invalid.
+    assert_eq!(run(&client, "deep").await, json!(-3));
+    assert_eq!(run(&client, "ok").await, json!(0));
+    let event = next_on(&mut watcher, "user.deep").await;
+    assert_eq!(event.source, "capsule:ok", "only the allowed one arrives");
 }

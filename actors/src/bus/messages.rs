@@ -48,6 +48,12 @@ pub enum BusError {
         /// The rule it breaks.
         rule: TopicRule,
     },
+    /// The payload nests arrays and maps deeper than subscribers are sure to decode.
+    #[error(
+        "the payload nests arrays and maps deeper than {}",
+        crate::protocol::raw::MAX_DEPTH
+    )]
+    PayloadTooDeep,
     /// An interceptor refused the event; it was not delivered.
     #[error("`{by}` denied the event on `{topic}`: {reason}")]
     Denied {

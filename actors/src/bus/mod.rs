@@ -32,6 +32,7 @@ pub use self::messages::{
 };
 pub use self::topic::Pattern;
 use self::topic::validate_topic;
+use crate::protocol::raw;
 use crate::supervisor::{Inject, Terminate, apply_fault};
 
 struct Subscriber {
@@ -194,6 +195,9 @@ impl Handler<Publish> for BusActor {
                 rule,
             };
             return Box::pin(std::future::ready(Err(error)));
+        }
+        if !raw::within_depth(&msg.payload) {
+            return Box::pin(std::future::ready(Err(BusError::PayloadTooDeep)));
         }
         let chain = self.interceptors.matching(&msg.topic);
         if chain.is_empty() {

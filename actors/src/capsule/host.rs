@@ -26,6 +26,7 @@ use crate::capsules::loaded::child_name;
 use crate::kernel::KernelActors;
 use crate::mcp::servers::McpServers;
 use crate::mcp::{CallTool, McpError};
+use crate::protocol::raw;
 use crate::store::{Delete, Get, Namespaces, Put, StoreError};
 use crate::supervisor::ChildRef;
 use crate::vfs::{Read, VfsError, Write};
@@ -138,6 +139,8 @@ impl Host {
         payload: &[u8],
         deadline: Instant,
     ) -> Result<(), HostError> {
+        // Checked first: the bus hands the payload on to every subscriber.
+        raw::value_len(payload).map_err(|_| HostError::Invalid)?;
         let payload: rmpv::Value =
             rmp_serde::from_slice(payload).map_err(|_| HostError::Invalid)?;
         validate_topic(topic).map_err(|_| HostError::Invalid)?;

@@ -29,7 +29,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 pub use self::host::{Host, HostError};
 pub use self::messages::{Answer, Call, CallFailure, Intercept, NEVER_RAN, Work};
-pub use self::queue::{CallQueue, LingerSlots};
+pub use self::queue::{CallQueue, LINGER, LingerSlots};
 use self::sandbox::{CallError, Compiled, Entry, Sandbox};
 use crate::bus::intercept::{Decision, Interceptor, Verdict};
 use crate::bus::{BusActor, Deregister, Event, Register, SubscriberId};
@@ -316,8 +316,10 @@ impl Handler<Intercept> for CapsuleActor {
         })
         .map_err(|e| CallFailure::Crashed(format!("cannot encode the input: {e}")))?;
         let reply = self.call(Entry::Intercept, &input, ctx)?;
-        let decided = rmp_serde::from_slice::<InterceptReply>(&reply)
+        // Its payload goes on to every subscriber: held to the depth of command output.
+        let decided = raw::value_len(&reply)
             .ok()
+            .and_then(|_| rmp_serde::from_slice::<InterceptReply>(&reply).ok())
             .and_then(|r| match r.action.as_str() {
                 "continue" => Some(Verdict::Continue(r.payload)),
                 "finish" => Some(Verdict::Finish(r.payload)),

@@ -88,7 +88,7 @@ impl Drop for SlotTaken<'_> {
 
 /// How long the actor watches its empty queue before its thread sleeps, at most; it does
 /// so only while calls come at least this close together.
-pub(super) const LINGER: Duration = Duration::from_micros(50);
+pub const LINGER: Duration = Duration::from_micros(50);
 
 #[derive(Debug, Default)]
 struct State {

@@ -108,6 +108,33 @@ pub fn value_len(bytes: &[u8]) -> Result<usize, MalformedValue> {
     Ok(at)
 }
 
+/// Whether a decoded value nests arrays and maps no deeper than [`MAX_DEPTH`] (event
+/// payloads, which the bus hands on to every subscriber).
+pub fn within_depth(value: &rmpv::Value) -> bool {
+    // Values to look into, with the number of arrays and maps around them; as in
+    // `value_len`, an empty array or map opens nothing.
+    let mut open = vec![(value, 0usize)];
+    while let Some((value, around)) = open.pop() {
+        let inside = around + 1;
+        match value {
+            rmpv::Value::Array(items) if !items.is_empty() => {
+                if inside > MAX_DEPTH {
+                    return false;
+                }
+                open.extend(items.iter().map(|item| (item, inside)));
+            }
+            rmpv::Value::Map(entries) if !entries.is_empty() => {
+                if inside > MAX_DEPTH {
+                    return false;
+                }
+                open.extend(entries.iter().flat_map(|(k, v)| [(k, inside), (v, inside)]));
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
 /// Appends the reply frame to request `id` whose result is the [`CommandOutput`]
 /// (`capsule`, `command`, `output`), with `output` copied as it is: it must be one
 /// MessagePack value (see [`value_len`]).
@@ -272,6 +299,38 @@ mod tests {
         let mut wide = vec![0xdc, 0x27, 0x10];
         wide.extend(std::iter::repeat_n(0x90, 10_000));
         assert_eq!(value_len(&wide), Ok(wide.len()));
+    }
+
+    #[test]
+    fn decoded_values_are_held_to_the_same_depth() {
+        use rmpv::Value;
+        let nested = |depth: usize, leaf: Value| {
+            (0..depth).fold(leaf, |inner, i| {
+                if i % 2 == 0 {
+                    Value::Array(vec![inner])
+                } else {
+                    Value::Map(vec![(Value::from("k"), inner)])
+                }
+            })
+        };
+        assert!(within_depth(&Value::from(1)));
+        assert!(within_depth(&nested(MAX_DEPTH, Value::Nil)));
+        assert!(!within_depth(&nested(MAX_DEPTH + 1, Value::Nil)));
+        // The same rule as for bytes, empty containers included.
+        for (depth, leaf) in [
+            (MAX_DEPTH, Value::Nil),
+            (MAX_DEPTH + 1, Value::Nil),
+            (MAX_DEPTH, Value::Array(vec![])),
+            (MAX_DEPTH, Value::Map(vec![])),
+            (MAX_DEPTH, Value::Array(vec![Value::Nil])),
+        ] {
+            let value = nested(depth, leaf);
+            assert_eq!(
+                within_depth(&value),
+                value_len(&encoded(&value)).is_ok(),
+                "{depth}"
+            );
+        }
     }
 
     #[test]
