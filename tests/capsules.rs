@@ -20,8 +20,8 @@ use astrid::protocol::{
     Request, TreeNode,
 };
 use common::{
-    DEADLINE, TestDaemon, copy_capsule, example_capsule, failure, patient_client, wait_audit,
-    wait_node,
+    DEADLINE, TestDaemon, copy_capsule, example_capsule, failure, one_command_manifest,
+    patient_client, wait_audit, wait_node, write_capsule,
 };
 use serde_json::{Value, json};
 
@@ -102,18 +102,6 @@ async fn wait_capsule(
     }
 }
 
-/// Writes a capsule folder `root/<folder>` with `manifest` as its `Capsule.toml` and the
-/// given files (name, content).
-fn write_capsule(root: &Path, folder: &str, manifest: &str, files: &[(&str, &[u8])]) -> PathBuf {
-    let dir = root.join(folder);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("Capsule.toml"), manifest).unwrap();
-    for (name, content) in files {
-        std::fs::write(dir.join(name), content).unwrap();
-    }
-    dir
-}
-
 /// An example capsule's module bytes.
 fn module(example: &str, file: &str) -> Vec<u8> {
     std::fs::read(example_capsule(example).join(file)).unwrap()
@@ -128,15 +116,6 @@ fn copy_with(root: &Path, example: &str, extra: &str) -> PathBuf {
     text.push_str(extra);
     std::fs::write(&manifest, text).unwrap();
     dir
-}
-
-/// The manifest of capsule `name`, module `m.wat`, with one command named like it, and
-/// `extra` appended.
-fn one_command_manifest(name: &str, extra: &str) -> String {
-    format!(
-        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\n\n[module]\nfile = \"m.wat\"\n\n\
-         [[command]]\nname = \"{name}\"\n\n{extra}"
-    )
 }
 
 fn home_capsules(home: &Path) -> PathBuf {

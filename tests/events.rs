@@ -19,7 +19,8 @@ use astrid::protocol::{
     ReloadReport, Request, Subscribed, TreeNode,
 };
 use common::{
-    DEADLINE, TestDaemon, copy_capsule, example_capsule, failure, patient_client, wait_node,
+    DEADLINE, TestDaemon, copy_capsule, example_capsule, failure, one_command_manifest,
+    patient_client, wait_node, write_capsule,
 };
 use serde_json::{Value, json};
 
@@ -525,19 +526,17 @@ async fn a_capsule_cannot_publish_a_payload_nested_too_deep() {
     };
     let d = TestDaemon::start_prepared(&[], |home, _| {
         for (name, depth) in [("deep", 129), ("ok", 128)] {
-            let dir = home.join("capsules").join(name);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(
-                dir.join("Capsule.toml"),
-                format!(
-                    "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\n\n\
-                     [module]\nfile = \"m.wat\"\n\n\
-                     [capabilities]\ngrant = [\"bus:publish:user.deep\"]\n\n\
-                     [[command]]\nname = \"{name}\"\n"
-                ),
-            )
-            .unwrap();
-            std::fs::write(dir.join("m.wat"), module(depth)).unwrap();
+            let manifest = one_command_manifest(
+                name,
+                "[capabilities]\ngrant = [\"bus:publish:user.deep\"]\n",
+            );
+            let module = module(depth);
+            write_capsule(
+                &home.join("capsules"),
+                name,
+                &manifest,
+                &[("m.wat", module.as_bytes())],
+            );
         }
     });
     let mut watcher = subscriber(&d, "user.deep").await;

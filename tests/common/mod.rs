@@ -308,6 +308,34 @@ pub fn copy_capsule(src: &Path, root: &Path) -> PathBuf {
     dir
 }
 
+/// Writes a capsule folder `root/<folder>` with `manifest` as its `Capsule.toml` and the
+/// given files (name, content).
+#[allow(dead_code, reason = "not every test binary writes capsules")]
+pub fn write_capsule(
+    root: &Path,
+    folder: &str,
+    manifest: &str,
+    files: &[(&str, &[u8])],
+) -> PathBuf {
+    let dir = root.join(folder);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("Capsule.toml"), manifest).unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+    dir
+}
+
+/// The manifest of capsule `name`, module `m.wat`, with one command named like it, and
+/// `extra` (more tables) appended.
+#[allow(dead_code, reason = "not every test binary writes capsules")]
+pub fn one_command_manifest(name: &str, extra: &str) -> String {
+    format!(
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\n\n[module]\nfile = \"m.wat\"\n\n\
+         [[command]]\nname = \"{name}\"\n\n{extra}"
+    )
+}
+
 /// Names in a directory, sorted (empty when it does not exist).
 pub fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
