@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 use astrid::client::{Client, ClientError};
 use astrid::protocol::{
     ChildState, CommandOutput, ErrorCode, Fault, FaultInjected, McpServerInfo, McpServerState,
-    McpToolInfo, McpToolResult, NodeKind, Request, ShutdownAck, to_payload,
+    McpToolInfo, McpToolResult, NodeKind, ReloadReport, Request, ShutdownAck, to_payload,
 };
 use common::{
     DEADLINE, Graceful, TestDaemon, assert_gone, copy_capsule, example_capsule, failure,
     find_in_path, mcp_test_server, patient_client, process_alive, process_group, short_tempdir,
-    wait_audit, wait_node,
+    wait_audit, wait_node, write_capsule,
 };
 use serde_json::{Value, json};
 
@@ -614,6 +614,125 @@ async fn a_capsule_calls_a_tool_through_mcp_call_with_its_grant_only() {
     );
     assert_eq!(code, ErrorCode::CapsuleError, "{message}");
     assert!(message.contains("mcp_call failed: -2"), "{message}");
+}
+
+/// What `ListMcpServers` says of capsules' refused declarations, in name order.
+async fn refusal(client: &Client) -> Vec<McpServerInfo> {
+    let mut refused: Vec<McpServerInfo> = servers(client)
+        .await
+        .into_iter()
+        .filter(|s| s.state == McpServerState::Invalid)
+        .collect();
+    refused.sort_by(|a, b| b.name.cmp(&a.name));
+    refused
+}
+
+/// A capsule's `[[mcp_server]]` entries: started when it loads (a name `mcp.toml` or an
+/// earlier capsule already has is refused and listed), started again with it by a new
+/// `capsules` supervisor, kept by a new `mcp` supervisor, restarted under its name when its
+/// manifest changes, and stopped when it is unloaded, which hands the name to the capsule
+/// refused it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capsules_servers_live_and_restart_with_it_and_survive_an_mcp_restart() {
+    let program = mcp_test_server().display().to_string();
+    let declared = format!(
+        "\n[[mcp_server]]\nname = \"cap\"\ncommand = \"{program}\"\n\
+         \n[[mcp_server]]\nname = \"test\"\ncommand = \"{program}\"\n"
+    );
+    let mut manifest = None;
+    let d = Graceful(TestDaemon::start_prepared(
+        &["--allow-fault-injection"],
+        |home, _| {
+            std::fs::write(home.join("mcp.toml"), test_server("test", "")).unwrap();
+            let dir = copy_capsule(&example_capsule("echo"), &home.join("capsules"));
+            let path = dir.join("Capsule.toml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            std::fs::write(&path, text.clone() + &declared).unwrap();
+            manifest = Some(path);
+            // A capsule loaded after it (names load in order) that wants `cap` too.
+            let rival = text.replace("name = \"echo\"", "name = \"rival\"")
+                + &format!("\n[[mcp_server]]\nname = \"cap\"\ncommand = \"{program}\"\n");
+            write_capsule(&home.join("capsules"), "rival", &rival, &[]);
+            std::fs::copy(dir.join("echo.wat"), home.join("capsules/rival/echo.wat")).unwrap();
+        },
+    ));
+    let manifest = manifest.unwrap();
+    let client = patient_client(&d).await;
+
+    let info = running(&client, "cap").await;
+    assert_eq!(info.source, manifest.display().to_string(), "{info:?}");
+    assert_eq!(
+        echo(&client, "cap", "from the capsule's server").await,
+        "from the capsule's server"
+    );
+    let rival = d.home.path().join("capsules/rival/Capsule.toml");
+    let check_refusal = async |when: &str| {
+        let refused = refusal(&client).await;
+        assert_eq!(refused.len(), 2, "{when}: {refused:#?}");
+        for (info, source, by) in [
+            (&refused[0], &manifest, home_config(&d)),
+            (&refused[1], &rival, "capsule `echo`".into()),
+        ] {
+            assert_eq!(info.source, source.display().to_string(), "{when}");
+            let error = info.error.as_deref().unwrap_or_default();
+            assert!(
+                error.contains(&format!("already configured by {by}")),
+                "{when}: {error}"
+            );
+        }
+        assert_eq!(
+            server(&client, "test").await.source,
+            home_config(&d),
+            "{when}"
+        );
+        assert_eq!(
+            server(&client, "cap").await.source,
+            manifest.display().to_string()
+        );
+    };
+    check_refusal("at boot").await;
+    let mut pid = info.pid.unwrap();
+
+    // A new `mcp` supervisor starts the capsule's server again, beside the file's; a new
+    // `capsules` supervisor loads the capsule afresh, and its server with it; a changed
+    // manifest restarts the capsule, and its server under the same name.
+    for step in ["mcp", "capsules", "reload"] {
+        if step == "reload" {
+            let text = std::fs::read_to_string(&manifest).unwrap() + "# changed\n";
+            std::fs::write(&manifest, text).unwrap();
+            let report: ReloadReport = client.call(Request::ReloadCapsules).await.unwrap();
+            assert_eq!(report.changed, ["echo"], "{report:?}");
+        } else {
+            let _: FaultInjected = client
+                .call(Request::InjectFault {
+                    target: step.into(),
+                    fault: Fault::Panic,
+                })
+                .await
+                .unwrap();
+        }
+        let info = wait_server(&client, "cap", |s| {
+            s.state == McpServerState::Running && s.pid != Some(pid)
+        })
+        .await;
+        assert_gone(&format!("the capsule's server before {step}"), &[pid]);
+        assert_eq!(echo(&client, "cap", step).await, step);
+        check_refusal(step).await;
+        pid = info.pid.unwrap();
+    }
+
+    // Unloaded: its server stops, and the capsule refused `cap` gets it; the file's server
+    // is untouched.
+    std::fs::remove_dir_all(manifest.parent().unwrap()).unwrap();
+    let report: ReloadReport = client.call(Request::ReloadCapsules).await.unwrap();
+    assert_eq!(report.removed, ["echo"], "{report:?}");
+    assert_gone("the unloaded capsule's server", &[pid]);
+    let info = wait_server(&client, "cap", |s| s.state == McpServerState::Running).await;
+    assert_eq!(info.source, rival.display().to_string());
+    assert_eq!(echo(&client, "cap", "handed over").await, "handed over");
+    let names: Vec<String> = servers(&client).await.into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["cap", "test"]);
+    assert_eq!(echo(&client, "test", "still here").await, "still here");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ use actix::{Actor, ActorContext, Addr, Context, Handler, MailboxError, Message};
 use astrid_actors::error::KernelError;
 use astrid_actors::supervisor::{
     ChildRef, ChildSpec, ChildState, Fault, GetChild, GetTree, Inject, InjectFault, RestartPolicy,
-    RestartType, ShutdownTree, SupervisorActor, SupervisorError, SupervisorEvent, SupervisorExit,
-    Terminate, TreeNode, apply_fault,
+    RestartType, ShutdownTree, StartChild, StopChild, SupervisorActor, SupervisorError,
+    SupervisorEvent, SupervisorExit, Terminate, TreeNode, apply_fault,
 };
 use tokio::sync::oneshot;
 
@@ -767,6 +767,60 @@ async fn shutdown_abandons_a_child_that_ignores_terminate_after_its_timeout() {
     // Abandoned, not killed (actix cannot kill an actor): it still answers.
     assert_eq!(stubborn.addr().send(Ping).await.unwrap(), 1);
     assert_eq!(stubborn.starts(), 1);
+}
+
+/// A child replaced under the same name (a capsule reloaded with its MCP server): the new
+/// one's `StartChild`, sent while the old one stops, starts it once the old one is gone,
+/// whether the old one stops when told or is abandoned at its deadline.
+#[actix_rt::test]
+async fn a_child_started_while_its_namesake_stops_starts_once_that_one_is_gone() {
+    for stubborn in [false, true] {
+        let log = new_log();
+        let old = Child::new("w");
+        let spec = if stubborn {
+            old.stubborn_spec(RestartType::Permanent, &log)
+        } else {
+            old.spec(RestartType::Permanent, &log)
+        };
+        let h = start(
+            policy(3, 0),
+            vec![spec.shutdown_timeout(Duration::from_millis(200))],
+        )
+        .await;
+        let stopping = actix_rt::spawn(h.sup.send(StopChild { name: "w".into() }));
+        let new = Child::new("w");
+        h.sup
+            .send(StartChild(new.spec(RestartType::Permanent, &log)))
+            .await
+            .unwrap()
+            .unwrap();
+        // One successor at a time.
+        let third = Child::new("w");
+        let refused = h
+            .sup
+            .send(StartChild(third.spec(RestartType::Permanent, &log)))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            SupervisorError::Duplicate("w".into()).to_string()
+        );
+
+        stopping.await.unwrap().unwrap().unwrap();
+        until("the successor's start", || new.starts() == 1).await;
+        assert_eq!(
+            new.addr().send(Ping).await.unwrap(),
+            1,
+            "stubborn: {stubborn}"
+        );
+        let tree = h.tree().await;
+        assert_eq!(tree.children.len(), 1, "{tree:#?}");
+        assert_eq!(tree.children[0].state, ChildState::Running);
+        assert_eq!(tree.children[0].restarts, 0);
+        assert_eq!((old.starts(), third.starts()), (1, 0));
+        assert_eq!(entries(&log)[0], "w:terminate");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

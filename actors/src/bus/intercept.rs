@@ -71,6 +71,14 @@ impl Interceptors {
             .retain(|h| h.owner != owner);
     }
 
+    /// Removes every hook (a new `capsules` supervisor starts with no capsule loaded).
+    pub fn clear(&self) {
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
     /// The hooks for `topic`, in the order they run: `(owner, handler)`.
     pub fn matching(&self, topic: &str) -> Vec<(String, Arc<dyn Interceptor>)> {
         let all = self.0.read().unwrap_or_else(PoisonError::into_inner);

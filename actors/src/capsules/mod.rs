@@ -176,7 +176,8 @@ impl CapsulesActor {
         let mut stopping = Vec::new();
         for name in plan.stop {
             self.deps.interceptors.remove(&name);
-            self.deps.mcp.stop_for(&name);
+            let restarting = plan.start.iter().any(|d| d.name == name);
+            self.deps.mcp.stop_for(&name, restarting);
             let arbiter = self.deps.loaded.remove(&name);
             let stop = self.parent.send(StopChild {
                 name: child_name(&name),

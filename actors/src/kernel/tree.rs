@@ -218,7 +218,6 @@ fn children(
         interceptors: Arc::clone(&interceptors),
         mcp: mcp.clone(),
     };
-    let (registry_ref, capsules_policy) = (actors.capsules.clone(), config.restart_policy);
     let idle_grace = config.ephemeral.then_some(config.idle_grace);
     let sessions = Arc::clone(&deps.connections);
     let listener_files = Arc::clone(files);
@@ -256,29 +255,7 @@ fn children(
             arbiters[1].handle(),
             move || VfsActor::new(&workspace, vfs_limits).map_err(|e| e.to_string()),
         ),
-        // The capsules supervisor: the registry, then one child per loaded capsule (each
-        // with a restart budget of its own). A new incarnation starts with no capsules.
-        ChildSpec::nested(
-            "capsules",
-            permanent,
-            actors.capsule_supervisor.clone(),
-            move |parent| {
-                registry.loaded.clear();
-                let deps = registry.clone();
-                let registry_child =
-                    ChildSpec::worker("registry", permanent, registry_ref.clone(), move || {
-                        Ok(CapsulesActor::new(deps.clone(), parent.clone()))
-                    });
-                let loaded = Arc::clone(&registry.loaded);
-                let events = registry.services.clone();
-                SupervisorActor::new("capsules", capsules_policy, vec![registry_child]).on_event(
-                    move |event| {
-                        loaded.on_event(&event);
-                        report(&events, &event);
-                    },
-                )
-            },
-        ),
+        capsules_supervisor(config, actors, registry),
         mcp_supervisor(config, actors, mcp),
         ChildSpec::worker(LISTENER, permanent, actors.listener.clone(), move || {
             let socket = listener_files.listener_copy()?;
@@ -287,6 +264,40 @@ fn children(
         .shutdown_timeout(config.limits.drain_timeout + Duration::from_secs(1))
         .describe_children(move || sessions.infos().iter().map(session_node).collect()),
     ]
+}
+
+/// The capsules supervisor: the registry, then one child per loaded capsule (each with a
+/// restart budget of its own). A new incarnation starts with no capsules: none loaded, no
+/// interceptor hooks, no capsule's MCP servers (each capsule's come back as it loads again).
+fn capsules_supervisor(
+    config: &KernelConfig,
+    actors: &KernelActors,
+    registry: RegistryDeps,
+) -> ChildSpec {
+    let (registry_ref, policy) = (actors.capsules.clone(), config.restart_policy);
+    ChildSpec::nested(
+        "capsules",
+        RestartType::Permanent,
+        actors.capsule_supervisor.clone(),
+        move |parent| {
+            registry.loaded.clear();
+            registry.interceptors.clear();
+            registry.mcp.stop_all_capsules();
+            let deps = registry.clone();
+            let registry_child = ChildSpec::worker(
+                "registry",
+                RestartType::Permanent,
+                registry_ref.clone(),
+                move || Ok(CapsulesActor::new(deps.clone(), parent.clone())),
+            );
+            let loaded = Arc::clone(&registry.loaded);
+            let events = registry.services.clone();
+            SupervisorActor::new("capsules", policy, vec![registry_child]).on_event(move |event| {
+                loaded.on_event(&event);
+                report(&events, &event);
+            })
+        },
+    )
 }
 
 /// The MCP supervisor: one child per configured server, each with a restart budget of its

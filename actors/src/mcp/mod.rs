@@ -91,29 +91,49 @@ impl Launcher {
     }
 
     /// Starts the servers a capsule declares. A name already taken (by `mcp.toml` or
-    /// another capsule) is refused: logged, and listed as invalid.
+    /// another capsule) is refused: logged, and listed as invalid, until the name is free.
     pub fn start_for(&self, capsule: &str, servers: &[ServerConfig]) {
         for server in servers {
             let server = Arc::new(server.clone());
             match self.table.add(capsule, Arc::clone(&server)) {
-                Ok(slot) => {
-                    if let Some(supervisor) = self.supervisor.get() {
-                        supervisor.do_send(crate::supervisor::StartChild(self.spec(&server, slot)));
-                    }
-                }
+                Ok(slot) => self.start(vec![(server, slot)]),
                 Err(e) => tracing::error!(%capsule, "{e}"),
             }
         }
     }
 
-    /// Stops the servers `capsule` declared (its unloading).
-    pub fn stop_for(&self, capsule: &str) {
-        for name in self.table.remove_owned_by(capsule) {
-            if let Some(supervisor) = self.supervisor.get() {
-                supervisor.do_send(crate::supervisor::StopChild {
-                    name: servers::child_name(&name),
-                });
-            }
+    /// Stops the servers `capsule` declared (its unloading). When it goes for good (not
+    /// `restarting`), starts those another capsule declared under the names it frees.
+    pub fn stop_for(&self, capsule: &str, restarting: bool) {
+        let (stopped, admitted) = self.table.remove_owned_by(capsule, !restarting);
+        self.stop(stopped);
+        self.start(admitted);
+    }
+
+    /// Stops the servers of every capsule (a new `capsules` supervisor starts with none
+    /// loaded; each capsule's servers start again as it loads).
+    pub fn stop_all_capsules(&self) {
+        self.stop(self.table.remove_all_capsules());
+    }
+
+    /// Starts each server (a server of the name still stopping starts once it is gone).
+    fn start(&self, servers: Vec<servers::ToStart>) {
+        let Some(supervisor) = self.supervisor.get() else {
+            return;
+        };
+        for (server, slot) in servers {
+            supervisor.do_send(crate::supervisor::StartChild(self.spec(&server, slot)));
+        }
+    }
+
+    fn stop(&self, servers: Vec<String>) {
+        let Some(supervisor) = self.supervisor.get() else {
+            return;
+        };
+        for name in servers {
+            supervisor.do_send(crate::supervisor::StopChild {
+                name: servers::child_name(&name),
+            });
         }
     }
 }

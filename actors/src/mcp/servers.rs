@@ -63,7 +63,80 @@ struct Inner {
     invalid: Vec<McpServerInfo>,
     /// Capsule-declared servers refused (their name was taken), by capsule.
     refused: Vec<(String, McpServerInfo)>,
+    /// Every server a loaded capsule declared, accepted or refused, in the order declared:
+    /// a new `mcp` supervisor declares them again, after the configuration files' servers.
+    declared: Vec<(String, Arc<ServerConfig>)>,
 }
+
+impl Inner {
+    /// Lists capsule `capsule`'s server, unless its name is taken; returns the slot for its
+    /// actor.
+    fn admit(
+        &mut self,
+        capsule: &str,
+        config: Arc<ServerConfig>,
+    ) -> Result<ChildRef<McpServerActor>, String> {
+        if let Some(other) = self.servers.get(&config.name) {
+            let owner = other.owner.as_deref().map_or_else(
+                || other.config.source.display().to_string(),
+                |c| format!("capsule `{c}`"),
+            );
+            let reason = format!(
+                "{}: MCP server `{}` is already configured by {owner}",
+                config.source.display(),
+                config.name
+            );
+            let info = invalid(config.name.clone(), &config.source, reason.clone());
+            self.refused.push((capsule.to_owned(), info));
+            return Err(reason);
+        }
+        let actor = ChildRef::new("mcp server");
+        let name = config.name.clone();
+        let entry = Entry::new(Some(capsule.to_owned()), config, actor.clone());
+        self.servers.insert(name, entry);
+        Ok(actor)
+    }
+
+    /// Forgets the servers of the capsules `owned` picks, and their refusals. Returns the
+    /// names of their servers, to stop, and, when `hand_off`, the servers other capsules
+    /// declared under those names (refused until now), to start.
+    fn remove_capsules(
+        &mut self,
+        owned: impl Fn(&str) -> bool,
+        hand_off: bool,
+    ) -> (Vec<String>, Vec<ToStart>) {
+        let names: Vec<String> = self
+            .servers
+            .iter()
+            .filter(|(_, e)| e.owner.as_deref().is_some_and(&owned))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &names {
+            self.servers.remove(name);
+        }
+        self.refused.retain(|(capsule, _)| !owned(capsule));
+        self.declared.retain(|(capsule, _)| !owned(capsule));
+        let waiting: Vec<(String, Arc<ServerConfig>)> = self
+            .declared
+            .iter()
+            .filter(|(_, config)| hand_off && names.contains(&config.name))
+            .cloned()
+            .collect();
+        let mut admitted = Vec::new();
+        for (capsule, config) in waiting {
+            // The first declared gets the name; the others are refused again, naming it.
+            self.refused
+                .retain(|(c, info)| !(*c == capsule && info.name == config.name));
+            if let Ok(actor) = self.admit(&capsule, Arc::clone(&config)) {
+                admitted.push((config, actor));
+            }
+        }
+        (names, admitted)
+    }
+}
+
+/// A server to start, and the slot for its actor.
+pub type ToStart = (Arc<ServerConfig>, ChildRef<McpServerActor>);
 
 /// The table of configured servers, and the process groups of their processes.
 #[derive(Debug, Default)]
@@ -102,10 +175,20 @@ impl McpServers {
         self.0.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts over from `config`: every valid server gets a slot for its actor (returned,
-    /// to start), every bad entry is listed as invalid.
-    pub fn reset(&self, config: McpConfig) -> Vec<(Arc<ServerConfig>, ChildRef<McpServerActor>)> {
+    /// Starts over from `config`, then from what loaded capsules declared: every valid
+    /// server gets a slot for its actor (returned, to start), every bad entry is listed as
+    /// invalid, and a capsule's server whose name the files now take is refused.
+    pub fn reset(&self, config: McpConfig) -> Vec<ToStart> {
         let mut inner = self.write();
+        // Capsules' servers that ran keep their names (unless the files now take them).
+        let mut declared = inner.declared.clone();
+        declared.sort_by_key(|(capsule, config)| {
+            let owner = inner
+                .servers
+                .get(&config.name)
+                .and_then(|e| e.owner.as_deref());
+            owner != Some(capsule.as_str())
+        });
         inner.servers.clear();
         inner.refused.clear();
         inner.invalid = config
@@ -125,6 +208,11 @@ impl McpServers {
                 .servers
                 .insert(config.name.clone(), Entry::new(None, config, actor));
         }
+        for (capsule, config) in declared {
+            if let Ok(actor) = inner.admit(&capsule, Arc::clone(&config)) {
+                started.push((config, actor));
+            }
+        }
         started
     }
 
@@ -139,42 +227,25 @@ impl McpServers {
         config: Arc<ServerConfig>,
     ) -> Result<ChildRef<McpServerActor>, String> {
         let mut inner = self.write();
-        if let Some(other) = inner.servers.get(&config.name) {
-            let owner = other.owner.as_deref().map_or_else(
-                || other.config.source.display().to_string(),
-                |c| format!("capsule `{c}`"),
-            );
-            let reason = format!(
-                "{}: MCP server `{}` is already configured by {owner}",
-                config.source.display(),
-                config.name
-            );
-            let info = invalid(config.name.clone(), &config.source, reason.clone());
-            inner.refused.push((capsule.to_owned(), info));
-            return Err(reason);
-        }
-        let actor = ChildRef::new("mcp server");
-        let name = config.name.clone();
-        let entry = Entry::new(Some(capsule.to_owned()), config, actor.clone());
-        inner.servers.insert(name, entry);
-        Ok(actor)
+        inner
+            .declared
+            .push((capsule.to_owned(), Arc::clone(&config)));
+        inner.admit(capsule, config)
     }
 
-    /// Forgets the servers capsule `capsule` declared (and the refusals of its names);
-    /// returns their names, to stop.
-    pub fn remove_owned_by(&self, capsule: &str) -> Vec<String> {
-        let mut inner = self.write();
-        let names: Vec<String> = inner
-            .servers
-            .iter()
-            .filter(|(_, e)| e.owner.as_deref() == Some(capsule))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in &names {
-            inner.servers.remove(name);
-        }
-        inner.refused.retain(|(owner, _)| owner != capsule);
-        names
+    /// Forgets the servers capsule `capsule` declared (and the refusals of its names).
+    /// Returns their names, to stop, and, when the capsule goes for good (`hand_off`), the
+    /// servers other capsules declared under those names, admitted now, to start. A
+    /// capsule that is only restarting keeps its names: it declares them again at once.
+    pub fn remove_owned_by(&self, capsule: &str, hand_off: bool) -> (Vec<String>, Vec<ToStart>) {
+        self.write()
+            .remove_capsules(|owner| owner == capsule, hand_off)
+    }
+
+    /// Forgets the servers every capsule declared (a new `capsules` supervisor loads its
+    /// capsules afresh); returns their names, to stop.
+    pub fn remove_all_capsules(&self) -> Vec<String> {
+        self.write().remove_capsules(|_| true, false).0
     }
 
     fn update(&self, server: &str, f: impl FnOnce(&mut Entry)) {
@@ -343,5 +414,85 @@ impl McpServers {
     /// Process ids of the servers running now.
     pub fn pids(&self) -> Vec<u32> {
         self.read().servers.values().filter_map(|e| e.pid).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::mcp::config::parse;
+
+    fn server(name: &str, file: &str) -> Arc<ServerConfig> {
+        let text = format!("[[server]]\nname = \"{name}\"\ncommand = \"x\"\n");
+        let (mut servers, errors) = parse(Path::new(file), &text);
+        assert!(errors.is_empty(), "{errors:?}");
+        Arc::new(servers.pop().unwrap())
+    }
+
+    /// Name, state and source of each server, then of each refusal.
+    fn listed(table: &McpServers) -> Vec<(String, McpServerState, String)> {
+        table
+            .list()
+            .into_iter()
+            .map(|s| (s.name, s.state, s.source))
+            .collect()
+    }
+
+    fn row(name: &str, state: McpServerState, source: &str) -> (String, McpServerState, String) {
+        (name.to_owned(), state, source.to_owned())
+    }
+
+    #[test]
+    fn a_name_goes_to_the_first_declarer_and_passes_on_only_when_its_owner_goes() {
+        use McpServerState::{Invalid, Starting};
+        let table = McpServers::default();
+        let file = McpConfig {
+            servers: vec![(*server("f", "/h/mcp.toml")).clone()],
+            errors: Vec::new(),
+        };
+        assert_eq!(table.reset(file.clone()).len(), 1);
+        assert!(table.add("a", server("s", "/a/Capsule.toml")).is_ok());
+        assert!(table.add("b", server("s", "/b/Capsule.toml")).is_err());
+        assert!(table.add("b", server("f", "/b/Capsule.toml")).is_err());
+        let before = listed(&table);
+        assert_eq!(
+            before,
+            [
+                row("f", Starting, "/h/mcp.toml"),
+                row("s", Starting, "/a/Capsule.toml"),
+                row("s", Invalid, "/b/Capsule.toml"),
+                row("f", Invalid, "/b/Capsule.toml"),
+            ]
+        );
+
+        // `a` restarting keeps its name: nothing is handed on, and it declares it again.
+        let (stopped, admitted) = table.remove_owned_by("a", false);
+        assert_eq!((stopped, admitted.len()), (vec!["s".to_owned()], 0));
+        assert!(table.add("a", server("s", "/a/Capsule.toml")).is_ok());
+        // A new `mcp` supervisor: the files first, then the capsules that held their names.
+        let started: Vec<String> = table
+            .reset(file)
+            .into_iter()
+            .map(|(c, _)| c.source.display().to_string())
+            .collect();
+        assert_eq!(started, ["/h/mcp.toml", "/a/Capsule.toml"]);
+        assert_eq!(listed(&table), before);
+
+        // `a` gone for good: `b` gets `s`, and is still refused `f`.
+        let (stopped, admitted) = table.remove_owned_by("a", true);
+        assert_eq!(stopped, ["s"]);
+        assert_eq!(admitted.len(), 1);
+        assert_eq!(
+            listed(&table),
+            [
+                row("f", Starting, "/h/mcp.toml"),
+                row("s", Starting, "/b/Capsule.toml"),
+                row("f", Invalid, "/b/Capsule.toml"),
+            ]
+        );
+        assert_eq!(table.remove_all_capsules(), ["s"]);
+        assert_eq!(listed(&table), [row("f", Starting, "/h/mcp.toml")]);
     }
 }

@@ -69,7 +69,8 @@ pub struct ChildSummary {
 }
 
 /// Adds a child at run time and starts it (it is stopped first at shutdown, being the
-/// youngest). Refused when a child of that name exists.
+/// youngest). Refused when a child of that name exists, unless that child is being removed
+/// ([`StopChild`]): the new one then starts as soon as the old one is gone.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), super::SupervisorError>")]
 pub struct StartChild(pub ChildSpec);

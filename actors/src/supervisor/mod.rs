@@ -255,6 +255,9 @@ impl Slot {
 struct Removal {
     waiters: Vec<oneshot::Sender<()>>,
     timer: Option<SpawnHandle>,
+    /// A child of the same name, to start once this one is gone (its [`StartChild`] came
+    /// while this one was stopping).
+    successor: Option<ChildSpec>,
 }
 
 enum Phase {
@@ -533,19 +536,42 @@ impl SupervisorActor {
         }
         slot.request_stop();
         let (id, timeout) = (slot.id, slot.spec.shutdown_timeout);
-        let timer = ctx.run_later(timeout, move |act, _| {
+        let timer = ctx.run_later(timeout, move |act, ctx| {
             if let Some(i) = act.index(id) {
                 act.slots[i].abandon(&act.name);
-                let slot = act.slots.remove(i);
-                for waiter in slot.removal.into_iter().flat_map(|r| r.waiters) {
-                    let _ = waiter.send(());
+                let mut slot = act.slots.remove(i);
+                if let Some(mut removal) = slot.removal.take() {
+                    removal.timer = None;
+                    act.removed(removal, ctx);
                 }
             }
         });
         slot.removal = Some(Removal {
             waiters: vec![waiter],
             timer: Some(timer),
+            successor: None,
         });
+    }
+
+    /// A removed child is gone: answers those waiting on its removal, and starts its
+    /// successor, if one is waiting.
+    fn removed(&mut self, removal: Removal, ctx: &mut Context<Self>) {
+        if let Some(timer) = removal.timer {
+            ctx.cancel_future(timer);
+        }
+        for waiter in removal.waiters {
+            let _ = waiter.send(());
+        }
+        if let (Some(spec), Phase::Running) = (removal.successor, &self.phase) {
+            self.add_and_start(spec, ctx);
+        }
+    }
+
+    fn add_and_start(&mut self, spec: ChildSpec, ctx: &mut Context<Self>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.slots.push(Slot::new(id, spec));
+        self.start_child(self.slots.len() - 1, ctx);
     }
 
     fn finish(&mut self, ctx: &mut Context<Self>) {
@@ -639,16 +665,11 @@ impl Handler<ChildExited> for SupervisorActor {
         let uptime = slot.started_at.map_or(Duration::ZERO, |t| t.elapsed());
         match &mut self.phase {
             Phase::Running if slot.removal.is_some() => {
-                let slot = self.slots.remove(i);
-                if let Some(removal) = slot.removal {
-                    if let Some(timer) = removal.timer {
-                        ctx.cancel_future(timer);
-                    }
-                    for waiter in removal.waiters {
-                        let _ = waiter.send(());
-                    }
-                }
+                let mut slot = self.slots.remove(i);
                 tracing::debug!(supervisor = %self.name, child = %slot.spec.name, "removed");
+                if let Some(removal) = slot.removal.take() {
+                    self.removed(removal, ctx);
+                }
             }
             Phase::Running => self.child_ended(i, &msg.reason, uptime, ctx),
             Phase::ShuttingDown { waiting, .. } => {
@@ -810,13 +831,16 @@ impl Handler<StartChild> for SupervisorActor {
         if !matches!(self.phase, Phase::Running) {
             return Err(SupervisorError::ShuttingDown);
         }
-        if self.slots.iter().any(|s| s.spec.name == msg.0.name) {
-            return Err(SupervisorError::Duplicate(msg.0.name));
+        if let Some(slot) = self.slots.iter_mut().find(|s| s.spec.name == msg.0.name) {
+            return match &mut slot.removal {
+                Some(removal) if removal.successor.is_none() => {
+                    removal.successor = Some(msg.0);
+                    Ok(())
+                }
+                _ => Err(SupervisorError::Duplicate(msg.0.name)),
+            };
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        self.slots.push(Slot::new(id, msg.0));
-        self.start_child(self.slots.len() - 1, ctx);
+        self.add_and_start(msg.0, ctx);
         Ok(())
     }
 }
