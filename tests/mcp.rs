@@ -1089,11 +1089,7 @@ async fn a_forced_exit_still_takes_every_server_process_group_with_it() {
     // its handshake) are still up.
     let mut d = start(&(test_server("a", "call_timeout = \"60s\"") + &mute_server("z-mute")));
     let client = patient_client(&d).await;
-    let a = running(&client, "a").await.pid.unwrap();
-    let mute = wait_server(&client, "z-mute", |s| s.pid.is_some())
-        .await
-        .pid
-        .unwrap();
+    let (a, mute) = a_and_mute(&client).await;
     let sleeper = spawn_sleeper(&client, "a").await;
     drop(client);
     // The slow call, then a `Ping` on the same connection: the session handles frames in
@@ -1121,20 +1117,53 @@ async fn a_forced_exit_still_takes_every_server_process_group_with_it() {
         .expect("a second SIGTERM exits at once");
     assert_eq!(status.code(), Some(130), "{status:?}");
     drop(raw);
-    let pids = [a, mute, sleeper];
-    common::wait_until(Duration::from_secs(5), || {
-        pids.iter().all(|&p| !process_alive(p))
+    reap(
+        "a forced exit",
+        &[
+            ("server `a`", a),
+            ("its sleeper", sleeper),
+            ("`z-mute`", mute),
+        ],
+    );
+}
+
+/// The process ids of servers `a` (running) and `z-mute` (started, never ready).
+async fn a_and_mute(client: &Client) -> (u32, u32) {
+    let a = running(client, "a").await.pid.unwrap();
+    let mute = wait_server(client, "z-mute", |s| s.pid.is_some()).await;
+    (a, mute.pid.unwrap())
+}
+
+/// Asserts that the processes are gone after `what`; kills any left first, so that a
+/// failing test leaves nothing behind.
+fn reap(what: &str, processes: &[(&str, u32)]) {
+    common::wait_until(DEADLINE, || {
+        processes.iter().all(|&(_, p)| !process_alive(p))
     });
-    // Whatever is left is cleaned up here before failing, so the test leaves nothing.
-    let survivors: Vec<u32> = pids.into_iter().filter(|&p| process_alive(p)).collect();
-    for &pid in &survivors {
-        kill9(pid);
+    let survivors: Vec<&(&str, u32)> = processes
+        .iter()
+        .filter(|(_, p)| process_alive(*p))
+        .collect();
+    for (_, pid) in &survivors {
+        kill9(*pid);
     }
     assert!(
         survivors.is_empty(),
-        "still running after a forced exit: {survivors:?} (of server `a` {a}, its sleeper \
-         {sleeper}, server `z-mute` {mute})"
+        "still running after {what}: {survivors:?}"
     );
+}
+
+/// A daemon killed by SIGKILL runs no clean-up, yet its servers go with it (the kernel
+/// kills each when the daemon dies), even one that never reads its input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_daemon_takes_its_servers_with_it() {
+    let mut d = start(&(test_server("a", "") + &mute_server("z-mute")));
+    let client = patient_client(&d).await;
+    let (a, mute) = a_and_mute(&client).await;
+    drop(client);
+    d.signal(rustix::process::Signal::KILL);
+    d.wait_exit(DEADLINE).expect("SIGKILL ends the daemon");
+    reap("SIGKILL", &[("server `a`", a), ("`z-mute`", mute)]);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -202,6 +202,30 @@ fn tool_infos(server: &str, tools: Vec<Tool>) -> Vec<McpToolInfo> {
         .collect()
 }
 
+/// Makes the server die with the daemon, even with a daemon killed by SIGKILL (which
+/// cleans nothing up): the kernel sends the server SIGKILL when the thread that started it
+/// ends, and the servers' thread lives as long as the daemon. (What the server started in
+/// turn is killed with its process group at every other exit; after a SIGKILL only the
+/// server itself is.)
+fn die_with_the_daemon(cmd: &mut tokio::process::Command) {
+    use rustix::process::{Signal, getpid, getppid, set_parent_process_death_signal};
+    let daemon = getpid();
+    #[allow(unsafe_code)]
+    // SAFETY: the closure runs in the child between fork and exec; it allocates nothing
+    // and makes only async-signal-safe system calls (prctl, getppid).
+    unsafe {
+        cmd.pre_exec(move || {
+            set_parent_process_death_signal(Some(Signal::KILL))?;
+            // A daemon that died before the prctl would never send the signal.
+            if getppid() == Some(daemon) {
+                Ok(())
+            } else {
+                Err(std::io::ErrorKind::NotConnected.into())
+            }
+        });
+    }
+}
+
 /// `command` itself when it has a `/`; else the first executable of that name in the
 /// daemon's `PATH` (or the name as is, which then fails to start with "not found").
 fn find_program(command: &str) -> PathBuf {
@@ -275,6 +299,7 @@ impl McpServerActor {
             }
         }
         cmd.envs(&config.env);
+        die_with_the_daemon(&mut cmd);
         let mut wrapped = process_wrap::tokio::CommandWrap::from(cmd);
         wrapped
             .wrap(process_wrap::tokio::ProcessGroup::leader())
