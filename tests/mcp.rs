@@ -2,12 +2,14 @@
 //! `examples/mcp-test-server.rs` (built by `cargo build --examples`), driven through the
 //! socket and the CLI. The handshake and listings (and the `mcp` subtree), tool calls with
 //! their results and errors (audited), a tool that fails, a capsule calling a tool through
-//! `mcp_call` with and without its grant, a call past its deadline (no restart while the
+//! `mcp_call` with and without its grant, a capsule's own `[[mcp_server]]` (across
+//! supervisor restarts, reloads and unloading), `ReloadMcp` (only what changed restarts),
+//! a call past its deadline (no restart while the
 //! server still answers `ping`), a server that crashes, is killed from outside, hangs, or
 //! whose actor gets an injected fault (each restarted as a fresh process, then serving
 //! again), a restart budget exhausted (`failed`, the rest unaffected), process groups
 //! (nothing a server started outlives its incarnation, nor the daemon stopped by
-//! `Shutdown`, `astrid stop` or SIGTERM), a server that never answers `initialize`, the
+//! `Shutdown`, `astrid stop` or SIGTERM; the servers themselves not even SIGKILL), a server that never answers `initialize`, the
 //! servers' environment (exactly what is configured), bad entries (`invalid`, naming the
 //! file and the field), commands that do not exist or are found through `PATH`, workspace
 //! entries overriding home ones, and `notifications/tools/list_changed`.
@@ -20,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use astrid::client::{Client, ClientError};
 use astrid::protocol::{
-    ChildState, CommandOutput, ErrorCode, Fault, FaultInjected, McpServerInfo, McpServerState,
-    McpToolInfo, McpToolResult, NodeKind, ReloadReport, Request, ShutdownAck, to_payload,
+    ChildState, CommandOutput, ErrorCode, Fault, FaultInjected, McpReloadReport, McpServerInfo,
+    McpServerState, McpToolInfo, McpToolResult, NodeKind, ReloadReport, Request, ShutdownAck,
+    to_payload,
 };
 use common::{
     DEADLINE, Graceful, TestDaemon, assert_gone, copy_capsule, example_capsule, failure,
@@ -733,6 +736,75 @@ async fn a_capsules_servers_live_and_restart_with_it_and_survive_an_mcp_restart(
     let names: Vec<String> = servers(&client).await.into_iter().map(|s| s.name).collect();
     assert_eq!(names, ["cap", "test"]);
     assert_eq!(echo(&client, "test", "still here").await, "still here");
+}
+
+/// `ReloadMcp` (`astrid mcp reload`) reads `mcp.toml` again and applies only what changed:
+/// an unchanged server runs on as the same process, a changed one restarts, removed ones
+/// stop, a new one starts, a bad entry is listed `invalid`, and a capsule's server refused
+/// a name the file gave up starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_of_mcp_toml_applies_only_what_changed() {
+    let program = mcp_test_server().display().to_string();
+    let mut manifest = None;
+    let d = Graceful(TestDaemon::start_prepared(&[], |home, _| {
+        let servers = ["keep", "change", "drop", "cap"].map(|n| test_server(n, ""));
+        std::fs::write(home.join("mcp.toml"), servers.concat()).unwrap();
+        let dir = copy_capsule(&example_capsule("echo"), &home.join("capsules"));
+        let path = dir.join("Capsule.toml");
+        let text = std::fs::read_to_string(&path).unwrap()
+            + &format!("\n[[mcp_server]]\nname = \"cap\"\ncommand = \"{program}\"\n");
+        std::fs::write(&path, text).unwrap();
+        manifest = Some(path.display().to_string());
+    }));
+    let manifest = manifest.unwrap();
+    let client = patient_client(&d).await;
+    let mut pids = Vec::new();
+    for name in ["keep", "change", "drop", "cap"] {
+        pids.push(running(&client, name).await.pid.unwrap());
+    }
+    assert_eq!(server(&client, "cap").await.source, home_config(&d));
+
+    let config = test_server("keep", "")
+        + &test_server("change", "call_timeout = \"5s\"")
+        + &test_server("new", "")
+        + "[[server]]\nname = \"bad\"\n";
+    std::fs::write(d.home.path().join("mcp.toml"), config).unwrap();
+    let report: McpReloadReport = client.call(Request::ReloadMcp).await.unwrap();
+    assert_eq!(report.added, ["new"], "{report:#?}");
+    assert_eq!(report.removed, ["cap", "drop"], "{report:#?}");
+    assert_eq!(report.changed, ["change"], "{report:#?}");
+    assert_eq!(report.unchanged, ["keep"], "{report:#?}");
+    let bad = report.servers.iter().find(|s| s.name == "bad").unwrap();
+    assert_eq!(bad.state, McpServerState::Invalid, "{bad:?}");
+    assert!(bad.error.as_deref().unwrap().contains("command"), "{bad:?}");
+
+    assert_gone("the changed and removed servers", &pids[1..]);
+    assert_eq!(running(&client, "keep").await.pid, Some(pids[0]));
+    let changed = running(&client, "change").await;
+    assert_eq!(
+        changed.restarts, 0,
+        "a new server, not a restart: {changed:?}"
+    );
+    for name in ["keep", "change", "new"] {
+        assert_eq!(echo(&client, name, name).await, name);
+    }
+    // The file gave `cap` up: the capsule's server, refused it at boot, has it now.
+    let cap = wait_server(&client, "cap", |s| {
+        s.source == manifest && s.state == McpServerState::Running
+    })
+    .await;
+    assert!(!pids.contains(&cap.pid.unwrap()));
+    assert_eq!(echo(&client, "cap", "the capsule's").await, "the capsule's");
+
+    // Nothing changed since: nothing restarts. The CLI prints the changes, then the list.
+    let out = cli_ok(&d, &["mcp", "reload"]);
+    assert!(
+        out.starts_with("added: -\nremoved: -\nchanged: -\nunchanged: change, keep, new\n"),
+        "{out}"
+    );
+    assert!(out.contains("invalid"), "{out}");
+    assert_eq!(running(&client, "keep").await.pid, Some(pids[0]));
+    assert_eq!(running(&client, "cap").await.pid, cap.pid);
 }
 
 // ---------------------------------------------------------------------------------------

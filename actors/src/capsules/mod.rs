@@ -176,8 +176,7 @@ impl CapsulesActor {
         let mut stopping = Vec::new();
         for name in plan.stop {
             self.deps.interceptors.remove(&name);
-            let restarting = plan.start.iter().any(|d| d.name == name);
-            self.deps.mcp.stop_for(&name, restarting);
+            self.deps.mcp.stop_for(&name);
             let arbiter = self.deps.loaded.remove(&name);
             let stop = self.parent.send(StopChild {
                 name: child_name(&name),
@@ -203,6 +202,9 @@ impl CapsulesActor {
             for (d, compiled) in plan.start.iter().zip(compiled) {
                 act.load(d, compiled);
             }
+            // Names that capsules gave up (unloaded, failed to load, or no longer
+            // declared) go to the capsules refused them.
+            act.deps.mcp.start_waiting();
             plan.restarted
         })
     }

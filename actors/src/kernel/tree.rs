@@ -118,6 +118,16 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
         actors.clone(),
         config.on_shutdown.clone(),
     );
+    // Capabilities, the VFS, and the MCP servers each get a thread.
+    let arbiters: Vec<Arbiter> = (0..3).map(|_| Arbiter::new()).collect();
+    let launcher = Launcher {
+        arbiter: arbiters[2].handle(),
+        workspace: config.workspace.clone(),
+        table: Arc::new(McpServers::default()),
+        supervisor: actors.mcp.clone(),
+        files: config.mcp_files.clone(),
+    };
+    let mcp = Arc::clone(&launcher.table);
     let deps = Arc::new(SessionDeps {
         info: Arc::clone(&info),
         token,
@@ -129,11 +139,8 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
         shutdown: shutdown.clone(),
         client_publish,
         capsules: Arc::new(LoadedCapsules::default()),
-        mcp: Arc::new(McpServers::default()),
+        mcp: launcher,
     });
-    let mcp = Arc::clone(&deps.mcp);
-    // Capabilities, the VFS, and the MCP servers each get a thread.
-    let arbiters: Vec<Arbiter> = (0..3).map(|_| Arbiter::new()).collect();
     let children = children(
         config,
         &supervisor,
@@ -183,12 +190,7 @@ fn children(
     stores: &Stores,
 ) -> Vec<ChildSpec> {
     let loaded = Arc::clone(&deps.capsules);
-    let mcp = Launcher {
-        arbiter: arbiters[2].handle(),
-        workspace: config.workspace.clone(),
-        table: Arc::clone(&deps.mcp),
-        supervisor: actors.mcp.clone(),
-    };
+    let mcp = deps.mcp.clone();
     let permanent = RestartType::Permanent;
     let queue = config.limits.event_queue;
     let (audit_ledger, health) = (Arc::clone(&stores.ledger), Arc::clone(&stores.audit_health));
@@ -303,17 +305,13 @@ fn capsules_supervisor(
 /// The MCP supervisor: one child per configured server, each with a restart budget of its
 /// own, all on the launcher's thread. A new incarnation reads the configuration files again.
 fn mcp_supervisor(config: &KernelConfig, actors: &KernelActors, launcher: Launcher) -> ChildSpec {
-    let (files, events, policy) = (
-        config.mcp_files.clone(),
-        actors.clone(),
-        config.restart_policy,
-    );
+    let (events, policy) = (actors.clone(), config.restart_policy);
     ChildSpec::nested(
         "mcp",
         RestartType::Permanent,
         actors.mcp.clone(),
         move |_| {
-            let config = mcp::config::load(&files);
+            let config = mcp::config::load(&launcher.files);
             for error in &config.errors {
                 tracing::error!("MCP configuration: {error}");
             }

@@ -49,6 +49,21 @@ pub struct McpServerInfo {
     pub error: Option<String>,
 }
 
+/// What `ReloadMcp` changed: servers of the `mcp.toml` files, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct McpReloadReport {
+    /// New entries, started.
+    pub added: Vec<String>,
+    /// Entries no longer there, stopped.
+    pub removed: Vec<String>,
+    /// Entries whose configuration changed, restarted.
+    pub changed: Vec<String>,
+    /// Entries left as they were, and their servers running on.
+    pub unchanged: Vec<String>,
+    /// The listing after the reload (as `ListMcpServers`).
+    pub servers: Vec<McpServerInfo>,
+}
+
 /// One tool, as `ListMcpTools` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct McpToolInfo {

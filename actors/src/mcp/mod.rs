@@ -37,7 +37,7 @@ use tokio::io::AsyncBufReadExt;
 
 use self::config::ServerConfig;
 pub use self::messages::{
-    CallTool, McpError, McpServerInfo, McpServerState, McpToolInfo, McpToolResult,
+    CallTool, McpError, McpReloadReport, McpServerInfo, McpServerState, McpToolInfo, McpToolResult,
 };
 use self::servers::McpServers;
 use crate::supervisor::{ExitNote, Fault, Inject, Terminate, apply_fault};
@@ -64,6 +64,8 @@ pub struct Launcher {
     pub table: Arc<McpServers>,
     /// The `mcp` supervisor, for servers started at run time.
     pub supervisor: crate::supervisor::ChildRef<crate::supervisor::SupervisorActor>,
+    /// The `mcp.toml` files, later ones overriding earlier ones by name.
+    pub files: Vec<PathBuf>,
 }
 
 impl Launcher {
@@ -90,8 +92,28 @@ impl Launcher {
         .shutdown_timeout(Duration::from_secs(2))
     }
 
+    /// Reads the configuration files again and applies the difference (`ReloadMcp`):
+    /// unchanged servers run on, changed ones restart, removed ones stop, new ones start,
+    /// and capsules' servers waiting for a name the files gave up start too.
+    pub fn reload(&self) -> McpReloadReport {
+        let config = config::load(&self.files);
+        for error in &config.errors {
+            tracing::error!("MCP configuration: {error}");
+        }
+        let reload = self.table.reload(config);
+        tracing::info!(report = ?reload.report, "MCP configuration reloaded");
+        self.stop(reload.stop);
+        self.start(reload.start);
+        self.start_waiting();
+        McpReloadReport {
+            servers: self.table.list(),
+            ..reload.report
+        }
+    }
+
     /// Starts the servers a capsule declares. A name already taken (by `mcp.toml` or
-    /// another capsule) is refused: logged, and listed as invalid, until the name is free.
+    /// another capsule) is refused: logged, and listed as invalid, until the name is free
+    /// ([`start_waiting`](Self::start_waiting)).
     pub fn start_for(&self, capsule: &str, servers: &[ServerConfig]) {
         for server in servers {
             let server = Arc::new(server.clone());
@@ -102,12 +124,14 @@ impl Launcher {
         }
     }
 
-    /// Stops the servers `capsule` declared (its unloading). When it goes for good (not
-    /// `restarting`), starts those another capsule declared under the names it frees.
-    pub fn stop_for(&self, capsule: &str, restarting: bool) {
-        let (stopped, admitted) = self.table.remove_owned_by(capsule, !restarting);
-        self.stop(stopped);
-        self.start(admitted);
+    /// Stops the servers `capsule` declared (its unloading).
+    pub fn stop_for(&self, capsule: &str) {
+        self.stop(self.table.remove_owned_by(capsule));
+    }
+
+    /// Starts the capsules' servers refused for a name that is free now (after a reload).
+    pub fn start_waiting(&self) {
+        self.start(self.table.admit_waiting());
     }
 
     /// Stops the servers of every capsule (a new `capsules` supervisor starts with none

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::McpServerActor;
 use super::config::{McpConfig, ServerConfig};
-use super::messages::{McpError, McpServerInfo, McpServerState, McpToolInfo};
+use super::messages::{McpError, McpReloadReport, McpServerInfo, McpServerState, McpToolInfo};
 use crate::supervisor::{ChildRef, ChildState, SupervisorEvent};
 
 /// What the supervision-tree name of a server's actor starts with.
@@ -81,14 +81,7 @@ impl Inner {
                 || other.config.source.display().to_string(),
                 |c| format!("capsule `{c}`"),
             );
-            let reason = format!(
-                "{}: MCP server `{}` is already configured by {owner}",
-                config.source.display(),
-                config.name
-            );
-            let info = invalid(config.name.clone(), &config.source, reason.clone());
-            self.refused.push((capsule.to_owned(), info));
-            return Err(reason);
+            return Err(self.refuse(capsule, &config, &owner));
         }
         let actor = ChildRef::new("mcp server");
         let name = config.name.clone();
@@ -97,14 +90,33 @@ impl Inner {
         Ok(actor)
     }
 
-    /// Forgets the servers of the capsules `owned` picks, and their refusals. Returns the
-    /// names of their servers, to stop, and, when `hand_off`, the servers other capsules
-    /// declared under those names (refused until now), to start.
-    fn remove_capsules(
-        &mut self,
-        owned: impl Fn(&str) -> bool,
-        hand_off: bool,
-    ) -> (Vec<String>, Vec<ToStart>) {
+    /// Lists capsule `capsule`'s server as refused, its name being taken by `owner`;
+    /// returns why.
+    fn refuse(&mut self, capsule: &str, config: &ServerConfig, owner: &str) -> String {
+        let reason = format!(
+            "{}: MCP server `{}` is already configured by {owner}",
+            config.source.display(),
+            config.name
+        );
+        let info = invalid(config.name.clone(), &config.source, reason.clone());
+        self.refused.push((capsule.to_owned(), info));
+        reason
+    }
+
+    /// The configuration files' bad entries, listed as invalid.
+    fn set_invalid(&mut self, errors: &[super::config::ConfigError]) {
+        self.invalid = errors
+            .iter()
+            .map(|e| {
+                let name = e.server.clone().unwrap_or_default();
+                invalid(name, &e.file, e.to_string())
+            })
+            .collect();
+    }
+
+    /// Forgets the servers of the capsules `owned` picks, and their refusals; returns the
+    /// names of their servers, to stop.
+    fn remove_capsules(&mut self, owned: impl Fn(&str) -> bool) -> Vec<String> {
         let names: Vec<String> = self
             .servers
             .iter()
@@ -116,27 +128,23 @@ impl Inner {
         }
         self.refused.retain(|(capsule, _)| !owned(capsule));
         self.declared.retain(|(capsule, _)| !owned(capsule));
-        let waiting: Vec<(String, Arc<ServerConfig>)> = self
-            .declared
-            .iter()
-            .filter(|(_, config)| hand_off && names.contains(&config.name))
-            .cloned()
-            .collect();
-        let mut admitted = Vec::new();
-        for (capsule, config) in waiting {
-            // The first declared gets the name; the others are refused again, naming it.
-            self.refused
-                .retain(|(c, info)| !(*c == capsule && info.name == config.name));
-            if let Ok(actor) = self.admit(&capsule, Arc::clone(&config)) {
-                admitted.push((config, actor));
-            }
-        }
-        (names, admitted)
+        names
     }
 }
 
 /// A server to start, and the slot for its actor.
 pub type ToStart = (Arc<ServerConfig>, ChildRef<McpServerActor>);
+
+/// What a reload of the configuration files does.
+#[derive(Debug, Default)]
+pub struct Reload {
+    /// Servers to stop (removed, changed, or a capsule's whose name the files take).
+    pub stop: Vec<String>,
+    /// Servers to start (added or changed), after those stop.
+    pub start: Vec<ToStart>,
+    /// The report, but for the listing.
+    pub report: McpReloadReport,
+}
 
 /// The table of configured servers, and the process groups of their processes.
 #[derive(Debug, Default)]
@@ -191,14 +199,7 @@ impl McpServers {
         });
         inner.servers.clear();
         inner.refused.clear();
-        inner.invalid = config
-            .errors
-            .iter()
-            .map(|e| {
-                let name = e.server.clone().unwrap_or_default();
-                invalid(name, &e.file, e.to_string())
-            })
-            .collect();
+        inner.set_invalid(&config.errors);
         let mut started = Vec::new();
         for server in config.servers {
             let config = Arc::new(server);
@@ -214,6 +215,56 @@ impl McpServers {
             }
         }
         started
+    }
+
+    /// Applies the configuration files read again: the files' servers whose entry is
+    /// unchanged run on, changed ones restart, removed ones stop, new ones start (taking
+    /// their name from a capsule's server, as at boot).
+    pub fn reload(&self, config: McpConfig) -> Reload {
+        let mut inner = self.write();
+        inner.set_invalid(&config.errors);
+        let mut out = Reload::default();
+        let new: BTreeMap<String, ServerConfig> = config
+            .servers
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        let gone: Vec<String> = inner
+            .servers
+            .iter()
+            .filter(|(name, e)| e.owner.is_none() && !new.contains_key(*name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            inner.servers.remove(&name);
+            out.stop.push(name.clone());
+            out.report.removed.push(name);
+        }
+        for (name, config) in new {
+            let list = match inner.servers.get(&name) {
+                Some(e) if e.owner.is_none() && *e.config == config => {
+                    out.report.unchanged.push(name);
+                    continue;
+                }
+                Some(e) if e.owner.is_none() => &mut out.report.changed,
+                Some(e) => {
+                    let (capsule, theirs) =
+                        (e.owner.clone().unwrap_or_default(), Arc::clone(&e.config));
+                    inner.refuse(&capsule, &theirs, &config.source.display().to_string());
+                    &mut out.report.added
+                }
+                None => &mut out.report.added,
+            };
+            list.push(name.clone());
+            if inner.servers.contains_key(&name) {
+                out.stop.push(name.clone());
+            }
+            let config = Arc::new(config);
+            let actor = ChildRef::new("mcp server");
+            out.start.push((Arc::clone(&config), actor.clone()));
+            inner.servers.insert(name, Entry::new(None, config, actor));
+        }
+        out
     }
 
     /// Adds a server declared by capsule `capsule`; returns the slot for its actor.
@@ -233,19 +284,39 @@ impl McpServers {
         inner.admit(capsule, config)
     }
 
-    /// Forgets the servers capsule `capsule` declared (and the refusals of its names).
-    /// Returns their names, to stop, and, when the capsule goes for good (`hand_off`), the
-    /// servers other capsules declared under those names, admitted now, to start. A
-    /// capsule that is only restarting keeps its names: it declares them again at once.
-    pub fn remove_owned_by(&self, capsule: &str, hand_off: bool) -> (Vec<String>, Vec<ToStart>) {
-        self.write()
-            .remove_capsules(|owner| owner == capsule, hand_off)
+    /// Forgets the servers capsule `capsule` declared (and the refusals of its names);
+    /// returns their names, to stop.
+    pub fn remove_owned_by(&self, capsule: &str) -> Vec<String> {
+        self.write().remove_capsules(|owner| owner == capsule)
     }
 
     /// Forgets the servers every capsule declared (a new `capsules` supervisor loads its
     /// capsules afresh); returns their names, to stop.
     pub fn remove_all_capsules(&self) -> Vec<String> {
-        self.write().remove_capsules(|_| true, false).0
+        self.write().remove_capsules(|_| true)
+    }
+
+    /// Admits the capsules' servers refused for a name that is free now (its holder was
+    /// unloaded, or came back without it), in the order declared; returns them, to start.
+    pub fn admit_waiting(&self) -> Vec<ToStart> {
+        let mut inner = self.write();
+        let waiting: Vec<(String, Arc<ServerConfig>)> = inner
+            .declared
+            .iter()
+            .filter(|(_, config)| !inner.servers.contains_key(&config.name))
+            .cloned()
+            .collect();
+        let mut admitted = Vec::new();
+        for (capsule, config) in waiting {
+            // The first declared gets the name; the others are refused again, naming it.
+            inner
+                .refused
+                .retain(|(c, info)| !(*c == capsule && info.name == config.name));
+            if let Ok(actor) = inner.admit(&capsule, Arc::clone(&config)) {
+                admitted.push((config, actor));
+            }
+        }
+        admitted
     }
 
     fn update(&self, server: &str, f: impl FnOnce(&mut Entry)) {
@@ -445,7 +516,7 @@ mod tests {
     }
 
     #[test]
-    fn a_name_goes_to_the_first_declarer_and_passes_on_only_when_its_owner_goes() {
+    fn a_name_goes_to_the_first_declarer_and_passes_on_once_free() {
         use McpServerState::{Invalid, Starting};
         let table = McpServers::default();
         let file = McpConfig {
@@ -467,10 +538,10 @@ mod tests {
             ]
         );
 
-        // `a` restarting keeps its name: nothing is handed on, and it declares it again.
-        let (stopped, admitted) = table.remove_owned_by("a", false);
-        assert_eq!((stopped, admitted.len()), (vec!["s".to_owned()], 0));
+        // `a` restarting keeps its name: it declares it again before anyone is admitted.
+        assert_eq!(table.remove_owned_by("a"), ["s"]);
         assert!(table.add("a", server("s", "/a/Capsule.toml")).is_ok());
+        assert!(table.admit_waiting().is_empty());
         // A new `mcp` supervisor: the files first, then the capsules that held their names.
         let started: Vec<String> = table
             .reset(file)
@@ -480,10 +551,11 @@ mod tests {
         assert_eq!(started, ["/h/mcp.toml", "/a/Capsule.toml"]);
         assert_eq!(listed(&table), before);
 
-        // `a` gone for good: `b` gets `s`, and is still refused `f`.
-        let (stopped, admitted) = table.remove_owned_by("a", true);
-        assert_eq!(stopped, ["s"]);
+        // `a` gone: `b` gets `s`, and is still refused `f`.
+        assert_eq!(table.remove_owned_by("a"), ["s"]);
+        let admitted = table.admit_waiting();
         assert_eq!(admitted.len(), 1);
+        assert_eq!(admitted[0].0.source, Path::new("/b/Capsule.toml"));
         assert_eq!(
             listed(&table),
             [
@@ -492,6 +564,7 @@ mod tests {
                 row("f", Invalid, "/b/Capsule.toml"),
             ]
         );
+        assert!(table.admit_waiting().is_empty());
         assert_eq!(table.remove_all_capsules(), ["s"]);
         assert_eq!(listed(&table), [row("f", Starting, "/h/mcp.toml")]);
     }

@@ -25,7 +25,7 @@ pub use crate::capsules::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo, ReloadReport,
 };
 pub use crate::listener::SessionInfo;
-pub use crate::mcp::{McpServerInfo, McpServerState, McpToolInfo, McpToolResult};
+pub use crate::mcp::{McpReloadReport, McpServerInfo, McpServerState, McpToolInfo, McpToolResult};
 pub use crate::store::{Listing, StoreStats};
 pub use crate::supervisor::{ChildState, Fault, NodeKind, RestartType, TreeNode};
 pub use crate::vfs::{DirEntry, EntryKind, FileStat, ReadResult};
@@ -272,6 +272,9 @@ pub enum Request {
     },
     /// The configured MCP servers and their state. Result: list of [`McpServerInfo`].
     ListMcpServers,
+    /// Reads the `mcp.toml` files again: unchanged servers run on, changed ones restart,
+    /// removed ones stop, new ones start. Result: [`McpReloadReport`].
+    ReloadMcp,
     /// The tools of one MCP server, or of all when `server` is absent or nil. Result: list
     /// of [`McpToolInfo`].
     ListMcpTools {
@@ -324,6 +327,7 @@ impl Request {
         "VfsRemove",
         "VfsMkdir",
         "ListMcpServers",
+        "ReloadMcp",
         "ListMcpTools",
         "CallMcpTool",
     ];
@@ -360,6 +364,7 @@ impl Request {
             Self::VfsRemove { .. } => "VfsRemove",
             Self::VfsMkdir { .. } => "VfsMkdir",
             Self::ListMcpServers => "ListMcpServers",
+            Self::ReloadMcp => "ReloadMcp",
             Self::ListMcpTools { .. } => "ListMcpTools",
             Self::CallMcpTool { .. } => "CallMcpTool",
         }
@@ -372,6 +377,7 @@ impl Request {
             self,
             Self::Shutdown { .. }
                 | Self::ReloadCapsules
+                | Self::ReloadMcp
                 | Self::InjectFault { .. }
                 | Self::KvPut { .. }
                 | Self::KvDelete { .. }
@@ -778,6 +784,7 @@ mod tests {
                 parents: true,
             },
             Request::ListMcpServers,
+            Request::ReloadMcp,
             Request::ListMcpTools {
                 server: Some("tools".into()),
             },

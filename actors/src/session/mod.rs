@@ -66,8 +66,9 @@ pub struct SessionDeps {
     pub client_publish: Vec<Pattern>,
     /// Loaded capsules, to route `InvokeCommand`.
     pub capsules: Arc<LoadedCapsules>,
-    /// Configured MCP servers, to list them and route `CallMcpTool`.
-    pub mcp: Arc<crate::mcp::servers::McpServers>,
+    /// The MCP servers: their table, to list them and route `CallMcpTool`, and the
+    /// launcher, to reload their configuration.
+    pub mcp: crate::mcp::Launcher,
 }
 
 /// Who is on the other end of a connection, as the kernel reported it at accept.

@@ -160,22 +160,6 @@ impl SessionActor {
                 let ask = call(&a.bus, msg, t);
                 self.run(id, ctx, note, async move { Ok(ask.await??) });
             }
-            Request::ListMcpServers => {
-                let servers = deps.mcp.list();
-                self.run(id, ctx, note, async move { Ok(servers) });
-            }
-            Request::ListMcpTools { server } => {
-                let tools = deps.mcp.tools(server.as_deref()).map_err(KernelError::from);
-                self.run(id, ctx, note, async move { tools });
-            }
-            Request::CallMcpTool {
-                server,
-                tool,
-                arguments,
-            } => {
-                let call = call_mcp_tool(&deps, &server, tool, arguments);
-                self.run(id, ctx, note, call);
-            }
             Request::InjectFault { target, fault } => {
                 if !deps.info.fault_injection {
                     return self.refuse_request(id, note, &KernelError::FaultInjectionDisabled);
@@ -232,7 +216,48 @@ impl SessionActor {
             | Request::VfsStat { .. }
             | Request::VfsRemove { .. }
             | Request::VfsMkdir { .. } => self.dispatch_vfs(id, request, note, ctx),
+            Request::ListMcpServers
+            | Request::ReloadMcp
+            | Request::ListMcpTools { .. }
+            | Request::CallMcpTool { .. } => self.dispatch_mcp(id, request, note, ctx),
             _ => self.dispatch_caps_audit(id, request, note, ctx),
+        }
+    }
+
+    fn dispatch_mcp(
+        &mut self,
+        id: u64,
+        request: Request,
+        note: AuditNote,
+        ctx: &mut Context<Self>,
+    ) {
+        let deps = Arc::clone(&self.deps);
+        match request {
+            Request::ListMcpServers => {
+                let servers = deps.mcp.table.list();
+                self.run(id, ctx, note, async move { Ok(servers) });
+            }
+            Request::ReloadMcp => {
+                let report = deps.mcp.reload();
+                self.run(id, ctx, note, async move { Ok(report) });
+            }
+            Request::ListMcpTools { server } => {
+                let tools = deps
+                    .mcp
+                    .table
+                    .tools(server.as_deref())
+                    .map_err(KernelError::from);
+                self.run(id, ctx, note, async move { tools });
+            }
+            Request::CallMcpTool {
+                server,
+                tool,
+                arguments,
+            } => {
+                let call = call_mcp_tool(&deps, &server, tool, arguments);
+                self.run(id, ctx, note, call);
+            }
+            _ => {}
         }
     }
 
@@ -504,7 +529,7 @@ fn call_mcp_tool(
                 Err(e) => return Err(McpError::BadArguments(e)),
             },
         };
-        let route = deps.mcp.route(server)?;
+        let route = deps.mcp.table.route(server)?;
         Ok((route, CallTool { tool, arguments }))
     })();
     async move {

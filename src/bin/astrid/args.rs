@@ -135,6 +135,9 @@ pub(crate) enum Command {
 pub(crate) enum McpCommand {
     /// List the configured MCP servers: state, restarts, tools.
     Ls,
+    /// Read the `mcp.toml` files again: unchanged servers run on, changed ones restart,
+    /// removed ones stop, new ones start.
+    Reload,
     /// List the tools of one server, or of all.
     Tools {
         /// Server name (see `astrid mcp ls`).

@@ -19,8 +19,8 @@ use astrid::client::ClientError;
 use astrid::paths::PathError;
 use astrid::protocol::{
     AuditEntry, CapsuleMetadata, CommandInfo, CommandOutput, Event, Fault, FaultInjected, Grant,
-    KvValue, Listing, McpServerInfo, McpToolInfo, McpToolResult, Published, ReloadReport, Removed,
-    Request, Subscribed, Verification, Written, to_payload,
+    KvValue, Listing, McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, Published,
+    ReloadReport, Removed, Request, Subscribed, Verification, Written, to_payload,
 };
 use clap::Parser;
 use serde::Serialize;
@@ -298,6 +298,10 @@ async fn mcp_command(
         McpCommand::Ls => {
             let servers: Vec<McpServerInfo> = client.call(Request::ListMcpServers).await?;
             show(json, &servers, |s| render::mcp_servers(s))
+        }
+        McpCommand::Reload => {
+            let report: McpReloadReport = client.call(Request::ReloadMcp).await?;
+            show(json, &report, render::mcp_reload)
         }
         McpCommand::Tools { server } => {
             let tools: Vec<McpToolInfo> = client.call(Request::ListMcpTools { server }).await?;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use astrid::protocol::{
     AuditEntry, CapsuleInfo, CapsuleMetadata, CommandInfo, CommandOutput, Event, Grant,
-    McpServerInfo, McpToolInfo, McpToolResult, ReloadReport, Status, TreeNode,
+    McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, ReloadReport, Status, TreeNode,
 };
 
 fn duration(ms: u64) -> String {
@@ -228,7 +228,13 @@ pub(crate) fn metadata(list: &[CapsuleMetadata]) -> String {
     out
 }
 
-pub(crate) fn reload(r: &ReloadReport) -> String {
+/// What a reload did, then the listing after it.
+fn changes(
+    added: &[String],
+    removed: &[String],
+    changed: &[String],
+    unchanged: &[String],
+) -> String {
     let list = |v: &[String]| {
         if v.is_empty() {
             "-".to_owned()
@@ -237,13 +243,20 @@ pub(crate) fn reload(r: &ReloadReport) -> String {
         }
     };
     format!(
-        "added: {}\nremoved: {}\nchanged: {}\nunchanged: {}\n\n{}",
-        list(&r.added),
-        list(&r.removed),
-        list(&r.changed),
-        list(&r.unchanged),
-        capsules(&r.capsules)
+        "added: {}\nremoved: {}\nchanged: {}\nunchanged: {}\n\n",
+        list(added),
+        list(removed),
+        list(changed),
+        list(unchanged),
     )
+}
+
+pub(crate) fn reload(r: &ReloadReport) -> String {
+    changes(&r.added, &r.removed, &r.changed, &r.unchanged) + &capsules(&r.capsules)
+}
+
+pub(crate) fn mcp_reload(r: &McpReloadReport) -> String {
+    changes(&r.added, &r.removed, &r.changed, &r.unchanged) + &mcp_servers(&r.servers)
 }
 
 pub(crate) fn tree(root: &TreeNode) -> String {
