@@ -568,4 +568,56 @@ mod tests {
         assert_eq!(table.remove_all_capsules(), ["s"]);
         assert_eq!(listed(&table), [row("f", Starting, "/h/mcp.toml")]);
     }
+
+    #[test]
+    fn a_reload_applies_only_what_changed_and_the_files_win_names_as_at_boot() {
+        use McpServerState::{Invalid, Starting};
+        let config = |names: &[(&str, &str)]| McpConfig {
+            servers: names
+                .iter()
+                .map(|(name, args)| {
+                    let mut s = (*server(name, "/h/mcp.toml")).clone();
+                    s.args = vec![(*args).to_owned()];
+                    s
+                })
+                .collect(),
+            errors: Vec::new(),
+        };
+        let table = McpServers::default();
+        table.reset(config(&[("keep", "1"), ("change", "1"), ("drop", "1")]));
+        assert!(table.add("c", server("s", "/c/Capsule.toml")).is_ok());
+
+        let reload = table.reload(config(&[("keep", "1"), ("change", "2"), ("s", "1")]));
+        let report = &reload.report;
+        assert_eq!(report.added, ["s"]);
+        assert_eq!(report.removed, ["drop"]);
+        assert_eq!(report.changed, ["change"]);
+        assert_eq!(report.unchanged, ["keep"]);
+        // The capsule's `s` stops: the files take its name, as they would at boot.
+        assert_eq!(reload.stop, ["drop", "change", "s"]);
+        let started: Vec<&str> = reload.start.iter().map(|(c, _)| c.name.as_str()).collect();
+        assert_eq!(started, ["change", "s"]);
+        assert_eq!(
+            listed(&table),
+            [
+                row("change", Starting, "/h/mcp.toml"),
+                row("keep", Starting, "/h/mcp.toml"),
+                row("s", Starting, "/h/mcp.toml"),
+                row("s", Invalid, "/c/Capsule.toml"),
+            ]
+        );
+        assert!(table.admit_waiting().is_empty());
+
+        // The files give `s` up again: the capsule's server gets it back.
+        let reload = table.reload(config(&[("keep", "1"), ("change", "2")]));
+        assert_eq!(reload.report.removed, ["s"]);
+        assert_eq!(reload.report.unchanged, ["change", "keep"]);
+        assert_eq!(table.admit_waiting().len(), 1);
+        assert_eq!(
+            listed(&table)[2],
+            row("s", Starting, "/c/Capsule.toml"),
+            "{:?}",
+            listed(&table)
+        );
+    }
 }
