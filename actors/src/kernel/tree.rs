@@ -20,8 +20,8 @@ use crate::capsule::cache::CompileCache;
 use crate::capsules::loaded::LoadedCapsules;
 use crate::capsules::{CapsulesActor, RegistryDeps};
 use crate::listener::{Connections, ListenerActor, SessionInfo, Token};
+use crate::mcp::Launcher;
 use crate::mcp::servers::McpServers;
-use crate::mcp::{self, Launcher};
 use crate::protocol::to_payload;
 use crate::relay::Relay;
 use crate::session::SessionDeps;
@@ -311,13 +311,9 @@ fn mcp_supervisor(config: &KernelConfig, actors: &KernelActors, launcher: Launch
         RestartType::Permanent,
         actors.mcp.clone(),
         move |_| {
-            let config = mcp::config::load(&launcher.files);
-            for error in &config.errors {
-                tracing::error!("MCP configuration: {error}");
-            }
             let children = launcher
                 .table
-                .reset(config)
+                .reset(launcher.read_config())
                 .into_iter()
                 .map(|(server, slot)| launcher.spec(&server, slot))
                 .collect();

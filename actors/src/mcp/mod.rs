@@ -96,11 +96,7 @@ impl Launcher {
     /// unchanged servers run on, changed ones restart, removed ones stop, new ones start,
     /// and capsules' servers waiting for a name the files gave up start too.
     pub fn reload(&self) -> McpReloadReport {
-        let config = config::load(&self.files);
-        for error in &config.errors {
-            tracing::error!("MCP configuration: {error}");
-        }
-        let reload = self.table.reload(config);
+        let reload = self.table.reload(self.read_config());
         tracing::info!(report = ?reload.report, "MCP configuration reloaded");
         self.stop(reload.stop);
         self.start(reload.start);
@@ -109,6 +105,15 @@ impl Launcher {
             servers: self.table.list(),
             ..reload.report
         }
+    }
+
+    /// The configuration files, read now; their bad entries are logged.
+    pub fn read_config(&self) -> config::McpConfig {
+        let config = config::load(&self.files);
+        for error in &config.errors {
+            tracing::error!("MCP configuration: {error}");
+        }
+        config
     }
 
     /// Starts the servers a capsule declares. A name already taken (by `mcp.toml` or

@@ -241,22 +241,24 @@ impl McpServers {
             out.report.removed.push(name);
         }
         for (name, config) in new {
-            let list = match inner.servers.get(&name) {
-                Some(e) if e.owner.is_none() && *e.config == config => {
+            let held = inner
+                .servers
+                .get(&name)
+                .map(|e| (e.owner.clone(), Arc::clone(&e.config)));
+            let list = match &held {
+                Some((None, old)) if **old == config => {
                     out.report.unchanged.push(name);
                     continue;
                 }
-                Some(e) if e.owner.is_none() => &mut out.report.changed,
-                Some(e) => {
-                    let (capsule, theirs) =
-                        (e.owner.clone().unwrap_or_default(), Arc::clone(&e.config));
-                    inner.refuse(&capsule, &theirs, &config.source.display().to_string());
+                Some((None, _)) => &mut out.report.changed,
+                Some((Some(capsule), theirs)) => {
+                    inner.refuse(capsule, theirs, &config.source.display().to_string());
                     &mut out.report.added
                 }
                 None => &mut out.report.added,
             };
             list.push(name.clone());
-            if inner.servers.contains_key(&name) {
+            if held.is_some() {
                 out.stop.push(name.clone());
             }
             let config = Arc::new(config);
