@@ -1226,16 +1226,51 @@ fn reap(what: &str, processes: &[(&str, u32)]) {
 }
 
 /// A daemon killed by SIGKILL runs no clean-up, yet its servers go with it (the kernel
-/// kills each when the daemon dies), even one that never reads its input.
+/// kills each when the daemon dies), even one that never reads its input. What a server
+/// started survives that, and the session's next daemon kills it before its own servers
+/// start: the record of the servers' process groups says where to look.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_daemon_takes_its_servers_with_it() {
+async fn a_killed_daemon_takes_its_servers_with_it_and_the_next_one_what_they_started() {
     let mut d = start(&(test_server("a", "") + &mute_server("z-mute")));
     let client = patient_client(&d).await;
     let (a, mute) = a_and_mute(&client).await;
+    let sleeper = spawn_sleeper(&client, "a").await;
+    let mark = ok_text(&client, "a", "env", json!({ "name": "ASTRID_MCP_MARK" })).await;
     drop(client);
+    let record = d.files.mcp_groups();
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap(),
+        format!("mark {mark}\n{}\n{}\n", a.min(mute), a.max(mute)),
+    );
     d.signal(rustix::process::Signal::KILL);
     d.wait_exit(DEADLINE).expect("SIGKILL ends the daemon");
     reap("SIGKILL", &[("server `a`", a), ("`z-mute`", mute)]);
+    // Nothing signals the sleeper: it is left for the next daemon to find.
+    assert!(
+        process_alive(sleeper),
+        "the sleeper {sleeper} died with its server"
+    );
+
+    let home = std::mem::replace(&mut d.home, short_tempdir());
+    let workspace = std::mem::replace(&mut d.workspace, short_tempdir());
+    drop(d);
+    let next = Graceful(TestDaemon::spawn_in(home, workspace, &[]));
+    next.wait_ready();
+    reap("the next daemon's boot", &[("the sleeper", sleeper)]);
+    // Its own servers run under a mark of their own, recorded afresh.
+    let client = patient_client(&next).await;
+    let (a2, mute2) = a_and_mute(&client).await;
+    assert_ne!(a2, a);
+    let mark2 = ok_text(&client, "a", "env", json!({ "name": "ASTRID_MCP_MARK" })).await;
+    assert_ne!(mark2, mark);
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(text.starts_with(&format!("mark {mark2}\n")), "{text}");
+    drop(client);
+    // A clean exit kills the groups and leaves no record.
+    let mut next = next;
+    next.terminate(DEADLINE).expect("SIGTERM ends the daemon");
+    reap("a clean exit", &[("server `a`", a2), ("`z-mute`", mute2)]);
+    assert!(!record.exists(), "{:?}", next.leftover_files());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1262,8 +1297,15 @@ async fn servers_see_exactly_the_environment_they_are_given() {
         ok_text(&client, server, "env", json!({ "name": name }))
     };
 
-    // Configured variables are there; the daemon's are not, not even PATH.
+    // Configured variables are there; the daemon's are not, not even PATH. The one
+    // variable added is the daemon's mark, the same for all its servers.
     assert_eq!(env("plain", "GREETING").await, "hello");
+    let mark = env("plain", "ASTRID_MCP_MARK").await;
+    assert!(
+        mark.len() == 32 && mark.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{mark}"
+    );
+    assert_eq!(env("inheriting", "ASTRID_MCP_MARK").await, mark);
     assert_eq!(env("plain", "EMPTY").await, "");
     assert_eq!(env("plain", "ASTRID_MCP_TEST_SECRET").await, "(unset)");
     for name in ["PATH", "HOME", "ASTRID_HOME"] {

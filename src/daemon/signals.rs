@@ -53,7 +53,7 @@ impl SignalTarget {
     /// Kills the MCP servers' process groups, if the kernel got that far.
     fn kill_servers(&self) {
         if let Some(mcp) = self.mcp.get() {
-            mcp.kill_all();
+            mcp.groups().kill_all();
         }
     }
 

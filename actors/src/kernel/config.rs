@@ -123,6 +123,11 @@ impl SessionFiles {
     pub fn pid(&self) -> PathBuf {
         self.file("pid")
     }
+
+    /// The record of the MCP servers' process groups (see [`crate::mcp::groups`]).
+    pub fn mcp_groups(&self) -> PathBuf {
+        self.file("mcp")
+    }
 }
 
 /// `system` for the nil UUID, otherwise the hyphenated UUID.

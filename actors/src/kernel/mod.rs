@@ -249,7 +249,7 @@ impl Kernel {
         });
         let _ = tokio::time::timeout(Duration::from_secs(10), self.exit).await;
         self.files.cleanup();
-        self.mcp.kill_all();
+        self.mcp.groups().kill_all();
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
@@ -288,7 +288,7 @@ impl Kernel {
         drain_sessions(&self.connections, self.drain_timeout).await;
         self.files.cleanup();
         // Servers that did not go on SIGTERM, and whatever they started, go now.
-        self.mcp.kill_all();
+        self.mcp.groups().kill_all();
         for arbiter in &self.arbiters {
             arbiter.stop();
         }

@@ -21,6 +21,7 @@ use crate::capsules::loaded::LoadedCapsules;
 use crate::capsules::{CapsulesActor, RegistryDeps};
 use crate::listener::{Connections, ListenerActor, SessionInfo, Token};
 use crate::mcp::Launcher;
+use crate::mcp::groups::{self, ServerGroups};
 use crate::mcp::servers::McpServers;
 use crate::protocol::to_payload;
 use crate::relay::Relay;
@@ -120,10 +121,13 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
     );
     // Capabilities, the VFS, and the MCP servers each get a thread.
     let arbiters: Vec<Arbiter> = (0..3).map(|_| Arbiter::new()).collect();
+    // What the servers of a daemon killed by SIGKILL left goes before any server starts.
+    let record = config.files.mcp_groups();
+    groups::sweep(&record);
     let launcher = Launcher {
         arbiter: arbiters[2].handle(),
         workspace: config.workspace.clone(),
-        table: Arc::new(McpServers::default()),
+        table: Arc::new(McpServers::new(ServerGroups::new(Some(record)))),
         supervisor: actors.mcp.clone(),
         files: config.mcp_files.clone(),
     };

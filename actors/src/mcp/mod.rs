@@ -15,6 +15,7 @@
 //! table of servers that sessions read is `servers.rs`.
 
 pub mod config;
+pub mod groups;
 mod messages;
 pub mod servers;
 
@@ -234,8 +235,8 @@ fn tool_infos(server: &str, tools: Vec<Tool>) -> Vec<McpToolInfo> {
 /// Makes the server die with the daemon, even with a daemon killed by SIGKILL (which
 /// cleans nothing up): the kernel sends the server SIGKILL when the thread that started it
 /// ends, and the servers' thread lives as long as the daemon. (What the server started in
-/// turn is killed with its process group at every other exit; after a SIGKILL only the
-/// server itself is.)
+/// turn is killed with its process group at every other exit; after a SIGKILL, by the
+/// session's next daemon: see [`groups`].)
 fn die_with_the_daemon(cmd: &mut tokio::process::Command) {
     use rustix::process::{Signal, getpid, getppid, set_parent_process_death_signal};
     let daemon = getpid();
@@ -313,7 +314,7 @@ impl McpServerActor {
     }
 
     /// Starts the process in a process group of its own, with exactly the configured
-    /// environment.
+    /// environment plus the daemon's mark ([`groups::MARK_VAR`]).
     fn spawn(&self) -> std::io::Result<(TokioChildProcess, Option<tokio::process::ChildStderr>)> {
         let config = &self.config;
         // The server's environment is not the daemon's: a bare name is looked up in the
@@ -327,7 +328,8 @@ impl McpServerActor {
                 cmd.env(name, value);
             }
         }
-        cmd.envs(&config.env);
+        cmd.envs(&config.env)
+            .env(groups::MARK_VAR, self.table.groups().mark());
         die_with_the_daemon(&mut cmd);
         let mut wrapped = process_wrap::tokio::CommandWrap::from(cmd);
         wrapped
@@ -416,7 +418,7 @@ impl Actor for McpServerActor {
         let pid = transport.id();
         self.pgid = pid.and_then(|p| i32::try_from(p).ok());
         if let Some(pgid) = self.pgid {
-            self.table.track(pgid);
+            self.table.groups().track(pgid);
         }
         self.table.spawned(self.name(), pid);
         if let Some(stderr) = stderr {
@@ -476,7 +478,7 @@ impl Actor for McpServerActor {
                     let _ =
                         rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
                 }
-                table.ended(pgid);
+                table.groups().ended(pgid);
             });
         }
     }

@@ -4,12 +4,13 @@
 //! servers and tools, and route calls, without an actor hop). It lives as long as the
 //! kernel, so a restarted `mcp` supervisor starts over from the configuration files.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use super::McpServerActor;
 use super::config::{McpConfig, ServerConfig};
+use super::groups::ServerGroups;
 use super::messages::{McpError, McpReloadReport, McpServerInfo, McpServerState, McpToolInfo};
 use crate::supervisor::{ChildRef, ChildState, SupervisorEvent};
 
@@ -148,7 +149,7 @@ pub struct Reload {
 
 /// The table of configured servers, and the process groups of their processes.
 #[derive(Debug, Default)]
-pub struct McpServers(RwLock<Inner>, Mutex<HashSet<i32>>);
+pub struct McpServers(RwLock<Inner>, ServerGroups);
 
 /// How an entry that cannot run is listed.
 fn invalid(name: String, source: &std::path::Path, error: String) -> McpServerInfo {
@@ -175,6 +176,11 @@ pub struct Route {
 }
 
 impl McpServers {
+    /// An empty table, whose servers' process groups go to `groups`.
+    pub fn new(groups: ServerGroups) -> Self {
+        Self(RwLock::default(), groups)
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
         self.0.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -460,28 +466,9 @@ impl McpServers {
         }
     }
 
-    /// Records a server's process group, until [`ended`](Self::ended).
-    pub(crate) fn track(&self, pgid: i32) {
-        self.groups().insert(pgid);
-    }
-
-    /// The process group was killed.
-    pub(crate) fn ended(&self, pgid: i32) {
-        self.groups().remove(&pgid);
-    }
-
-    fn groups(&self) -> std::sync::MutexGuard<'_, HashSet<i32>> {
-        self.1.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Kills every server process group still alive (SIGKILL): the last step of a
-    /// shutdown, so that nothing a server started outlives the daemon.
-    pub fn kill_all(&self) {
-        for pgid in std::mem::take(&mut *self.groups()) {
-            if let Some(pgid) = rustix::process::Pid::from_raw(pgid) {
-                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-            }
-        }
+    /// The servers' process groups.
+    pub fn groups(&self) -> &ServerGroups {
+        &self.1
     }
 
     /// Process ids of the servers running now.
