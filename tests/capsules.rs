@@ -86,20 +86,9 @@ async fn wait_capsule(
     name: &str,
     cond: impl Fn(&CapsuleInfo) -> bool,
 ) -> CapsuleInfo {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let list = client.capsules().await.unwrap();
-        if let Some(c) = list.iter().find(|c| c.name == name)
-            && cond(c)
-        {
-            return c.clone();
-        }
-        assert!(
-            Instant::now() < end,
-            "capsule `{name}` never reached the state wanted: {list:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let list = || async { client.capsules().await.unwrap() };
+    let pick = |list: &Vec<CapsuleInfo>| list.iter().find(|c| c.name == name && cond(c)).cloned();
+    common::poll_until(&format!("capsule `{name}`"), list, pick).await
 }
 
 /// An example capsule's module bytes.

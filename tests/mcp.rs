@@ -103,20 +103,8 @@ async fn wait_server(
     name: &str,
     cond: impl Fn(&McpServerInfo) -> bool,
 ) -> McpServerInfo {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let list = servers(client).await;
-        if let Some(s) = list.iter().find(|s| s.name == name)
-            && cond(s)
-        {
-            return s.clone();
-        }
-        assert!(
-            Instant::now() < end,
-            "server `{name}` never reached the state wanted: {list:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let pick = |list: &Vec<McpServerInfo>| list.iter().find(|s| s.name == name && cond(s)).cloned();
+    common::poll_until(&format!("server `{name}`"), || servers(client), pick).await
 }
 
 /// Waits until server `name` runs (handshake done).

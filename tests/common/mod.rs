@@ -460,25 +460,38 @@ pub fn error_code(value: &rmpv::Value) -> Option<&str> {
     get(get(value, "error"), "code").as_str()
 }
 
+/// Calls `fetch` every 10 ms until `pick` finds what is wanted in its answer, for at most
+/// [`DEADLINE`]; then panics saying that `what` never reached the state wanted, with the
+/// last answer.
+#[allow(dead_code, reason = "not every test binary polls")]
+pub async fn poll_until<T: std::fmt::Debug, R, F: Future<Output = T>>(
+    what: &str,
+    mut fetch: impl FnMut() -> F,
+    pick: impl Fn(&T) -> Option<R>,
+) -> R {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let answer = fetch().await;
+        if let Some(found) = pick(&answer) {
+            return found;
+        }
+        assert!(
+            Instant::now() < end,
+            "{what} never reached the state wanted: {answer:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Polls the supervision tree until the node `name` exists and `cond` holds for it (a tree
 /// request that fails meanwhile, say while the listener restarts, is retried).
 #[allow(dead_code, reason = "not every test binary watches the tree")]
 pub async fn wait_node(client: &Client, name: &str, cond: impl Fn(&TreeNode) -> bool) -> TreeNode {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let tree = client.tree().await;
-        if let Ok(tree) = &tree
-            && let Some(node) = tree.find(name)
-            && cond(node)
-        {
-            return node.clone();
-        }
-        assert!(
-            Instant::now() < end,
-            "`{name}` never reached the state wanted: {tree:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let pick = |tree: &Result<TreeNode, ClientError>| {
+        let node = tree.as_ref().ok()?.find(name)?;
+        cond(node).then(|| node.clone())
+    };
+    poll_until(&format!("`{name}`"), || client.tree(), pick).await
 }
 
 /// The error code and message of a call that must fail.
