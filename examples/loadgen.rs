@@ -3,8 +3,9 @@
 //!
 //! Each client connects, completes the handshake, then keeps up to `--depth` requests in
 //! flight until it has sent its share of `--requests`; every reply is decoded and checked
-//! (id and no error), and its latency recorded. Prints requests per second and
-//! p50/p99/p99.9 latency.
+//! (id and no error), and its latency recorded. Prints requests per second, p50/p99/p99.9
+//! latency, and the CPU time each request cost the daemon (all its threads) and this
+//! program.
 //!
 //! ```text
 //! cargo build --release --bins --examples
@@ -192,6 +193,8 @@ struct Report {
     p50_us: f64,
     p99_us: f64,
     p999_us: f64,
+    /// CPU time used per request by the daemon and by this load generator, in µs.
+    cpu_us: Option<(f64, f64)>,
 }
 
 impl Report {
@@ -200,8 +203,11 @@ impl Report {
     }
 
     fn print(&self) {
+        let cpu = self.cpu_us.map_or(String::new(), |(daemon, us)| {
+            format!("   cpu/req daemon {daemon:.1} us, loadgen {us:.1} us")
+        });
         println!(
-            "{:<44} {:>10.0} req/s   p50 {:>7.1} us   p99 {:>7.1} us   p99.9 {:>7.1} us",
+            "{:<44} {:>10.0} req/s   p50 {:>7.1} us   p99 {:>7.1} us   p99.9 {:>7.1} us{cpu}",
             self.label,
             self.rate(),
             self.p50_us,
@@ -209,6 +215,21 @@ impl Report {
             self.p999_us
         );
     }
+}
+
+/// CPU time all threads of process `pid` have run so far: the sum of the first field of
+/// `/proc/<pid>/task/*/schedstat` (nanoseconds). Threads that end during a run take theirs
+/// with them; the daemon's and this program's live as long as the run.
+fn cpu_time(pid: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .map(Duration::from_nanos)
+        .sum()
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -278,6 +299,16 @@ async fn run_astrid(
     depth: usize,
 ) -> Report {
     let per_client = total / clients;
+    // The daemon's pid, from its pid file (first line).
+    let daemon = std::fs::read_to_string(files.pid())
+        .ok()
+        .and_then(|text| Some(text.lines().next()?.trim().to_owned()));
+    let cpu_at = || {
+        daemon
+            .as_deref()
+            .map(|pid| (cpu_time(pid), cpu_time("self")))
+    };
+    let cpu_before = cpu_at();
     let start = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|me| {
@@ -290,6 +321,13 @@ async fn run_astrid(
         all.extend(task.await.unwrap());
     }
     let elapsed = start.elapsed();
+    let per_request = |cpu: Duration| cpu.as_secs_f64() * 1e6 / all.len() as f64;
+    let cpu_us = cpu_before.zip(cpu_at()).map(|((d0, l0), (d1, l1))| {
+        (
+            per_request(d1.saturating_sub(d0)),
+            per_request(l1.saturating_sub(l0)),
+        )
+    });
     all.sort_unstable();
     Report {
         label: format!("astrid {kind:?} c={clients} depth={depth}"),
@@ -298,6 +336,7 @@ async fn run_astrid(
         p50_us: percentile(&all, 50.0),
         p99_us: percentile(&all, 99.0),
         p999_us: percentile(&all, 99.9),
+        cpu_us,
     }
 }
 
@@ -395,19 +434,22 @@ fn capsules_suite(rt: &tokio::runtime::Runtime, files: &SessionFiles, requests: 
         percentile(&samples, 100.0)
     );
     println!(
-        "\n| clients | `Ping` req/s (p50 / p99 us) | `InvokeCommand` echo req/s (p50 / p99 us) | invoke ÷ Ping |"
+        "\n| clients | `Ping` req/s (p50 / p99 us) | `InvokeCommand` echo req/s (p50 / p99 us) | invoke ÷ Ping | daemon CPU per request, `Ping` → invoke (us) |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
+    let daemon_cpu = |r: &Report| r.cpu_us.map_or(f64::NAN, |(daemon, _)| daemon);
     for (clients, ping, invoke) in rows {
         println!(
-            "| {clients} | {:.0} ({:.0} / {:.0}) | {:.0} ({:.0} / {:.0}) | {:.2}x |",
+            "| {clients} | {:.0} ({:.0} / {:.0}) | {:.0} ({:.0} / {:.0}) | {:.2}x | {:.1} → {:.1} |",
             ping.rate(),
             ping.p50_us,
             ping.p99_us,
             invoke.rate(),
             invoke.p50_us,
             invoke.p99_us,
-            invoke.rate() / ping.rate()
+            invoke.rate() / ping.rate(),
+            daemon_cpu(&ping),
+            daemon_cpu(&invoke),
         );
     }
 }
@@ -563,6 +605,7 @@ fn run_redis(socket: &Path, clients: usize, total: usize, depth: usize) -> Vec<R
                 p50_us: p50 * 1000.0,
                 p99_us: p99 * 1000.0,
                 p999_us: f64::NAN,
+                cpu_us: None,
             })
         })
         .collect()
@@ -595,6 +638,7 @@ fn fsync_baseline(dir: &Path, n: usize) -> Report {
         p50_us: percentile(&latencies, 50.0),
         p99_us: percentile(&latencies, 99.0),
         p999_us: percentile(&latencies, 99.9),
+        cpu_us: None,
     }
 }
 
