@@ -183,6 +183,8 @@ pub type ShutdownHook = Arc<dyn Fn(&str) + Send + Sync>;
 pub struct KernelConfig {
     /// Daemon version, reported to clients.
     pub version: String,
+    /// The home (`~/.astrid`): the user's own, trusted configuration.
+    pub home: HomeLayout,
     /// Session UUID (nil = `system`).
     pub session_id: Uuid,
     /// Where the session's files go.
@@ -236,6 +238,7 @@ impl KernelConfig {
     pub fn new(home: &HomeLayout, session_id: Uuid, workspace: PathBuf) -> Self {
         Self {
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            home: home.clone(),
             session_id,
             files: home.session(session_id),
             state_dir: home.state(),
