@@ -24,7 +24,7 @@ use astrid::client::{Client, ClientError};
 use astrid::protocol::{
     ChildState, CommandOutput, ErrorCode, Fault, FaultInjected, McpReloadReport, McpServerInfo,
     McpServerState, McpToolInfo, McpToolResult, NodeKind, ReloadReport, Request, ShutdownAck,
-    to_payload,
+    TrustReport, to_payload,
 };
 use common::{
     DEADLINE, Graceful, TestDaemon, assert_gone, copy_capsule, example_capsule, failure,
@@ -62,6 +62,14 @@ fn test_server(name: &str, extra: &str) -> String {
         "[[server]]\nname = \"{name}\"\ncommand = \"{}\"\n{extra}\n",
         mcp_test_server().display()
     )
+}
+
+/// Trusts the daemon's workspace, so that its own `mcp.toml` runs (see `tests/trust.rs`).
+async fn trust_workspace(client: &Client) {
+    let _: TrustReport = client
+        .call(Request::TrustWorkspace { path: None })
+        .await
+        .unwrap();
 }
 
 /// A `[[server]]` entry that runs `sleep 1000`: it starts, and never answers `initialize`.
@@ -1402,6 +1410,7 @@ async fn bad_entries_are_invalid_missing_commands_fail_and_the_workspace_overrid
         std::fs::write(dir.join("mcp.toml"), test_server("over", "")).unwrap();
     }));
     let client = patient_client(&d).await;
+    trust_workspace(&client).await;
     let home_file = home_config(&d);
     let workspace_file = d
         .workspace
@@ -1515,6 +1524,7 @@ async fn a_workspace_entry_replaces_an_invalid_home_entry_of_the_same_name() {
         std::fs::write(dir.join("mcp.toml"), test_server("over", "")).unwrap();
     }));
     let client = patient_client(&d).await;
+    trust_workspace(&client).await;
     running(&client, "over").await;
     let list = servers(&client).await;
     assert_eq!(list.len(), 1, "{list:#?}");

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use astrid::protocol::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, ChildState, CommandInfo, ErrorCode,
     Event, FaultInjected, NodeKind, Published, ReloadReport, Request, Status, Subscribed, TreeNode,
-    Unsubscribed,
+    TrustReport, Unsubscribed,
 };
 use common::{DEADLINE, Raw, TestDaemon, error_code, get, wait_until};
 use rmpv::Value;
@@ -1227,7 +1227,16 @@ async fn reload_capsules_reports_what_changed() {
     )
     .unwrap();
     std::fs::write(dir.join("hello.wat"), common::ECHO_WAT).unwrap();
+    // The workspace's own capsules run once it is trusted: listed until then.
     let report: ReloadReport = client.call(Request::ReloadCapsules).await.unwrap();
+    assert!(report.added.is_empty(), "{report:?}");
+    let hello = report.capsules.iter().find(|c| c.name == "hello").unwrap();
+    assert_eq!(hello.state, CapsuleState::Untrusted, "{hello:?}");
+    let trusted: TrustReport = client
+        .call(Request::TrustWorkspace { path: None })
+        .await
+        .unwrap();
+    let report = trusted.capsules.unwrap();
     assert_eq!(report.added, vec!["hello".to_owned()], "{report:?}");
     assert!(
         report.removed.is_empty() && report.changed.is_empty(),

@@ -12,6 +12,7 @@ use crate::capsules::CapsuleError;
 use crate::mcp::McpError;
 use crate::store::StoreError;
 use crate::supervisor::SupervisorError;
+use crate::trust::TrustError;
 use crate::vfs::VfsError;
 
 /// A failed request.
@@ -65,6 +66,9 @@ pub enum KernelError {
     /// Refused or failed by an MCP server.
     #[error(transparent)]
     Mcp(#[from] McpError),
+    /// A workspace could not be trusted or untrusted.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     /// Clients may not publish to this topic.
     #[error("clients may not publish to `{topic}`; allowed: {allowed}")]
     PublishForbidden {
@@ -79,6 +83,12 @@ pub enum KernelError {
     /// The daemon is shutting down.
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// Work the request ran off the actors' threads (on the blocking pool) panicked.
+    #[error("the daemon failed while it {task}")]
+    TaskFailed {
+        /// What the work was.
+        task: &'static str,
+    },
 }
 
 impl KernelError {

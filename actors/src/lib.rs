@@ -23,6 +23,8 @@
 //! - [`session`]: one actor per connection (handshake, requests, events, backpressure).
 //! - [`protocol`]: the wire contract (framing, envelopes, requests, error codes).
 //! - [`kernel`]: configuration, databases, boot order, the tree, shutdown, file names.
+//! - [`trust`]: workspace trust: which workspaces may run their own capsules and MCP
+//!   servers (a record in the home of each trusted `.astrid/`, by content hash).
 //! - [`db`]: a redb database that is reopened after an I/O failure; [`error`]: errors a
 //!   request can meet; [`files`]: private atomic writes; [`relay`]: answers delivered on
 //!   the waiting thread in bulk.
@@ -62,4 +64,5 @@ pub mod session;
 pub mod settings;
 pub mod store;
 pub mod supervisor;
+pub mod trust;
 pub mod vfs;

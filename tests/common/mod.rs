@@ -181,9 +181,11 @@ impl TestDaemon {
         files_in(&self.layout.sessions())
     }
 
-    /// Runs the CLI against this daemon's home.
+    /// Runs the CLI against this daemon's home, for its workspace.
     pub fn cli(&self, args: &[&str]) -> Output {
-        cli_in(self.home.path(), args)
+        let mut all = vec!["--workspace", self.workspace.path().to_str().unwrap()];
+        all.extend_from_slice(args);
+        cli_in(self.home.path(), &all)
     }
 }
 
@@ -351,7 +353,13 @@ pub fn files_in(dir: &Path) -> Vec<String> {
 
 /// Runs the CLI with `--home home`, with a deadline.
 pub fn cli_in(home: &Path, args: &[&str]) -> Output {
+    cli_at(home, Path::new("."), args)
+}
+
+/// Runs the CLI with `--home home` in the directory `cwd`, with a deadline.
+pub fn cli_at(home: &Path, cwd: &Path, args: &[&str]) -> Output {
     let mut child = Command::new(cli_bin())
+        .current_dir(cwd)
         .arg("--home")
         .arg(home)
         .args(args)

@@ -31,6 +31,16 @@ pub struct Discovered {
     pub fingerprint: u64,
     /// A capsule of the same name from an earlier root that this one overrides.
     pub overrides: Option<PathBuf>,
+    /// Why it may not run: its workspace is not trusted (the message names the command
+    /// that trusts it). Such a capsule is listed, never compiled or started.
+    pub untrusted: Option<String>,
+}
+
+impl Discovered {
+    /// Whether it may be loaded: a valid manifest, from a root that is trusted.
+    pub fn runnable(&self) -> bool {
+        self.manifest.is_ok() && self.untrusted.is_none()
+    }
 }
 
 /// Scans `roots` in order; a later root's capsule replaces an earlier one of the same name.
@@ -96,6 +106,7 @@ fn read_capsule(origin: CapsuleOrigin, dir: PathBuf) -> Discovered {
         manifest,
         fingerprint: fingerprint(&parts),
         overrides: None,
+        untrusted: None,
     }
 }
 

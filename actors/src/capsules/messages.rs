@@ -35,6 +35,9 @@ pub enum CapsuleState {
     /// Found on disk, but it cannot be loaded: its manifest is not valid, or its module does
     /// not compile or instantiate (see `error`).
     Invalid,
+    /// Found in a workspace that is not trusted: nothing of it runs until the user trusts
+    /// the workspace (`error` says how, or what changed since it was trusted).
+    Untrusted,
 }
 
 /// One capsule, as `ListCapsules` and status show it.

@@ -51,6 +51,7 @@ use crate::supervisor::{
     ChildRef, ChildSpec, ChildState, ChildSummary, GetChild, Inject, StartChild, StopChild,
     SupervisorActor, Terminate, apply_fault,
 };
+use crate::trust::WorkspaceTrust;
 
 /// The slash commands the built-in capsule offers; the `astrid` chat session implements them.
 pub const BUILTIN_COMMANDS: &[(&str, &str)] = &[
@@ -88,6 +89,8 @@ pub struct RegistryDeps {
     /// The MCP servers: capsules' `mcp_call` reaches them, and capsules' `[[mcp_server]]`
     /// are started and stopped with them.
     pub mcp: Launcher,
+    /// Whether the workspace's own capsules may run.
+    pub trust: Arc<WorkspaceTrust>,
 }
 
 /// The capsule registry actor.
@@ -120,12 +123,37 @@ impl CapsulesActor {
         }
     }
 
+    /// Scans the capsule folders again. The workspace's capsules take part only when the
+    /// workspace is trusted; otherwise they are listed as untrusted, override nothing, and
+    /// never run.
     fn rescan(&mut self) -> Vec<Discovered> {
-        let found = discover(&self.deps.roots);
+        let trust = self.deps.trust.check();
+        let (runnable, held): (Vec<_>, Vec<_>) = self
+            .deps
+            .roots
+            .iter()
+            .cloned()
+            .partition(|(origin, _)| *origin != CapsuleOrigin::Workspace || trust.allows());
+        let mut found = discover(&runnable);
+        let why = trust.message.unwrap_or_default();
+        for root in held {
+            for mut c in discover(&[root]) {
+                c.untrusted = Some(why.clone());
+                found.push(c);
+            }
+        }
+        found.sort_by(|a, b| a.name.cmp(&b.name));
         for c in &found {
-            match &c.manifest {
-                Ok(_) => tracing::info!(capsule = %c.name, dir = %c.dir.display(), "capsule found"),
-                Err(e) => tracing::warn!(capsule = %c.name, "capsule manifest invalid: {e}"),
+            match (&c.manifest, &c.untrusted) {
+                (_, Some(_)) => {
+                    tracing::warn!(capsule = %c.name, dir = %c.dir.display(), "capsule not run: its workspace is not trusted");
+                }
+                (Ok(_), None) => {
+                    tracing::info!(capsule = %c.name, dir = %c.dir.display(), "capsule found");
+                }
+                (Err(e), None) => {
+                    tracing::warn!(capsule = %c.name, "capsule manifest invalid: {e}");
+                }
             }
         }
         std::mem::replace(&mut self.discovered, found)
@@ -138,13 +166,13 @@ impl CapsulesActor {
         let valid: BTreeSet<&str> = self
             .discovered
             .iter()
-            .filter(|d| d.manifest.is_ok())
+            .filter(|d| d.runnable())
             .map(|d| d.name.as_str())
             .collect();
         for name in loaded.keys().filter(|n| !valid.contains(n.as_str())) {
             plan.stop.push(name.clone());
         }
-        for d in self.discovered.iter().filter(|d| d.manifest.is_ok()) {
+        for d in self.discovered.iter().filter(|d| d.runnable()) {
             match loaded.get(&d.name) {
                 None => plan.start.push(d.clone()),
                 Some((fingerprint, dir, _)) if *fingerprint != d.fingerprint || *dir != d.dir => {
@@ -340,6 +368,19 @@ impl CapsulesActor {
 
     fn discovered_info(&self, c: &Discovered) -> CapsuleInfo {
         let path = Some(c.dir.display().to_string());
+        if let Some(why) = &c.untrusted {
+            let manifest = c.manifest.as_ref().ok();
+            return CapsuleInfo {
+                name: c.name.clone(),
+                version: manifest.map(|m| m.package.version.clone()),
+                description: manifest.and_then(|m| m.package.description.clone()),
+                state: CapsuleState::Untrusted,
+                origin: c.origin,
+                path,
+                restarts: 0,
+                error: Some(why.clone()),
+            };
+        }
         let manifest = match &c.manifest {
             Ok(m) => m,
             Err(e) => {
@@ -499,9 +540,11 @@ impl Handler<ReloadCapsules> for CapsulesActor {
     type Result = ResponseActFuture<Self, ReloadReport>;
 
     fn handle(&mut self, _: ReloadCapsules, _: &mut Context<Self>) -> Self::Result {
-        let before = self.rescan();
+        let mut before = self.rescan();
+        // What may run is compared: a capsule whose workspace became trusted is added.
+        before.retain(|b| b.untrusted.is_none());
         let (mut added, mut changed, mut unchanged) = (Vec::new(), Vec::new(), Vec::new());
-        for now in &self.discovered {
+        for now in self.discovered.iter().filter(|d| d.untrusted.is_none()) {
             match before.iter().find(|b| b.name == now.name) {
                 None => added.push(now.name.clone()),
                 Some(b) if b.fingerprint != now.fingerprint || b.dir != now.dir => {
@@ -512,7 +555,12 @@ impl Handler<ReloadCapsules> for CapsulesActor {
         }
         let removed = before
             .iter()
-            .filter(|b| !self.discovered.iter().any(|n| n.name == b.name))
+            .filter(|b| {
+                !self
+                    .discovered
+                    .iter()
+                    .any(|n| n.name == b.name && n.untrusted.is_none())
+            })
             .map(|b| b.name.clone())
             .collect();
         tracing::info!(?added, ?removed, ?changed, "capsules rescanned");
@@ -542,7 +590,7 @@ impl Handler<GetCommands> for CapsulesActor {
             let description = self
                 .discovered
                 .iter()
-                .find(|d| d.name == capsule)
+                .find(|d| d.name == capsule && d.untrusted.is_none())
                 .and_then(|d| d.manifest.as_ref().ok())
                 .and_then(|m| m.commands.iter().find(|c| c.name == command))
                 .and_then(|c| c.description.clone())

@@ -31,6 +31,7 @@ use crate::supervisor::{
     ChildRef, ChildSpec, ChildState, NodeKind, RestartType, SupervisorActor, SupervisorEvent,
     TreeNode,
 };
+use crate::trust::WorkspaceTrust;
 use crate::vfs::VfsActor;
 
 /// The current addresses of the kernel actors (each swapped on restart).
@@ -124,12 +125,14 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
     // What the servers of a daemon killed by SIGKILL left goes before any server starts.
     let record = config.files.mcp_groups();
     groups::sweep(&record);
+    let trust = WorkspaceTrust::new(config.home.root(), config.workspace.clone());
     let launcher = Launcher {
         arbiter: arbiters[2].handle(),
         workspace: config.workspace.clone(),
         table: Arc::new(McpServers::new(ServerGroups::new(Some(record)))),
         supervisor: actors.mcp.clone(),
         files: config.mcp_files.clone(),
+        trust: Arc::clone(&trust),
     };
     let mcp = Arc::clone(&launcher.table);
     let deps = Arc::new(SessionDeps {
@@ -144,6 +147,7 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
         client_publish,
         capsules: Arc::new(LoadedCapsules::default()),
         mcp: launcher,
+        trust,
     });
     let children = children(
         config,
@@ -223,6 +227,7 @@ fn children(
         cache: CompileCache::new(config.state_dir.join("capsule-cache")),
         interceptors: Arc::clone(&interceptors),
         mcp: mcp.clone(),
+        trust: Arc::clone(&deps.trust),
     };
     let idle_grace = config.ephemeral.then_some(config.idle_grace);
     let sessions = Arc::clone(&deps.connections);

@@ -60,14 +60,63 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-/// What the configuration files give: the servers to run, in name order, and the entries
-/// that could not be used.
+/// What the configuration files give: the servers to run, in name order, the entries that
+/// could not be used, and those that may not run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct McpConfig {
     /// Valid servers, later files overriding earlier ones by name.
     pub servers: Vec<ServerConfig>,
     /// Bad entries and unreadable files.
     pub errors: Vec<ConfigError>,
+    /// Servers of a file that is not trusted (an untrusted workspace's): listed, never run.
+    pub held: Vec<Held>,
+}
+
+/// A server of a file that is not trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// Its name.
+    pub name: String,
+    /// Its command and arguments, as far as the entry could be read.
+    pub command: Vec<String>,
+    /// The file.
+    pub source: PathBuf,
+    /// Why it may not run, and the command that lets it.
+    pub reason: String,
+}
+
+/// The servers `file` names, to list without running them (`reason` says why); none when
+/// the file is missing or unreadable. Servers named in `taken` (configured by a trusted
+/// file) are left out.
+pub fn held(file: &Path, reason: &str, taken: &McpConfig) -> Vec<Held> {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return Vec::new();
+    };
+    let (servers, errors) = parse(file, &text);
+    let valid = servers.into_iter().map(|s| {
+        let command = std::iter::once(s.command).chain(s.args).collect();
+        (s.name, command)
+    });
+    let bad = errors
+        .into_iter()
+        .filter_map(|e| e.server)
+        .map(|name| (name, Vec::new()));
+    let mut held: Vec<Held> = valid
+        .chain(bad)
+        .filter(|(name, _)| {
+            !taken.servers.iter().any(|s| &s.name == name)
+                && !taken.errors.iter().any(|e| e.server.as_ref() == Some(name))
+        })
+        .map(|(name, command)| Held {
+            name,
+            command,
+            source: file.to_owned(),
+            reason: reason.to_owned(),
+        })
+        .collect();
+    held.sort_by(|a, b| a.name.cmp(&b.name));
+    held.dedup_by(|a, b| a.name == b.name);
+    held
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +186,7 @@ pub fn load(files: &[PathBuf]) -> McpConfig {
     McpConfig {
         servers: servers.into_values().collect(),
         errors,
+        held: Vec::new(),
     }
 }
 

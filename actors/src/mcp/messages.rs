@@ -24,6 +24,9 @@ pub enum McpServerState {
     Failed,
     /// Its configuration entry is not valid (see `error`); it was not started.
     Invalid,
+    /// Configured by a workspace that is not trusted (`error` says how to trust it); it was
+    /// not started.
+    Untrusted,
 }
 
 /// One MCP server, as `ListMcpServers` shows it.
@@ -98,8 +101,8 @@ pub enum McpError {
     /// No server of that name is configured.
     #[error("no MCP server named `{0}` is configured")]
     UnknownServer(String),
-    /// Its configuration entry is not valid.
-    #[error("MCP server `{server}` is not valid: {reason}")]
+    /// Its configuration entry is not valid, or comes from a workspace that is not trusted.
+    #[error("MCP server `{server}` cannot run: {reason}")]
     Invalid {
         /// The server.
         server: String,

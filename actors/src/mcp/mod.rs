@@ -42,6 +42,8 @@ pub use self::messages::{
 };
 use self::servers::McpServers;
 use crate::supervisor::{ExitNote, Fault, Inject, Terminate, apply_fault};
+use crate::trust::WorkspaceTrust;
+use crate::trust::snapshot::config_dir;
 
 /// How long a server has to start and answer `initialize`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -67,6 +69,8 @@ pub struct Launcher {
     pub supervisor: crate::supervisor::ChildRef<crate::supervisor::SupervisorActor>,
     /// The `mcp.toml` files, later ones overriding earlier ones by name.
     pub files: Vec<PathBuf>,
+    /// Whether the workspace's own `mcp.toml` may run.
+    pub trust: Arc<WorkspaceTrust>,
 }
 
 impl Launcher {
@@ -108,11 +112,29 @@ impl Launcher {
         }
     }
 
-    /// The configuration files, read now; their bad entries are logged.
+    /// The configuration files, read now; their bad entries are logged. The workspace's
+    /// file is read only when the workspace is trusted; otherwise its servers are listed as
+    /// untrusted.
     pub fn read_config(&self) -> config::McpConfig {
-        let config = config::load(&self.files);
+        let trust = self.trust.check();
+        let own = config_dir(self.trust.workspace()).join(config::FILE);
+        let held = (!trust.allows()).then_some(own);
+        let files: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter(|f| Some(*f) != held.as_ref())
+            .cloned()
+            .collect();
+        let mut config = config::load(&files);
+        if let Some(file) = held {
+            let why = trust.message.unwrap_or_default();
+            config.held = config::held(&file, &why, &config);
+        }
         for error in &config.errors {
             tracing::error!("MCP configuration: {error}");
+        }
+        for held in &config.held {
+            tracing::warn!(server = %held.name, file = %held.source.display(), "MCP server not run: its workspace is not trusted");
         }
         config
     }

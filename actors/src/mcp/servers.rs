@@ -60,7 +60,7 @@ impl Entry {
 #[derive(Debug, Default)]
 struct Inner {
     servers: BTreeMap<String, Entry>,
-    /// `mcp.toml` entries that could not be used.
+    /// `mcp.toml` entries that could not be used, and those of an untrusted workspace.
     invalid: Vec<McpServerInfo>,
     /// Capsule-declared servers refused (their name was taken), by capsule.
     refused: Vec<(String, McpServerInfo)>,
@@ -104,15 +104,23 @@ impl Inner {
         reason
     }
 
-    /// The configuration files' bad entries, listed as invalid.
-    fn set_invalid(&mut self, errors: &[super::config::ConfigError]) {
-        self.invalid = errors
+    /// The configuration files' bad entries, listed as invalid, and the servers of an
+    /// untrusted workspace, listed as untrusted.
+    fn set_invalid(&mut self, config: &McpConfig) {
+        self.invalid = config
+            .errors
             .iter()
             .map(|e| {
                 let name = e.server.clone().unwrap_or_default();
                 invalid(name, &e.file, e.to_string())
             })
             .collect();
+        self.invalid
+            .extend(config.held.iter().map(|h| McpServerInfo {
+                state: McpServerState::Untrusted,
+                command: h.command.clone(),
+                ..invalid(h.name.clone(), &h.source, h.reason.clone())
+            }));
     }
 
     /// Forgets the servers of the capsules `owned` picks, and their refusals; returns the
@@ -205,7 +213,7 @@ impl McpServers {
         });
         inner.servers.clear();
         inner.refused.clear();
-        inner.set_invalid(&config.errors);
+        inner.set_invalid(&config);
         let mut started = Vec::new();
         for server in config.servers {
             let config = Arc::new(server);
@@ -228,7 +236,7 @@ impl McpServers {
     /// their name from a capsule's server, as at boot).
     pub fn reload(&self, config: McpConfig) -> Reload {
         let mut inner = self.write();
-        inner.set_invalid(&config.errors);
+        inner.set_invalid(&config);
         let mut out = Reload::default();
         let new: BTreeMap<String, ServerConfig> = config
             .servers
@@ -511,6 +519,7 @@ mod tests {
         let file = McpConfig {
             servers: vec![(*server("f", "/h/mcp.toml")).clone()],
             errors: Vec::new(),
+            held: Vec::new(),
         };
         assert_eq!(table.reset(file.clone()).len(), 1);
         assert!(table.add("a", server("s", "/a/Capsule.toml")).is_ok());
@@ -571,6 +580,7 @@ mod tests {
                 })
                 .collect(),
             errors: Vec::new(),
+            held: Vec::new(),
         };
         let table = McpServers::default();
         table.reset(config(&[("keep", "1"), ("change", "1"), ("drop", "1")]));

@@ -15,6 +15,8 @@ use crate::error::KernelError;
 use crate::mcp::McpError;
 use crate::store::StoreError;
 use crate::supervisor::SupervisorError;
+use crate::trust::TrustError;
+use crate::trust::snapshot::SnapshotError;
 use crate::vfs::VfsError;
 
 /// Stable, snake_case error codes. Clients match on these; messages are for people.
@@ -274,6 +276,23 @@ impl From<&KernelError> for ErrorBody {
                 McpError::Remote { .. } => ErrorCode::McpError,
                 McpError::BadArguments(_) => ErrorCode::InvalidArgument,
                 McpError::Denied { .. } => ErrorCode::Forbidden,
+            },
+            KernelError::TaskFailed { .. } => ErrorCode::Internal,
+            KernelError::Trust(e) => match e {
+                TrustError::Path { .. }
+                | TrustError::Snapshot {
+                    source: SnapshotError::Unsupported { .. },
+                    ..
+                } => ErrorCode::InvalidArgument,
+                TrustError::Snapshot {
+                    source: SnapshotError::TooLarge(_),
+                    ..
+                } => ErrorCode::TooLarge,
+                TrustError::Snapshot {
+                    source: SnapshotError::Io { .. },
+                    ..
+                }
+                | TrustError::Store(_) => ErrorCode::IoError,
             },
         };
         Self {

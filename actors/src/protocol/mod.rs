@@ -28,6 +28,7 @@ pub use crate::listener::SessionInfo;
 pub use crate::mcp::{McpReloadReport, McpServerInfo, McpServerState, McpToolInfo, McpToolResult};
 pub use crate::store::{Listing, StoreStats};
 pub use crate::supervisor::{ChildState, Fault, NodeKind, RestartType, TreeNode};
+pub use crate::trust::{TrustInfo, TrustState};
 pub use crate::vfs::{DirEntry, EntryKind, FileStat, ReadResult};
 
 /// The protocol version this build speaks.
@@ -65,6 +66,10 @@ pub struct Welcome {
     /// This connection's number, as events name it in `source` (`client:<n>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<u64>,
+    /// The workspace the daemon serves (canonical), so that a client can tell it is talking
+    /// to the daemon of the workspace it means.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
     /// Why the handshake failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
@@ -79,6 +84,7 @@ impl Welcome {
             daemon: None,
             session: None,
             connection: None,
+            workspace: None,
             error: Some(error),
         }
     }
@@ -293,6 +299,24 @@ pub enum Request {
         #[serde(default = "nil")]
         arguments: rmpv::Value,
     },
+    /// Trusts a workspace with its `.astrid/` as it is now, so that its capsules and MCP
+    /// servers may run; when it is the daemon's own, they start at once. Result:
+    /// [`TrustReport`].
+    TrustWorkspace {
+        /// The workspace, an absolute path (default: the daemon's).
+        #[serde(default)]
+        path: Option<String>,
+    },
+    /// Forgets a workspace's trust; when it is the daemon's own, its capsules and MCP
+    /// servers stop at once. Result: [`TrustReport`].
+    UntrustWorkspace {
+        /// The workspace, an absolute path (default: the daemon's).
+        #[serde(default)]
+        path: Option<String>,
+    },
+    /// Every trusted workspace, each checked against its `.astrid/` now. Result: list of
+    /// [`TrustInfo`].
+    ListTrust,
 }
 
 impl Request {
@@ -330,6 +354,9 @@ impl Request {
         "ReloadMcp",
         "ListMcpTools",
         "CallMcpTool",
+        "TrustWorkspace",
+        "UntrustWorkspace",
+        "ListTrust",
     ];
 
     /// This request's variant name.
@@ -367,6 +394,9 @@ impl Request {
             Self::ReloadMcp => "ReloadMcp",
             Self::ListMcpTools { .. } => "ListMcpTools",
             Self::CallMcpTool { .. } => "CallMcpTool",
+            Self::TrustWorkspace { .. } => "TrustWorkspace",
+            Self::UntrustWorkspace { .. } => "UntrustWorkspace",
+            Self::ListTrust => "ListTrust",
         }
     }
 
@@ -387,6 +417,8 @@ impl Request {
                 | Self::VfsRemove { .. }
                 | Self::VfsMkdir { .. }
                 | Self::CallMcpTool { .. }
+                | Self::TrustWorkspace { .. }
+                | Self::UntrustWorkspace { .. }
         )
     }
 
@@ -412,6 +444,9 @@ impl Request {
             | Self::VfsMkdir { path, .. } => path.clone(),
             Self::ListMcpTools { server } => server.clone().unwrap_or_default(),
             Self::CallMcpTool { server, tool, .. } => format!("{server}/{tool}"),
+            Self::TrustWorkspace { path } | Self::UntrustWorkspace { path } => {
+                path.clone().unwrap_or_default()
+            }
             _ => String::new(),
         }
     }
@@ -455,6 +490,23 @@ pub struct Status {
     pub fault_injection: bool,
     /// The latest audit chain verification (at boot, or the last `AuditVerify`).
     pub audit: Verification,
+    /// Whether the workspace's own capsules and MCP servers may run, as of the latest scan.
+    #[serde(default)]
+    pub trust: Option<TrustInfo>,
+}
+
+/// Result of `TrustWorkspace` and `UntrustWorkspace`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustReport {
+    /// The workspace as it stands now.
+    pub trust: TrustInfo,
+    /// `UntrustWorkspace`: whether it was trusted (always false for `TrustWorkspace`).
+    pub removed: bool,
+    /// For the daemon's own workspace: its capsule folders scanned again under the new
+    /// trust (what started and stopped).
+    pub capsules: Option<ReloadReport>,
+    /// Likewise, its `mcp.toml` files read again.
+    pub mcp: Option<McpReloadReport>,
 }
 
 /// Result of `InvokeCommand`.

@@ -12,6 +12,7 @@
 mod outbox;
 mod route;
 mod subscription;
+mod trust;
 
 use std::sync::Arc;
 
@@ -69,6 +70,8 @@ pub struct SessionDeps {
     /// The MCP servers: their table, to list them and route `CallMcpTool`, and the
     /// launcher, to reload their configuration.
     pub mcp: crate::mcp::Launcher,
+    /// The workspace's trust, for the trust requests and status.
+    pub trust: Arc<crate::trust::WorkspaceTrust>,
 }
 
 /// Who is on the other end of a connection, as the kernel reported it at accept.
@@ -267,6 +270,7 @@ impl SessionActor {
             daemon: Some(format!("astrid-daemon {}", info.version)),
             session: Some(info.session_name.clone()),
             connection: Some(self.id),
+            workspace: Some(info.workspace.display().to_string()),
             error: None,
         };
         if let Err(e) = self.out.frame(&welcome) {

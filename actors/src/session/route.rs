@@ -77,6 +77,11 @@ impl AuditNote {
             audit.do_send(Record::new(self.actor, self.action, self.target, outcome));
         }
     }
+
+    /// Names what the request is about, when the request itself left it implicit.
+    pub(super) fn set_target(&mut self, target: String) {
+        self.target = target;
+    }
 }
 
 /// Appends `record` and waits until it is durable, retrying while the audit actor restarts.
@@ -220,6 +225,9 @@ impl SessionActor {
             | Request::ReloadMcp
             | Request::ListMcpTools { .. }
             | Request::CallMcpTool { .. } => self.dispatch_mcp(id, request, note, ctx),
+            Request::TrustWorkspace { .. }
+            | Request::UntrustWorkspace { .. }
+            | Request::ListTrust => self.dispatch_trust(id, request, note, ctx),
             _ => self.dispatch_caps_audit(id, request, note, ctx),
         }
     }
@@ -238,8 +246,12 @@ impl SessionActor {
                 self.run(id, ctx, note, async move { Ok(servers) });
             }
             Request::ReloadMcp => {
-                let report = deps.mcp.reload();
-                self.run(id, ctx, note, async move { Ok(report) });
+                // Off this thread: checking the workspace's trust reads and hashes files.
+                let launcher = deps.mcp.clone();
+                let reload = blocking("reloaded the MCP configuration", move || {
+                    Ok(launcher.reload())
+                });
+                self.run(id, ctx, note, reload);
             }
             Request::ListMcpTools { server } => {
                 let tools = deps
@@ -563,8 +575,22 @@ fn write(
     }
 }
 
+/// Runs blocking `work` (file reading, hashing) on the blocking pool, not on the sessions'
+/// thread; `task` names it if it panics.
+pub(super) fn blocking<T: Send + 'static>(
+    task: &'static str,
+    work: impl FnOnce() -> Result<T, KernelError> + Send + 'static,
+) -> impl Future<Output = Result<T, KernelError>> + 'static {
+    let handle = tokio::task::spawn_blocking(work);
+    async move {
+        handle
+            .await
+            .unwrap_or(Err(KernelError::TaskFailed { task }))
+    }
+}
+
 /// Sends `msg` to a kernel actor under the deadline, without borrowing the caller.
-fn call<A, M>(
+pub(super) fn call<A, M>(
     actor: &ChildRef<A>,
     msg: M,
     timeout: Duration,
@@ -656,5 +682,6 @@ async fn status(deps: Arc<SessionDeps>) -> Result<Status, KernelError> {
         unavailable,
         fault_injection: info.fault_injection,
         audit: deps.audit_health.get(),
+        trust: Some(deps.trust.last()),
     })
 }

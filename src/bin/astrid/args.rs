@@ -41,7 +41,9 @@ pub(crate) struct Global {
     #[arg(short, long, global = true, value_name = "UUID", default_value_t = Uuid::nil())]
     pub(crate) session: Uuid,
 
-    /// Workspace of a daemon this command starts [default: the current directory].
+    /// Workspace this command is for [default: the current directory]. A daemon this
+    /// command starts serves it; a running daemon that serves another workspace is refused
+    /// (a folder inside its workspace counts as its workspace when no -w is given).
     #[arg(short, long, global = true, value_name = "PATH")]
     pub(crate) workspace: Option<PathBuf>,
 
@@ -121,6 +123,23 @@ pub(crate) enum Command {
     /// List MCP servers and their tools, and call tools.
     #[command(subcommand)]
     Mcp(McpCommand),
+    /// Trust a workspace, so that its own capsules and MCP servers (in `.astrid/`) may run.
+    ///
+    /// A workspace's `.astrid/` may come with a cloned repository: nothing of it runs until
+    /// you trust it, and any later change to it (a `git pull`, say) makes it untrusted
+    /// again until you trust it anew. The record is kept in the home (`trust.toml`).
+    Trust {
+        /// The workspace [default: the workspace of this command].
+        path: Option<PathBuf>,
+        /// List the trusted workspaces instead, each checked against its `.astrid/` now.
+        #[arg(long, conflicts_with = "path")]
+        list: bool,
+    },
+    /// Stop trusting a workspace: its own capsules and MCP servers stop.
+    Untrust {
+        /// The workspace [default: the workspace of this command].
+        path: Option<PathBuf>,
+    },
     /// Make an actor fail on purpose (the daemon needs --allow-fault-injection).
     Fault {
         /// Actor name as `astrid ps` shows it, e.g. `bus`, `listener` or `capsule:echo`.

@@ -72,7 +72,43 @@ impl Target {
 
     /// Connects to the running daemon, or starts one in `mode` and connects to it.
     /// Returns the client and whether this call started the daemon.
+    /// A daemon that serves another workspace is refused (see [`serves`]).
     pub(crate) async fn connect_or_start(&self, mode: Mode) -> Result<(Client, bool), CliError> {
+        let (client, started) = self.connect_or_spawn(mode).await?;
+        self.check_workspace(&client)?;
+        Ok((client, started))
+    }
+
+    /// The workspace this command is for: `-w`, else the current directory (canonical).
+    pub(crate) fn workspace(&self) -> Result<PathBuf, CliError> {
+        let given = match &self.workspace {
+            Some(path) => path.clone(),
+            None => std::env::current_dir()?,
+        };
+        std::fs::canonicalize(&given).map_err(|source| CliError::Workspace {
+            path: given,
+            source,
+        })
+    }
+
+    /// Refuses a daemon that serves another workspace than this command's.
+    fn check_workspace(&self, client: &Client) -> Result<(), CliError> {
+        // A daemon too old to say which workspace it serves is taken at its word.
+        let Some(served) = client.welcome().workspace.as_deref().map(PathBuf::from) else {
+            return Ok(());
+        };
+        let wanted = self.workspace()?;
+        if serves(&served, &wanted, self.workspace.is_some()) {
+            return Ok(());
+        }
+        Err(CliError::OtherWorkspace {
+            session: self.files.name().to_owned(),
+            served,
+            wanted,
+        })
+    }
+
+    async fn connect_or_spawn(&self, mode: Mode) -> Result<(Client, bool), CliError> {
         let booting = || InstanceLock::is_held(&self.files.lock());
         match Client::connect(&self.files, CLIENT_NAME).await {
             Ok(client) => return Ok((client, false)),
@@ -253,6 +289,22 @@ impl Target {
             let _ = astrid_actors::files::remove_if_exists(&path);
         }
     }
+}
+
+/// Whether a daemon serving `served` serves a command meant for `wanted` (both canonical):
+/// the same folder, or, unless the command named its workspace with `-w`, a folder inside
+/// it that is not a workspace of its own (no `.astrid` in it or between).
+pub(crate) fn serves(served: &Path, wanted: &Path, explicit: bool) -> bool {
+    if served == wanted {
+        return true;
+    }
+    if explicit || !wanted.starts_with(served) {
+        return false;
+    }
+    wanted
+        .ancestors()
+        .take_while(|dir| *dir != served)
+        .all(|dir| !dir.join(".astrid").exists())
 }
 
 /// How `stop` ended.

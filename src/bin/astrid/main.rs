@@ -20,7 +20,8 @@ use astrid::paths::PathError;
 use astrid::protocol::{
     AuditEntry, CapsuleMetadata, CommandInfo, CommandOutput, Event, Fault, FaultInjected, Grant,
     KvValue, Listing, McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, Published,
-    ReloadReport, Removed, Request, Subscribed, Verification, Written, to_payload,
+    ReloadReport, Removed, Request, Subscribed, TrustInfo, TrustReport, Verification, Written,
+    to_payload,
 };
 use clap::Parser;
 use serde::Serialize;
@@ -63,6 +64,24 @@ pub(crate) enum CliError {
     ToolFailed,
     #[error("the audit chain is broken at entry {entry}: {reason}")]
     AuditBroken { entry: u64, reason: String },
+    #[error("cannot use workspace {}", path.display())]
+    Workspace {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the daemon of session `{session}` serves {there}, not {here}: run this in {there} \
+         (or with -w {there}), stop that daemon first (`astrid stop`), or give this workspace \
+         a daemon of its own with -s <UUID>",
+        there = served.display(),
+        here = wanted.display(),
+    )]
+    OtherWorkspace {
+        session: String,
+        served: PathBuf,
+        wanted: PathBuf,
+    },
     #[error("i/o error")]
     Io(#[from] std::io::Error),
 }
@@ -144,6 +163,22 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             })
         }
         Command::Stop { timeout } => stop(&target, timeout, json).await,
+        Command::Trust { path, list } => {
+            let (client, _) = target.connect_or_start(Mode::Ephemeral).await?;
+            if list {
+                let all: Vec<TrustInfo> = client.call(Request::ListTrust).await?;
+                return show(json, &all, |a| render::trusted(a));
+            }
+            let path = workspace_arg(&target, path)?;
+            let report: TrustReport = client.call(Request::TrustWorkspace { path }).await?;
+            show(json, &report, render::trust_report)
+        }
+        Command::Untrust { path } => {
+            let (client, _) = target.connect_or_start(Mode::Ephemeral).await?;
+            let path = workspace_arg(&target, path)?;
+            let report: TrustReport = client.call(Request::UntrustWorkspace { path }).await?;
+            show(json, &report, render::trust_report)
+        }
         Command::Chat => {
             let (client, _) = target.connect_or_start(Mode::Ephemeral).await?;
             chat::run(client).await
@@ -222,7 +257,11 @@ async fn one_shot(
         Command::Caps(caps) => caps_command(&client, caps, json).await,
         Command::Audit(audit) => audit_command(&client, audit, json).await,
         Command::Mcp(mcp) => mcp_command(&client, mcp, json).await,
-        Command::Chat | Command::Start { .. } | Command::Stop { .. } => Ok(()),
+        Command::Chat
+        | Command::Start { .. }
+        | Command::Stop { .. }
+        | Command::Trust { .. }
+        | Command::Untrust { .. } => Ok(()),
     }
 }
 
@@ -404,6 +443,20 @@ async fn audit_command(
             }
         }
     }
+}
+
+/// The absolute path a trust command names: `path` taken from the current directory, or
+/// the command's workspace. A path that no longer exists is passed on as it is (it can still
+/// be untrusted).
+fn workspace_arg(target: &Target, path: Option<PathBuf>) -> Result<Option<String>, CliError> {
+    let path = match path {
+        None => target.workspace()?,
+        Some(path) => {
+            let absolute = std::env::current_dir()?.join(path);
+            std::fs::canonicalize(&absolute).unwrap_or(absolute)
+        }
+    };
+    Ok(Some(path.to_string_lossy().into_owned()))
 }
 
 /// What `astrid stop --json` prints.

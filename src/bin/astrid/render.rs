@@ -6,6 +6,7 @@ use std::time::Duration;
 use astrid::protocol::{
     AuditEntry, CapsuleInfo, CapsuleMetadata, CommandInfo, CommandOutput, Event, Grant,
     McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, ReloadReport, Status, TreeNode,
+    TrustInfo, TrustReport, TrustState,
 };
 
 fn duration(ms: u64) -> String {
@@ -72,6 +73,9 @@ pub(crate) fn status(s: &Status) -> String {
     ];
     for (key, value) in rows {
         let _ = writeln!(out, "  {key:<10} {value}");
+    }
+    if let Some(trust) = &s.trust {
+        let _ = writeln!(out, "  {:<10} {}", "trust", trust_line(trust));
     }
     if !s.unavailable.is_empty() {
         let _ = writeln!(out, "  {:<10} {}", "degraded", s.unavailable.join(", "));
@@ -257,6 +261,60 @@ pub(crate) fn reload(r: &ReloadReport) -> String {
 
 pub(crate) fn mcp_reload(r: &McpReloadReport) -> String {
     changes(&r.added, &r.removed, &r.changed, &r.unchanged) + &mcp_servers(&r.servers)
+}
+
+fn trust_word(state: TrustState) -> &'static str {
+    match state {
+        TrustState::Trusted => "trusted",
+        TrustState::Changed => "changed since trusted",
+        TrustState::Untrusted => "not trusted",
+        TrustState::Home => "the home (trusted)",
+        TrustState::None => "nothing to trust",
+    }
+}
+
+/// A workspace's trust in one line: the state, and why when it is not trusted.
+fn trust_line(t: &TrustInfo) -> String {
+    match (&t.message, t.allows()) {
+        (Some(why), false) => format!("{}: {why}", trust_word(t.state)),
+        _ => trust_word(t.state).to_owned(),
+    }
+}
+
+/// What `astrid trust` and `astrid untrust` did.
+pub(crate) fn trust_report(r: &TrustReport) -> String {
+    let t = &r.trust;
+    let mut out = format!("{}: {}\n", t.path, trust_line(t));
+    if t.state == TrustState::Trusted {
+        let files = if t.files.is_empty() {
+            "no files yet".to_owned()
+        } else {
+            t.files.join(", ")
+        };
+        let _ = writeln!(out, "trusted with: {files}");
+    }
+    if r.removed {
+        out.push_str("no longer trusted\n");
+    }
+    if let Some(c) = &r.capsules {
+        let _ = write!(out, "\ncapsules\n{}", reload(c));
+    }
+    if let Some(m) = &r.mcp {
+        let _ = write!(out, "\nMCP servers\n{}", mcp_reload(m));
+    }
+    out
+}
+
+/// `astrid trust --list`.
+pub(crate) fn trusted(list: &[TrustInfo]) -> String {
+    if list.is_empty() {
+        return "no workspace is trusted\n".to_owned();
+    }
+    let mut out = String::new();
+    for t in list {
+        let _ = writeln!(out, "{}  {}", t.path, trust_line(t));
+    }
+    out
 }
 
 pub(crate) fn tree(root: &TreeNode) -> String {

@@ -1,0 +1,81 @@
+//! The trust requests (`TrustWorkspace`, `UntrustWorkspace`, `ListTrust`): run on the
+//! blocking pool (they read and hash the workspace's `.astrid/`), and, when the workspace is
+//! the daemon's own, followed at once by a rescan of the capsule folders and the `mcp.toml`
+//! files, so that what the new trust allows starts and what it no longer allows stops.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::Context;
+
+use super::route::{AuditNote, blocking, call};
+use super::{SessionActor, SessionDeps};
+use crate::capsules::ReloadCapsules;
+use crate::error::KernelError;
+use crate::protocol::{Request, TrustReport};
+
+impl SessionActor {
+    pub(super) fn dispatch_trust(
+        &mut self,
+        id: u64,
+        request: Request,
+        mut note: AuditNote,
+        ctx: &mut Context<Self>,
+    ) {
+        let deps = Arc::clone(&self.deps);
+        let (path, trusting) = match request {
+            Request::TrustWorkspace { path } => (path, true),
+            Request::UntrustWorkspace { path } => (path, false),
+            Request::ListTrust => {
+                let trust = Arc::clone(&deps.trust);
+                let list = blocking("listed trusted workspaces", move || Ok(trust.list()?));
+                return self.run(id, ctx, note, list);
+            }
+            _ => return,
+        };
+        if path.is_none() {
+            note.set_target(deps.trust.workspace().display().to_string());
+        }
+        self.run(
+            id,
+            ctx,
+            note,
+            change(deps, path.map(PathBuf::from), trusting),
+        );
+    }
+}
+
+/// Trusts or untrusts `path`, then applies the change when it is the daemon's workspace.
+async fn change(
+    deps: Arc<SessionDeps>,
+    path: Option<PathBuf>,
+    trusting: bool,
+) -> Result<TrustReport, KernelError> {
+    let trust = Arc::clone(&deps.trust);
+    let (info, removed, own) = blocking("changed a workspace's trust", move || {
+        let own = trust.is_own(path.as_deref());
+        let (info, removed) = if trusting {
+            (trust.trust(path.as_deref())?, false)
+        } else {
+            trust.untrust(path.as_deref())?
+        };
+        Ok((info, removed, own))
+    })
+    .await?;
+    let mut report = TrustReport {
+        trust: info,
+        removed,
+        capsules: None,
+        mcp: None,
+    };
+    if own {
+        let t = deps.limits.call_timeout;
+        report.capsules = Some(call(&deps.actors.capsules, ReloadCapsules, t).await?);
+        let launcher = deps.mcp.clone();
+        let mcp = blocking("reloaded the MCP configuration", move || {
+            Ok(launcher.reload())
+        });
+        report.mcp = Some(mcp.await?);
+    }
+    Ok(report)
+}
