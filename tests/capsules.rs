@@ -17,7 +17,7 @@ use astrid::client::{Client, ClientError};
 use astrid::protocol::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, ChildState, CommandInfo,
     CommandOutput, ErrorCode, Fault, FaultInjected, Grant, GrantSource, ReloadReport, Removed,
-    Request, TreeNode,
+    Request, TreeNode, TrustReport,
 };
 use common::{
     DEADLINE, TestDaemon, copy_capsule, example_capsule, failure, one_command_manifest,
@@ -937,6 +937,11 @@ async fn a_workspace_capsule_overrides_the_home_capsule_of_the_same_name() {
         );
     });
     let client = patient_client(&d).await;
+    // The workspace's own capsules run once it is trusted (see tests/trust.rs).
+    let _: TrustReport = client
+        .call(Request::TrustWorkspace { path: None })
+        .await
+        .unwrap();
 
     assert_eq!(run(&client, "echo", &["a"]).await, json!(1));
     assert_eq!(run(&client, "echo", &["a"]).await, json!(2));

@@ -254,8 +254,14 @@ impl Drop for Background {
 /// Runs the interactive session with `input` on stdin. With `close_stdin`, stdin reaches
 /// EOF after the input, as when a file is piped in; otherwise it stays open, as a terminal
 /// does.
-fn chat(home: &Path, input: &str, close_stdin: bool, timeout: Duration) -> Result<Output, Output> {
-    let mut command = cli_command(home, &[]);
+fn chat(
+    d: &TestDaemon,
+    input: &str,
+    close_stdin: bool,
+    timeout: Duration,
+) -> Result<Output, Output> {
+    let ws = d.workspace.path().to_str().unwrap();
+    let mut command = cli_command(d.home.path(), &["--workspace", ws]);
     command.stdin(Stdio::piped());
     let mut session = Background::spawn(command);
     let mut stdin = session.child().stdin.take().unwrap();
@@ -630,8 +636,9 @@ fn a_workspace_capsule_overrides_a_home_capsule_of_the_same_name() {
         "echo",
         "description = \"workspace echo\"\n[[command]]\nname = \"echo\"\ndescription = \"Echo\"\n",
     );
-    let report = json_of(&d.cli(&["--json", "reload"]));
-    assert_eq!(report["added"], json!(["echo"]), "{report}");
+    // The workspace's own capsules run once it is trusted (see tests/trust.rs).
+    let report = json_of(&d.cli(&["--json", "trust"]));
+    assert_eq!(report["capsules"]["added"], json!(["echo"]), "{report}");
 
     let meta = ok(&d.cli(&["metadata", "echo"]));
     let path = meta
@@ -674,9 +681,10 @@ fn a_workspace_capsule_overrides_a_home_capsule_of_the_same_name() {
 #[test]
 fn events_prints_published_events_as_json_lines() {
     let d = TestDaemon::start(&[]);
+    let ws = d.workspace.path().to_str().unwrap();
     let mut events = Background::spawn(cli_command(
         d.home.path(),
-        &["--json", "events", "user.>", "--count", "2"],
+        &["-w", ws, "--json", "events", "user.>", "--count", "2"],
     ));
     // Publish until the subscriber has subscribed and received the event.
     let end = Instant::now() + DEADLINE;
@@ -797,11 +805,8 @@ async fn chat_publishes_prompts_and_runs_slash_commands() {
         })
         .await
         .unwrap();
-    let home = d.home.path().to_owned();
     let input = "hello there\n/status\n/commands\n/nope\n/quit\n";
-    let out = tokio::task::spawn_blocking(move || chat(&home, input, true, DEADLINE))
-        .await
-        .unwrap()
+    let out = tokio::task::block_in_place(|| chat(&d, input, true, DEADLINE))
         .unwrap_or_else(|o| panic!("chat did not exit: {o:?}"));
     let text = ok(&out);
     assert!(text.starts_with("connected to astrid-daemon"), "{text}");
@@ -837,11 +842,11 @@ async fn chat_publishes_prompts_and_runs_slash_commands() {
 #[test]
 fn chat_ends_cleanly_on_end_of_input() {
     let d = TestDaemon::start(&[]);
-    let out = chat(d.home.path(), "", true, DEADLINE)
-        .unwrap_or_else(|o| panic!("chat did not exit on EOF: {o:?}"));
+    let out =
+        chat(&d, "", true, DEADLINE).unwrap_or_else(|o| panic!("chat did not exit on EOF: {o:?}"));
     let text = ok(&out);
     assert!(text.starts_with("connected to"), "{text}");
-    let out = chat(d.home.path(), "one line\n/ps\n", true, DEADLINE)
+    let out = chat(&d, "one line\n/ps\n", true, DEADLINE)
         .unwrap_or_else(|o| panic!("chat did not exit on EOF: {o:?}"));
     let text = ok(&out);
     assert!(text.contains("listener"), "{text}");
@@ -851,7 +856,7 @@ fn chat_ends_cleanly_on_end_of_input() {
 fn chat_quit_ends_the_session_while_stdin_stays_open() {
     // As at a terminal: /quit must end the process without waiting for another line.
     let d = TestDaemon::start(&[]);
-    let out = chat(d.home.path(), "/quit\n", false, Duration::from_secs(5)).unwrap_or_else(|o| {
+    let out = chat(&d, "/quit\n", false, Duration::from_secs(5)).unwrap_or_else(|o| {
         panic!(
             "`astrid` did not exit after /quit while stdin was open:\nstdout: {}\nstderr: {}",
             stdout(&o),
@@ -973,7 +978,9 @@ fn status_waits_for_a_daemon_that_has_bound_its_socket_but_not_written_its_token
     let lock = astrid::instance::InstanceLock::acquire(&files.lock()).unwrap();
     let socket = std::os::unix::net::UnixListener::bind(files.socket()).unwrap();
     let _reaper = Reaper(home.path().to_owned());
-    let mut status = Background::spawn(cli_command(home.path(), &["--json", "status"]));
+    let workspace = short_tempdir();
+    let ws = workspace.path().to_str().unwrap().to_owned();
+    let mut status = Background::spawn(cli_command(home.path(), &["-w", &ws, "--json", "status"]));
     let gave_up = wait_until(Duration::from_millis(500), || status.exited());
     if gave_up {
         let out = status.finish(DEADLINE).unwrap();
@@ -987,7 +994,7 @@ fn status_waits_for_a_daemon_that_has_bound_its_socket_but_not_written_its_token
     drop(socket);
     std::fs::remove_file(files.socket()).unwrap();
     lock.release();
-    let d = TestDaemon::spawn(home, &[]);
+    let d = TestDaemon::spawn_in(home, workspace, &[]);
     let out = status
         .finish(DEADLINE)
         .unwrap_or_else(|o| panic!("status never finished: {o:?}"));

@@ -845,6 +845,11 @@ mod tests {
                 tool: "echo".into(),
                 arguments: rmpv::Value::Map(vec![("text".into(), "hi".into())]),
             },
+            Request::TrustWorkspace {
+                path: Some("/w".into()),
+            },
+            Request::UntrustWorkspace { path: None },
+            Request::ListTrust,
         ]
     }
 
