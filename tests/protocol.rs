@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use astrid::protocol::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, ChildState, CommandInfo, ErrorCode,
-    Event, FaultInjected, NodeKind, Published, ReloadReport, Request, Status, Subscribed, TreeNode,
-    Unsubscribed,
+    Event, FaultInjected, NodeKind, Published, RawValue, ReloadReport, Request, Status, Subscribed,
+    TreeNode, Unsubscribed,
 };
 use common::{DEADLINE, Raw, TestDaemon, error_code, get, wait_until};
 use rmpv::Value;
@@ -983,7 +983,7 @@ async fn events_flow_from_publisher_to_subscriber_with_the_client() {
     let published: Published = b
         .call(Request::Publish {
             topic: "user.note".into(),
-            payload: Value::from("hello"),
+            payload: RawValue::encode("hello").unwrap(),
         })
         .await
         .unwrap();
@@ -992,7 +992,7 @@ async fn events_flow_from_publisher_to_subscriber_with_the_client() {
     let deeper: Published = b
         .call(Request::Publish {
             topic: "user.note.deep".into(),
-            payload: Value::Nil,
+            payload: RawValue::nil(),
         })
         .await
         .unwrap();
@@ -1017,7 +1017,7 @@ async fn events_flow_from_publisher_to_subscriber_with_the_client() {
     let after: Published = b
         .call(Request::Publish {
             topic: "user.note".into(),
-            payload: Value::Nil,
+            payload: RawValue::nil(),
         })
         .await
         .unwrap();

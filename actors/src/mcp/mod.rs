@@ -279,13 +279,24 @@ pub fn json_to_msgpack(value: &serde_json::Value) -> rmpv::Value {
     rmpv::ext::to_value(value).unwrap_or(rmpv::Value::Nil)
 }
 
+/// Most items (scalars, arrays, maps) in a tool's arguments: a JSON tree costs tens of bytes
+/// an item, many times what the item takes in MessagePack.
+pub const MAX_ARGUMENT_ITEMS: usize = 65_536;
+
 /// A MessagePack value as JSON: maps need string keys, binary becomes an array of bytes.
 ///
 /// # Errors
 ///
-/// When the value has no JSON form (a map with non-string keys).
-pub fn msgpack_to_json(value: rmpv::Value) -> Result<serde_json::Value, String> {
-    rmpv::ext::from_value(value).map_err(|e| e.to_string())
+/// When the value has no JSON form (a map with non-string keys), or more than
+/// [`MAX_ARGUMENT_ITEMS`] items.
+pub fn msgpack_to_json(value: &crate::protocol::RawValue) -> Result<serde_json::Value, String> {
+    let items = value.items();
+    if items > MAX_ARGUMENT_ITEMS {
+        return Err(format!(
+            "{items} items (values, arrays and maps), more than the limit of {MAX_ARGUMENT_ITEMS}"
+        ));
+    }
+    serde_json::to_value(value).map_err(|e| e.to_string())
 }
 
 impl McpServerActor {

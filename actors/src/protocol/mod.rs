@@ -8,8 +8,12 @@
 //! (`{"Shutdown": {"reason": "..."}}`).
 
 pub mod codec;
+mod decode;
 pub mod error;
+#[cfg(test)]
+mod props;
 pub mod raw;
+mod value;
 
 use std::io::Cursor;
 
@@ -17,9 +21,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use self::codec::{EncodeError, FrameCodec, FrameError, encode_frame};
+pub use self::decode::decode_request;
 pub use self::error::{ErrorBody, ErrorCode, ProtocolError};
+pub use self::value::RawValue;
 pub use crate::audit::chain::{Entry as AuditEntry, Verification};
-pub use crate::bus::{BusStats, Event, Published, SubscriberStats};
+pub use crate::bus::{BusStats, Published, SubscriberStats};
 pub use crate::caps::{Grant, GrantSource};
 pub use crate::capsules::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo, ReloadReport,
@@ -94,10 +100,6 @@ pub struct RequestFrame {
     pub request: Request,
 }
 
-fn nil() -> rmpv::Value {
-    rmpv::Value::Nil
-}
-
 /// Everything a client can ask. The README's "Protocol" section documents each variant and
 /// its result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,9 +153,10 @@ pub enum Request {
     Publish {
         /// Concrete topic (no wildcards).
         topic: String,
-        /// Any MessagePack value; nil when absent.
-        #[serde(default = "nil")]
-        payload: rmpv::Value,
+        /// Any MessagePack value, nested at most [`raw::MAX_DEPTH`] deep; nil when absent.
+        /// The daemon keeps it as the client's bytes.
+        #[serde(default)]
+        payload: RawValue,
     },
     /// Make an actor in the tree fail on purpose. Needs `--allow-fault-injection`.
     /// Result: [`FaultInjected`].
@@ -290,8 +293,8 @@ pub enum Request {
         /// The tool.
         tool: String,
         /// Its arguments: a map (nil for none).
-        #[serde(default = "nil")]
-        arguments: rmpv::Value,
+        #[serde(default)]
+        arguments: RawValue,
     },
 }
 
@@ -553,11 +556,29 @@ pub struct ErrorFrame<'a> {
     pub error: &'a ErrorBody,
 }
 
-/// An event frame: `{"event": Event}`; it has no `id`.
+/// An event frame: `{"event": Event}`; it has no `id`. The daemon writes it with
+/// [`raw::encode_event_frame`], which copies the payload's bytes; serializing this writes the
+/// same bytes, item by item.
 #[derive(Debug, Serialize)]
 pub struct EventFrame<'a> {
     /// The event.
-    pub event: &'a Event,
+    pub event: &'a crate::bus::Event,
+}
+
+/// An event as a client reads it: the bus's [`Event`](crate::bus::Event), with the payload
+/// decoded into a value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Concrete topic.
+    pub topic: String,
+    /// Any MessagePack value.
+    pub payload: rmpv::Value,
+    /// Bus-wide sequence number, increasing by one per published event.
+    pub seq: u64,
+    /// Who published it: `kernel`, `supervisor`, `client:<n>`, ...
+    pub source: String,
+    /// Publication time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
 }
 
 /// What a client needs to route a frame from the daemon: a reply (with `id`), an event, or a
@@ -593,17 +614,14 @@ fn none<T>() -> Option<T> {
     None
 }
 
-/// Converts `value` to a MessagePack value with structs as maps keyed by field names, the
-/// shape every payload on the wire has. (`rmpv::ext::to_value` would write structs as
-/// arrays.)
+/// Converts `value` to an event payload with structs as maps keyed by field names, the
+/// shape every payload on the wire has (see [`RawValue::encode`]).
 ///
 /// # Errors
 ///
 /// When `value` cannot be serialized.
-pub fn to_payload<T: Serialize + ?Sized>(value: &T) -> Result<rmpv::Value, EncodeError> {
-    let bytes = rmp_serde::to_vec_named(value)?;
-    rmpv::decode::read_value(&mut bytes.as_slice())
-        .map_err(|e| EncodeError::Encode(rmp_serde::encode::Error::Syntax(e.to_string())))
+pub fn to_payload<T: Serialize + ?Sized>(value: &T) -> Result<RawValue, EncodeError> {
+    RawValue::encode(value)
 }
 
 /// Decodes one frame body as `T`, strictly: the body must be exactly one MessagePack map
@@ -653,58 +671,6 @@ fn is_named_map(body: &[u8]) -> bool {
             .is_some_and(|&k| matches!(k, 0xa0..=0xbf | 0xd9..=0xdb))
 }
 
-/// Decodes a request frame body. On failure, returns the id when one could be read (so the
-/// error reply can echo it) and a [`ProtocolError`] telling an unknown variant apart from a
-/// malformed request.
-///
-/// # Errors
-///
-/// `(id, BadRequest)` for anything that is not a well-formed request map,
-/// `(id, UnknownRequest)` for a well-formed map naming an unknown variant.
-pub fn decode_request(body: &[u8]) -> Result<RequestFrame, (Option<u64>, ProtocolError)> {
-    decode_map::<RequestFrame>(body).map_err(|full| classify(body, &full))
-}
-
-/// Explains why `body` is not a request, reading it as a generic MessagePack value.
-fn classify(body: &[u8], full: &str) -> (Option<u64>, ProtocolError) {
-    let bad = ProtocolError::BadRequest;
-    let Ok(rmpv::Value::Map(entries)) = rmpv::decode::read_value(&mut &body[..]) else {
-        return (None, bad(format!("expected a map {{id, request}}: {full}")));
-    };
-    let field = |name: &str| {
-        entries
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(name))
-            .map(|(_, v)| v)
-    };
-    let Some(id) = field("id").and_then(rmpv::Value::as_u64) else {
-        return (
-            None,
-            bad(format!(
-                "missing or invalid `id` (an unsigned integer): {full}"
-            )),
-        );
-    };
-    let name = match field("request") {
-        None => return (Some(id), bad("missing field `request`".into())),
-        Some(rmpv::Value::String(s)) => s.as_str().map(str::to_owned),
-        Some(rmpv::Value::Map(m)) if m.len() == 1 => m[0].0.as_str().map(str::to_owned),
-        Some(_) => None,
-    };
-    match name {
-        Some(name) if !Request::NAMES.contains(&name.as_str()) => {
-            (Some(id), ProtocolError::UnknownRequest(name))
-        }
-        Some(name) => (Some(id), bad(format!("{name}: {full}"))),
-        None => (
-            Some(id),
-            bad(format!(
-                "`request` must be a variant name or a one-entry map: {full}"
-            )),
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -733,7 +699,7 @@ mod tests {
             },
             Request::Publish {
                 topic: "user.prompt".into(),
-                payload: rmpv::Value::from("hi"),
+                payload: RawValue::encode("hi").unwrap(),
             },
             Request::InjectFault {
                 target: "bus".into(),
@@ -791,7 +757,11 @@ mod tests {
             Request::CallMcpTool {
                 server: "tools".into(),
                 tool: "echo".into(),
-                arguments: rmpv::Value::Map(vec![("text".into(), "hi".into())]),
+                arguments: RawValue::from_value(&rmpv::Value::Map(vec![(
+                    "text".into(),
+                    "hi".into(),
+                )]))
+                .unwrap(),
             },
         ]
     }
@@ -946,7 +916,7 @@ mod tests {
         struct P<'a> {
             text: &'a str,
         }
-        let value = to_payload(&P { text: "hi" }).unwrap();
+        let value = to_payload(&P { text: "hi" }).unwrap().to_value();
         let map = value.as_map().unwrap();
         assert_eq!(map[0].0.as_str(), Some("text"));
         assert_eq!(map[0].1.as_str(), Some("hi"));

@@ -20,7 +20,7 @@ use astrid::paths::PathError;
 use astrid::protocol::{
     AuditEntry, CapsuleMetadata, CommandInfo, CommandOutput, Event, Fault, FaultInjected, Grant,
     KvValue, Listing, McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, Published,
-    ReloadReport, Removed, Request, Subscribed, Verification, Written, to_payload,
+    RawValue, ReloadReport, Removed, Request, Subscribed, Verification, Written, to_payload,
 };
 use clap::Parser;
 use serde::Serialize;
@@ -191,11 +191,12 @@ async fn one_shot(
         }
         Command::Publish { topic, payload } => {
             let payload = match payload {
-                None => rmpv::Value::Nil,
+                None => RawValue::nil(),
                 Some(text) => match serde_json::from_str::<serde_json::Value>(&text) {
-                    Ok(value) => to_payload(&value).map_err(std::io::Error::other)?,
-                    Err(_) => rmpv::Value::from(text),
-                },
+                    Ok(value) => to_payload(&value),
+                    Err(_) => to_payload(&text),
+                }
+                .map_err(std::io::Error::other)?,
             };
             let published: Published = client.call(Request::Publish { topic, payload }).await?;
             show(json, &published, |p| {
@@ -313,7 +314,7 @@ async fn mcp_command(
             arguments,
         } => {
             let arguments = match arguments {
-                None => rmpv::Value::Nil,
+                None => RawValue::nil(),
                 Some(text) => match serde_json::from_str::<serde_json::Value>(&text) {
                     Ok(value @ serde_json::Value::Object(_)) => {
                         to_payload(&value).map_err(std::io::Error::other)?
