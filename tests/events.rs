@@ -699,14 +699,8 @@ fn a_frame_sized_payload_costs_about_its_size_and_stalls_no_other_client() {
         let len = len - (len - publish_prefix(id, "user.big").len() - 5) % 2;
         let body = publish_body(id, header, 0xc0, len);
         let payload = &body[publish_prefix(id, "user.big").len()..];
-        let sent = Instant::now();
         publisher.send_bytes(&body);
         let reply = publisher.recv().unwrap();
-        eprintln!(
-            "publish {id}: answered in {:?}, daemon at {} MiB",
-            sent.elapsed(),
-            rss(d.pid()) >> 20
-        );
         assert_eq!(get(&reply, "id"), &rmpv::Value::from(id), "{reply}");
         assert_eq!(
             get(get(&reply, "result"), "delivered"),
@@ -714,11 +708,6 @@ fn a_frame_sized_payload_costs_about_its_size_and_stalls_no_other_client() {
             "{reply}"
         );
         let event = recv_body(&mut subscriber);
-        eprintln!(
-            "event {id}: received after {:?}, daemon at {} MiB",
-            sent.elapsed(),
-            rss(d.pid()) >> 20
-        );
         assert!(
             event.windows(payload.len()).any(|w| w == payload),
             "the event carries the payload as sent"
@@ -736,14 +725,8 @@ fn a_frame_sized_payload_costs_about_its_size_and_stalls_no_other_client() {
         (5, deep, "invalid_argument"),
         (6, short, "bad_request"),
     ] {
-        let sent = Instant::now();
         publisher.send_bytes(&body);
         let reply = publisher.recv().unwrap();
-        eprintln!(
-            "publish {id}: answered in {:?}, daemon at {} MiB",
-            sent.elapsed(),
-            rss(d.pid()) >> 20
-        );
         assert_eq!(get(&reply, "id"), &rmpv::Value::from(id), "{reply}");
         assert_eq!(error_code(&reply), Some(code), "{reply}");
     }
@@ -759,12 +742,18 @@ fn a_frame_sized_payload_costs_about_its_size_and_stalls_no_other_client() {
         grew >> 20
     );
     assert!(count > 0);
+    // What is alive at once is at most two frames (the request's and the payload's copy,
+    // then the payload and the subscriber's event frame); the allocator keeps some of what
+    // was freed for a while. Before payloads were kept as bytes, it was a gigabyte.
     assert!(
-        grew < 3 * FRAME as u64,
+        grew < 4 * FRAME as u64,
         "the daemon grew by {} MiB for {} MiB frames",
         grew >> 20,
         FRAME >> 20
     );
+    // And it gives the memory back, or keeps it for reuse: it is not held per request.
+    let after = rss(d.pid());
+    assert!(after < idle + 4 * FRAME as u64, "{} MiB after", after >> 20);
     assert!(slowest < PING_BOUND, "a ping took {slowest:?}");
 }
 

@@ -41,9 +41,23 @@ fn leaf() -> impl Strategy<Value = Value> {
     ]
 }
 
-/// Any value, a few levels deep.
+/// A value written in one byte (nil, a boolean, a fixint), or one a little longer.
+fn small() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Nil),
+        any::<bool>().prop_map(Value::from),
+        (-40i64..200).prop_map(Value::from),
+    ]
+}
+
+/// Any value, a few levels deep; some arrays are long runs of small values (which the
+/// walker steps over eight at a time).
 fn value() -> impl Strategy<Value = Value> {
-    leaf().prop_recursive(5, 64, 6, |inner| {
+    let leaf = prop_oneof![
+        4 => leaf(),
+        1 => vec(small(), 0..40).prop_map(Value::Array),
+    ];
+    leaf.prop_recursive(5, 64, 6, |inner| {
         prop_oneof![
             vec(inner.clone(), 0..6).prop_map(Value::Array),
             vec((inner.clone(), inner), 0..6).prop_map(Value::Map),

@@ -79,6 +79,14 @@ pub fn value_len(bytes: &[u8]) -> Result<usize, MalformedValue> {
             .len()
             .min(at.saturating_add(usize::try_from(*left).unwrap_or(usize::MAX)));
         let run_start = at;
+        // Eight at a time while they are all nils or all small integers, then one by one.
+        while let Some(word) = bytes.get(at..at + 8).filter(|_| at + 8 <= run_end) {
+            let word = u64::from_le_bytes(word.try_into().unwrap_or([0x80; 8]));
+            if word != EIGHT_NILS && word & EIGHT_HIGH_BITS != 0 {
+                break;
+            }
+            at += 8;
+        }
         while at < run_end && is_one_byte(bytes[at]) {
             at += 1;
         }
@@ -133,10 +141,19 @@ pub fn value_len(bytes: &[u8]) -> Result<usize, MalformedValue> {
     Ok(at)
 }
 
+/// Eight nils, as one word.
+const EIGHT_NILS: u64 = 0xc0c0_c0c0_c0c0_c0c0;
+/// The high bit of each of eight bytes: clear in all of them when all are positive fixints.
+const EIGHT_HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
 /// Whether `byte` is a whole value: nil, a boolean or a fixint.
+#[allow(
+    clippy::inline_always,
+    reason = "called once a byte in the walker's hottest loop, also in debug builds"
+)]
 #[inline(always)]
 fn is_one_byte(byte: u8) -> bool {
-    byte < 0x80 || byte >= 0xe0 || matches!(byte, 0xc0 | 0xc2 | 0xc3)
+    !(0x80..0xe0).contains(&byte) || matches!(byte, 0xc0 | 0xc2 | 0xc3)
 }
 
 /// Reads a big-endian length of `width` bytes at `at`, and moves past it.
@@ -253,9 +270,9 @@ impl<'a> Cursor<'a> {
             Marker::U16 => Item::UInt(self.uint(2)?),
             Marker::U32 => Item::UInt(self.uint(4)?),
             Marker::U64 => Item::UInt(self.uint(8)?),
-            Marker::I8 => Item::Int(i64::from(self.uint(1)? as u8 as i8)),
-            Marker::I16 => Item::Int(i64::from(self.uint(2)? as u16 as i16)),
-            Marker::I32 => Item::Int(i64::from(self.uint(4)? as u32 as i32)),
+            Marker::I8 => Item::Int(i64::from((self.uint(1)? as u8).cast_signed())),
+            Marker::I16 => Item::Int(i64::from((self.uint(2)? as u16).cast_signed())),
+            Marker::I32 => Item::Int(i64::from((self.uint(4)? as u32).cast_signed())),
             Marker::I64 => Item::Int(self.uint(8)?.cast_signed()),
             Marker::F32 => Item::F32(f32::from_bits(self.uint(4)? as u32)),
             Marker::F64 => Item::F64(f64::from_bits(self.uint(8)?)),

@@ -314,44 +314,40 @@ impl<'de> Visitor<'de> for Transcode<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        match seq.size_hint() {
-            Some(len) => {
-                let depth = self.open(len)?;
-                Self::written(encode::write_array_len(self.out, Self::len(len)?).map(drop))?;
-                for _ in 0..len {
-                    let item = Transcode {
-                        out: &mut *self.out,
-                        depth,
-                    };
-                    if seq.next_element_seed(item)?.is_none() {
-                        return Err(de::Error::invalid_length(
-                            len,
-                            &"as many items as announced",
-                        ));
-                    }
-                }
-                Ok(())
+        // Deserializers that do not announce lengths (not MessagePack's) have their items
+        // written apart, then counted.
+        let Some(len) = seq.size_hint() else {
+            let depth = self.open(1)?;
+            let mut items = Vec::new();
+            let mut len = 0;
+            while seq
+                .next_element_seed(Transcode {
+                    out: &mut items,
+                    depth,
+                })?
+                .is_some()
+            {
+                len += 1;
             }
-            // Deserializers that do not announce lengths (not MessagePack's): the items are
-            // written apart, then counted.
-            None => {
-                let depth = self.open(1)?;
-                let mut items = Vec::new();
-                let mut len = 0;
-                while seq
-                    .next_element_seed(Transcode {
-                        out: &mut items,
-                        depth,
-                    })?
-                    .is_some()
-                {
-                    len += 1;
-                }
-                Self::written(encode::write_array_len(self.out, Self::len(len)?).map(drop))?;
-                self.out.extend_from_slice(&items);
-                Ok(())
+            Self::written(encode::write_array_len(self.out, Self::len(len)?).map(drop))?;
+            self.out.extend_from_slice(&items);
+            return Ok(());
+        };
+        let depth = self.open(len)?;
+        Self::written(encode::write_array_len(self.out, Self::len(len)?).map(drop))?;
+        for _ in 0..len {
+            let item = Transcode {
+                out: &mut *self.out,
+                depth,
+            };
+            if seq.next_element_seed(item)?.is_none() {
+                return Err(de::Error::invalid_length(
+                    len,
+                    &"as many items as announced",
+                ));
             }
         }
+        Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
@@ -366,32 +362,28 @@ impl<'de> Visitor<'de> for Transcode<'_> {
             })?;
             Ok(true)
         };
-        match size_hint {
-            Some(len) => {
-                let depth = self.open(len)?;
-                Self::written(encode::write_map_len(self.out, Self::len(len)?).map(drop))?;
-                for _ in 0..len {
-                    if !entry(self.out, depth)? {
-                        return Err(de::Error::invalid_length(
-                            len,
-                            &"as many entries as announced",
-                        ));
-                    }
-                }
-                Ok(())
+        let Some(len) = size_hint else {
+            let depth = self.open(1)?;
+            let mut entries = Vec::new();
+            let mut len = 0;
+            while entry(&mut entries, depth)? {
+                len += 1;
             }
-            None => {
-                let depth = self.open(1)?;
-                let mut entries = Vec::new();
-                let mut len = 0;
-                while entry(&mut entries, depth)? {
-                    len += 1;
-                }
-                Self::written(encode::write_map_len(self.out, Self::len(len)?).map(drop))?;
-                self.out.extend_from_slice(&entries);
-                Ok(())
+            Self::written(encode::write_map_len(self.out, Self::len(len)?).map(drop))?;
+            self.out.extend_from_slice(&entries);
+            return Ok(());
+        };
+        let depth = self.open(len)?;
+        Self::written(encode::write_map_len(self.out, Self::len(len)?).map(drop))?;
+        for _ in 0..len {
+            if !entry(self.out, depth)? {
+                return Err(de::Error::invalid_length(
+                    len,
+                    &"as many entries as announced",
+                ));
             }
         }
+        Ok(())
     }
 
     /// `rmp_serde` shows an extension as a newtype struct around `(type, data)`.
