@@ -100,6 +100,41 @@ pub struct RequestFrame {
     pub request: Request,
 }
 
+/// Most arguments an `InvokeCommand` may carry: each costs the daemon a string of its own
+/// (24 bytes and an allocation, however short it is on the wire).
+pub const MAX_ARGS: usize = 4096;
+
+/// `InvokeCommand`'s arguments, refused past [`MAX_ARGS`] before any is decoded.
+fn bounded_args<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Args;
+    impl<'de> serde::de::Visitor<'de> for Args {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "at most {MAX_ARGS} strings")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let announced = seq.size_hint().unwrap_or(0);
+            if announced > MAX_ARGS {
+                return Err(serde::de::Error::invalid_length(announced, &self));
+            }
+            let mut args = Vec::with_capacity(announced);
+            while let Some(arg) = seq.next_element()? {
+                if args.len() == MAX_ARGS {
+                    return Err(serde::de::Error::invalid_length(MAX_ARGS + 1, &self));
+                }
+                args.push(arg);
+            }
+            Ok(args)
+        }
+    }
+    d.deserialize_seq(Args)
+}
+
 /// Everything a client can ask. The README's "Protocol" section documents each variant and
 /// its result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,8 +160,8 @@ pub enum Request {
     InvokeCommand {
         /// Command name, without the slash.
         name: String,
-        /// Its arguments.
-        #[serde(default)]
+        /// Its arguments, at most [`MAX_ARGS`].
+        #[serde(default, deserialize_with = "bounded_args")]
         args: Vec<String>,
     },
     /// Manifest-level metadata of one capsule, or all when `name` is absent or nil.
@@ -779,6 +814,27 @@ mod tests {
             let bytes = rmp_serde::to_vec_named(&frame).unwrap();
             assert_eq!(decode_request(&bytes).unwrap(), frame);
         }
+    }
+
+    #[test]
+    fn invoke_command_takes_a_bounded_number_of_args() {
+        let frame = |n: usize| {
+            rmp_serde::to_vec_named(&RequestFrame {
+                id: 3,
+                request: Request::InvokeCommand {
+                    name: "echo".into(),
+                    args: vec![String::new(); n],
+                },
+            })
+            .unwrap()
+        };
+        assert!(decode_request(&frame(MAX_ARGS)).is_ok());
+        let (id, e) = decode_request(&frame(MAX_ARGS + 1)).unwrap_err();
+        assert_eq!(id, Some(3));
+        assert!(
+            matches!(&e, ProtocolError::BadRequest(m) if m.contains("at most 4096")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -117,17 +117,6 @@ impl RawValue {
         self.0.is_empty()
     }
 
-    /// How many items the value holds: scalars, arrays and maps, each counted once (what a
-    /// decoded tree of it would hold).
-    pub fn items(&self) -> usize {
-        let mut cursor = Cursor::new(&self.0);
-        let mut items = 0;
-        while cursor.item().is_ok() {
-            items += 1;
-        }
-        items
-    }
-
     /// Whether the value is `nil`.
     pub fn is_nil(&self) -> bool {
         self.0[..] == [0xc0]
