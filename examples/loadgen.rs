@@ -46,8 +46,8 @@ use std::time::{Duration, Instant};
 use astrid::client::{Client, connect_socket, handshake, read_token};
 use astrid::paths::{HomeLayout, SessionFiles, resolve_home};
 use astrid::protocol::{
-    CommandOutput, ErrorCode, FrameCodec, FrameHead, McpServerInfo, McpServerState, Request,
-    RequestFrame, encode_frame,
+    CommandOutput, ErrorCode, FrameCodec, FrameHead, McpServerInfo, McpServerState, RawValue,
+    Request, RequestFrame, encode_frame,
 };
 use bytes::BytesMut;
 use clap::{Parser, ValueEnum};
@@ -161,7 +161,7 @@ impl Kind {
             Self::Status => Request::GetStatus,
             Self::Publish => Request::Publish {
                 topic: "user.loadgen".into(),
-                payload: rmpv::Value::from(42),
+                payload: RawValue::encode(&42).unwrap_or_default(),
             },
             Self::Tree => Request::GetSupervisionTree,
             Self::Kvput => Request::KvPut {
@@ -178,7 +178,11 @@ impl Kind {
             Self::Mcp { server, tool } => Request::CallMcpTool {
                 server: server.clone(),
                 tool: tool.clone(),
-                arguments: rmpv::Value::Map(vec![("text".into(), "hi".into())]),
+                arguments: RawValue::from_value(&rmpv::Value::Map(vec![(
+                    "text".into(),
+                    "hi".into(),
+                )]))
+                .unwrap_or_default(),
             },
         }
     }

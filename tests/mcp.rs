@@ -156,7 +156,7 @@ async fn call_raw(
         .call(Request::CallMcpTool {
             server: server.into(),
             tool: tool.into(),
-            arguments,
+            arguments: astrid::protocol::RawValue::from_value(&arguments).unwrap(),
         })
         .await
 }
@@ -168,7 +168,13 @@ async fn call(
     tool: &str,
     arguments: Value,
 ) -> Result<McpToolResult, ClientError> {
-    call_raw(client, server, tool, to_payload(&arguments).unwrap()).await
+    call_raw(
+        client,
+        server,
+        tool,
+        to_payload(&arguments).unwrap().to_value(),
+    )
+    .await
 }
 
 /// The text of a result's only content block.

@@ -28,7 +28,7 @@ async fn publish(client: &Client, topic: &str) -> Result<Published, astrid::clie
     client
         .call(Request::Publish {
             topic: topic.into(),
-            payload: rmpv::Value::from(topic),
+            payload: astrid::protocol::RawValue::encode(topic).unwrap(),
         })
         .await
 }

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr, MailboxError};
 use astrid_actors::bus::topic::TopicRule;
 use astrid_actors::bus::{
-    BusActor, BusError, BusStats, Deregister, Event, GetBusStats, Publish, Published, Register,
-    Registration, Subscribe, SubscriberStats, Unsubscribe,
+    BusActor, BusError, BusStats, Deregister, Event, Events, GetBusStats, Publish, Published,
+    Register, Registration, Subscribe, SubscriberStats, Unsubscribe,
 };
+use astrid_actors::protocol::RawValue;
 use astrid_actors::supervisor::{
     ChildRef, ChildSpec, ChildState, Fault, GetTree, Inject, InjectFault, RestartPolicy,
     RestartType, ShutdownTree, SupervisorActor, SupervisorExit,
 };
-use tokio::sync::mpsc::Receiver;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::oneshot;
 
@@ -39,7 +39,7 @@ async fn register(bus: &Addr<BusActor>, label: &str, patterns: &[&str]) -> Regis
 async fn publish(bus: &Addr<BusActor>, topic: &str, n: i64) -> Result<Published, BusError> {
     bus.send(Publish {
         topic: topic.into(),
-        payload: rmpv::Value::from(n),
+        payload: RawValue::encode(&n).unwrap(),
         source: "test".into(),
     })
     .await
@@ -47,7 +47,7 @@ async fn publish(bus: &Addr<BusActor>, topic: &str, n: i64) -> Result<Published,
 }
 
 /// Everything queued for a subscriber right now, without waiting.
-fn drain(events: &mut Receiver<Arc<Event>>) -> Vec<Arc<Event>> {
+fn drain(events: &mut Events) -> Vec<Arc<Event>> {
     let mut out = Vec::new();
     loop {
         match events.try_recv() {
@@ -70,7 +70,7 @@ fn stats_of<'a>(stats: &'a BusStats, label: &str) -> &'a SubscriberStats {
 }
 
 /// Waits for the next event, or for the stream to end (`None`), with a deadline.
-async fn next(events: &mut Receiver<Arc<Event>>) -> Option<Arc<Event>> {
+async fn next(events: &mut Events) -> Option<Arc<Event>> {
     tokio::time::timeout(DEADLINE, events.recv())
         .await
         .expect("the subscriber stream neither yielded nor ended in time")
@@ -134,7 +134,7 @@ async fn star_matches_one_segment_rest_matches_one_or_more_and_literals_match_ex
     );
     assert_eq!(seqs(&everything), [1, 2, 3, 4, 5]);
     let first = &everything[0];
-    assert_eq!(first.payload, rmpv::Value::from(0));
+    assert_eq!(first.payload.to_value(), rmpv::Value::from(0));
     assert_eq!(first.source, "test");
     assert!(first.time_ms > 0);
 
@@ -541,7 +541,7 @@ async fn when_the_supervised_bus_crashes_streams_end_and_subscribers_can_registe
     let published = publish(&new, "user.hello", 2).await.unwrap();
     assert_eq!((published.seq, published.delivered), (1, 1));
     assert_eq!(
-        next(&mut again.events).await.unwrap().payload,
+        next(&mut again.events).await.unwrap().payload.to_value(),
         rmpv::Value::from(2)
     );
     assert_eq!(new.send(GetBusStats).await.unwrap().published, 1);

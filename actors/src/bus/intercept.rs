@@ -15,14 +15,15 @@ use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use super::topic::Pattern;
+use crate::protocol::RawValue;
 
 /// What an interceptor decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     /// Go on to the next hook, with this payload if given.
-    Continue(Option<rmpv::Value>),
+    Continue(Option<RawValue>),
     /// Deliver now, with this payload if given; later hooks are skipped.
-    Finish(Option<rmpv::Value>),
+    Finish(Option<RawValue>),
     /// Do not deliver; the publisher gets the reason.
     Deny(String),
 }
@@ -33,7 +34,7 @@ pub type Decision = Pin<Box<dyn Future<Output = Result<Verdict, String>>>>;
 /// Something that can decide on events.
 pub trait Interceptor: Send + Sync + fmt::Debug {
     /// Decides on an event about to be published.
-    fn intercept(&self, topic: &str, payload: &rmpv::Value) -> Decision;
+    fn intercept(&self, topic: &str, payload: &RawValue) -> Decision;
 }
 
 #[derive(Debug)]
@@ -97,8 +98,8 @@ impl Interceptors {
 pub(crate) async fn run(
     chain: Vec<(String, Arc<dyn Interceptor>)>,
     topic: String,
-    mut payload: rmpv::Value,
-) -> Result<rmpv::Value, (String, String)> {
+    mut payload: RawValue,
+) -> Result<RawValue, (String, String)> {
     for (owner, handler) in chain {
         match handler.intercept(&topic, &payload).await {
             Ok(Verdict::Continue(new)) => payload = new.unwrap_or(payload),
@@ -120,7 +121,7 @@ mod tests {
     struct Fixed(Result<Verdict, String>);
 
     impl Interceptor for Fixed {
-        fn intercept(&self, _: &str, _: &rmpv::Value) -> Decision {
+        fn intercept(&self, _: &str, _: &RawValue) -> Decision {
             let answer = self.0.clone();
             Box::pin(async move { answer })
         }
@@ -134,18 +135,22 @@ mod tests {
         Pattern::parse(p).unwrap()
     }
 
+    fn raw(value: impl Into<rmpv::Value>) -> RawValue {
+        RawValue::from_value(&value.into()).unwrap()
+    }
+
     #[tokio::test]
     async fn hooks_run_by_priority_and_can_rewrite_finish_or_deny() {
         let table = Interceptors::default();
-        let upper = hook(Ok(Verdict::Continue(Some("B".into()))));
-        let first = hook(Ok(Verdict::Continue(Some("A".into()))));
+        let upper = hook(Ok(Verdict::Continue(Some(raw("B")))));
+        let first = hook(Ok(Verdict::Continue(Some(raw("A")))));
         table.set("second", vec![(pattern("user.>"), 20)], &upper);
         table.set("first", vec![(pattern("user.*"), 10)], &first);
         let chain = table.matching("user.x");
         let owners: Vec<&str> = chain.iter().map(|(o, _)| o.as_str()).collect();
         assert_eq!(owners, ["first", "second"]);
-        let out = run(chain, "user.x".into(), "z".into()).await;
-        assert_eq!(out, Ok("B".into()));
+        let out = run(chain, "user.x".into(), raw("z")).await;
+        assert_eq!(out, Ok(raw("B")));
 
         table.set(
             "first",
@@ -153,14 +158,14 @@ mod tests {
             &hook(Ok(Verdict::Finish(None))),
         );
         assert_eq!(
-            run(table.matching("user.x"), "user.x".into(), "z".into()).await,
-            Ok("z".into())
+            run(table.matching("user.x"), "user.x".into(), raw("z")).await,
+            Ok(raw("z"))
         );
 
         let deny = hook(Ok(Verdict::Deny("no".into())));
         table.set("first", vec![(pattern("user.*"), 10)], &deny);
         assert_eq!(
-            run(table.matching("user.x"), "user.x".into(), "z".into()).await,
+            run(table.matching("user.x"), "user.x".into(), raw("z")).await,
             Err(("first".into(), "no".into()))
         );
         assert!(table.matching("other").is_empty());
@@ -180,11 +185,11 @@ mod tests {
         table.set(
             "fine",
             vec![(pattern(">"), 2)],
-            &hook(Ok(Verdict::Continue(Some(1.into())))),
+            &hook(Ok(Verdict::Continue(Some(raw(1))))),
         );
         assert_eq!(
-            run(table.matching("a"), "a".into(), 0.into()).await,
-            Ok(1.into())
+            run(table.matching("a"), "a".into(), raw(0)).await,
+            Ok(raw(1))
         );
     }
 }

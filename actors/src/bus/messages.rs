@@ -3,27 +3,35 @@
 //! Senders: sessions (for clients) and the kernel's own components register subscribers,
 //! subscribe, and publish; the session router asks for [`GetBusStats`].
 
-use std::sync::Arc;
-
 use actix::Message;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
+use super::queue::Events;
 use super::topic::TopicRule;
+use crate::protocol::RawValue;
 
 /// One published event, shared by every subscriber that receives it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
     /// Concrete topic.
     pub topic: String,
-    /// Any MessagePack value.
-    pub payload: rmpv::Value,
+    /// Any MessagePack value, as the publisher's bytes.
+    pub payload: RawValue,
     /// Bus-wide sequence number, increasing by one per published event.
     pub seq: u64,
     /// Who published it: `kernel`, `supervisor`, `client:<n>`, ...
     pub source: String,
     /// Publication time, milliseconds since the Unix epoch.
     pub time_ms: u64,
+}
+
+impl Event {
+    /// What the event counts for in a subscriber's queue: its payload, topic and source,
+    /// and a fixed share for the rest.
+    pub fn cost(&self) -> usize {
+        const FIXED: usize = 64;
+        FIXED + self.payload.len() + self.topic.len() + self.source.len()
+    }
 }
 
 /// Identifies one subscriber (one queue) on the bus.
@@ -48,12 +56,21 @@ pub enum BusError {
         /// The rule it breaks.
         rule: TopicRule,
     },
-    /// The payload nests arrays and maps deeper than subscribers are sure to decode.
+    /// The payload is larger than an event may carry: its frame would be longer than the
+    /// frame limit, and no subscriber could receive it.
+    #[error("the payload is {len} bytes; an event on this topic fits a frame with at most {max}")]
+    PayloadTooLarge {
+        /// The payload's size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The subscriber already has as many patterns as it may.
     #[error(
-        "the payload nests arrays and maps deeper than {}",
-        crate::protocol::raw::MAX_DEPTH
+        "a subscriber may hold at most {0} patterns; unsubscribe one first (a pattern with \
+         wildcards may cover several)"
     )]
-    PayloadTooDeep,
+    TooManyPatterns(usize),
     /// An interceptor refused the event; it was not delivered.
     #[error("`{by}` denied the event on `{topic}`: {reason}")]
     Denied {
@@ -78,7 +95,7 @@ pub struct Registration {
     /// Use this id for later subscribe and unsubscribe calls.
     pub id: SubscriberId,
     /// Events matching any of the subscriber's patterns. It ends when the bus stops.
-    pub events: mpsc::Receiver<Arc<Event>>,
+    pub events: Events,
 }
 
 /// Creates a subscriber with an initial set of patterns.
@@ -123,7 +140,7 @@ pub struct Publish {
     /// Concrete topic.
     pub topic: String,
     /// Payload.
-    pub payload: rmpv::Value,
+    pub payload: RawValue,
     /// Publisher, recorded in the event.
     pub source: String,
 }
@@ -149,7 +166,7 @@ pub struct BusStats {
     pub published: u64,
     /// Deliveries into subscriber queues.
     pub delivered: u64,
-    /// Deliveries dropped because a queue was full.
+    /// Deliveries dropped because a queue was full (of events or of bytes).
     pub dropped: u64,
     /// One entry per subscriber.
     pub subscribers: Vec<SubscriberStats>,
@@ -164,8 +181,11 @@ pub struct SubscriberStats {
     pub patterns: Vec<String>,
     /// Events waiting in its queue.
     pub queued: usize,
+    /// What they count for, in bytes (see [`Event::cost`]).
+    #[serde(default)]
+    pub queued_bytes: usize,
     /// Events delivered to its queue.
     pub delivered: u64,
-    /// Events dropped because its queue was full.
+    /// Events dropped because its queue was full (of events or of bytes).
     pub dropped: u64,
 }

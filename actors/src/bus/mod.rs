@@ -1,9 +1,12 @@
 //! The event bus: topics, wildcard subscriptions, and one bounded queue per subscriber.
 //!
 //! Publishing never blocks: an event goes into each matching subscriber's queue, and a full
-//! queue drops it and counts the drop (visible in [`BusStats`]). When the bus stops or
-//! crashes, every queue's sender is dropped, so subscribers see their stream end and can
-//! register again with the new incarnation.
+//! queue (of events or of bytes, `queue.rs`) drops it and counts the drop (visible in
+//! [`BusStats`]). A payload is kept as its bytes ([`RawValue`](crate::protocol::RawValue)), shared by every queue it
+//! goes into; an event must fit a frame ([`BusActor::with_max_frame`]), and a subscriber holds at
+//! most [`MAX_PATTERNS`] patterns. When the bus stops or crashes, every queue's sender is
+//! dropped, so subscribers see their stream end and can register again with the new
+//! incarnation.
 //!
 //! An event whose topic matches interceptors (`intercept.rs`) is held until they have
 //! decided; the bus takes no other message meanwhile, so events keep their order.
@@ -13,6 +16,7 @@
 
 pub mod intercept;
 mod messages;
+mod queue;
 pub mod topic;
 
 use std::collections::BTreeMap;
@@ -21,7 +25,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix::fut::{ActorFutureExt, wrap_future};
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult, ResponseFuture};
-use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::oneshot;
 
 use self::intercept::Interceptors;
@@ -30,15 +33,20 @@ pub use self::messages::{
     BusError, BusStats, Deregister, Event, GetBusStats, Publish, Published, Register, Registration,
     Subscribe, SubscriberId, SubscriberStats, Unsubscribe,
 };
+use self::queue::Refused;
+pub use self::queue::{DEFAULT_QUEUE_BYTES, Events};
 pub use self::topic::Pattern;
 use self::topic::validate_topic;
-use crate::protocol::raw;
+use crate::protocol::{DEFAULT_MAX_FRAME_LEN, raw};
 use crate::supervisor::{Inject, Terminate, apply_fault};
+
+/// Patterns one subscriber may hold (a client connection, a capsule).
+pub const MAX_PATTERNS: usize = 64;
 
 struct Subscriber {
     label: String,
     patterns: Vec<Pattern>,
-    queue: mpsc::Sender<Arc<Event>>,
+    queue: queue::Sender,
     delivered: u64,
     dropped: u64,
 }
@@ -56,6 +64,8 @@ impl Subscriber {
 #[derive(Debug)]
 pub struct BusActor {
     queue_capacity: usize,
+    queue_bytes: usize,
+    max_frame: usize,
     interceptors: Arc<Interceptors>,
     subscribers: BTreeMap<SubscriberId, Subscriber>,
     next_id: SubscriberId,
@@ -75,10 +85,14 @@ impl std::fmt::Debug for Subscriber {
 }
 
 impl BusActor {
-    /// A bus whose subscriber queues hold at most `queue_capacity` events each.
+    /// A bus whose subscriber queues hold at most `queue_capacity` events each (and
+    /// [`DEFAULT_QUEUE_BYTES`] bytes), carrying events that fit a frame of
+    /// [`DEFAULT_MAX_FRAME_LEN`] bytes.
     pub fn new(queue_capacity: usize) -> Self {
         Self {
             queue_capacity: queue_capacity.max(1),
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            max_frame: DEFAULT_MAX_FRAME_LEN,
             interceptors: Arc::default(),
             subscribers: BTreeMap::new(),
             next_id: 1,
@@ -94,6 +108,37 @@ impl BusActor {
     pub fn with_interceptors(mut self, interceptors: Arc<Interceptors>) -> Self {
         self.interceptors = interceptors;
         self
+    }
+
+    /// Subscriber queues hold at most `bytes` bytes of events each (see [`Event::cost`]);
+    /// a larger event still goes into an empty queue.
+    #[must_use]
+    pub fn with_queue_bytes(mut self, bytes: usize) -> Self {
+        self.queue_bytes = bytes;
+        self
+    }
+
+    /// Events whose frame would be longer than `bytes` are refused
+    /// ([`BusError::PayloadTooLarge`]): no subscriber could receive them.
+    #[must_use]
+    pub fn with_max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Refuses a payload whose event would not fit a frame.
+    fn check_size(&self, msg: &Publish) -> Result<(), BusError> {
+        let payload = &msg.payload;
+        let max = self
+            .max_frame
+            .saturating_sub(msg.topic.len() + msg.source.len() + raw::EVENT_ENVELOPE);
+        if payload.len() > max {
+            return Err(BusError::PayloadTooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        Ok(())
     }
 
     fn parse(pattern: &str) -> Result<Pattern, BusError> {
@@ -129,14 +174,17 @@ impl Handler<Register> for BusActor {
     type Result = Result<Registration, BusError>;
 
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
-        let mut patterns = Vec::with_capacity(msg.patterns.len());
+        let mut patterns = Vec::with_capacity(msg.patterns.len().min(MAX_PATTERNS));
         for text in &msg.patterns {
             let pattern = Self::parse(text)?;
             if !patterns.contains(&pattern) {
+                if patterns.len() == MAX_PATTERNS {
+                    return Err(BusError::TooManyPatterns(MAX_PATTERNS));
+                }
                 patterns.push(pattern);
             }
         }
-        let (queue, events) = mpsc::channel(self.queue_capacity);
+        let (queue, events) = queue::queue(self.queue_capacity, self.queue_bytes);
         let id = self.next_id;
         self.next_id += 1;
         self.subscribers.insert(
@@ -160,6 +208,9 @@ impl Handler<Subscribe> for BusActor {
         let pattern = Self::parse(&msg.pattern)?;
         let sub = self.subscriber(msg.subscriber)?;
         if !sub.patterns.contains(&pattern) {
+            if sub.patterns.len() >= MAX_PATTERNS {
+                return Err(BusError::TooManyPatterns(MAX_PATTERNS));
+            }
             sub.patterns.push(pattern);
         }
         Ok(sub.pattern_texts())
@@ -196,8 +247,8 @@ impl Handler<Publish> for BusActor {
             };
             return Box::pin(std::future::ready(Err(error)));
         }
-        if !raw::within_depth(&msg.payload) {
-            return Box::pin(std::future::ready(Err(BusError::PayloadTooDeep)));
+        if let Err(error) = self.check_size(&msg) {
+            return Box::pin(std::future::ready(Err(error)));
         }
         let chain = self.interceptors.matching(&msg.topic);
         if chain.is_empty() {
@@ -213,11 +264,15 @@ impl Handler<Publish> for BusActor {
         let decide = intercept::run(chain, topic.clone(), payload);
         ctx.wait(wrap_future(decide).map(move |decided, act: &mut Self, _| {
             let answer = match decided {
-                Ok(payload) => Ok(act.deliver(Publish {
-                    topic,
-                    payload,
-                    source,
-                })),
+                Ok(payload) => {
+                    let msg = Publish {
+                        topic,
+                        payload,
+                        source,
+                    };
+                    // An interceptor's payload is held to the same limit.
+                    act.check_size(&msg).map(|()| act.deliver(msg))
+                }
                 Err((by, reason)) => Err(BusError::Denied { topic, by, reason }),
             };
             let _ = tx.send(answer);
@@ -244,16 +299,16 @@ impl BusActor {
             if !sub.patterns.iter().any(|p| p.matches(&event.topic)) {
                 continue;
             }
-            match sub.queue.try_send(Arc::clone(&event)) {
+            match sub.queue.try_send(&event) {
                 Ok(()) => {
                     sub.delivered += 1;
                     delivered += 1;
                 }
-                Err(TrySendError::Full(_)) => {
+                Err(Refused::Full) => {
                     sub.dropped += 1;
                     self.dropped += 1;
                 }
-                Err(TrySendError::Closed(_)) => gone.push(id),
+                Err(Refused::Closed) => gone.push(id),
             }
         }
         for id in gone {
@@ -278,12 +333,16 @@ impl Handler<GetBusStats> for BusActor {
             subscribers: self
                 .subscribers
                 .values()
-                .map(|s| SubscriberStats {
-                    label: s.label.clone(),
-                    patterns: s.pattern_texts(),
-                    queued: s.queue.max_capacity() - s.queue.capacity(),
-                    delivered: s.delivered,
-                    dropped: s.dropped,
+                .map(|s| {
+                    let (queued, queued_bytes) = s.queue.queued();
+                    SubscriberStats {
+                        label: s.label.clone(),
+                        patterns: s.pattern_texts(),
+                        queued,
+                        queued_bytes,
+                        delivered: s.delivered,
+                        dropped: s.dropped,
+                    }
                 })
                 .collect(),
         })

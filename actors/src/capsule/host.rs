@@ -26,7 +26,7 @@ use crate::capsules::loaded::child_name;
 use crate::kernel::KernelActors;
 use crate::mcp::servers::McpServers;
 use crate::mcp::{CallTool, McpError};
-use crate::protocol::raw;
+use crate::protocol::{DEFAULT_MAX_FRAME_LEN, RawValue};
 use crate::store::{Delete, Get, Namespaces, Put, StoreError};
 use crate::supervisor::ChildRef;
 use crate::vfs::{Read, VfsError, Write};
@@ -69,7 +69,7 @@ struct McpCallInput {
     server: String,
     tool: String,
     #[serde(default)]
-    arguments: Option<rmpv::Value>,
+    arguments: Option<RawValue>,
 }
 
 impl Host {
@@ -133,18 +133,21 @@ impl Host {
     /// `publish`: an event on `topic` from `capsule:<name>`. Handed to the bus without
     /// waiting for it to be delivered: the capsule may be the bus's interceptor for an event
     /// in flight (the bus waits for it), and its own event simply follows that one.
+    ///
+    /// The permission is checked before the payload is looked at; the payload is then
+    /// checked (one value, not nested too deep, at most a frame) and kept as its bytes.
     pub(crate) fn publish(
         &self,
         topic: &str,
         payload: &[u8],
         deadline: Instant,
     ) -> Result<(), HostError> {
-        // Checked first: the bus hands the payload on to every subscriber.
-        raw::value_len(payload).map_err(|_| HostError::Invalid)?;
-        let payload: rmpv::Value =
-            rmp_serde::from_slice(payload).map_err(|_| HostError::Invalid)?;
         validate_topic(topic).map_err(|_| HostError::Invalid)?;
         self.allow(Access::BusPublish(topic.to_owned()), deadline)?;
+        if payload.len() > DEFAULT_MAX_FRAME_LEN {
+            return Err(HostError::TooLarge);
+        }
+        let payload = RawValue::from_slice(payload).map_err(|_| HostError::Invalid)?;
         let bus = self.services()?.bus.get().ok_or(HostError::Failed)?;
         if !bus.connected() {
             return Err(HostError::Failed);
@@ -268,8 +271,9 @@ impl Host {
 
     fn call_tool(&self, input: McpCallInput, deadline: Instant) -> Result<Vec<u8>, HostError> {
         let arguments = match input.arguments {
-            None | Some(rmpv::Value::Nil) => serde_json::Map::new(),
-            Some(value) => match crate::mcp::msgpack_to_json(value) {
+            None => serde_json::Map::new(),
+            Some(value) if value.is_nil() => serde_json::Map::new(),
+            Some(value) => match crate::mcp::msgpack_to_json(&value) {
                 Ok(serde_json::Value::Object(map)) => map,
                 _ => return Err(HostError::Invalid),
             },
@@ -383,8 +387,13 @@ mod tests {
             host.publish("a.b", b"\xc0", deadline),
             Err(HostError::Failed)
         );
+        // The permission comes first: without it the payload is not looked at.
         assert_eq!(
             host.publish("a.b", b"\xc1", deadline),
+            Err(HostError::Failed)
+        );
+        assert_eq!(
+            host.publish("a b", b"\xc0", deadline),
             Err(HostError::Invalid)
         );
     }

@@ -99,7 +99,7 @@ pub struct Intercept {
     /// The event's topic.
     pub topic: String,
     /// Its payload.
-    pub payload: rmpv::Value,
+    pub payload: crate::protocol::RawValue,
 }
 
 /// Why a call queued behind a crash, or still on its way when the capsule died, failed:

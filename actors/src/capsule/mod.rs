@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, StreamHandler};
 use serde::Serialize;
-use tokio_stream::wrappers::ReceiverStream;
 
 pub use self::host::{Host, HostError};
 pub use self::messages::{Answer, Call, CallFailure, Intercept, NEVER_RAN, Work};
@@ -34,7 +33,7 @@ use self::sandbox::{CallError, Compiled, Entry, Sandbox};
 use crate::bus::intercept::{Decision, Interceptor, Verdict};
 use crate::bus::{BusActor, Deregister, Event, Register, SubscriberId};
 use crate::capsules::loaded::{CHILD_PREFIX, child_name};
-use crate::protocol::raw;
+use crate::protocol::{RawValue, raw};
 use crate::supervisor::{ChildRef, ExitNote, Fault, Inject, Terminate, apply_fault};
 
 /// How long to wait for the bus when subscribing, and before trying again.
@@ -99,7 +98,7 @@ impl CapsuleActor {
             actix::fut::wrap_future(ask).map(|answer, act: &mut Self, ctx| match answer {
                 Ok(Ok(registration)) => {
                     act.subscriber = Some(registration.id);
-                    ctx.add_stream(ReceiverStream::new(registration.events));
+                    ctx.add_stream(registration.events);
                 }
                 Ok(Err(error)) => {
                     tracing::error!(capsule = %act.name, %error, "cannot subscribe");
@@ -191,13 +190,6 @@ struct CommandInput<'a> {
     args: &'a [String],
 }
 
-/// `astrid_event`'s input.
-#[derive(Serialize)]
-struct EventInput<'a> {
-    topic: &'a str,
-    payload: &'a rmpv::Value,
-}
-
 impl CapsuleActor {
     /// Runs one command; its output is the guest's reply, one MessagePack value.
     fn invoke(
@@ -222,7 +214,7 @@ impl CapsuleActor {
                 return Err(CallFailure::Crashed(reason));
             }
         }
-        match guest_error(&reply) {
+        match raw::error_message(&reply) {
             Some(message) => Err(CallFailure::Guest(message)),
             None => Ok(reply),
         }
@@ -265,43 +257,47 @@ impl Handler<Work> for CapsuleActor {
     }
 }
 
-/// The message of an `{"error": "..."}` reply (a map of that one entry).
-fn guest_error(output: &[u8]) -> Option<String> {
-    // Only a map of one entry can be one: most replies are told apart by their first bytes.
-    let one_entry = matches!(
-        output,
-        [0x81, ..] | [0xde, 0, 1, ..] | [0xdf, 0, 0, 0, 1, ..]
-    );
-    if !one_entry {
-        return None;
-    }
-    let value = rmpv::decode::read_value(&mut &output[..]).ok()?;
-    match value.as_map()?.as_slice() {
-        [(key, message)] if key.as_str() == Some("error") => message.as_str().map(str::to_owned),
-        _ => None,
-    }
-}
-
 impl CapsuleActor {
     /// Hands an event to `astrid_event`, if the guest has one.
-    fn deliver(&mut self, topic: &str, payload: &rmpv::Value, ctx: &mut Context<Self>) {
+    fn deliver(&mut self, topic: &str, payload: &RawValue, ctx: &mut Context<Self>) {
         let has_handler = self.sandbox.as_ref().is_ok_and(|s| s.has(Entry::Event));
         if !has_handler {
             return;
         }
-        let Ok(input) = rmp_serde::to_vec_named(&EventInput { topic, payload }) else {
-            return;
-        };
-        let _ = self.call(Entry::Event, &input, ctx);
+        let _ = self.call_with_event(Entry::Event, topic, payload, ctx);
+    }
+
+    /// Calls `entry` with `{topic, payload}`, written around the payload's bytes into the
+    /// input buffer.
+    fn call_with_event(
+        &mut self,
+        entry: Entry,
+        topic: &str,
+        payload: &RawValue,
+        ctx: &mut Context<Self>,
+    ) -> Result<Vec<u8>, CallFailure> {
+        let mut input = std::mem::take(&mut self.input);
+        input.clear();
+        raw::write_event_input(&mut input, topic, payload);
+        let reply = self.call(entry, &input, ctx);
+        // A payload may be large: its copy is not kept for the next call.
+        input.clear();
+        input.shrink_to(INPUT_KEPT);
+        self.input = input;
+        reply
     }
 }
 
-/// `astrid_intercept`'s reply.
+/// Bytes of input buffer kept between calls.
+const INPUT_KEPT: usize = 64 * 1024;
+
+/// `astrid_intercept`'s reply. Its payload is written back into MessagePack as serde reads
+/// it (see [`RawValue`]), never into a tree.
 #[derive(serde::Deserialize)]
 struct InterceptReply {
     action: String,
     #[serde(default)]
-    payload: Option<rmpv::Value>,
+    payload: Option<RawValue>,
     #[serde(default)]
     reason: Option<String>,
 }
@@ -310,12 +306,7 @@ impl Handler<Intercept> for CapsuleActor {
     type Result = Result<Verdict, CallFailure>;
 
     fn handle(&mut self, msg: Intercept, ctx: &mut Context<Self>) -> Self::Result {
-        let input = rmp_serde::to_vec_named(&EventInput {
-            topic: &msg.topic,
-            payload: &msg.payload,
-        })
-        .map_err(|e| CallFailure::Crashed(format!("cannot encode the input: {e}")))?;
-        let reply = self.call(Entry::Intercept, &input, ctx)?;
+        let reply = self.call_with_event(Entry::Intercept, &msg.topic, &msg.payload, ctx)?;
         // Its payload goes on to every subscriber: held to the depth of command output.
         let decided = raw::value_len(&reply)
             .ok()
@@ -345,7 +336,7 @@ pub struct CapsuleInterceptor {
 }
 
 impl Interceptor for CapsuleInterceptor {
-    fn intercept(&self, topic: &str, payload: &rmpv::Value) -> Decision {
+    fn intercept(&self, topic: &str, payload: &RawValue) -> Decision {
         let ask = self.actor.get().map(|actor| {
             actor
                 .send(Intercept {
@@ -385,33 +376,5 @@ impl Handler<Inject> for CapsuleActor {
         } else {
             apply_fault(msg.0, ctx);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_single_error_key_is_a_guest_error() {
-        fn bytes(value: &rmpv::Value) -> Vec<u8> {
-            let mut out = Vec::new();
-            rmpv::encode::write_value(&mut out, value).unwrap();
-            out
-        }
-        let err = rmpv::Value::Map(vec![("error".into(), "no".into())]);
-        assert_eq!(guest_error(&bytes(&err)).as_deref(), Some("no"));
-        // The same map with a wider length field than needed.
-        let mut wide = vec![0xde, 0, 1];
-        wide.extend_from_slice(&bytes(&err)[1..]);
-        assert_eq!(guest_error(&wide).as_deref(), Some("no"));
-        let more = rmpv::Value::Map(vec![
-            ("error".into(), "no".into()),
-            ("data".into(), 1.into()),
-        ]);
-        assert_eq!(guest_error(&bytes(&more)), None);
-        let not_text = rmpv::Value::Map(vec![("error".into(), 1.into())]);
-        assert_eq!(guest_error(&bytes(&not_text)), None);
-        assert_eq!(guest_error(&bytes(&rmpv::Value::from("error"))), None);
     }
 }

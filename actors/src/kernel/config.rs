@@ -159,6 +159,9 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Events queued per subscriber before new ones are dropped.
     pub event_queue: usize,
+    /// Bytes of events queued per subscriber before new ones are dropped (an event larger
+    /// than this still goes into an empty queue).
+    pub event_queue_bytes: usize,
 }
 
 impl Default for Limits {
@@ -171,6 +174,7 @@ impl Default for Limits {
             drain_timeout: Duration::from_secs(3),
             max_in_flight: 1024,
             event_queue: 1024,
+            event_queue_bytes: crate::bus::DEFAULT_QUEUE_BYTES,
         }
     }
 }

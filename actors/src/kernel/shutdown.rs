@@ -148,7 +148,7 @@ impl ShutdownHandle {
             }
             bus.do_send(Publish {
                 topic: "astrid.kernel.shutdown".to_owned(),
-                payload: to_payload(&Payload { reason: &reason }).unwrap_or(rmpv::Value::Nil),
+                payload: to_payload(&Payload { reason: &reason }).unwrap_or_default(),
                 source: "kernel".to_owned(),
             });
         }

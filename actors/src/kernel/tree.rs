@@ -200,7 +200,9 @@ fn children(
     let loaded = Arc::clone(&deps.capsules);
     let mcp = deps.mcp.clone();
     let permanent = RestartType::Permanent;
-    let queue = config.limits.event_queue;
+    let (queue, queue_bytes) = (config.limits.event_queue, config.limits.event_queue_bytes);
+    // An event must fit a frame to reach a client.
+    let max_frame = config.limits.max_frame_len;
     let (audit_ledger, health) = (Arc::clone(&stores.ledger), Arc::clone(&stores.audit_health));
     // Sessions run on this (the supervisor's) arbiter: the store and the audit log answer
     // them through it.
@@ -234,7 +236,10 @@ fn children(
     let listener_files = Arc::clone(files);
     vec![
         ChildSpec::worker("bus", permanent, actors.bus.clone(), move || {
-            Ok(BusActor::new(queue).with_interceptors(Arc::clone(&bus_interceptors)))
+            Ok(BusActor::new(queue)
+                .with_queue_bytes(queue_bytes)
+                .with_max_frame(max_frame)
+                .with_interceptors(Arc::clone(&bus_interceptors)))
         }),
         // The audit log and the store never wait for the disk (see their docs): on the
         // sessions' arbiter, recording or writing costs no thread hop.
@@ -421,7 +426,7 @@ fn report(actors: &KernelActors, event: &SupervisorEvent) {
     if let Some(bus) = actors.bus.get() {
         bus.do_send(Publish {
             topic: topic.to_owned(),
-            payload: payload.unwrap_or(rmpv::Value::Nil),
+            payload: payload.unwrap_or_default(),
             source: "supervisor".to_owned(),
         });
     }

@@ -13,6 +13,9 @@ use tokio_util::codec::Decoder;
 /// Bytes in the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
 
+/// Frames longer than this take their allocation with them (see [`FrameCodec`]'s decoder).
+const LARGE_FRAME: usize = 1024 * 1024;
+
 /// Why a byte stream could not be cut into frames. Every variant ends the connection,
 /// because after it the stream is no longer in sync.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +93,14 @@ impl Decoder for FrameCodec {
             return Ok(None);
         }
         src.advance(LENGTH_PREFIX);
-        Ok(Some(src.split_to(len)))
+        let frame = src.split_to(len);
+        if len > LARGE_FRAME {
+            // The frame and what is left of the read buffer share one allocation, which the
+            // buffer would keep after the frame is gone: the rest moves to a buffer of its
+            // own, so a large frame's memory goes with it.
+            *src = BytesMut::from(&src[..]);
+        }
+        Ok(Some(frame))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {

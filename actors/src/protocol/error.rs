@@ -60,7 +60,8 @@ pub enum ErrorCode {
     FaultInjectionDisabled,
     /// An argument is not valid: a key, a path, a capsule name, a capability.
     InvalidArgument,
-    /// A value or file is larger than the limit.
+    /// A value or file is larger than the limit, or a connection holds as many subscription
+    /// patterns as it may.
     TooLarge,
     /// A key-value namespace that does not exist.
     UnknownNamespace,
@@ -188,6 +189,12 @@ pub enum ProtocolError {
     /// Not a well-formed request.
     #[error("malformed request: {0}")]
     BadRequest(String),
+    /// A payload nested deeper than subscribers are sure to decode.
+    #[error(
+        "the payload nests arrays and maps deeper than {}",
+        super::raw::MAX_DEPTH
+    )]
+    PayloadTooDeep,
     /// Well formed, but the variant is unknown.
     #[error("unknown request `{0}`")]
     UnknownRequest(String),
@@ -210,6 +217,7 @@ impl From<&ProtocolError> for ErrorBody {
             ProtocolError::Frame(_) | ProtocolError::EmptyFrame => ErrorCode::BadFrame,
             ProtocolError::BadRequest(_) => ErrorCode::BadRequest,
             ProtocolError::UnknownRequest(_) => ErrorCode::UnknownRequest,
+            ProtocolError::PayloadTooDeep => ErrorCode::InvalidArgument,
             ProtocolError::TooManyRequests(_) => ErrorCode::TooManyRequests,
             ProtocolError::ShuttingDown => ErrorCode::ShuttingDown,
         };
@@ -255,11 +263,11 @@ impl From<&KernelError> for ErrorBody {
             KernelError::Store(StoreError::InvalidKey { .. })
             | KernelError::Caps(CapsError::InvalidSubject(_) | CapsError::InvalidResource(_))
             | KernelError::Vfs(VfsError::InvalidPath { .. })
-            | KernelError::Bus(BusError::PayloadTooDeep)
             | KernelError::Supervisor(
                 SupervisorError::Duplicate(_) | SupervisorError::FaultNotApplicable { .. },
             ) => ErrorCode::InvalidArgument,
             KernelError::Store(StoreError::ValueTooLarge { .. })
+            | KernelError::Bus(BusError::PayloadTooLarge { .. } | BusError::TooManyPatterns(_))
             | KernelError::Vfs(VfsError::TooLarge { .. }) => ErrorCode::TooLarge,
             KernelError::Store(StoreError::Storage { .. } | StoreError::Aborted)
             | KernelError::Caps(CapsError::Storage { .. })

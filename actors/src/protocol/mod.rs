@@ -8,8 +8,12 @@
 //! (`{"Shutdown": {"reason": "..."}}`).
 
 pub mod codec;
+mod decode;
 pub mod error;
+#[cfg(test)]
+mod props;
 pub mod raw;
+mod value;
 
 use std::io::Cursor;
 
@@ -17,9 +21,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use self::codec::{EncodeError, FrameCodec, FrameError, encode_frame};
+pub use self::decode::decode_request;
 pub use self::error::{ErrorBody, ErrorCode, ProtocolError};
+pub use self::value::RawValue;
 pub use crate::audit::chain::{Entry as AuditEntry, Verification};
-pub use crate::bus::{BusStats, Event, Published, SubscriberStats};
+pub use crate::bus::{BusStats, Published, SubscriberStats};
 pub use crate::caps::{Grant, GrantSource};
 pub use crate::capsules::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo, ReloadReport,
@@ -100,8 +106,39 @@ pub struct RequestFrame {
     pub request: Request,
 }
 
-fn nil() -> rmpv::Value {
-    rmpv::Value::Nil
+/// Most arguments an `InvokeCommand` may carry: each costs the daemon a string of its own
+/// (24 bytes and an allocation, however short it is on the wire).
+pub const MAX_ARGS: usize = 4096;
+
+/// `InvokeCommand`'s arguments, refused past [`MAX_ARGS`] before any is decoded.
+fn bounded_args<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Args;
+    impl<'de> serde::de::Visitor<'de> for Args {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "at most {MAX_ARGS} strings")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let announced = seq.size_hint().unwrap_or(0);
+            if announced > MAX_ARGS {
+                return Err(serde::de::Error::invalid_length(announced, &self));
+            }
+            let mut args = Vec::with_capacity(announced);
+            while let Some(arg) = seq.next_element()? {
+                if args.len() == MAX_ARGS {
+                    return Err(serde::de::Error::invalid_length(MAX_ARGS + 1, &self));
+                }
+                args.push(arg);
+            }
+            Ok(args)
+        }
+    }
+    d.deserialize_seq(Args)
 }
 
 /// Everything a client can ask. The README's "Protocol" section documents each variant and
@@ -129,8 +166,8 @@ pub enum Request {
     InvokeCommand {
         /// Command name, without the slash.
         name: String,
-        /// Its arguments.
-        #[serde(default)]
+        /// Its arguments, at most [`MAX_ARGS`].
+        #[serde(default, deserialize_with = "bounded_args")]
         args: Vec<String>,
     },
     /// Manifest-level metadata of one capsule, or all when `name` is absent or nil.
@@ -157,9 +194,10 @@ pub enum Request {
     Publish {
         /// Concrete topic (no wildcards).
         topic: String,
-        /// Any MessagePack value; nil when absent.
-        #[serde(default = "nil")]
-        payload: rmpv::Value,
+        /// Any MessagePack value, nested at most [`raw::MAX_DEPTH`] deep; nil when absent.
+        /// The daemon keeps it as the client's bytes.
+        #[serde(default)]
+        payload: RawValue,
     },
     /// Make an actor in the tree fail on purpose. Needs `--allow-fault-injection`.
     /// Result: [`FaultInjected`].
@@ -296,8 +334,8 @@ pub enum Request {
         /// The tool.
         tool: String,
         /// Its arguments: a map (nil for none).
-        #[serde(default = "nil")]
-        arguments: rmpv::Value,
+        #[serde(default)]
+        arguments: RawValue,
     },
     /// Trusts a workspace with its `.astrid/` as it is now, so that its capsules and MCP
     /// servers may run; when it is the daemon's own, they start at once. Result:
@@ -605,11 +643,29 @@ pub struct ErrorFrame<'a> {
     pub error: &'a ErrorBody,
 }
 
-/// An event frame: `{"event": Event}`; it has no `id`.
+/// An event frame: `{"event": Event}`; it has no `id`. The daemon writes it with
+/// [`raw::encode_event_frame`], which copies the payload's bytes; serializing this writes the
+/// same bytes, item by item.
 #[derive(Debug, Serialize)]
 pub struct EventFrame<'a> {
     /// The event.
-    pub event: &'a Event,
+    pub event: &'a crate::bus::Event,
+}
+
+/// An event as a client reads it: the bus's [`Event`](crate::bus::Event), with the payload
+/// decoded into a value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Concrete topic.
+    pub topic: String,
+    /// Any MessagePack value.
+    pub payload: rmpv::Value,
+    /// Bus-wide sequence number, increasing by one per published event.
+    pub seq: u64,
+    /// Who published it: `kernel`, `supervisor`, `client:<n>`, ...
+    pub source: String,
+    /// Publication time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
 }
 
 /// What a client needs to route a frame from the daemon: a reply (with `id`), an event, or a
@@ -645,17 +701,14 @@ fn none<T>() -> Option<T> {
     None
 }
 
-/// Converts `value` to a MessagePack value with structs as maps keyed by field names, the
-/// shape every payload on the wire has. (`rmpv::ext::to_value` would write structs as
-/// arrays.)
+/// Converts `value` to an event payload with structs as maps keyed by field names, the
+/// shape every payload on the wire has (see [`RawValue::encode`]).
 ///
 /// # Errors
 ///
 /// When `value` cannot be serialized.
-pub fn to_payload<T: Serialize + ?Sized>(value: &T) -> Result<rmpv::Value, EncodeError> {
-    let bytes = rmp_serde::to_vec_named(value)?;
-    rmpv::decode::read_value(&mut bytes.as_slice())
-        .map_err(|e| EncodeError::Encode(rmp_serde::encode::Error::Syntax(e.to_string())))
+pub fn to_payload<T: Serialize + ?Sized>(value: &T) -> Result<RawValue, EncodeError> {
+    RawValue::encode(value)
 }
 
 /// Decodes one frame body as `T`, strictly: the body must be exactly one MessagePack map
@@ -705,58 +758,6 @@ fn is_named_map(body: &[u8]) -> bool {
             .is_some_and(|&k| matches!(k, 0xa0..=0xbf | 0xd9..=0xdb))
 }
 
-/// Decodes a request frame body. On failure, returns the id when one could be read (so the
-/// error reply can echo it) and a [`ProtocolError`] telling an unknown variant apart from a
-/// malformed request.
-///
-/// # Errors
-///
-/// `(id, BadRequest)` for anything that is not a well-formed request map,
-/// `(id, UnknownRequest)` for a well-formed map naming an unknown variant.
-pub fn decode_request(body: &[u8]) -> Result<RequestFrame, (Option<u64>, ProtocolError)> {
-    decode_map::<RequestFrame>(body).map_err(|full| classify(body, &full))
-}
-
-/// Explains why `body` is not a request, reading it as a generic MessagePack value.
-fn classify(body: &[u8], full: &str) -> (Option<u64>, ProtocolError) {
-    let bad = ProtocolError::BadRequest;
-    let Ok(rmpv::Value::Map(entries)) = rmpv::decode::read_value(&mut &body[..]) else {
-        return (None, bad(format!("expected a map {{id, request}}: {full}")));
-    };
-    let field = |name: &str| {
-        entries
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(name))
-            .map(|(_, v)| v)
-    };
-    let Some(id) = field("id").and_then(rmpv::Value::as_u64) else {
-        return (
-            None,
-            bad(format!(
-                "missing or invalid `id` (an unsigned integer): {full}"
-            )),
-        );
-    };
-    let name = match field("request") {
-        None => return (Some(id), bad("missing field `request`".into())),
-        Some(rmpv::Value::String(s)) => s.as_str().map(str::to_owned),
-        Some(rmpv::Value::Map(m)) if m.len() == 1 => m[0].0.as_str().map(str::to_owned),
-        Some(_) => None,
-    };
-    match name {
-        Some(name) if !Request::NAMES.contains(&name.as_str()) => {
-            (Some(id), ProtocolError::UnknownRequest(name))
-        }
-        Some(name) => (Some(id), bad(format!("{name}: {full}"))),
-        None => (
-            Some(id),
-            bad(format!(
-                "`request` must be a variant name or a one-entry map: {full}"
-            )),
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -785,7 +786,7 @@ mod tests {
             },
             Request::Publish {
                 topic: "user.prompt".into(),
-                payload: rmpv::Value::from("hi"),
+                payload: RawValue::encode("hi").unwrap(),
             },
             Request::InjectFault {
                 target: "bus".into(),
@@ -843,7 +844,11 @@ mod tests {
             Request::CallMcpTool {
                 server: "tools".into(),
                 tool: "echo".into(),
-                arguments: rmpv::Value::Map(vec![("text".into(), "hi".into())]),
+                arguments: RawValue::from_value(&rmpv::Value::Map(vec![(
+                    "text".into(),
+                    "hi".into(),
+                )]))
+                .unwrap(),
             },
             Request::TrustWorkspace {
                 path: Some("/w".into()),
@@ -866,6 +871,27 @@ mod tests {
             let bytes = rmp_serde::to_vec_named(&frame).unwrap();
             assert_eq!(decode_request(&bytes).unwrap(), frame);
         }
+    }
+
+    #[test]
+    fn invoke_command_takes_a_bounded_number_of_args() {
+        let frame = |n: usize| {
+            rmp_serde::to_vec_named(&RequestFrame {
+                id: 3,
+                request: Request::InvokeCommand {
+                    name: "echo".into(),
+                    args: vec![String::new(); n],
+                },
+            })
+            .unwrap()
+        };
+        assert!(decode_request(&frame(MAX_ARGS)).is_ok());
+        let (id, e) = decode_request(&frame(MAX_ARGS + 1)).unwrap_err();
+        assert_eq!(id, Some(3));
+        assert!(
+            matches!(&e, ProtocolError::BadRequest(m) if m.contains("at most 4096")),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -1003,7 +1029,7 @@ mod tests {
         struct P<'a> {
             text: &'a str,
         }
-        let value = to_payload(&P { text: "hi" }).unwrap();
+        let value = to_payload(&P { text: "hi" }).unwrap().to_value();
         let map = value.as_map().unwrap();
         assert_eq!(map[0].0.as_str(), Some("text"));
         assert_eq!(map[0].1.as_str(), Some("hi"));

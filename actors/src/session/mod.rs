@@ -294,7 +294,7 @@ impl SessionActor {
             client,
             pid: self.peer.pid,
         })
-        .unwrap_or(rmpv::Value::Nil);
+        .unwrap_or_default();
         if let Some(bus) = self.deps.actors.bus.get() {
             bus.do_send(Publish {
                 topic: topic.to_owned(),

@@ -34,6 +34,9 @@ use crate::protocol::{
 pub(super) const HIGH_WATER: usize = 1024 * 1024;
 /// The session resumes once the pending bytes fall below this.
 const LOW_WATER: usize = 64 * 1024;
+/// An empty buffer that grew past this (for a large reply or event) is let go, so that a
+/// connection does not keep a frame's worth of memory after sending one.
+const KEPT_CAPACITY: usize = 1024 * 1024;
 
 /// Pending output and the socket's write half, shared (see the module docs).
 #[derive(Debug, Clone)]
@@ -100,6 +103,14 @@ impl State {
                 Ok(n) => self.buf.advance(n),
             }
         }
+        self.trim();
+    }
+
+    /// Lets a large buffer go once everything in it is written.
+    fn trim(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > KEPT_CAPACITY {
+            self.buf = BytesMut::with_capacity(8 * 1024);
+        }
     }
 
     fn wake_writer(&mut self) {
@@ -146,6 +157,19 @@ impl Outbox {
     pub(super) fn frame<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), EncodeError> {
         let mut state = self.lock();
         state.frame(value, self.0.max_frame)?;
+        state.wake_writer();
+        Ok(())
+    }
+
+    /// Appends the frame `encode` writes (one that is already MessagePack, see
+    /// [`crate::protocol::raw`]) and wakes the writer; as [`frame`](Self::frame) for one
+    /// longer than the limit.
+    pub(super) fn frame_with(
+        &self,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+    ) -> Result<(), EncodeError> {
+        let mut state = self.lock();
+        state.frame_with(self.0.max_frame, encode)?;
         state.wake_writer();
         Ok(())
     }
@@ -284,6 +308,7 @@ impl Outbox {
                 Poll::Pending => return Poll::Pending,
             }
         }
+        state.trim();
         if state.closing {
             return Poll::Ready(Ok(Flushed::Closed));
         }

@@ -24,8 +24,8 @@ use crate::capsules::{GetCapsuleMetadata, GetCommands, ListCapsules, ReloadCapsu
 use crate::error::KernelError;
 use crate::mcp::{self, CallTool, McpError, McpToolResult};
 use crate::protocol::{
-    ErrorBody, FaultInjected, KvValue, PROTOCOL_VERSION, Removed, Request, ShutdownAck, Status,
-    Written,
+    ErrorBody, FaultInjected, KvValue, PROTOCOL_VERSION, RawValue, Removed, Request, ShutdownAck,
+    Status, Written,
 };
 use crate::store::{self, CLIENT_NAMESPACE, StoreActor};
 use crate::supervisor::{ChildRef, GetTree, InjectFault, SupervisorActor};
@@ -530,12 +530,12 @@ fn call_mcp_tool(
     deps: &SessionDeps,
     server: &str,
     tool: String,
-    arguments: rmpv::Value,
+    arguments: RawValue,
 ) -> impl Future<Output = Result<McpToolResult, KernelError>> + 'static {
     let prepared = (|| {
         let arguments = match arguments {
-            rmpv::Value::Nil => serde_json::Map::new(),
-            value => match mcp::msgpack_to_json(value) {
+            value if value.is_nil() => serde_json::Map::new(),
+            value => match mcp::msgpack_to_json(&value) {
                 Ok(serde_json::Value::Object(map)) => map,
                 Ok(other) => return Err(McpError::BadArguments(format!("got {other}"))),
                 Err(e) => return Err(McpError::BadArguments(e)),

@@ -1,19 +1,20 @@
-//! A session's link to the event bus. The session owns its list of patterns; the bus holds a
-//! copy in a subscriber registered on the first `Subscribe`. When the bus restarts the event
-//! stream ends, and the session registers again with its patterns, retrying with backoff
-//! while the bus is down, so a bus crash costs events in flight but never a subscription.
+//! A session's link to the event bus. The session owns its list of patterns (at most
+//! [`MAX_PATTERNS`]); the bus holds a copy in a subscriber registered on the first
+//! `Subscribe`. When the bus restarts the event stream ends, and the session registers again
+//! with its patterns, retrying with backoff while the bus is down, so a bus crash costs
+//! events in flight but never a subscription. Events are written to the client around their
+//! payload's bytes ([`raw::encode_event_frame`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{ActorFutureExt, AsyncContext, Context, StreamHandler};
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::route::AuditNote;
 use super::{Phase, SessionActor};
-use crate::bus::{self, BusError, Event, Pattern, Register, SubscriberId};
+use crate::bus::{self, BusError, Event, MAX_PATTERNS, Pattern, Register, SubscriberId};
 use crate::error::KernelError;
-use crate::protocol::{ErrorBody, EventFrame, Subscribed, Unsubscribed};
+use crate::protocol::{ErrorBody, Subscribed, Unsubscribed, raw};
 
 /// Longest wait between attempts to reach a restarting bus.
 const MAX_RELINK_DELAY: Duration = Duration::from_secs(1);
@@ -56,7 +57,12 @@ impl SessionActor {
             let error = KernelError::Bus(BusError::InvalidPattern { pattern, rule });
             return self.refuse_request(id, note, &error);
         }
-        if !self.link.patterns.contains(&pattern) {
+        let known = self.link.patterns.contains(&pattern);
+        if !known && self.link.patterns.len() >= MAX_PATTERNS {
+            let error = KernelError::Bus(BusError::TooManyPatterns(MAX_PATTERNS));
+            return self.refuse_request(id, note, &error);
+        }
+        if !known {
             self.link.patterns.push(pattern.clone());
         }
         match self.link.state {
@@ -164,7 +170,7 @@ impl SessionActor {
         }
         self.link.state = LinkState::Linked(reg.id);
         self.link.attempts = 0;
-        ctx.add_stream(ReceiverStream::new(reg.events));
+        ctx.add_stream(reg.events);
         // Patterns added or removed while registering.
         if let Some(bus) = self.deps.actors.bus.get() {
             for pattern in self.link.patterns.iter().filter(|p| !sent.contains(p)) {
@@ -224,7 +230,10 @@ impl SessionActor {
 impl StreamHandler<Arc<Event>> for SessionActor {
     fn handle(&mut self, event: Arc<Event>, ctx: &mut Context<Self>) {
         if matches!(self.phase, Phase::Open | Phase::Draining) {
-            if let Err(e) = self.out.frame(&EventFrame { event: &event }) {
+            let written = self
+                .out
+                .frame_with(|buf| raw::encode_event_frame(buf, &event));
+            if let Err(e) = written {
                 tracing::error!(connection = self.id, "cannot encode an event: {e}");
             }
             self.apply_backpressure(ctx);

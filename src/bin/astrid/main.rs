@@ -20,8 +20,8 @@ use astrid::paths::PathError;
 use astrid::protocol::{
     AuditEntry, CapsuleMetadata, CommandInfo, CommandOutput, Event, Fault, FaultInjected, Grant,
     KvValue, Listing, McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, Published,
-    ReloadReport, Removed, Request, Subscribed, TrustInfo, TrustReport, Verification, Written,
-    to_payload,
+    RawValue, ReloadReport, Removed, Request, Subscribed, TrustInfo, TrustReport, Verification,
+    Written, to_payload,
 };
 use clap::Parser;
 use serde::Serialize;
@@ -226,11 +226,12 @@ async fn one_shot(
         }
         Command::Publish { topic, payload } => {
             let payload = match payload {
-                None => rmpv::Value::Nil,
+                None => RawValue::nil(),
                 Some(text) => match serde_json::from_str::<serde_json::Value>(&text) {
-                    Ok(value) => to_payload(&value).map_err(std::io::Error::other)?,
-                    Err(_) => rmpv::Value::from(text),
-                },
+                    Ok(value) => to_payload(&value),
+                    Err(_) => to_payload(&text),
+                }
+                .map_err(std::io::Error::other)?,
             };
             let published: Published = client.call(Request::Publish { topic, payload }).await?;
             show(json, &published, |p| {
@@ -352,7 +353,7 @@ async fn mcp_command(
             arguments,
         } => {
             let arguments = match arguments {
-                None => rmpv::Value::Nil,
+                None => RawValue::nil(),
                 Some(text) => match serde_json::from_str::<serde_json::Value>(&text) {
                     Ok(value @ serde_json::Value::Object(_)) => {
                         to_payload(&value).map_err(std::io::Error::other)?
