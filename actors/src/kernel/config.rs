@@ -159,6 +159,14 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Events queued per subscriber before new ones are dropped.
     pub event_queue: usize,
+    /// Open connections, authenticated or not; one more is refused at once.
+    pub max_connections: usize,
+    /// Connections still waiting for their handshake; one more is refused at once.
+    pub max_unauthenticated: usize,
+    /// Refused connections and handshakes are audited and logged one by one only while
+    /// they are rare: within this window of the last one recorded, they are counted, and
+    /// the count is recorded when the window ends.
+    pub refusal_window: Duration,
 }
 
 impl Default for Limits {
@@ -171,6 +179,9 @@ impl Default for Limits {
             drain_timeout: Duration::from_secs(3),
             max_in_flight: 1024,
             event_queue: 1024,
+            max_connections: 1024,
+            max_unauthenticated: 64,
+            refusal_window: Duration::from_secs(10),
         }
     }
 }

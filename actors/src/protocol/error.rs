@@ -40,6 +40,9 @@ pub enum ErrorCode {
     UnknownRequest,
     /// Too many requests in flight on one connection.
     TooManyRequests,
+    /// The daemon serves as many connections as it allows (in all, or waiting for their
+    /// handshake); the new one is closed. Retrying later may succeed.
+    TooManyConnections,
     /// A topic or topic pattern that is not valid.
     InvalidTopic,
     /// The request is understood but not allowed (for example publishing outside `user.>`).
@@ -101,6 +104,7 @@ impl ErrorCode {
             Self::BadRequest => "bad_request",
             Self::UnknownRequest => "unknown_request",
             Self::TooManyRequests => "too_many_requests",
+            Self::TooManyConnections => "too_many_connections",
             Self::InvalidTopic => "invalid_topic",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
@@ -174,6 +178,17 @@ pub enum ProtocolError {
         /// The daemon's effective uid.
         daemon: u32,
     },
+    /// The peer's credentials could not be read, so its uid is unknown.
+    #[error("cannot tell which user the peer runs as: {0}")]
+    PeerUnknown(String),
+    /// The connection would pass the cap on open connections.
+    #[error("the daemon already serves {0} connections, its limit; try again later")]
+    TooManyConnections(usize),
+    /// The connection would pass the cap on connections still waiting for their handshake.
+    #[error(
+        "{0} connections are already waiting to complete their handshake, the limit; try again later"
+    )]
+    TooManyUnauthenticated(usize),
     /// No handshake in time.
     #[error("no handshake within {0:?}")]
     HandshakeTimeout(Duration),
@@ -202,9 +217,16 @@ impl From<&ProtocolError> for ErrorBody {
         let code = match e {
             ProtocolError::HandshakeRequired(_) => ErrorCode::HandshakeRequired,
             ProtocolError::ProtocolMismatch { .. } => ErrorCode::ProtocolMismatch,
-            ProtocolError::Unauthorized | ProtocolError::PeerUid { .. } => ErrorCode::Unauthorized,
+            ProtocolError::Unauthorized
+            | ProtocolError::PeerUid { .. }
+            | ProtocolError::PeerUnknown(_) => ErrorCode::Unauthorized,
+            ProtocolError::TooManyConnections(_) | ProtocolError::TooManyUnauthenticated(_) => {
+                ErrorCode::TooManyConnections
+            }
             ProtocolError::HandshakeTimeout(_) => ErrorCode::HandshakeTimeout,
-            ProtocolError::Frame(FrameError::TooLarge { .. }) => ErrorCode::FrameTooLarge,
+            ProtocolError::Frame(
+                FrameError::TooLarge { .. } | FrameError::FirstTooLarge { .. },
+            ) => ErrorCode::FrameTooLarge,
             ProtocolError::Frame(_) | ProtocolError::EmptyFrame => ErrorCode::BadFrame,
             ProtocolError::BadRequest(_) => ErrorCode::BadRequest,
             ProtocolError::UnknownRequest(_) => ErrorCode::UnknownRequest,
