@@ -307,19 +307,6 @@ fn a_low_soft_open_file_limit_is_raised_so_idle_connections_lock_no_client_out()
         child,
     };
     d.wait_ready();
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid())).unwrap();
-    let open_files: Vec<&str> = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    assert_eq!(
-        open_files[3], open_files[4],
-        "soft limit not raised: {limits}"
-    );
-    assert!(logs(d.home.path()).contains("raised the open-file limit"));
-
     // 400 idle peers: more than the 256 descriptors the daemon was started with.
     let idle: Vec<UnixStream> = (0..400)
         .map(|_| UnixStream::connect(d.socket()).unwrap())
@@ -336,6 +323,18 @@ fn a_low_soft_open_file_limit_is_raised_so_idle_connections_lock_no_client_out()
     assert!(waited < Duration::from_secs(2), "served after {waited:?}");
     assert_pong(&mut raw, 1);
     drop(idle);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        open_files[3], open_files[4],
+        "soft limit not raised: {limits}"
+    );
+    assert!(logs(d.home.path()).contains("raised the open-file limit"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -415,17 +414,17 @@ async fn an_mcp_server_flooding_stderr_grows_neither_memory_nor_the_log() {
     };
     poll_until("server `noisy` failed", list, failed).await;
 
-    let summaries = "stderr past its bounds";
-    let home = d.home.path().to_owned();
-    assert!(
-        wait_until(DEADLINE, || logs(&home).matches(summaries).count() >= 2),
-        "no summary of dropped lines for each run"
-    );
     let peak_after = status_kib(d.pid(), "VmHWM");
     let grown = peak_after.saturating_sub(peak_before);
     assert!(
         grown < 16 * 1024,
         "peak RSS grew by {grown} KiB for 2 x 100 MB of stderr"
+    );
+    let summaries = "stderr past its bounds";
+    let home = d.home.path().to_owned();
+    assert!(
+        wait_until(DEADLINE, || logs(&home).matches(summaries).count() >= 2),
+        "no summary of dropped lines for each run"
     );
     // Two runs, each within its budget: a burst of 256 KiB (plus the log lines' prefixes).
     let logged = log_bytes(&home) - logged_before;
