@@ -67,7 +67,7 @@ pub(crate) struct Args {
     pub(crate) max_frame: usize,
 
     /// Open connections served at once (authenticated or not); one more is refused with
-    /// `too_many_connections`. Lowered if need be to leave 128 descriptors of the open-file
+    /// `too_many_connections`. Lowered if need be to leave 256 descriptors of the open-file
     /// limit to the daemon.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = count)]
     pub(crate) max_connections: usize,

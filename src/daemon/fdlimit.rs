@@ -6,9 +6,10 @@
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
 /// Descriptors kept out of the connection caps for the daemon's own use: databases and
-/// journal, log files, the listening socket, the threads' wake-up descriptors, the compile
-/// cache, MCP servers' pipes. A running daemon with a few capsules and servers uses about 40.
-pub(crate) const RESERVED: u64 = 128;
+/// journal, log files, the listening socket, the threads' polls and wake-ups, MCP servers'
+/// pipes. A daemon with one capsule and two MCP servers uses 46; each capsule (a thread)
+/// and each server (pipes, a pidfd) adds about three.
+pub(crate) const RESERVED: u64 = 256;
 
 /// The soft limit asked for when the hard limit is unlimited (Linux's default `nr_open`).
 const UNLIMITED: u64 = 1 << 20;
@@ -66,9 +67,9 @@ mod tests {
     #[test]
     fn caps_leave_room_for_the_daemon_own_descriptors() {
         assert_eq!(fit_caps(1024, 64, 1_048_576), (1024, 64));
-        assert_eq!(fit_caps(1024, 64, 1024), (896, 64));
-        assert_eq!(fit_caps(1024, 2000, 1024), (896, 896));
-        assert_eq!(fit_caps(1024, 64, 200), (100, 64));
+        assert_eq!(fit_caps(1024, 64, 1024), (768, 64));
+        assert_eq!(fit_caps(1024, 2000, 1024), (768, 768));
+        assert_eq!(fit_caps(1024, 64, 300), (150, 64));
         assert_eq!(fit_caps(10, 64, 0), (1, 1));
     }
 

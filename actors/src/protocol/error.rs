@@ -316,6 +316,7 @@ mod tests {
             ErrorCode::FrameTooLarge,
             ErrorCode::UnknownRequest,
             ErrorCode::FaultInjectionDisabled,
+            ErrorCode::TooManyConnections,
             ErrorCode::Internal,
         ] {
             let bytes = rmp_serde::to_vec_named(&code).unwrap();
@@ -344,5 +345,17 @@ mod tests {
         );
         let wrong_token = ErrorBody::from(&ProtocolError::Unauthorized);
         assert_eq!(wrong_token.message, "authentication failed");
+        let big_hello = ProtocolError::Frame(FrameError::FirstTooLarge { len: 9, max: 8 });
+        assert_eq!(ErrorBody::from(&big_hello).code, ErrorCode::FrameTooLarge);
+    }
+
+    #[test]
+    fn both_connection_caps_are_too_many_connections() {
+        for error in [
+            ProtocolError::TooManyConnections(1024),
+            ProtocolError::TooManyUnauthenticated(64),
+        ] {
+            assert_eq!(ErrorBody::from(&error).code, ErrorCode::TooManyConnections);
+        }
     }
 }
