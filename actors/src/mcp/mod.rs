@@ -423,9 +423,7 @@ impl Actor for McpServerActor {
         self.table.spawned(self.name(), pid);
         if let Some(stderr) = stderr {
             // What the server logs goes to the daemon's log, line by line, within bounds.
-            // Not tied to this actor: stderr is read to its end (the process group is killed
-            // when the actor stops), so the last lines and the count of dropped ones are logged.
-            actix::spawn(self::stderr::forward(self.config.name.clone(), stderr));
+            ctx.spawn(self::stderr::forward(self.config.name.clone(), stderr).into_actor(self));
         }
         let client = Client {
             server: self.config.name.clone(),

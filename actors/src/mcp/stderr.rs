@@ -141,10 +141,13 @@ impl StderrLines {
     }
 }
 
-/// Logs `server`'s stderr until it closes (see the module docs).
+/// Logs `server`'s stderr until it closes (see the module docs). What was dropped is summed
+/// up at the end, also when the future is dropped first (its actor stopped).
 pub async fn forward(server: String, mut stderr: impl AsyncRead + Unpin) {
-    let mut lines = StderrLines::new(Instant::now());
-    let mut log = |line: &str| tracing::info!(target: TARGET, server = %server, "{line}");
+    let mut state = Forwarding {
+        lines: StderrLines::new(Instant::now()),
+        server,
+    };
     let mut buf = vec![0; 8192];
     let mut summary =
         tokio::time::interval_at(tokio::time::Instant::now() + SUMMARY_EVERY, SUMMARY_EVERY);
@@ -152,13 +155,37 @@ pub async fn forward(server: String, mut stderr: impl AsyncRead + Unpin) {
         tokio::select! {
             read = stderr.read(&mut buf) => match read {
                 Ok(0) | Err(_) => break,
-                Ok(n) => lines.feed(&buf[..n], Instant::now(), &mut log),
+                Ok(n) => state.feed(&buf[..n]),
             },
-            _ = summary.tick() => report(&server, lines.take_dropped()),
+            _ = summary.tick() => report(&state.server, state.lines.take_dropped()),
         }
     }
-    lines.finish(Instant::now(), &mut log);
-    report(&server, lines.take_dropped());
+    let Forwarding { lines, server } = &mut state;
+    lines.finish(Instant::now(), &mut |line| log(server, line));
+}
+
+/// A server's stderr being forwarded; dropping it sums up what was dropped.
+struct Forwarding {
+    lines: StderrLines,
+    server: String,
+}
+
+impl Forwarding {
+    fn feed(&mut self, chunk: &[u8]) {
+        let server = &self.server;
+        self.lines
+            .feed(chunk, Instant::now(), &mut |line| log(server, line));
+    }
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        report(&self.server, self.lines.take_dropped());
+    }
+}
+
+fn log(server: &str, line: &str) {
+    tracing::info!(target: TARGET, server = %server, "{line}");
 }
 
 fn report(server: &str, dropped: Option<Dropped>) {
