@@ -1,6 +1,6 @@
 //! Lifecycle of a real daemon process: boot files and their modes, the single-instance
 //! lock, stale and live sockets, SIGTERM and `Shutdown` cleanup, ephemeral and persistent
-//! lifetimes, and argument errors.
+//! lifetimes, argument errors, and `state/` synced after the first boot creates its files.
 
 #![allow(clippy::unwrap_used)]
 
@@ -272,4 +272,69 @@ fn a_socket_path_too_long_fails_boot_cleanly() {
     assert!(stderr.contains("more than the 107"), "{stderr}");
     let left: Vec<_> = std::fs::read_dir(deep.join("sessions")).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Index of the first call at or after `from` that opens `path`, and the descriptor it got.
+fn opened_at(calls: &[&str], from: usize, path: &std::path::Path) -> Option<(usize, String)> {
+    let quoted = format!("\"{}\"", path.display());
+    calls.iter().enumerate().skip(from).find_map(|(i, call)| {
+        (call.starts_with("openat(") && call.contains(&quoted))
+            .then(|| (i, call.rsplit(" = ").next().unwrap_or("").to_owned()))
+    })
+}
+
+/// Files created in `state/` at the first boot (the databases and the journal) survive a
+/// crash only once the directory itself is synced: boot syncs `state/` after creating them,
+/// and the home above it, before the ready file. Seen through `strace`; skipped without it.
+#[test]
+fn the_first_boot_syncs_state_after_creating_its_files_and_before_ready() {
+    let Some(strace) = common::find_in_path("strace") else {
+        eprintln!("skipped: no strace");
+        return;
+    };
+    let home = short_tempdir();
+    let workspace = short_tempdir();
+    let traces = short_tempdir();
+    let trace = traces.path().join("trace");
+    let status = Command::new(strace)
+        .args(["-f", "-qq", "-e", "trace=openat,fsync", "-o"])
+        .arg(&trace)
+        .arg(common::daemon_bin())
+        .arg("--home")
+        .arg(home.path())
+        .arg("--workspace")
+        .arg(workspace.path())
+        .args(["--ephemeral", "--idle-grace", "100ms"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    // Lines are `<tid>  openat(AT_FDCWD, "<path>", <flags>) = <fd>` and `<tid>  fsync(<fd>) = 0`.
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let calls: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_once(' ').map_or(l, |(_, call)| call.trim_start()))
+        .collect();
+    let state = home.path().join("state");
+    let (created, _) = opened_at(&calls, 0, &state.join("ledger.journal.1"))
+        .unwrap_or_else(|| panic!("the journal was not created:\n{text}"));
+    let ready = calls
+        .iter()
+        .position(|c| c.starts_with("openat(") && c.contains(".ready."))
+        .unwrap_or_else(|| panic!("no ready file written:\n{text}"));
+    for dir in [state.as_path(), home.path()] {
+        let (open, fd) = opened_at(&calls, created, dir)
+            .unwrap_or_else(|| panic!("{} not opened after the journal:\n{text}", dir.display()));
+        let sync = format!("fsync({fd})");
+        let synced = calls[open..]
+            .iter()
+            .position(|c| c.starts_with(&sync))
+            .map(|i| open + i);
+        assert!(
+            synced.is_some_and(|at| at < ready),
+            "{} not synced before the ready file:\n{text}",
+            dir.display()
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! Small file helpers shared by the kernel and the daemon binary: private atomic writes.
+//! Small file helpers shared by the kernel and the daemon binary: private atomic writes,
+//! and syncing a directory so that the files created in it survive a crash.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -33,6 +34,16 @@ pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Makes the entries of `dir` durable (`fsync` on the directory): a file created in it is
+/// not sure to survive a crash until this is done, however often the file itself is synced.
+///
+/// # Errors
+///
+/// When the directory cannot be opened or the sync fails.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
 }
 
 /// Removes `path`, treating "already gone" as success.

@@ -65,6 +65,38 @@ pub(crate) struct Args {
     /// Largest frame accepted from a client, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
     pub(crate) max_frame: usize,
+
+    /// Open connections served at once (authenticated or not); one more is refused with
+    /// `too_many_connections`. Lowered if need be to leave 256 descriptors of the open-file
+    /// limit to the daemon.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = count)]
+    pub(crate) max_connections: usize,
+
+    /// Connections still in their handshake at once; one more is refused with
+    /// `too_many_connections`. At most --max-connections.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = count)]
+    pub(crate) max_unauthenticated: usize,
+
+    /// Refused connections and handshakes are audited and logged one by one only when rare:
+    /// those within this window of the last one recorded are counted, and the count is
+    /// recorded when the window ends.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_window)]
+    pub(crate) refusal_window: Duration,
+}
+
+fn count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("not a whole number of at least 1".to_owned()),
+    }
+}
+
+fn parse_window(s: &str) -> Result<Duration, String> {
+    let window = parse_duration(s)?;
+    if window < Duration::from_millis(100) {
+        return Err("shorter than 100ms".to_owned());
+    }
+    Ok(window)
 }
 
 fn parse_uuid(s: &str) -> Result<Uuid, String> {

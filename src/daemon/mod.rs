@@ -8,6 +8,7 @@
 //! kernel actor exhausted its restart budget.
 
 mod args;
+mod fdlimit;
 mod logging;
 mod signals;
 
@@ -198,6 +199,10 @@ fn run_locked(args: &Args, home: &HomeLayout, workspace: PathBuf) -> Result<(), 
         "astrid-daemon starting"
     );
 
+    let open_files = fdlimit::raise();
+    let (max_connections, max_unauthenticated) =
+        fdlimit::fit_caps(args.max_connections, args.max_unauthenticated, open_files);
+
     let target = SignalTarget::default();
     signals::spawn(target.clone(), files.clone()).map_err(DaemonError::Signals)?;
     let armed = Arc::new(AtomicBool::new(false));
@@ -215,6 +220,9 @@ fn run_locked(args: &Args, home: &HomeLayout, workspace: PathBuf) -> Result<(), 
     config.limits = Limits {
         call_timeout: args.call_timeout,
         max_frame_len: args.max_frame,
+        max_connections,
+        max_unauthenticated,
+        refusal_window: args.refusal_window,
         ..Limits::default()
     };
     config.on_shutdown = Some(Arc::new(move |_reason: &str| {

@@ -162,6 +162,14 @@ pub struct Limits {
     /// Bytes of events queued per subscriber before new ones are dropped (an event larger
     /// than this still goes into an empty queue).
     pub event_queue_bytes: usize,
+    /// Open connections, authenticated or not; one more is refused at once.
+    pub max_connections: usize,
+    /// Connections still waiting for their handshake; one more is refused at once.
+    pub max_unauthenticated: usize,
+    /// Refused connections and handshakes are audited and logged one by one only while
+    /// they are rare: within this window of the last one recorded, they are counted, and
+    /// the count is recorded when the window ends.
+    pub refusal_window: Duration,
 }
 
 impl Default for Limits {
@@ -175,6 +183,9 @@ impl Default for Limits {
             max_in_flight: 1024,
             event_queue: 1024,
             event_queue_bytes: crate::bus::DEFAULT_QUEUE_BYTES,
+            max_connections: 1024,
+            max_unauthenticated: 64,
+            refusal_window: Duration::from_secs(10),
         }
     }
 }

@@ -64,6 +64,16 @@ pub enum BootError {
         #[source]
         source: crate::ledger::LedgerError,
     },
+    /// The directory holding newly created database or journal files could not be synced,
+    /// so they might not survive a crash.
+    #[error("cannot make the files created in {path} durable (sync of the directory failed)")]
+    SyncDir {
+        /// The directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
     /// The socket could not be bound.
     #[error(transparent)]
     Socket(#[from] SocketError),

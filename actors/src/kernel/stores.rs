@@ -2,7 +2,9 @@
 //! ledger (the key-value store and the audit log, `ledger.redb`, with its write-ahead journal
 //! `ledger.journal.0` and `.1`, replayed here) and the capability grants (`caps.redb`), in separate
 //! files so a damaged one never takes the other with it. The audit chain is verified here; a
-//! broken chain is reported, not fatal.
+//! broken chain is reported, not fatal. When any of these files is created, `state/` and the
+//! home above it are synced before the daemon serves, so that a crash cannot take away a
+//! file whose content was acknowledged as durable; boot fails if that sync fails.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -45,6 +47,32 @@ fn open(
 /// Opens (creating if needed) the databases in `state`; audit entries are written for daemon
 /// session `session`.
 pub(crate) fn open_all(state: &Path, session: &str) -> Result<Stores, BootError> {
+    let created = FILES.iter().any(|name| !state.join(name).exists());
+    let stores = open_files(state, session)?;
+    if created {
+        let sync = |dir: &Path| {
+            crate::files::sync_dir(dir).map_err(|source| BootError::SyncDir {
+                path: dir.to_owned(),
+                source,
+            })
+        };
+        sync(state)?;
+        if let Some(home) = state.parent() {
+            sync(home)?;
+        }
+    }
+    Ok(stores)
+}
+
+/// The files of `state/` that hold acknowledged data.
+const FILES: [&str; 4] = [
+    "ledger.redb",
+    "ledger.journal.0",
+    "ledger.journal.1",
+    "caps.redb",
+];
+
+fn open_files(state: &Path, session: &str) -> Result<Stores, BootError> {
     let ledger_path = state.join("ledger.redb");
     let ledger_db = open(&ledger_path, ledger::prepare)?;
     let ledger_error = |source| BootError::Ledger {

@@ -1,6 +1,7 @@
-//! The table of open client connections, shared by the listener (which adds entries and
-//! drains them at shutdown) and the sessions (which authenticate and remove themselves). It
-//! outlives listener restarts, so counts and idle tracking survive a listener crash.
+//! The table of open client connections, shared by the listener (which adds entries, checks
+//! the connection caps, and drains them at shutdown) and the sessions (which authenticate and
+//! remove themselves). It outlives listener restarts, so counts, idle tracking and the
+//! refusals being counted (`refusals.rs`) survive a listener crash.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
@@ -9,6 +10,8 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use serde::{Deserialize, Serialize};
 
+use super::refusals::Refusals;
+use crate::protocol::ProtocolError;
 use crate::session::SessionActor;
 
 /// One connection, as the supervision tree shows it.
@@ -38,16 +41,19 @@ struct Entry {
 struct Table {
     next_id: u64,
     entries: BTreeMap<u64, Entry>,
+    /// Entries without a client name yet (still in their handshake).
+    unauthenticated: usize,
     /// Set while there are no connections, once idle tracking has begun.
     idle_since: Option<Instant>,
     tracking: bool,
     accepted: u64,
 }
 
-/// Open connections and idle tracking.
+/// Open connections, idle tracking, and refusals before authentication.
 #[derive(Debug, Default)]
 pub struct Connections {
     table: Mutex<Table>,
+    refusals: Refusals,
 }
 
 impl Connections {
@@ -67,6 +73,7 @@ impl Connections {
         let mut t = self.lock();
         t.accepted += 1;
         t.idle_since = None;
+        t.unauthenticated += 1;
         t.entries.insert(
             id,
             Entry {
@@ -80,15 +87,48 @@ impl Connections {
 
     /// Records a successful handshake.
     pub fn authenticate(&self, id: u64, client: &str) {
-        if let Some(e) = self.lock().entries.get_mut(&id) {
-            e.client = Some(client.to_owned());
+        let mut t = self.lock();
+        if let Some(e) = t.entries.get_mut(&id)
+            && e.client.replace(client.to_owned()).is_none()
+        {
+            t.unauthenticated -= 1;
         }
+    }
+
+    /// Whether one more connection fits under the caps: at most `max_total` open, at most
+    /// `max_unauthenticated` of them still in their handshake.
+    ///
+    /// # Errors
+    ///
+    /// The cap that one more connection would pass.
+    pub fn check_room(
+        &self,
+        max_total: usize,
+        max_unauthenticated: usize,
+    ) -> Result<(), ProtocolError> {
+        let t = self.lock();
+        if t.entries.len() >= max_total {
+            Err(ProtocolError::TooManyConnections(max_total))
+        } else if t.unauthenticated >= max_unauthenticated {
+            Err(ProtocolError::TooManyUnauthenticated(max_unauthenticated))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Refusals before authentication, being counted.
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
     }
 
     /// Forgets a closed connection; the idle clock starts when the last one goes.
     pub fn close(&self, id: u64) {
         let mut t = self.lock();
-        t.entries.remove(&id);
+        if let Some(e) = t.entries.remove(&id)
+            && e.client.is_none()
+        {
+            t.unauthenticated -= 1;
+        }
         if t.entries.is_empty() && t.tracking {
             t.idle_since = Some(Instant::now());
         }
@@ -120,11 +160,13 @@ impl Connections {
 
     /// Connections that completed the handshake.
     pub fn authenticated(&self) -> usize {
-        self.lock()
-            .entries
-            .values()
-            .filter(|e| e.client.is_some())
-            .count()
+        let t = self.lock();
+        t.entries.len() - t.unauthenticated
+    }
+
+    /// Connections still in their handshake.
+    pub fn unauthenticated(&self) -> usize {
+        self.lock().unauthenticated
     }
 
     /// Connections accepted since boot.

@@ -1,7 +1,9 @@
 //! The socket listener: accepts connections on the session socket, refuses peers of another
-//! uid before reading a byte, and starts one [`SessionActor`] per connection. In ephemeral
-//! mode it also watches for idleness and asks the kernel to shut down. It is the built-in
-//! capsule `astrid-capsule-cli`.
+//! uid (or whose uid cannot be read) before reading a byte, refuses connections past the caps
+//! (`Limits::max_connections`, `Limits::max_unauthenticated`) with a refusal frame, and
+//! starts one [`SessionActor`] per connection. It ends the windows in which refusals are
+//! counted (`refusals.rs`). In ephemeral mode it also watches for idleness and asks the
+//! kernel to shut down. It is the built-in capsule `astrid-capsule-cli`.
 //!
 //! The listening socket is bound once by the kernel; each listener incarnation accepts on a
 //! duplicate of it, so a listener crash loses no pending connection and needs no rebind.
@@ -11,6 +13,7 @@
 //! [`ListenerInfo`] (asked by the kernel at boot to verify the listener serves).
 
 mod connections;
+pub mod refusals;
 pub mod socket;
 mod token;
 
@@ -33,6 +36,10 @@ use crate::supervisor::{Inject, Terminate, apply_fault};
 
 /// How often an ephemeral daemon checks whether it is idle.
 const IDLE_CHECK: Duration = Duration::from_millis(50);
+
+/// How often the listener checks whether a window of counted refusals has ended (at most;
+/// a shorter window is checked as often as it lasts).
+const REFUSAL_CHECK: Duration = Duration::from_secs(1);
 
 /// Asks the listener whether it is accepting; answered with the connections accepted so far.
 #[derive(Debug, Message)]
@@ -69,25 +76,39 @@ impl ListenerActor {
     }
 
     fn accept(&mut self, stream: UnixStream) {
-        let cred = stream.peer_cred().ok();
-        if let Some(peer) = cred.map(|c| c.uid())
-            && peer != self.uid
-        {
-            tracing::warn!(peer_uid = peer, "refused a connection from another user");
-            refuse(
-                &stream,
-                &ProtocolError::PeerUid {
-                    peer,
-                    daemon: self.uid,
-                },
-            );
-            return;
+        let cred = stream.peer_cred().map(|c| (c.uid(), c.pid()));
+        let admitted = check_peer(cred, self.uid).and_then(|peer| {
+            let limits = &self.deps.limits;
+            self.deps
+                .connections
+                .check_room(limits.max_connections, limits.max_unauthenticated)
+                .map(|()| peer)
+                .map_err(|e| (Some(peer), e))
+        });
+        match admitted {
+            Ok(peer) => {
+                SessionActor::start(stream, peer, Arc::clone(&self.deps));
+            }
+            Err((peer, error)) => {
+                refuse(&stream, &error);
+                let who = describe_peer(peer);
+                let refused = self
+                    .deps
+                    .connections
+                    .refusals()
+                    .refuse(Instant::now(), &who, &error);
+                if let Some(refused) = refused {
+                    refused.report(&self.deps.actors.audit);
+                }
+            }
         }
-        let peer = Peer {
-            pid: cred.and_then(|c| c.pid()),
-            uid: cred.map(|c| c.uid()),
-        };
-        SessionActor::start(stream, peer, Arc::clone(&self.deps));
+    }
+
+    fn end_refusal_window(&mut self, _: &mut Context<Self>) {
+        let refusals = self.deps.connections.refusals();
+        if let Some(counted) = refusals.tick(Instant::now(), self.deps.limits.refusal_window) {
+            counted.report(&self.deps.actors.audit);
+        }
     }
 
     fn check_idle(&mut self, _: &mut Context<Self>) {
@@ -117,7 +138,43 @@ impl ListenerActor {
     }
 }
 
-/// Best-effort refusal frame before dropping a connection that must not be served.
+/// Who the peer is, if it may be served: a peer whose credentials cannot be read is refused,
+/// as is one of another uid than the daemon's. On refusal, the peer as far as it is known.
+fn check_peer(
+    cred: io::Result<(u32, Option<i32>)>,
+    daemon: u32,
+) -> Result<Peer, (Option<Peer>, ProtocolError)> {
+    let (uid, pid) = cred.map_err(|e| (None, ProtocolError::PeerUnknown(e.to_string())))?;
+    let peer = Peer {
+        pid,
+        uid: Some(uid),
+    };
+    if uid == daemon {
+        Ok(peer)
+    } else {
+        Err((Some(peer), ProtocolError::PeerUid { peer: uid, daemon }))
+    }
+}
+
+/// `peer (pid 42, uid 1001)`: a refused connection as audit entries name it.
+fn describe_peer(peer: Option<Peer>) -> String {
+    let facts: Vec<String> = peer
+        .iter()
+        .flat_map(|p| {
+            let pid = p.pid.map(|pid| format!("pid {pid}"));
+            let uid = p.uid.map(|uid| format!("uid {uid}"));
+            pid.into_iter().chain(uid)
+        })
+        .collect();
+    if facts.is_empty() {
+        "peer".to_owned()
+    } else {
+        format!("peer ({})", facts.join(", "))
+    }
+}
+
+/// Best-effort refusal frame before dropping a connection that must not be served: one
+/// non-blocking write of a small frame, nothing read.
 fn refuse(stream: &UnixStream, error: &ProtocolError) {
     let mut buf = bytes::BytesMut::new();
     if encode_frame(&mut buf, &Welcome::refused(ErrorBody::from(error))).is_ok() {
@@ -141,6 +198,15 @@ impl Actor for ListenerActor {
         self.accepting = Some(ctx.add_stream(UnixListenerStream::new(listener)));
         if self.idle_grace.is_some() {
             ctx.run_interval(IDLE_CHECK, Self::check_idle);
+        }
+        let check = self.deps.limits.refusal_window.min(REFUSAL_CHECK);
+        ctx.run_interval(check, Self::end_refusal_window);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // What was counted so far is recorded (the audit log stops after the listener).
+        if let Some(counted) = self.deps.connections.refusals().flush(Instant::now()) {
+            counted.report(&self.deps.actors.audit);
         }
     }
 }
@@ -199,5 +265,42 @@ impl Handler<ListenerInfo> for ListenerActor {
 
     fn handle(&mut self, _: ListenerInfo, _: &mut Context<Self>) -> u64 {
         self.deps.connections.accepted()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_whose_credentials_cannot_be_read_is_refused() {
+        let (peer, error) = check_peer(Err(io::Error::other("EINVAL")), 1000).unwrap_err();
+        assert_eq!(peer, None);
+        assert!(matches!(error, ProtocolError::PeerUnknown(_)));
+        assert_eq!(
+            ErrorBody::from(&error).code,
+            crate::protocol::ErrorCode::Unauthorized
+        );
+    }
+
+    #[test]
+    fn only_peers_of_the_daemon_uid_are_served() {
+        let peer = check_peer(Ok((1000, Some(42))), 1000).unwrap();
+        assert_eq!(
+            peer,
+            Peer {
+                pid: Some(42),
+                uid: Some(1000)
+            }
+        );
+        let (peer, error) = check_peer(Ok((1001, Some(42))), 1000).unwrap_err();
+        assert_eq!(peer.and_then(|p| p.uid), Some(1001));
+        assert!(matches!(
+            error,
+            ProtocolError::PeerUid {
+                peer: 1001,
+                daemon: 1000
+            }
+        ));
     }
 }

@@ -230,9 +230,16 @@ pub fn parse(file: &Path, text: &str) -> (Vec<ServerConfig>, Vec<ConfigError>) {
             .get("name")
             .and_then(toml::Value::as_str)
             .map(str::to_owned);
-        let checked = entry
-            .try_into::<RawServer>()
-            .map_err(|e| FieldError::new(table.clone(), e.message().to_owned()))
+        // The path inside the entry names the field at fault (`server[1].call_timeout`,
+        // or an unknown key: `server[1].comand`), as in a capsule manifest.
+        let checked = serde_path_to_error::deserialize::<_, RawServer>(entry)
+            .map_err(|e| {
+                let field = match e.path().to_string() {
+                    inner if inner == "." => table.clone(),
+                    inner => format!("{table}.{inner}"),
+                };
+                FieldError::new(field, e.into_inner().message().to_owned())
+            })
             .and_then(|raw| raw.check(&table, file));
         match checked {
             Ok(server) if servers.iter().any(|s| s.name == server.name) => {
@@ -421,7 +428,7 @@ mod tests {
             [
                 ("server[1].call_timeout", Some("bad")),
                 ("server[2].name", Some("Bad Name")),
-                ("server[3]", Some("typo")),
+                ("server[3].comand", Some("typo")),
                 ("server[4].name", Some("good")),
             ]
         );

@@ -18,6 +18,7 @@ pub mod config;
 pub mod groups;
 mod messages;
 pub mod servers;
+pub mod stderr;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -34,7 +35,6 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
-use tokio::io::AsyncBufReadExt;
 
 use self::config::ServerConfig;
 pub use self::messages::{
@@ -474,17 +474,8 @@ impl Actor for McpServerActor {
         }
         self.table.spawned(self.name(), pid);
         if let Some(stderr) = stderr {
-            // What the server logs goes to the daemon's log, line by line.
-            let server = self.config.name.clone();
-            ctx.spawn(
-                async move {
-                    let mut lines = tokio::io::BufReader::new(stderr).lines();
-                    while let Ok(Some(line)) = lines.next_line().await {
-                        tracing::info!(target: "astrid::mcp::stderr", server = %server, "{line}");
-                    }
-                }
-                .into_actor(self),
-            );
+            // What the server logs goes to the daemon's log, line by line, within bounds.
+            ctx.spawn(self::stderr::forward(self.config.name.clone(), stderr).into_actor(self));
         }
         let client = Client {
             server: self.config.name.clone(),

@@ -1,8 +1,11 @@
 //! Framing: a 4-byte big-endian length, then that many bytes of MessagePack.
 //!
 //! Owns the byte-level rules shared by the daemon and every client: the decoder refuses a
-//! length above the limit *before* buffering the body, and `encode_frame` writes a frame in
-//! place into an output buffer. It knows nothing about what a frame means.
+//! length above the limit *before* buffering the body (the first frame may have a lower
+//! limit of its own: the daemon's sessions use it for the handshake), and never reserves room
+//! for a body that has not arrived: the read buffer grows with the bytes received, so a peer
+//! that announces a large frame and sends little costs little. `encode_frame` writes a frame
+//! in place into an output buffer. It knows nothing else about what a frame means.
 
 use std::io;
 
@@ -16,6 +19,11 @@ pub const LENGTH_PREFIX: usize = 4;
 /// Frames longer than this take their allocation with them (see [`FrameCodec`]'s decoder).
 const LARGE_FRAME: usize = 1024 * 1024;
 
+/// Largest handshake frame the daemon reads (bytes after the prefix): a handshake holds a
+/// 64-character token, a version and a client name, so this leaves ample room, and a peer
+/// that has not authenticated can make a session buffer no more than this.
+pub const MAX_HANDSHAKE_LEN: usize = 4096;
+
 /// Why a byte stream could not be cut into frames. Every variant ends the connection,
 /// because after it the stream is no longer in sync.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +34,14 @@ pub enum FrameError {
         /// Announced length.
         len: usize,
         /// Configured limit.
+        max: usize,
+    },
+    /// The length prefix of the first frame (the handshake) announced more than its limit.
+    #[error("the first frame (the handshake) of {len} bytes exceeds the limit of {max} bytes")]
+    FirstTooLarge {
+        /// Announced length.
+        len: usize,
+        /// The first frame's limit.
         max: usize,
     },
     /// The peer closed the stream in the middle of a frame.
@@ -57,12 +73,25 @@ pub enum EncodeError {
 #[derive(Debug, Clone, Copy)]
 pub struct FrameCodec {
     max_len: usize,
+    /// The limit of the first frame, until it has been decoded.
+    first_max: Option<usize>,
 }
 
 impl FrameCodec {
     /// A decoder that refuses frames longer than `max_len` bytes (prefix excluded).
     pub fn new(max_len: usize) -> Self {
-        Self { max_len }
+        Self {
+            max_len,
+            first_max: None,
+        }
+    }
+
+    /// The same decoder, refusing a first frame longer than `max` bytes (or `max_len`, if
+    /// that is lower) with [`FrameError::FirstTooLarge`].
+    #[must_use]
+    pub fn first_frame_limit(mut self, max: usize) -> Self {
+        self.first_max = Some(max.min(self.max_len));
+        self
     }
 
     /// The configured limit.
@@ -80,19 +109,23 @@ impl Decoder for FrameCodec {
             return Ok(None);
         };
         let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
-        if len > self.max_len {
-            return Err(FrameError::TooLarge {
-                len,
-                max: self.max_len,
-            });
+        match self.first_max {
+            Some(max) if len > max => return Err(FrameError::FirstTooLarge { len, max }),
+            None if len > self.max_len => {
+                return Err(FrameError::TooLarge {
+                    len,
+                    max: self.max_len,
+                });
+            }
+            _ => {}
         }
-        let need = LENGTH_PREFIX + len;
-        if src.len() < need {
-            // Reserve once for the whole frame instead of growing in steps.
-            src.reserve(need - src.len());
+        // No room is reserved for the rest of the body: the buffer grows as bytes arrive,
+        // so an announced length costs nothing until it is really sent.
+        if src.len() < LENGTH_PREFIX + len {
             return Ok(None);
         }
         src.advance(LENGTH_PREFIX);
+        self.first_max = None;
         let frame = src.split_to(len);
         if len > LARGE_FRAME {
             // The frame and what is left of the read buffer share one allocation, which the
@@ -187,6 +220,37 @@ mod tests {
         buf.put_u32(17);
         let err = codec.decode(&mut buf).unwrap_err();
         assert!(matches!(err, FrameError::TooLarge { len: 17, max: 16 }));
+    }
+
+    #[test]
+    fn an_announced_length_reserves_nothing_beyond_what_arrived() {
+        let mut codec = FrameCodec::new(16 * 1024 * 1024);
+        let mut buf = BytesMut::with_capacity(64);
+        buf.put_u32(16 * 1024 * 1024);
+        buf.put_slice(&[7; 10]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() < 1024, "reserved {} bytes", buf.capacity());
+    }
+
+    #[test]
+    fn the_first_frame_has_its_own_limit_and_later_ones_the_full_one() {
+        let mut codec = FrameCodec::new(64).first_frame_limit(8);
+        let mut buf = BytesMut::new();
+        buf.put_u32(9);
+        let err = codec.decode(&mut buf).unwrap_err();
+        assert!(matches!(err, FrameError::FirstTooLarge { len: 9, max: 8 }));
+        assert!(err.to_string().contains("handshake"), "{err}");
+
+        let mut codec = FrameCodec::new(64).first_frame_limit(8);
+        let mut buf = frame(b"12345678");
+        buf.extend_from_slice(&frame(&[1; 64]));
+        assert_eq!(codec.decode(&mut buf).unwrap().unwrap().len(), 8);
+        assert_eq!(codec.decode(&mut buf).unwrap().unwrap().len(), 64);
+        buf.put_u32(65);
+        assert!(matches!(
+            codec.decode(&mut buf).unwrap_err(),
+            FrameError::TooLarge { len: 65, max: 64 }
+        ));
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub enum ErrorCode {
     UnknownRequest,
     /// Too many requests in flight on one connection.
     TooManyRequests,
+    /// The daemon serves as many connections as it allows (in all, or waiting for their
+    /// handshake); the new one is closed. Retrying later may succeed.
+    TooManyConnections,
     /// A topic or topic pattern that is not valid.
     InvalidTopic,
     /// The request is understood but not allowed (for example publishing outside `user.>`).
@@ -104,6 +107,7 @@ impl ErrorCode {
             Self::BadRequest => "bad_request",
             Self::UnknownRequest => "unknown_request",
             Self::TooManyRequests => "too_many_requests",
+            Self::TooManyConnections => "too_many_connections",
             Self::InvalidTopic => "invalid_topic",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
@@ -177,6 +181,17 @@ pub enum ProtocolError {
         /// The daemon's effective uid.
         daemon: u32,
     },
+    /// The peer's credentials could not be read, so its uid is unknown.
+    #[error("cannot tell which user the peer runs as: {0}")]
+    PeerUnknown(String),
+    /// The connection would pass the cap on open connections.
+    #[error("the daemon already serves {0} connections, its limit; try again later")]
+    TooManyConnections(usize),
+    /// The connection would pass the cap on connections still waiting for their handshake.
+    #[error(
+        "{0} connections are already waiting to complete their handshake, the limit; try again later"
+    )]
+    TooManyUnauthenticated(usize),
     /// No handshake in time.
     #[error("no handshake within {0:?}")]
     HandshakeTimeout(Duration),
@@ -211,9 +226,16 @@ impl From<&ProtocolError> for ErrorBody {
         let code = match e {
             ProtocolError::HandshakeRequired(_) => ErrorCode::HandshakeRequired,
             ProtocolError::ProtocolMismatch { .. } => ErrorCode::ProtocolMismatch,
-            ProtocolError::Unauthorized | ProtocolError::PeerUid { .. } => ErrorCode::Unauthorized,
+            ProtocolError::Unauthorized
+            | ProtocolError::PeerUid { .. }
+            | ProtocolError::PeerUnknown(_) => ErrorCode::Unauthorized,
+            ProtocolError::TooManyConnections(_) | ProtocolError::TooManyUnauthenticated(_) => {
+                ErrorCode::TooManyConnections
+            }
             ProtocolError::HandshakeTimeout(_) => ErrorCode::HandshakeTimeout,
-            ProtocolError::Frame(FrameError::TooLarge { .. }) => ErrorCode::FrameTooLarge,
+            ProtocolError::Frame(
+                FrameError::TooLarge { .. } | FrameError::FirstTooLarge { .. },
+            ) => ErrorCode::FrameTooLarge,
             ProtocolError::Frame(_) | ProtocolError::EmptyFrame => ErrorCode::BadFrame,
             ProtocolError::BadRequest(_) => ErrorCode::BadRequest,
             ProtocolError::UnknownRequest(_) => ErrorCode::UnknownRequest,
@@ -321,6 +343,7 @@ mod tests {
             ErrorCode::FrameTooLarge,
             ErrorCode::UnknownRequest,
             ErrorCode::FaultInjectionDisabled,
+            ErrorCode::TooManyConnections,
             ErrorCode::Internal,
         ] {
             let bytes = rmp_serde::to_vec_named(&code).unwrap();
@@ -349,5 +372,17 @@ mod tests {
         );
         let wrong_token = ErrorBody::from(&ProtocolError::Unauthorized);
         assert_eq!(wrong_token.message, "authentication failed");
+        let big_hello = ProtocolError::Frame(FrameError::FirstTooLarge { len: 9, max: 8 });
+        assert_eq!(ErrorBody::from(&big_hello).code, ErrorCode::FrameTooLarge);
+    }
+
+    #[test]
+    fn both_connection_caps_are_too_many_connections() {
+        for error in [
+            ProtocolError::TooManyConnections(1024),
+            ProtocolError::TooManyUnauthenticated(64),
+        ] {
+            assert_eq!(ErrorBody::from(&error).code, ErrorCode::TooManyConnections);
+        }
     }
 }

@@ -35,6 +35,7 @@ use crate::audit::{AuditHealth, Record};
 use crate::bus::{Deregister, Pattern, Publish};
 use crate::kernel::{KernelActors, KernelInfo, Limits, ShutdownHandle};
 use crate::listener::{Connections, Token};
+use crate::protocol::codec::MAX_HANDSHAKE_LEN;
 use crate::protocol::{
     ErrorBody, FrameCodec, FrameError, Hello, PROTOCOL_VERSION, ProtocolError, Welcome, decode_map,
     decode_request, to_payload,
@@ -138,7 +139,8 @@ impl SessionActor {
         let id = deps.connections.next_id();
         let (read, write) = stream.into_split();
         let max_frame = deps.limits.max_frame_len;
-        let codec = FrameCodec::new(max_frame);
+        // Until the handshake, a peer can make the session buffer a few KiB at most.
+        let codec = FrameCodec::new(max_frame).first_frame_limit(MAX_HANDSHAKE_LEN);
         let table = Arc::clone(&deps.connections);
         let addr = Self::create(move |ctx| {
             // The writer is spawned after the reader so a batch of replies is written in the
@@ -192,10 +194,14 @@ impl SessionActor {
         }
     }
 
-    /// Refuses the handshake and closes.
+    /// Refuses the handshake and closes. The refusal is audited and logged with the others
+    /// (counted while they are frequent: see `listener/refusals.rs`).
     fn refuse(&mut self, error: &ProtocolError, ctx: &mut Context<Self>) {
-        tracing::info!(connection = self.id, "handshake refused: {error}");
-        self.audit_refusal("handshake", String::new(), &ErrorBody::from(error));
+        tracing::debug!(connection = self.id, "handshake refused: {error}");
+        let refusals = self.deps.connections.refusals();
+        if let Some(refused) = refusals.refuse(std::time::Instant::now(), &self.who, error) {
+            refused.report(&self.deps.actors.audit);
+        }
         if let Err(e) = self.out.frame(&Welcome::refused(ErrorBody::from(error))) {
             tracing::error!(connection = self.id, "cannot encode a refusal: {e}");
         }
@@ -360,7 +366,7 @@ impl StreamHandler<Result<BytesMut, FrameError>> for SessionActor {
                 Phase::Open | Phase::Draining => self.request(&body, ctx),
                 Phase::Closing => {}
             },
-            Err(error @ FrameError::TooLarge { .. }) => {
+            Err(error @ (FrameError::TooLarge { .. } | FrameError::FirstTooLarge { .. })) => {
                 let error = ProtocolError::Frame(error);
                 if self.phase == Phase::Handshake {
                     self.refuse(&error, ctx);

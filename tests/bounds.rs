@@ -1,0 +1,445 @@
+//! What peers that have not authenticated, and an MCP server that floods its stderr, can make
+//! a real daemon spend: a handshake over 4 KiB is refused before its body is read, announced
+//! frames reserve no memory, connections past the caps are refused while authenticated
+//! clients keep working, a low soft open-file limit is raised at boot so idle connections
+//! lock no client out, thousands of refused handshakes make a handful of audit entries with
+//! the right count, and an endless stderr line or a flood of lines grows neither the
+//! daemon's memory nor its log.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use astrid::paths::HomeLayout;
+use astrid::protocol::{AuditEntry, McpServerInfo, McpServerState, Request};
+use common::{
+    DEADLINE, Graceful, Raw, TestDaemon, daemon_bin, error_code, get, poll_until, short_tempdir,
+    wait_until,
+};
+use serde::Serialize;
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in {status}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn assert_refused(reply: &rmpv::Value, code: &str) {
+    assert_eq!(get(reply, "ok"), &rmpv::Value::Boolean(false), "{reply}");
+    assert_eq!(error_code(reply), Some(code), "{reply}");
+}
+
+fn message(reply: &rmpv::Value) -> &str {
+    get(get(reply, "error"), "message").as_str().unwrap_or("")
+}
+
+fn assert_pong(raw: &mut Raw, id: u64) {
+    raw.request(id, "Ping");
+    let reply = raw.recv().expect("a reply");
+    assert_eq!(get(&reply, "id").as_u64(), Some(id), "{reply}");
+    assert_eq!(get(&reply, "result").as_str(), Some("pong"), "{reply}");
+}
+
+/// The encoded handshake with a client name of `name_len` bytes.
+fn hello_bytes(token: &str, name_len: usize) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Hello<'a> {
+        token: &'a str,
+        protocol: u64,
+        client: &'a str,
+    }
+    rmp_serde::to_vec_named(&Hello {
+        token,
+        protocol: 1,
+        client: &"c".repeat(name_len),
+    })
+    .unwrap()
+}
+
+/// Every audit entry of a refused handshake or connection, and how many refusals they
+/// stand for: one for an entry of its own, the count for a `listener` summary.
+async fn refusals_audited(client: &astrid::client::Client) -> (Vec<AuditEntry>, u64) {
+    let tail: Vec<AuditEntry> = client
+        .call(Request::AuditTail {
+            n: Some(1000),
+            from: None,
+        })
+        .await
+        .unwrap();
+    let entries: Vec<AuditEntry> = tail
+        .into_iter()
+        .filter(|e| e.action == "handshake")
+        .collect();
+    let total = entries
+        .iter()
+        .map(|e| {
+            if e.actor == "listener" {
+                let count = e.outcome.split_whitespace().next().unwrap();
+                count.parse::<u64>().unwrap()
+            } else {
+                1
+            }
+        })
+        .sum();
+    (entries, total)
+}
+
+/// Everything the daemon of `home` has logged so far.
+fn logs(home: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(home.join("logs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            text += &String::from_utf8_lossy(&std::fs::read(path).unwrap());
+        }
+    }
+    text
+}
+
+fn log_bytes(home: &Path) -> u64 {
+    std::fs::read_dir(home.join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+// ---------------------------------------------------------------------------------------
+// The handshake and frames
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_handshake_over_4_kib_is_refused_before_its_body_is_read() {
+    let d = TestDaemon::start(&[]);
+    let token = d.token();
+    let base = hello_bytes(&token, 300).len() - 300;
+    let fits = hello_bytes(&token, 4096 - base);
+    assert_eq!(fits.len(), 4096);
+
+    // Exactly the limit: served.
+    let mut raw = Raw::connect(&d.socket());
+    raw.send_bytes(&fits);
+    let welcome = raw.recv().unwrap();
+    assert_eq!(
+        get(&welcome, "ok"),
+        &rmpv::Value::Boolean(true),
+        "{welcome}"
+    );
+    assert_pong(&mut raw, 1);
+
+    // One byte more: refused on its length prefix alone, no body sent.
+    let mut raw = Raw::connect(&d.socket());
+    raw.stream.write_all(&4097u32.to_be_bytes()).unwrap();
+    let reply = raw.recv().expect("a refusal frame");
+    assert_refused(&reply, "frame_too_large");
+    let text = message(&reply);
+    assert!(
+        text.contains("handshake") && text.contains("4096"),
+        "{text}"
+    );
+    assert!(raw.closed());
+
+    // After the handshake, frames may be as large as --max-frame: a 64 KiB one is read
+    // and answered (whatever the daemon thinks of its content), and the connection lives.
+    let mut raw = d.raw();
+    let big = rmpv::Value::Map(vec![
+        ("id".into(), 7.into()),
+        ("request".into(), "Ping".into()),
+        ("padding".into(), rmpv::Value::Binary(vec![1; 64 * 1024])),
+    ]);
+    let mut body = Vec::new();
+    rmpv::encode::write_value(&mut body, &big).unwrap();
+    raw.send_bytes(&body);
+    let reply = raw.recv().unwrap();
+    assert_eq!(get(&reply, "id").as_u64(), Some(7), "{reply}");
+    assert_ne!(error_code(&reply), Some("frame_too_large"), "{reply}");
+    assert_pong(&mut raw, 8);
+}
+
+#[test]
+fn half_sent_16_mib_frames_before_the_handshake_cost_the_daemon_almost_no_memory() {
+    let d = TestDaemon::start(&[]);
+    assert_pong(&mut d.raw(), 1);
+    let before = status_kib(d.pid(), "VmRSS");
+    // 20 peers announce a 16 MiB first frame (the --max-frame limit) and send half of it.
+    let senders: Vec<_> = (0..20)
+        .map(|_| {
+            let socket = d.socket();
+            std::thread::spawn(move || {
+                let mut stream = UnixStream::connect(socket).unwrap();
+                stream
+                    .set_write_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let mut frame = (16u32 * 1024 * 1024).to_be_bytes().to_vec();
+                frame.resize(4 + 8 * 1024 * 1024, 0x42);
+                // The daemon stops reading at the prefix and closes: the write fails.
+                let _ = stream.write_all(&frame);
+                stream
+            })
+        })
+        .collect();
+    // Every peer has sent what it could while its connection is still open.
+    let streams: Vec<UnixStream> = senders.into_iter().map(|s| s.join().unwrap()).collect();
+    let after = status_kib(d.pid(), "VmRSS");
+    let grown = after.saturating_sub(before);
+    assert!(
+        grown < 8 * 1024,
+        "RSS grew by {grown} KiB ({before} -> {after}) for 20 half-sent frames"
+    );
+    assert_pong(&mut d.raw(), 2);
+    drop(streams);
+}
+
+// ---------------------------------------------------------------------------------------
+// Connection caps and the open-file limit
+// ---------------------------------------------------------------------------------------
+
+/// The first frame the daemon sends on `raw` within `wait`, if any (a refusal comes at
+/// once; a connection that is served hears nothing until it speaks).
+fn first_frame(raw: &mut Raw, wait: Duration) -> Option<rmpv::Value> {
+    raw.stream.set_read_timeout(Some(wait)).unwrap();
+    let mut len = [0u8; 4];
+    let got = raw.stream.read_exact(&mut len);
+    raw.stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    match got {
+        Ok(()) => {}
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
+        Err(e) => panic!("read failed: {e}"),
+    }
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    raw.stream.read_exact(&mut body).unwrap();
+    Some(rmpv::decode::read_value(&mut body.as_slice()).unwrap())
+}
+
+/// Connects and sends a handshake; the answer: a welcome, or a refusal (one sent at accept
+/// stays readable even though the handshake could not be written).
+fn try_hello(socket: &Path, token: &str) -> (Raw, rmpv::Value) {
+    let mut raw = Raw::connect(socket);
+    let body = hello_bytes(token, 4);
+    let mut frame = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    let _ = raw.stream.write_all(&frame);
+    let reply = raw.recv().expect("a handshake reply");
+    (raw, reply)
+}
+
+#[test]
+fn connections_past_the_caps_are_refused_while_authenticated_clients_keep_working() {
+    let d = TestDaemon::start(&["--max-connections", "4", "--max-unauthenticated", "2"]);
+    let token = d.token();
+    let mut a = d.raw();
+    let idle1 = Raw::connect(&d.socket());
+    let mut idle2 = Raw::connect(&d.socket());
+
+    // A third connection in its handshake is one too many: refused at once, and closed.
+    let mut third = Raw::connect(&d.socket());
+    let reply = first_frame(&mut third, DEADLINE).expect("a refusal frame");
+    assert_refused(&reply, "too_many_connections");
+    assert!(message(&reply).contains("handshake"), "{reply}");
+    assert!(third.closed());
+    assert_pong(&mut a, 1);
+    assert!(first_frame(&mut idle2, Duration::from_millis(100)).is_none());
+
+    // Once one idle peer leaves, a real client gets in; the caps count what is open.
+    drop(idle2);
+    let mut b = None;
+    assert!(wait_until(DEADLINE, || {
+        let (raw, reply) = try_hello(&d.socket(), &token);
+        if get(&reply, "ok") == &rmpv::Value::Boolean(true) {
+            b = Some(raw);
+            return true;
+        }
+        assert_refused(&reply, "too_many_connections");
+        false
+    }));
+    let mut b = b.unwrap();
+    let mut c = d.raw();
+
+    // Four open (a, idle1, b, c): the fifth is refused, authenticated or not.
+    let mut fifth = Raw::connect(&d.socket());
+    let reply = first_frame(&mut fifth, DEADLINE).expect("a refusal frame");
+    assert_refused(&reply, "too_many_connections");
+    assert!(message(&reply).contains("4 connections"), "{reply}");
+    for (raw, id) in [(&mut a, 2), (&mut b, 3), (&mut c, 4)] {
+        assert_pong(raw, id);
+    }
+    drop(idle1);
+}
+
+#[test]
+fn a_low_soft_open_file_limit_is_raised_so_idle_connections_lock_no_client_out() {
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    if hard.is_some_and(|hard| hard < 1024) {
+        eprintln!(
+            "skipped: the hard open-file limit ({hard:?}) leaves no room for 400 connections"
+        );
+        return;
+    }
+    let home = short_tempdir();
+    let workspace = short_tempdir();
+    let layout = HomeLayout::new(home.path());
+    let files = layout.session(uuid::Uuid::nil());
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -Sn 256 && exec \"$0\" \"$@\"")
+        .arg(daemon_bin())
+        .arg("--home")
+        .arg(home.path())
+        .arg("--workspace")
+        .arg(workspace.path())
+        .args(["--max-unauthenticated", "512"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let d = TestDaemon {
+        home,
+        workspace,
+        layout,
+        files,
+        child,
+    };
+    d.wait_ready();
+    // 400 idle peers: more than the 256 descriptors the daemon was started with.
+    let idle: Vec<UnixStream> = (0..400)
+        .map(|_| UnixStream::connect(d.socket()).unwrap())
+        .collect();
+    let started = Instant::now();
+    let mut raw = Raw::connect(&d.socket());
+    let welcome = raw.hello(&d.token(), 1);
+    let waited = started.elapsed();
+    assert_eq!(
+        get(&welcome, "ok"),
+        &rmpv::Value::Boolean(true),
+        "{welcome}"
+    );
+    assert!(waited < Duration::from_secs(2), "served after {waited:?}");
+    assert_pong(&mut raw, 1);
+    drop(idle);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        open_files[3], open_files[4],
+        "soft limit not raised: {limits}"
+    );
+    assert!(logs(d.home.path()).contains("raised the open-file limit"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Audit of refusals
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_refused_handshakes_make_a_handful_of_audit_entries() {
+    let d = TestDaemon::start(&["--refusal-window", "1s"]);
+    let socket = d.socket();
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..2000 {
+            let mut raw = Raw::connect(&socket);
+            let reply = raw.hello(&"0".repeat(64), 1);
+            assert_refused(&reply, "unauthorized");
+        }
+    })
+    .await
+    .unwrap();
+    let client = d.client().await;
+    let (entries, total) = poll_until(
+        "2000 refusals in the audit log",
+        || refusals_audited(&client),
+        |(entries, total)| (*total >= 2000).then(|| (entries.clone(), *total)),
+    )
+    .await;
+    assert_eq!(total, 2000, "{entries:#?}");
+    assert!(
+        entries.len() <= 8,
+        "{} entries: {entries:#?}",
+        entries.len()
+    );
+    // The first stands alone, naming the peer; the others are counted by reason.
+    assert!(entries[0].actor.starts_with("client:"), "{:?}", entries[0]);
+    assert_eq!(entries[0].outcome, "unauthorized: authentication failed");
+    let counted = &entries[1];
+    assert_eq!(counted.actor, "listener");
+    assert!(counted.outcome.contains(" s: unauthorized "), "{counted:?}");
+    assert!(
+        logs(d.home.path()).contains(" refused in "),
+        "no summary logged"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// MCP servers' stderr
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_server_flooding_stderr_grows_neither_memory_nor_the_log() {
+    // Once `go` exists in the workspace, the server writes a 100 MB line and 200,000 short
+    // ones to stderr, then exits; it is restarted once, then `failed`.
+    let script = "while [ ! -e go ]; do sleep 0.05; done; \
+                  head -c 100000000 /dev/zero | tr '\\0' x >&2; echo >&2; \
+                  yes noise | head -n 200000 >&2; exit 3";
+    let config = format!(
+        "[[server]]\nname = \"noisy\"\ncommand = \"sh\"\nargs = [\"-c\", \"{}\"]\n\
+         inherit_env = [\"PATH\"]\n[server.restart]\nintensity = 1\nperiod = \"60s\"\n",
+        script.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    let d = Graceful(TestDaemon::start_prepared(&[], |home, _| {
+        std::fs::write(home.join("mcp.toml"), config).unwrap();
+    }));
+    let client = d.client().await;
+    let peak_before = status_kib(d.pid(), "VmHWM");
+    let logged_before = log_bytes(d.home.path());
+    std::fs::write(d.workspace.path().join("go"), "").unwrap();
+    let list = || async {
+        let servers: Vec<McpServerInfo> = client.call(Request::ListMcpServers).await.unwrap();
+        servers
+    };
+    let failed = |servers: &Vec<McpServerInfo>| {
+        servers
+            .iter()
+            .find(|s| s.name == "noisy" && s.state == McpServerState::Failed)
+            .cloned()
+    };
+    poll_until("server `noisy` failed", list, failed).await;
+
+    let peak_after = status_kib(d.pid(), "VmHWM");
+    let grown = peak_after.saturating_sub(peak_before);
+    assert!(
+        grown < 16 * 1024,
+        "peak RSS grew by {grown} KiB for 2 x 100 MB of stderr"
+    );
+    let summaries = "stderr past its bounds";
+    let home = d.home.path().to_owned();
+    assert!(
+        wait_until(DEADLINE, || logs(&home).matches(summaries).count() >= 2),
+        "no summary of dropped lines for each run"
+    );
+    // Two runs, each within its budget: a burst of 256 KiB (plus the log lines' prefixes).
+    let logged = log_bytes(&home) - logged_before;
+    assert!(logged < 2 * 1024 * 1024, "{logged} bytes logged");
+    let text = logs(&home);
+    assert!(
+        text.contains("more bytes cut)"),
+        "the long line was not logged cut"
+    );
+    assert!(text.contains("lines cut at 4096 bytes"), "{text}");
+}
