@@ -29,7 +29,8 @@ use crate::mcp::{CallTool, McpError};
 use crate::protocol::raw;
 use crate::store::{Delete, Get, Namespaces, Put, StoreError};
 use crate::supervisor::ChildRef;
-use crate::vfs::{Read, VfsError, Write};
+use crate::vfs::path::VfsPath;
+use crate::vfs::{CapsuleRead, CapsuleWrite, VfsError};
 
 /// Why a host import failed, as the guest sees it (a negative return value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,37 +210,61 @@ impl Host {
         }
     }
 
-    /// `vfs_read`: the whole file.
+    /// `vfs_read`: the whole file. The grant is checked on the normalized path, which is
+    /// what is opened (no link is followed: see [`CapsuleRead`]).
     pub(crate) fn vfs_read(&self, path: &str, deadline: Instant) -> Result<Vec<u8>, HostError> {
-        self.allow(Access::VfsRead(path.to_owned()), deadline)?;
-        let read = Read {
-            path: path.to_owned(),
-            offset: 0,
-            len: None,
-        };
+        let path = normalized(path)?;
+        let access = Access::VfsRead(path.clone());
+        self.allow(access.clone(), deadline)?;
+        let read = CapsuleRead { path };
         ask(&self.services()?.vfs, read, deadline)?
             .map(|r| r.data)
-            .map_err(|e| vfs_error(&e))
+            .map_err(|e| self.vfs_error(&access, &e))
     }
 
-    /// `vfs_write`: atomic, parents created; audited.
+    /// `vfs_write`: atomic, parents created; audited. Checked as [`Host::vfs_read`].
     pub(crate) fn vfs_write(
         &self,
         path: &str,
         data: Vec<u8>,
         deadline: Instant,
     ) -> Result<(), HostError> {
-        self.allow(Access::VfsWrite(path.to_owned()), deadline)?;
-        let write = Write {
-            path: path.to_owned(),
+        let path = normalized(path)?;
+        let access = Access::VfsWrite(path.clone());
+        self.allow(access.clone(), deadline)?;
+        let write = CapsuleWrite {
+            path: path.clone(),
             data,
-            create_dirs: true,
         };
         let result = ask(&self.services()?.vfs, write, deadline)?
             .map(drop)
-            .map_err(|e| vfs_error(&e));
-        self.audit("vfs_write", path, result);
+            .map_err(|e| self.vfs_error(&access, &e));
+        if result != Err(HostError::Denied) {
+            self.audit("vfs_write", &path, result);
+        }
         result
+    }
+
+    /// The guest's code for a VFS error; a refusal by the VFS (a symbolic link, a reserved
+    /// path) is a denial, audited as one.
+    fn vfs_error(&self, access: &Access, e: &VfsError) -> HostError {
+        let refusal = match e {
+            VfsError::Symlink { link, .. } => format!("denied: `{link}` is a symbolic link"),
+            VfsError::Reserved { .. } => "denied: reserved to the daemon".to_owned(),
+            VfsError::NotFound { .. } => return HostError::NotFound,
+            VfsError::InvalidPath { .. } | VfsError::Escape { .. } => return HostError::Invalid,
+            VfsError::TooLarge { .. } => return HostError::TooLarge,
+            VfsError::Io { .. } => return HostError::Failed,
+        };
+        if let Some(audit) = self.services.as_ref().and_then(|s| s.audit.get()) {
+            audit.do_send(Record::new(
+                self.actor.clone(),
+                "deny",
+                access.to_string(),
+                refusal,
+            ));
+        }
+        HostError::Denied
     }
 }
 
@@ -296,13 +321,12 @@ fn store_error(e: &StoreError) -> HostError {
     }
 }
 
-fn vfs_error(e: &VfsError) -> HostError {
-    match e {
-        VfsError::NotFound { .. } => HostError::NotFound,
-        VfsError::InvalidPath { .. } | VfsError::Escape { .. } => HostError::Invalid,
-        VfsError::TooLarge { .. } => HostError::TooLarge,
-        VfsError::Io { .. } => HostError::Failed,
-    }
+/// A guest's workspace path, normalized (`./a//b/` is `a/b`), or `Invalid` when it can
+/// never be valid (absolute, `..`, empty, NUL, too long; see [`VfsPath`]).
+fn normalized(raw: &str) -> Result<String, HostError> {
+    VfsPath::parse(raw)
+        .map(|p| p.as_str().to_owned())
+        .map_err(|_| HostError::Invalid)
 }
 
 /// Sends `msg` to the service and waits for the answer on this thread, until `deadline`.
