@@ -20,8 +20,8 @@ use actix::{Actor, Handler, Message};
 use crate::audit::Record;
 use crate::bus::topic::validate_topic;
 use crate::bus::{BusActor, Publish};
-use crate::caps::Check;
 use crate::caps::resource::Access;
+use crate::caps::{Check, Refused};
 use crate::capsules::loaded::child_name;
 use crate::kernel::KernelActors;
 use crate::mcp::servers::McpServers;
@@ -246,7 +246,7 @@ impl Host {
     }
 
     /// The guest's code for a VFS error; a refusal by the VFS (a symbolic link, a reserved
-    /// path) is a denial, audited as one.
+    /// path) is a denial, audited as one by the capability store.
     fn vfs_error(&self, access: &Access, e: &VfsError) -> HostError {
         let refusal = match e {
             VfsError::Symlink { link, .. } => format!("denied: `{link}` is a symbolic link"),
@@ -256,13 +256,12 @@ impl Host {
             VfsError::TooLarge { .. } => return HostError::TooLarge,
             VfsError::Io { .. } => return HostError::Failed,
         };
-        if let Some(audit) = self.services.as_ref().and_then(|s| s.audit.get()) {
-            audit.do_send(Record::new(
-                self.actor.clone(),
-                "deny",
-                access.to_string(),
-                refusal,
-            ));
+        if let Some(caps) = self.services.as_ref().and_then(|s| s.caps.get()) {
+            caps.do_send(Refused {
+                subject: self.capsule.clone(),
+                access: access.clone(),
+                reason: refusal,
+            });
         }
         HostError::Denied
     }

@@ -42,8 +42,9 @@ use wasmer_middlewares::Metering;
 
 use super::host::{Host, HostError};
 use super::inspect::{self, InspectError, MAX_TABLE_ELEMENTS};
-use super::log::{self, LogBudget};
+use super::log;
 use crate::capsules::manifest::Limits;
+use crate::rate::RateBudget;
 
 /// The ABI version this host implements.
 pub const ABI_VERSION: u32 = 1;
@@ -278,7 +279,7 @@ struct HostState {
     /// The running call's deadline; host imports wait for services until then.
     deadline: Instant,
     /// What the guest may still write to the daemon's log.
-    log: LogBudget,
+    log: RateBudget,
 }
 
 type Handler = TypedFunction<(i32, i32), i64>;
@@ -321,7 +322,7 @@ impl Sandbox {
                 alloc: None,
                 host,
                 deadline: Instant::now(),
-                log: LogBudget::new(Instant::now()),
+                log: log::budget(Instant::now()),
             },
         );
         let imports = imports! {
@@ -514,11 +515,13 @@ fn read_guest(
     if len > max {
         return Err(HostError::TooLarge);
     }
+    let view = memory.view(env);
+    // Checked before allocating: a range outside the memory costs the host nothing.
+    if ptr.saturating_add(len as u64) > view.data_size() {
+        return Err(HostError::Invalid);
+    }
     let mut bytes = vec![0; len];
-    memory
-        .view(env)
-        .read(ptr, &mut bytes)
-        .map_err(|_| HostError::Invalid)?;
+    view.read(ptr, &mut bytes).map_err(|_| HostError::Invalid)?;
     Ok(bytes)
 }
 

@@ -166,15 +166,12 @@ impl Handler<Inject> for VfsActor {
 }
 
 /// Logs one operation: escapes at warn level (something in the workspace points out of
-/// it, or a client tried), the rest at debug.
+/// it, or a client tried), the rest at debug (a capsule's refusals are logged, within a
+/// budget, by the capability store).
 fn trace(op: &str, path: &str, error: Option<&VfsError>) {
     match error {
         None => tracing::debug!(op, path, "vfs"),
-        Some(
-            e @ (VfsError::Escape { .. } | VfsError::Symlink { .. } | VfsError::Reserved { .. }),
-        ) => {
-            tracing::warn!(op, path, error = %e, "vfs refused");
-        }
+        Some(e @ VfsError::Escape { .. }) => tracing::warn!(op, path, error = %e, "vfs refused"),
         Some(e) => tracing::debug!(op, path, error = %e, "vfs failed"),
     }
 }
