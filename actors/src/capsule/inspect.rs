@@ -11,7 +11,10 @@
 //! bytes are only useful inside that memory. What a table may grow to at run time is held
 //! by the sandbox's tunables to the same [`MAX_TABLE_ELEMENTS`].
 
-use wasmer::wasmparser::{ElementItems, Parser, Payload};
+use wasmer::wasmparser::{
+    BinaryReaderError, DataSectionReader, ElementItems, ElementSectionReader, MemorySectionReader,
+    Parser, Payload, TableSectionReader,
+};
 
 /// Largest module file (`.wasm`, or `.wat` text, and the binary made from it): 8 MiB.
 pub const MAX_MODULE_BYTES: u64 = 8 << 20;
@@ -28,6 +31,14 @@ pub const MAX_ELEMENT_ITEMS: u64 = 65_536;
 pub const MAX_DATA_SEGMENTS: u32 = 10_000;
 /// Most functions, imported and defined.
 pub const MAX_FUNCTIONS: u32 = 100_000;
+/// Largest code section (all function bodies together): 4 MiB. Compiling is what costs the
+/// host most at load: measured in a debug build, about 100 MiB for a second or two for
+/// 4 MiB of code in bodies of 256 KiB (the module's data, which is not compiled, may take
+/// the rest of [`MAX_MODULE_BYTES`]).
+pub const MAX_CODE_BYTES: u64 = 4 << 20;
+/// Largest function body: 256 KiB. A body costs about 40 times its size while it is
+/// compiled, two or so at a time (measured: 40 MiB for 1 MiB, 200 MiB for one of 7 MB).
+pub const MAX_FUNCTION_BYTES: u64 = 256 << 10;
 /// Most globals.
 pub const MAX_GLOBALS: u32 = 10_000;
 /// Most function types.
@@ -72,96 +83,145 @@ pub fn check_size(len: u64) -> Result<(), InspectError> {
 /// the sections cannot be read (the compiler would refuse the module anyway).
 pub fn check(wasm: &[u8], memory_pages: u32) -> Result<(), InspectError> {
     check_size(wasm.len() as u64)?;
-    let malformed =
-        |e: wasmer::wasmparser::BinaryReaderError| InspectError::Malformed(e.to_string());
-    let mut functions = 0u32;
-    let mut memories = 0u32;
-    let mut element_items = 0u64;
-    let mut data_bytes = 0u64;
-    let memory_bytes = u64::from(memory_pages) * PAGE;
+    let mut tally = Tally {
+        memory_pages,
+        ..Tally::default()
+    };
     for payload in Parser::new(0).parse_all(wasm) {
-        match payload.map_err(malformed)? {
-            Payload::TypeSection(types) => at_most("function types", types.count(), MAX_TYPES)?,
-            Payload::ImportSection(imports) => {
-                // Only functions can be imported (see `sandbox::check_abi`).
-                functions = functions.saturating_add(imports.count());
-            }
-            Payload::FunctionSection(defined) => {
-                functions = functions.saturating_add(defined.count());
-                at_most("functions", functions, MAX_FUNCTIONS)?;
-            }
-            Payload::TableSection(tables) => {
-                at_most("tables", tables.count(), MAX_TABLES)?;
-                for table in tables {
-                    let table = table.map_err(malformed)?;
-                    if table.ty.initial > u64::from(MAX_TABLE_ELEMENTS) {
-                        return Err(InspectError::Limit(format!(
-                            "it declares a table of {} elements; a table may hold at most \
-                             {MAX_TABLE_ELEMENTS}",
-                            table.ty.initial
-                        )));
-                    }
-                }
-            }
-            Payload::MemorySection(section) => {
-                for memory in section {
-                    let memory = memory.map_err(malformed)?;
-                    memories += 1;
-                    if memory.shared || memory.memory64 {
-                        return Err(InspectError::Limit(
-                            "it declares a shared or 64-bit memory; a capsule has one plain \
-                             32-bit memory"
-                                .into(),
-                        ));
-                    }
-                    if memory.initial > u64::from(memory_pages) {
-                        return Err(InspectError::Limit(format!(
-                            "its memory starts at {} pages; `limits.memory_pages` is {memory_pages}",
-                            memory.initial
-                        )));
-                    }
-                }
-                at_most("memories", memories, 1)?;
-            }
-            Payload::TagSection(_) => {
-                return Err(InspectError::Limit(
-                    "it declares exception tags; exceptions are not supported".into(),
-                ));
-            }
-            Payload::GlobalSection(globals) => at_most("globals", globals.count(), MAX_GLOBALS)?,
-            Payload::ExportSection(exports) => at_most("exports", exports.count(), MAX_EXPORTS)?,
-            Payload::ElementSection(elements) => {
-                at_most("element segments", elements.count(), MAX_ELEMENT_SEGMENTS)?;
-                for element in elements {
-                    let items = match element.map_err(malformed)?.items {
-                        ElementItems::Functions(f) => f.count(),
-                        ElementItems::Expressions(_, e) => e.count(),
-                    };
-                    element_items += u64::from(items);
-                }
-                if element_items > MAX_ELEMENT_ITEMS {
-                    return Err(InspectError::Limit(format!(
-                        "its element segments hold {element_items} items; the limit is \
-                         {MAX_ELEMENT_ITEMS}"
-                    )));
-                }
-            }
-            Payload::DataSection(segments) => {
-                at_most("data segments", segments.count(), MAX_DATA_SEGMENTS)?;
-                for segment in segments {
-                    data_bytes += segment.map_err(malformed)?.data.len() as u64;
-                }
-                if data_bytes > memory_bytes {
-                    return Err(InspectError::Limit(format!(
-                        "its data segments hold {data_bytes} bytes, more than its memory \
-                         ceiling of {memory_bytes} bytes (`limits.memory_pages` = {memory_pages})"
-                    )));
-                }
-            }
-            _ => {}
-        }
+        tally.add(payload.map_err(malformed)?)?;
     }
     Ok(())
+}
+
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "used as `map_err(malformed)`"
+)]
+fn malformed(e: BinaryReaderError) -> InspectError {
+    InspectError::Malformed(e.to_string())
+}
+
+fn limit(reason: String) -> Result<(), InspectError> {
+    Err(InspectError::Limit(reason))
+}
+
+/// What the sections read so far declare, where a limit spans several sections.
+#[derive(Debug, Default)]
+struct Tally {
+    memory_pages: u32,
+    functions: u32,
+    memories: u32,
+    element_items: u64,
+    data_bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, payload: Payload<'_>) -> Result<(), InspectError> {
+        match payload {
+            Payload::TypeSection(types) => at_most("function types", types.count(), MAX_TYPES),
+            // Only functions can be imported (see `sandbox::check_abi`).
+            Payload::ImportSection(imports) => {
+                self.functions = self.functions.saturating_add(imports.count());
+                Ok(())
+            }
+            Payload::FunctionSection(defined) => {
+                self.functions = self.functions.saturating_add(defined.count());
+                at_most("functions", self.functions, MAX_FUNCTIONS)
+            }
+            Payload::TableSection(tables) => Self::tables(tables),
+            Payload::MemorySection(memories) => self.memories(memories),
+            Payload::TagSection(_) => {
+                limit("it declares exception tags; exceptions are not supported".into())
+            }
+            Payload::GlobalSection(globals) => at_most("globals", globals.count(), MAX_GLOBALS),
+            Payload::ExportSection(exports) => at_most("exports", exports.count(), MAX_EXPORTS),
+            Payload::ElementSection(elements) => self.elements(elements),
+            Payload::CodeSectionStart { size, .. } if u64::from(size) > MAX_CODE_BYTES => limit(
+                format!("its code is {size} bytes; the limit is {MAX_CODE_BYTES} bytes (4 MiB)"),
+            ),
+            Payload::CodeSectionEntry(body) => {
+                let range = body.range();
+                let len = range.end - range.start;
+                if len > MAX_FUNCTION_BYTES {
+                    return limit(format!(
+                        "a function's body is {len} bytes; the limit is {MAX_FUNCTION_BYTES} \
+                         bytes (256 KiB)"
+                    ));
+                }
+                Ok(())
+            }
+            Payload::DataSection(segments) => self.data(segments),
+            _ => Ok(()),
+        }
+    }
+
+    fn tables(tables: TableSectionReader<'_>) -> Result<(), InspectError> {
+        at_most("tables", tables.count(), MAX_TABLES)?;
+        for table in tables {
+            let initial = table.map_err(malformed)?.ty.initial;
+            if initial > u64::from(MAX_TABLE_ELEMENTS) {
+                return limit(format!(
+                    "it declares a table of {initial} elements; a table may hold at most \
+                     {MAX_TABLE_ELEMENTS}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn memories(&mut self, memories: MemorySectionReader<'_>) -> Result<(), InspectError> {
+        for memory in memories {
+            let memory = memory.map_err(malformed)?;
+            self.memories += 1;
+            if memory.shared || memory.memory64 {
+                return limit(
+                    "it declares a shared or 64-bit memory; a capsule has one plain 32-bit \
+                     memory"
+                        .into(),
+                );
+            }
+            if memory.initial > u64::from(self.memory_pages) {
+                return limit(format!(
+                    "its memory starts at {} pages; `limits.memory_pages` is {}",
+                    memory.initial, self.memory_pages
+                ));
+            }
+        }
+        at_most("memories", self.memories, 1)
+    }
+
+    fn elements(&mut self, elements: ElementSectionReader<'_>) -> Result<(), InspectError> {
+        at_most("element segments", elements.count(), MAX_ELEMENT_SEGMENTS)?;
+        for element in elements {
+            self.element_items += u64::from(match element.map_err(malformed)?.items {
+                ElementItems::Functions(f) => f.count(),
+                ElementItems::Expressions(_, e) => e.count(),
+            });
+        }
+        if self.element_items > MAX_ELEMENT_ITEMS {
+            return limit(format!(
+                "its element segments hold {} items; the limit is {MAX_ELEMENT_ITEMS}",
+                self.element_items
+            ));
+        }
+        Ok(())
+    }
+
+    fn data(&mut self, segments: DataSectionReader<'_>) -> Result<(), InspectError> {
+        at_most("data segments", segments.count(), MAX_DATA_SEGMENTS)?;
+        for segment in segments {
+            self.data_bytes += segment.map_err(malformed)?.data.len() as u64;
+        }
+        let memory_bytes = u64::from(self.memory_pages) * PAGE;
+        if self.data_bytes > memory_bytes {
+            return limit(format!(
+                "its data segments hold {} bytes, more than its memory ceiling of \
+                 {memory_bytes} bytes (`limits.memory_pages` = {})",
+                self.data_bytes, self.memory_pages
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn at_most(what: &str, count: u32, max: u32) -> Result<(), InspectError> {
@@ -244,6 +304,25 @@ mod tests {
         assert!(limit(&format!("(module {functions})")).contains("100001 functions"));
         let tags = "(module (tag))";
         assert!(limit(tags).contains("exception"));
+    }
+
+    #[test]
+    fn function_bodies_are_capped() {
+        // `local.get 0 local.get 0 i32.add local.set 0` is 7 bytes.
+        let body = |ops: usize| {
+            format!(
+                "(module (func (param i32) {}))",
+                "local.get 0 local.get 0 i32.add local.set 0 ".repeat(ops)
+            )
+        };
+        check(&wat(&body(37_400)), 16).unwrap();
+        assert!(limit(&body(37_500)).contains("a function's body is 2625"));
+        let bodies = |n: usize| {
+            let one = "local.get 0 local.get 0 i32.add local.set 0 ".repeat(37_000);
+            format!("(module {})", format!("(func (param i32) {one})").repeat(n))
+        };
+        check(&wat(&bodies(16)), 16).unwrap();
+        assert!(limit(&bodies(17)).contains("its code is 44"));
     }
 
     #[test]
