@@ -165,7 +165,7 @@ pub(crate) fn binary(bytes: &[u8], limits: Limits) -> Result<Vec<u8>, LoadError>
 /// The WebAssembly features a capsule may use: those of the MVP, bulk memory, reference
 /// types, SIMD, multiple values and extended constants. Not threads, exceptions, several
 /// memories, 64-bit memories, tail calls, relaxed SIMD or wide arithmetic.
-pub(crate) fn features() -> Features {
+pub fn features() -> Features {
     let mut features = Features::none();
     features
         .bulk_memory(true)
