@@ -965,3 +965,37 @@ async fn a_home_inside_the_workspace_is_out_of_reach() {
         b"pwned"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_host_call_of_a_long_call_is_answered() {
+    // A thousand reads of a missing file in one call, each answered -2 (not found). Only
+    // the first 128 used to be: the capsule's thread then spun until its deadline.
+    let reads = r#"(module
+  (import "astrid" "vfs_read" (func $vfs_read (param i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "\a4done")
+  (data (i32.const 48) "secret.txt")
+  (func (export "astrid_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "astrid_command") (param i32 i32) (result i64) (local $n i32)
+    (loop $again
+      (if (i64.ne (call $vfs_read (i32.const 48) (i32.const 10)) (i64.const -2))
+        (then unreachable))
+      (local.set $n (i32.add (local.get $n) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $n) (i32.const 1000))))
+    (i64.const 5)))"#;
+    let d = TestDaemon::start_prepared(&[], |home, _| {
+        let manifest = "[limits]\ncall_timeout = \"10s\"\n\n\
+                        [capabilities]\ngrant = [\"vfs:read:**\"]\n";
+        hostile(home, "reads", manifest, reads);
+    });
+    let client = patient_client(&d).await;
+    let started = Instant::now();
+    let (answer, cost) = under_attack(&d, invoke(&client, "reads")).await;
+    cost.within_bounds("a thousand host calls in one call");
+    assert_eq!(answer.unwrap().output, rmpv::Value::from("done"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

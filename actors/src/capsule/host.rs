@@ -9,14 +9,15 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 use std::time::Instant;
 
-use actix::dev::ToEnvelope;
+use actix::dev::{Request, ToEnvelope};
 use actix::{Actor, Handler, Message};
 
+use super::backlog::Backlog;
 use crate::audit::Record;
 use crate::bus::topic::validate_topic;
 use crate::bus::{BusActor, Publish};
@@ -62,6 +63,8 @@ pub struct Host {
     namespace: String,
     services: Option<KernelActors>,
     mcp: Option<Arc<McpServers>>,
+    /// Its events the bus has not handled yet (shared by every instance of the capsule).
+    backlog: Arc<Mutex<Backlog<Request<BusActor, Publish>>>>,
 }
 
 /// `mcp_call`'s input.
@@ -92,6 +95,7 @@ impl Host {
             namespace: Namespaces::of_capsule(capsule),
             services: None,
             mcp: None,
+            backlog: Arc::default(),
         }
     }
 
@@ -133,7 +137,8 @@ impl Host {
 
     /// `publish`: an event on `topic` from `capsule:<name>`. Handed to the bus without
     /// waiting for it to be delivered: the capsule may be the bus's interceptor for an event
-    /// in flight (the bus waits for it), and its own event simply follows that one.
+    /// in flight (the bus waits for it), and its own event simply follows that one. Failed
+    /// while the capsule's earlier events fill its [`Backlog`].
     pub(crate) fn publish(
         &self,
         topic: &str,
@@ -142,6 +147,7 @@ impl Host {
     ) -> Result<(), HostError> {
         // Checked first: the bus hands the payload on to every subscriber.
         raw::value_len(payload).map_err(|_| HostError::Invalid)?;
+        let len = payload.len();
         let payload: rmpv::Value =
             rmp_serde::from_slice(payload).map_err(|_| HostError::Invalid)?;
         validate_topic(topic).map_err(|_| HostError::Invalid)?;
@@ -150,11 +156,16 @@ impl Host {
         if !bus.connected() {
             return Err(HostError::Failed);
         }
-        bus.do_send(Publish {
+        let mut backlog = self.backlog.lock().unwrap_or_else(PoisonError::into_inner);
+        if !backlog.admit(len) {
+            return Err(HostError::Failed);
+        }
+        let answer = bus.send(Publish {
             topic: topic.to_owned(),
             payload,
             source: self.actor.clone(),
         });
+        backlog.push(answer, len);
         Ok(())
     }
 
@@ -345,6 +356,11 @@ where
 
 /// Runs `future` on this thread until it completes (`Some`) or `deadline` passes (`None`),
 /// parking the thread in between.
+///
+/// The capsule's thread is inside a Tokio task (its actor's) while the guest runs, and that
+/// task never yields while it waits here: Tokio's cooperative budget (128 polls of its
+/// resources a turn) would run out after that many answers in one guest call, and every
+/// later answer would seem never to come. The future is polled outside the budget.
 pub(crate) fn wait<F: Future>(future: F, deadline: Instant) -> Option<F::Output> {
     struct Unpark(Thread);
     impl Wake for Unpark {
@@ -354,7 +370,7 @@ pub(crate) fn wait<F: Future>(future: F, deadline: Instant) -> Option<F::Output>
     }
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
+    let mut future = pin!(tokio::task::coop::unconstrained(future));
     loop {
         if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
             return Some(out);
@@ -383,6 +399,36 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         assert_eq!(wait(rx, deadline), Some(Ok(7)));
         sender.join().unwrap();
+    }
+
+    #[test]
+    fn wait_answers_any_number_of_times_inside_a_tokio_task() {
+        // As on a capsule's thread: one task (the capsule's actor) that waits for many
+        // answers in a row, sent from another thread, without ever yielding.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let answered = runtime.block_on(async {
+            let mut answered = 0;
+            for i in 0..1000 {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let sender = std::thread::spawn(move || tx.send(i).unwrap());
+                let answer = wait(rx, Instant::now() + Duration::from_secs(1));
+                sender.join().unwrap();
+                if answer != Some(Ok(i)) {
+                    break;
+                }
+                answered += 1;
+            }
+            answered
+        });
+        assert_eq!(answered, 1000);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -525,6 +525,17 @@ fn read_guest(
     Ok(bytes)
 }
 
+/// `Failed` once the call's deadline has passed: an import then does nothing at all (no
+/// copy of the guest's bytes, no message to a service), so that a guest looping on imports
+/// past its deadline costs the host only the trip, until its fuel ends the call.
+fn live(env: &FunctionEnvMut<'_, HostState>) -> Result<(), HostError> {
+    if Instant::now() >= env.data().deadline {
+        Err(HostError::Failed)
+    } else {
+        Ok(())
+    }
+}
+
 /// A UTF-8 string (key, topic, path) out of the guest's memory.
 fn read_str(env: &FunctionEnvMut<'_, HostState>, ptr: i32, len: i32) -> Result<String, HostError> {
     String::from_utf8(read_guest(env, ptr, len, MAX_NAME)?).map_err(|_| HostError::Invalid)
@@ -595,6 +606,7 @@ fn host_log(mut env: FunctionEnvMut<'_, HostState>, level: i32, ptr: i32, len: i
 #[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
 fn host_publish(env: FunctionEnvMut<'_, HostState>, tp: i32, tl: i32, pp: i32, pl: i32) -> i32 {
     status((|| {
+        live(&env)?;
         let topic = read_str(&env, tp, tl)?;
         let payload = read_guest(&env, pp, pl, MAX_DATA)?;
         let state = env.data();
@@ -608,10 +620,12 @@ fn host_kv_get(
     kp: i32,
     kl: i32,
 ) -> Result<i64, RuntimeError> {
-    let value = read_str(&env, kp, kl).and_then(|key| {
-        let state = env.data();
-        state.host.kv_get(&key, state.deadline)
-    });
+    let value = live(&env)
+        .and_then(|()| read_str(&env, kp, kl))
+        .and_then(|key| {
+            let state = env.data();
+            state.host.kv_get(&key, state.deadline)
+        });
     match value {
         Ok(value) => give_guest(&mut env, &value).map(packed),
         Err(e) => Ok(i64::from(e.code())),
@@ -622,6 +636,7 @@ fn host_kv_get(
 #[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
 fn host_kv_put(env: FunctionEnvMut<'_, HostState>, kp: i32, kl: i32, vp: i32, vl: i32) -> i32 {
     status((|| {
+        live(&env)?;
         let key = read_str(&env, kp, kl)?;
         let value = read_guest(&env, vp, vl, MAX_DATA)?;
         let state = env.data();
@@ -633,6 +648,7 @@ fn host_kv_put(env: FunctionEnvMut<'_, HostState>, kp: i32, kl: i32, vp: i32, vl
 #[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
 fn host_kv_delete(env: FunctionEnvMut<'_, HostState>, kp: i32, kl: i32) -> i32 {
     status((|| {
+        live(&env)?;
         let key = read_str(&env, kp, kl)?;
         let state = env.data();
         state.host.kv_delete(&key, state.deadline)
@@ -645,10 +661,12 @@ fn host_vfs_read(
     pp: i32,
     pl: i32,
 ) -> Result<i64, RuntimeError> {
-    let data = read_str(&env, pp, pl).and_then(|path| {
-        let state = env.data();
-        state.host.vfs_read(&path, state.deadline)
-    });
+    let data = live(&env)
+        .and_then(|()| read_str(&env, pp, pl))
+        .and_then(|path| {
+            let state = env.data();
+            state.host.vfs_read(&path, state.deadline)
+        });
     match data {
         Ok(data) => give_guest(&mut env, &data).map(packed),
         Err(e) => Ok(i64::from(e.code())),
@@ -659,6 +677,7 @@ fn host_vfs_read(
 #[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
 fn host_vfs_write(env: FunctionEnvMut<'_, HostState>, pp: i32, pl: i32, dp: i32, dl: i32) -> i32 {
     status((|| {
+        live(&env)?;
         let path = read_str(&env, pp, pl)?;
         let data = read_guest(&env, dp, dl, MAX_DATA)?;
         let state = env.data();
@@ -672,10 +691,12 @@ fn host_mcp_call(
     rp: i32,
     rl: i32,
 ) -> Result<i64, RuntimeError> {
-    let result = read_guest(&env, rp, rl, MAX_DATA).and_then(|request| {
-        let state = env.data();
-        state.host.mcp_call(&request, state.deadline)
-    });
+    let result = live(&env)
+        .and_then(|()| read_guest(&env, rp, rl, MAX_DATA))
+        .and_then(|request| {
+            let state = env.data();
+            state.host.mcp_call(&request, state.deadline)
+        });
     match result {
         Ok(result) => give_guest(&mut env, &result).map(packed),
         Err(e) => Ok(i64::from(e.code())),
