@@ -1156,8 +1156,9 @@ async fn a_host_call_to_a_hung_service_ends_at_the_call_deadline() {
     );
 }
 
-/// A guest that spends its time in host calls (`log`, at debug level: filtered out, but
-/// still a trip through the host) and never returns.
+/// A guest that spends its time in host calls (`log`, at debug level: filtered out, and
+/// past its first 100 lines refused by its budget, but still a trip through the host) and
+/// never returns. Its fuel must outlast its deadline even though such a call is cheap.
 const SPIN_IN_HOST_WAT: &str = r#"(module
   (import "astrid" "log" (func $log (param i32 i32 i32)))
   (memory (export "memory") 1)
@@ -1185,7 +1186,7 @@ async fn capsules_spinning_in_host_calls_are_stopped_at_their_deadline() {
                 &name,
                 &format!(
                     "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\n\n[module]\n\
-                     file = \"spin.wat\"\n\n[limits]\nfuel = 400000\n\
+                     file = \"spin.wat\"\n\n[limits]\nfuel = 2000000\n\
                      call_timeout = \"100ms\"\n\n[[command]]\nname = \"{name}\"\n"
                 ),
                 &[("spin.wat", SPIN_IN_HOST_WAT.as_bytes())],

@@ -1,8 +1,9 @@
 //! Small file helpers shared by the kernel and the daemon binary: private atomic writes,
-//! and syncing a directory so that the files created in it survive a crash.
+//! syncing a directory so that the files created in it survive a crash, and reads bounded
+//! in size.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -58,6 +59,26 @@ pub fn remove_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Reads the whole of `path` if it holds at most `max` bytes; never reads more than
+/// `max + 1` (a file that grows meanwhile is caught too).
+///
+/// # Errors
+///
+/// Any I/O error, or one of kind `FileTooLarge` saying the limit.
+pub fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    fs::File::open(path)?
+        .take(max.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("it is larger than {max} bytes, the limit"),
+        ));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -82,5 +103,22 @@ mod tests {
         );
         remove_if_exists(&path).unwrap();
         remove_if_exists(&path).unwrap();
+    }
+
+    #[test]
+    fn bounded_reads_stop_past_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"12345").unwrap();
+        assert_eq!(read_bounded(&path, 5).unwrap(), b"12345");
+        let err = read_bounded(&path, 4).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+        assert!(err.to_string().contains("larger than 4 bytes"), "{err}");
+        assert_eq!(
+            read_bounded(&dir.path().join("nope"), 4)
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::NotFound
+        );
     }
 }

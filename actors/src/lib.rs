@@ -59,6 +59,7 @@ pub mod ledger;
 pub mod listener;
 pub mod mcp;
 pub mod protocol;
+pub mod rate;
 pub mod relay;
 pub mod session;
 pub mod settings;

@@ -1,7 +1,7 @@
 //! Messages handled by [`CapabilitiesActor`](super::CapabilitiesActor), grants, and errors.
 //!
 //! Senders: the session router (`GrantCapability`, `RevokeCapability`, `ListCapabilities`),
-//! the capsule loader (manifest grants), and every host function ([`Check`]).
+//! the capsule loader (manifest grants), and every host function ([`Check`], [`Refused`]).
 
 use actix::Message;
 use serde::{Deserialize, Serialize};
@@ -108,4 +108,17 @@ pub struct Check {
     pub subject: String,
     /// What it attempts.
     pub access: Access,
+}
+
+/// A denial decided elsewhere (the VFS refusing a capsule's path: a symbolic link, a
+/// reserved path), audited like the store's own, within the same budget.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Refused {
+    /// Capsule name.
+    pub subject: String,
+    /// What it attempted.
+    pub access: Access,
+    /// Why it was refused, for the audit log (`denied: ...`).
+    pub reason: String,
 }

@@ -1,32 +1,45 @@
 //! The capability store: which capsule may touch which resource. Grants come from capsule
 //! manifests (in memory, replaced on each load) and from the API (persisted in redb until
 //! revoked). [`Check`] answers every host call; anything not granted is denied, and every
-//! denial is written to the audit log.
+//! denial is written to the audit log (with those the VFS decides, sent as [`Refused`]).
+//!
+//! A capsule that keeps being denied (a loop of host calls) cannot fill the disk or the
+//! log with it: each capsule's denials are recorded one by one up to [`DENIAL_BURST`] at
+//! once, then [`DENIAL_PER_SECOND`] a second; beyond that they are counted, and every
+//! second one entry (and one log line) says how many were not recorded one by one.
 //!
 //! Handles: [`GrantCapability`], [`RevokeCapability`], [`ListCapabilities`] (router),
-//! [`SetManifestGrants`] (capsule loader), [`Check`] (host functions), [`Terminate`],
-//! [`Inject`].
+//! [`SetManifestGrants`] (capsule loader), [`Check`] and [`Refused`] (host functions),
+//! [`Terminate`], [`Inject`].
 
 mod messages;
 pub mod resource;
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, Context, Handler, MessageResult};
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use self::messages::{
-    CapsError, Check, Grant, GrantCapability, GrantSource, ListCapabilities, RevokeCapability,
-    SetManifestGrants,
+    CapsError, Check, Grant, GrantCapability, GrantSource, ListCapabilities, Refused,
+    RevokeCapability, SetManifestGrants,
 };
-use self::resource::ResourcePattern;
+use self::resource::{Access, ResourcePattern};
 use crate::audit::{AuditActor, Record};
 use crate::bus::unix_millis;
 use crate::db::Db;
+use crate::rate::RateBudget;
 use crate::supervisor::{ChildRef, Inject, Terminate, apply_fault};
 
 /// `subject NUL resource` → grant (MessagePack).
 const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("grants");
+
+/// Denials of one capsule recorded one by one at once.
+pub const DENIAL_BURST: u32 = 100;
+/// Denials of one capsule recorded one by one a second, after the first [`DENIAL_BURST`].
+pub const DENIAL_PER_SECOND: u32 = 10;
 
 /// Creates the table if the database is new.
 ///
@@ -60,6 +73,8 @@ pub struct CapabilitiesActor {
     db: Arc<Db>,
     audit: ChildRef<AuditActor>,
     held: Vec<Held>,
+    /// Each subject's budget of denials recorded one by one.
+    denials: HashMap<String, RateBudget>,
 }
 
 impl CapabilitiesActor {
@@ -74,7 +89,63 @@ impl CapabilitiesActor {
             .handle()
             .and_then(|h| load(&h))
             .map_err(|e| format!("cannot read the capability database: {e}"))?;
-        Ok(Self { db, audit, held })
+        Ok(Self {
+            db,
+            audit,
+            held,
+            denials: HashMap::new(),
+        })
+    }
+
+    /// Records that `subject` was denied `access` (`reason` starts with `denied`), within
+    /// its budget.
+    fn deny(&mut self, subject: &str, access: &Access, reason: &str) {
+        let now = Instant::now();
+        let budget = self
+            .denials
+            .entry(subject.to_owned())
+            .or_insert_with(|| RateBudget::new(DENIAL_BURST, DENIAL_PER_SECOND, now));
+        if !budget.admit(now) {
+            return;
+        }
+        tracing::warn!(%subject, %access, "capability denied: {reason}");
+        self.record(Record::new(
+            format!("capsule:{subject}"),
+            "deny",
+            access.to_string(),
+            reason,
+        ));
+    }
+
+    /// One entry for each subject whose denials went over its budget since the last time.
+    fn sum_up_denials(&mut self) {
+        let mut over: Vec<(String, u64)> = self
+            .denials
+            .iter_mut()
+            .map(|(subject, budget)| (subject.clone(), budget.take_dropped()))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        over.sort();
+        for (subject, n) in over {
+            tracing::warn!(%subject, not_recorded = n, "capability denials over the budget");
+            self.record(Record::new(
+                format!("capsule:{subject}"),
+                "deny",
+                "(repeated)",
+                format!(
+                    "denied {n} more times, not recorded one by one (a capsule's denials are \
+                     recorded {DENIAL_BURST} at once, then {DENIAL_PER_SECOND} a second)"
+                ),
+            ));
+        }
+        // Forget full budgets of subjects that are quiet: they start full anyway.
+        self.denials.retain(|_, b| !b.is_full(Instant::now()));
+    }
+
+    fn record(&self, record: Record) {
+        if let Some(audit) = self.audit.get() {
+            audit.do_send(record);
+        }
     }
 
     fn persist(&self, key: &str, grant: Option<&Grant>) -> Result<(), redb::Error> {
@@ -139,6 +210,10 @@ fn load(db: &Database) -> Result<Vec<Held>, redb::Error> {
 
 impl Actor for CapabilitiesActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(Duration::from_secs(1), |act, _| act.sum_up_denials());
+    }
 }
 
 impl Handler<GrantCapability> for CapabilitiesActor {
@@ -269,17 +344,17 @@ impl Handler<Check> for CapabilitiesActor {
             .iter()
             .any(|h| h.grant.subject == msg.subject && h.pattern.allows(&msg.access));
         if !allowed {
-            tracing::warn!(subject = %msg.subject, access = %msg.access, "capability denied");
-            if let Some(audit) = self.audit.get() {
-                audit.do_send(Record::new(
-                    format!("capsule:{}", msg.subject),
-                    "deny",
-                    msg.access.to_string(),
-                    "denied: no capability allows it",
-                ));
-            }
+            self.deny(&msg.subject, &msg.access, "denied: no capability allows it");
         }
         allowed
+    }
+}
+
+impl Handler<Refused> for CapabilitiesActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Refused, _: &mut Context<Self>) {
+        self.deny(&msg.subject, &msg.access, &msg.reason);
     }
 }
 

@@ -7,12 +7,18 @@
 //! | `vfs:read:<glob>`, `vfs:write:<glob>` | workspace paths (`*` within a directory, `**` across) |
 //! | `bus:publish:<pattern>`, `bus:subscribe:<pattern>` | topics (`*` one segment, `>` the rest) |
 //! | `mcp:call:<server>/<tool>` | MCP tools (`*` wildcards) |
+//!
+//! A workspace path is matched as the VFS opens it: normalized first (`./a//b/` is `a/b`),
+//! so that no spelling of a path matches a glob its normal form does not. A path that can
+//! never be valid (absolute, with `..`) matches nothing, and neither does one in the
+//! workspace's `.astrid/` (the daemon's configuration), whatever the glob.
 
 use std::fmt;
 
 use globset::{GlobBuilder, GlobMatcher};
 
 use crate::bus::Pattern;
+use crate::vfs::path::{CONFIG_DIR, VfsPath};
 
 /// Why a resource string is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -151,7 +157,7 @@ impl ResourcePattern {
         match (self, access) {
             (Self::Kv, Access::Kv) => true,
             (Self::VfsRead(g), Access::VfsRead(p)) | (Self::VfsWrite(g), Access::VfsWrite(p)) => {
-                g.is_match(p)
+                vfs_allows(g, p)
             }
             (Self::BusPublish(g), Access::BusPublish(t)) => g.matches(t),
             (Self::BusSubscribe(g), Access::BusSubscribe(p)) => {
@@ -163,6 +169,18 @@ impl ResourcePattern {
             _ => false,
         }
     }
+}
+
+/// Whether `glob` allows the workspace path `raw` (see the module's documentation).
+fn vfs_allows(glob: &GlobMatcher, raw: &str) -> bool {
+    let Ok(path) = VfsPath::parse(raw) else {
+        return false;
+    };
+    let config = path
+        .components()
+        .next()
+        .is_some_and(|first| first.eq_ignore_ascii_case(CONFIG_DIR));
+    !config && glob.is_match(path.as_str())
 }
 
 #[cfg(test)]
@@ -191,6 +209,35 @@ mod tests {
             &Access::VfsWrite("src/a".into())
         ));
         assert!(allows("vfs:write:out/*", &Access::VfsWrite("out/x".into())));
+    }
+
+    #[test]
+    fn vfs_grants_match_the_normalized_path() {
+        let read = |p: &str| Access::VfsRead(p.into());
+        // Each spelling matches as its normal form does.
+        assert!(!allows("vfs:read:*/secret.txt", &read("./secret.txt")));
+        assert!(allows("vfs:read:*/secret.txt", &read("./a/secret.txt")));
+        assert!(!allows("vfs:read:data/*/x", &read("data//x")));
+        assert!(allows("vfs:read:data/*/x", &read("data/./y//x")));
+        assert!(allows("vfs:read:notes/n.txt", &read("notes/n.txt/")));
+        // Never valid, whatever the glob.
+        for p in ["../x", "a/../../x", "/etc/passwd", "", "a\0b"] {
+            assert!(!allows("vfs:read:**", &read(p)), "{p}");
+        }
+        assert!(!allows("vfs:read:**", &read("a/../x")));
+        // The daemon's configuration.
+        for p in [
+            ".astrid/mcp.toml",
+            "./.astrid//capsules/c/Capsule.toml",
+            ".ASTRID/x",
+        ] {
+            assert!(!allows("vfs:read:**", &read(p)), "{p}");
+            assert!(
+                !allows("vfs:write:.astrid/**", &Access::VfsWrite(p.into())),
+                "{p}"
+            );
+        }
+        assert!(allows("vfs:read:**", &read("a/.astrid/x")));
     }
 
     #[test]

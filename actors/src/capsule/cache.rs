@@ -2,8 +2,9 @@
 //! an unchanged module) does not run Cranelift again.
 //!
 //! An entry is keyed by everything the compiled artifact depends on: the module's bytes,
-//! the limits compiled into it (fuel; memory for good measure), the ABI version and the
-//! wasmer version. It holds a magic, the BLAKE3 hash of the artifact, and the artifact
+//! the limits compiled into it (fuel; memory for good measure), the ABI version, the
+//! WebAssembly features enabled and the wasmer version. The module is checked against the
+//! host's limits (`inspect.rs`) before the cache is looked at. It holds a magic, the BLAKE3 hash of the artifact, and the artifact
 //! (wasmer's serialized module). An entry is never trusted as found: one that is short,
 //! has another magic, does not match its hash, or that wasmer refuses, is recompiled and
 //! written again. Entries are written privately and atomically (`files::write_private`).
@@ -45,6 +46,7 @@ impl CompileCache {
     fn entry(&self, bytes: &[u8], limits: Limits) -> PathBuf {
         let mut key = blake3::Hasher::new();
         key.update(format!("abi {ABI_VERSION} wasmer {WASMER_VERSION} ").as_bytes());
+        key.update(format!("{:?} ", sandbox::features()).as_bytes());
         key.update(format!("fuel {} pages {} ", limits.fuel, limits.memory_pages).as_bytes());
         key.update(bytes);
         self.dir.join(format!("{}.bin", key.finalize().to_hex()))
@@ -57,6 +59,8 @@ impl CompileCache {
     ///
     /// As [`sandbox::compile`].
     pub fn load(&self, bytes: &[u8], limits: Limits) -> Result<(Compiled, Source), LoadError> {
+        // Checked whether cached or not: the limits may have changed since it was cached.
+        let wasm = sandbox::binary(bytes, limits)?;
         let path = self.entry(bytes, limits);
         match std::fs::read(&path) {
             Ok(entry) => match revive(&entry, limits) {
@@ -69,7 +73,7 @@ impl CompileCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!(entry = %path.display(), "compile cache unreadable: {e}"),
         }
-        let compiled = sandbox::compile(bytes, limits)?;
+        let compiled = sandbox::compile_binary(&wasm, limits)?;
         if let Err(e) = self.store(&path, compiled.module()) {
             tracing::warn!(entry = %path.display(), "cannot write the compile cache: {e}");
         }

@@ -9,19 +9,20 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 use std::time::Instant;
 
-use actix::dev::ToEnvelope;
+use actix::dev::{Request, ToEnvelope};
 use actix::{Actor, Handler, Message};
 
+use super::backlog::Backlog;
 use crate::audit::Record;
 use crate::bus::topic::validate_topic;
 use crate::bus::{BusActor, Publish};
-use crate::caps::Check;
 use crate::caps::resource::Access;
+use crate::caps::{Check, Refused};
 use crate::capsules::loaded::child_name;
 use crate::kernel::KernelActors;
 use crate::mcp::servers::McpServers;
@@ -29,7 +30,8 @@ use crate::mcp::{CallTool, McpError};
 use crate::protocol::{DEFAULT_MAX_FRAME_LEN, RawValue};
 use crate::store::{Delete, Get, Namespaces, Put, StoreError};
 use crate::supervisor::ChildRef;
-use crate::vfs::{Read, VfsError, Write};
+use crate::vfs::path::VfsPath;
+use crate::vfs::{CapsuleRead, CapsuleWrite, VfsError};
 
 /// Why a host import failed, as the guest sees it (a negative return value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +63,8 @@ pub struct Host {
     namespace: String,
     services: Option<KernelActors>,
     mcp: Option<Arc<McpServers>>,
+    /// Its events the bus has not handled yet (shared by every instance of the capsule).
+    backlog: Arc<Mutex<Backlog<Request<BusActor, Publish>>>>,
 }
 
 /// `mcp_call`'s input.
@@ -91,6 +95,7 @@ impl Host {
             namespace: Namespaces::of_capsule(capsule),
             services: None,
             mcp: None,
+            backlog: Arc::default(),
         }
     }
 
@@ -135,7 +140,8 @@ impl Host {
     /// in flight (the bus waits for it), and its own event simply follows that one.
     ///
     /// The permission is checked before the payload is looked at; the payload is then
-    /// checked (one value, not nested too deep, at most a frame) and kept as its bytes.
+    /// checked (one value, not nested too deep, at most a frame) and kept as its bytes. Failed
+    /// while the capsule's earlier events fill its [`Backlog`].
     pub(crate) fn publish(
         &self,
         topic: &str,
@@ -147,16 +153,22 @@ impl Host {
         if payload.len() > DEFAULT_MAX_FRAME_LEN {
             return Err(HostError::TooLarge);
         }
+        let len = payload.len();
         let payload = RawValue::from_slice(payload).map_err(|_| HostError::Invalid)?;
         let bus = self.services()?.bus.get().ok_or(HostError::Failed)?;
         if !bus.connected() {
             return Err(HostError::Failed);
         }
-        bus.do_send(Publish {
+        let mut backlog = self.backlog.lock().unwrap_or_else(PoisonError::into_inner);
+        if !backlog.admit(len) {
+            return Err(HostError::Failed);
+        }
+        let answer = bus.send(Publish {
             topic: topic.to_owned(),
             payload,
             source: self.actor.clone(),
         });
+        backlog.push(answer, len);
         Ok(())
     }
 
@@ -212,37 +224,60 @@ impl Host {
         }
     }
 
-    /// `vfs_read`: the whole file.
+    /// `vfs_read`: the whole file. The grant is checked on the normalized path, which is
+    /// what is opened (no link is followed: see [`CapsuleRead`]).
     pub(crate) fn vfs_read(&self, path: &str, deadline: Instant) -> Result<Vec<u8>, HostError> {
-        self.allow(Access::VfsRead(path.to_owned()), deadline)?;
-        let read = Read {
-            path: path.to_owned(),
-            offset: 0,
-            len: None,
-        };
+        let path = normalized(path)?;
+        let access = Access::VfsRead(path.clone());
+        self.allow(access.clone(), deadline)?;
+        let read = CapsuleRead { path };
         ask(&self.services()?.vfs, read, deadline)?
             .map(|r| r.data)
-            .map_err(|e| vfs_error(&e))
+            .map_err(|e| self.vfs_error(&access, &e))
     }
 
-    /// `vfs_write`: atomic, parents created; audited.
+    /// `vfs_write`: atomic, parents created; audited. Checked as [`Host::vfs_read`].
     pub(crate) fn vfs_write(
         &self,
         path: &str,
         data: Vec<u8>,
         deadline: Instant,
     ) -> Result<(), HostError> {
-        self.allow(Access::VfsWrite(path.to_owned()), deadline)?;
-        let write = Write {
-            path: path.to_owned(),
+        let path = normalized(path)?;
+        let access = Access::VfsWrite(path.clone());
+        self.allow(access.clone(), deadline)?;
+        let write = CapsuleWrite {
+            path: path.clone(),
             data,
-            create_dirs: true,
         };
         let result = ask(&self.services()?.vfs, write, deadline)?
             .map(drop)
-            .map_err(|e| vfs_error(&e));
-        self.audit("vfs_write", path, result);
+            .map_err(|e| self.vfs_error(&access, &e));
+        if result != Err(HostError::Denied) {
+            self.audit("vfs_write", &path, result);
+        }
         result
+    }
+
+    /// The guest's code for a VFS error; a refusal by the VFS (a symbolic link, a reserved
+    /// path) is a denial, audited as one by the capability store.
+    fn vfs_error(&self, access: &Access, e: &VfsError) -> HostError {
+        let refusal = match e {
+            VfsError::Symlink { link, .. } => format!("denied: `{link}` is a symbolic link"),
+            VfsError::Reserved { .. } => "denied: reserved to the daemon".to_owned(),
+            VfsError::NotFound { .. } => return HostError::NotFound,
+            VfsError::InvalidPath { .. } | VfsError::Escape { .. } => return HostError::Invalid,
+            VfsError::TooLarge { .. } => return HostError::TooLarge,
+            VfsError::Io { .. } => return HostError::Failed,
+        };
+        if let Some(caps) = self.services.as_ref().and_then(|s| s.caps.get()) {
+            caps.do_send(Refused {
+                subject: self.capsule.clone(),
+                access: access.clone(),
+                reason: refusal,
+            });
+        }
+        HostError::Denied
     }
 }
 
@@ -300,13 +335,12 @@ fn store_error(e: &StoreError) -> HostError {
     }
 }
 
-fn vfs_error(e: &VfsError) -> HostError {
-    match e {
-        VfsError::NotFound { .. } => HostError::NotFound,
-        VfsError::InvalidPath { .. } | VfsError::Escape { .. } => HostError::Invalid,
-        VfsError::TooLarge { .. } => HostError::TooLarge,
-        VfsError::Io { .. } => HostError::Failed,
-    }
+/// A guest's workspace path, normalized (`./a//b/` is `a/b`), or `Invalid` when it can
+/// never be valid (absolute, `..`, empty, NUL, too long; see [`VfsPath`]).
+fn normalized(raw: &str) -> Result<String, HostError> {
+    VfsPath::parse(raw)
+        .map(|p| p.as_str().to_owned())
+        .map_err(|_| HostError::Invalid)
 }
 
 /// Sends `msg` to the service and waits for the answer on this thread, until `deadline`.
@@ -326,6 +360,11 @@ where
 
 /// Runs `future` on this thread until it completes (`Some`) or `deadline` passes (`None`),
 /// parking the thread in between.
+///
+/// The capsule's thread is inside a Tokio task (its actor's) while the guest runs, and that
+/// task never yields while it waits here: Tokio's cooperative budget (128 polls of its
+/// resources a turn) would run out after that many answers in one guest call, and every
+/// later answer would seem never to come. The future is polled outside the budget.
 pub(crate) fn wait<F: Future>(future: F, deadline: Instant) -> Option<F::Output> {
     struct Unpark(Thread);
     impl Wake for Unpark {
@@ -335,7 +374,7 @@ pub(crate) fn wait<F: Future>(future: F, deadline: Instant) -> Option<F::Output>
     }
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
+    let mut future = pin!(tokio::task::coop::unconstrained(future));
     loop {
         if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
             return Some(out);
@@ -364,6 +403,36 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         assert_eq!(wait(rx, deadline), Some(Ok(7)));
         sender.join().unwrap();
+    }
+
+    #[test]
+    fn wait_answers_any_number_of_times_inside_a_tokio_task() {
+        // As on a capsule's thread: one task (the capsule's actor) that waits for many
+        // answers in a row, sent from another thread, without ever yielding.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let answered = runtime.block_on(async {
+            let mut answered = 0;
+            for i in 0..1000 {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let sender = std::thread::spawn(move || tx.send(i).unwrap());
+                let answer = wait(rx, Instant::now() + Duration::from_secs(1));
+                sender.join().unwrap();
+                if answer != Some(Ok(i)) {
+                    break;
+                }
+                answered += 1;
+            }
+            answered
+        });
+        assert_eq!(answered, 1000);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

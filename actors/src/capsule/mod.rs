@@ -11,11 +11,16 @@
 //! own events), and the supervision messages [`Terminate`] and [`Inject`] (whose
 //! [`Fault::Trap`] makes the instance fail as a guest bug would).
 //!
-//! The sandbox (`sandbox.rs`), the on-disk compile cache (`cache.rs`), the host imports'
+//! The sandbox (`sandbox.rs`), the checks of what a module declares (`inspect.rs`), the
+//! `log` import's budget (`log.rs`), the bound on a capsule's events in the bus's hands
+//! (`backlog.rs`), the on-disk compile cache (`cache.rs`), the host imports'
 //! work (`host.rs`) and the call queue (`queue.rs`) are plain code, tested on their own.
 
+pub mod backlog;
 pub mod cache;
 pub mod host;
+pub mod inspect;
+pub mod log;
 mod messages;
 mod queue;
 pub mod sandbox;

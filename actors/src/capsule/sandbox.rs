@@ -11,7 +11,12 @@
 //!
 //! Metering: each call may spend [`Limits::fuel`] points (one per operator); a guest that
 //! runs out is stopped with [`CallError::OutOfFuel`]. Memory: the linear memory cannot grow
-//! past [`Limits::memory_pages`] (`memory.grow` returns -1 to the guest beyond it). Time:
+//! past [`Limits::memory_pages`] (`memory.grow` returns -1 to the guest beyond it), and no
+//! table past [`MAX_TABLE_ELEMENTS`] (`table.grow` returns -1); what a module declares is
+//! checked before it is compiled (see `inspect.rs`). The engine enables a fixed set of
+//! WebAssembly features ([`features`]): not threads (a guest could block its thread forever
+//! in `memory.atomic.wait`), exceptions (every `throw` allocates host memory that lives as
+//! long as the instance) or more than one memory. Time:
 //! host imports wait for services only until the call's deadline, and a call that ends
 //! after its deadline is a failure ([`CallError::Deadline`]), whatever it answered. Nothing
 //! preempts a guest that computes past its deadline: its fuel ends it. (wasmer's signal-based
@@ -24,7 +29,9 @@ use std::time::{Duration, Instant};
 
 use Type::{I32, I64};
 use wasmer::sys::vm::{TrapCode, VMMemory, VMMemoryDefinition, VMTable, VMTableDefinition};
-use wasmer::sys::{BaseTunables, CompilerConfig, Cranelift, NativeEngineExt, Tunables};
+use wasmer::sys::{
+    BaseTunables, CompilerConfig, Cranelift, EngineBuilder, Features, NativeEngineExt, Tunables,
+};
 use wasmer::wasmparser::Operator;
 use wasmer::{
     AsStoreMut, Engine, ExternType, Function, FunctionEnv, FunctionEnvMut, FunctionType, Global,
@@ -34,7 +41,10 @@ use wasmer::{
 use wasmer_middlewares::Metering;
 
 use super::host::{Host, HostError};
+use super::inspect::{self, InspectError, MAX_TABLE_ELEMENTS};
+use super::log;
 use crate::capsules::manifest::Limits;
+use crate::rate::RateBudget;
 
 /// The ABI version this host implements.
 pub const ABI_VERSION: u32 = 1;
@@ -51,6 +61,18 @@ pub enum LoadError {
     /// A required export is missing or has the wrong type.
     #[error("the module does not export {0}")]
     Export(String),
+    /// The module is larger, or declares more, than the host allows (see `inspect.rs`).
+    #[error("the module is over a limit: {0}")]
+    Limit(String),
+}
+
+impl From<InspectError> for LoadError {
+    fn from(e: InspectError) -> Self {
+        match e {
+            InspectError::Malformed(reason) => Self::Compile(reason),
+            InspectError::Limit(reason) => Self::Limit(reason),
+        }
+    }
 }
 
 /// Why a call failed. The sandbox stays usable after every one of them.
@@ -113,10 +135,16 @@ impl std::fmt::Debug for Compiled {
 ///
 /// # Errors
 ///
-/// [`LoadError::Compile`] for anything that is not a valid module.
+/// [`LoadError::Compile`] for anything that is not a valid module, [`LoadError::Limit`]
+/// for one over a limit of `inspect.rs`.
 pub fn compile(bytes: &[u8], limits: Limits) -> Result<Compiled, LoadError> {
+    compile_binary(&binary(bytes, limits)?, limits)
+}
+
+/// Compiles `wasm`, a binary module already checked by [`binary`].
+pub(crate) fn compile_binary(wasm: &[u8], limits: Limits) -> Result<Compiled, LoadError> {
     let engine = engine(limits);
-    let module = Module::new(&engine, bytes).map_err(|e| LoadError::Compile(e.to_string()))?;
+    let module = Module::new(&engine, wasm).map_err(|e| LoadError::Compile(e.to_string()))?;
     check_abi(&module)?;
     Ok(Compiled {
         engine,
@@ -125,12 +153,38 @@ pub fn compile(bytes: &[u8], limits: Limits) -> Result<Compiled, LoadError> {
     })
 }
 
-/// A Cranelift engine with its own metering middleware and the memory ceiling of `limits`.
+/// The binary module of `bytes` (WAT text is translated), checked against the limits of
+/// `inspect.rs`, before anything is compiled.
+pub(crate) fn binary(bytes: &[u8], limits: Limits) -> Result<Vec<u8>, LoadError> {
+    inspect::check_size(bytes.len() as u64)?;
+    let wasm = wasmer::wat2wasm(bytes).map_err(|e| LoadError::Compile(e.to_string()))?;
+    inspect::check(&wasm, limits.memory_pages)?;
+    Ok(wasm.into_owned())
+}
+
+/// The WebAssembly features a capsule may use: those of the MVP, bulk memory, reference
+/// types, SIMD, multiple values and extended constants. Not threads, exceptions, several
+/// memories, 64-bit memories, tail calls, relaxed SIMD or wide arithmetic.
+pub fn features() -> Features {
+    let mut features = Features::none();
+    features
+        .bulk_memory(true)
+        .reference_types(true)
+        .simd(true)
+        .multi_value(true)
+        .extended_const(true);
+    features
+}
+
+/// A Cranelift engine with its own metering middleware, the [`features`] capsules may use,
+/// and the memory and table ceilings of `limits`.
 pub(crate) fn engine(limits: Limits) -> Engine {
     let mut compiler = Cranelift::default();
     compiler.push_middleware(Arc::new(Metering::new(limits.fuel, |_: &Operator| 1)));
-    let mut engine: Engine = compiler.into();
-    engine.set_tunables(CappedMemory {
+    let mut engine: Engine = EngineBuilder::new(compiler)
+        .set_features(Some(features()))
+        .into();
+    engine.set_tunables(Capped {
         pages: Pages(limits.memory_pages),
         base: BaseTunables::new(),
     });
@@ -224,6 +278,8 @@ struct HostState {
     host: Host,
     /// The running call's deadline; host imports wait for services until then.
     deadline: Instant,
+    /// What the guest may still write to the daemon's log.
+    log: RateBudget,
 }
 
 type Handler = TypedFunction<(i32, i32), i64>;
@@ -266,6 +322,7 @@ impl Sandbox {
                 alloc: None,
                 host,
                 deadline: Instant::now(),
+                log: log::budget(Instant::now()),
             },
         );
         let imports = imports! {
@@ -361,6 +418,17 @@ impl Sandbox {
             return Err(CallError::Trap(format!("cannot set the call's fuel: {e}")));
         }
         let reply = self.run(&handler, input, len);
+        let state = self.env.as_mut(&mut self.store);
+        let dropped = state.log.take_dropped();
+        if dropped > 0 {
+            tracing::warn!(
+                capsule = %state.host.capsule(),
+                dropped,
+                "capsule log lines dropped: a capsule may log {} lines at once, then {} a second",
+                log::BURST,
+                log::PER_SECOND
+            );
+        }
         if started.elapsed() > self.call_timeout {
             // Late: the caller has been told `timeout`; what the guest did is not trusted.
             return Err(CallError::Deadline(self.call_timeout));
@@ -447,12 +515,25 @@ fn read_guest(
     if len > max {
         return Err(HostError::TooLarge);
     }
+    let view = memory.view(env);
+    // Checked before allocating: a range outside the memory costs the host nothing.
+    if ptr.saturating_add(len as u64) > view.data_size() {
+        return Err(HostError::Invalid);
+    }
     let mut bytes = vec![0; len];
-    memory
-        .view(env)
-        .read(ptr, &mut bytes)
-        .map_err(|_| HostError::Invalid)?;
+    view.read(ptr, &mut bytes).map_err(|_| HostError::Invalid)?;
     Ok(bytes)
+}
+
+/// `Failed` once the call's deadline has passed: an import then does nothing at all (no
+/// copy of the guest's bytes, no message to a service), so that a guest looping on imports
+/// past its deadline costs the host only the trip, until its fuel ends the call.
+fn live(env: &FunctionEnvMut<'_, HostState>) -> Result<(), HostError> {
+    if Instant::now() >= env.data().deadline {
+        Err(HostError::Failed)
+    } else {
+        Ok(())
+    }
 }
 
 /// A UTF-8 string (key, topic, path) out of the guest's memory.
@@ -501,18 +582,18 @@ fn packed(result: Result<i64, HostError>) -> i64 {
     result.unwrap_or_else(|e| i64::from(e.code()))
 }
 
-/// `astrid.log(level, ptr, len)`.
-#[allow(
-    clippy::needless_pass_by_value,
-    reason = "wasmer hands host functions their environment by value"
-)]
-fn host_log(env: FunctionEnvMut<'_, HostState>, level: i32, ptr: i32, len: i32) {
+/// `astrid.log(level, ptr, len)`: within the capsule's log budget (see `log.rs`).
+fn host_log(mut env: FunctionEnvMut<'_, HostState>, level: i32, ptr: i32, len: i32) {
+    if !env.data_mut().log.admit(Instant::now()) {
+        return;
+    }
     let capsule = env.data().host.capsule().to_owned();
-    let Ok(bytes) = read_guest(&env, ptr, len.min(4096), 4096) else {
+    let max = i32::try_from(log::MAX_LINE).unwrap_or(i32::MAX);
+    let Ok(bytes) = read_guest(&env, ptr, len.min(max), log::MAX_LINE) else {
         tracing::warn!(%capsule, "log line outside the capsule's memory");
         return;
     };
-    let line = String::from_utf8_lossy(&bytes);
+    let line = log::sanitize(&bytes);
     match level {
         0 => tracing::error!(%capsule, "{line}"),
         1 => tracing::warn!(%capsule, "{line}"),
@@ -525,6 +606,7 @@ fn host_log(env: FunctionEnvMut<'_, HostState>, level: i32, ptr: i32, len: i32) 
 #[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
 fn host_publish(env: FunctionEnvMut<'_, HostState>, tp: i32, tl: i32, pp: i32, pl: i32) -> i32 {
     status((|| {
+        live(&env)?;
         let topic = read_str(&env, tp, tl)?;
         let payload = read_guest(&env, pp, pl, MAX_DATA)?;
         let state = env.data();
@@ -538,10 +620,12 @@ fn host_kv_get(
     kp: i32,
     kl: i32,
 ) -> Result<i64, RuntimeError> {
-    let value = read_str(&env, kp, kl).and_then(|key| {
-        let state = env.data();
-        state.host.kv_get(&key, state.deadline)
-    });
+    let value = live(&env)
+        .and_then(|()| read_str(&env, kp, kl))
+        .and_then(|key| {
+            let state = env.data();
+            state.host.kv_get(&key, state.deadline)
+        });
     match value {
         Ok(value) => give_guest(&mut env, &value).map(packed),
         Err(e) => Ok(i64::from(e.code())),
@@ -552,6 +636,7 @@ fn host_kv_get(
 #[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
 fn host_kv_put(env: FunctionEnvMut<'_, HostState>, kp: i32, kl: i32, vp: i32, vl: i32) -> i32 {
     status((|| {
+        live(&env)?;
         let key = read_str(&env, kp, kl)?;
         let value = read_guest(&env, vp, vl, MAX_DATA)?;
         let state = env.data();
@@ -563,6 +648,7 @@ fn host_kv_put(env: FunctionEnvMut<'_, HostState>, kp: i32, kl: i32, vp: i32, vl
 #[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
 fn host_kv_delete(env: FunctionEnvMut<'_, HostState>, kp: i32, kl: i32) -> i32 {
     status((|| {
+        live(&env)?;
         let key = read_str(&env, kp, kl)?;
         let state = env.data();
         state.host.kv_delete(&key, state.deadline)
@@ -575,10 +661,12 @@ fn host_vfs_read(
     pp: i32,
     pl: i32,
 ) -> Result<i64, RuntimeError> {
-    let data = read_str(&env, pp, pl).and_then(|path| {
-        let state = env.data();
-        state.host.vfs_read(&path, state.deadline)
-    });
+    let data = live(&env)
+        .and_then(|()| read_str(&env, pp, pl))
+        .and_then(|path| {
+            let state = env.data();
+            state.host.vfs_read(&path, state.deadline)
+        });
     match data {
         Ok(data) => give_guest(&mut env, &data).map(packed),
         Err(e) => Ok(i64::from(e.code())),
@@ -589,6 +677,7 @@ fn host_vfs_read(
 #[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
 fn host_vfs_write(env: FunctionEnvMut<'_, HostState>, pp: i32, pl: i32, dp: i32, dl: i32) -> i32 {
     status((|| {
+        live(&env)?;
         let path = read_str(&env, pp, pl)?;
         let data = read_guest(&env, dp, dl, MAX_DATA)?;
         let state = env.data();
@@ -602,23 +691,26 @@ fn host_mcp_call(
     rp: i32,
     rl: i32,
 ) -> Result<i64, RuntimeError> {
-    let result = read_guest(&env, rp, rl, MAX_DATA).and_then(|request| {
-        let state = env.data();
-        state.host.mcp_call(&request, state.deadline)
-    });
+    let result = live(&env)
+        .and_then(|()| read_guest(&env, rp, rl, MAX_DATA))
+        .and_then(|request| {
+            let state = env.data();
+            state.host.mcp_call(&request, state.deadline)
+        });
     match result {
         Ok(result) => give_guest(&mut env, &result).map(packed),
         Err(e) => Ok(i64::from(e.code())),
     }
 }
 
-/// Tunables that keep every linear memory at or below `pages`.
-struct CappedMemory {
+/// Tunables that keep every linear memory at or below `pages`, and every table at or below
+/// [`MAX_TABLE_ELEMENTS`].
+struct Capped {
     pages: Pages,
     base: BaseTunables,
 }
 
-impl CappedMemory {
+impl Capped {
     fn capped(&self, ty: &MemoryType) -> Result<MemoryType, MemoryError> {
         if ty.minimum > self.pages {
             return Err(MemoryError::Generic(format!(
@@ -630,19 +722,37 @@ impl CappedMemory {
         capped.maximum = Some(ty.maximum.map_or(self.pages, |m| m.min(self.pages)));
         Ok(capped)
     }
+
+    /// Without a maximum, a table grows as far as `table.grow` asks (wasmer checks nothing
+    /// else), filling every new element inside the host call.
+    fn capped_table(ty: &TableType) -> Result<TableType, String> {
+        if ty.minimum > MAX_TABLE_ELEMENTS {
+            return Err(format!(
+                "the module asks for a table of {} elements; the limit is {MAX_TABLE_ELEMENTS}",
+                ty.minimum
+            ));
+        }
+        let mut capped = *ty;
+        capped.maximum = Some(
+            ty.maximum
+                .map_or(MAX_TABLE_ELEMENTS, |m| m.min(MAX_TABLE_ELEMENTS)),
+        );
+        Ok(capped)
+    }
 }
 
 // wasmer's `Tunables` has two `unsafe fn`s (the VM hands over where to build the memory or
 // table); these only pass their arguments on to wasmer's own `BaseTunables`.
 #[allow(unsafe_code)]
-impl Tunables for CappedMemory {
+impl Tunables for Capped {
     fn memory_style(&self, memory: &MemoryType) -> MemoryStyle {
         let capped = self.capped(memory).unwrap_or(*memory);
         self.base.memory_style(&capped)
     }
 
     fn table_style(&self, table: &TableType) -> TableStyle {
-        self.base.table_style(table)
+        let capped = Self::capped_table(table).unwrap_or(*table);
+        self.base.table_style(&capped)
     }
 
     fn create_host_memory(
@@ -668,7 +778,7 @@ impl Tunables for CappedMemory {
     }
 
     fn create_host_table(&self, ty: &TableType, style: &TableStyle) -> Result<VMTable, String> {
-        self.base.create_host_table(ty, style)
+        self.base.create_host_table(&Self::capped_table(ty)?, style)
     }
 
     unsafe fn create_vm_table(
@@ -677,8 +787,12 @@ impl Tunables for CappedMemory {
         style: &TableStyle,
         vm_definition_location: NonNull<VMTableDefinition>,
     ) -> Result<VMTable, String> {
+        let capped = Self::capped_table(ty)?;
         // SAFETY: as above.
-        unsafe { self.base.create_vm_table(ty, style, vm_definition_location) }
+        unsafe {
+            self.base
+                .create_vm_table(&capped, style, vm_definition_location)
+        }
     }
 }
 
@@ -777,12 +891,84 @@ mod tests {
                 (func (export "astrid_alloc") (param i32) (result i32) (i32.const 0))
                 (func (export "astrid_command") (param i32 i32) (result i64) (i64.const 0)))"#,
             limits,
+        );
+        assert!(
+            matches!(&big, Err(LoadError::Limit(reason)) if reason.contains("starts at 8 pages")),
+            "{big:?}"
+        );
+    }
+
+    /// A guest with a funcref table declared as `table`, whose command grows it by `delta`
+    /// and replies with what `table.grow` returned (a MessagePack int32), then the size.
+    fn table_guest(table: &str, delta: u32) -> String {
+        format!(
+            r#"(module
+                (memory (export "memory") 1)
+                (table $t {table} funcref)
+                (func (export "astrid_alloc") (param i32) (result i32) (i32.const 1024))
+                (func (export "astrid_command") (param i32 i32) (result i64)
+                    (i32.store8 (i32.const 0) (i32.const 0x92))
+                    (i32.store8 (i32.const 1) (i32.const 0xd2))
+                    (i32.store (i32.const 2)
+                        (call $be (table.grow $t (ref.null func) (i32.const {delta}))))
+                    (i32.store8 (i32.const 6) (i32.const 0xd2))
+                    (i32.store (i32.const 7) (call $be (table.size $t)))
+                    (i64.const 11))
+                (func $be (param $x i32) (result i32)
+                    (i32.or (i32.or
+                        (i32.shl (local.get $x) (i32.const 24))
+                        (i32.shl (i32.and (local.get $x) (i32.const 0xff00)) (i32.const 8)))
+                      (i32.or
+                        (i32.and (i32.shr_u (local.get $x) (i32.const 8)) (i32.const 0xff00))
+                        (i32.shr_u (local.get $x) (i32.const 24))))))"#
         )
-        .unwrap();
-        assert!(matches!(
-            Sandbox::new(&big, Host::detached("big")),
-            Err(LoadError::Instantiate(_))
-        ));
+    }
+
+    fn grow(table: &str, delta: u32) -> (i64, i64) {
+        let compiled = compile(table_guest(table, delta).as_bytes(), Limits::default()).unwrap();
+        let mut s = Sandbox::new(&compiled, Host::detached("t")).unwrap();
+        let reply = s.call(Entry::Command, b"").unwrap();
+        let value = rmpv::decode::read_value(&mut reply.as_slice()).unwrap();
+        let pair = value.as_array().unwrap();
+        (pair[0].as_i64().unwrap(), pair[1].as_i64().unwrap())
+    }
+
+    #[test]
+    fn tables_cannot_grow_past_the_limit() {
+        let max = MAX_TABLE_ELEMENTS;
+        // No declared maximum, or one above the limit: held to the limit.
+        assert_eq!(grow("1", max - 1), (1, i64::from(max)));
+        assert_eq!(grow("1", max), (-1, 1));
+        assert_eq!(grow("1", 0x1000_0000), (-1, 1));
+        assert_eq!(grow("1 4000000000", max), (-1, 1));
+        // A lower declared maximum still holds.
+        assert_eq!(grow("1 10", 10), (-1, 1));
+        assert_eq!(grow("1 10", 9), (1, 10));
+    }
+
+    #[test]
+    fn threads_exceptions_and_extra_memories_do_not_compile() {
+        let exports = r#"(func (export "astrid_alloc") (param i32) (result i32) (i32.const 0))
+            (func (export "astrid_command") (param i32 i32) (result i64) (i64.const 0))"#;
+        for bad in [
+            // Would block the capsule's thread for good.
+            r#"(memory (export "memory") 1 1 shared)
+               (func (drop (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1))))"#,
+            r#"(memory (export "memory") 1)
+               (func (drop (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1))))"#,
+            // Every throw would allocate host memory for the instance's lifetime.
+            r#"(memory (export "memory") 1) (tag $e) (func (throw $e))"#,
+            r#"(memory (export "memory") 1) (func (try_table (catch_all 0) (nop)))"#,
+            r#"(memory (export "memory") 1) (memory 1)"#,
+            r#"(memory (export "memory") i64 1)"#,
+        ] {
+            let module = format!("(module {bad} {exports})");
+            let result = compile(module.as_bytes(), Limits::default());
+            assert!(
+                matches!(result, Err(LoadError::Compile(_) | LoadError::Limit(_))),
+                "{bad}: {result:?}"
+            );
+        }
     }
 
     #[test]

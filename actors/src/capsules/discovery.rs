@@ -92,9 +92,13 @@ fn read_capsule(origin: CapsuleOrigin, dir: PathBuf) -> Discovered {
         .unwrap_or_default();
     let manifest = manifest::load(&dir).map_err(|e| e.to_string());
     // The manifest and the module it names: a capsule whose code changed is changed.
-    let mut parts = vec![std::fs::read(dir.join(MANIFEST)).unwrap_or_default()];
+    let read = |file: PathBuf, max| crate::files::read_bounded(&file, max).unwrap_or_default();
+    let mut parts = vec![read(dir.join(MANIFEST), manifest::MAX_MANIFEST_BYTES)];
     if let Ok(m) = &manifest {
-        parts.push(std::fs::read(dir.join(&m.module)).unwrap_or_default());
+        parts.push(read(
+            dir.join(&m.module),
+            crate::capsule::inspect::MAX_MODULE_BYTES,
+        ));
     }
     let name = manifest
         .as_ref()

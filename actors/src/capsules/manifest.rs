@@ -13,6 +13,7 @@ use super::discovery::BUILTIN_CLI;
 use crate::bus::Pattern;
 use crate::bus::topic::validate_topic;
 use crate::caps::resource::ResourcePattern;
+use crate::capsule::inspect::check_size;
 use crate::mcp::config::{RawServer, ServerConfig};
 pub use crate::settings::Restart;
 use crate::settings::{FieldError, RawRestart, TomlError, parse_toml, within};
@@ -113,6 +114,9 @@ impl Default for Limits {
     }
 }
 
+/// Largest manifest file: 1 MiB.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
 /// Most memory a capsule may ask for: 4096 pages, 256 MiB.
 pub const MAX_MEMORY_PAGES: u32 = 4096;
 /// Bounds of `limits.fuel`.
@@ -207,10 +211,13 @@ struct RawBus {
 /// See [`ManifestError`].
 pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
     let file = dir.join(super::discovery::MANIFEST);
-    let text = std::fs::read_to_string(&file).map_err(|e| ManifestError::Unreadable {
+    let unreadable = |reason: String| ManifestError::Unreadable {
         file: file.clone(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let bytes = crate::files::read_bounded(&file, MAX_MANIFEST_BYTES)
+        .map_err(|e| unreadable(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|e| unreadable(e.to_string()))?;
     let manifest = parse(&file, &text)?;
     let module = dir.join(&manifest.module);
     let missing = |reason: String| ManifestError::Field {
@@ -231,6 +238,11 @@ pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
             "{} leads outside the capsule folder",
             module.display()
         )));
+    }
+    // Checked before anything reads the module (the loader reads at most this much too).
+    let len = module.metadata().map_or(0, |m| m.len());
+    if let Err(e) = check_size(len) {
+        return Err(missing(format!("{}: {e}", module.display())));
     }
     Ok(manifest)
 }

@@ -429,7 +429,8 @@ fn compile(d: &Discovered, cache: &CompileCache) -> Result<Compiled, String> {
         return Err("invalid manifest".into());
     };
     let file = d.dir.join(&manifest.module);
-    let bytes = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let bytes = crate::files::read_bounded(&file, crate::capsule::inspect::MAX_MODULE_BYTES)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let (compiled, source) = cache
         .load(&bytes, manifest.limits)
         .map_err(|e| format!("{}: {e}", file.display()))?;

@@ -218,6 +218,7 @@ fn children(
     );
     let (caps_db, caps_audit) = (Arc::clone(&stores.caps), actors.audit.clone());
     let (workspace, vfs_limits) = (config.workspace.clone(), config.vfs_limits);
+    let home = config.home.root().to_owned();
     let registry = RegistryDeps {
         roots: config.capsule_roots.clone(),
         kernel: supervisor.clone(),
@@ -269,7 +270,11 @@ fn children(
             permanent,
             actors.vfs.clone(),
             arbiters[1].handle(),
-            move || VfsActor::new(&workspace, vfs_limits).map_err(|e| e.to_string()),
+            move || {
+                VfsActor::new(&workspace, vfs_limits)
+                    .map(|vfs| vfs.reserving_home(&workspace, &home))
+                    .map_err(|e| e.to_string())
+            },
         ),
         capsules_supervisor(config, actors, registry),
         mcp_supervisor(config, actors, mcp),

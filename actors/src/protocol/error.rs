@@ -279,7 +279,8 @@ impl From<&KernelError> for ErrorBody {
             }
             KernelError::PublishForbidden { .. }
             | KernelError::Bus(BusError::Denied { .. })
-            | KernelError::Caps(CapsError::FromManifest { .. }) => ErrorCode::Forbidden,
+            | KernelError::Caps(CapsError::FromManifest { .. })
+            | KernelError::Vfs(VfsError::Reserved { .. }) => ErrorCode::Forbidden,
             KernelError::FaultInjectionDisabled => ErrorCode::FaultInjectionDisabled,
             KernelError::Store(StoreError::UnknownNamespace(_)) => ErrorCode::UnknownNamespace,
             KernelError::Store(StoreError::InvalidKey { .. })
@@ -296,7 +297,9 @@ impl From<&KernelError> for ErrorBody {
             | KernelError::Audit(AuditError::Storage { .. } | AuditError::Aborted) => {
                 ErrorCode::StorageFailed
             }
-            KernelError::Vfs(VfsError::Escape { .. }) => ErrorCode::PathEscape,
+            KernelError::Vfs(VfsError::Escape { .. } | VfsError::Symlink { .. }) => {
+                ErrorCode::PathEscape
+            }
             KernelError::Vfs(VfsError::Io { .. }) => ErrorCode::IoError,
             KernelError::Mcp(e) => match e {
                 McpError::UnknownServer(_) => ErrorCode::NotFound,

@@ -58,6 +58,37 @@ impl std::fmt::Debug for Write {
     }
 }
 
+/// Reads a whole file for a capsule: no symbolic link is followed anywhere in the path
+/// ([`VfsError::Symlink`]), and reserved paths are refused ([`VfsError::Reserved`]).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ReadResult, VfsError>")]
+pub struct CapsuleRead {
+    /// File path.
+    pub path: String,
+}
+
+/// Replaces (or creates) a file atomically for a capsule, creating missing parent
+/// directories; as [`CapsuleRead`], no symbolic link is followed (a final link is not
+/// replaced either) and reserved paths are refused. Answers the number of bytes written.
+#[derive(Message)]
+#[rtype(result = "Result<u64, VfsError>")]
+pub struct CapsuleWrite {
+    /// File path.
+    pub path: String,
+    /// The whole new content.
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for CapsuleWrite {
+    /// Shows the data's length, not the bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CapsuleWrite")
+            .field("path", &self.path)
+            .field("data_len", &self.data.len())
+            .finish()
+    }
+}
+
 /// Lists a directory, sorted by name. `.` lists the root.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Vec<DirEntry>, VfsError>")]
@@ -149,6 +180,26 @@ pub enum VfsError {
          only paths that stay inside the workspace can be used"
     )]
     Escape {
+        /// The path as given.
+        path: String,
+    },
+    /// A capsule's path goes through a symbolic link (capsules never follow links).
+    #[error(
+        "`{path}` goes through the symbolic link `{link}`; capsules may not follow symbolic \
+         links"
+    )]
+    Symlink {
+        /// The path as given.
+        path: String,
+        /// The part of it, from the root, that is a link.
+        link: String,
+    },
+    /// A capsule's path is reserved to the daemon (see [`Reserved`](super::path::Reserved)).
+    #[error(
+        "`{path}` is reserved to the daemon's configuration; capsules may neither read nor \
+         write it"
+    )]
+    Reserved {
         /// The path as given.
         path: String,
     },

@@ -8,11 +8,15 @@
 //! leaves the root, through symbolic links included, even when a directory is swapped for
 //! a link after the check. Such a refusal is answered as [`VfsError::Escape`].
 //!
+//! Capsules are held tighter ([`CapsuleRead`], [`CapsuleWrite`]): they follow no symbolic
+//! link at all, and may not touch the daemon's configuration inside the workspace
+//! ([`path::Reserved`]: `.astrid/`, and the home when it lies inside the workspace).
+//!
 //! File I/O blocks, so the kernel runs this actor on its own arbiter (thread).
 //!
 //! Handles: [`Read`], [`Write`], [`List`], [`Stat`], [`Remove`], [`Mkdir`] (sent by
-//! sessions for clients and by kernel components), and the supervision messages
-//! [`Terminate`] and [`Inject`].
+//! sessions for clients and by kernel components), [`CapsuleRead`] and [`CapsuleWrite`]
+//! (capsules' host imports), and the supervision messages [`Terminate`] and [`Inject`].
 
 mod messages;
 mod ops;
@@ -23,7 +27,8 @@ use std::path::Path;
 use actix::{Actor, ActorContext, Context, Handler};
 
 pub use self::messages::{
-    DirEntry, EntryKind, FileStat, List, Mkdir, Read, ReadResult, Remove, Stat, VfsError, Write,
+    CapsuleRead, CapsuleWrite, DirEntry, EntryKind, FileStat, List, Mkdir, Read, ReadResult,
+    Remove, Stat, VfsError, Write,
 };
 pub use self::ops::VfsLimits;
 use self::ops::Workspace;
@@ -45,6 +50,18 @@ impl VfsActor {
         Ok(Self {
             workspace: Workspace::open(root, limits)?,
         })
+    }
+
+    /// Also refuses capsules the daemon's home `home` where it meets the workspace `root`
+    /// (see [`path::Reserved::with_home`]); both are compared canonical.
+    #[must_use]
+    pub fn reserving_home(mut self, root: &Path, home: &Path) -> Self {
+        let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_owned());
+        self.workspace.reserve(path::Reserved::with_home(
+            &canonical(root),
+            &canonical(home),
+        ));
+        self
     }
 }
 
@@ -68,6 +85,26 @@ impl Handler<Write> for VfsActor {
     fn handle(&mut self, msg: Write, _: &mut Context<Self>) -> Self::Result {
         let result = self.workspace.write(&msg.path, &msg.data, msg.create_dirs);
         trace("write", &msg.path, result.as_ref().err());
+        result
+    }
+}
+
+impl Handler<CapsuleRead> for VfsActor {
+    type Result = Result<ReadResult, VfsError>;
+
+    fn handle(&mut self, msg: CapsuleRead, _: &mut Context<Self>) -> Self::Result {
+        let result = self.workspace.capsule_read(&msg.path);
+        trace("capsule read", &msg.path, result.as_ref().err());
+        result
+    }
+}
+
+impl Handler<CapsuleWrite> for VfsActor {
+    type Result = Result<u64, VfsError>;
+
+    fn handle(&mut self, msg: CapsuleWrite, _: &mut Context<Self>) -> Self::Result {
+        let result = self.workspace.capsule_write(&msg.path, &msg.data);
+        trace("capsule write", &msg.path, result.as_ref().err());
         result
     }
 }
@@ -129,7 +166,8 @@ impl Handler<Inject> for VfsActor {
 }
 
 /// Logs one operation: escapes at warn level (something in the workspace points out of
-/// it, or a client tried), the rest at debug.
+/// it, or a client tried), the rest at debug (a capsule's refusals are logged, within a
+/// budget, by the capability store).
 fn trace(op: &str, path: &str, error: Option<&VfsError>) {
     match error {
         None => tracing::debug!(op, path, "vfs"),

@@ -7,6 +7,16 @@
 //! manual component walk elsewhere) and refuses any resolution that would leave it,
 //! including through symbolic links or a directory swapped for one after the check. That
 //! refusal is reported as [`VfsError::Escape`] (see [`is_escape`]).
+//!
+//! Capsules get stricter operations ([`Workspace::capsule_read`],
+//! [`Workspace::capsule_write`]): no symbolic link is followed at all, each component being
+//! opened relative to its parent's descriptor with `O_NOFOLLOW` (so a directory swapped for
+//! a link at any moment is refused too), and [`Reserved`] paths are refused.
+//!
+//! Durability: a write syncs the file, renames it over the target, then syncs the
+//! directory; every directory created (by `Mkdir` or for a write's parents) and every
+//! removal is made durable by syncing the parent directory. A failed directory sync fails
+//! the operation, although its effect may already be visible.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
@@ -18,8 +28,10 @@ use cap_std::fs::{
     Dir, Metadata, OpenOptions, OpenOptionsExt as _, Permissions, PermissionsExt as _,
 };
 
+use rustix::fs::{AtFlags, Mode, OFlags};
+
 use super::messages::{DirEntry, EntryKind, FileStat, ReadResult, VfsError};
-use super::path::{self, MAX_PATH_LEN, VfsPath};
+use super::path::{self, MAX_PATH_LEN, Reserved, VfsPath};
 
 /// The message cap-std puts in the error it returns when a path would leave its root
 /// (`cap_primitives::fs::errors::escape_attempt`, kind `PermissionDenied`, no OS code).
@@ -30,6 +42,24 @@ const MAX_SYMLINK_HOPS: usize = 40;
 
 /// Mode of a newly created file (the process umask still applies).
 const NEW_FILE_MODE: u32 = 0o644;
+
+/// Mode of a directory a capsule's write creates (the process umask still applies).
+const NEW_DIR_MODE: u32 = 0o755;
+
+/// What the error of a failed directory sync says was being done.
+const SYNC_OP: &str = "make durable (sync the directory of)";
+
+/// Makes the entries of a directory durable (`fsync` on it). A plain function so that
+/// tests can put one that fails in its place.
+pub(super) type SyncDir = fn(&Dir) -> io::Result<()>;
+
+/// cap-std holds directories open with `O_PATH`, on which `fsync` fails: the directory is
+/// opened again for reading, through the descriptor.
+fn fsync_dir(dir: &Dir) -> io::Result<()> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let readable = rustix::fs::openat(dir, ".", flags, Mode::empty())?;
+    rustix::fs::fsync(&readable).map_err(io::Error::from)
+}
 
 /// Whether `error` is cap-std's refusal to leave the root.
 ///
@@ -153,11 +183,14 @@ impl Default for VfsLimits {
     }
 }
 
-/// The workspace directory, opened once, and the limits applied to it.
+/// The workspace directory, opened once, the limits applied to it, and the paths capsules
+/// may not touch.
 #[derive(Debug)]
 pub(super) struct Workspace {
     root: Dir,
     limits: VfsLimits,
+    reserved: Reserved,
+    sync_dir: SyncDir,
 }
 
 impl Workspace {
@@ -170,7 +203,57 @@ impl Workspace {
                 source,
             }
         })?;
-        Ok(Self { root: dir, limits })
+        Ok(Self {
+            root: dir,
+            limits,
+            reserved: Reserved::default(),
+            sync_dir: fsync_dir,
+        })
+    }
+
+    /// Refuses capsules `reserved` (instead of the workspace's `.astrid` alone).
+    pub(super) fn reserve(&mut self, reserved: Reserved) {
+        self.reserved = reserved;
+    }
+
+    /// Syncs directories with `sync_dir` (tests make it fail).
+    #[cfg(test)]
+    pub(super) fn with_sync(mut self, sync_dir: SyncDir) -> Self {
+        self.sync_dir = sync_dir;
+        self
+    }
+
+    /// Syncs the directory at `rel` (the root when empty), as seen through the root.
+    fn sync_at(&self, rel: &Path) -> io::Result<()> {
+        if rel.as_os_str().is_empty() || rel == Path::new(".") {
+            (self.sync_dir)(&self.root)
+        } else {
+            (self.sync_dir)(&self.root.open_dir(rel)?)
+        }
+    }
+
+    /// Creates the directory `path` and its missing parents (links inside the workspace are
+    /// followed, as everywhere for clients), syncing the parent of each one created. An
+    /// existing entry in the way is left for the caller to judge.
+    fn create_dirs(&self, op: &'static str, raw: &str, path: &VfsPath) -> Result<(), VfsError> {
+        let mut prefix = PathBuf::new();
+        for component in path.components() {
+            let parent = prefix.clone();
+            prefix.push(component);
+            match self.root.create_dir(&prefix) {
+                Ok(()) => self.sync_at(&parent).map_err(|e| map_io(SYNC_OP, raw, e))?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(map_io(op, raw, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Syncs the directory holding `path`'s last component (after a change to it).
+    fn sync_parent(&self, raw: &str, path: &VfsPath) -> Result<(), VfsError> {
+        let parent = path.split_last().map_or_else(VfsPath::root, |(p, _)| p);
+        self.sync_at(parent.as_path())
+            .map_err(|e| map_io(SYNC_OP, raw, e))
     }
 
     /// Reads `len` bytes (or the rest) from `offset`.
@@ -188,10 +271,22 @@ impl Workspace {
         options
             .read(true)
             .custom_flags(rustix::fs::OFlags::NONBLOCK.bits().cast_signed());
-        let mut file = self
+        let file = self
             .root
             .open_with(path.as_path(), &options)
             .map_err(|e| map_io(OP, raw, e))?;
+        self.read_open(raw, file, offset, len)
+    }
+
+    /// The rest of a read, once the file is open.
+    fn read_open(
+        &self,
+        raw: &str,
+        mut file: cap_std::fs::File,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<ReadResult, VfsError> {
+        const OP: &str = "read";
         let metadata = file.metadata().map_err(|e| map_io(OP, raw, e))?;
         if metadata.is_dir() {
             return Err(io_kind(OP, raw, io::ErrorKind::IsADirectory));
@@ -225,14 +320,9 @@ impl Workspace {
         let len = data.len() as u64;
         too_large(len, self.limits.max_write)?;
         if create_dirs && let Some((parent, _)) = path.split_last().filter(|(p, _)| !p.is_root()) {
-            match self.root.create_dir_all(parent.as_path()) {
-                // Something that is not a directory is in the way (a file, or a link that
-                // leads elsewhere): resolving the path below says what.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                result => {
-                    result.map_err(|e| map_io("create the parent directories of", raw, e))?;
-                }
-            }
+            // Something that is not a directory in the way (a file, or a link that leads
+            // elsewhere) is left for the resolution below to name.
+            self.create_dirs("create the parent directories of", raw, &parent)?;
         }
         let real = self.resolve(&path).map_err(|e| map_io(OP, raw, e))?;
         self.write_resolved(raw, &real, data)?;
@@ -255,6 +345,14 @@ impl Workspace {
             self.root.open_dir(parent)
         }
         .map_err(|e| map_io(OP, raw, e))?;
+        self.write_in(raw, &dir, name, data)
+    }
+
+    /// Replaces `name` in `dir` with `data`: a temporary file, synced, renamed over it, then
+    /// the directory synced. An existing file's mode is kept; an existing link is replaced
+    /// by the file, never followed.
+    fn write_in(&self, raw: &str, dir: &Dir, name: &OsStr, data: &[u8]) -> Result<(), VfsError> {
+        const OP: &str = "write";
         let mode = match dir.symlink_metadata(name) {
             Ok(existing) if existing.is_dir() => {
                 return Err(io_kind(OP, raw, io::ErrorKind::IsADirectory));
@@ -264,7 +362,125 @@ impl Workspace {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(map_io(OP, raw, e)),
         };
-        replace(&dir, name, data, mode).map_err(|e| map_io(OP, raw, e))
+        replace(dir, name, data, mode).map_err(|e| map_io(OP, raw, e))?;
+        // The new content is in place; without the sync, a crash could bring the old back.
+        (self.sync_dir)(dir).map_err(|e| map_io(SYNC_OP, raw, e))
+    }
+
+    /// Reads the whole file at `raw` for a capsule (see [`CapsuleRead`](super::CapsuleRead)).
+    pub(super) fn capsule_read(&self, raw: &str) -> Result<ReadResult, VfsError> {
+        const OP: &str = "read";
+        let path = self.capsule_path(raw)?;
+        let (dir, name) = self.walk_nofollow(raw, &path, false)?;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let file = rustix::fs::openat(&dir, name, flags, Mode::empty())
+            .map_err(|e| self.refusal(OP, raw, &path, &dir, name, e.into()))?;
+        let file = cap_std::fs::File::from_std(std::fs::File::from(file));
+        self.read_open(raw, file, 0, None)
+    }
+
+    /// Replaces the file at `raw` for a capsule, creating its parents (see
+    /// [`CapsuleWrite`](super::CapsuleWrite)).
+    pub(super) fn capsule_write(&self, raw: &str, data: &[u8]) -> Result<u64, VfsError> {
+        const OP: &str = "write";
+        let path = self.capsule_path(raw)?;
+        let len = data.len() as u64;
+        too_large(len, self.limits.max_write)?;
+        let (dir, name) = self.walk_nofollow(raw, &path, true)?;
+        match dir.symlink_metadata(name) {
+            Ok(existing) if existing.is_symlink() => {
+                return Err(VfsError::Symlink {
+                    path: raw.to_owned(),
+                    link: path.as_str().to_owned(),
+                });
+            }
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(map_io(OP, raw, e)),
+            _ => {}
+        }
+        // A link put in its place meanwhile is replaced by the file, not followed.
+        self.write_in(raw, &dir, OsStr::new(name), data)?;
+        Ok(len)
+    }
+
+    /// `raw` parsed for a capsule: not the root, not reserved.
+    fn capsule_path(&self, raw: &str) -> Result<VfsPath, VfsError> {
+        let path = parse(raw, false)?;
+        if self.reserved.covers(&path) {
+            return Err(VfsError::Reserved {
+                path: raw.to_owned(),
+            });
+        }
+        Ok(path)
+    }
+
+    /// Opens the directory holding `path`'s last component without following any link:
+    /// each component is opened with `O_NOFOLLOW` relative to the one before. With
+    /// `create`, missing directories are made (each synced in its parent).
+    fn walk_nofollow<'p>(
+        &self,
+        raw: &str,
+        path: &'p VfsPath,
+        create: bool,
+    ) -> Result<(Dir, &'p str), VfsError> {
+        const OP: &str = "open the directories of";
+        let Some((parent, name)) = path.split_last() else {
+            return Err(VfsError::InvalidPath {
+                path: shown(raw),
+                reason: path::ROOT,
+            });
+        };
+        let mut dir = self.root.try_clone().map_err(|e| map_io(OP, raw, e))?;
+        let mut walked = String::new();
+        for component in parent.components() {
+            if !walked.is_empty() {
+                walked.push('/');
+            }
+            walked.push_str(component);
+            let mut opened = open_dir_nofollow(&dir, component);
+            if create && matches!(&opened, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+                match rustix::fs::mkdirat(&dir, component, Mode::from_raw_mode(NEW_DIR_MODE)) {
+                    Ok(()) => (self.sync_dir)(&dir).map_err(|e| map_io(SYNC_OP, raw, e))?,
+                    Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(map_io(OP, raw, e.into())),
+                }
+                opened = open_dir_nofollow(&dir, component);
+            }
+            dir = match opened {
+                Ok(next) => next,
+                Err(e) => {
+                    let at = VfsPath::parse(&walked).unwrap_or_else(|_| VfsPath::root());
+                    return Err(self.refusal(OP, raw, &at, &dir, component, e));
+                }
+            };
+        }
+        Ok((dir, name))
+    }
+
+    /// The error for a component `name` of `dir` that could not be opened: a
+    /// [`VfsError::Symlink`] naming `at` (the path up to it) if it is a link.
+    #[allow(
+        clippy::unused_self,
+        reason = "kept with the other steps of a capsule's walk"
+    )]
+    fn refusal(
+        &self,
+        op: &'static str,
+        raw: &str,
+        at: &VfsPath,
+        dir: &Dir,
+        name: &str,
+        error: io::Error,
+    ) -> VfsError {
+        let is_link = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_symlink());
+        if is_link {
+            VfsError::Symlink {
+                path: raw.to_owned(),
+                link: at.as_str().to_owned(),
+            }
+        } else {
+            map_io(op, raw, error)
+        }
     }
 
     /// Resolves the symbolic links along `path` (all of them, the last one included) to the
@@ -383,7 +599,8 @@ impl Workspace {
         } else {
             self.root.remove_file(path.as_path())
         };
-        result.map_err(|e| map_io(OP, raw, e))
+        result.map_err(|e| map_io(OP, raw, e))?;
+        self.sync_parent(raw, &path)
     }
 
     /// Creates a directory (and its parents, with `parents`).
@@ -394,28 +611,32 @@ impl Workspace {
             return Ok(());
         }
         if !parents {
-            return self
-                .root
+            self.root
                 .create_dir(path.as_path())
-                .map_err(|e| map_io(OP, raw, e));
+                .map_err(|e| map_io(OP, raw, e))?;
+            return self.sync_parent(raw, &path);
         }
-        match self.root.create_dir_all(path.as_path()) {
-            // Something that is not a plain directory is in the way. A link to a directory
-            // inside is fine (cap-std accepts it already); say why anything else is not.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                match self.root.metadata(path.as_path()) {
-                    Ok(metadata) if metadata.is_dir() => Ok(()),
-                    Ok(_) => Err(map_io(OP, raw, e)),
-                    Err(follow) => Err(map_io(OP, raw, follow)),
-                }
-            }
-            result => result.map_err(|e| map_io(OP, raw, e)),
+        self.create_dirs(OP, raw, &path)?;
+        // Something that is not a plain directory may be in the way. A link to a directory
+        // inside is fine; say why anything else is not.
+        match self.root.metadata(path.as_path()) {
+            Ok(metadata) if metadata.is_dir() => Ok(()),
+            Ok(_) => Err(io_kind(OP, raw, io::ErrorKind::AlreadyExists)),
+            Err(follow) => Err(map_io(OP, raw, follow)),
         }
     }
 }
 
+/// Opens the directory `name` in `dir`, refusing a link (`O_NOFOLLOW`).
+fn open_dir_nofollow(dir: &Dir, name: &str) -> io::Result<Dir> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir, name, flags, Mode::empty())?;
+    Ok(Dir::from_std_file(std::fs::File::from(fd)))
+}
+
 /// Writes `data` to a new temporary file in `dir`, syncs it, and renames it over `name`.
 /// The temporary file is removed on any failure. `mode` is the replaced file's mode, kept.
+/// The caller syncs `dir` to make the rename durable.
 fn replace(dir: &Dir, name: &OsStr, data: &[u8], mode: Option<u32>) -> io::Result<()> {
     let tmp = temp_name(name)?;
     let mut options = OpenOptions::new();
@@ -436,13 +657,8 @@ fn replace(dir: &Dir, name: &OsStr, data: &[u8], mode: Option<u32>) -> io::Resul
     drop(file);
     if result.is_err() {
         let _ = dir.remove_file(&tmp);
-        return result;
     }
-    // Make the rename itself durable; the new content is in place either way.
-    if let Err(e) = dir.open(".").and_then(|d| d.sync_all()) {
-        tracing::debug!(error = %e, "could not sync the directory after a write");
-    }
-    Ok(())
+    result
 }
 
 #[cfg(test)]
@@ -917,5 +1133,228 @@ mod tests {
         assert_eq!(text.len(), ".f.txt.".len() + 16 + ".tmp".len());
         let long = "n".repeat(255);
         assert!(temp_name(OsStr::new(&long)).unwrap().len() <= 255);
+    }
+
+    /// A workspace holding `public/notes.txt`, `secret.txt`, and links to them and out.
+    fn links() -> (tempfile::TempDir, Workspace) {
+        let (tmp, ws) = setup();
+        let root = tmp.path().join("ws");
+        fs::create_dir(root.join("public")).unwrap();
+        fs::write(root.join("public/notes.txt"), b"notes").unwrap();
+        fs::write(root.join("secret.txt"), b"top secret").unwrap();
+        symlink("../secret.txt", root.join("public/link")).unwrap();
+        symlink("public", root.join("pub")).unwrap();
+        symlink(tmp.path().join("outside"), root.join("public/out")).unwrap();
+        (tmp, ws)
+    }
+
+    fn link_of(result: Result<impl std::fmt::Debug, VfsError>) -> String {
+        match result {
+            Err(VfsError::Symlink { link, .. }) => link,
+            other => panic!("expected a symlink refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn capsules_read_no_symbolic_link_anywhere() {
+        let (_tmp, ws) = links();
+        assert_eq!(ws.capsule_read("public/notes.txt").unwrap().data, b"notes");
+        assert_eq!(
+            ws.capsule_read(".//public/./notes.txt").unwrap().data,
+            b"notes"
+        );
+        assert_eq!(link_of(ws.capsule_read("public/link")), "public/link");
+        assert_eq!(link_of(ws.capsule_read("./public//link")), "public/link");
+        assert_eq!(link_of(ws.capsule_read("pub/notes.txt")), "pub");
+        assert_eq!(link_of(ws.capsule_read("public/out/secret")), "public/out");
+        // Clients still follow links inside the workspace.
+        assert_eq!(ws.read("public/link", 0, None).unwrap().data, b"top secret");
+        assert!(matches!(
+            ws.capsule_read("public/nope"),
+            Err(VfsError::NotFound { .. })
+        ));
+        assert!(matches!(
+            ws.capsule_read("nope/x"),
+            Err(VfsError::NotFound { .. })
+        ));
+        assert!(matches!(
+            ws.capsule_read("public"),
+            Err(VfsError::Io { source, .. }) if source.kind() == io::ErrorKind::IsADirectory
+        ));
+    }
+
+    #[test]
+    fn capsules_write_through_no_symbolic_link_and_replace_none() {
+        let (tmp, ws) = links();
+        let root = tmp.path().join("ws");
+        assert_eq!(
+            link_of(ws.capsule_write("public/link", b"pwned")),
+            "public/link"
+        );
+        assert_eq!(link_of(ws.capsule_write("pub/new.txt", b"pwned")), "pub");
+        assert_eq!(
+            link_of(ws.capsule_write("public/out/new", b"pwned")),
+            "public/out"
+        );
+        assert_eq!(
+            link_of(ws.capsule_write("public/out/a/b", b"pwned")),
+            "public/out"
+        );
+        assert_eq!(fs::read(root.join("secret.txt")).unwrap(), b"top secret");
+        assert!(
+            fs::symlink_metadata(root.join("public/link"))
+                .unwrap()
+                .is_symlink()
+        );
+        assert_eq!(names(&root.join("public")), ["link", "notes.txt", "out"]);
+        assert_eq!(names(&tmp.path().join("outside")), ["secret"]);
+        // Plain paths work, parents created.
+        assert_eq!(ws.capsule_write("public/a/b/c.txt", b"made").unwrap(), 4);
+        assert_eq!(fs::read(root.join("public/a/b/c.txt")).unwrap(), b"made");
+        ws.capsule_write("public/notes.txt", b"new").unwrap();
+        assert_eq!(fs::read(root.join("public/notes.txt")).unwrap(), b"new");
+        assert_eq!(names(&root.join("public/a/b")), ["c.txt"]);
+    }
+
+    #[test]
+    fn capsules_may_not_touch_reserved_paths() {
+        let (tmp, mut ws) = setup();
+        let root = tmp.path().join("ws");
+        fs::create_dir_all(root.join(".astrid/capsules")).unwrap();
+        fs::write(root.join(".astrid/mcp.toml"), b"[[server]]").unwrap();
+        fs::create_dir_all(root.join("home/state")).unwrap();
+        fs::write(root.join("home/state/token"), b"t").unwrap();
+        for raw in [
+            ".astrid/mcp.toml",
+            "./.astrid//mcp.toml",
+            ".ASTRID/mcp.toml",
+            ".astrid",
+        ] {
+            assert!(
+                matches!(ws.capsule_read(raw), Err(VfsError::Reserved { .. })),
+                "{raw}"
+            );
+            assert!(
+                matches!(ws.capsule_write(raw, b"x"), Err(VfsError::Reserved { .. })),
+                "{raw}"
+            );
+        }
+        assert!(matches!(
+            ws.capsule_write(".astrid/capsules/evil/Capsule.toml", b"x"),
+            Err(VfsError::Reserved { .. })
+        ));
+        assert_eq!(ws.capsule_read("home/state/token").unwrap().data, b"t");
+        ws.reserve(Reserved::with_home(&root, &root.join("home")));
+        assert!(matches!(
+            ws.capsule_read("home/state/token"),
+            Err(VfsError::Reserved { .. })
+        ));
+        assert!(matches!(
+            ws.capsule_write("home/x", b"x"),
+            Err(VfsError::Reserved { .. })
+        ));
+        assert_eq!(names(&root.join(".astrid")), ["capsules", "mcp.toml"]);
+        assert_eq!(names(&root.join("home")), ["state"]);
+        // Clients keep their access.
+        assert_eq!(
+            ws.read(".astrid/mcp.toml", 0, None).unwrap().data,
+            b"[[server]]"
+        );
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_link_at_any_moment_is_never_followed() {
+        let (tmp, ws) = setup();
+        let root = tmp.path().join("ws");
+        let outside = tmp.path().join("outside");
+        fs::create_dir(root.join("sub")).unwrap();
+        fs::write(root.join("sub/secret"), b"inside").unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (stop, root, outside) = (stop.clone(), root.clone(), outside.clone());
+            std::thread::spawn(move || {
+                let (sub, real) = (root.join("sub"), root.join("real"));
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // `sub` is a directory, then a link out, then a directory again.
+                    let _ = fs::rename(&sub, &real);
+                    let _ = symlink(&outside, &sub);
+                    let _ = fs::remove_file(&sub);
+                    let _ = fs::rename(&real, &sub);
+                }
+            })
+        };
+        for _ in 0..2000 {
+            if let Ok(read) = ws.capsule_read("sub/secret") {
+                assert_eq!(read.data, b"inside");
+            }
+            let _ = ws.capsule_write("sub/planted", b"pwned");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert_eq!(names(&outside), ["secret"]);
+        assert_eq!(fs::read(outside.join("secret")).unwrap(), b"secret");
+    }
+
+    fn failing_sync(_: &Dir) -> io::Result<()> {
+        Err(io::Error::other("injected sync failure"))
+    }
+
+    fn sync_failed<T>(result: &Result<T, VfsError>) -> bool {
+        matches!(result, Err(VfsError::Io { op, source, .. })
+            if *op == SYNC_OP && source.to_string() == "injected sync failure")
+    }
+
+    #[test]
+    fn a_failed_directory_sync_fails_the_operation() {
+        let (tmp, ws) = setup();
+        let root = tmp.path().join("ws");
+        let ws = ws.with_sync(failing_sync);
+        // The rename happened (the content is there), but it is not known to be durable.
+        assert!(sync_failed(&ws.write("f", b"data", false)));
+        assert_eq!(fs::read(root.join("f")).unwrap(), b"data");
+        assert_eq!(names(&root), ["f"], "no temporary file left");
+        assert!(sync_failed(&ws.capsule_write("g", b"data")));
+        // Each directory made syncs its parent; the first failure stops the rest.
+        assert!(sync_failed(&ws.write("a/b/f", b"x", true)));
+        assert!(root.join("a").is_dir() && !root.join("a/b").exists());
+        assert!(sync_failed(&ws.capsule_write("c/d/f", b"x")));
+        assert!(sync_failed(&ws.mkdir("m", false)));
+        assert!(sync_failed(&ws.mkdir("n/o", true)));
+        assert!(sync_failed(&ws.remove("f", false)));
+        assert!(!root.join("f").exists());
+        assert!(sync_failed(&ws.remove("a", true)));
+        // Nothing to sync when nothing changes.
+        fs::create_dir(root.join("p")).unwrap();
+        ws.mkdir("p", true).unwrap();
+        assert_eq!(ws.read("g", 0, None).unwrap().data, b"data");
+    }
+
+    #[test]
+    fn directories_are_synced_after_every_change() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static SYNCS: AtomicUsize = AtomicUsize::new(0);
+        fn counting(dir: &Dir) -> io::Result<()> {
+            SYNCS.fetch_add(1, Ordering::SeqCst);
+            fsync_dir(dir)
+        }
+        let (_tmp, ws) = setup();
+        let ws = ws.with_sync(counting);
+        let expect = |n: usize, what: &str| {
+            assert_eq!(SYNCS.swap(0, Ordering::SeqCst), n, "{what}");
+        };
+        ws.write("f", b"x", false).unwrap();
+        expect(1, "a write: its directory");
+        ws.write("a/b/f", b"x", true).unwrap();
+        expect(3, "two directories made, then the write");
+        ws.capsule_write("c/d/f", b"x").unwrap();
+        expect(3, "the same for a capsule");
+        ws.capsule_write("c/d/f", b"y").unwrap();
+        expect(1, "parents already there");
+        ws.mkdir("m", false).unwrap();
+        expect(1, "mkdir");
+        ws.mkdir("m/n/o", true).unwrap();
+        expect(2, "mkdir with parents");
+        ws.remove("m", true).unwrap();
+        expect(1, "remove");
     }
 }

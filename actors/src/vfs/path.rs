@@ -115,6 +115,59 @@ impl VfsPath {
     }
 }
 
+/// The workspace directory that holds its Astrid configuration (capsules, `mcp.toml`).
+pub const CONFIG_DIR: &str = ".astrid";
+
+/// Paths capsules may neither read nor write, whatever their grants: the workspace's
+/// [`CONFIG_DIR`], and the daemon's home when it lies inside the workspace (the whole
+/// workspace when the workspace lies inside the home). Names are compared without regard
+/// to ASCII case, as a case-insensitive file system would.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reserved {
+    /// Each a list of components; an empty list reserves everything.
+    prefixes: Vec<Vec<String>>,
+}
+
+impl Default for Reserved {
+    /// [`CONFIG_DIR`] only.
+    fn default() -> Self {
+        Self {
+            prefixes: vec![vec![CONFIG_DIR.to_owned()]],
+        }
+    }
+}
+
+impl Reserved {
+    /// The default, plus the home `home` as seen from the workspace `workspace` (both
+    /// canonical): its path when it lies inside, everything when the workspace lies inside
+    /// it, nothing more when they are apart.
+    pub fn with_home(workspace: &Path, home: &Path) -> Self {
+        let mut reserved = Self::default();
+        if let Ok(inside) = home.strip_prefix(workspace) {
+            let components = inside
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            reserved.prefixes.push(components);
+        } else if workspace.starts_with(home) {
+            reserved.prefixes.push(Vec::new());
+        }
+        reserved
+    }
+
+    /// Whether `path` is, or lies under, a reserved path.
+    pub fn covers(&self, path: &VfsPath) -> bool {
+        self.prefixes.iter().any(|prefix| {
+            let mut components = path.components();
+            prefix.iter().all(|want| {
+                components
+                    .next()
+                    .is_some_and(|got| got.eq_ignore_ascii_case(want))
+            })
+        })
+    }
+}
+
 impl std::fmt::Display for VfsPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -222,6 +275,43 @@ mod tests {
         let (parent, name) = top.split_last().unwrap();
         assert!(parent.is_root());
         assert_eq!(name, "f.txt");
+    }
+
+    #[test]
+    fn the_config_dir_is_reserved_in_any_case() {
+        let reserved = Reserved::default();
+        let covers = |raw: &str| reserved.covers(&VfsPath::parse(raw).unwrap());
+        for raw in [
+            ".astrid",
+            ".astrid/",
+            "./.astrid/mcp.toml",
+            ".ASTRID/x",
+            ".Astrid//capsules/c/Capsule.toml",
+        ] {
+            assert!(covers(raw), "{raw}");
+        }
+        for raw in [".", "a/.astrid", ".astridx", "astrid", ".astri"] {
+            assert!(!covers(raw), "{raw}");
+        }
+    }
+
+    #[test]
+    fn the_home_is_reserved_where_it_meets_the_workspace() {
+        let covers = |ws: &str, home: &str, raw: &str| {
+            Reserved::with_home(Path::new(ws), Path::new(home))
+                .covers(&VfsPath::parse(raw).unwrap())
+        };
+        // Home inside the workspace.
+        assert!(covers("/u", "/u/.config/astrid", ".config/astrid/state/x"));
+        assert!(covers("/u", "/u/.config/astrid", ".config/astrid"));
+        assert!(!covers("/u", "/u/.config/astrid", ".config/other"));
+        assert!(!covers("/u", "/u/.config/astrid", ".config"));
+        // The same directory, or the workspace inside the home: everything.
+        assert!(covers("/u/.astrid", "/u/.astrid", "anything"));
+        assert!(covers("/u/.astrid/ws", "/u/.astrid", "a/b"));
+        // Apart: only the workspace's own config dir.
+        assert!(!covers("/w", "/h", "h/x"));
+        assert!(covers("/w", "/h", ".astrid/x"));
     }
 
     #[test]
