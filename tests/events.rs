@@ -569,6 +569,61 @@ async fn a_capsule_cannot_publish_a_payload_nested_too_deep() {
     assert_eq!(event.source, "capsule:ok", "only the allowed one arrives");
 }
 
+/// An event or a command too large for a capsule's whole memory could never be handed to
+/// it: before, the call failed and the capsule was restarted, so any client could spend a
+/// capsule's restart budget (or switch a guard off) by publishing big events. Now the event
+/// is skipped by a subscriber, refused by an interceptor (which cannot let through what it
+/// cannot see), and the command answered `too_large`; no capsule restarts.
+#[tokio::test]
+async fn inputs_larger_than_a_capsules_memory_neither_reach_nor_crash_it() {
+    let d = daemon_with(&[
+        ("watch", "watch-count"),
+        ("guard", "guard-info"),
+        ("echo", "echo"),
+    ])
+    .await;
+    let client = patient_client(&d).await;
+    wait_registered(&client, &["capsule:watch"]).await;
+    // Each capsule's memory is 16 pages (1 MiB); this is twice that.
+    let big = || rmpv::Value::Binary(vec![7; 2 * 1024 * 1024]);
+
+    for _ in 0..5 {
+        publish(&client, "user.big", big()).await.unwrap();
+        let (code, message) = failure(publish(&client, "user.guarded.big", big()).await);
+        assert_eq!(code, ErrorCode::Forbidden, "{message}");
+        assert!(
+            message.contains("larger than the capsule's memory"),
+            "{message}"
+        );
+        let (code, message) = failure(
+            client
+                .call::<CommandOutput>(Request::InvokeCommand {
+                    name: "echo".into(),
+                    args: vec!["x".repeat(2 * 1024 * 1024)],
+                })
+                .await,
+        );
+        assert_eq!(code, ErrorCode::TooLarge, "{message}");
+        assert!(
+            message.contains("larger than capsule `echo`'s memory"),
+            "{message}"
+        );
+    }
+    // Everything still runs, unrestarted; small events still reach the subscriber.
+    publish(&client, "user.small", "hi").await.unwrap();
+    wait_output(&client, "watch-count", &json!(1)).await;
+    publish(&client, "user.guarded.ok", "fine").await.unwrap();
+    let tree = client.tree().await.unwrap();
+    for name in ["capsule:watch", "capsule:guard", "capsule:echo"] {
+        let node = tree.find(name).unwrap();
+        assert_eq!(
+            (node.state, node.restarts),
+            (ChildState::Running, 0),
+            "{node:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Big payloads and subscription bounds
 // ---------------------------------------------------------------------------------------

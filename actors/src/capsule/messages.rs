@@ -72,6 +72,11 @@ impl Answer {
             CallFailure::Crashed(reason) => CapsuleError::Crashed { capsule, reason },
             CallFailure::Deadline(timeout) => CapsuleError::Deadline { capsule, timeout },
             CallFailure::Guest(message) => CapsuleError::Guest { capsule, message },
+            CallFailure::TooLarge { len, ceiling } => CapsuleError::InputTooLarge {
+                capsule,
+                len,
+                ceiling,
+            },
         };
         ErrorBody::from(&KernelError::from(error))
     }
@@ -118,4 +123,13 @@ pub enum CallFailure {
     /// The guest answered with an error of its own (`{"error": "..."}`).
     #[error("{0}")]
     Guest(String),
+    /// The input is larger than the capsule's whole memory: it was not handed over, and the
+    /// capsule runs on (a client must not crash a capsule by sending it too much).
+    #[error("the input ({len} bytes) is larger than the capsule's memory ({ceiling} bytes)")]
+    TooLarge {
+        /// Bytes of input.
+        len: usize,
+        /// The capsule's memory ceiling.
+        ceiling: usize,
+    },
 }

@@ -39,6 +39,7 @@ use crate::bus::intercept::{Decision, Interceptor, Verdict};
 use crate::bus::{BusActor, Deregister, Event, Register, SubscriberId};
 use crate::capsules::loaded::{CHILD_PREFIX, child_name};
 use crate::protocol::{RawValue, raw};
+use crate::rate::RateBudget;
 use crate::supervisor::{ChildRef, ExitNote, Fault, Inject, Terminate, apply_fault};
 
 /// How long to wait for the bus when subscribing, and before trying again.
@@ -69,6 +70,9 @@ pub struct CapsuleActor {
     queue: Arc<CallQueue>,
     /// The last command's input, kept for its buffer.
     input: Vec<u8>,
+    /// Events too large for the capsule's memory are skipped; this budget bounds the log
+    /// lines saying so.
+    skipped: RateBudget,
 }
 
 impl CapsuleActor {
@@ -87,6 +91,7 @@ impl CapsuleActor {
             subscriber: None,
             queue: recipe.queue,
             input: Vec::new(),
+            skipped: RateBudget::new(1, 1, std::time::Instant::now()),
         }
     }
 
@@ -127,6 +132,13 @@ impl CapsuleActor {
             .sandbox
             .as_mut()
             .map_err(|e| CallFailure::Crashed(e.clone()))?;
+        let ceiling = sandbox.memory_ceiling();
+        if input.len() > ceiling {
+            return Err(CallFailure::TooLarge {
+                len: input.len(),
+                ceiling,
+            });
+        }
         sandbox.call(entry, input).map_err(|error| {
             tracing::warn!(capsule = %self.name, %error, "call failed; restarting the capsule");
             self.crash(error.to_string(), ctx);
@@ -269,7 +281,15 @@ impl CapsuleActor {
         if !has_handler {
             return;
         }
-        let _ = self.call_with_event(Entry::Event, topic, payload, ctx);
+        if let Err(error @ CallFailure::TooLarge { .. }) =
+            self.call_with_event(Entry::Event, topic, payload, ctx)
+        {
+            // Skipped, not a crash: whoever publishes cannot spend the capsule's budget.
+            if self.skipped.admit(std::time::Instant::now()) {
+                let also = self.skipped.take_dropped();
+                tracing::warn!(capsule = %self.name, %topic, skipped_before = also, "event skipped: {error}");
+            }
+        }
     }
 
     /// Calls `entry` with `{topic, payload}`, written around the payload's bytes into the
@@ -311,7 +331,16 @@ impl Handler<Intercept> for CapsuleActor {
     type Result = Result<Verdict, CallFailure>;
 
     fn handle(&mut self, msg: Intercept, ctx: &mut Context<Self>) -> Self::Result {
-        let reply = self.call_with_event(Entry::Intercept, &msg.topic, &msg.payload, ctx)?;
+        let reply = match self.call_with_event(Entry::Intercept, &msg.topic, &msg.payload, ctx) {
+            // An interceptor that cannot see an event cannot let it pass.
+            Err(error @ CallFailure::TooLarge { .. }) => {
+                return Ok(Verdict::Deny(format!(
+                    "not checked by `{}`: {error}",
+                    self.name
+                )));
+            }
+            other => other?,
+        };
         // Its payload goes on to every subscriber: held to the depth of command output.
         let decided = raw::value_len(&reply)
             .ok()

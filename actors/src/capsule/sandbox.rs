@@ -296,6 +296,8 @@ pub struct Sandbox {
     env: FunctionEnv<HostState>,
     fuel: u64,
     call_timeout: Duration,
+    /// Bytes the linear memory may grow to: no input larger than this can be handed over.
+    memory_ceiling: usize,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -383,7 +385,16 @@ impl Sandbox {
             env,
             fuel: compiled.limits.fuel,
             call_timeout: compiled.limits.call_timeout,
+            memory_ceiling: usize::try_from(compiled.limits.memory_pages)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(64 * 1024),
         })
+    }
+
+    /// The most bytes the guest's memory may hold: an input larger than this cannot be
+    /// handed to it (the caller refuses it instead of crashing the capsule over it).
+    pub fn memory_ceiling(&self) -> usize {
+        self.memory_ceiling
     }
 
     /// Whether the guest exports the function for `entry`.

@@ -170,6 +170,18 @@ pub enum CapsuleError {
         /// Its message.
         message: String,
     },
+    /// The request is larger than the capsule's whole memory; it was not handed over.
+    #[error(
+        "the input ({len} bytes) is larger than capsule `{capsule}`'s memory ({ceiling} bytes)"
+    )]
+    InputTooLarge {
+        /// Capsule name.
+        capsule: String,
+        /// Bytes of input.
+        len: usize,
+        /// The capsule's memory ceiling (`limits.memory_pages` × 64 KiB).
+        ceiling: usize,
+    },
 }
 
 /// Lists every capsule.

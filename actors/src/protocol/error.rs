@@ -290,6 +290,7 @@ impl From<&KernelError> for ErrorBody {
                 SupervisorError::Duplicate(_) | SupervisorError::FaultNotApplicable { .. },
             ) => ErrorCode::InvalidArgument,
             KernelError::Store(StoreError::ValueTooLarge { .. })
+            | KernelError::Capsules(CapsuleError::InputTooLarge { .. })
             | KernelError::Bus(BusError::PayloadTooLarge { .. } | BusError::TooManyPatterns(_))
             | KernelError::Vfs(VfsError::TooLarge { .. }) => ErrorCode::TooLarge,
             KernelError::Store(StoreError::Storage { .. } | StoreError::Aborted)
