@@ -73,13 +73,7 @@ fn hello_bytes(token: &str, name_len: usize) -> Vec<u8> {
 /// Every audit entry of a refused handshake or connection, and how many refusals they
 /// stand for: one for an entry of its own, the count for a `listener` summary.
 async fn refusals_audited(client: &astrid::client::Client) -> (Vec<AuditEntry>, u64) {
-    let tail: Vec<AuditEntry> = client
-        .call(Request::AuditTail {
-            n: Some(1000),
-            from: None,
-        })
-        .await
-        .unwrap();
+    let tail = common::audit_tail(client, 1000).await;
     let entries: Vec<AuditEntry> = tail
         .into_iter()
         .filter(|e| e.action == "handshake")

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use astrid::client::{Client, ClientError};
 use astrid::protocol::{AuditEntry, CapsuleInfo, CapsuleState, CommandOutput, ErrorCode, Request};
 use common::{
-    DEADLINE, TestDaemon, failure, one_command_manifest, patient_client, poll_until, wait_audit,
-    write_capsule,
+    DEADLINE, TestDaemon, audit_tail, failure, one_command_manifest, patient_client, poll_until,
+    wait_audit, write_capsule,
 };
 
 /// How much the daemon's resident memory may grow during an attack. The most a capsule
@@ -603,27 +603,12 @@ async fn denials_in_a_loop_are_recorded_within_a_budget() {
             })
             .sum()
     };
-    let fetch = || async {
-        let tail: Vec<AuditEntry> = client
-            .call(Request::AuditTail {
-                n: Some(1000),
-                from: None,
-            })
-            .await
-            .unwrap();
-        tail
-    };
+    let fetch = || audit_tail(&client, 1000);
     poll_until("the summaries of the denials", fetch, |tail| {
         (not_recorded(tail) > 1000).then_some(())
     })
     .await;
-    let tail: Vec<AuditEntry> = client
-        .call(Request::AuditTail {
-            n: Some(1000),
-            from: None,
-        })
-        .await
-        .unwrap();
+    let tail = audit_tail(&client, 1000).await;
     let one_by_one = tail
         .iter()
         .filter(|e| e.actor == "capsule:denied" && e.target == "vfs:read:secret.txt")

@@ -599,6 +599,18 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The last `n` audit entries, oldest first.
+#[allow(dead_code, reason = "not every test binary reads the audit log")]
+pub async fn audit_tail(client: &Client, n: usize) -> Vec<AuditEntry> {
+    client
+        .call(Request::AuditTail {
+            n: Some(n),
+            from: None,
+        })
+        .await
+        .unwrap()
+}
+
 /// Polls the audit log until an entry matches `cond`.
 #[allow(dead_code, reason = "not every test binary reads the audit log")]
 pub async fn wait_audit(
@@ -608,13 +620,7 @@ pub async fn wait_audit(
 ) -> AuditEntry {
     let end = Instant::now() + DEADLINE;
     loop {
-        let tail: Vec<AuditEntry> = client
-            .call(Request::AuditTail {
-                n: Some(200),
-                from: None,
-            })
-            .await
-            .unwrap();
+        let tail = audit_tail(client, 200).await;
         if let Some(entry) = tail.iter().find(|e| cond(e)) {
             return entry.clone();
         }
