@@ -8,7 +8,7 @@
 //! `.astrid/` is the home itself.
 //!
 //! Plain, blocking code (it reads and hashes files): the capsule registry and the MCP
-//! launcher ask for a [`Verdict`] at every scan, and sessions run the trust requests on the
+//! launcher ask for a [`TrustInfo`] at every scan, and sessions run the trust requests on the
 //! blocking pool.
 
 pub mod snapshot;
