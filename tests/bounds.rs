@@ -1,10 +1,10 @@
-//! What peers that have not authenticated, and an MCP server that floods its stderr, can make
-//! a real daemon spend: a handshake over 4 KiB is refused before its body is read, announced
-//! frames reserve no memory, connections past the caps are refused while authenticated
-//! clients keep working, a low soft open-file limit is raised at boot so idle connections
-//! lock no client out, thousands of refused handshakes make a handful of audit entries with
-//! the right count, and an endless stderr line or a flood of lines grows neither the
-//! daemon's memory nor its log.
+//! What peers that have not authenticated, and MCP servers, can make a real daemon spend: a
+//! handshake over 4 KiB is refused before its body is read, announced frames reserve no
+//! memory, connections past the caps are refused while authenticated clients keep working, a
+//! low soft open-file limit is raised at boot so idle connections lock no client out (and
+//! MCP servers still start with the low one), thousands of refused handshakes make a handful
+//! of audit entries with the right count, and an endless stderr line or a flood of lines
+//! grows neither the daemon's memory nor its log.
 
 #![allow(clippy::unwrap_used)]
 
@@ -16,13 +16,17 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use astrid::client::{Client, ClientError};
 use astrid::paths::HomeLayout;
-use astrid::protocol::{AuditEntry, McpServerInfo, McpServerState, Request};
+use astrid::protocol::{
+    AuditEntry, McpServerInfo, McpServerState, McpToolResult, Request, to_payload,
+};
 use common::{
-    DEADLINE, Graceful, Raw, TestDaemon, daemon_bin, error_code, get, poll_until, short_tempdir,
-    wait_until,
+    DEADLINE, Graceful, Raw, TestDaemon, daemon_bin, error_code, get, mcp_test_server,
+    patient_client, poll_until, short_tempdir, wait_until,
 };
 use serde::Serialize;
+use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -115,6 +119,55 @@ fn log_bytes(home: &Path) -> u64 {
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum()
+}
+
+/// `mcp.toml` running the test server as `t`, restarted at once up to 8 times a minute.
+fn test_server_entry() -> String {
+    format!(
+        "[[server]]\nname = \"t\"\ncommand = \"{}\"\n\
+         [server.restart]\nintensity = 8\nperiod = \"60s\"\nbackoff = \"10ms\"\n",
+        mcp_test_server().display()
+    )
+}
+
+/// Waits until `t` runs after `restarts` restarts.
+async fn t_running(client: &Client, restarts: u32) -> McpServerInfo {
+    let list = || async {
+        let servers: Vec<McpServerInfo> = client.call(Request::ListMcpServers).await.unwrap();
+        servers
+    };
+    let pick = |servers: &Vec<McpServerInfo>| {
+        servers
+            .iter()
+            .find(|s| s.name == "t" && s.state == McpServerState::Running && s.restarts == restarts)
+            .cloned()
+    };
+    poll_until(
+        &format!("`t` running after {restarts} restarts"),
+        list,
+        pick,
+    )
+    .await
+}
+
+async fn t_call(
+    client: &Client,
+    tool: &str,
+    arguments: Value,
+) -> Result<McpToolResult, ClientError> {
+    client
+        .call(Request::CallMcpTool {
+            server: "t".into(),
+            tool: tool.into(),
+            arguments: to_payload(&arguments).unwrap(),
+        })
+        .await
+}
+
+/// The text of a result's only content block.
+fn text(result: &McpToolResult) -> String {
+    let content = serde_json::to_value(&result.content).unwrap();
+    content[0]["text"].as_str().unwrap().to_owned()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -279,17 +332,12 @@ fn connections_past_the_caps_are_refused_while_authenticated_clients_keep_workin
     drop(idle1);
 }
 
-#[test]
-fn a_low_soft_open_file_limit_is_raised_so_idle_connections_lock_no_client_out() {
-    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
-    if hard.is_some_and(|hard| hard < 1024) {
-        eprintln!(
-            "skipped: the hard open-file limit ({hard:?}) leaves no room for 400 connections"
-        );
-        return;
-    }
+/// A daemon started with a soft open-file limit of 256, and `args`; `prepare` gets its home
+/// first.
+fn start_with_256_open_files(args: &[&str], prepare: impl FnOnce(&Path)) -> TestDaemon {
     let home = short_tempdir();
     let workspace = short_tempdir();
+    prepare(home.path());
     let layout = HomeLayout::new(home.path());
     let files = layout.session(uuid::Uuid::nil());
     let child = Command::new("sh")
@@ -300,7 +348,7 @@ fn a_low_soft_open_file_limit_is_raised_so_idle_connections_lock_no_client_out()
         .arg(home.path())
         .arg("--workspace")
         .arg(workspace.path())
-        .args(["--max-unauthenticated", "512"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -314,6 +362,31 @@ fn a_low_soft_open_file_limit_is_raised_so_idle_connections_lock_no_client_out()
         child,
     };
     d.wait_ready();
+    d
+}
+
+/// The soft and hard open-file limits of process `pid`, as `/proc/<pid>/limits` shows them.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    (open_files[3].to_owned(), open_files[4].to_owned())
+}
+
+#[test]
+fn a_low_soft_open_file_limit_is_raised_so_idle_connections_lock_no_client_out() {
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    if hard.is_some_and(|hard| hard < 1024) {
+        eprintln!(
+            "skipped: the hard open-file limit ({hard:?}) leaves no room for 400 connections"
+        );
+        return;
+    }
+    let d = start_with_256_open_files(&["--max-unauthenticated", "512"], |_| {});
     // 400 idle peers: more than the 256 descriptors the daemon was started with.
     let idle: Vec<UnixStream> = (0..400)
         .map(|_| UnixStream::connect(d.socket()).unwrap())
@@ -330,18 +403,30 @@ fn a_low_soft_open_file_limit_is_raised_so_idle_connections_lock_no_client_out()
     assert!(waited < Duration::from_secs(2), "served after {waited:?}");
     assert_pong(&mut raw, 1);
     drop(idle);
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid())).unwrap();
-    let open_files: Vec<&str> = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    assert_eq!(
-        open_files[3], open_files[4],
-        "soft limit not raised: {limits}"
-    );
+    let (soft, hard) = open_file_limits(d.pid().unsigned_abs());
+    assert_eq!(soft, hard, "soft limit not raised");
     assert!(logs(d.home.path()).contains("raised the open-file limit"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_servers_start_with_the_open_file_limit_the_daemon_started_with() {
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    if hard.is_some_and(|hard| hard <= 256) {
+        eprintln!("skipped: the hard open-file limit ({hard:?}) leaves nothing to raise");
+        return;
+    }
+    let d = Graceful(start_with_256_open_files(&[], |home| {
+        std::fs::write(home.join("mcp.toml"), test_server_entry()).unwrap();
+    }));
+    let client = patient_client(&d).await;
+    let server = t_running(&client, 0).await.pid.unwrap();
+    // The server's own idea of its pid: the one whose limits count.
+    let answer: Value =
+        serde_json::from_str(&text(&t_call(&client, "pid", json!({})).await.unwrap())).unwrap();
+    assert_eq!(answer["pid"].as_u64(), Some(u64::from(server)));
+    let (daemon_soft, daemon_hard) = open_file_limits(d.pid().unsigned_abs());
+    assert_eq!(daemon_soft, daemon_hard, "the daemon raised its own");
+    assert_eq!(open_file_limits(server), ("256".to_owned(), daemon_hard));
 }
 
 // ---------------------------------------------------------------------------------------

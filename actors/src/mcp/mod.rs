@@ -9,7 +9,8 @@
 //! the actor notes why and stops, calls in flight get an error, and the supervisor starts it
 //! again under its policy (past its budget it is `failed`). Whenever the actor ends, the
 //! whole process group is terminated (SIGTERM, then SIGKILL): no server, and nothing a
-//! server started, outlives it.
+//! server started, outlives it. Servers start with the open-file limit the daemon started
+//! with, not the one it raised for its connections.
 //!
 //! Handles: [`CallTool`], and the supervision messages [`Terminate`] and [`Inject`]. The
 //! table of servers that sessions read is `servers.rs`.
@@ -72,6 +73,8 @@ pub struct Launcher {
     pub files: Vec<PathBuf>,
     /// Whether the workspace's own `mcp.toml` may run.
     pub trust: Arc<WorkspaceTrust>,
+    /// The soft open-file limit servers start with (the daemon's own when `None`).
+    pub open_file_limit: Option<u64>,
 }
 
 impl Launcher {
@@ -85,6 +88,7 @@ impl Launcher {
             config: Arc::clone(server),
             workspace: self.workspace.clone(),
             table: Arc::clone(&self.table),
+            open_file_limit: self.open_file_limit,
         };
         crate::supervisor::ChildSpec::worker_in(
             servers::child_name(&server.name),
@@ -200,6 +204,8 @@ pub struct Recipe {
     pub workspace: PathBuf,
     /// The shared table of servers.
     pub table: Arc<McpServers>,
+    /// The soft open-file limit the server starts with (the daemon's own when `None`).
+    pub open_file_limit: Option<u64>,
 }
 
 type Service = RunningService<RoleClient, Client>;
@@ -211,6 +217,7 @@ pub struct McpServerActor {
     workspace: PathBuf,
     table: Arc<McpServers>,
     note: ExitNote,
+    open_file_limit: Option<u64>,
     peer: Option<rmcp::Peer<RoleClient>>,
     /// The process group (the server is its leader).
     pgid: Option<i32>,
@@ -275,6 +282,29 @@ fn die_with_the_daemon(cmd: &mut tokio::process::Command) {
             } else {
                 Err(std::io::ErrorKind::NotConnected.into())
             }
+        });
+    }
+}
+
+/// Gives the server the soft open-file limit `soft` (the one the daemon started with,
+/// before raising its own), within the hard limit it inherits.
+fn limit_open_files(cmd: &mut tokio::process::Command, soft: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    #[allow(unsafe_code)]
+    // SAFETY: the closure runs in the child between fork and exec; it allocates nothing
+    // and makes only async-signal-safe system calls (prlimit).
+    unsafe {
+        cmd.pre_exec(move || {
+            let Rlimit { maximum, .. } = getrlimit(Resource::Nofile);
+            let current = maximum.map_or(soft, |hard| soft.min(hard));
+            setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(current),
+                    maximum,
+                },
+            )?;
+            Ok(())
         });
     }
 }
@@ -348,6 +378,7 @@ impl McpServerActor {
             workspace: recipe.workspace,
             table: recipe.table,
             note,
+            open_file_limit: recipe.open_file_limit,
             peer: None,
             pgid: None,
         }
@@ -366,7 +397,8 @@ impl McpServerActor {
     }
 
     /// Starts the process in a process group of its own, with exactly the configured
-    /// environment plus the daemon's mark ([`groups::MARK_VAR`]).
+    /// environment plus the daemon's mark ([`groups::MARK_VAR`]) and the servers' open-file
+    /// limit.
     fn spawn(&self) -> std::io::Result<(TokioChildProcess, Option<tokio::process::ChildStderr>)> {
         let config = &self.config;
         // The server's environment is not the daemon's: a bare name is looked up in the
@@ -383,6 +415,9 @@ impl McpServerActor {
         cmd.envs(&config.env)
             .env(groups::MARK_VAR, self.table.groups().mark());
         die_with_the_daemon(&mut cmd);
+        if let Some(soft) = self.open_file_limit {
+            limit_open_files(&mut cmd, soft);
+        }
         let mut wrapped = process_wrap::tokio::CommandWrap::from(cmd);
         wrapped
             .wrap(process_wrap::tokio::ProcessGroup::leader())
