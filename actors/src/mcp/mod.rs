@@ -6,8 +6,8 @@
 //!
 //! A server that exits, fails its handshake, or stops answering (a call runs past its
 //! deadline and a `ping` then goes unanswered too, or a periodic `ping` does) is a crash:
-//! the actor notes why and stops, calls in flight get an error, and the supervisor starts it
-//! again under its policy (past its budget it is `failed`). Whenever the actor ends, the
+//! the actor notes why, answers every call in flight with that reason (`calls.rs`), and
+//! stops; the supervisor starts it again under its policy (past its budget it is `failed`). Whenever the actor ends, the
 //! whole process group is terminated (SIGTERM, then SIGKILL): no server, and nothing a
 //! server started, outlives it. Servers start with the open-file limit the daemon started
 //! with, not the one it raised for its connections.
@@ -15,6 +15,7 @@
 //! Handles: [`CallTool`], and the supervision messages [`Terminate`] and [`Inject`]. The
 //! table of servers that sessions read is `servers.rs`.
 
+mod calls;
 pub mod config;
 pub mod groups;
 mod messages;
@@ -27,8 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture,
-    WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, ResponseFuture, WrapFuture,
 };
 use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, PingRequest, Tool,
@@ -37,6 +37,7 @@ use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 
+use self::calls::InFlight;
 use self::config::ServerConfig;
 pub use self::messages::{
     CallTool, McpError, McpReloadReport, McpServerInfo, McpServerState, McpToolInfo, McpToolResult,
@@ -221,6 +222,7 @@ pub struct McpServerActor {
     peer: Option<rmcp::Peer<RoleClient>>,
     /// The process group (the server is its leader).
     pgid: Option<i32>,
+    calls: InFlight,
 }
 
 /// The client side of the connection: follows tool-list changes.
@@ -381,6 +383,7 @@ impl McpServerActor {
             open_file_limit: recipe.open_file_limit,
             peer: None,
             pgid: None,
+            calls: InFlight::default(),
         }
     }
 
@@ -388,9 +391,11 @@ impl McpServerActor {
         &self.config.name
     }
 
-    /// Notes why the server is down and stops (the supervisor restarts it).
+    /// Notes why the server is down, answers the calls in flight, and stops (the supervisor
+    /// restarts it).
     fn crash(&mut self, reason: String, ctx: &mut Context<Self>) {
         tracing::warn!(server = %self.config.name, "MCP server down: {reason}");
+        self.calls.fail_all(&self.config.name, &reason);
         self.note.fail(reason);
         self.peer = None;
         ctx.stop();
@@ -545,6 +550,9 @@ impl Actor for McpServerActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        // Stopped without a crash: a reload, the daemon's shutdown, an injected fault (a
+        // panic too: actix runs `stopped` as it drops the actor's context).
+        self.calls.fail_all(&self.config.name, "its actor stopped");
         // Whatever ended the actor, the server's process group goes with it: SIGTERM now,
         // SIGKILL after a grace period (from a thread, as the arbiter may be stopping).
         self.signal_group(rustix::process::Signal::TERM);
@@ -563,54 +571,76 @@ impl Actor for McpServerActor {
 }
 
 impl Handler<CallTool> for McpServerActor {
-    type Result = ResponseActFuture<Self, Result<McpToolResult, McpError>>;
+    type Result = ResponseFuture<Result<McpToolResult, McpError>>;
 
-    fn handle(&mut self, msg: CallTool, _: &mut Context<Self>) -> Self::Result {
-        let server = self.config.name.clone();
+    fn handle(&mut self, msg: CallTool, ctx: &mut Context<Self>) -> Self::Result {
         let timeout = self.config.call_timeout;
         let tool = msg.tool;
         let Some(peer) = self.peer.clone() else {
-            return Box::pin(actix::fut::ready(Err(McpError::NotReady(server))));
+            let server = self.config.name.clone();
+            return Box::pin(std::future::ready(Err(McpError::NotReady(server))));
         };
+        // Answered when the server answers, or when it goes away first.
+        let (id, answer) = self.calls.open(&self.config.name);
         let params = CallToolRequestParams::new(tool.clone()).with_arguments(msg.arguments);
         let call = async move { tokio::time::timeout(timeout, peer.call_tool(params)).await };
-        Box::pin(call.into_actor(self).map(move |answer, act, ctx| {
-            let result = match answer {
-                Ok(Ok(result)) => result,
-                Ok(Err(rmcp::ServiceError::McpError(e))) => {
-                    return Err(McpError::Remote {
-                        server,
-                        message: e.message.into_owned(),
-                    });
-                }
-                Ok(Err(e)) => {
-                    return Err(McpError::Gone {
-                        server,
-                        reason: e.to_string(),
-                    });
-                }
-                Err(_) => {
-                    // A slow tool, or a server that stopped answering: ask.
-                    act.check_alive("a call ran past its deadline", ctx);
-                    return Err(McpError::Deadline {
-                        server,
-                        tool,
-                        timeout,
-                    });
-                }
-            };
-            Ok(McpToolResult {
-                server,
-                tool,
-                content: result
-                    .content
-                    .iter()
-                    .map(|c| json_to_msgpack(&serde_json::to_value(c).unwrap_or_default()))
-                    .collect(),
-                structured: result.structured_content.as_ref().map(json_to_msgpack),
-                is_error: result.is_error.unwrap_or(false),
-            })
-        }))
+        ctx.spawn(call.into_actor(self).map(move |answer, act, ctx| {
+            let result = act.tool_result(tool, timeout, answer, ctx);
+            act.calls.answer(id, result);
+        }));
+        Box::pin(answer)
+    }
+}
+
+/// A call's outcome: the server's answer, or the deadline passed first.
+type Answered =
+    Result<Result<rmcp::model::CallToolResult, rmcp::ServiceError>, tokio::time::error::Elapsed>;
+
+impl McpServerActor {
+    /// What the server's answer to a call of `tool` means.
+    fn tool_result(
+        &mut self,
+        tool: String,
+        timeout: Duration,
+        answer: Answered,
+        ctx: &mut Context<Self>,
+    ) -> Result<McpToolResult, McpError> {
+        let server = self.config.name.clone();
+        let result = match answer {
+            Ok(Ok(result)) => result,
+            Ok(Err(rmcp::ServiceError::McpError(e))) => {
+                return Err(McpError::Remote {
+                    server,
+                    message: e.message.into_owned(),
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(McpError::Gone {
+                    server,
+                    reason: e.to_string(),
+                });
+            }
+            Err(_) => {
+                // A slow tool, or a server that stopped answering: ask.
+                self.check_alive("a call ran past its deadline", ctx);
+                return Err(McpError::Deadline {
+                    server,
+                    tool,
+                    timeout,
+                });
+            }
+        };
+        Ok(McpToolResult {
+            server,
+            tool,
+            content: result
+                .content
+                .iter()
+                .map(|c| json_to_msgpack(&serde_json::to_value(c).unwrap_or_default()))
+                .collect(),
+            structured: result.structured_content.as_ref().map(json_to_msgpack),
+            is_error: result.is_error.unwrap_or(false),
+        })
     }
 }
 
