@@ -3,8 +3,10 @@
 //! memory, connections past the caps are refused while authenticated clients keep working, a
 //! low soft open-file limit is raised at boot so idle connections lock no client out (and
 //! MCP servers still start with the low one), thousands of refused handshakes make a handful
-//! of audit entries with the right count, and an endless stderr line or a flood of lines
-//! grows neither the daemon's memory nor its log.
+//! of audit entries with the right count, an endless stderr line or a flood of lines grows
+//! neither the daemon's memory nor its log, and a message on stdout past 16 MiB or 262,144
+//! values and keys (an endless line among them) ends its server as a crash, with the reason,
+//! while the daemon's memory stays small and other clients are answered.
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,16 +16,18 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use astrid::client::{Client, ClientError};
 use astrid::paths::HomeLayout;
 use astrid::protocol::{
-    AuditEntry, McpServerInfo, McpServerState, McpToolResult, Request, to_payload,
+    AuditEntry, ErrorCode, McpServerInfo, McpServerState, McpToolResult, Request, to_payload,
 };
 use common::{
-    DEADLINE, Graceful, Raw, TestDaemon, daemon_bin, error_code, get, mcp_test_server,
-    patient_client, poll_until, short_tempdir, wait_until,
+    DEADLINE, Graceful, Raw, TestDaemon, assert_gone, daemon_bin, error_code, failure, get,
+    mcp_test_server, patient_client, poll_until, short_tempdir, wait_node, wait_until,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -128,6 +132,12 @@ fn test_server_entry() -> String {
          [server.restart]\nintensity = 8\nperiod = \"60s\"\nbackoff = \"10ms\"\n",
         mcp_test_server().display()
     )
+}
+
+fn with_test_server() -> Graceful {
+    Graceful(TestDaemon::start_prepared(&[], |home, _| {
+        std::fs::write(home.join("mcp.toml"), test_server_entry()).unwrap();
+    }))
 }
 
 /// Waits until `t` runs after `restarts` restarts.
@@ -527,4 +537,142 @@ async fn an_mcp_server_flooding_stderr_grows_neither_memory_nor_the_log() {
         "the long line was not logged cut"
     );
     assert!(text.contains("lines cut at 4096 bytes"), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------
+// MCP servers' stdout
+// ---------------------------------------------------------------------------------------
+
+/// Calls `tool`, which must make `t` send a message past a bound: the call is answered
+/// `unavailable` with `reason`, and `t` is restarted (its `restarts`-th time) as a new
+/// process, showing `reason` as its last failure.
+async fn ended_for(client: &Client, tool: &str, arguments: Value, restarts: u32, reason: &str) {
+    let old = t_running(client, restarts - 1).await.pid.unwrap();
+    let started = Instant::now();
+    let (code, message) = failure(t_call(client, tool, arguments).await);
+    assert_eq!(code, ErrorCode::Unavailable, "{message}");
+    assert!(
+        message.contains(&format!("went away during the call: {reason}")),
+        "{message}"
+    );
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+    let info = t_running(client, restarts).await;
+    assert!(
+        info.error.as_deref().is_some_and(|e| e.contains(reason)),
+        "{info:?}"
+    );
+    assert_gone("the server cut off", &[old]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_server_flooding_stdout_is_cut_off_at_16_mib_and_restarted() {
+    let d = with_test_server();
+    let client = patient_client(&d).await;
+    t_running(&client, 0).await;
+    let peak_before = status_kib(d.pid(), "VmHWM");
+    // Another client pings all along.
+    let other = patient_client(&d).await;
+    let done = Arc::new(AtomicBool::new(false));
+    let pinging = Arc::clone(&done);
+    let pinger = tokio::spawn(async move {
+        let (mut pings, mut slowest) = (0, Duration::ZERO);
+        while !pinging.load(Ordering::Relaxed) {
+            let sent = Instant::now();
+            other.ping().await.unwrap();
+            slowest = slowest.max(sent.elapsed());
+            pings += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (pings, slowest)
+    });
+    // Each time, an endless line: the server writes as fast as the daemon reads. The first
+    // costs what reading one message can cost; the next ones reuse that memory.
+    let mut peak_after_first = 0;
+    for n in 1..=3 {
+        ended_for(
+            &client,
+            "flood_stdout",
+            json!({}),
+            n,
+            "sent a message over 16 MiB",
+        )
+        .await;
+        if n == 1 {
+            peak_after_first = status_kib(d.pid(), "VmHWM");
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    let (pings, slowest) = pinger.await.unwrap();
+    assert!(pings > 0);
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a ping took {slowest:?} during the floods"
+    );
+    let peak = status_kib(d.pid(), "VmHWM");
+    let grown = peak.saturating_sub(peak_before);
+    assert!(
+        grown < 64 * 1024,
+        "peak RSS grew by {grown} KiB for three endless lines"
+    );
+    let later = peak.saturating_sub(peak_after_first);
+    assert!(
+        later < 16 * 1024,
+        "peak RSS grew by {later} KiB more for the second and third endless lines"
+    );
+    assert_eq!(
+        text(
+            &t_call(&client, "echo", json!({"text": "back"}))
+                .await
+                .unwrap()
+        ),
+        "back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_results_within_the_bounds_are_answered_and_past_them_end_the_server() {
+    let d = with_test_server();
+    let client = patient_client(&d).await;
+    t_running(&client, 0).await;
+    // Within the bounds: 15 MiB of text, and 200,000 values.
+    let big = t_call(&client, "big", json!({"bytes": 15 << 20}))
+        .await
+        .unwrap();
+    assert_eq!(text(&big).len(), 15 << 20);
+    let many = t_call(&client, "many", json!({"items": 200_000}))
+        .await
+        .unwrap();
+    let zeros = serde_json::to_value(&many.structured).unwrap();
+    assert_eq!(zeros["zeros"].as_array().map(Vec::len), Some(200_000));
+    // Past them: 17 MiB of text, 300,000 values (a 600 KB message).
+    let peak_before = status_kib(d.pid(), "VmHWM");
+    ended_for(
+        &client,
+        "many",
+        json!({"items": 300_000}),
+        1,
+        "sent a message of more than 262144 JSON values and keys",
+    )
+    .await;
+    let grown = status_kib(d.pid(), "VmHWM").saturating_sub(peak_before);
+    assert!(
+        grown < 8 * 1024,
+        "peak RSS grew by {grown} KiB for 300,000 values refused"
+    );
+    ended_for(
+        &client,
+        "big",
+        json!({"bytes": 17 << 20}),
+        2,
+        "sent a message over 16 MiB",
+    )
+    .await;
+    let node = wait_node(&client, "mcp:t", |n| n.restarts == 2).await;
+    assert!(
+        node.last_failure
+            .as_ref()
+            .is_some_and(|f| f.reason.contains("over 16 MiB")),
+        "{node:?}"
+    );
 }

@@ -38,14 +38,17 @@ use serde_json::{Value, json};
 // ---------------------------------------------------------------------------------------
 
 /// The tools of the test server, sorted.
-const TOOLS: [&str; 10] = [
+const TOOLS: [&str; 13] = [
     "add",
     "add_tool",
+    "big",
     "crash",
     "echo",
     "env",
     "fail",
+    "flood_stdout",
     "freeze",
+    "many",
     "pid",
     "slow",
     "spawn_sleeper",
@@ -342,7 +345,8 @@ async fn servers_start_and_their_tools_are_listed_through_the_socket_and_the_cli
     assert!(lines[0].starts_with("NAME"), "{table}");
     for (line, name) in lines[1..].iter().zip(["alpha", "beta"]) {
         let cols: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(&cols[..4], [name, "running", "0", "10"], "{table}");
+        let tools = TOOLS.len().to_string();
+        assert_eq!(&cols[..4], [name, "running", "0", &tools], "{table}");
         assert!(line.contains("astrid-mcp-test-server"), "{table}");
     }
     let listed: Vec<McpServerInfo> =

@@ -4,13 +4,14 @@
 //! SDK, rmcp): it performs the `initialize` handshake, lists the tools and follows
 //! `notifications/tools/list_changed`, and calls tools under the server's deadline.
 //!
-//! A server that exits, fails its handshake, or stops answering (a call runs past its
+//! A server that exits, fails its handshake, sends a message past the bounds of its stdout
+//! (`stdout.rs`: 16 MiB, 262,144 values and keys), or stops answering (a call runs past its
 //! deadline and a `ping` then goes unanswered too, or a periodic `ping` does) is a crash:
 //! the actor notes why, answers every call in flight with that reason (`calls.rs`), and
-//! stops; the supervisor starts it again under its policy (past its budget it is `failed`). Whenever the actor ends, the
-//! whole process group is terminated (SIGTERM, then SIGKILL): no server, and nothing a
-//! server started, outlives it. Servers start with the open-file limit the daemon started
-//! with, not the one it raised for its connections.
+//! stops; the supervisor starts it again under its policy (past its budget it is `failed`).
+//! Whenever the actor ends, the whole process group is terminated (SIGTERM, then SIGKILL):
+//! no server, and nothing a server started, outlives it. Servers start with the open-file
+//! limit the daemon started with, not the one it raised for its connections.
 //!
 //! Handles: [`CallTool`], and the supervision messages [`Terminate`] and [`Inject`]. The
 //! table of servers that sessions read is `servers.rs`.
@@ -21,6 +22,7 @@ pub mod groups;
 mod messages;
 pub mod servers;
 pub mod stderr;
+pub mod stdout;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -30,11 +32,12 @@ use std::time::Duration;
 use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, ResponseFuture, WrapFuture,
 };
+use process_wrap::tokio::ChildWrapper;
 use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, PingRequest, Tool,
 };
 use rmcp::service::{NotificationContext, RunningService};
-use rmcp::transport::TokioChildProcess;
+use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 
 use self::calls::InFlight;
@@ -211,6 +214,13 @@ pub struct Recipe {
 
 type Service = RunningService<RoleClient, Client>;
 
+/// The connection to a server: its stdin, and its stdout within [`stdout::Bounds`].
+type Transport = AsyncRwTransport<
+    RoleClient,
+    stdout::BoundedLines<tokio::process::ChildStdout>,
+    tokio::process::ChildStdin,
+>;
+
 /// The actor of one MCP server.
 #[derive(Debug)]
 pub struct McpServerActor {
@@ -220,8 +230,12 @@ pub struct McpServerActor {
     note: ExitNote,
     open_file_limit: Option<u64>,
     peer: Option<rmcp::Peer<RoleClient>>,
+    /// The server's process (killed when dropped).
+    child: Option<Box<dyn ChildWrapper>>,
     /// The process group (the server is its leader).
     pgid: Option<i32>,
+    /// Why the server's stdout was cut off, once it was.
+    overflow: stdout::Overflow,
     calls: InFlight,
 }
 
@@ -382,7 +396,9 @@ impl McpServerActor {
             note,
             open_file_limit: recipe.open_file_limit,
             peer: None,
+            child: None,
             pgid: None,
+            overflow: stdout::Overflow::default(),
             calls: InFlight::default(),
         }
     }
@@ -401,10 +417,22 @@ impl McpServerActor {
         ctx.stop();
     }
 
+    /// Why the connection failed: the server's message over the bound, if that is what
+    /// ended it, else `what` happened.
+    fn why(&self, what: String) -> String {
+        self.overflow.reason().map_or(what, str::to_owned)
+    }
+
     /// Starts the process in a process group of its own, with exactly the configured
     /// environment plus the daemon's mark ([`groups::MARK_VAR`]) and the servers' open-file
-    /// limit.
-    fn spawn(&self) -> std::io::Result<(TokioChildProcess, Option<tokio::process::ChildStderr>)> {
+    /// limit; returns it, the connection over its stdin and stdout, and its stderr.
+    fn spawn(
+        &self,
+    ) -> std::io::Result<(
+        Box<dyn ChildWrapper>,
+        Transport,
+        Option<tokio::process::ChildStderr>,
+    )> {
         let config = &self.config;
         // The server's environment is not the daemon's: a bare name is looked up in the
         // daemon's PATH here, not in the server's.
@@ -418,18 +446,28 @@ impl McpServerActor {
             }
         }
         cmd.envs(&config.env)
-            .env(groups::MARK_VAR, self.table.groups().mark());
+            .env(groups::MARK_VAR, self.table.groups().mark())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         die_with_the_daemon(&mut cmd);
         if let Some(soft) = self.open_file_limit {
             limit_open_files(&mut cmd, soft);
         }
-        let mut wrapped = process_wrap::tokio::CommandWrap::from(cmd);
-        wrapped
+        let mut child = process_wrap::tokio::CommandWrap::from(cmd)
             .wrap(process_wrap::tokio::ProcessGroup::leader())
-            .wrap(process_wrap::tokio::KillOnDrop);
-        TokioChildProcess::builder(wrapped)
-            .stderr(Stdio::piped())
-            .spawn()
+            .wrap(process_wrap::tokio::KillOnDrop)
+            .spawn()?;
+        let piped = || std::io::Error::other("a standard stream of the server is not piped");
+        let stdin = child.stdin().take().ok_or_else(piped)?;
+        let stdout = child.stdout().take().ok_or_else(piped)?;
+        let stderr = child.stderr().take();
+        let bounds = stdout::Bounds::default();
+        let stdout = stdout::BoundedLines::new(stdout, bounds, self.overflow.clone());
+        // The SDK's own bound on a line (its newline included) is never reached first.
+        let transport =
+            AsyncRwTransport::new_client(stdout, stdin).with_max_line_length(bounds.bytes + 1);
+        Ok((child, transport, stderr))
     }
 
     /// Sends `signal` to the server's whole process group.
@@ -490,7 +528,7 @@ impl McpServerActor {
                 Ok(reason) => format!("the server closed the connection ({reason:?})"),
                 Err(e) => format!("the connection task failed: {e}"),
             };
-            act.crash(reason, ctx);
+            act.crash(act.why(reason), ctx);
         }));
         ctx.run_interval(KEEPALIVE, |act, ctx| act.check_alive("keepalive", ctx));
     }
@@ -500,14 +538,15 @@ impl Actor for McpServerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let (transport, stderr) = match self.spawn() {
+        let (child, transport, stderr) = match self.spawn() {
             Ok(spawned) => spawned,
             Err(e) => {
                 let reason = format!("cannot start `{}`: {e}", self.config.command);
                 return self.crash(reason, ctx);
             }
         };
-        let pid = transport.id();
+        let pid = child.id();
+        self.child = Some(child);
         self.pgid = pid.and_then(|p| i32::try_from(p).ok());
         if let Some(pgid) = self.pgid {
             self.table.groups().track(pgid);
@@ -544,7 +583,7 @@ impl Actor for McpServerActor {
                 .into_actor(self)
                 .map(|outcome, act, ctx| match outcome {
                     Ok((service, tools)) => act.connected(service, tools, ctx),
-                    Err(reason) => act.crash(reason, ctx),
+                    Err(reason) => act.crash(act.why(reason), ctx),
                 }),
         );
     }
@@ -556,6 +595,8 @@ impl Actor for McpServerActor {
         // Whatever ended the actor, the server's process group goes with it: SIGTERM now,
         // SIGKILL after a grace period (from a thread, as the arbiter may be stopping).
         self.signal_group(rustix::process::Signal::TERM);
+        // The process is killed when dropped, so it is dropped after the grace period too.
+        let child = self.child.take();
         if let Some(pgid) = self.pgid.take() {
             let table = Arc::clone(&self.table);
             std::thread::spawn(move || {
@@ -564,6 +605,7 @@ impl Actor for McpServerActor {
                     let _ =
                         rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
                 }
+                drop(child);
                 table.groups().ended(pgid);
             });
         }
@@ -617,7 +659,7 @@ impl McpServerActor {
             Ok(Err(e)) => {
                 return Err(McpError::Gone {
                     server,
-                    reason: e.to_string(),
+                    reason: self.why(e.to_string()),
                 });
             }
             Err(_) => {
