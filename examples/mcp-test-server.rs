@@ -3,8 +3,9 @@
 //! The daemon's integration tests and the load generator start it as an MCP server to exercise
 //! the handshake, tool listing and calls, and the ways a server misbehaves: a tool that fails, a
 //! tool that takes long (deadlines), a tool that kills the server, a server that stops answering,
-//! restarts after a kill, process-group clean-up, environment isolation and
-//! `notifications/tools/list_changed`.
+//! restarts after a kill, process-group clean-up, environment isolation,
+//! `notifications/tools/list_changed`, and results at and past the bounds of the daemon's
+//! reader.
 //!
 //! Tools (arguments are JSON objects):
 //!
@@ -20,6 +21,9 @@
 //! | `pid` | `{}` | text `{"pid": <pid>, "pgid": <process group id>}` |
 //! | `spawn_sleeper` | `{}` | starts `sleep 1000` as a child, text `{"pid": <its pid>}` |
 //! | `add_tool` | `{name: string}` | adds tool `name`, announces it, text `"added <name>"` |
+//! | `big` | `{bytes: integer}` | text of `bytes` times `x` |
+//! | `many` | `{items: integer}` | text `"<items> zeros"`, structured content `{"zeros": [0, 0, ...]}` with `items` zeros |
+//! | `flood_stdout` | `{}` | writes `x` to stdout without end (one endless line), no answer |
 //!
 //! `add_tool` sends `notifications/tools/list_changed` before its answer; from then on
 //! `tools/list` includes the new tool, which takes `{}` and returns text `"dynamic <name>"`.
@@ -33,6 +37,7 @@
 //! cargo run --example mcp-test-server
 //! ```
 
+use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -98,6 +103,20 @@ struct CrashArgs {
 struct EnvArgs {
     /// The name of the environment variable.
     name: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+struct BigArgs {
+    /// The length of the text, in bytes.
+    bytes: usize,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+struct ManyArgs {
+    /// How many zeros.
+    items: usize,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -207,6 +226,34 @@ impl TestServer {
         // Reaped if it dies before the server does, so it does not linger as a zombie.
         std::thread::spawn(move || child.wait());
         Ok(json!({ "pid": pid }).to_string())
+    }
+
+    /// Returns a text of `bytes` times `x`.
+    #[tool]
+    fn big(Parameters(BigArgs { bytes }): Parameters<BigArgs>) -> String {
+        "x".repeat(bytes)
+    }
+
+    /// Returns `items` zeros as structured content.
+    #[tool]
+    fn many(Parameters(ManyArgs { items }): Parameters<ManyArgs>) -> CallToolResult {
+        let mut result =
+            CallToolResult::success(vec![ContentBlock::text(format!("{items} zeros"))]);
+        result.structured_content = Some(json!({ "zeros": vec![0; items] }));
+        result
+    }
+
+    /// Writes `x` to stdout without end (one endless line) and never answers.
+    #[tool]
+    async fn flood_stdout() -> String {
+        // From a thread of its own; the process exits once stdout is closed.
+        std::thread::spawn(|| {
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut stdout = std::io::stdout();
+            while stdout.write_all(&chunk).is_ok() {}
+            std::process::exit(0)
+        });
+        std::future::pending().await
     }
 
     /// Adds a tool called `name` and tells the client that the tool list changed.

@@ -1,10 +1,12 @@
-//! What peers that have not authenticated, and an MCP server that floods its stderr, can make
-//! a real daemon spend: a handshake over 4 KiB is refused before its body is read, announced
-//! frames reserve no memory, connections past the caps are refused while authenticated
-//! clients keep working, a low soft open-file limit is raised at boot so idle connections
-//! lock no client out, thousands of refused handshakes make a handful of audit entries with
-//! the right count, and an endless stderr line or a flood of lines grows neither the
-//! daemon's memory nor its log.
+//! What peers that have not authenticated, and MCP servers, can make a real daemon spend: a
+//! handshake over 4 KiB is refused before its body is read, announced frames reserve no
+//! memory, connections past the caps are refused while authenticated clients keep working, a
+//! low soft open-file limit is raised at boot so idle connections lock no client out (and
+//! MCP servers still start with the low one), thousands of refused handshakes make a handful
+//! of audit entries with the right count, an endless stderr line or a flood of lines grows
+//! neither the daemon's memory nor its log, and a message on stdout past 16 MiB or 262,144
+//! values and keys (an endless line among them) ends its server as a crash, with the reason,
+//! while the daemon's memory stays small and other clients are answered.
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,15 +16,21 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use astrid::client::{Client, ClientError};
 use astrid::paths::HomeLayout;
-use astrid::protocol::{AuditEntry, McpServerInfo, McpServerState, Request};
+use astrid::protocol::{
+    AuditEntry, ErrorCode, McpServerInfo, McpServerState, McpToolResult, Request, to_payload,
+};
 use common::{
-    DEADLINE, Graceful, Raw, TestDaemon, daemon_bin, error_code, get, poll_until, short_tempdir,
-    wait_until,
+    DEADLINE, Graceful, Raw, TestDaemon, assert_gone, daemon_bin, error_code, failure, get,
+    mcp_test_server, patient_client, poll_until, short_tempdir, wait_node, wait_until,
 };
 use serde::Serialize;
+use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -109,6 +117,61 @@ fn log_bytes(home: &Path) -> u64 {
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum()
+}
+
+/// `mcp.toml` running the test server as `t`, restarted at once up to 8 times a minute.
+fn test_server_entry() -> String {
+    format!(
+        "[[server]]\nname = \"t\"\ncommand = \"{}\"\n\
+         [server.restart]\nintensity = 8\nperiod = \"60s\"\nbackoff = \"10ms\"\n",
+        mcp_test_server().display()
+    )
+}
+
+fn with_test_server() -> Graceful {
+    Graceful(TestDaemon::start_prepared(&[], |home, _| {
+        std::fs::write(home.join("mcp.toml"), test_server_entry()).unwrap();
+    }))
+}
+
+/// Waits until `t` runs after `restarts` restarts.
+async fn t_running(client: &Client, restarts: u32) -> McpServerInfo {
+    let list = || async {
+        let servers: Vec<McpServerInfo> = client.call(Request::ListMcpServers).await.unwrap();
+        servers
+    };
+    let pick = |servers: &Vec<McpServerInfo>| {
+        servers
+            .iter()
+            .find(|s| s.name == "t" && s.state == McpServerState::Running && s.restarts == restarts)
+            .cloned()
+    };
+    poll_until(
+        &format!("`t` running after {restarts} restarts"),
+        list,
+        pick,
+    )
+    .await
+}
+
+async fn t_call(
+    client: &Client,
+    tool: &str,
+    arguments: Value,
+) -> Result<McpToolResult, ClientError> {
+    client
+        .call(Request::CallMcpTool {
+            server: "t".into(),
+            tool: tool.into(),
+            arguments: to_payload(&arguments).unwrap(),
+        })
+        .await
+}
+
+/// The text of a result's only content block.
+fn text(result: &McpToolResult) -> String {
+    let content = serde_json::to_value(&result.content).unwrap();
+    content[0]["text"].as_str().unwrap().to_owned()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -273,17 +336,12 @@ fn connections_past_the_caps_are_refused_while_authenticated_clients_keep_workin
     drop(idle1);
 }
 
-#[test]
-fn a_low_soft_open_file_limit_is_raised_so_idle_connections_lock_no_client_out() {
-    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
-    if hard.is_some_and(|hard| hard < 1024) {
-        eprintln!(
-            "skipped: the hard open-file limit ({hard:?}) leaves no room for 400 connections"
-        );
-        return;
-    }
+/// A daemon started with a soft open-file limit of 256, and `args`; `prepare` gets its home
+/// first.
+fn start_with_256_open_files(args: &[&str], prepare: impl FnOnce(&Path)) -> TestDaemon {
     let home = short_tempdir();
     let workspace = short_tempdir();
+    prepare(home.path());
     let layout = HomeLayout::new(home.path());
     let files = layout.session(uuid::Uuid::nil());
     let child = Command::new("sh")
@@ -294,7 +352,7 @@ fn a_low_soft_open_file_limit_is_raised_so_idle_connections_lock_no_client_out()
         .arg(home.path())
         .arg("--workspace")
         .arg(workspace.path())
-        .args(["--max-unauthenticated", "512"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -308,6 +366,31 @@ fn a_low_soft_open_file_limit_is_raised_so_idle_connections_lock_no_client_out()
         child,
     };
     d.wait_ready();
+    d
+}
+
+/// The soft and hard open-file limits of process `pid`, as `/proc/<pid>/limits` shows them.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    (open_files[3].to_owned(), open_files[4].to_owned())
+}
+
+#[test]
+fn a_low_soft_open_file_limit_is_raised_so_idle_connections_lock_no_client_out() {
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    if hard.is_some_and(|hard| hard < 1024) {
+        eprintln!(
+            "skipped: the hard open-file limit ({hard:?}) leaves no room for 400 connections"
+        );
+        return;
+    }
+    let d = start_with_256_open_files(&["--max-unauthenticated", "512"], |_| {});
     // 400 idle peers: more than the 256 descriptors the daemon was started with.
     let idle: Vec<UnixStream> = (0..400)
         .map(|_| UnixStream::connect(d.socket()).unwrap())
@@ -324,18 +407,30 @@ fn a_low_soft_open_file_limit_is_raised_so_idle_connections_lock_no_client_out()
     assert!(waited < Duration::from_secs(2), "served after {waited:?}");
     assert_pong(&mut raw, 1);
     drop(idle);
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid())).unwrap();
-    let open_files: Vec<&str> = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    assert_eq!(
-        open_files[3], open_files[4],
-        "soft limit not raised: {limits}"
-    );
+    let (soft, hard) = open_file_limits(d.pid().unsigned_abs());
+    assert_eq!(soft, hard, "soft limit not raised");
     assert!(logs(d.home.path()).contains("raised the open-file limit"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_servers_start_with_the_open_file_limit_the_daemon_started_with() {
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    if hard.is_some_and(|hard| hard <= 256) {
+        eprintln!("skipped: the hard open-file limit ({hard:?}) leaves nothing to raise");
+        return;
+    }
+    let d = Graceful(start_with_256_open_files(&[], |home| {
+        std::fs::write(home.join("mcp.toml"), test_server_entry()).unwrap();
+    }));
+    let client = patient_client(&d).await;
+    let server = t_running(&client, 0).await.pid.unwrap();
+    // The server's own idea of its pid: the one whose limits count.
+    let answer: Value =
+        serde_json::from_str(&text(&t_call(&client, "pid", json!({})).await.unwrap())).unwrap();
+    assert_eq!(answer["pid"].as_u64(), Some(u64::from(server)));
+    let (daemon_soft, daemon_hard) = open_file_limits(d.pid().unsigned_abs());
+    assert_eq!(daemon_soft, daemon_hard, "the daemon raised its own");
+    assert_eq!(open_file_limits(server), ("256".to_owned(), daemon_hard));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -436,4 +531,142 @@ async fn an_mcp_server_flooding_stderr_grows_neither_memory_nor_the_log() {
         "the long line was not logged cut"
     );
     assert!(text.contains("lines cut at 4096 bytes"), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------
+// MCP servers' stdout
+// ---------------------------------------------------------------------------------------
+
+/// Calls `tool`, which must make `t` send a message past a bound: the call is answered
+/// `unavailable` with `reason`, and `t` is restarted (its `restarts`-th time) as a new
+/// process, showing `reason` as its last failure.
+async fn ended_for(client: &Client, tool: &str, arguments: Value, restarts: u32, reason: &str) {
+    let old = t_running(client, restarts - 1).await.pid.unwrap();
+    let started = Instant::now();
+    let (code, message) = failure(t_call(client, tool, arguments).await);
+    assert_eq!(code, ErrorCode::Unavailable, "{message}");
+    assert!(
+        message.contains(&format!("went away during the call: {reason}")),
+        "{message}"
+    );
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+    let info = t_running(client, restarts).await;
+    assert!(
+        info.error.as_deref().is_some_and(|e| e.contains(reason)),
+        "{info:?}"
+    );
+    assert_gone("the server cut off", &[old]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_server_flooding_stdout_is_cut_off_at_16_mib_and_restarted() {
+    let d = with_test_server();
+    let client = patient_client(&d).await;
+    t_running(&client, 0).await;
+    let peak_before = status_kib(d.pid(), "VmHWM");
+    // Another client pings all along.
+    let other = patient_client(&d).await;
+    let done = Arc::new(AtomicBool::new(false));
+    let pinging = Arc::clone(&done);
+    let pinger = tokio::spawn(async move {
+        let (mut pings, mut slowest) = (0, Duration::ZERO);
+        while !pinging.load(Ordering::Relaxed) {
+            let sent = Instant::now();
+            other.ping().await.unwrap();
+            slowest = slowest.max(sent.elapsed());
+            pings += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (pings, slowest)
+    });
+    // Each time, an endless line: the server writes as fast as the daemon reads. The first
+    // costs what reading one message can cost; the next ones reuse that memory.
+    let mut peak_after_first = 0;
+    for n in 1..=3 {
+        ended_for(
+            &client,
+            "flood_stdout",
+            json!({}),
+            n,
+            "sent a message over 16 MiB",
+        )
+        .await;
+        if n == 1 {
+            peak_after_first = status_kib(d.pid(), "VmHWM");
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    let (pings, slowest) = pinger.await.unwrap();
+    assert!(pings > 0);
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a ping took {slowest:?} during the floods"
+    );
+    let peak = status_kib(d.pid(), "VmHWM");
+    let grown = peak.saturating_sub(peak_before);
+    assert!(
+        grown < 64 * 1024,
+        "peak RSS grew by {grown} KiB for three endless lines"
+    );
+    let later = peak.saturating_sub(peak_after_first);
+    assert!(
+        later < 16 * 1024,
+        "peak RSS grew by {later} KiB more for the second and third endless lines"
+    );
+    assert_eq!(
+        text(
+            &t_call(&client, "echo", json!({"text": "back"}))
+                .await
+                .unwrap()
+        ),
+        "back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_results_within_the_bounds_are_answered_and_past_them_end_the_server() {
+    let d = with_test_server();
+    let client = patient_client(&d).await;
+    t_running(&client, 0).await;
+    // Within the bounds: 15 MiB of text, and 200,000 values.
+    let big = t_call(&client, "big", json!({"bytes": 15 << 20}))
+        .await
+        .unwrap();
+    assert_eq!(text(&big).len(), 15 << 20);
+    let many = t_call(&client, "many", json!({"items": 200_000}))
+        .await
+        .unwrap();
+    let zeros = serde_json::to_value(&many.structured).unwrap();
+    assert_eq!(zeros["zeros"].as_array().map(Vec::len), Some(200_000));
+    // Past them: 17 MiB of text, 300,000 values (a 600 KB message).
+    let peak_before = status_kib(d.pid(), "VmHWM");
+    ended_for(
+        &client,
+        "many",
+        json!({"items": 300_000}),
+        1,
+        "sent a message of more than 262144 JSON values and keys",
+    )
+    .await;
+    let grown = status_kib(d.pid(), "VmHWM").saturating_sub(peak_before);
+    assert!(
+        grown < 8 * 1024,
+        "peak RSS grew by {grown} KiB for 300,000 values refused"
+    );
+    ended_for(
+        &client,
+        "big",
+        json!({"bytes": 17 << 20}),
+        2,
+        "sent a message over 16 MiB",
+    )
+    .await;
+    let node = wait_node(&client, "mcp:t", |n| n.restarts == 2).await;
+    assert!(
+        node.last_failure
+            .as_ref()
+            .is_some_and(|f| f.reason.contains("over 16 MiB")),
+        "{node:?}"
+    );
 }

@@ -38,14 +38,17 @@ use serde_json::{Value, json};
 // ---------------------------------------------------------------------------------------
 
 /// The tools of the test server, sorted.
-const TOOLS: [&str; 10] = [
+const TOOLS: [&str; 13] = [
     "add",
     "add_tool",
+    "big",
     "crash",
     "echo",
     "env",
     "fail",
+    "flood_stdout",
     "freeze",
+    "many",
     "pid",
     "slow",
     "spawn_sleeper",
@@ -215,6 +218,25 @@ async fn spawn_sleeper(client: &Client, server: &str) -> u32 {
     pid
 }
 
+/// Runs `work` while a 30 s call of `slow` to `server` is in flight (the server has it
+/// before `work` starts); both outcomes.
+async fn with_a_call_in_flight<T>(
+    client: &Client,
+    server: &str,
+    work: impl Future<Output = T>,
+) -> (Result<McpToolResult, ClientError>, T) {
+    let slow = call(client, server, "slow", json!({"millis": 30_000}));
+    tokio::pin!(slow);
+    // Requests on one connection reach the server in order: once it answers the echo
+    // written after the call, it has the call.
+    tokio::select! {
+        biased;
+        answer = &mut slow => panic!("the slow call ended first: {answer:?}"),
+        _ = echo(client, server, "after the slow call") => {}
+    }
+    tokio::join!(slow, work)
+}
+
 fn kill9(pid: u32) {
     let pid = rustix::process::Pid::from_raw(i32::try_from(pid).unwrap()).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
@@ -323,7 +345,8 @@ async fn servers_start_and_their_tools_are_listed_through_the_socket_and_the_cli
     assert!(lines[0].starts_with("NAME"), "{table}");
     for (line, name) in lines[1..].iter().zip(["alpha", "beta"]) {
         let cols: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(&cols[..4], [name, "running", "0", "10"], "{table}");
+        let tools = TOOLS.len().to_string();
+        assert_eq!(&cols[..4], [name, "running", "0", &tools], "{table}");
         assert!(line.contains("astrid-mcp-test-server"), "{table}");
     }
     let listed: Vec<McpServerInfo> =
@@ -868,9 +891,17 @@ async fn a_crashing_tool_gets_unavailable_and_the_server_is_restarted() {
     let first = running(&client, "t").await;
     let first_pid = first.pid.unwrap();
 
-    let (code, message) = failure(call(&client, "t", "crash", json!({"code": 7})).await);
-    assert_eq!(code, ErrorCode::Unavailable, "{message}");
-    assert!(message.contains("went away"), "{message}");
+    // The crashing call, and another in flight, are both answered at once.
+    let started = Instant::now();
+    let crash = call(&client, "t", "crash", json!({"code": 7}));
+    let (slow, crashed) = with_a_call_in_flight(&client, "t", crash).await;
+    for answer in [slow, crashed] {
+        let (code, message) = failure(answer);
+        assert_eq!(code, ErrorCode::Unavailable, "{message}");
+        assert!(message.contains("went away"), "{message}");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
 
     let second = restarted(&client, "t", 1, first_pid).await;
     assert_eq!(second.tools, TOOLS.len(), "{second:?}");
@@ -1040,14 +1071,19 @@ async fn a_fault_injected_into_a_server_actor_restarts_it_with_a_fresh_process()
 
     for (n, fault, why) in [(1, Fault::Panic, "panicked"), (2, Fault::Stop, "stopped")] {
         let sleeper = spawn_sleeper(&client, "t").await;
-        let injected: FaultInjected = client
-            .call(Request::InjectFault {
-                target: "mcp:t".into(),
-                fault,
-            })
-            .await
-            .unwrap();
-        assert_eq!(injected.target, "mcp:t");
+        let inject = client.call::<FaultInjected>(Request::InjectFault {
+            target: "mcp:t".into(),
+            fault,
+        });
+        let (slow, injected) = with_a_call_in_flight(&client, "t", inject).await;
+        assert_eq!(injected.unwrap().target, "mcp:t");
+        // The call in flight is answered, whatever ended the actor.
+        let (code, message) = failure(slow);
+        assert_eq!(code, ErrorCode::Unavailable, "{fault:?}: {message}");
+        assert!(
+            message.contains("went away during the call: its actor stopped"),
+            "{fault:?}: {message}"
+        );
         // However the actor ends, its server's whole process group goes with it.
         let info = restarted(&client, "t", n, pid).await;
         assert!(

@@ -1,7 +1,8 @@
 //! The open-file limit. Every connection holds a descriptor, so at boot the soft limit is
 //! raised to the hard one (a soft limit of 1024, or less, would let a few hundred idle
 //! connections lock every client out), and the connection caps are lowered, if need be, to
-//! leave the daemon descriptors for its own files whatever its clients do.
+//! leave the daemon descriptors for its own files whatever its clients do. The soft limit
+//! the daemon started with is kept for its MCP servers, which need no more than before.
 
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
@@ -14,14 +15,27 @@ pub(crate) const RESERVED: u64 = 256;
 /// The soft limit asked for when the hard limit is unlimited (Linux's default `nr_open`).
 const UNLIMITED: u64 = 1 << 20;
 
-/// Raises the soft limit on open files to the hard one, and returns the limit in force.
-pub(crate) fn raise() -> u64 {
+/// The open-file limit after [`raise`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OpenFiles {
+    /// The soft limit in force.
+    pub(crate) limit: u64,
+    /// The soft limit the process started with, if it was raised.
+    pub(crate) raised_from: Option<u64>,
+}
+
+/// Raises the soft limit on open files to the hard one.
+pub(crate) fn raise() -> OpenFiles {
     let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
     let soft = current.unwrap_or(UNLIMITED);
     let hard = maximum.unwrap_or(UNLIMITED);
+    let unchanged = OpenFiles {
+        limit: soft,
+        raised_from: None,
+    };
     if soft >= hard {
         tracing::info!(limit = soft, "open-file limit");
-        return soft;
+        return unchanged;
     }
     let raised = Rlimit {
         current: Some(hard),
@@ -30,14 +44,17 @@ pub(crate) fn raise() -> u64 {
     match setrlimit(Resource::Nofile, raised) {
         Ok(()) => {
             tracing::info!(from = soft, to = hard, "raised the open-file limit");
-            hard
+            OpenFiles {
+                limit: hard,
+                raised_from: Some(soft),
+            }
         }
         Err(e) => {
             tracing::warn!(
                 limit = soft,
                 "cannot raise the open-file limit to {hard}: {e}"
             );
-            soft
+            unchanged
         }
     }
 }
@@ -76,9 +93,12 @@ mod tests {
     #[test]
     fn the_soft_limit_is_raised_to_the_hard_one() {
         let before = getrlimit(Resource::Nofile);
-        let limit = raise();
+        let OpenFiles { limit, raised_from } = raise();
         let after = getrlimit(Resource::Nofile);
         assert_eq!(after.current, Some(limit));
+        if before.current < before.maximum {
+            assert_eq!(raised_from, before.current);
+        }
         assert!(after.current >= before.current);
         assert_eq!(after.maximum, before.maximum);
     }

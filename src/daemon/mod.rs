@@ -200,8 +200,11 @@ fn run_locked(args: &Args, home: &HomeLayout, workspace: PathBuf) -> Result<(), 
     );
 
     let open_files = fdlimit::raise();
-    let (max_connections, max_unauthenticated) =
-        fdlimit::fit_caps(args.max_connections, args.max_unauthenticated, open_files);
+    let (max_connections, max_unauthenticated) = fdlimit::fit_caps(
+        args.max_connections,
+        args.max_unauthenticated,
+        open_files.limit,
+    );
 
     let target = SignalTarget::default();
     signals::spawn(target.clone(), files.clone()).map_err(DaemonError::Signals)?;
@@ -212,6 +215,7 @@ fn run_locked(args: &Args, home: &HomeLayout, workspace: PathBuf) -> Result<(), 
     config.ephemeral = args.ephemeral;
     config.idle_grace = args.idle_grace;
     config.allow_fault_injection = args.allow_fault_injection;
+    config.mcp_open_file_limit = open_files.raised_from;
     config.restart_policy = RestartPolicy {
         intensity: args.max_restarts,
         period: args.restart_window,

@@ -217,6 +217,9 @@ pub struct KernelConfig {
     /// MCP server configuration files in precedence order (later overrides earlier by
     /// server name): `<home>/mcp.toml`, then `<workspace>/.astrid/mcp.toml`.
     pub mcp_files: Vec<PathBuf>,
+    /// The soft open-file limit MCP servers start with: the one the process started with,
+    /// when it raised its own; `None` leaves them the daemon's.
+    pub mcp_open_file_limit: Option<u64>,
     /// Exit after the last client leaves.
     pub ephemeral: bool,
     /// How long an ephemeral daemon waits without clients.
@@ -271,6 +274,7 @@ impl KernelConfig {
                 home.root().join(crate::mcp::config::FILE),
                 workspace.join(".astrid").join(crate::mcp::config::FILE),
             ],
+            mcp_open_file_limit: None,
             workspace,
             ephemeral: false,
             idle_grace: Duration::from_secs(5),

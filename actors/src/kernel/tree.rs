@@ -133,6 +133,7 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
         supervisor: actors.mcp.clone(),
         files: config.mcp_files.clone(),
         trust: Arc::clone(&trust),
+        open_file_limit: config.mcp_open_file_limit,
     };
     let mcp = Arc::clone(&launcher.table);
     let deps = Arc::new(SessionDeps {

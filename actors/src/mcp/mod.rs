@@ -4,21 +4,25 @@
 //! SDK, rmcp): it performs the `initialize` handshake, lists the tools and follows
 //! `notifications/tools/list_changed`, and calls tools under the server's deadline.
 //!
-//! A server that exits, fails its handshake, or stops answering (a call runs past its
+//! A server that exits, fails its handshake, sends a message past the bounds of its stdout
+//! (`stdout.rs`: 16 MiB, 262,144 values and keys), or stops answering (a call runs past its
 //! deadline and a `ping` then goes unanswered too, or a periodic `ping` does) is a crash:
-//! the actor notes why and stops, calls in flight get an error, and the supervisor starts it
-//! again under its policy (past its budget it is `failed`). Whenever the actor ends, the
-//! whole process group is terminated (SIGTERM, then SIGKILL): no server, and nothing a
-//! server started, outlives it.
+//! the actor notes why, answers every call in flight with that reason (`calls.rs`), and
+//! stops; the supervisor starts it again under its policy (past its budget it is `failed`).
+//! Whenever the actor ends, the whole process group is terminated (SIGTERM, then SIGKILL):
+//! no server, and nothing a server started, outlives it. Servers start with the open-file
+//! limit the daemon started with, not the one it raised for its connections.
 //!
 //! Handles: [`CallTool`], and the supervision messages [`Terminate`] and [`Inject`]. The
 //! table of servers that sessions read is `servers.rs`.
 
+mod calls;
 pub mod config;
 pub mod groups;
 mod messages;
 pub mod servers;
 pub mod stderr;
+pub mod stdout;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -26,16 +30,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture,
-    WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, ResponseFuture, WrapFuture,
 };
+use process_wrap::tokio::ChildWrapper;
 use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, PingRequest, Tool,
 };
 use rmcp::service::{NotificationContext, RunningService};
-use rmcp::transport::TokioChildProcess;
+use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 
+use self::calls::InFlight;
 use self::config::ServerConfig;
 pub use self::messages::{
     CallTool, McpError, McpReloadReport, McpServerInfo, McpServerState, McpToolInfo, McpToolResult,
@@ -72,6 +77,8 @@ pub struct Launcher {
     pub files: Vec<PathBuf>,
     /// Whether the workspace's own `mcp.toml` may run.
     pub trust: Arc<WorkspaceTrust>,
+    /// The soft open-file limit servers start with (the daemon's own when `None`).
+    pub open_file_limit: Option<u64>,
 }
 
 impl Launcher {
@@ -85,6 +92,7 @@ impl Launcher {
             config: Arc::clone(server),
             workspace: self.workspace.clone(),
             table: Arc::clone(&self.table),
+            open_file_limit: self.open_file_limit,
         };
         crate::supervisor::ChildSpec::worker_in(
             servers::child_name(&server.name),
@@ -200,9 +208,18 @@ pub struct Recipe {
     pub workspace: PathBuf,
     /// The shared table of servers.
     pub table: Arc<McpServers>,
+    /// The soft open-file limit the server starts with (the daemon's own when `None`).
+    pub open_file_limit: Option<u64>,
 }
 
 type Service = RunningService<RoleClient, Client>;
+
+/// The connection to a server: its stdin, and its stdout within [`stdout::Bounds`].
+type Transport = AsyncRwTransport<
+    RoleClient,
+    stdout::BoundedLines<tokio::process::ChildStdout>,
+    tokio::process::ChildStdin,
+>;
 
 /// The actor of one MCP server.
 #[derive(Debug)]
@@ -211,9 +228,15 @@ pub struct McpServerActor {
     workspace: PathBuf,
     table: Arc<McpServers>,
     note: ExitNote,
+    open_file_limit: Option<u64>,
     peer: Option<rmcp::Peer<RoleClient>>,
+    /// The server's process (killed when dropped).
+    child: Option<Box<dyn ChildWrapper>>,
     /// The process group (the server is its leader).
     pgid: Option<i32>,
+    /// Why the server's stdout was cut off, once it was.
+    overflow: stdout::Overflow,
+    calls: InFlight,
 }
 
 /// The client side of the connection: follows tool-list changes.
@@ -275,6 +298,29 @@ fn die_with_the_daemon(cmd: &mut tokio::process::Command) {
             } else {
                 Err(std::io::ErrorKind::NotConnected.into())
             }
+        });
+    }
+}
+
+/// Gives the server the soft open-file limit `soft` (the one the daemon started with,
+/// before raising its own), within the hard limit it inherits.
+fn limit_open_files(cmd: &mut tokio::process::Command, soft: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    #[allow(unsafe_code)]
+    // SAFETY: the closure runs in the child between fork and exec; it allocates nothing
+    // and makes only async-signal-safe system calls (prlimit).
+    unsafe {
+        cmd.pre_exec(move || {
+            let Rlimit { maximum, .. } = getrlimit(Resource::Nofile);
+            let current = maximum.map_or(soft, |hard| soft.min(hard));
+            setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(current),
+                    maximum,
+                },
+            )?;
+            Ok(())
         });
     }
 }
@@ -348,8 +394,12 @@ impl McpServerActor {
             workspace: recipe.workspace,
             table: recipe.table,
             note,
+            open_file_limit: recipe.open_file_limit,
             peer: None,
+            child: None,
             pgid: None,
+            overflow: stdout::Overflow::default(),
+            calls: InFlight::default(),
         }
     }
 
@@ -357,17 +407,32 @@ impl McpServerActor {
         &self.config.name
     }
 
-    /// Notes why the server is down and stops (the supervisor restarts it).
+    /// Notes why the server is down, answers the calls in flight, and stops (the supervisor
+    /// restarts it).
     fn crash(&mut self, reason: String, ctx: &mut Context<Self>) {
         tracing::warn!(server = %self.config.name, "MCP server down: {reason}");
+        self.calls.fail_all(&self.config.name, &reason);
         self.note.fail(reason);
         self.peer = None;
         ctx.stop();
     }
 
+    /// Why the connection failed: the server's message over the bound, if that is what
+    /// ended it, else `what` happened.
+    fn why(&self, what: String) -> String {
+        self.overflow.reason().map_or(what, str::to_owned)
+    }
+
     /// Starts the process in a process group of its own, with exactly the configured
-    /// environment plus the daemon's mark ([`groups::MARK_VAR`]).
-    fn spawn(&self) -> std::io::Result<(TokioChildProcess, Option<tokio::process::ChildStderr>)> {
+    /// environment plus the daemon's mark ([`groups::MARK_VAR`]) and the servers' open-file
+    /// limit; returns it, the connection over its stdin and stdout, and its stderr.
+    fn spawn(
+        &self,
+    ) -> std::io::Result<(
+        Box<dyn ChildWrapper>,
+        Transport,
+        Option<tokio::process::ChildStderr>,
+    )> {
         let config = &self.config;
         // The server's environment is not the daemon's: a bare name is looked up in the
         // daemon's PATH here, not in the server's.
@@ -381,15 +446,28 @@ impl McpServerActor {
             }
         }
         cmd.envs(&config.env)
-            .env(groups::MARK_VAR, self.table.groups().mark());
+            .env(groups::MARK_VAR, self.table.groups().mark())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         die_with_the_daemon(&mut cmd);
-        let mut wrapped = process_wrap::tokio::CommandWrap::from(cmd);
-        wrapped
+        if let Some(soft) = self.open_file_limit {
+            limit_open_files(&mut cmd, soft);
+        }
+        let mut child = process_wrap::tokio::CommandWrap::from(cmd)
             .wrap(process_wrap::tokio::ProcessGroup::leader())
-            .wrap(process_wrap::tokio::KillOnDrop);
-        TokioChildProcess::builder(wrapped)
-            .stderr(Stdio::piped())
-            .spawn()
+            .wrap(process_wrap::tokio::KillOnDrop)
+            .spawn()?;
+        let piped = || std::io::Error::other("a standard stream of the server is not piped");
+        let stdin = child.stdin().take().ok_or_else(piped)?;
+        let stdout = child.stdout().take().ok_or_else(piped)?;
+        let stderr = child.stderr().take();
+        let bounds = stdout::Bounds::default();
+        let stdout = stdout::BoundedLines::new(stdout, bounds, self.overflow.clone());
+        // The SDK's own bound on a line (its newline included) is never reached first.
+        let transport =
+            AsyncRwTransport::new_client(stdout, stdin).with_max_line_length(bounds.bytes + 1);
+        Ok((child, transport, stderr))
     }
 
     /// Sends `signal` to the server's whole process group.
@@ -450,7 +528,7 @@ impl McpServerActor {
                 Ok(reason) => format!("the server closed the connection ({reason:?})"),
                 Err(e) => format!("the connection task failed: {e}"),
             };
-            act.crash(reason, ctx);
+            act.crash(act.why(reason), ctx);
         }));
         ctx.run_interval(KEEPALIVE, |act, ctx| act.check_alive("keepalive", ctx));
     }
@@ -460,14 +538,15 @@ impl Actor for McpServerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let (transport, stderr) = match self.spawn() {
+        let (child, transport, stderr) = match self.spawn() {
             Ok(spawned) => spawned,
             Err(e) => {
                 let reason = format!("cannot start `{}`: {e}", self.config.command);
                 return self.crash(reason, ctx);
             }
         };
-        let pid = transport.id();
+        let pid = child.id();
+        self.child = Some(child);
         self.pgid = pid.and_then(|p| i32::try_from(p).ok());
         if let Some(pgid) = self.pgid {
             self.table.groups().track(pgid);
@@ -504,15 +583,20 @@ impl Actor for McpServerActor {
                 .into_actor(self)
                 .map(|outcome, act, ctx| match outcome {
                     Ok((service, tools)) => act.connected(service, tools, ctx),
-                    Err(reason) => act.crash(reason, ctx),
+                    Err(reason) => act.crash(act.why(reason), ctx),
                 }),
         );
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        // Stopped without a crash: a reload, the daemon's shutdown, an injected fault (a
+        // panic too: actix runs `stopped` as it drops the actor's context).
+        self.calls.fail_all(&self.config.name, "its actor stopped");
         // Whatever ended the actor, the server's process group goes with it: SIGTERM now,
         // SIGKILL after a grace period (from a thread, as the arbiter may be stopping).
         self.signal_group(rustix::process::Signal::TERM);
+        // The process is killed when dropped, so it is dropped after the grace period too.
+        let child = self.child.take();
         if let Some(pgid) = self.pgid.take() {
             let table = Arc::clone(&self.table);
             std::thread::spawn(move || {
@@ -521,6 +605,7 @@ impl Actor for McpServerActor {
                     let _ =
                         rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
                 }
+                drop(child);
                 table.groups().ended(pgid);
             });
         }
@@ -528,54 +613,76 @@ impl Actor for McpServerActor {
 }
 
 impl Handler<CallTool> for McpServerActor {
-    type Result = ResponseActFuture<Self, Result<McpToolResult, McpError>>;
+    type Result = ResponseFuture<Result<McpToolResult, McpError>>;
 
-    fn handle(&mut self, msg: CallTool, _: &mut Context<Self>) -> Self::Result {
-        let server = self.config.name.clone();
+    fn handle(&mut self, msg: CallTool, ctx: &mut Context<Self>) -> Self::Result {
         let timeout = self.config.call_timeout;
         let tool = msg.tool;
         let Some(peer) = self.peer.clone() else {
-            return Box::pin(actix::fut::ready(Err(McpError::NotReady(server))));
+            let server = self.config.name.clone();
+            return Box::pin(std::future::ready(Err(McpError::NotReady(server))));
         };
+        // Answered when the server answers, or when it goes away first.
+        let (id, answer) = self.calls.open(&self.config.name);
         let params = CallToolRequestParams::new(tool.clone()).with_arguments(msg.arguments);
         let call = async move { tokio::time::timeout(timeout, peer.call_tool(params)).await };
-        Box::pin(call.into_actor(self).map(move |answer, act, ctx| {
-            let result = match answer {
-                Ok(Ok(result)) => result,
-                Ok(Err(rmcp::ServiceError::McpError(e))) => {
-                    return Err(McpError::Remote {
-                        server,
-                        message: e.message.into_owned(),
-                    });
-                }
-                Ok(Err(e)) => {
-                    return Err(McpError::Gone {
-                        server,
-                        reason: e.to_string(),
-                    });
-                }
-                Err(_) => {
-                    // A slow tool, or a server that stopped answering: ask.
-                    act.check_alive("a call ran past its deadline", ctx);
-                    return Err(McpError::Deadline {
-                        server,
-                        tool,
-                        timeout,
-                    });
-                }
-            };
-            Ok(McpToolResult {
-                server,
-                tool,
-                content: result
-                    .content
-                    .iter()
-                    .map(|c| json_to_msgpack(&serde_json::to_value(c).unwrap_or_default()))
-                    .collect(),
-                structured: result.structured_content.as_ref().map(json_to_msgpack),
-                is_error: result.is_error.unwrap_or(false),
-            })
-        }))
+        ctx.spawn(call.into_actor(self).map(move |answer, act, ctx| {
+            let result = act.tool_result(tool, timeout, answer, ctx);
+            act.calls.answer(id, result);
+        }));
+        Box::pin(answer)
+    }
+}
+
+/// A call's outcome: the server's answer, or the deadline passed first.
+type Answered =
+    Result<Result<rmcp::model::CallToolResult, rmcp::ServiceError>, tokio::time::error::Elapsed>;
+
+impl McpServerActor {
+    /// What the server's answer to a call of `tool` means.
+    fn tool_result(
+        &mut self,
+        tool: String,
+        timeout: Duration,
+        answer: Answered,
+        ctx: &mut Context<Self>,
+    ) -> Result<McpToolResult, McpError> {
+        let server = self.config.name.clone();
+        let result = match answer {
+            Ok(Ok(result)) => result,
+            Ok(Err(rmcp::ServiceError::McpError(e))) => {
+                return Err(McpError::Remote {
+                    server,
+                    message: e.message.into_owned(),
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(McpError::Gone {
+                    server,
+                    reason: self.why(e.to_string()),
+                });
+            }
+            Err(_) => {
+                // A slow tool, or a server that stopped answering: ask.
+                self.check_alive("a call ran past its deadline", ctx);
+                return Err(McpError::Deadline {
+                    server,
+                    tool,
+                    timeout,
+                });
+            }
+        };
+        Ok(McpToolResult {
+            server,
+            tool,
+            content: result
+                .content
+                .iter()
+                .map(|c| json_to_msgpack(&serde_json::to_value(c).unwrap_or_default()))
+                .collect(),
+            structured: result.structured_content.as_ref().map(json_to_msgpack),
+            is_error: result.is_error.unwrap_or(false),
+        })
     }
 }
 
