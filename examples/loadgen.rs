@@ -43,9 +43,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use astrid::client::{Client, connect_socket, handshake, read_token};
-use astrid::paths::{HomeLayout, SessionFiles, resolve_home};
-use astrid::protocol::{
+use astrid::paths::resolve_home;
+use astrid_protocol::client::{Client, connect_socket, handshake, read_token};
+use astrid_protocol::layout::{HomeLayout, SessionFiles};
+use astrid_protocol::{
     CommandOutput, ErrorCode, FrameCodec, FrameHead, McpServerInfo, McpServerState, RawValue,
     Request, RequestFrame, encode_frame,
 };

@@ -5,22 +5,23 @@
 //!
 //! # Layout
 //!
-//! - [`client`]: connect, handshake, pipelined requests, events.
+//! - [`client`]: connect, handshake, pipelined requests, events (from `astrid-protocol`).
 //! - [`daemon`]: the daemon process (flags, lock, logging, signals, exit status), run by the
 //!   `astrid-daemon` binary and by `astrid daemon`.
 //! - [`paths`]: the Astrid home (`--home`, `$ASTRID_HOME`, `~/.astrid`) and its layout.
 //! - [`instance`]: the single-instance lock and the pid file.
-//! - [`protocol`]: the wire contract, re-exported from the kernel crate.
+//! - [`protocol`]: the wire contract: the `astrid-protocol` crate, which a frontend can
+//!   use alone, without the kernel.
 //!
 //! The binaries are thin: `src/bin/astrid-daemon/` calls [`daemon::main`], and
 //! `src/bin/astrid/` is the CLI. The kernel itself is the `astrid-actors` crate in `actors/`.
 
-pub mod client;
 pub mod daemon;
 pub mod instance;
 pub mod paths;
 
-pub use astrid_actors::protocol;
+pub use astrid_protocol as protocol;
+pub use astrid_protocol::client;
 
 /// An error and its chain of causes on one line, `outer: cause: root cause`, as both
 /// binaries print it.

@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-pub use astrid_actors::kernel::{HomeLayout, SessionFiles, session_name, workspace_capsules};
+pub use astrid_protocol::layout::{HomeLayout, SessionFiles, session_name, workspace_capsules};
 
 /// Why the home could not be resolved or prepared.
 #[derive(Debug, thiserror::Error)]

@@ -21,7 +21,8 @@
 //! - [`capsule`]: one capsule's actor, its wasmer sandbox and what its host imports do.
 //! - [`listener`]: the socket (bind, stale probe), token, connection table, accept loop.
 //! - [`session`]: one actor per connection (handshake, requests, events, backpressure).
-//! - [`protocol`]: the wire contract (framing, envelopes, requests, error codes).
+//! - [`protocol`]: the wire contract, re-exported from the `astrid-protocol` crate; the
+//!   kernel maps its errors to wire codes in [`error`].
 //! - [`kernel`]: configuration, databases, boot order, the tree, shutdown, file names.
 //! - [`trust`]: workspace trust: which workspaces may run their own capsules and MCP
 //!   servers (a record in the home of each trusted `.astrid/`, by content hash).
@@ -58,7 +59,7 @@ pub mod kernel;
 pub mod ledger;
 pub mod listener;
 pub mod mcp;
-pub mod protocol;
+pub use astrid_protocol as protocol;
 pub mod rate;
 pub mod relay;
 pub mod session;

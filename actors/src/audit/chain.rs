@@ -5,33 +5,11 @@
 //! hash itself), and that encoding includes the previous entry's hash, so changing, removing
 //! or reordering any entry breaks every link after it.
 
-use serde::{Deserialize, Serialize};
+pub use astrid_protocol::payload::audit::{Entry, Verification};
+use serde::Serialize;
 
 /// `prev_hash` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// One audit record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// Position in the log, from 1, without gaps.
-    pub seq: u64,
-    /// Milliseconds since the Unix epoch.
-    pub time_ms: u64,
-    /// The daemon session that wrote it.
-    pub session: String,
-    /// Who acted: `client:3 (astrid-cli, pid 42, uid 1000)`, `capsule:echo`, `kernel`, ...
-    pub actor: String,
-    /// What was done: a request name, `grant`, `deny`, `child_restarted`, `boot`, ...
-    pub action: String,
-    /// What it was done to: a key, a path, a capability, an actor name.
-    pub target: String,
-    /// `ok`, or an error code with its message.
-    pub outcome: String,
-    /// The previous entry's hash (hex), [`GENESIS`] for the first.
-    pub prev_hash: String,
-    /// This entry's hash (hex).
-    pub hash: String,
-}
 
 /// Everything but the hash, in the order and shape that is hashed.
 #[derive(Serialize)]
@@ -86,21 +64,6 @@ pub fn hash_of(entry: &Entry) -> String {
 pub fn seal(mut entry: Entry) -> Entry {
     entry.hash = hash_of(&entry);
     entry
-}
-
-/// The outcome of checking a whole log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Verification {
-    /// Whether every entry is intact and linked.
-    pub ok: bool,
-    /// Entries checked.
-    pub entries: u64,
-    /// The first entry that fails, if any.
-    pub first_bad: Option<u64>,
-    /// Why it fails.
-    pub reason: Option<String>,
-    /// Hash of the last entry ([`GENESIS`] for an empty log).
-    pub head: String,
 }
 
 /// Checks stored entries, in key order: `(key, Ok(entry))`, or `(key, Err(why))` for an

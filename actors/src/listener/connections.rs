@@ -8,26 +8,11 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
-use serde::{Deserialize, Serialize};
 
 use super::refusals::Refusals;
 use crate::protocol::ProtocolError;
 use crate::session::SessionActor;
-
-/// One connection, as the supervision tree shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionInfo {
-    /// Connection number.
-    pub id: u64,
-    /// Client name from the handshake (absent before it).
-    pub client: Option<String>,
-    /// Peer process id, when the kernel reported it.
-    pub pid: Option<i32>,
-    /// Whether the handshake succeeded.
-    pub authenticated: bool,
-    /// Milliseconds since the connection was accepted.
-    pub connected_ms: u64,
-}
+pub use astrid_protocol::payload::session::SessionInfo;
 
 #[derive(Debug)]
 struct Entry {

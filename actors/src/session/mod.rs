@@ -12,7 +12,6 @@
 mod outbox;
 mod route;
 mod subscription;
-mod trust;
 
 use std::sync::Arc;
 

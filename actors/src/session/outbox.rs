@@ -26,8 +26,9 @@ use tokio::io::AsyncWrite;
 use tokio::net::unix::OwnedWriteHalf;
 
 use super::SessionActor;
+use crate::error::KernelError;
 use crate::protocol::{
-    EncodeError, ErrorBody, ErrorCode, ErrorFrame, ProtocolError, ReplyFrame, encode_frame,
+    EncodeError, ErrorBody, ErrorFrame, ProtocolError, ReplyFrame, encode_frame,
 };
 
 /// Above this many pending bytes, the session stops taking work until the client reads.
@@ -206,22 +207,16 @@ impl Outbox {
     ) {
         let body = match state.frame_with(self.0.max_frame, encode) {
             Ok(()) => return,
-            Err(EncodeError::TooLarge(len)) => ErrorBody {
-                code: ErrorCode::TooLarge,
-                message: format!(
-                    "the result is {len} bytes, more than the frame limit of {} bytes; ask for less",
-                    self.0.max_frame
-                ),
-            },
+            Err(EncodeError::TooLarge(len)) => ErrorBody::from(&KernelError::ReplyTooLarge {
+                len,
+                max: self.0.max_frame,
+            }),
             Err(e) => {
                 tracing::error!(
                     connection = self.0.connection,
                     "cannot encode a result: {e}"
                 );
-                ErrorBody {
-                    code: ErrorCode::Internal,
-                    message: format!("the daemon could not encode the result: {e}"),
-                }
+                ErrorBody::from(&KernelError::ReplyEncoding(e))
             }
         };
         self.append_err(state, Some(id), &body);
@@ -372,10 +367,7 @@ impl Drop for ReplyTo {
                 request = self.id,
                 "a request was dropped unanswered"
             );
-            let error = ErrorBody {
-                code: ErrorCode::Internal,
-                message: "the daemon dropped this request without an answer".into(),
-            };
+            let error = ErrorBody::from(&KernelError::Unanswered);
             ReplyTo {
                 out: Some(out),
                 id: self.id,

@@ -4,10 +4,10 @@
 //! namespace) and, from the capsule runtime on, capsule host functions (their own namespace).
 
 use actix::Message;
-use serde::{Deserialize, Serialize};
 
 use crate::audit::Record;
 use crate::ledger::LedgerError;
+pub use astrid_protocol::payload::store::{Listing, StoreStats};
 
 /// The namespace of data written through the client API.
 pub const CLIENT_NAMESPACE: &str = "client";
@@ -128,28 +128,7 @@ pub struct List {
     pub limit: usize,
 }
 
-/// Counters of the store since its actor started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoreStats {
-    /// Writes (puts and deletes) handed to the ledger (a failed journal write fails them
-    /// afterwards; their writers are told).
-    pub writes: u64,
-    /// Batches that carried them to the ledger (one journal write may carry several).
-    pub commits: u64,
-    /// Most writes carried by one batch.
-    pub largest_batch: u64,
-}
-
 /// Asks for [`StoreStats`].
 #[derive(Debug, Message)]
 #[rtype(result = "StoreStats")]
 pub struct GetStoreStats;
-
-/// Result of [`List`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Listing {
-    /// Matching keys, in byte order.
-    pub keys: Vec<String>,
-    /// Whether more keys matched than `limit`.
-    pub truncated: bool,
-}

@@ -3,39 +3,10 @@
 //! actor handles [`Inject`] by calling [`apply`]; whether a client may inject at all is
 //! decided by the session router, not here.
 
-use std::fmt;
 use std::time::Duration;
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Message};
-use serde::{Deserialize, Serialize};
-
-/// A deliberate failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Fault {
-    /// Panic inside a message handler.
-    Panic,
-    /// Stop the actor as if it had decided to quit.
-    Stop,
-    /// Stop processing messages for a while; callers meet their deadlines.
-    Hang {
-        /// How long.
-        millis: u64,
-    },
-    /// Make a capsule's WebAssembly instance trap, as a guest bug would (capsules only).
-    Trap,
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Panic => f.write_str("panic"),
-            Self::Stop => f.write_str("stop"),
-            Self::Hang { millis } => write!(f, "hang for {millis} ms"),
-            Self::Trap => f.write_str("trap"),
-        }
-    }
-}
+pub use astrid_protocol::payload::tree::Fault;
 
 /// Delivers a fault to a supervised actor.
 #[derive(Debug, Message)]

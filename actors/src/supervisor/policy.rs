@@ -6,19 +6,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-/// When a child is restarted (Erlang/OTP restart types).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RestartType {
-    /// Always restarted, whatever the exit reason (kernel services).
-    Permanent,
-    /// Restarted only after an abnormal exit (capsules).
-    Transient,
-    /// Never restarted (client sessions).
-    Temporary,
-}
+pub use astrid_protocol::payload::tree::RestartType;
 
 /// A supervisor's restart budget and backoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

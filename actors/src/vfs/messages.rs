@@ -7,7 +7,7 @@
 use std::io;
 
 use actix::Message;
-use serde::{Deserialize, Serialize};
+pub use astrid_protocol::payload::vfs::{DirEntry, EntryKind, FileStat, ReadResult};
 
 /// Reads part or all of a file (following symbolic links that stay inside the workspace).
 #[derive(Debug, Message)]
@@ -19,16 +19,6 @@ pub struct Read {
     pub offset: u64,
     /// Most bytes to read; `None` reads to the end of the file.
     pub len: Option<u64>,
-}
-
-/// Answer to [`Read`].
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct ReadResult {
-    /// The bytes read.
-    #[serde(with = "serde_bytes")]
-    pub data: Vec<u8>,
-    /// Size of the whole file, in bytes.
-    pub size: u64,
 }
 
 /// Replaces (or creates) a file atomically: readers see the old or the new content, never a
@@ -97,31 +87,6 @@ pub struct List {
     pub path: String,
 }
 
-/// One entry of a [`List`] answer.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct DirEntry {
-    /// The entry's name (a non-UTF-8 name is shown with replacement characters).
-    pub name: String,
-    /// What the entry itself is (a symbolic link is reported as one, not followed).
-    pub kind: EntryKind,
-    /// Size in bytes of the entry itself.
-    pub size: u64,
-}
-
-/// What a path names.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum EntryKind {
-    /// A regular file.
-    File,
-    /// A directory.
-    Dir,
-    /// A symbolic link.
-    Symlink,
-    /// Anything else (socket, FIFO, device).
-    Other,
-}
-
 /// Describes a file or directory, following symbolic links that stay inside the workspace.
 /// `.` describes the root.
 #[derive(Debug, Message)]
@@ -129,17 +94,6 @@ pub enum EntryKind {
 pub struct Stat {
     /// Path.
     pub path: String,
-}
-
-/// Answer to [`Stat`].
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct FileStat {
-    /// What the path names (after following symbolic links).
-    pub kind: EntryKind,
-    /// Size in bytes.
-    pub size: u64,
-    /// Last modification, milliseconds since the Unix epoch, when the system knows it.
-    pub modified_ms: Option<u64>,
 }
 
 /// Removes a file, a symbolic link (not its target), or a directory.
@@ -313,7 +267,7 @@ mod tests {
         assert_eq!(source.to_string(), "boom");
     }
 
-    fn to_msgpack<T: Serialize>(value: &T) -> rmpv::Value {
+    fn to_msgpack<T: serde::Serialize>(value: &T) -> rmpv::Value {
         let bytes = rmp_serde::to_vec_named(value).unwrap();
         rmp_serde::from_slice(&bytes).unwrap()
     }

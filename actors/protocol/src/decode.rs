@@ -261,7 +261,7 @@ fn read_publish(cur: &mut Cursor<'_>) -> Result<Request, Fault> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::raw::MAX_DEPTH;
+    use crate::raw::MAX_DEPTH;
 
     #[test]
     fn a_publish_payload_is_kept_as_the_clients_bytes() {

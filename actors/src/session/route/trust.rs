@@ -6,47 +6,31 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use actix::Context;
-
-use super::route::{AuditNote, blocking, call};
-use super::{SessionActor, SessionDeps};
+use super::{Dispatch, blocking, call};
 use crate::capsules::ReloadCapsules;
 use crate::error::KernelError;
-use crate::protocol::{Request, TrustReport};
+use crate::protocol::TrustReport;
+use crate::session::SessionDeps;
 
-impl SessionActor {
-    pub(super) fn dispatch_trust(
-        &mut self,
-        id: u64,
-        request: Request,
-        mut note: AuditNote,
-        ctx: &mut Context<Self>,
-    ) {
-        let deps = Arc::clone(&self.deps);
-        let (path, trusting) = match request {
-            Request::TrustWorkspace { path } => (path, true),
-            Request::UntrustWorkspace { path } => (path, false),
-            Request::ListTrust => {
-                let trust = Arc::clone(&deps.trust);
-                let list = blocking("listed trusted workspaces", move || Ok(trust.list()?));
-                return self.run(id, ctx, note, list);
-            }
-            _ => return,
-        };
-        if path.is_none() {
-            note.set_target(deps.trust.workspace().display().to_string());
-        }
-        self.run(
-            id,
-            ctx,
-            note,
-            change(deps, path.map(PathBuf::from), trusting),
-        );
+/// `ListTrust`.
+pub(super) fn list(d: Dispatch<'_>) {
+    let trust = Arc::clone(&d.session.deps.trust);
+    d.run(blocking("listed trusted workspaces", move || {
+        Ok(trust.list()?)
+    }));
+}
+
+/// `TrustWorkspace` (`trusting`) and `UntrustWorkspace`.
+pub(super) fn change(mut d: Dispatch<'_>, path: Option<String>, trusting: bool) {
+    let deps = d.deps();
+    if path.is_none() {
+        d.set_target(deps.trust.workspace().display().to_string());
     }
+    d.run(apply(deps, path.map(PathBuf::from), trusting));
 }
 
 /// Trusts or untrusts `path`, then applies the change when it is the daemon's workspace.
-async fn change(
+async fn apply(
     deps: Arc<SessionDeps>,
     path: Option<PathBuf>,
     trusting: bool,

@@ -1,23 +1,13 @@
-//! Wire errors: the stable error codes, the `{code, message}` body, and the one mapping from
-//! kernel and protocol errors to them. No other file decides which code an error gets.
+//! Wire errors: the stable error codes, the `{code, message}` body, and the codes of the
+//! conversation's own errors ([`ProtocolError`]). The kernel maps its errors to codes in one
+//! place of its own (`astrid-actors`' `error::codes`).
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::codec::FrameError;
-use crate::audit::AuditError;
-use crate::bus::BusError;
-use crate::caps::CapsError;
-use crate::capsules::CapsuleError;
-use crate::error::KernelError;
-use crate::mcp::McpError;
-use crate::store::StoreError;
-use crate::supervisor::SupervisorError;
-use crate::trust::TrustError;
-use crate::trust::snapshot::SnapshotError;
-use crate::vfs::VfsError;
+use crate::codec::FrameError;
 
 /// Stable, snake_case error codes. Clients match on these; messages are for people.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -207,7 +197,7 @@ pub enum ProtocolError {
     /// A payload nested deeper than subscribers are sure to decode.
     #[error(
         "the payload nests arrays and maps deeper than {}",
-        super::raw::MAX_DEPTH
+        crate::raw::MAX_DEPTH
     )]
     PayloadTooDeep,
     /// Well formed, but the variant is unknown.
@@ -242,92 +232,6 @@ impl From<&ProtocolError> for ErrorBody {
             ProtocolError::PayloadTooDeep => ErrorCode::InvalidArgument,
             ProtocolError::TooManyRequests(_) => ErrorCode::TooManyRequests,
             ProtocolError::ShuttingDown => ErrorCode::ShuttingDown,
-        };
-        Self {
-            code,
-            message: e.to_string(),
-        }
-    }
-}
-
-impl From<&KernelError> for ErrorBody {
-    fn from(e: &KernelError) -> Self {
-        let code = match e {
-            KernelError::NotStarted { .. }
-            | KernelError::Unavailable { .. }
-            | KernelError::Bus(BusError::UnknownSubscriber(_) | BusError::Stopped)
-            | KernelError::Capsules(CapsuleError::Restarting(_)) => ErrorCode::Unavailable,
-            KernelError::Timeout { .. } | KernelError::Capsules(CapsuleError::Deadline { .. }) => {
-                ErrorCode::Timeout
-            }
-            KernelError::Capsules(CapsuleError::Failed { .. }) => ErrorCode::CapsuleFailed,
-            KernelError::Capsules(CapsuleError::Crashed { .. }) => ErrorCode::CapsuleCrashed,
-            KernelError::Capsules(CapsuleError::Guest { .. }) => ErrorCode::CapsuleError,
-            KernelError::Bus(BusError::InvalidTopic { .. } | BusError::InvalidPattern { .. }) => {
-                ErrorCode::InvalidTopic
-            }
-            KernelError::Supervisor(SupervisorError::UnknownChild(_))
-            | KernelError::Capsules(
-                CapsuleError::NotFound(_)
-                | CapsuleError::UnknownCommand(_)
-                | CapsuleError::BuiltinCommand(_),
-            )
-            | KernelError::Vfs(VfsError::NotFound { .. }) => ErrorCode::NotFound,
-            KernelError::Supervisor(SupervisorError::NotRunning { .. }) => ErrorCode::NotRunning,
-            KernelError::Supervisor(SupervisorError::ShuttingDown) | KernelError::ShuttingDown => {
-                ErrorCode::ShuttingDown
-            }
-            KernelError::PublishForbidden { .. }
-            | KernelError::Bus(BusError::Denied { .. })
-            | KernelError::Caps(CapsError::FromManifest { .. })
-            | KernelError::Vfs(VfsError::Reserved { .. }) => ErrorCode::Forbidden,
-            KernelError::FaultInjectionDisabled => ErrorCode::FaultInjectionDisabled,
-            KernelError::Store(StoreError::UnknownNamespace(_)) => ErrorCode::UnknownNamespace,
-            KernelError::Store(StoreError::InvalidKey { .. })
-            | KernelError::Caps(CapsError::InvalidSubject(_) | CapsError::InvalidResource(_))
-            | KernelError::Vfs(VfsError::InvalidPath { .. })
-            | KernelError::Supervisor(
-                SupervisorError::Duplicate(_) | SupervisorError::FaultNotApplicable { .. },
-            ) => ErrorCode::InvalidArgument,
-            KernelError::Store(StoreError::ValueTooLarge { .. })
-            | KernelError::Capsules(CapsuleError::InputTooLarge { .. })
-            | KernelError::Bus(BusError::PayloadTooLarge { .. } | BusError::TooManyPatterns(_))
-            | KernelError::Vfs(VfsError::TooLarge { .. }) => ErrorCode::TooLarge,
-            KernelError::Store(StoreError::Storage { .. } | StoreError::Aborted)
-            | KernelError::Caps(CapsError::Storage { .. })
-            | KernelError::Audit(AuditError::Storage { .. } | AuditError::Aborted) => {
-                ErrorCode::StorageFailed
-            }
-            KernelError::Vfs(VfsError::Escape { .. } | VfsError::Symlink { .. }) => {
-                ErrorCode::PathEscape
-            }
-            KernelError::Vfs(VfsError::Io { .. }) => ErrorCode::IoError,
-            KernelError::Mcp(e) => match e {
-                McpError::UnknownServer(_) => ErrorCode::NotFound,
-                McpError::Invalid { .. } | McpError::Failed { .. } => ErrorCode::McpFailed,
-                McpError::NotReady(_) | McpError::Gone { .. } => ErrorCode::Unavailable,
-                McpError::Deadline { .. } => ErrorCode::Timeout,
-                McpError::Remote { .. } => ErrorCode::McpError,
-                McpError::BadArguments(_) => ErrorCode::InvalidArgument,
-                McpError::Denied { .. } => ErrorCode::Forbidden,
-            },
-            KernelError::TaskFailed { .. } => ErrorCode::Internal,
-            KernelError::Trust(e) => match e {
-                TrustError::Path { .. }
-                | TrustError::Snapshot {
-                    source: SnapshotError::Unsupported { .. },
-                    ..
-                } => ErrorCode::InvalidArgument,
-                TrustError::Snapshot {
-                    source: SnapshotError::TooLarge(_),
-                    ..
-                } => ErrorCode::TooLarge,
-                TrustError::Snapshot {
-                    source: SnapshotError::Io { .. },
-                    ..
-                }
-                | TrustError::Store(_) => ErrorCode::IoError,
-            },
         };
         Self {
             code,

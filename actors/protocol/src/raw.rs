@@ -18,7 +18,7 @@ use rmp::encode::{ValueWriteError, write_map_len, write_str, write_uint};
 
 use super::codec::{EncodeError, LENGTH_PREFIX};
 use super::value::RawValue;
-use crate::bus::Event;
+use crate::RawEvent as Event;
 
 /// Arrays and maps nested deeper than this are refused, so that clients decoding a reply
 /// recursively (as serde does) cannot run out of stack; `serde_json`'s default limit is the
@@ -449,7 +449,7 @@ pub fn write_event_input(out: &mut Vec<u8>, topic: &str, payload: &RawValue) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{CommandOutput, ReplyFrame, encode_frame};
+    use crate::{CommandOutput, ReplyFrame, encode_frame};
 
     fn encoded(value: &rmpv::Value) -> Vec<u8> {
         let mut bytes = Vec::new();
@@ -614,8 +614,8 @@ mod tests {
 
     #[test]
     fn an_event_frame_is_the_frame_serde_writes() {
-        use crate::bus::Event;
-        use crate::protocol::EventFrame;
+        use crate::EventFrame;
+        use crate::RawEvent as Event;
         for (i, payload) in samples().into_iter().enumerate() {
             let event = Event {
                 topic: "user.x".into(),
@@ -630,7 +630,7 @@ mod tests {
             encode_frame(&mut serde, &EventFrame { event: &event }).unwrap();
             assert_eq!(ours, serde, "{payload:?}");
             // What a client decodes from it.
-            let head: crate::protocol::FrameHead = rmp_serde::from_slice(&ours[8..]).unwrap();
+            let head: crate::FrameHead = rmp_serde::from_slice(&ours[8..]).unwrap();
             assert_eq!(head.event.unwrap().payload, payload);
         }
     }

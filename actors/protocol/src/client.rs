@@ -5,9 +5,9 @@
 //! events go to a queue read with [`Client::next_event`]. It needs a Tokio runtime.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), astrid::client::ClientError> {
-//! use astrid::client::Client;
-//! use astrid::paths::{HomeLayout, SessionFiles};
+//! # async fn demo() -> Result<(), astrid_protocol::client::ClientError> {
+//! use astrid_protocol::client::Client;
+//! use astrid_protocol::layout::{HomeLayout, SessionFiles};
 //!
 //! let files = HomeLayout::new("/home/me/.astrid").session(uuid::Uuid::nil());
 //! let client = Client::connect(&files, "example").await?;
@@ -32,8 +32,8 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
-use crate::paths::SessionFiles;
-use crate::protocol::{
+use crate::layout::SessionFiles;
+use crate::{
     CapsuleInfo, DEFAULT_MAX_FRAME_LEN, EncodeError, ErrorBody, Event, FrameCodec, FrameError,
     FrameHead, Hello, PROTOCOL_VERSION, Request, RequestFrame, Status, TreeNode, TypedReply,
     Welcome, encode_frame,
@@ -102,7 +102,7 @@ pub enum ClientError {
 
 impl ClientError {
     /// The error code, when the daemon answered with one.
-    pub fn code(&self) -> Option<crate::protocol::ErrorCode> {
+    pub fn code(&self) -> Option<crate::ErrorCode> {
         match self {
             Self::Refused(body) | Self::Remote(body) => Some(body.code),
             _ => None,
@@ -201,7 +201,7 @@ async fn exchange_hello(
         (true, _) => Ok(welcome),
         (false, Some(error)) => Err(ClientError::Refused(error.clone())),
         (false, None) => Err(ClientError::Refused(ErrorBody {
-            code: crate::protocol::ErrorCode::Other,
+            code: crate::ErrorCode::Other,
             message: "refused without a reason".into(),
         })),
     }

@@ -1,9 +1,11 @@
 //! Errors a request can meet inside the kernel. Each actor's own error type nests here, so
-//! the session router has one type to map to a wire code (in `protocol/error.rs`).
+//! the session router has one type to map to a wire code (in `codes.rs`).
 
 use std::time::Duration;
 
 use actix::MailboxError;
+
+mod codes;
 
 use crate::audit::AuditError;
 use crate::bus::BusError;
@@ -89,6 +91,20 @@ pub enum KernelError {
         /// What the work was.
         task: &'static str,
     },
+    /// The request's result does not fit a frame.
+    #[error("the result is {len} bytes, more than the frame limit of {max} bytes; ask for less")]
+    ReplyTooLarge {
+        /// The encoded result's size.
+        len: usize,
+        /// The frame limit.
+        max: usize,
+    },
+    /// The request's result could not be encoded (a bug).
+    #[error("the daemon could not encode the result: {0}")]
+    ReplyEncoding(#[source] crate::protocol::EncodeError),
+    /// The work serving the request ended without answering it (a bug).
+    #[error("the daemon dropped this request without an answer")]
+    Unanswered,
 }
 
 impl KernelError {

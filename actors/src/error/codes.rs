@@ -1,0 +1,106 @@
+//! The one mapping from kernel errors to wire codes: no other file decides which
+//! [`ErrorCode`] an error gets. The conversation's own errors (`ProtocolError`) are mapped
+//! in the protocol crate, beside them.
+
+use astrid_protocol::{ErrorBody, ErrorCode};
+
+use super::KernelError;
+use crate::audit::AuditError;
+use crate::bus::BusError;
+use crate::caps::CapsError;
+use crate::capsules::CapsuleError;
+use crate::mcp::McpError;
+use crate::store::StoreError;
+use crate::supervisor::SupervisorError;
+use crate::trust::TrustError;
+use crate::trust::snapshot::SnapshotError;
+use crate::vfs::VfsError;
+
+impl From<&KernelError> for ErrorBody {
+    fn from(e: &KernelError) -> Self {
+        let code = match e {
+            KernelError::NotStarted { .. }
+            | KernelError::Unavailable { .. }
+            | KernelError::Bus(BusError::UnknownSubscriber(_) | BusError::Stopped)
+            | KernelError::Capsules(CapsuleError::Restarting(_)) => ErrorCode::Unavailable,
+            KernelError::Timeout { .. } | KernelError::Capsules(CapsuleError::Deadline { .. }) => {
+                ErrorCode::Timeout
+            }
+            KernelError::Capsules(CapsuleError::Failed { .. }) => ErrorCode::CapsuleFailed,
+            KernelError::Capsules(CapsuleError::Crashed { .. }) => ErrorCode::CapsuleCrashed,
+            KernelError::Capsules(CapsuleError::Guest { .. }) => ErrorCode::CapsuleError,
+            KernelError::Bus(BusError::InvalidTopic { .. } | BusError::InvalidPattern { .. }) => {
+                ErrorCode::InvalidTopic
+            }
+            KernelError::Supervisor(SupervisorError::UnknownChild(_))
+            | KernelError::Capsules(
+                CapsuleError::NotFound(_)
+                | CapsuleError::UnknownCommand(_)
+                | CapsuleError::BuiltinCommand(_),
+            )
+            | KernelError::Vfs(VfsError::NotFound { .. }) => ErrorCode::NotFound,
+            KernelError::Supervisor(SupervisorError::NotRunning { .. }) => ErrorCode::NotRunning,
+            KernelError::Supervisor(SupervisorError::ShuttingDown) | KernelError::ShuttingDown => {
+                ErrorCode::ShuttingDown
+            }
+            KernelError::PublishForbidden { .. }
+            | KernelError::Bus(BusError::Denied { .. })
+            | KernelError::Caps(CapsError::FromManifest { .. })
+            | KernelError::Vfs(VfsError::Reserved { .. }) => ErrorCode::Forbidden,
+            KernelError::FaultInjectionDisabled => ErrorCode::FaultInjectionDisabled,
+            KernelError::Store(StoreError::UnknownNamespace(_)) => ErrorCode::UnknownNamespace,
+            KernelError::Store(StoreError::InvalidKey { .. })
+            | KernelError::Caps(CapsError::InvalidSubject(_) | CapsError::InvalidResource(_))
+            | KernelError::Vfs(VfsError::InvalidPath { .. })
+            | KernelError::Supervisor(
+                SupervisorError::Duplicate(_) | SupervisorError::FaultNotApplicable { .. },
+            ) => ErrorCode::InvalidArgument,
+            KernelError::Store(StoreError::ValueTooLarge { .. })
+            | KernelError::Capsules(CapsuleError::InputTooLarge { .. })
+            | KernelError::Bus(BusError::PayloadTooLarge { .. } | BusError::TooManyPatterns(_))
+            | KernelError::Vfs(VfsError::TooLarge { .. })
+            | KernelError::ReplyTooLarge { .. } => ErrorCode::TooLarge,
+            KernelError::Store(StoreError::Storage { .. } | StoreError::Aborted)
+            | KernelError::Caps(CapsError::Storage { .. })
+            | KernelError::Audit(AuditError::Storage { .. } | AuditError::Aborted) => {
+                ErrorCode::StorageFailed
+            }
+            KernelError::Vfs(VfsError::Escape { .. } | VfsError::Symlink { .. }) => {
+                ErrorCode::PathEscape
+            }
+            KernelError::Vfs(VfsError::Io { .. }) => ErrorCode::IoError,
+            KernelError::Mcp(e) => match e {
+                McpError::UnknownServer(_) => ErrorCode::NotFound,
+                McpError::Invalid { .. } | McpError::Failed { .. } => ErrorCode::McpFailed,
+                McpError::NotReady(_) | McpError::Gone { .. } => ErrorCode::Unavailable,
+                McpError::Deadline { .. } => ErrorCode::Timeout,
+                McpError::Remote { .. } => ErrorCode::McpError,
+                McpError::BadArguments(_) => ErrorCode::InvalidArgument,
+                McpError::Denied { .. } => ErrorCode::Forbidden,
+            },
+            KernelError::TaskFailed { .. }
+            | KernelError::ReplyEncoding(_)
+            | KernelError::Unanswered => ErrorCode::Internal,
+            KernelError::Trust(e) => match e {
+                TrustError::Path { .. }
+                | TrustError::Snapshot {
+                    source: SnapshotError::Unsupported { .. },
+                    ..
+                } => ErrorCode::InvalidArgument,
+                TrustError::Snapshot {
+                    source: SnapshotError::TooLarge(_),
+                    ..
+                } => ErrorCode::TooLarge,
+                TrustError::Snapshot {
+                    source: SnapshotError::Io { .. },
+                    ..
+                }
+                | TrustError::Store(_) => ErrorCode::IoError,
+            },
+        };
+        Self {
+            code,
+            message: e.to_string(),
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The kernel's own requests: status, shutdown, the supervision tree, fault injection, and
+//! publishing on the bus.
+
+use std::sync::Arc;
+
+use super::{Dispatch, ask_supervisor, call};
+use crate::bus::{BusError, GetBusStats, Publish, topic::validate_topic};
+use crate::capsules::ListCapsules;
+use crate::error::KernelError;
+use crate::protocol::{Fault, FaultInjected, PROTOCOL_VERSION, RawValue, ShutdownAck, Status};
+use crate::session::SessionDeps;
+use crate::store;
+use crate::supervisor::{GetTree, InjectFault};
+
+/// `GetStatus`.
+pub(super) fn status(d: Dispatch<'_>) {
+    let deps = d.deps();
+    d.run(status_of(deps));
+}
+
+/// `Shutdown`: asks the kernel to stop; the first reason asked is the one recorded.
+pub(super) fn shutdown(d: Dispatch<'_>, reason: String) {
+    let reason = if reason.is_empty() {
+        format!("requested by {}", d.session.source())
+    } else {
+        reason
+    };
+    let reason = d.session.deps.shutdown.request(reason);
+    let ack = ShutdownAck {
+        shutting_down: true,
+        reason,
+    };
+    d.run(async move { Ok(ack) });
+}
+
+/// `GetSupervisionTree`.
+pub(super) fn tree(d: Dispatch<'_>) {
+    let ask = ask_supervisor(&d.session.deps.supervisor, GetTree, d.timeout());
+    d.run(ask);
+}
+
+/// `InjectFault`: refused unless the daemon allows fault injection.
+pub(super) fn inject_fault(d: Dispatch<'_>, target: String, fault: Fault) {
+    if !d.session.deps.info.fault_injection {
+        return d.refuse(&KernelError::FaultInjectionDisabled);
+    }
+    tracing::warn!(connection = d.session.id, %target, %fault, "fault injection requested");
+    let msg = InjectFault {
+        target: target.clone(),
+        fault,
+    };
+    let ask = ask_supervisor(&d.session.deps.supervisor, msg, d.timeout());
+    d.run(async move {
+        ask.await??;
+        Ok(FaultInjected { target, fault })
+    });
+}
+
+/// `Publish`: only to the topics clients may publish to.
+pub(super) fn publish(d: Dispatch<'_>, topic: String, payload: RawValue) {
+    if let Err(e) = check_publish(&d.session.deps, &topic) {
+        return d.refuse(&e);
+    }
+    let msg = Publish {
+        topic,
+        payload,
+        source: d.session.source(),
+    };
+    let ask = call(&d.session.deps.actors.bus, msg, d.timeout());
+    d.run(async move { Ok(ask.await??) });
+}
+
+fn check_publish(deps: &SessionDeps, topic: &str) -> Result<(), KernelError> {
+    validate_topic(topic).map_err(|rule| BusError::InvalidTopic {
+        topic: topic.to_owned(),
+        rule,
+    })?;
+    if deps.client_publish.iter().any(|p| p.matches(topic)) {
+        Ok(())
+    } else {
+        Err(KernelError::PublishForbidden {
+            topic: topic.to_owned(),
+            allowed: deps
+                .client_publish
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+}
+
+async fn status_of(deps: Arc<SessionDeps>) -> Result<Status, KernelError> {
+    let t = deps.limits.call_timeout;
+    let a = &deps.actors;
+    let (bus, capsules, store) = tokio::join!(
+        a.bus.call(GetBusStats, t),
+        a.capsules.call(ListCapsules, t),
+        a.store.call(store::GetStoreStats, t)
+    );
+    let mut unavailable = Vec::new();
+    let bus = bus
+        .inspect_err(|_| unavailable.push(a.bus.name().to_owned()))
+        .ok();
+    let capsules = capsules
+        .inspect_err(|_| unavailable.push(a.capsules.name().to_owned()))
+        .unwrap_or_default();
+    let store = store
+        .inspect_err(|_| unavailable.push(a.store.name().to_owned()))
+        .ok();
+    let info = &deps.info;
+    Ok(Status {
+        pid: info.pid,
+        version: info.version.clone(),
+        protocol: PROTOCOL_VERSION,
+        session: info.session_name.clone(),
+        session_id: info.session_id.to_string(),
+        workspace: info.workspace.display().to_string(),
+        socket: info.socket.display().to_string(),
+        ephemeral: info.ephemeral,
+        idle_grace_ms: info
+            .ephemeral
+            .then(|| u64::try_from(info.idle_grace.as_millis()).unwrap_or(u64::MAX)),
+        uptime_ms: u64::try_from(info.started_at.elapsed().as_millis()).unwrap_or(u64::MAX),
+        connected_clients: deps.connections.authenticated(),
+        capsules,
+        bus,
+        store,
+        unavailable,
+        fault_injection: info.fault_injection,
+        audit: deps.audit_health.get(),
+        trust: Some(deps.trust.last()),
+    })
+}
