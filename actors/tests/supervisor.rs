@@ -15,11 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, Addr, Context, Handler, MailboxError, Message};
-use astrid_actors::error::KernelError;
+
 use astrid_actors::supervisor::{
-    ChildRef, ChildSpec, ChildState, Fault, GetChild, GetTree, Inject, InjectFault, RestartPolicy,
-    RestartType, ShutdownTree, StartChild, StopChild, SupervisorActor, SupervisorError,
-    SupervisorEvent, SupervisorExit, Terminate, TreeNode, apply_fault,
+    CallError, ChildRef, ChildSpec, ChildState, Fault, GetChild, GetTree, Inject, InjectFault,
+    RestartPolicy, RestartType, ShutdownTree, StartChild, StopChild, SupervisorActor,
+    SupervisorError, SupervisorEvent, SupervisorExit, Terminate, TreeNode, apply_fault,
 };
 use tokio::sync::oneshot;
 
@@ -503,7 +503,7 @@ async fn temporary_child_is_never_restarted() {
     ));
     assert!(matches!(
         quits.slot.call(Ping, DEADLINE).await,
-        Err(KernelError::Unavailable {
+        Err(CallError::Unavailable {
             actor: "session:2",
             ..
         })
@@ -856,7 +856,7 @@ async fn consecutive_restarts_back_off_and_calls_in_between_fail_fast() {
     assert!(
         matches!(
             answer,
-            Err(KernelError::Unavailable {
+            Err(CallError::Unavailable {
                 actor: "worker",
                 ..
             })
@@ -1064,7 +1064,7 @@ async fn a_child_that_never_starts_escalates_once_the_budget_is_spent() {
     assert!(broken.slot.get().is_none(), "never published an address");
     assert!(matches!(
         broken.slot.call(Ping, DEADLINE).await,
-        Err(KernelError::NotStarted { actor: "broken" })
+        Err(CallError::NotStarted { actor: "broken" })
     ));
     assert_eq!(entries(&log), ["sibling:terminate", "sibling:stopped"]);
 }
@@ -1201,7 +1201,7 @@ async fn injected_hang_delays_answers_without_a_restart() {
     assert!(matches!(short, Err(MailboxError::Timeout)), "{short:?}");
     assert!(matches!(
         w.slot.call(Ping, Duration::from_millis(50)).await,
-        Err(KernelError::Timeout {
+        Err(CallError::Timeout {
             actor: "worker",
             ..
         })

@@ -14,7 +14,7 @@ use actix::Message;
 use crate::capsules::CapsuleError;
 use crate::error::KernelError;
 use crate::protocol::{ErrorBody, raw};
-use crate::session::ReplyTo;
+use crate::runtime::ReplyTo;
 
 /// One command call, waiting in its capsule's queue.
 #[derive(Debug)]

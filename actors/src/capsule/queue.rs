@@ -273,7 +273,7 @@ impl CallQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::testing::{Connection, field};
+    use crate::runtime::outbox::testing::{Connection, field};
 
     fn code(frame: &rmpv::Value) -> &str {
         field(field(frame, "error"), "code").as_str().unwrap_or("")

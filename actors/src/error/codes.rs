@@ -10,8 +10,9 @@ use crate::bus::BusError;
 use crate::caps::CapsError;
 use crate::capsules::CapsuleError;
 use crate::mcp::McpError;
+use crate::runtime::ReplyError;
 use crate::store::StoreError;
-use crate::supervisor::SupervisorError;
+use crate::supervisor::{CallError, SupervisorError};
 use crate::trust::TrustError;
 use crate::trust::snapshot::SnapshotError;
 use crate::vfs::VfsError;
@@ -19,13 +20,11 @@ use crate::vfs::VfsError;
 impl From<&KernelError> for ErrorBody {
     fn from(e: &KernelError) -> Self {
         let code = match e {
-            KernelError::NotStarted { .. }
-            | KernelError::Unavailable { .. }
+            KernelError::Call(CallError::NotStarted { .. } | CallError::Unavailable { .. })
             | KernelError::Bus(BusError::UnknownSubscriber(_) | BusError::Stopped)
             | KernelError::Capsules(CapsuleError::Restarting(_)) => ErrorCode::Unavailable,
-            KernelError::Timeout { .. } | KernelError::Capsules(CapsuleError::Deadline { .. }) => {
-                ErrorCode::Timeout
-            }
+            KernelError::Call(CallError::Timeout { .. })
+            | KernelError::Capsules(CapsuleError::Deadline { .. }) => ErrorCode::Timeout,
             KernelError::Capsules(CapsuleError::Failed { .. }) => ErrorCode::CapsuleFailed,
             KernelError::Capsules(CapsuleError::Crashed { .. }) => ErrorCode::CapsuleCrashed,
             KernelError::Capsules(CapsuleError::Guest { .. }) => ErrorCode::CapsuleError,
@@ -58,8 +57,7 @@ impl From<&KernelError> for ErrorBody {
             KernelError::Store(StoreError::ValueTooLarge { .. })
             | KernelError::Capsules(CapsuleError::InputTooLarge { .. })
             | KernelError::Bus(BusError::PayloadTooLarge { .. } | BusError::TooManyPatterns(_))
-            | KernelError::Vfs(VfsError::TooLarge { .. })
-            | KernelError::ReplyTooLarge { .. } => ErrorCode::TooLarge,
+            | KernelError::Vfs(VfsError::TooLarge { .. }) => ErrorCode::TooLarge,
             KernelError::Store(StoreError::Storage { .. } | StoreError::Aborted)
             | KernelError::Caps(CapsError::Storage { .. })
             | KernelError::Audit(AuditError::Storage { .. } | AuditError::Aborted) => {
@@ -78,9 +76,7 @@ impl From<&KernelError> for ErrorBody {
                 McpError::BadArguments(_) => ErrorCode::InvalidArgument,
                 McpError::Denied { .. } => ErrorCode::Forbidden,
             },
-            KernelError::TaskFailed { .. }
-            | KernelError::ReplyEncoding(_)
-            | KernelError::Unanswered => ErrorCode::Internal,
+            KernelError::TaskFailed { .. } => ErrorCode::Internal,
             KernelError::Trust(e) => match e {
                 TrustError::Path { .. }
                 | TrustError::Snapshot {
@@ -97,6 +93,19 @@ impl From<&KernelError> for ErrorBody {
                 }
                 | TrustError::Store(_) => ErrorCode::IoError,
             },
+        };
+        Self {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<&ReplyError> for ErrorBody {
+    fn from(e: &ReplyError) -> Self {
+        let code = match e {
+            ReplyError::TooLarge { .. } => ErrorCode::TooLarge,
+            ReplyError::Encoding(_) | ReplyError::Unanswered => ErrorCode::Internal,
         };
         Self {
             code,

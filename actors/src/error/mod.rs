@@ -1,10 +1,6 @@
 //! Errors a request can meet inside the kernel. Each actor's own error type nests here, so
 //! the session router has one type to map to a wire code (in `codes.rs`).
 
-use std::time::Duration;
-
-use actix::MailboxError;
-
 mod codes;
 
 use crate::audit::AuditError;
@@ -13,37 +9,16 @@ use crate::caps::CapsError;
 use crate::capsules::CapsuleError;
 use crate::mcp::McpError;
 use crate::store::StoreError;
-use crate::supervisor::SupervisorError;
+use crate::supervisor::{CallError, SupervisorError};
 use crate::trust::TrustError;
 use crate::vfs::VfsError;
 
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    /// The actor has not started yet.
-    #[error("the {actor} actor has not started")]
-    NotStarted {
-        /// Actor name.
-        actor: &'static str,
-    },
-    /// The actor is down: it stopped or crashed (possibly while handling this request) and
-    /// has not been restarted yet.
-    #[error("the {actor} actor is unavailable: it stopped or is restarting")]
-    Unavailable {
-        /// Actor name.
-        actor: &'static str,
-        /// The mailbox error.
-        #[source]
-        source: MailboxError,
-    },
-    /// The actor did not answer in time.
-    #[error("the {actor} actor did not answer within {} ms", timeout.as_millis())]
-    Timeout {
-        /// Actor name.
-        actor: &'static str,
-        /// The deadline.
-        timeout: Duration,
-    },
+    /// The actor serving the request did not answer: not started, down, or too slow.
+    #[error(transparent)]
+    Call(#[from] CallError),
     /// Refused by the bus.
     #[error(transparent)]
     Bus(#[from] BusError),
@@ -91,31 +66,4 @@ pub enum KernelError {
         /// What the work was.
         task: &'static str,
     },
-    /// The request's result does not fit a frame.
-    #[error("the result is {len} bytes, more than the frame limit of {max} bytes; ask for less")]
-    ReplyTooLarge {
-        /// The encoded result's size.
-        len: usize,
-        /// The frame limit.
-        max: usize,
-    },
-    /// The request's result could not be encoded (a bug).
-    #[error("the daemon could not encode the result: {0}")]
-    ReplyEncoding(#[source] crate::protocol::EncodeError),
-    /// The work serving the request ended without answering it (a bug).
-    #[error("the daemon dropped this request without an answer")]
-    Unanswered,
-}
-
-impl KernelError {
-    /// Maps a failed `send` to `actor` with deadline `timeout`.
-    pub fn mailbox(actor: &'static str, timeout: Duration, error: MailboxError) -> Self {
-        match error {
-            MailboxError::Timeout => Self::Timeout { actor, timeout },
-            MailboxError::Closed => Self::Unavailable {
-                actor,
-                source: error,
-            },
-        }
-    }
 }

@@ -3,13 +3,14 @@
 //! binary resolves paths and flags and fills these in.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 
 use uuid::Uuid;
 
 use crate::capsules::CapsuleOrigin;
 use crate::protocol::DEFAULT_MAX_FRAME_LEN;
+use crate::runtime::{Limits, ShutdownHook};
 use crate::store::StoreLimits;
 use crate::supervisor::RestartPolicy;
 use crate::vfs::VfsLimits;
@@ -18,58 +19,6 @@ pub use astrid_protocol::layout::{HomeLayout, SessionFiles, session_name, worksp
 
 /// Largest file read or written through the API: a frame minus room for its envelope.
 const FILE_LIMIT: u64 = (DEFAULT_MAX_FRAME_LEN - 64 * 1024) as u64;
-
-/// Limits on connections and calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest frame accepted, in bytes after the length prefix.
-    pub max_frame_len: usize,
-    /// Time a client has to complete the handshake.
-    pub handshake_timeout: Duration,
-    /// Deadline of a request sent to an actor.
-    pub call_timeout: Duration,
-    /// Time a client may leave a large backlog of replies unread before it is dropped.
-    pub write_timeout: Duration,
-    /// Time sessions get to finish in-flight requests at shutdown.
-    pub drain_timeout: Duration,
-    /// Requests in flight per connection.
-    pub max_in_flight: usize,
-    /// Events queued per subscriber before new ones are dropped.
-    pub event_queue: usize,
-    /// Bytes of events queued per subscriber before new ones are dropped (an event larger
-    /// than this still goes into an empty queue).
-    pub event_queue_bytes: usize,
-    /// Open connections, authenticated or not; one more is refused at once.
-    pub max_connections: usize,
-    /// Connections still waiting for their handshake; one more is refused at once.
-    pub max_unauthenticated: usize,
-    /// Refused connections and handshakes are audited and logged one by one only while
-    /// they are rare: within this window of the last one recorded, they are counted, and
-    /// the count is recorded when the window ends.
-    pub refusal_window: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_frame_len: DEFAULT_MAX_FRAME_LEN,
-            handshake_timeout: Duration::from_secs(5),
-            call_timeout: Duration::from_secs(5),
-            write_timeout: Duration::from_secs(10),
-            drain_timeout: Duration::from_secs(3),
-            max_in_flight: 1024,
-            event_queue: 1024,
-            event_queue_bytes: crate::bus::DEFAULT_QUEUE_BYTES,
-            max_connections: 1024,
-            max_unauthenticated: 64,
-            refusal_window: Duration::from_secs(10),
-        }
-    }
-}
-
-/// Called once, on the first shutdown request, with its reason (the daemon arms a
-/// force-exit watchdog here).
-pub type ShutdownHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// One boot of the kernel.
 pub struct KernelConfig {
@@ -162,31 +111,6 @@ impl KernelConfig {
             on_shutdown: None,
         }
     }
-}
-
-/// Facts about the running daemon that every session may report.
-#[derive(Debug, Clone)]
-pub struct KernelInfo {
-    /// Process id.
-    pub pid: u32,
-    /// Daemon version.
-    pub version: String,
-    /// Session UUID.
-    pub session_id: Uuid,
-    /// `system` or the UUID.
-    pub session_name: String,
-    /// Workspace root.
-    pub workspace: PathBuf,
-    /// Socket path.
-    pub socket: PathBuf,
-    /// Whether it exits when idle.
-    pub ephemeral: bool,
-    /// Idle grace (ephemeral mode).
-    pub idle_grace: Duration,
-    /// Whether `InjectFault` is accepted.
-    pub fault_injection: bool,
-    /// Boot time.
-    pub started_at: Instant,
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 //! runs, and the ready file appears only once the listener serves.
 
 mod config;
-mod shutdown;
 mod stores;
 mod tree;
 
@@ -19,20 +18,18 @@ use std::time::Duration;
 use actix::{Addr, Arbiter};
 use tokio::sync::oneshot;
 
-pub use self::config::{
-    HomeLayout, KernelConfig, KernelInfo, Limits, SessionFiles, ShutdownHook, session_name,
-    workspace_capsules,
-};
-use self::shutdown::KernelFiles;
-pub use self::shutdown::ShutdownHandle;
+pub use self::config::{HomeLayout, KernelConfig, SessionFiles, session_name, workspace_capsules};
 pub use self::tree::KernelActors;
 use crate::audit::Record;
 use crate::bus::topic::TopicRule;
 use crate::capsules::ListCapsules;
-use crate::listener::socket::{self, SocketError};
-use crate::listener::{Connections, ListenerInfo, Token};
+use crate::listener::ListenerInfo;
 use crate::mcp::servers::McpServers;
+use crate::runtime::KernelFiles;
+pub use crate::runtime::{KernelInfo, Limits, ShutdownHandle, ShutdownHook};
 use crate::session::Drain;
+use crate::session::{Connections, Token};
+use crate::socket::{self, SocketError};
 use crate::supervisor::{
     ChildState, GetTree, ShutdownTree, SupervisorActor, SupervisorExit, TreeNode,
 };

@@ -9,7 +9,6 @@ use actix::{Addr, Arbiter, AsyncContext, Context};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::shutdown::KernelFiles;
 use super::stores::Stores;
 use super::{BootError, Kernel, KernelConfig, KernelInfo, LISTENER, ShutdownHandle};
 use crate::audit::{AuditActor, Record};
@@ -19,13 +18,15 @@ use crate::caps::CapabilitiesActor;
 use crate::capsule::cache::CompileCache;
 use crate::capsules::loaded::LoadedCapsules;
 use crate::capsules::{CapsulesActor, RegistryDeps};
-use crate::listener::{Connections, ListenerActor, SessionInfo, Token};
+use crate::listener::ListenerActor;
 use crate::mcp::Launcher;
 use crate::mcp::groups::{self, ServerGroups};
 use crate::mcp::servers::McpServers;
 use crate::protocol::to_payload;
 use crate::relay::Relay;
+use crate::runtime::{KernelFiles, Services};
 use crate::session::SessionDeps;
+use crate::session::{Connections, SessionInfo, Token};
 use crate::store::{Namespaces, StoreActor};
 use crate::supervisor::{
     ChildRef, ChildSpec, ChildState, NodeKind, RestartType, SupervisorActor, SupervisorEvent,
@@ -69,6 +70,17 @@ impl KernelActors {
             capsules: ChildRef::new("registry"),
             mcp: ChildRef::new("mcp"),
             listener: ChildRef::new(LISTENER),
+        }
+    }
+
+    /// The service handles, for the floors above the services.
+    pub fn services(&self) -> Services {
+        Services {
+            bus: self.bus.clone(),
+            audit: self.audit.clone(),
+            store: self.store.clone(),
+            caps: self.caps.clone(),
+            vfs: self.vfs.clone(),
         }
     }
 }
@@ -117,7 +129,7 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
     let shutdown = ShutdownHandle::new(
         supervisor.clone(),
         Arc::clone(&files),
-        actors.clone(),
+        actors.services(),
         config.on_shutdown.clone(),
     );
     // Capabilities, the VFS, and the MCP servers each get a thread.
@@ -141,7 +153,8 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
         token,
         limits: config.limits,
         supervisor: supervisor.clone(),
-        actors: actors.clone(),
+        services: actors.services(),
+        registry: actors.capsules.clone(),
         audit_health: Arc::clone(&stores.audit_health),
         connections: Arc::clone(&connections),
         shutdown: shutdown.clone(),

@@ -12,11 +12,6 @@
 //! Handles: [`Terminate`] (stop accepting, drain sessions, stop), [`Inject`], and
 //! [`ListenerInfo`] (asked by the kernel at boot to verify the listener serves).
 
-mod connections;
-pub mod refusals;
-pub mod socket;
-mod token;
-
 use std::io;
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::sync::Arc;
@@ -28,8 +23,6 @@ use actix::{
 use tokio::net::UnixStream;
 use tokio_stream::wrappers::UnixListenerStream;
 
-pub use self::connections::{Connections, SessionInfo};
-pub use self::token::Token;
 use crate::protocol::{ErrorBody, ProtocolError, Welcome, encode_frame};
 use crate::session::{Drain, Peer, SessionActor, SessionDeps};
 use crate::supervisor::{Inject, Terminate, apply_fault};
@@ -98,7 +91,7 @@ impl ListenerActor {
                     .refusals()
                     .refuse(Instant::now(), &who, &error);
                 if let Some(refused) = refused {
-                    refused.report(&self.deps.actors.audit);
+                    refused.report(&self.deps.services.audit);
                 }
             }
         }
@@ -107,7 +100,7 @@ impl ListenerActor {
     fn end_refusal_window(&mut self, _: &mut Context<Self>) {
         let refusals = self.deps.connections.refusals();
         if let Some(counted) = refusals.tick(Instant::now(), self.deps.limits.refusal_window) {
-            counted.report(&self.deps.actors.audit);
+            counted.report(&self.deps.services.audit);
         }
     }
 
@@ -206,7 +199,7 @@ impl Actor for ListenerActor {
     fn stopped(&mut self, _: &mut Context<Self>) {
         // What was counted so far is recorded (the audit log stops after the listener).
         if let Some(counted) = self.deps.connections.refusals().flush(Instant::now()) {
-            counted.report(&self.deps.actors.audit);
+            counted.report(&self.deps.services.audit);
         }
     }
 }

@@ -9,9 +9,12 @@
 //! Handles: the frame stream, the event stream from the bus, and [`Drain`] (from the
 //! listener at shutdown). Started by the listener; never restarted (a temporary child).
 
-mod outbox;
+mod connections;
+pub mod refusals;
 mod route;
 mod subscription;
+mod token;
+mod writer;
 
 use std::sync::Arc;
 
@@ -25,20 +28,21 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 use tokio_util::codec::FramedRead;
 
-pub use self::outbox::ReplyTo;
-#[cfg(test)]
-pub(crate) use self::outbox::testing;
-use self::outbox::{CatchUp, HIGH_WATER, Outbox, Writer};
+pub use self::connections::{Connections, SessionInfo};
 use self::subscription::BusLink;
+pub use self::token::Token;
+use self::writer::{CatchUp, Writer};
 use crate::audit::{AuditHealth, Record};
 use crate::bus::{Deregister, Pattern, Publish};
-use crate::kernel::{KernelActors, KernelInfo, Limits, ShutdownHandle};
-use crate::listener::{Connections, Token};
+use crate::capsules::CapsulesActor;
 use crate::protocol::codec::MAX_HANDSHAKE_LEN;
 use crate::protocol::{
     ErrorBody, FrameCodec, FrameError, Hello, PROTOCOL_VERSION, ProtocolError, Welcome, decode_map,
     decode_request, to_payload,
 };
+use crate::runtime::outbox::{HIGH_WATER, Outbox};
+use crate::runtime::{KernelInfo, Limits, Services, ShutdownHandle};
+use crate::supervisor::ChildRef;
 use crate::supervisor::SupervisorActor;
 
 /// Longest client name kept from a handshake.
@@ -55,8 +59,10 @@ pub struct SessionDeps {
     pub limits: Limits,
     /// The root supervisor (tree and fault injection).
     pub supervisor: Addr<SupervisorActor>,
-    /// The kernel actors.
-    pub actors: KernelActors,
+    /// The kernel services.
+    pub services: Services,
+    /// The capsule registry.
+    pub registry: ChildRef<CapsulesActor>,
     /// The latest audit verification, for status.
     pub audit_health: Arc<AuditHealth>,
     /// The connection table.
@@ -183,7 +189,7 @@ impl SessionActor {
 
     /// Records a request that was refused before reaching any actor (not awaited).
     fn audit_refusal(&self, action: &str, target: String, error: &ErrorBody) {
-        if let Some(audit) = self.deps.actors.audit.get() {
+        if let Some(audit) = self.deps.services.audit.get() {
             audit.do_send(Record::new(
                 self.audit_actor(),
                 action,
@@ -199,7 +205,7 @@ impl SessionActor {
         tracing::debug!(connection = self.id, "handshake refused: {error}");
         let refusals = self.deps.connections.refusals();
         if let Some(refused) = refusals.refuse(std::time::Instant::now(), &self.who, error) {
-            refused.report(&self.deps.actors.audit);
+            refused.report(&self.deps.services.audit);
         }
         if let Err(e) = self.out.frame(&Welcome::refused(ErrorBody::from(error))) {
             tracing::error!(connection = self.id, "cannot encode a refusal: {e}");
@@ -300,7 +306,7 @@ impl SessionActor {
             pid: self.peer.pid,
         })
         .unwrap_or_default();
-        if let Some(bus) = self.deps.actors.bus.get() {
+        if let Some(bus) = self.deps.services.bus.get() {
             bus.do_send(Publish {
                 topic: topic.to_owned(),
                 payload,
@@ -347,7 +353,7 @@ impl Actor for SessionActor {
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.out.release();
         self.deps.connections.close(self.id);
-        if let (Some(id), Some(bus)) = (self.link.subscriber(), self.deps.actors.bus.get()) {
+        if let (Some(id), Some(bus)) = (self.link.subscriber(), self.deps.services.bus.get()) {
             bus.do_send(Deregister(id));
         }
         if let Some(client) = self.client.take() {

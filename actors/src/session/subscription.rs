@@ -67,7 +67,7 @@ impl SessionActor {
         }
         match self.link.state {
             LinkState::Linked(subscriber) => {
-                let bus = self.deps.actors.bus.clone();
+                let bus = self.deps.services.bus.clone();
                 let timeout = self.deps.limits.call_timeout;
                 let patterns = self.link.patterns.clone();
                 self.run(id, ctx, note, async move {
@@ -100,7 +100,7 @@ impl SessionActor {
         let patterns = self.link.patterns.clone();
         match self.link.state {
             LinkState::Linked(subscriber) if removed => {
-                let bus = self.deps.actors.bus.clone();
+                let bus = self.deps.services.bus.clone();
                 let timeout = self.deps.limits.call_timeout;
                 self.run(id, ctx, note, async move {
                     let msg = bus::Unsubscribe {
@@ -133,7 +133,7 @@ impl SessionActor {
     /// Registers with the (current) bus, with every pattern, and answers waiting requests.
     fn relink(&mut self, ctx: &mut Context<Self>) {
         self.link.state = LinkState::Linking;
-        let bus = self.deps.actors.bus.clone();
+        let bus = self.deps.services.bus.clone();
         let timeout = self.deps.limits.call_timeout;
         let sent = self.link.patterns.clone();
         let label = format!(
@@ -163,7 +163,7 @@ impl SessionActor {
 
     fn linked(&mut self, reg: bus::Registration, sent: &[String], ctx: &mut Context<Self>) {
         if matches!(self.phase, Phase::Closing) {
-            if let Some(bus) = self.deps.actors.bus.get() {
+            if let Some(bus) = self.deps.services.bus.get() {
                 bus.do_send(bus::Deregister(reg.id));
             }
             return;
@@ -172,7 +172,7 @@ impl SessionActor {
         self.link.attempts = 0;
         ctx.add_stream(reg.events);
         // Patterns added or removed while registering.
-        if let Some(bus) = self.deps.actors.bus.get() {
+        if let Some(bus) = self.deps.services.bus.get() {
             for pattern in self.link.patterns.iter().filter(|p| !sent.contains(p)) {
                 bus.do_send(bus::Subscribe {
                     subscriber: reg.id,

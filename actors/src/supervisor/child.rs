@@ -12,14 +12,15 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use actix::dev::ToEnvelope;
-use actix::{Actor, Addr, ArbiterHandle, AsyncContext, Context, Handler, Message, Recipient};
+use actix::{
+    Actor, Addr, ArbiterHandle, AsyncContext, Context, Handler, MailboxError, Message, Recipient,
+};
 
 use super::fault::{Fault, Inject};
 use super::messages::{ChildExited, Terminate};
 use super::panic_capture;
 use super::policy::{ExitReason, RestartPolicy, RestartType};
 use super::tree::{NodeKind, TreeNode};
-use crate::error::KernelError;
 
 /// The current address of a supervised actor. The supervisor swaps in the new address on
 /// every restart, so holders never keep talking to a dead incarnation.
@@ -76,9 +77,10 @@ impl<A: Actor> ChildRef<A> {
     ///
     /// # Errors
     ///
-    /// [`KernelError::Unavailable`] when the child is down or restarting (including when it
-    /// dies while handling the message), [`KernelError::Timeout`] past the deadline.
-    pub async fn call<M>(&self, msg: M, timeout: Duration) -> Result<M::Result, KernelError>
+    /// [`CallError::NotStarted`] before the child first started, [`CallError::Unavailable`]
+    /// when it is down or restarting (including when it dies while handling the message),
+    /// [`CallError::Timeout`] past the deadline.
+    pub async fn call<M>(&self, msg: M, timeout: Duration) -> Result<M::Result, CallError>
     where
         M: Message + Send + 'static,
         M::Result: Send,
@@ -87,11 +89,54 @@ impl<A: Actor> ChildRef<A> {
     {
         let addr = self
             .get()
-            .ok_or(KernelError::NotStarted { actor: self.name })?;
+            .ok_or(CallError::NotStarted { actor: self.name })?;
         addr.send(msg)
             .timeout(timeout)
             .await
-            .map_err(|e| KernelError::mailbox(self.name, timeout, e))
+            .map_err(|e| CallError::mailbox(self.name, timeout, e))
+    }
+}
+
+/// Why a call to a supervised actor got no answer. The kernel's request errors wrap it
+/// (`KernelError::Call`); it is defined here so that the supervisor imports nothing above it.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The actor has not started yet.
+    #[error("the {actor} actor has not started")]
+    NotStarted {
+        /// Actor name.
+        actor: &'static str,
+    },
+    /// The actor is down: it stopped or crashed (possibly while handling this request) and
+    /// has not been restarted yet.
+    #[error("the {actor} actor is unavailable: it stopped or is restarting")]
+    Unavailable {
+        /// Actor name.
+        actor: &'static str,
+        /// The mailbox error.
+        #[source]
+        source: MailboxError,
+    },
+    /// The actor did not answer in time.
+    #[error("the {actor} actor did not answer within {} ms", timeout.as_millis())]
+    Timeout {
+        /// Actor name.
+        actor: &'static str,
+        /// The deadline.
+        timeout: Duration,
+    },
+}
+
+impl CallError {
+    /// Maps a failed `send` to `actor` with deadline `timeout`.
+    pub fn mailbox(actor: &'static str, timeout: Duration, error: MailboxError) -> Self {
+        match error {
+            MailboxError::Timeout => Self::Timeout { actor, timeout },
+            MailboxError::Closed => Self::Unavailable {
+                actor,
+                source: error,
+            },
+        }
     }
 }
 

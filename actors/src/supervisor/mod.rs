@@ -33,7 +33,7 @@ use actix::{
 };
 use tokio::sync::oneshot;
 
-pub use self::child::{ChildControl, ChildRef, ChildSpec, ExitGuard, ExitNote};
+pub use self::child::{CallError, ChildControl, ChildRef, ChildSpec, ExitGuard, ExitNote};
 pub use self::fault::{Fault, Inject, apply as apply_fault};
 pub use self::messages::{
     ChildExited, ChildSummary, GetChild, GetTree, InjectFault, ShutdownTree, StartChild, StopChild,

@@ -12,7 +12,7 @@ const MAX_TAIL: usize = 1000;
 /// `GrantCapability`.
 pub(super) fn grant(d: Dispatch<'_>, subject: String, resource: String) {
     let msg = GrantCapability { subject, resource };
-    let ask = call(&d.session.deps.actors.caps, msg, d.timeout());
+    let ask = call(&d.session.deps.services.caps, msg, d.timeout());
     d.run(async move { Ok(ask.await??) });
 }
 
@@ -20,7 +20,7 @@ pub(super) fn grant(d: Dispatch<'_>, subject: String, resource: String) {
 pub(super) fn revoke(d: Dispatch<'_>, subject: String, resource: String) {
     let target = format!("{subject}:{resource}");
     let msg = RevokeCapability { subject, resource };
-    let ask = call(&d.session.deps.actors.caps, msg, d.timeout());
+    let ask = call(&d.session.deps.services.caps, msg, d.timeout());
     d.run(async move {
         let removed = ask.await??;
         Ok(Removed { target, removed })
@@ -30,7 +30,7 @@ pub(super) fn revoke(d: Dispatch<'_>, subject: String, resource: String) {
 /// `ListCapabilities`.
 pub(super) fn list(d: Dispatch<'_>, subject: Option<String>) {
     let ask = call(
-        &d.session.deps.actors.caps,
+        &d.session.deps.services.caps,
         ListCapabilities { subject },
         d.timeout(),
     );
@@ -40,12 +40,16 @@ pub(super) fn list(d: Dispatch<'_>, subject: Option<String>) {
 /// `AuditTail`: at most [`MAX_TAIL`] entries (20 by default).
 pub(super) fn audit_tail(d: Dispatch<'_>, n: Option<usize>, from: Option<u64>) {
     let n = n.unwrap_or(20).min(MAX_TAIL);
-    let ask = call(&d.session.deps.actors.audit, Tail { n, from }, d.timeout());
+    let ask = call(
+        &d.session.deps.services.audit,
+        Tail { n, from },
+        d.timeout(),
+    );
     d.run(async move { Ok(ask.await??) });
 }
 
 /// `AuditVerify`.
 pub(super) fn audit_verify(d: Dispatch<'_>) {
-    let ask = call(&d.session.deps.actors.audit, VerifyChain, d.timeout());
+    let ask = call(&d.session.deps.services.audit, VerifyChain, d.timeout());
     d.run(async move { Ok(ask.await??) });
 }

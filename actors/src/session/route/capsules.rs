@@ -10,26 +10,26 @@ use crate::protocol::ErrorBody;
 
 /// `ListCapsules`.
 pub(super) fn list(d: Dispatch<'_>) {
-    let ask = call(&d.session.deps.actors.capsules, ListCapsules, d.timeout());
+    let ask = call(&d.session.deps.registry, ListCapsules, d.timeout());
     d.run(ask);
 }
 
 /// `ReloadCapsules`.
 pub(super) fn reload(d: Dispatch<'_>) {
-    let ask = call(&d.session.deps.actors.capsules, ReloadCapsules, d.timeout());
+    let ask = call(&d.session.deps.registry, ReloadCapsules, d.timeout());
     d.run(ask);
 }
 
 /// `GetCommands`.
 pub(super) fn commands(d: Dispatch<'_>) {
-    let ask = call(&d.session.deps.actors.capsules, GetCommands, d.timeout());
+    let ask = call(&d.session.deps.registry, GetCommands, d.timeout());
     d.run(ask);
 }
 
 /// `GetCapsuleMetadata`.
 pub(super) fn metadata(d: Dispatch<'_>, name: Option<String>) {
     let ask = call(
-        &d.session.deps.actors.capsules,
+        &d.session.deps.registry,
         GetCapsuleMetadata { name },
         d.timeout(),
     );

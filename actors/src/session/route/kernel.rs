@@ -66,7 +66,7 @@ pub(super) fn publish(d: Dispatch<'_>, topic: String, payload: RawValue) {
         payload,
         source: d.session.source(),
     };
-    let ask = call(&d.session.deps.actors.bus, msg, d.timeout());
+    let ask = call(&d.session.deps.services.bus, msg, d.timeout());
     d.run(async move { Ok(ask.await??) });
 }
 
@@ -92,10 +92,10 @@ fn check_publish(deps: &SessionDeps, topic: &str) -> Result<(), KernelError> {
 
 async fn status_of(deps: Arc<SessionDeps>) -> Result<Status, KernelError> {
     let t = deps.limits.call_timeout;
-    let a = &deps.actors;
+    let a = &deps.services;
     let (bus, capsules, store) = tokio::join!(
         a.bus.call(GetBusStats, t),
-        a.capsules.call(ListCapsules, t),
+        deps.registry.call(ListCapsules, t),
         a.store.call(store::GetStoreStats, t)
     );
     let mut unavailable = Vec::new();
@@ -103,7 +103,7 @@ async fn status_of(deps: Arc<SessionDeps>) -> Result<Status, KernelError> {
         .inspect_err(|_| unavailable.push(a.bus.name().to_owned()))
         .ok();
     let capsules = capsules
-        .inspect_err(|_| unavailable.push(a.capsules.name().to_owned()))
+        .inspect_err(|_| unavailable.push(deps.registry.name().to_owned()))
         .unwrap_or_default();
     let store = store
         .inspect_err(|_| unavailable.push(a.store.name().to_owned()))

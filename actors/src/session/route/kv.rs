@@ -20,7 +20,7 @@ pub(super) fn get(d: Dispatch<'_>, key: String) {
         namespace: ns(),
         key: key.clone(),
     };
-    let ask = call(&d.session.deps.actors.store, get, d.timeout());
+    let ask = call(&d.session.deps.services.store, get, d.timeout());
     d.run(async move {
         Ok(KvValue {
             value: ask.await??,
@@ -31,7 +31,7 @@ pub(super) fn get(d: Dispatch<'_>, key: String) {
 
 /// `KvPut`: answered once durable.
 pub(super) fn put(d: Dispatch<'_>, key: String, value: Vec<u8>) {
-    let (store, t) = (d.session.deps.actors.store.clone(), d.timeout());
+    let (store, t) = (d.session.deps.services.store.clone(), d.timeout());
     let bytes = value.len() as u64;
     d.run_written(move |entry| {
         let put = store::Put {
@@ -50,7 +50,7 @@ pub(super) fn put(d: Dispatch<'_>, key: String, value: Vec<u8>) {
 
 /// `KvDelete`: answered once durable.
 pub(super) fn delete(d: Dispatch<'_>, key: String) {
-    let (store, t) = (d.session.deps.actors.store.clone(), d.timeout());
+    let (store, t) = (d.session.deps.services.store.clone(), d.timeout());
     d.run_written(move |entry| {
         let delete = store::Delete {
             namespace: ns(),
@@ -76,6 +76,6 @@ pub(super) fn list(d: Dispatch<'_>, prefix: String, limit: Option<usize>) {
         prefix,
         limit,
     };
-    let ask = call(&d.session.deps.actors.store, list, d.timeout());
+    let ask = call(&d.session.deps.services.store, list, d.timeout());
     d.run(async move { Ok(ask.await??) });
 }

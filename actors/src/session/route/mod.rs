@@ -33,7 +33,7 @@ use crate::audit::{AuditActor, Record};
 use crate::error::KernelError;
 use crate::protocol::{Effect, ErrorBody, Fault, RawValue, Request, Routes};
 use crate::store::{self, StoreActor};
-use crate::supervisor::{ChildRef, SupervisorActor};
+use crate::supervisor::{CallError, ChildRef, SupervisorActor};
 
 /// The audit entry a request will get, once its outcome is known.
 #[derive(Debug)]
@@ -132,7 +132,7 @@ impl<'a> Dispatch<'a> {
         &'a mut Context<SessionActor>,
     ) {
         let note = AuditNote {
-            audit: self.session.deps.actors.audit.clone(),
+            audit: self.session.deps.services.audit.clone(),
             actor: self.session.audit_actor(),
             action: self.action,
             target: self.target,
@@ -381,14 +381,14 @@ fn write(
     let sent = store
         .get()
         .map(|addr| addr.do_send(store::Deferred { write, reply }))
-        .ok_or(KernelError::NotStarted { actor });
+        .ok_or(CallError::NotStarted { actor });
     async move {
         sent?;
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(outcome)) => Ok(outcome?),
             // Dropped unanswered: the store stopped with the write in its mailbox.
-            Ok(Err(_)) => Err(KernelError::mailbox(actor, timeout, MailboxError::Closed)),
-            Err(_) => Err(KernelError::mailbox(actor, timeout, MailboxError::Timeout)),
+            Ok(Err(_)) => Err(CallError::mailbox(actor, timeout, MailboxError::Closed).into()),
+            Err(_) => Err(CallError::mailbox(actor, timeout, MailboxError::Timeout).into()),
         }
     }
 }
@@ -420,7 +420,7 @@ where
     M::Result: Send,
 {
     let actor = actor.clone();
-    async move { actor.call(msg, timeout).await }
+    async move { Ok(actor.call(msg, timeout).await?) }
 }
 
 fn ask_supervisor<M>(
@@ -437,6 +437,6 @@ where
     async move {
         request
             .await
-            .map_err(|e| KernelError::mailbox("supervisor", timeout, e))
+            .map_err(|e| CallError::mailbox("supervisor", timeout, e).into())
     }
 }

@@ -54,7 +54,7 @@ async fn apply(
     };
     if own {
         let t = deps.limits.call_timeout;
-        report.capsules = Some(call(&deps.actors.capsules, ReloadCapsules, t).await?);
+        report.capsules = Some(call(&deps.registry, ReloadCapsules, t).await?);
         let launcher = deps.mcp.clone();
         let mcp = blocking("reloaded the MCP configuration", move || {
             Ok(launcher.reload())

@@ -7,7 +7,7 @@ use crate::vfs;
 /// `VfsRead`.
 pub(super) fn read(d: Dispatch<'_>, path: String, offset: u64, len: Option<u64>) {
     let ask = call(
-        &d.session.deps.actors.vfs,
+        &d.session.deps.services.vfs,
         vfs::Read { path, offset, len },
         d.timeout(),
     );
@@ -21,7 +21,7 @@ pub(super) fn write(d: Dispatch<'_>, path: String, data: Vec<u8>, create_dirs: b
         data,
         create_dirs,
     };
-    let ask = call(&d.session.deps.actors.vfs, write, d.timeout());
+    let ask = call(&d.session.deps.services.vfs, write, d.timeout());
     d.run(async move {
         let bytes = ask.await??;
         Ok(Written {
@@ -33,13 +33,21 @@ pub(super) fn write(d: Dispatch<'_>, path: String, data: Vec<u8>, create_dirs: b
 
 /// `VfsList`.
 pub(super) fn list(d: Dispatch<'_>, path: String) {
-    let ask = call(&d.session.deps.actors.vfs, vfs::List { path }, d.timeout());
+    let ask = call(
+        &d.session.deps.services.vfs,
+        vfs::List { path },
+        d.timeout(),
+    );
     d.run(async move { Ok(ask.await??) });
 }
 
 /// `VfsStat`.
 pub(super) fn stat(d: Dispatch<'_>, path: String) {
-    let ask = call(&d.session.deps.actors.vfs, vfs::Stat { path }, d.timeout());
+    let ask = call(
+        &d.session.deps.services.vfs,
+        vfs::Stat { path },
+        d.timeout(),
+    );
     d.run(async move { Ok(ask.await??) });
 }
 
@@ -49,7 +57,7 @@ pub(super) fn remove(d: Dispatch<'_>, path: String, recursive: bool) {
         path: path.clone(),
         recursive,
     };
-    let ask = call(&d.session.deps.actors.vfs, remove, d.timeout());
+    let ask = call(&d.session.deps.services.vfs, remove, d.timeout());
     d.run(async move {
         ask.await??;
         Ok(Removed {
@@ -65,7 +73,7 @@ pub(super) fn mkdir(d: Dispatch<'_>, path: String, parents: bool) {
         path: path.clone(),
         parents,
     };
-    let ask = call(&d.session.deps.actors.vfs, mkdir, d.timeout());
+    let ask = call(&d.session.deps.services.vfs, mkdir, d.timeout());
     d.run(async move {
         ask.await??;
         Ok(Written {

@@ -10,14 +10,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use actix::Addr;
 use serde::Serialize;
 
-use super::config::ShutdownHook;
-use super::tree::KernelActors;
+use super::services::Services;
 use crate::audit::Record;
 use crate::bus::Publish;
 use crate::files::{remove_if_exists, write_private};
-use crate::listener::socket::BoundSocket;
 use crate::protocol::to_payload;
+use crate::socket::BoundSocket;
 use crate::supervisor::{ShutdownTree, SupervisorActor};
+
+/// Called once, on the first shutdown request, with its reason (the daemon arms a
+/// force-exit watchdog here).
+pub type ShutdownHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The session files the kernel owns while it runs.
 #[derive(Debug)]
@@ -80,7 +83,7 @@ struct Inner {
     reason: Mutex<Option<String>>,
     supervisor: Addr<SupervisorActor>,
     files: Arc<KernelFiles>,
-    actors: KernelActors,
+    services: Services,
     hook: Option<ShutdownHook>,
 }
 
@@ -102,7 +105,7 @@ impl ShutdownHandle {
     pub(crate) fn new(
         supervisor: Addr<SupervisorActor>,
         files: Arc<KernelFiles>,
-        actors: KernelActors,
+        services: Services,
         hook: Option<ShutdownHook>,
     ) -> Self {
         Self {
@@ -110,7 +113,7 @@ impl ShutdownHandle {
                 reason: Mutex::new(None),
                 supervisor,
                 files,
-                actors,
+                services,
                 hook,
             }),
         }
@@ -138,10 +141,10 @@ impl ShutdownHandle {
             hook(&reason);
         }
         // The audit actor stops after every other one, so this entry is committed.
-        if let Some(audit) = self.inner.actors.audit.get() {
+        if let Some(audit) = self.inner.services.audit.get() {
             audit.do_send(Record::new("kernel", "shutdown", reason.as_str(), "ok"));
         }
-        if let Some(bus) = self.inner.actors.bus.get() {
+        if let Some(bus) = self.inner.services.bus.get() {
             #[derive(Serialize)]
             struct Payload<'a> {
                 reason: &'a str,

@@ -1,4 +1,4 @@
-//! A session's write side: one buffer of encoded frames, shared by the session and by whoever
+//! A connection's write side: one buffer of encoded frames, shared by the session and by whoever
 //! answers its requests from another thread, and the futures that flush it.
 //!
 //! Replies and events are encoded straight into the buffer. On the session's thread the
@@ -11,37 +11,52 @@
 //! the client catches up, or closes the connection when it does not read for
 //! `write_timeout`.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::thread::{self, ThreadId};
-use std::time::Duration;
 
-use actix::{ActorContext, ActorFuture, Context};
 use bytes::{Buf, BytesMut};
 use serde::Serialize;
 use tokio::io::AsyncWrite;
 use tokio::net::unix::OwnedWriteHalf;
 
-use super::SessionActor;
-use crate::error::KernelError;
 use crate::protocol::{
     EncodeError, ErrorBody, ErrorFrame, ProtocolError, ReplyFrame, encode_frame,
 };
 
+/// Why a request's answer could not be written as it was; the request is answered with the
+/// error instead. Mapped to wire codes with every other kernel error (`error/codes.rs`).
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    /// The result does not fit a frame.
+    #[error("the result is {len} bytes, more than the frame limit of {max} bytes; ask for less")]
+    TooLarge {
+        /// The encoded result's size.
+        len: usize,
+        /// The frame limit.
+        max: usize,
+    },
+    /// The result could not be encoded (a bug).
+    #[error("the daemon could not encode the result: {0}")]
+    Encoding(#[source] EncodeError),
+    /// The work serving the request ended without answering it (a bug).
+    #[error("the daemon dropped this request without an answer")]
+    Unanswered,
+}
+
 /// Above this many pending bytes, the session stops taking work until the client reads.
-pub(super) const HIGH_WATER: usize = 1024 * 1024;
+pub(crate) const HIGH_WATER: usize = 1024 * 1024;
 /// The session resumes once the pending bytes fall below this.
-const LOW_WATER: usize = 64 * 1024;
+pub(crate) const LOW_WATER: usize = 64 * 1024;
 /// An empty buffer that grew past this (for a large reply or event) is let go, so that a
 /// connection does not keep a frame's worth of memory after sending one.
 const KEPT_CAPACITY: usize = 1024 * 1024;
 
 /// Pending output and the socket's write half, shared (see the module docs).
 #[derive(Debug, Clone)]
-pub(super) struct Outbox(Arc<Shared>);
+pub(crate) struct Outbox(Arc<Shared>);
 
 #[derive(Debug)]
 struct Shared {
@@ -122,7 +137,7 @@ impl State {
 }
 
 /// How [`Writer`] found the outbox.
-enum Flushed {
+pub(crate) enum Flushed {
     /// Everything is written.
     Idle,
     /// Everything is written and the session is closing.
@@ -131,7 +146,7 @@ enum Flushed {
 
 impl Outbox {
     /// The outbox of connection `connection`, made on the session's thread.
-    pub(super) fn new(io: OwnedWriteHalf, max_frame: usize, connection: u64) -> Self {
+    pub(crate) fn new(io: OwnedWriteHalf, max_frame: usize, connection: u64) -> Self {
         Self(Arc::new(Shared {
             state: Mutex::new(State {
                 io: Some(io),
@@ -155,7 +170,7 @@ impl Outbox {
     ///
     /// A value whose encoding is longer than the frame limit is not sent
     /// ([`EncodeError::TooLarge`]): the client would have to drop the connection.
-    pub(super) fn frame<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), EncodeError> {
+    pub(crate) fn frame<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), EncodeError> {
         let mut state = self.lock();
         state.frame(value, self.0.max_frame)?;
         state.wake_writer();
@@ -165,7 +180,7 @@ impl Outbox {
     /// Appends the frame `encode` writes (one that is already MessagePack, see
     /// [`crate::protocol::raw`]) and wakes the writer; as [`frame`](Self::frame) for one
     /// longer than the limit.
-    pub(super) fn frame_with(
+    pub(crate) fn frame_with(
         &self,
         encode: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
     ) -> Result<(), EncodeError> {
@@ -176,14 +191,14 @@ impl Outbox {
     }
 
     /// Appends the reply to request `id` (an error reply when the result cannot be sent).
-    pub(super) fn reply_ok<T: Serialize + ?Sized>(&self, id: u64, result: &T) {
+    pub(crate) fn reply_ok<T: Serialize + ?Sized>(&self, id: u64, result: &T) {
         let mut state = self.lock();
         self.append_ok(&mut state, id, result);
         state.wake_writer();
     }
 
     /// Appends an error reply (to request `id`, or to the connection).
-    pub(super) fn reply_err(&self, id: Option<u64>, error: &ErrorBody) {
+    pub(crate) fn reply_err(&self, id: Option<u64>, error: &ErrorBody) {
         let mut state = self.lock();
         self.append_err(&mut state, id, error);
         state.wake_writer();
@@ -207,7 +222,7 @@ impl Outbox {
     ) {
         let body = match state.frame_with(self.0.max_frame, encode) {
             Ok(()) => return,
-            Err(EncodeError::TooLarge(len)) => ErrorBody::from(&KernelError::ReplyTooLarge {
+            Err(EncodeError::TooLarge(len)) => ErrorBody::from(&ReplyError::TooLarge {
                 len,
                 max: self.0.max_frame,
             }),
@@ -216,7 +231,7 @@ impl Outbox {
                     connection = self.0.connection,
                     "cannot encode a result: {e}"
                 );
-                ErrorBody::from(&KernelError::ReplyEncoding(e))
+                ErrorBody::from(&ReplyError::Encoding(e))
             }
         };
         self.append_err(state, Some(id), &body);
@@ -249,7 +264,7 @@ impl Outbox {
 
     /// Takes request `id`: its [`ReplyTo`] must answer it. Refused past `limit` requests in
     /// flight.
-    pub(super) fn take(&self, id: u64, limit: usize) -> Result<ReplyTo, ProtocolError> {
+    pub(crate) fn take(&self, id: u64, limit: usize) -> Result<ReplyTo, ProtocolError> {
         let mut state = self.lock();
         if state.in_flight >= limit {
             return Err(ProtocolError::TooManyRequests(limit));
@@ -262,34 +277,38 @@ impl Outbox {
     }
 
     /// Requests taken and not answered yet.
-    pub(super) fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.lock().in_flight
     }
 
     /// From now on, the writer is woken when the last request in flight is answered.
-    pub(super) fn watch_idle(&self) {
+    pub(crate) fn watch_idle(&self) {
         self.lock().watch_idle = true;
     }
 
     /// After what is pending has been written, close the connection.
-    pub(super) fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut state = self.lock();
         state.closing = true;
         state.wake_writer();
     }
 
     /// Lets the socket go (the session has ended); later replies are dropped.
-    pub(super) fn release(&self) {
+    pub(crate) fn release(&self) {
         let io = self.lock().io.take();
         drop(io);
     }
 
-    pub(super) fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.lock().buf.len()
     }
 
     /// Writes what is pending; with nothing left, parks the writer's waker (when `park`).
-    fn poll_flush(&self, cx: &mut TaskContext<'_>, park: bool) -> Poll<io::Result<Flushed>> {
+    pub(crate) fn poll_flush(
+        &self,
+        cx: &mut TaskContext<'_>,
+        park: bool,
+    ) -> Poll<io::Result<Flushed>> {
         let mut state = self.lock();
         let state = &mut *state;
         let Some(io) = state.io.as_mut() else {
@@ -367,105 +386,13 @@ impl Drop for ReplyTo {
                 request = self.id,
                 "a request was dropped unanswered"
             );
-            let error = ErrorBody::from(&KernelError::Unanswered);
+            let error = ErrorBody::from(&ReplyError::Unanswered);
             ReplyTo {
                 out: Some(out),
                 id: self.id,
             }
             .err(&error);
         }
-    }
-}
-
-/// Writes pending frames whenever there are any; ends the session once it is closing and
-/// everything has been written, or when the socket fails. Once the session waits to be idle
-/// (see [`Outbox::watch_idle`]), it closes it when the last request is answered.
-#[derive(Debug)]
-pub(super) struct Writer;
-
-impl ActorFuture<SessionActor> for Writer {
-    type Output = ();
-
-    fn poll(
-        self: Pin<&mut Self>,
-        act: &mut SessionActor,
-        ctx: &mut Context<SessionActor>,
-        task: &mut TaskContext<'_>,
-    ) -> Poll<()> {
-        match act.out.poll_flush(task, true) {
-            Poll::Ready(Ok(Flushed::Closed)) => {
-                ctx.stop();
-                Poll::Ready(())
-            }
-            Poll::Ready(Ok(Flushed::Idle)) => {
-                act.close_if_done(ctx);
-                Poll::Pending
-            }
-            Poll::Ready(Err(e)) => {
-                tracing::debug!(connection = act.id, "write failed: {e}");
-                ctx.stop();
-                Poll::Ready(())
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-/// Blocks the session (through `ctx.wait`) until the client has read enough, writing as it
-/// goes; closes the session if the client reads nothing for `timeout`.
-pub(super) struct CatchUp {
-    deadline: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl std::fmt::Debug for CatchUp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CatchUp").finish_non_exhaustive()
-    }
-}
-
-impl CatchUp {
-    pub(super) fn new(timeout: Duration) -> Self {
-        Self {
-            deadline: Box::pin(tokio::time::sleep(timeout)),
-        }
-    }
-}
-
-impl ActorFuture<SessionActor> for CatchUp {
-    type Output = ();
-
-    fn poll(
-        mut self: Pin<&mut Self>,
-        act: &mut SessionActor,
-        ctx: &mut Context<SessionActor>,
-        task: &mut TaskContext<'_>,
-    ) -> Poll<()> {
-        let before = act.out.pending();
-        match act.out.poll_flush(task, false) {
-            Poll::Ready(Err(_)) => {
-                ctx.stop();
-                return Poll::Ready(());
-            }
-            _ if act.out.pending() < LOW_WATER => return Poll::Ready(()),
-            _ => {}
-        }
-        if act.out.pending() < before {
-            // Progress: the client is reading; give it a fresh deadline.
-            let timeout = act.deps.limits.write_timeout;
-            self.deadline
-                .as_mut()
-                .reset(tokio::time::Instant::now() + timeout);
-        }
-        if self.deadline.as_mut().poll(task).is_ready() {
-            tracing::warn!(
-                connection = act.id,
-                pending = act.out.pending(),
-                "client stopped reading; closing"
-            );
-            ctx.stop();
-            return Poll::Ready(());
-        }
-        Poll::Pending
     }
 }
 

@@ -1,0 +1,31 @@
+//! Facts about the running daemon, fixed at boot, that sessions report in status.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+/// Facts about the running daemon that every session may report.
+#[derive(Debug, Clone)]
+pub struct KernelInfo {
+    /// Process id.
+    pub pid: u32,
+    /// Daemon version.
+    pub version: String,
+    /// Session UUID.
+    pub session_id: Uuid,
+    /// `system` or the UUID.
+    pub session_name: String,
+    /// Workspace root.
+    pub workspace: PathBuf,
+    /// Socket path.
+    pub socket: PathBuf,
+    /// Whether it exits when idle.
+    pub ephemeral: bool,
+    /// Idle grace (ephemeral mode).
+    pub idle_grace: Duration,
+    /// Whether `InjectFault` is accepted.
+    pub fault_injection: bool,
+    /// Boot time.
+    pub started_at: Instant,
+}
