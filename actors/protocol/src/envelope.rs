@@ -98,7 +98,7 @@ pub struct ErrorFrame<'a> {
 }
 
 /// An event frame: `{"event": Event}`; it has no `id`. The daemon writes it with
-/// [`raw::encode_event_frame`], which copies the payload's bytes; serializing this writes the
+/// [`crate::raw::encode_event_frame`], which copies the payload's bytes; serializing this writes the
 /// same bytes, item by item.
 #[derive(Debug, Serialize)]
 pub struct EventFrame<'a> {

@@ -207,7 +207,7 @@ requests! {
     Publish {
         /// Concrete topic (no wildcards).
         topic: String,
-        /// Any MessagePack value, nested at most [`raw::MAX_DEPTH`] deep; nil when absent.
+        /// Any MessagePack value, nested at most [`MAX_DEPTH`](crate::raw::MAX_DEPTH) deep; nil when absent.
         /// The daemon keeps it as the client's bytes.
         #[serde(default)]
         payload: RawValue,

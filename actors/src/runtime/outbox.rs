@@ -7,7 +7,7 @@
 //! answered on another thread (a capsule's actor answering a command) writes its frame to the
 //! socket there and then, so the session's thread never wakes for it; only what the socket
 //! does not take at once is left to the writer. When the buffer grows past the high
-//! watermark the session waits on [`CatchUp`], which blocks further reads and events until
+//! watermark the session waits on `CatchUp` (`session/writer.rs`), which blocks further reads and events until
 //! the client catches up, or closes the connection when it does not read for
 //! `write_timeout`.
 
