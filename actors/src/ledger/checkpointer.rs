@@ -2,9 +2,10 @@
 //! which the journal files that held it are emptied. The checkpointer thread does it in the
 //! background (the active journal file retired first, no lock held while redb writes);
 //! [`Ledger::checkpoint`](super::Ledger::checkpoint) does it in the foreground, at shutdown.
+//! The thread sleeps without a timeout while the journal holds nothing the database lacks.
 
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redb::Database;
 
@@ -14,7 +15,8 @@ use super::state::Shared;
 
 /// Journal bytes that make the checkpointer run at once.
 pub(super) const CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
-/// How often the checkpointer runs while anything is pending.
+/// How long after the journal takes its first change the checkpointer runs, and then how
+/// often while the journal holds changes.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 impl Shared {
@@ -44,28 +46,49 @@ impl Shared {
         Ok(())
     }
 
-    /// The checkpointer thread: waits until a checkpoint is wanted or a second passed with
-    /// anything pending, then checkpoints in the background.
+    /// The checkpointer thread: checkpoints in the background when one is wanted (the
+    /// journal grew past [`CHECKPOINT_BYTES`]), and [`CHECKPOINT_EVERY`] after the journal
+    /// took its first change since the last checkpoint; it then waits again as long as the
+    /// journal holds changes. While it holds none the thread sleeps without a timeout, until
+    /// the syncer publishes a write (or the ledger closes), so an idle ledger never wakes it.
     pub(super) fn run_checkpointer(&self) {
         let mut inner = self.lock();
+        // When the next checkpoint is due, while the journal holds changes.
+        let mut due: Option<Instant> = None;
         loop {
+            #[cfg(test)]
+            {
+                inner.threads.wakes[1] += 1;
+            }
             if inner.threads.closing {
                 return;
             }
-            if inner.threads.wanted || inner.journaled || !inner.pending.is_empty() {
+            let holds = inner.journaled || !inner.pending.is_empty();
+            let now = Instant::now();
+            if inner.threads.wanted || (holds && due.is_some_and(|due| due <= now)) {
                 inner.threads.wanted = false;
                 drop(inner);
                 self.checkpoint_in_background();
                 inner = self.lock();
+                due = None;
+                continue;
             }
-            if inner.threads.closing {
-                return;
+            if holds {
+                let until = *due.get_or_insert(now + CHECKPOINT_EVERY);
+                let (next, _) = self
+                    .wake
+                    .wait_timeout(inner, until.saturating_duration_since(now))
+                    .unwrap_or_else(PoisonError::into_inner);
+                inner = next;
+            } else {
+                due = None;
+                inner.threads.asleep.checkpointer = true;
+                inner = self
+                    .wake
+                    .wait(inner)
+                    .unwrap_or_else(PoisonError::into_inner);
+                inner.threads.asleep.checkpointer = false;
             }
-            let (next, _) = self
-                .wake
-                .wait_timeout(inner, CHECKPOINT_EVERY)
-                .unwrap_or_else(PoisonError::into_inner);
-            inner = next;
         }
     }
 
@@ -135,4 +158,79 @@ impl Shared {
 fn durable_commit(db: &Database) -> Result<(), redb::Error> {
     db.begin_write()?.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use super::CHECKPOINT_EVERY;
+    use crate::db::Db;
+    use crate::ledger::chain::Record;
+    use crate::ledger::journal::JournalFile;
+    use crate::ledger::{self, KvChange, Ledger};
+
+    fn open(dir: &Path) -> Ledger {
+        let path = dir.join("ledger.redb");
+        let db = Db::open("ledger", move || {
+            let db = redb::Database::create(&path)?;
+            ledger::prepare(&db)?;
+            Ok(db)
+        })
+        .unwrap();
+        let journal = [0, 1].map(|n| -> Box<dyn JournalFile> {
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(dir.join(format!("journal.{n}")))
+                    .unwrap(),
+            )
+        });
+        Ledger::open(db, journal, "test").unwrap()
+    }
+
+    /// The wake-ups of the syncer and the checkpointer so far, once both sleep without a
+    /// timeout (nothing staged, the journal checkpointed).
+    fn asleep(ledger: &Ledger) -> [u64; 2] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let inner = ledger.shared.lock();
+            let threads = &inner.threads;
+            if threads.asleep.syncer && threads.asleep.checkpointer && !inner.journaled {
+                return threads.wakes;
+            }
+            drop(inner);
+            assert!(
+                Instant::now() < deadline,
+                "the ledger's threads never slept"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn an_idle_ledger_never_wakes_its_threads_and_a_write_is_still_checkpointed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = open(dir.path());
+        let before = asleep(&ledger);
+        let put = vec![KvChange::Put {
+            key: b"client\0a".to_vec(),
+            value: b"1".to_vec(),
+        }];
+        let committed = ledger.commit(put, &[Record::new("test", "put", "a", "ok")]);
+        assert_eq!(committed.unwrap().seqs, [1]);
+        // The write woke both threads; the checkpointer emptied the journal by itself and
+        // sleeps again.
+        let after_write = asleep(&ledger);
+        assert!(after_write[0] > before[0] && after_write[1] > before[1]);
+        // Idle for three checkpoint periods: not one wake-up (this sleep is the window
+        // observed, not a wait for something to happen).
+        std::thread::sleep(CHECKPOINT_EVERY * 3);
+        assert_eq!(asleep(&ledger), after_write);
+        assert_eq!(ledger.get(b"client\0a").unwrap(), Some(b"1".to_vec()));
+    }
 }

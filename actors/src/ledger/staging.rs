@@ -60,7 +60,7 @@ impl Shared {
             removed,
             done,
         });
-        if inner.threads.syncer_idle {
+        if inner.threads.asleep.syncer {
             self.staged.notify_one();
         }
         Ok(())

@@ -55,8 +55,22 @@ pub(super) struct Threads {
     pub(super) wanted: bool,
     /// The ledger is being dropped: the threads stop (the syncer once nothing is staged).
     pub(super) closing: bool,
-    /// The syncer is waiting for frames (so staging must wake it).
-    pub(super) syncer_idle: bool,
+    /// Which threads wait without a timeout.
+    pub(super) asleep: Asleep,
+    /// Passes of the syncer's wait and of the checkpointer's loop (tests check that an
+    /// idle ledger adds none).
+    #[cfg(test)]
+    pub(super) wakes: [u64; 2],
+}
+
+/// Which threads wait without a timeout, so that whoever gives them work must wake them.
+#[derive(Debug, Default)]
+pub(super) struct Asleep {
+    /// The syncer waits for frames (so staging wakes it).
+    pub(super) syncer: bool,
+    /// The checkpointer waits, the journal holding nothing the database lacks (so the
+    /// syncer wakes it when it publishes a write).
+    pub(super) checkpointer: bool,
 }
 
 /// What the ledger's threads share.

@@ -1,7 +1,8 @@
 //! The syncer thread: writes everything staged to the journal with one `write` and one
 //! `fdatasync`, then publishes the batches (into the overlay, where reads see them) and
 //! answers them; a failed write fails every batch not yet durable. It sleeps while nothing is
-//! staged (staging wakes it).
+//! staged (staging wakes it), and wakes the checkpointer only when the journal takes its
+//! first change since the last checkpoint.
 
 use std::sync::{Arc, PoisonError};
 
@@ -19,13 +20,17 @@ impl Shared {
                 if inner.threads.closing {
                     return;
                 }
-                inner.threads.syncer_idle = true;
+                inner.threads.asleep.syncer = true;
                 inner = self
                     .staged
                     .wait(inner)
                     .unwrap_or_else(PoisonError::into_inner);
+                #[cfg(test)]
+                {
+                    inner.threads.wakes[0] += 1;
+                }
             }
-            inner.threads.syncer_idle = false;
+            inner.threads.asleep.syncer = false;
             let mut frames = inner.frames.take();
             let count = inner.staged.len();
             drop(inner);
@@ -37,6 +42,11 @@ impl Shared {
             drop(journal);
             if grown && !inner.threads.wanted {
                 inner.threads.wanted = true;
+                self.wake.notify_all();
+            } else if inner.journaled && inner.threads.asleep.checkpointer {
+                // The journal took its first change since the last checkpoint: the
+                // checkpointer starts counting down to the next one.
+                inner.threads.asleep.checkpointer = false;
                 self.wake.notify_all();
             }
             drop(inner);
