@@ -14,11 +14,11 @@ use std::time::Duration;
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, ArbiterHandle, AsyncContext, Context, Handler, Message, Recipient};
 
-use super::fault::{Fault, Inject};
+use super::fault::Inject;
 use super::messages::{ChildExited, Terminate};
 use super::panic_capture;
-use super::policy::{ExitReason, RestartPolicy, RestartType};
-use super::tree::{NodeKind, TreeNode};
+use super::policy::{ExitReason, RestartPolicy};
+use super::types::{Fault, NodeKind, RestartType, TreeNode};
 use crate::error::KernelError;
 
 /// The current address of a supervised actor. The supervisor swaps in the new address on

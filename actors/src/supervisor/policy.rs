@@ -1,4 +1,4 @@
-//! Restart policy as plain data and arithmetic, with no actors involved: restart types, the
+//! Restart policy as plain data and arithmetic, with no actors involved: the
 //! OTP intensity/period budget, exponential backoff, and how an exit reason is judged.
 //! Time is passed in (`now`), so every rule here is unit-tested without waiting.
 
@@ -6,19 +6,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-/// When a child is restarted (Erlang/OTP restart types).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RestartType {
-    /// Always restarted, whatever the exit reason (kernel services).
-    Permanent,
-    /// Restarted only after an abnormal exit (capsules).
-    Transient,
-    /// Never restarted (client sessions).
-    Temporary,
-}
+use super::types::RestartType;
 
 /// A supervisor's restart budget and backoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

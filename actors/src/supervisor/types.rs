@@ -1,8 +1,52 @@
-//! The supervision tree as data: what `GetSupervisionTree` returns and `astrid ps` prints.
+//! The supervisor's types that go on the wire: the supervision tree as data (what
+//! `GetSupervisionTree` returns and `astrid ps` prints: [`TreeNode`], [`ChildState`],
+//! [`NodeKind`], [`Failure`], [`RestartType`]) and the faults a client may inject
+//! ([`Fault`]). Plain serde data with no dependency on the rest of the crate, so that it can
+//! move into a protocol crate as it is.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::RestartType;
+/// When a child is restarted (Erlang/OTP restart types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartType {
+    /// Always restarted, whatever the exit reason (kernel services).
+    Permanent,
+    /// Restarted only after an abnormal exit (capsules).
+    Transient,
+    /// Never restarted (client sessions).
+    Temporary,
+}
+
+/// A deliberate failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// Panic inside a message handler.
+    Panic,
+    /// Stop the actor as if it had decided to quit.
+    Stop,
+    /// Stop processing messages for a while; callers meet their deadlines.
+    Hang {
+        /// How long.
+        millis: u64,
+    },
+    /// Make a capsule's WebAssembly instance trap, as a guest bug would (capsules only).
+    Trap,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Panic => f.write_str("panic"),
+            Self::Stop => f.write_str("stop"),
+            Self::Hang { millis } => write!(f, "hang for {millis} ms"),
+            Self::Trap => f.write_str("trap"),
+        }
+    }
+}
 
 /// Life-cycle state of a node in the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,8 +77,8 @@ impl ChildState {
     }
 }
 
-impl std::fmt::Display for ChildState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for ChildState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
