@@ -11,15 +11,21 @@
 //! database; readers never see a change before it is durable.
 //!
 //! A checkpointer thread (`checkpointer.rs`) moves the overlay into the database in one
-//! durable redb transaction (every 16 MiB of journal, or every second while anything is
-//! pending), so one transaction serves thousands of writes and a key written many times is written once. It retires the active journal file
-//! first and empties it only once that transaction is durable. Whenever the database is
-//! opened (at boot, or after a failure discarded it), the journal is replayed into it
-//! (`replay.rs`); replay is idempotent (puts, deletes, entries by sequence number), so
-//! nothing acknowledged is lost to a crash at any moment.
+//! durable redb transaction (every 16 MiB of journal, or a second after the journal took
+//! its first change since the last checkpoint, and then every second while it holds
+//! changes), so one transaction serves thousands of writes and a key written many times is
+//! written once. It retires the active journal file first and empties it only once that
+//! transaction is durable. Whenever the database is opened (at boot, or after a failure
+//! discarded it), the journal is replayed into it (`replay.rs`); replay is idempotent (puts,
+//! deletes, entries by sequence number), so nothing acknowledged is lost to a crash at any
+//! moment.
+//!
+//! Neither thread wakes while the ledger is idle: the syncer waits until a batch is staged,
+//! the checkpointer until the journal takes a change (the syncer wakes it then).
 //!
 //! The audit hash chain (`chain.rs`: entries, sealing, verification) lives here too, since
 //! the ledger seals the entries it stages; the audit actor builds on it, never the reverse.
+//!
 //! If a journal write fails, every batch not yet durable fails (nothing of them is visible
 //! or replayed) and the audit chain continues from the last durable entry.
 //!
