@@ -35,35 +35,12 @@ impl AuditError {
     }
 }
 
-/// Appends one entry; answered with its sequence number once it is durable.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<u64, AuditError>")]
-pub struct Record {
-    /// Who acted.
-    pub actor: String,
-    /// What was done.
-    pub action: String,
-    /// To what.
-    pub target: String,
-    /// `ok` or the error.
-    pub outcome: String,
-}
+/// Appends one entry; answered with its sequence number once it is durable. The record is
+/// the chain's own (it lives next to the ledger, which seals it).
+pub use crate::ledger::chain::Record;
 
-impl Record {
-    /// A record from string-like parts.
-    pub fn new(
-        actor: impl Into<String>,
-        action: impl Into<String>,
-        target: impl Into<String>,
-        outcome: impl Into<String>,
-    ) -> Self {
-        Self {
-            actor: actor.into(),
-            action: action.into(),
-            target: target.into(),
-            outcome: outcome.into(),
-        }
-    }
+impl Message for Record {
+    type Result = Result<u64, AuditError>;
 }
 
 /// Up to `n` entries, oldest first: the last ones, or those from sequence number `from` on.

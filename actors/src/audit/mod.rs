@@ -9,22 +9,27 @@
 //! store, the actor runs on the sessions' arbiter without ever waiting for the disk: records
 //! are staged in the ledger, and `Tail` and `VerifyChain` read on the blocking pool.
 //!
+//! The chain itself (entries, hashing, sealing, verification) lives next to the ledger that
+//! stores it, in `ledger::chain`, re-exported here as [`chain`]: this module builds on the
+//! ledger, never the reverse.
+//!
 //! Handles: [`Record`] (router, kernel, capability store), [`Tail`] and [`VerifyChain`]
 //! (router), `Flush` (itself), [`Terminate`] (commits what is pending, then stops) and
 //! [`Inject`].
 
-pub mod chain;
 mod messages;
 
-use std::borrow::Cow;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message, ResponseFuture};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-use self::chain::{Body, Entry, Verification, verify};
+use self::chain::{Entry, Verification, verify};
 pub use self::messages::{AuditError, Record, Tail, VerifyChain};
 use crate::group_commit::{GroupCommit, answer};
+/// The hash chain (entries, hashing, verification), which lives next to the ledger that
+/// stores it.
+pub use crate::ledger::chain;
 use crate::ledger::{AUDIT, CommitResult, Ledger};
 use crate::relay::Relay;
 use crate::supervisor::{Inject, Terminate, apply_fault};
@@ -68,33 +73,6 @@ impl AuditHealth {
     fn set(&self, verification: Verification) {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = verification;
     }
-}
-
-/// Entry number `seq` for `record`, linked to `prev_hash`: encoded as stored, and its hash.
-pub(crate) fn seal_record(
-    seq: u64,
-    time_ms: u64,
-    session: &str,
-    record: &Record,
-    prev_hash: &str,
-) -> (Vec<u8>, String) {
-    let (actor, action, target, outcome) = (
-        clip(&record.actor),
-        clip(&record.action),
-        clip(&record.target),
-        clip(&record.outcome),
-    );
-    Body {
-        seq,
-        time_ms,
-        session,
-        actor: &actor,
-        action: &action,
-        target: &target,
-        outcome: &outcome,
-        prev_hash,
-    }
-    .seal()
 }
 
 type Outcome = Result<u64, AuditError>;
@@ -155,22 +133,6 @@ impl AuditActor {
             Box::new(move |result| relay.run(move || reply(result))),
         );
     }
-}
-
-/// Longest field kept in an entry: enough for any valid key or path; entries describe
-/// requests, they do not copy their data.
-const MAX_FIELD: usize = 4096;
-
-/// `text`, or its first [`MAX_FIELD`] bytes (on a character boundary) and its length.
-fn clip(text: &str) -> Cow<'_, str> {
-    if text.len() <= MAX_FIELD {
-        return Cow::Borrowed(text);
-    }
-    let mut cut = MAX_FIELD;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    Cow::Owned(format!("{}… ({} bytes)", &text[..cut], text.len()))
 }
 
 impl Actor for AuditActor {
@@ -277,19 +239,5 @@ impl Handler<Inject> for AuditActor {
 
     fn handle(&mut self, msg: Inject, ctx: &mut Context<Self>) {
         apply_fault(msg.0, ctx);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_fields_are_clipped_on_a_character_boundary() {
-        assert_eq!(clip("short"), "short");
-        let long = "é".repeat(2100);
-        let clipped = clip(&long);
-        assert!(clipped.len() < 4200, "{}", clipped.len());
-        assert!(clipped.ends_with("… (4200 bytes)"), "{clipped}");
     }
 }

@@ -16,11 +16,11 @@ use actix::{
     Actor, Addr, ArbiterHandle, AsyncContext, Context, Handler, MailboxError, Message, Recipient,
 };
 
-use super::fault::{Fault, Inject};
+use super::fault::Inject;
 use super::messages::{ChildExited, Terminate};
 use super::panic_capture;
-use super::policy::{ExitReason, RestartPolicy, RestartType};
-use super::tree::{NodeKind, TreeNode};
+use super::policy::{ExitReason, RestartPolicy};
+use super::types::{Fault, NodeKind, RestartType, TreeNode};
 
 /// The current address of a supervised actor. The supervisor swaps in the new address on
 /// every restart, so holders never keep talking to a dead incarnation.

@@ -8,9 +8,8 @@
 use actix::Message;
 
 use super::child::ChildSpec;
-use super::fault::Fault;
 use super::policy::ExitReason;
-use super::tree::{ChildState, TreeNode};
+use super::types::{ChildState, Fault, TreeNode};
 
 /// Sent by a child's exit guard when an incarnation ends.
 #[derive(Debug, Message)]

@@ -1,4 +1,4 @@
-//! Restart policy as plain data and arithmetic, with no actors involved: restart types, the
+//! Restart policy as plain data and arithmetic, with no actors involved: the
 //! OTP intensity/period budget, exponential backoff, and how an exit reason is judged.
 //! Time is passed in (`now`), so every rule here is unit-tested without waiting.
 
@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-pub use astrid_protocol::payload::tree::RestartType;
+use super::types::RestartType;
 
 /// A supervisor's restart budget and backoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

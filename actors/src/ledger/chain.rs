@@ -1,9 +1,14 @@
-//! The audit chain as data: an entry, how its hash is computed, and how a sequence of stored
-//! entries is verified. Pure functions, tested without a database.
+//! The audit hash chain as data, next to the ledger that stores it: a record to append, the
+//! entry it is sealed into, how an entry's hash is computed, and how a sequence of stored
+//! entries is verified. Pure functions, tested without a database; the ledger seals records
+//! as it stages them (`seal_record`), and the audit actor (which
+//! re-exports this module as `audit::chain`) verifies what is stored.
 //!
 //! Each entry's hash is BLAKE3 over its MessagePack encoding (fields by name, without the
 //! hash itself), and that encoding includes the previous entry's hash, so changing, removing
 //! or reordering any entry breaks every link after it.
+
+use std::borrow::Cow;
 
 pub use astrid_protocol::payload::audit::{Entry, Verification};
 use serde::Serialize;
@@ -11,23 +16,99 @@ use serde::Serialize;
 /// `prev_hash` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// What to append to the audit log: the fields of an entry that say what happened (its
+/// sequence number, time, session and links are filled in when it is sealed). It is also the
+/// message that asks the audit actor to append one (`audit::Record`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Who acted.
+    pub actor: String,
+    /// What was done.
+    pub action: String,
+    /// To what.
+    pub target: String,
+    /// `ok` or the error.
+    pub outcome: String,
+}
+
+impl Record {
+    /// A record from string-like parts.
+    pub fn new(
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        target: impl Into<String>,
+        outcome: impl Into<String>,
+    ) -> Self {
+        Self {
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            outcome: outcome.into(),
+        }
+    }
+}
+
+/// Entry number `seq` for `record`, linked to `prev_hash`: encoded as stored, and its hash.
+/// Fields longer than [`MAX_FIELD`] are clipped.
+pub(crate) fn seal_record(
+    seq: u64,
+    time_ms: u64,
+    session: &str,
+    record: &Record,
+    prev_hash: &str,
+) -> (Vec<u8>, String) {
+    let (actor, action, target, outcome) = (
+        clip(&record.actor),
+        clip(&record.action),
+        clip(&record.target),
+        clip(&record.outcome),
+    );
+    Body {
+        seq,
+        time_ms,
+        session,
+        actor: &actor,
+        action: &action,
+        target: &target,
+        outcome: &outcome,
+        prev_hash,
+    }
+    .seal()
+}
+
+/// Longest field kept in an entry: enough for any valid key or path; entries describe
+/// requests, they do not copy their data.
+const MAX_FIELD: usize = 4096;
+
+/// `text`, or its first [`MAX_FIELD`] bytes (on a character boundary) and its length.
+fn clip(text: &str) -> Cow<'_, str> {
+    if text.len() <= MAX_FIELD {
+        return Cow::Borrowed(text);
+    }
+    let mut cut = MAX_FIELD;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Cow::Owned(format!("{}… ({} bytes)", &text[..cut], text.len()))
+}
+
 /// Everything but the hash, in the order and shape that is hashed.
 #[derive(Serialize)]
-pub(crate) struct Body<'a> {
-    pub(crate) seq: u64,
-    pub(crate) time_ms: u64,
-    pub(crate) session: &'a str,
-    pub(crate) actor: &'a str,
-    pub(crate) action: &'a str,
-    pub(crate) target: &'a str,
-    pub(crate) outcome: &'a str,
-    pub(crate) prev_hash: &'a str,
+struct Body<'a> {
+    seq: u64,
+    time_ms: u64,
+    session: &'a str,
+    actor: &'a str,
+    action: &'a str,
+    target: &'a str,
+    outcome: &'a str,
+    prev_hash: &'a str,
 }
 
 impl Body<'_> {
     /// The sealed entry, encoded as stored (exactly `rmp_serde::to_vec_named` of the
     /// [`Entry`] with its hash), and its hash; one encoding pass, no intermediate strings.
-    pub(crate) fn seal(&self) -> (Vec<u8>, String) {
+    fn seal(&self) -> (Vec<u8>, String) {
         let mut bytes = Vec::with_capacity(256 + self.actor.len() + self.target.len());
         // Serializing plain strings and integers into a vector cannot fail.
         let _ = rmp_serde::encode::write_named(&mut bytes, self);
@@ -208,6 +289,15 @@ mod tests {
         assert_eq!(hash, entry.hash);
         assert_eq!(bytes, rmp_serde::to_vec_named(entry).unwrap());
         assert_eq!(rmp_serde::from_slice::<Entry>(&bytes).unwrap(), *entry);
+    }
+
+    #[test]
+    fn long_fields_are_clipped_on_a_character_boundary() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(2100);
+        let clipped = clip(&long);
+        assert!(clipped.len() < 4200, "{}", clipped.len());
+        assert!(clipped.ends_with("… (4200 bytes)"), "{clipped}");
     }
 
     #[test]

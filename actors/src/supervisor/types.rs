@@ -1,0 +1,7 @@
+//! The supervision tree's types that go on the wire: node states and kinds, restart types,
+//! faults and the tree itself. They are defined in the protocol crate (clients decode them);
+//! the supervisor uses them from there.
+
+pub use astrid_protocol::payload::tree::{
+    ChildState, Failure, Fault, NodeKind, RestartType, TreeNode,
+};
