@@ -51,6 +51,7 @@ pub mod bus;
 pub mod caps;
 pub mod capsule;
 pub mod capsules;
+pub mod clock;
 pub mod db;
 pub mod error;
 pub mod files;

@@ -21,7 +21,6 @@ pub mod topic;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix::fut::{ActorFutureExt, wrap_future};
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult, ResponseFuture};
@@ -37,6 +36,7 @@ use self::queue::Refused;
 pub use self::queue::{DEFAULT_QUEUE_BYTES, Events};
 pub use self::topic::Pattern;
 use self::topic::validate_topic;
+use crate::clock::unix_millis;
 use crate::protocol::{DEFAULT_MAX_FRAME_LEN, raw};
 use crate::supervisor::{Inject, Terminate, apply_fault};
 
@@ -153,13 +153,6 @@ impl BusActor {
             .get_mut(&id)
             .ok_or(BusError::UnknownSubscriber(id))
     }
-}
-
-/// Milliseconds since the Unix epoch, for event timestamps.
-pub(crate) fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Actor for BusActor {

@@ -28,7 +28,7 @@ pub use self::messages::{
 };
 use self::resource::{Access, ResourcePattern};
 use crate::audit::{AuditActor, Record};
-use crate::bus::unix_millis;
+use crate::clock::unix_millis;
 use crate::db::Db;
 use crate::rate::RateBudget;
 use crate::supervisor::{ChildRef, Inject, Terminate, apply_fault};

@@ -9,7 +9,7 @@ use super::journal::Op;
 use super::overlay::stored;
 use super::state::{Inner, Shared, Staged};
 use super::{KvChange, LedgerError, OnCommit};
-use crate::bus::unix_millis;
+use crate::clock::unix_millis;
 
 impl Shared {
     /// Stages a batch (see [`Ledger::commit_then`](super::Ledger::commit_then)); gives
