@@ -6,9 +6,7 @@
 //! given, and a grant that cannot be stored (a full disk, injected through a failing storage
 //! backend) failing without taking effect. The audit actor runs over a ledger of its own.
 
-#![allow(clippy::unwrap_used)]
 
-mod common;
 
 use std::sync::Arc;
 
@@ -22,7 +20,7 @@ use astrid_actors::caps::{
 };
 use astrid_actors::db::Db;
 use astrid_actors::supervisor::{ChildRef, Terminate};
-use common::{DbFile, Disk, SESSION, close, eventually};
+use crate::common::{DbFile, Disk, SESSION, close, eventually};
 
 /// A capability store over a fresh database, auditing to an audit actor of its own.
 struct Fixture {

@@ -2,9 +2,8 @@
 //! lock, stale and live sockets, SIGTERM and `Shutdown` cleanup, ephemeral and persistent
 //! lifetimes, argument errors, and `state/` synced after the first boot creates its files.
 
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
@@ -13,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use astrid::instance::PidFile;
 use astrid::protocol::{Request, ShutdownAck};
-use common::{DEADLINE, TestDaemon, short_tempdir, wait_until};
+use crate::common::{DEADLINE, TestDaemon, short_tempdir, wait_until};
 use rustix::process::Signal;
 
 fn mode(path: &std::path::Path) -> u32 {

@@ -5,9 +5,8 @@
 //! behind a crash, reload diffing, modules that do not fit the ABI, and workspace capsules
 //! overriding home ones.
 
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -19,7 +18,7 @@ use astrid::protocol::{
     CommandOutput, ErrorCode, Fault, FaultInjected, Grant, GrantSource, ReloadReport, Removed,
     Request, TreeNode, TrustReport,
 };
-use common::{
+use crate::common::{
     DEADLINE, TestDaemon, copy_capsule, example_capsule, failure, one_command_manifest,
     patient_client, wait_audit, wait_node, write_capsule,
 };

@@ -5,9 +5,8 @@
 //! socket and the CLI, and the server's process gone after a shutdown. Skipped, saying so,
 //! when `npx` is not on `PATH`.
 
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use astrid::client::Client;
 use astrid::protocol::{
     McpServerInfo, McpServerState, McpToolInfo, McpToolResult, Request, to_payload,
 };
-use common::{Graceful, TestDaemon, assert_gone, find_in_path, patient_client};
+use crate::common::{Graceful, TestDaemon, assert_gone, find_in_path, patient_client};
 use serde_json::{Value, json};
 
 /// How long the server may take to start: a cold `npx -y` downloads the package first.

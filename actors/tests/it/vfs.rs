@@ -5,7 +5,6 @@
 //! are refused as escapes without touching their target, and links that stay inside work.
 //! Also: the actor runs on its own arbiter and obeys the supervision messages.
 
-#![allow(clippy::unwrap_used)]
 
 use std::fs;
 use std::io::Read as _;

@@ -7,9 +7,8 @@
 //! Every daemon a test starts through the CLI is found by its `--home` in `/proc` and killed
 //! when the test's [`Home`] is dropped, so a failing test leaves no process behind.
 
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -21,7 +20,7 @@ use std::time::{Duration, Instant};
 use astrid::instance::PidFile;
 use astrid::paths::{HomeLayout, SessionFiles};
 use astrid::protocol::{Request, Subscribed};
-use common::{
+use crate::common::{
     DEADLINE, TestDaemon, cli_bin, cli_in, daemon_bin, files_in, short_tempdir, wait_until,
 };
 use rustix::process::{Pid, Signal, kill_process};

@@ -6,9 +6,7 @@
 //! commit (a full disk, injected through a failing journal) that fails its records and
 //! leaves the chain intact.
 
-#![allow(clippy::unwrap_used)]
 
-mod common;
 
 use std::sync::Arc;
 
@@ -22,7 +20,7 @@ use astrid_actors::supervisor::{
     ChildRef, ChildSpec, ChildState, Fault, GetChild, GetTree, Inject, RestartPolicy, RestartType,
     ShutdownTree, SupervisorActor, Terminate,
 };
-use common::{DbFile, Disk, SESSION, close, eventually};
+use crate::common::{DbFile, Disk, SESSION, close, eventually};
 use futures_util::future::join_all;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 

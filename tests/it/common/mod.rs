@@ -26,7 +26,7 @@ pub const DEADLINE: Duration = Duration::from_secs(15);
 
 /// The example `echo` capsule's module: the smallest valid capsule.
 #[allow(dead_code, reason = "not every test binary writes capsules")]
-pub const ECHO_WAT: &str = include_str!("../../examples/capsules/echo/echo.wat");
+pub const ECHO_WAT: &str = include_str!("../../../examples/capsules/echo/echo.wat");
 
 /// The daemon binary under test.
 pub fn daemon_bin() -> &'static str {

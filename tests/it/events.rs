@@ -7,9 +7,8 @@
 //! capsule is crashed, silent or failed, kept across a bus restart, gone after a reload;
 //! and payloads nested deeper than clients are sure to decode, refused.
 
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use astrid::protocol::{
     CapsuleState, ChildState, CommandOutput, ErrorCode, Event, Fault, FaultInjected, Published,
     RawValue, ReloadReport, Request, Subscribed, TreeNode,
 };
-use common::{
+use crate::common::{
     DEADLINE, TestDaemon, copy_capsule, error_code, example_capsule, failure, get,
     one_command_manifest, patient_client, wait_node, write_capsule,
 };

@@ -7,9 +7,7 @@
 //! failing journal) failing a whole batch without writing any of it, `Terminate` committing
 //! pending writes, and a restart after a panic under a supervisor with the data intact.
 
-#![allow(clippy::unwrap_used)]
 
-mod common;
 
 use std::sync::Arc;
 
@@ -25,7 +23,7 @@ use astrid_actors::supervisor::{
     ChildRef, ChildSpec, ChildState, Fault, GetChild, GetTree, InjectFault, RestartPolicy,
     RestartType, ShutdownTree, SupervisorActor, Terminate,
 };
-use common::{DbFile, Disk, SESSION, close, eventually};
+use crate::common::{DbFile, Disk, SESSION, close, eventually};
 use futures_util::future::join_all;
 use redb::Database;
 

@@ -11,9 +11,8 @@
 //! - every ping is answered within [`PING_BOUND`];
 //! - the capsule is refused at load, or its call fails (or is refused) with a clear reason.
 
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use astrid::client::{Client, ClientError};
 use astrid::protocol::{AuditEntry, CapsuleInfo, CapsuleState, CommandOutput, ErrorCode, Request};
-use common::{
+use crate::common::{
     DEADLINE, TestDaemon, audit_tail, failure, one_command_manifest, patient_client, poll_until,
     wait_audit, write_capsule,
 };

@@ -9,9 +9,8 @@
 //! documented structured error (or a clean close) and that the daemon still serves a fresh
 //! connection.
 
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -27,7 +26,7 @@ use astrid::protocol::{
     Event, FaultInjected, NodeKind, Published, RawValue, ReloadReport, Request, Status, Subscribed,
     TreeNode, TrustReport, Unsubscribed,
 };
-use common::{DEADLINE, Raw, TestDaemon, error_code, get, wait_until};
+use crate::common::{DEADLINE, Raw, TestDaemon, error_code, get, wait_until};
 use rmpv::Value;
 
 /// The built-in capsule every daemon lists.

@@ -3,9 +3,8 @@
 //! it, stop running when it changes or is untrusted, and the CLI never acts on another
 //! workspace's daemon without saying so.
 
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -16,7 +15,7 @@ use astrid::protocol::{
     CapsuleInfo, CapsuleOrigin, CapsuleState, CommandOutput, ErrorCode, McpServerInfo,
     McpServerState, Request, TrustInfo, TrustReport, TrustState,
 };
-use common::{
+use crate::common::{
     ECHO_WAT, Graceful, TestDaemon, cli_at, failure, mcp_test_server, one_command_manifest,
     patient_client, poll_until, short_tempdir, wait_audit, write_capsule,
 };

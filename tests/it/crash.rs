@@ -5,9 +5,7 @@
 //! `KvPut` entry for each of them (mutations are acknowledged only once their audit entry
 //! is durable). The kill is repeated at several moments of the storm on the same home.
 
-#![allow(clippy::unwrap_used)]
 
-mod common;
 
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt as _;
@@ -19,7 +17,7 @@ use astrid::client::{Client, ClientError};
 use astrid::protocol::{
     AuditEntry, ErrorCode, Grant, KvValue, Listing, Request, Verification, Written,
 };
-use common::{DEADLINE, TestDaemon, short_tempdir};
+use crate::common::{DEADLINE, TestDaemon, short_tempdir};
 use rustix::process::Signal;
 
 /// Concurrent clients, each on its own connection.

@@ -8,9 +8,7 @@
 //! ignored at replay, and a checkpoint leaving everything in the database file and the
 //! journal empty.
 
-#![allow(clippy::unwrap_used)]
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, mpsc};
@@ -18,7 +16,7 @@ use std::sync::{Arc, mpsc};
 use astrid_actors::audit::chain::{Entry, GENESIS, Verification};
 use astrid_actors::audit::{Record, verify_db};
 use astrid_actors::ledger::{Committed, KvChange, Ledger, LedgerError};
-use common::{DEADLINE, DbFile, SESSION};
+use crate::common::{DEADLINE, DbFile, SESSION};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 /// The key-value table, as the ledger stores it.

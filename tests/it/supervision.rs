@@ -2,9 +2,7 @@
 //! restarted within the budget without disturbing clients, and a kernel actor that keeps
 //! failing past the budget makes the daemon shut down cleanly with exit status 4.
 
-#![allow(clippy::unwrap_used)]
 
-mod common;
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +10,7 @@ use astrid::client::Client;
 use astrid::protocol::{
     ChildState, ErrorCode, Event, Fault, FaultInjected, Published, Request, Subscribed,
 };
-use common::{DEADLINE, TestDaemon, wait_node};
+use crate::common::{DEADLINE, TestDaemon, wait_node};
 
 async fn inject(client: &Client, target: &str, fault: Fault) {
     let _: FaultInjected = client

@@ -8,9 +8,8 @@
 //! values and keys (an endless line among them) ends its server as a crash, with the reason,
 //! while the daemon's memory stays small and other clients are answered.
 
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -25,7 +24,7 @@ use astrid::paths::HomeLayout;
 use astrid::protocol::{
     AuditEntry, ErrorCode, McpServerInfo, McpServerState, McpToolResult, Request, to_payload,
 };
-use common::{
+use crate::common::{
     DEADLINE, Graceful, Raw, TestDaemon, assert_gone, daemon_bin, error_code, failure, get,
     mcp_test_server, patient_client, poll_until, short_tempdir, wait_node, wait_until,
 };

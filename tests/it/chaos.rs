@@ -6,9 +6,7 @@
 //! The run lasts `ASTRID_CHAOS_SECS` seconds (default 5); `ASTRID_CHAOS_SEED` replays a
 //! run (the seed is printed).
 
-#![allow(clippy::unwrap_used)]
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -18,7 +16,7 @@ use astrid::client::{Client, ClientError};
 use astrid::protocol::{
     CapsuleState, ChildState, CommandOutput, ErrorCode, Fault, FaultInjected, Request,
 };
-use common::{DEADLINE, TestDaemon, copy_capsule, example_capsule};
+use crate::common::{DEADLINE, TestDaemon, copy_capsule, example_capsule};
 
 /// Concurrent clients.
 const CLIENTS: usize = 24;

@@ -14,9 +14,8 @@
 //! file and the field), commands that do not exist or are found through `PATH`, workspace
 //! entries overriding home ones, and `notifications/tools/list_changed`.
 
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ use astrid::protocol::{
     McpServerState, McpToolInfo, McpToolResult, NodeKind, ReloadReport, Request, ShutdownAck,
     TrustReport, to_payload,
 };
-use common::{
+use crate::common::{
     DEADLINE, Graceful, TestDaemon, assert_gone, copy_capsule, example_capsule, failure,
     find_in_path, mcp_test_server, patient_client, process_alive, process_group, short_tempdir,
     wait_audit, wait_node, write_capsule,

@@ -3,9 +3,8 @@
 //! Each test talks to an `astrid-daemon` process over its socket (or through the `astrid`
 //! CLI) and checks what lands on disk.
 
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -18,7 +17,7 @@ use astrid::protocol::{
     Request, TreeNode, Verification, Written,
 };
 use astrid_actors::audit::chain::{GENESIS, hash_of};
-use common::{DEADLINE, TestDaemon, short_tempdir};
+use crate::common::{DEADLINE, TestDaemon, short_tempdir};
 use rustix::process::Signal;
 use serde::de::DeserializeOwned;
 
