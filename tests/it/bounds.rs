@@ -8,25 +8,22 @@
 //! values and keys (an endless line among them) ends its server as a crash, with the reason,
 //! while the daemon's memory stays small and other clients are answered.
 
-
 use crate::common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::{
+    DEADLINE, Graceful, Raw, TestDaemon, assert_gone, error_code, failure, get, mcp_test_server,
+    patient_client, poll_until, wait_node, wait_until,
+};
 use astrid::client::{Client, ClientError};
-use astrid::paths::HomeLayout;
 use astrid::protocol::{
     AuditEntry, ErrorCode, McpServerInfo, McpServerState, McpToolResult, Request, to_payload,
-};
-use crate::common::{
-    DEADLINE, Graceful, Raw, TestDaemon, assert_gone, daemon_bin, error_code, failure, get,
-    mcp_test_server, patient_client, poll_until, short_tempdir, wait_node, wait_until,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -128,9 +125,7 @@ fn test_server_entry() -> String {
 }
 
 fn with_test_server() -> Graceful {
-    Graceful(TestDaemon::start_prepared(&[], |home, _| {
-        std::fs::write(home.join("mcp.toml"), test_server_entry()).unwrap();
-    }))
+    Graceful(TestDaemon::builder().mcp(test_server_entry()).start())
 }
 
 /// Waits until `t` runs after `restarts` restarts.
@@ -179,7 +174,7 @@ fn text(result: &McpToolResult) -> String {
 
 #[test]
 fn a_handshake_over_4_kib_is_refused_before_its_body_is_read() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let token = d.token();
     let base = hello_bytes(&token, 300).len() - 300;
     let fits = hello_bytes(&token, 4096 - base);
@@ -227,7 +222,7 @@ fn a_handshake_over_4_kib_is_refused_before_its_body_is_read() {
 
 #[test]
 fn half_sent_16_mib_frames_before_the_handshake_cost_the_daemon_almost_no_memory() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     assert_pong(&mut d.raw(), 1);
     let before = status_kib(d.pid(), "VmRSS");
     // 20 peers announce a 16 MiB first frame (the --max-frame limit) and send half of it.
@@ -294,7 +289,9 @@ fn try_hello(socket: &Path, token: &str) -> (Raw, rmpv::Value) {
 
 #[test]
 fn connections_past_the_caps_are_refused_while_authenticated_clients_keep_working() {
-    let d = TestDaemon::start(&["--max-connections", "4", "--max-unauthenticated", "2"]);
+    let d = TestDaemon::builder()
+        .args(&["--max-connections", "4", "--max-unauthenticated", "2"])
+        .start();
     let token = d.token();
     let mut a = d.raw();
     let idle1 = Raw::connect(&d.socket());
@@ -335,39 +332,6 @@ fn connections_past_the_caps_are_refused_while_authenticated_clients_keep_workin
     drop(idle1);
 }
 
-/// A daemon started with a soft open-file limit of 256, and `args`; `prepare` gets its home
-/// first.
-fn start_with_256_open_files(args: &[&str], prepare: impl FnOnce(&Path)) -> TestDaemon {
-    let home = short_tempdir();
-    let workspace = short_tempdir();
-    prepare(home.path());
-    let layout = HomeLayout::new(home.path());
-    let files = layout.session(uuid::Uuid::nil());
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -Sn 256 && exec \"$0\" \"$@\"")
-        .arg(daemon_bin())
-        .arg("--home")
-        .arg(home.path())
-        .arg("--workspace")
-        .arg(workspace.path())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let d = TestDaemon {
-        home,
-        workspace,
-        layout,
-        files,
-        child,
-    };
-    d.wait_ready();
-    d
-}
-
 /// The soft and hard open-file limits of process `pid`, as `/proc/<pid>/limits` shows them.
 fn open_file_limits(pid: u32) -> (String, String) {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
@@ -389,7 +353,10 @@ fn a_low_soft_open_file_limit_is_raised_so_idle_connections_lock_no_client_out()
         );
         return;
     }
-    let d = start_with_256_open_files(&["--max-unauthenticated", "512"], |_| {});
+    let d = TestDaemon::builder()
+        .soft_open_file_limit(256)
+        .args(&["--max-unauthenticated", "512"])
+        .start();
     // 400 idle peers: more than the 256 descriptors the daemon was started with.
     let idle: Vec<UnixStream> = (0..400)
         .map(|_| UnixStream::connect(d.socket()).unwrap())
@@ -418,9 +385,12 @@ async fn mcp_servers_start_with_the_open_file_limit_the_daemon_started_with() {
         eprintln!("skipped: the hard open-file limit ({hard:?}) leaves nothing to raise");
         return;
     }
-    let d = Graceful(start_with_256_open_files(&[], |home| {
-        std::fs::write(home.join("mcp.toml"), test_server_entry()).unwrap();
-    }));
+    let d = Graceful(
+        TestDaemon::builder()
+            .soft_open_file_limit(256)
+            .mcp(test_server_entry())
+            .start(),
+    );
     let client = patient_client(&d).await;
     let server = t_running(&client, 0).await.pid.unwrap();
     // The server's own idea of its pid: the one whose limits count.
@@ -438,7 +408,9 @@ async fn mcp_servers_start_with_the_open_file_limit_the_daemon_started_with() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_refused_handshakes_make_a_handful_of_audit_entries() {
-    let d = TestDaemon::start(&["--refusal-window", "1s"]);
+    let d = TestDaemon::builder()
+        .args(&["--refusal-window", "1s"])
+        .start();
     let socket = d.socket();
     tokio::task::spawn_blocking(move || {
         for _ in 0..2000 {
@@ -490,9 +462,7 @@ async fn an_mcp_server_flooding_stderr_grows_neither_memory_nor_the_log() {
          inherit_env = [\"PATH\"]\n[server.restart]\nintensity = 1\nperiod = \"60s\"\n",
         script.replace('\\', "\\\\").replace('"', "\\\"")
     );
-    let d = Graceful(TestDaemon::start_prepared(&[], |home, _| {
-        std::fs::write(home.join("mcp.toml"), config).unwrap();
-    }));
+    let d = Graceful(TestDaemon::builder().mcp(config).start());
     let client = d.client().await;
     let peak_before = status_kib(d.pid(), "VmHWM");
     let logged_before = log_bytes(d.home.path());

@@ -5,22 +5,22 @@
 //! behind a crash, reload diffing, modules that do not fit the ABI, and workspace capsules
 //! overriding home ones.
 
-
 use crate::common;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::common::{
+    DEADLINE, TestDaemon, copy_capsule, example_capsule, failure, one_command_manifest,
+    patient_client, poll_async, poll_until, try_inject, wait_audit, wait_node, wait_restarted,
+    write_capsule,
+};
 use astrid::client::{Client, ClientError};
 use astrid::protocol::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, ChildState, CommandInfo,
-    CommandOutput, ErrorCode, Fault, FaultInjected, Grant, GrantSource, ReloadReport, Removed,
-    Request, TreeNode, TrustReport,
-};
-use crate::common::{
-    DEADLINE, TestDaemon, copy_capsule, example_capsule, failure, one_command_manifest,
-    patient_client, wait_audit, wait_node, write_capsule,
+    CommandOutput, ErrorCode, Fault, Grant, GrantSource, ReloadReport, Removed, Request, TreeNode,
+    TrustReport,
 };
 use serde_json::{Value, json};
 
@@ -45,15 +45,6 @@ async fn run(client: &Client, name: &str, args: &[&str]) -> Value {
     serde_json::to_value(&out.output).unwrap()
 }
 
-async fn inject(client: &Client, target: &str, fault: Fault) -> Result<FaultInjected, ClientError> {
-    client
-        .call(Request::InjectFault {
-            target: target.into(),
-            fault,
-        })
-        .await
-}
-
 async fn reload(client: &Client) -> ReloadReport {
     client.call(Request::ReloadCapsules).await.unwrap()
 }
@@ -71,14 +62,6 @@ async fn capsule(client: &Client, name: &str) -> Option<CapsuleInfo> {
         .find(|c| c.name == name)
 }
 
-/// Waits until capsule `name`'s node has restarted `n` times in all and runs again.
-async fn wait_restarted(client: &Client, name: &str, n: u32) -> TreeNode {
-    wait_node(client, &format!("capsule:{name}"), |node| {
-        node.restarts == n && node.state == ChildState::Running
-    })
-    .await
-}
-
 /// Polls `ListCapsules` until capsule `name` is listed and `cond` holds for it.
 async fn wait_capsule(
     client: &Client,
@@ -87,7 +70,7 @@ async fn wait_capsule(
 ) -> CapsuleInfo {
     let list = || async { client.capsules().await.unwrap() };
     let pick = |list: &Vec<CapsuleInfo>| list.iter().find(|c| c.name == name && cond(c)).cloned();
-    common::poll_until(&format!("capsule `{name}`"), list, pick).await
+    poll_until(&format!("capsule `{name}`"), list, pick).await
 }
 
 /// An example capsule's module bytes.
@@ -123,7 +106,7 @@ fn sorted(names: &[String]) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_replies_its_input_through_the_socket_and_the_cli() {
-    let d = TestDaemon::start_with_capsules(&["echo"], &[]);
+    let d = TestDaemon::builder().capsules(&["echo"]).start();
     let client = patient_client(&d).await;
 
     let out = invoke(&client, "echo", &["a", "b c"]).await.unwrap();
@@ -206,8 +189,8 @@ async fn echo_replies_its_input_through_the_socket_and_the_cli() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_guest_crash_is_answered_and_restarted_without_touching_others() {
-    let d = TestDaemon::start_with_capsules(
-        &[
+    let d = TestDaemon::builder()
+        .capsules(&[
             "echo",
             "faults/trap",
             "faults/loop",
@@ -215,9 +198,8 @@ async fn every_kind_of_guest_crash_is_answered_and_restarted_without_touching_ot
             "faults/stack-overflow",
             "faults/garbage",
             "faults/crash-after",
-        ],
-        &[],
-    );
+        ])
+        .start();
     let client = patient_client(&d).await;
     let bystander = patient_client(&d).await;
 
@@ -233,7 +215,7 @@ async fn every_kind_of_guest_crash_is_answered_and_restarted_without_touching_ot
         assert!(message.contains(what), "{name}: {message}");
         assert!(message.contains(&format!("`{name}`")), "{name}: {message}");
 
-        let node = wait_restarted(&client, name, 1).await;
+        let node = wait_restarted(&client, &format!("capsule:{name}"), 1).await;
         let reason = node.last_failure.unwrap().reason;
         assert!(reason.contains(what), "{name}: {reason}");
         let info = wait_capsule(&client, name, |c| c.state == CapsuleState::Running).await;
@@ -254,7 +236,7 @@ async fn every_kind_of_guest_crash_is_answered_and_restarted_without_touching_ot
     let (code, message) = failure(invoke(&client, "crash-after", &[]).await);
     assert_eq!(code, ErrorCode::CapsuleCrashed, "{message}");
     assert!(message.contains("unreachable"), "{message}");
-    wait_restarted(&client, "crash-after", 1).await;
+    wait_restarted(&client, "capsule:crash-after", 1).await;
     assert_eq!(run(&client, "crash-after", &[]).await, json!(1));
 
     // Nothing else restarted; the kernel did not notice.
@@ -280,21 +262,23 @@ async fn every_kind_of_guest_crash_is_answered_and_restarted_without_touching_ot
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capsule_past_its_restart_budget_fails_until_reloaded() {
-    let d = TestDaemon::start_prepared(&[], |home, _| {
-        copy_capsule(&example_capsule("echo"), &home_capsules(home));
-        copy_with(
-            &home_capsules(home),
-            "faults/trap",
-            "[restart]\nintensity = 2\nperiod = \"30s\"\nbackoff = \"10ms\"\n",
-        );
-    });
+    let d = TestDaemon::builder()
+        .prepare(|home, _| {
+            copy_capsule(&example_capsule("echo"), &home_capsules(home));
+            copy_with(
+                &home_capsules(home),
+                "faults/trap",
+                "[restart]\nintensity = 2\nperiod = \"30s\"\nbackoff = \"10ms\"\n",
+            );
+        })
+        .start();
     let client = patient_client(&d).await;
 
     // Two crashes are within the budget.
     for n in 1..=2 {
         let (code, _) = failure(invoke(&client, "trap", &[]).await);
         assert_eq!(code, ErrorCode::CapsuleCrashed);
-        wait_restarted(&client, "trap", n).await;
+        wait_restarted(&client, "capsule:trap", n).await;
     }
     // The third is one too many.
     let (code, _) = failure(invoke(&client, "trap", &[]).await);
@@ -337,23 +321,25 @@ async fn a_capsule_past_its_restart_budget_fails_until_reloaded() {
     // It runs (and crashes) again, rather than being refused.
     let (code, _) = failure(invoke(&client, "trap", &[]).await);
     assert_eq!(code, ErrorCode::CapsuleCrashed);
-    wait_restarted(&client, "trap", 1).await;
+    wait_restarted(&client, "capsule:trap", 1).await;
     // echo was never restarted by any of this.
-    let echo = wait_restarted(&client, "echo", 0).await;
+    let echo = wait_restarted(&client, "capsule:echo", 0).await;
     assert!(echo.last_failure.is_none(), "{echo:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_past_its_deadline_gets_timeout_and_the_capsule_restarts() {
-    let d = TestDaemon::start_prepared(&[], |home, _| {
-        copy_capsule(&example_capsule("echo"), &home_capsules(home));
-        copy_with(
-            &home_capsules(home),
-            "faults/loop",
-            // About two seconds of looping: far past the deadline, then stopped by fuel.
-            "[limits]\nfuel = 1000000000\ncall_timeout = \"200ms\"\n",
-        );
-    });
+    let d = TestDaemon::builder()
+        .prepare(|home, _| {
+            copy_capsule(&example_capsule("echo"), &home_capsules(home));
+            copy_with(
+                &home_capsules(home),
+                "faults/loop",
+                // About two seconds of looping: far past the deadline, then stopped by fuel.
+                "[limits]\nfuel = 1000000000\ncall_timeout = \"200ms\"\n",
+            );
+        })
+        .start();
     let client = patient_client(&d).await;
 
     let started = Instant::now();
@@ -365,7 +351,7 @@ async fn a_call_past_its_deadline_gets_timeout_and_the_capsule_restarts() {
         took >= Duration::from_millis(200) && took < Duration::from_millis(1500),
         "answered after {took:?}"
     );
-    let node = wait_restarted(&client, "loop", 1).await;
+    let node = wait_restarted(&client, "capsule:loop", 1).await;
     let reason = node.last_failure.unwrap().reason;
     assert!(reason.contains("did not answer within 200 ms"), "{reason}");
     assert_eq!(
@@ -376,14 +362,16 @@ async fn a_call_past_its_deadline_gets_timeout_and_the_capsule_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_queued_behind_a_crash_get_capsule_crashed() {
-    let d = TestDaemon::start_prepared(&[], |home, _| {
-        copy_capsule(&example_capsule("echo"), &home_capsules(home));
-        copy_with(
-            &home_capsules(home),
-            "faults/loop",
-            "[limits]\nfuel = 1000000000\ncall_timeout = \"500ms\"\n",
-        );
-    });
+    let d = TestDaemon::builder()
+        .prepare(|home, _| {
+            copy_capsule(&example_capsule("echo"), &home_capsules(home));
+            copy_with(
+                &home_capsules(home),
+                "faults/loop",
+                "[limits]\nfuel = 1000000000\ncall_timeout = \"500ms\"\n",
+            );
+        })
+        .start();
     let first = patient_client(&d).await;
     let second = patient_client(&d).await;
 
@@ -410,7 +398,7 @@ async fn requests_queued_behind_a_crash_get_capsule_crashed() {
         );
     }
     // One death, one restart.
-    wait_restarted(&first, "loop", 1).await;
+    wait_restarted(&first, "capsule:loop", 1).await;
     first.ping().await.unwrap();
 }
 
@@ -420,7 +408,10 @@ async fn requests_queued_behind_a_crash_get_capsule_crashed() {
 /// closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capsule_replies_reach_pipelined_departed_and_draining_clients() {
-    let mut d = TestDaemon::start_with_capsules(&["echo"], &["--allow-fault-injection"]);
+    let mut d = TestDaemon::builder()
+        .capsules(&["echo"])
+        .fault_injection()
+        .start();
     let client = patient_client(&d).await;
     wait_node(&client, "capsule:echo", |n| n.state == ChildState::Running).await;
     let invoke_raw = |raw: &mut common::Raw, id: u64, arg: &str| {
@@ -453,7 +444,7 @@ async fn capsule_replies_reach_pipelined_departed_and_draining_clients() {
     }
 
     // Departed: calls queued behind a hang, then the client leaves; the daemon serves on.
-    inject(&client, "capsule:echo", Fault::Hang { millis: 300 })
+    try_inject(&client, "capsule:echo", Fault::Hang { millis: 300 })
         .await
         .unwrap();
     let mut leaving = d.raw();
@@ -468,7 +459,7 @@ async fn capsule_replies_reach_pipelined_departed_and_draining_clients() {
 
     // Draining: a call held behind a hang when the daemon is told to stop is answered
     // before the connection closes.
-    inject(&client, "capsule:echo", Fault::Hang { millis: 300 })
+    try_inject(&client, "capsule:echo", Fault::Hang { millis: 300 })
         .await
         .unwrap();
     let mut draining = d.raw();
@@ -497,7 +488,10 @@ async fn capsule_replies_reach_pipelined_departed_and_draining_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_calls_work_with_the_manifest_grants_and_their_data_outlives_a_crash() {
-    let d = TestDaemon::start_with_capsules(&["hello-rust", "notes"], &["--allow-fault-injection"]);
+    let d = TestDaemon::builder()
+        .capsules(&["hello-rust", "notes"])
+        .fault_injection()
+        .start();
     let client = patient_client(&d).await;
 
     assert_eq!(run(&client, "hello", &[]).await, json!("Hello, world!"));
@@ -509,10 +503,10 @@ async fn host_calls_work_with_the_manifest_grants_and_their_data_outlives_a_cras
     // kv: the counter is durable, and the crash of the capsule does not lose it.
     assert_eq!(run(&client, "count", &[]).await, json!(1));
     assert_eq!(run(&client, "count", &[]).await, json!(2));
-    inject(&client, "capsule:hello-rust", Fault::Trap)
+    try_inject(&client, "capsule:hello-rust", Fault::Trap)
         .await
         .unwrap();
-    wait_restarted(&client, "hello-rust", 1).await;
+    wait_restarted(&client, "capsule:hello-rust", 1).await;
     assert_eq!(run(&client, "count", &[]).await, json!(3));
     // Its write is audited under the capsule's name.
     wait_audit(&client, "hello-rust's kv_put", |e| {
@@ -565,7 +559,7 @@ async fn host_calls_work_with_the_manifest_grants_and_their_data_outlives_a_cras
     let (code, message) = failure(invoke(&client, "note-add", &[]).await);
     assert_eq!(code, ErrorCode::CapsuleError);
     assert!(message.contains("usage"), "{message}");
-    let notes = wait_restarted(&client, "notes", 0).await;
+    let notes = wait_restarted(&client, "capsule:notes", 0).await;
     assert!(notes.last_failure.is_none(), "{notes:?}");
 }
 
@@ -573,26 +567,28 @@ async fn host_calls_work_with_the_manifest_grants_and_their_data_outlives_a_cras
 async fn host_calls_without_a_grant_are_denied_and_audited() {
     // Copies of hello-rust and notes under other names, with fewer grants: hello-nokv has
     // none, notes-ro may read its folder but not write it.
-    let d = TestDaemon::start_prepared(&[], |home, _| {
-        let root = home_capsules(home);
-        write_capsule(
-            &root,
-            "hello-nokv",
-            "[package]\nname = \"hello-nokv\"\nversion = \"0.1.0\"\n\n[module]\n\
+    let d = TestDaemon::builder()
+        .prepare(|home, _| {
+            let root = home_capsules(home);
+            write_capsule(
+                &root,
+                "hello-nokv",
+                "[package]\nname = \"hello-nokv\"\nversion = \"0.1.0\"\n\n[module]\n\
              file = \"hello_rust.wasm\"\n\n[[command]]\nname = \"hello\"\n\n\
              [[command]]\nname = \"count\"\n",
-            &[("hello_rust.wasm", &module("hello-rust", "hello_rust.wasm"))],
-        );
-        write_capsule(
-            &root,
-            "notes-ro",
-            "[package]\nname = \"notes-ro\"\nversion = \"0.1.0\"\n\n[module]\n\
+                &[("hello_rust.wasm", &module("hello-rust", "hello_rust.wasm"))],
+            );
+            write_capsule(
+                &root,
+                "notes-ro",
+                "[package]\nname = \"notes-ro\"\nversion = \"0.1.0\"\n\n[module]\n\
              file = \"notes.wasm\"\n\n[capabilities]\n\
              grant = [\"kv\", \"vfs:read:notes/**\"]\n\n[limits]\nmemory_pages = 64\n\n\
              [[command]]\nname = \"note-add\"\n\n[[command]]\nname = \"note-list\"\n",
-            &[("notes.wasm", &module("notes", "notes.wasm"))],
-        );
-    });
+                &[("notes.wasm", &module("notes", "notes.wasm"))],
+            );
+        })
+        .start();
     let client = patient_client(&d).await;
 
     // No `kv`: the host call is denied, the guest reports it, the denial is audited.
@@ -661,7 +657,10 @@ async fn host_calls_without_a_grant_are_denied_and_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_injected_into_a_capsule_restart_it() {
-    let d = TestDaemon::start_with_capsules(&["echo"], &["--allow-fault-injection"]);
+    let d = TestDaemon::builder()
+        .capsules(&["echo"])
+        .fault_injection()
+        .start();
     let client = patient_client(&d).await;
     let echoes = |node: &TreeNode| node.state == ChildState::Running;
     wait_node(&client, "capsule:echo", echoes).await;
@@ -680,12 +679,12 @@ async fn faults_injected_into_a_capsule_restart_it() {
             let out = d.cli(&["fault", "capsule:echo", "trap"]);
             assert!(out.status.success(), "{out:?}");
         } else {
-            let done = inject(&client, "capsule:echo", fault).await.unwrap();
+            let done = try_inject(&client, "capsule:echo", fault).await.unwrap();
             assert_eq!(done.target, "capsule:echo");
             assert_eq!(done.fault, fault);
         }
         let n = u32::try_from(n).unwrap() + 1;
-        let node = wait_restarted(&client, "echo", n).await;
+        let node = wait_restarted(&client, "capsule:echo", n).await;
         let failure = node.last_failure.unwrap();
         assert!(failure.reason.contains(reason), "{fault}: {failure:?}");
         assert_eq!(
@@ -697,7 +696,7 @@ async fn faults_injected_into_a_capsule_restart_it() {
 
     // A hang: a call made meanwhile is answered, late or with `timeout`, and nothing
     // restarts.
-    inject(&client, "capsule:echo", Fault::Hang { millis: 300 })
+    try_inject(&client, "capsule:echo", Fault::Hang { millis: 300 })
         .await
         .unwrap();
     let started = Instant::now();
@@ -711,13 +710,13 @@ async fn faults_injected_into_a_capsule_restart_it() {
         Err(e) => assert_eq!(e.code(), Some(ErrorCode::Timeout), "{e}"),
     }
     assert!(took < Duration::from_secs(3), "answered after {took:?}");
-    let node = wait_restarted(&client, "echo", 3).await;
+    let node = wait_restarted(&client, "capsule:echo", 3).await;
     assert_eq!(node.restarts, 3);
 
     // `trap` is for capsules only; unknown targets are not found.
-    let (code, message) = failure(inject(&client, "bus", Fault::Trap).await);
+    let (code, message) = failure(try_inject(&client, "bus", Fault::Trap).await);
     assert_eq!(code, ErrorCode::InvalidArgument, "{message}");
-    let (code, _) = failure(inject(&client, "capsule:nope", Fault::Panic).await);
+    let (code, _) = failure(try_inject(&client, "capsule:nope", Fault::Panic).await);
     assert_eq!(code, ErrorCode::NotFound);
     let tree = client.tree().await.unwrap();
     assert_eq!(tree.find("bus").unwrap().restarts, 0);
@@ -730,18 +729,20 @@ async fn faults_injected_into_a_capsule_restart_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_adds_changes_and_removes_capsules_and_leaves_the_rest_running() {
-    let d = TestDaemon::start_with_capsules(
-        &["echo", "faults/trap", "faults/crash-after"],
-        &["--allow-fault-injection"],
-    );
+    let d = TestDaemon::builder()
+        .capsules(&["echo", "faults/trap", "faults/crash-after"])
+        .fault_injection()
+        .start();
     let client = patient_client(&d).await;
     let root = home_capsules(d.home.path());
 
     // State that a restart would lose: crash-after's call count, echo's restart count.
     assert_eq!(run(&client, "crash-after", &[]).await, json!(1));
     assert_eq!(run(&client, "crash-after", &[]).await, json!(2));
-    inject(&client, "capsule:echo", Fault::Trap).await.unwrap();
-    wait_restarted(&client, "echo", 1).await;
+    try_inject(&client, "capsule:echo", Fault::Trap)
+        .await
+        .unwrap();
+    wait_restarted(&client, "capsule:echo", 1).await;
     let before = client.tree().await.unwrap();
     let uptime = |tree: &TreeNode, name: &str| tree.find(name).unwrap().uptime_ms.unwrap();
 
@@ -776,7 +777,7 @@ async fn reload_adds_changes_and_removes_capsules_and_leaves_the_rest_running() 
         "{report:?}"
     );
     // A new instance: its restart count starts over.
-    let echo = wait_restarted(&client, "echo", 0).await;
+    let echo = wait_restarted(&client, "capsule:echo", 0).await;
     assert!(echo.last_failure.is_none(), "{echo:?}");
     let info = wait_capsule(&client, "echo", |c| c.state == CapsuleState::Running).await;
     assert_eq!(info.restarts, 0, "{info:?}");
@@ -811,15 +812,15 @@ async fn reload_adds_changes_and_removes_capsules_and_leaves_the_rest_running() 
     assert_eq!(code, ErrorCode::NotFound);
     assert!(commands(&client).await.iter().all(|c| c.capsule != "trap"));
     assert!(capsule(&client, "trap").await.is_none());
-    let end = Instant::now() + DEADLINE;
-    loop {
+    let gone = poll_async(DEADLINE, async || {
         let tree = client.tree().await.unwrap();
-        if tree.find("capsule:trap").is_none() {
-            break;
-        }
-        assert!(Instant::now() < end, "capsule:trap still in {tree:#?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        tree.find("capsule:trap")
+            .is_none()
+            .then_some(())
+            .ok_or(tree)
+    })
+    .await;
+    gone.unwrap_or_else(|tree| panic!("capsule:trap still in {tree:#?}"));
     // The rest serve on.
     assert_eq!(
         run(&client, "hello", &["again"]).await,
@@ -834,44 +835,46 @@ async fn reload_adds_changes_and_removes_capsules_and_leaves_the_rest_running() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modules_that_do_not_fit_the_abi_are_invalid_and_the_daemon_serves_on() {
     let manifest = |name: &str| one_command_manifest(name, "");
-    let d = TestDaemon::start_prepared(&[], |home, _| {
-        let root = home_capsules(home);
-        copy_capsule(&example_capsule("echo"), &root);
-        write_capsule(
-            &root,
-            "empty",
-            &manifest("empty"),
-            &[("m.wat", b"(module)")],
-        );
-        write_capsule(
-            &root,
-            "no-command",
-            &manifest("no-command"),
-            &[(
-                "m.wat",
-                b"(module (memory (export \"memory\") 1)\n\
+    let d = TestDaemon::builder()
+        .prepare(|home, _| {
+            let root = home_capsules(home);
+            copy_capsule(&example_capsule("echo"), &root);
+            write_capsule(
+                &root,
+                "empty",
+                &manifest("empty"),
+                &[("m.wat", b"(module)")],
+            );
+            write_capsule(
+                &root,
+                "no-command",
+                &manifest("no-command"),
+                &[(
+                    "m.wat",
+                    b"(module (memory (export \"memory\") 1)\n\
                   (func (export \"astrid_alloc\") (param i32) (result i32) i32.const 16))",
-            )],
-        );
-        write_capsule(
-            &root,
-            "bad-import",
-            &manifest("bad-import"),
-            &[(
-                "m.wat",
-                b"(module (import \"astrid\" \"nope\" (func))\n\
+                )],
+            );
+            write_capsule(
+                &root,
+                "bad-import",
+                &manifest("bad-import"),
+                &[(
+                    "m.wat",
+                    b"(module (import \"astrid\" \"nope\" (func))\n\
                   (memory (export \"memory\") 1)\n\
                   (func (export \"astrid_alloc\") (param i32) (result i32) i32.const 16)\n\
                   (func (export \"astrid_command\") (param i32 i32) (result i64) i64.const 0))",
-            )],
-        );
-        write_capsule(
-            &root,
-            "not-wasm",
-            &manifest("not-wasm"),
-            &[("m.wat", b"(modu")],
-        );
-    });
+                )],
+            );
+            write_capsule(
+                &root,
+                "not-wasm",
+                &manifest("not-wasm"),
+                &[("m.wat", b"(modu")],
+            );
+        })
+        .start();
     let client = patient_client(&d).await;
 
     for (name, what) in [
@@ -921,20 +924,22 @@ async fn modules_that_do_not_fit_the_abi_are_invalid_and_the_daemon_serves_on() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workspace_capsule_overrides_the_home_capsule_of_the_same_name() {
     // The workspace's `echo` runs crash-after's module: it answers 1, not the input map.
-    let d = TestDaemon::start_prepared(&[], |home, workspace| {
-        copy_capsule(&example_capsule("echo"), &home_capsules(home));
-        write_capsule(
-            &astrid::paths::workspace_capsules(workspace),
-            "my-echo",
-            "[package]\nname = \"echo\"\nversion = \"0.2.0\"\n\
+    let d = TestDaemon::builder()
+        .prepare(|home, workspace| {
+            copy_capsule(&example_capsule("echo"), &home_capsules(home));
+            write_capsule(
+                &astrid::paths::workspace_capsules(workspace),
+                "my-echo",
+                "[package]\nname = \"echo\"\nversion = \"0.2.0\"\n\
              description = \"The workspace's echo\"\n\n[module]\nfile = \"count.wat\"\n\n\
              [[command]]\nname = \"echo\"\n",
-            &[(
-                "count.wat",
-                &module("faults/crash-after", "crash-after.wat"),
-            )],
-        );
-    });
+                &[(
+                    "count.wat",
+                    &module("faults/crash-after", "crash-after.wat"),
+                )],
+            );
+        })
+        .start();
     let client = patient_client(&d).await;
     // The workspace's own capsules run once it is trusted (see tests/trust.rs).
     let _: TrustReport = client
@@ -987,13 +992,18 @@ async fn a_fault_acknowledged_for_a_capsule_is_applied_or_refused() {
     // Two stops queued behind a hang: the first kills the incarnation, so the second can
     // only be refused (`not_running`) or applied to the next incarnation; an `ok` for a fault
     // that never happens leaves restart counts that no client can reconcile.
-    let d = TestDaemon::start_with_capsules(&["echo"], &["--allow-fault-injection"]);
+    let d = TestDaemon::builder()
+        .capsules(&["echo"])
+        .fault_injection()
+        .start();
     let client = patient_client(&d).await;
-    inject(&client, "capsule:echo", Fault::Hang { millis: 300 })
+    try_inject(&client, "capsule:echo", Fault::Hang { millis: 300 })
         .await
         .unwrap();
-    inject(&client, "capsule:echo", Fault::Stop).await.unwrap();
-    let second = inject(&client, "capsule:echo", Fault::Stop).await;
+    try_inject(&client, "capsule:echo", Fault::Stop)
+        .await
+        .unwrap();
+    let second = try_inject(&client, "capsule:echo", Fault::Stop).await;
     let expected = match second {
         Ok(_) => 2,
         Err(e) => {
@@ -1001,39 +1011,33 @@ async fn a_fault_acknowledged_for_a_capsule_is_applied_or_refused() {
             1
         }
     };
-    let end = Instant::now() + Duration::from_secs(3);
-    loop {
-        let node = client
-            .tree()
-            .await
-            .unwrap()
-            .find("capsule:echo")
-            .cloned()
-            .unwrap();
-        if node.restarts == expected && node.state == ChildState::Running {
-            break;
-        }
-        assert!(
-            Instant::now() < end,
+    let restarted = poll_async(Duration::from_secs(3), async || {
+        let tree = client.tree().await.unwrap();
+        let node = tree.find("capsule:echo").cloned().unwrap();
+        let done = node.restarts == expected && node.state == ChildState::Running;
+        done.then_some(()).ok_or(node)
+    })
+    .await;
+    if let Err(node) = restarted {
+        panic!(
             "{expected} stop faults acknowledged, but capsule:echo restarted {} times: {node:?}",
             node.restarts
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_the_registry_keeps_capsules_and_restarting_their_supervisor_reloads_them() {
-    let d = TestDaemon::start_with_capsules(
-        &["echo", "faults/crash-after"],
-        &["--allow-fault-injection"],
-    );
+    let d = TestDaemon::builder()
+        .capsules(&["echo", "faults/crash-after"])
+        .fault_injection()
+        .start();
     let client = patient_client(&d).await;
     assert_eq!(run(&client, "crash-after", &[]).await, json!(1));
 
     // The registry is only the first child: its restart leaves the capsules running (the
     // same instances: crash-after counts on).
-    inject(&client, "registry", Fault::Panic).await.unwrap();
+    try_inject(&client, "registry", Fault::Panic).await.unwrap();
     wait_node(&client, "registry", |n| {
         n.restarts == 1 && n.state == ChildState::Running
     })
@@ -1051,7 +1055,7 @@ async fn restarting_the_registry_keeps_capsules_and_restarting_their_supervisor_
     assert!(commands(&client).await.iter().any(|c| c.name == "echo"));
 
     // The capsules supervisor itself: everything under it starts afresh.
-    inject(&client, "capsules", Fault::Panic).await.unwrap();
+    try_inject(&client, "capsules", Fault::Panic).await.unwrap();
     wait_node(&client, "capsules", |n| {
         n.restarts == 1 && n.state == ChildState::Running
     })
@@ -1081,11 +1085,14 @@ async fn restarting_the_registry_keeps_capsules_and_restarting_their_supervisor_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_call_to_a_hung_service_ends_at_the_call_deadline() {
-    let d = TestDaemon::start_with_capsules(&["hello-rust"], &["--allow-fault-injection"]);
+    let d = TestDaemon::builder()
+        .capsules(&["hello-rust"])
+        .fault_injection()
+        .start();
     let client = patient_client(&d).await;
     assert_eq!(run(&client, "count", &[]).await, json!(1));
 
-    inject(&client, "store", Fault::Hang { millis: 1500 })
+    try_inject(&client, "store", Fault::Hang { millis: 1500 })
         .await
         .unwrap();
     let started = Instant::now();
@@ -1101,54 +1108,46 @@ async fn a_host_call_to_a_hung_service_ends_at_the_call_deadline() {
     );
     // Commands that need no service still work meanwhile (after a restart, if the deadline
     // crashed the capsule).
-    let end = Instant::now() + DEADLINE;
-    loop {
-        match invoke(&client, "hello", &[]).await {
-            Ok(out) => {
-                assert_eq!(out.output, rmpv::Value::from("Hello, world!"));
-                break;
-            }
-            Err(e) => {
-                // Restarting; or, just before the supervisor has seen the crash, routed
-                // to the instance that is gone.
-                assert!(
-                    matches!(
-                        e.code(),
-                        Some(ErrorCode::Unavailable | ErrorCode::CapsuleCrashed)
-                    ),
-                    "hello-rust stopped answering after count ({code}: {message}): {e}"
-                );
-                assert!(Instant::now() < end, "hello never came back");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+    let hello = poll_async(DEADLINE, async || {
+        let answer = invoke(&client, "hello", &[]).await;
+        if let Err(e) = &answer {
+            // Restarting; or, just before the supervisor has seen the crash, routed to the
+            // instance that is gone.
+            assert!(
+                matches!(
+                    e.code(),
+                    Some(ErrorCode::Unavailable | ErrorCode::CapsuleCrashed)
+                ),
+                "hello-rust stopped answering after count ({code}: {message}): {e}"
+            );
         }
-    }
+        answer
+    })
+    .await;
+    let out = hello.unwrap_or_else(|e| panic!("hello never came back: {e}"));
+    assert_eq!(out.output, rmpv::Value::from("Hello, world!"));
     // Once the store answers again, so does the capsule, with the counter intact.
-    let end = Instant::now() + DEADLINE;
-    loop {
-        match invoke(&client, "count", &[]).await {
-            Ok(out) => {
-                assert_eq!(out.output, rmpv::Value::from(2));
-                break;
-            }
-            Err(e) => {
-                assert!(
-                    matches!(
-                        e.code(),
-                        Some(
-                            ErrorCode::Timeout
-                                | ErrorCode::CapsuleError
-                                | ErrorCode::Unavailable
-                                | ErrorCode::CapsuleCrashed
-                        )
-                    ),
-                    "{e}"
-                );
-                assert!(Instant::now() < end, "count never came back");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+    let count = poll_async(DEADLINE, async || {
+        let answer = invoke(&client, "count", &[]).await;
+        if let Err(e) = &answer {
+            assert!(
+                matches!(
+                    e.code(),
+                    Some(
+                        ErrorCode::Timeout
+                            | ErrorCode::CapsuleError
+                            | ErrorCode::Unavailable
+                            | ErrorCode::CapsuleCrashed
+                    )
+                ),
+                "{e}"
+            );
         }
-    }
+        answer
+    })
+    .await;
+    let out = count.unwrap_or_else(|e| panic!("count never came back: {e}"));
+    assert_eq!(out.output, rmpv::Value::from(2));
     assert_eq!(
         client.tree().await.unwrap().find("store").unwrap().restarts,
         0
@@ -1177,21 +1176,23 @@ async fn capsules_spinning_in_host_calls_are_stopped_at_their_deadline() {
     // restarted, and the daemon stays up. (This once found wasmer's signal-based interrupt
     // deadlocking or aborting the daemon when a signal landed in host code.)
     const N: usize = 32;
-    let mut d = TestDaemon::start_prepared(&[], |home, _| {
-        for i in 0..N {
-            let name = format!("spin-{i}");
-            write_capsule(
-                &home_capsules(home),
-                &name,
-                &format!(
-                    "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\n\n[module]\n\
+    let mut d = TestDaemon::builder()
+        .prepare(|home, _| {
+            for i in 0..N {
+                let name = format!("spin-{i}");
+                write_capsule(
+                    &home_capsules(home),
+                    &name,
+                    &format!(
+                        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\n\n[module]\n\
                      file = \"spin.wat\"\n\n[limits]\nfuel = 2000000\n\
                      call_timeout = \"100ms\"\n\n[[command]]\nname = \"{name}\"\n"
-                ),
-                &[("spin.wat", SPIN_IN_HOST_WAT.as_bytes())],
-            );
-        }
-    });
+                    ),
+                    &[("spin.wat", SPIN_IN_HOST_WAT.as_bytes())],
+                );
+            }
+        })
+        .start();
     let client = patient_client(&d).await;
     let started = Instant::now();
     let calls = (0..N).map(|i| {
@@ -1205,16 +1206,11 @@ async fn capsules_spinning_in_host_calls_are_stopped_at_their_deadline() {
         assert_eq!(code, ErrorCode::Timeout, "spin-{i}: {message}");
     }
     // Every one ran out of fuel past its deadline and was restarted.
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
+    // Done when every one is back, or at once when the daemon is gone.
+    let back = poll_async(Duration::from_secs(10), async || {
         let tree = match client.tree().await {
             Ok(tree) => tree,
-            Err(e) => {
-                let status = d.wait_exit(DEADLINE);
-                let stderr = d.stderr();
-                let head: String = stderr.chars().take(3000).collect();
-                panic!("the daemon is gone ({e}); exit status {status:?}; stderr:\n{head}");
-            }
+            Err(e) => return Ok(Some(e)),
         };
         let restarted = (0..N)
             .filter(|i| {
@@ -1223,15 +1219,25 @@ async fn capsules_spinning_in_host_calls_are_stopped_at_their_deadline() {
             })
             .count();
         if restarted == N {
-            break;
+            Ok(None)
+        } else {
+            Err(restarted)
         }
-        assert!(
-            Instant::now() < end,
+    })
+    .await;
+    match back {
+        Ok(None) => {}
+        Ok(Some(e)) => {
+            let status = d.wait_exit(DEADLINE);
+            let stderr = d.stderr();
+            let head: String = stderr.chars().take(3000).collect();
+            panic!("the daemon is gone ({e}); exit status {status:?}; stderr:\n{head}");
+        }
+        Err(restarted) => panic!(
             "{} of {N} capsules never came back from their deadline (calls answered after \
              {took:?})",
             N - restarted
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        ),
     }
 }
 
@@ -1273,16 +1279,18 @@ async fn guest_output_reaches_the_client_as_written_and_malformed_output_crashes
         ("too-deep", fixed_reply_module(&nested(129))),
         ("cut", fixed_reply_module(&[0x92, 0x01])),
     ];
-    let d = TestDaemon::start_prepared(&[], |home, _| {
-        for (name, module) in &modules {
-            write_capsule(
-                &home_capsules(home),
-                name,
-                &manifest(name),
-                &[("m.wat", module)],
-            );
-        }
-    });
+    let d = TestDaemon::builder()
+        .prepare(|home, _| {
+            for (name, module) in &modules {
+                write_capsule(
+                    &home_capsules(home),
+                    name,
+                    &manifest(name),
+                    &[("m.wat", module)],
+                );
+            }
+        })
+        .start();
     let client = patient_client(&d).await;
 
     assert_eq!(run(&client, "wide", &[]).await, json!([5, "hi"]));
@@ -1310,7 +1318,7 @@ async fn guest_output_reaches_the_client_as_written_and_malformed_output_crashes
             message.contains("garbage") && message.contains(why),
             "{name}: {message}"
         );
-        wait_restarted(&client, name, 1).await;
+        wait_restarted(&client, &format!("capsule:{name}"), 1).await;
     }
     // Those that answered well never crashed.
     for name in ["wide", "error", "deep-ok"] {

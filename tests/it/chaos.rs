@@ -6,17 +6,15 @@
 //! The run lasts `ASTRID_CHAOS_SECS` seconds (default 5); `ASTRID_CHAOS_SEED` replays a
 //! run (the seed is printed).
 
-
-
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::common::{DEADLINE, TestDaemon, copy_capsule, example_capsule, poll_async};
 use astrid::client::{Client, ClientError};
 use astrid::protocol::{
-    CapsuleState, ChildState, CommandOutput, ErrorCode, Fault, FaultInjected, Request,
+    CapsuleState, ChildState, CommandOutput, ErrorCode, Fault, FaultInjected, Request, TreeNode,
 };
-use crate::common::{DEADLINE, TestDaemon, copy_capsule, example_capsule};
 
 /// Concurrent clients.
 const CLIENTS: usize = 24;
@@ -181,7 +179,7 @@ async fn injector(client: Client, seed: u64, end: Instant) -> (u32, u32, BTreeMa
 /// A daemon with `echo` and `chaos`: echo again, under another name, with a restart budget
 /// that many faults do not exhaust and a short backoff.
 fn start_daemon() -> TestDaemon {
-    TestDaemon::start_prepared(&["--allow-fault-injection"], |home, _| {
+    TestDaemon::builder().fault_injection().prepare(|home, _| {
         let root = home.join("capsules");
         copy_capsule(&example_capsule("echo"), &root);
         let dir = root.join("chaos");
@@ -198,7 +196,7 @@ fn start_daemon() -> TestDaemon {
              [restart]\nintensity = 1000\nperiod = \"60s\"\nbackoff = \"1ms\"\nbackoff_max = \"20ms\"\n",
         )
         .unwrap();
-    })
+    }).start()
 }
 
 /// Runs the clients and the injector until `end`; returns the clients' tally and the
@@ -233,22 +231,28 @@ async fn storm(d: &TestDaemon, seed: u64, end: Instant) -> (Tally, u32) {
 /// After the storm: one restart per acknowledged fault, the capsule runs again, nothing
 /// else restarted.
 async fn check_restarts(d: &TestDaemon, client: &Client, seed: u64, injected: u32) {
-    let end = Instant::now() + DEADLINE;
-    let node = loop {
-        let tree = client.tree().await.unwrap();
-        let node = tree.find("capsule:chaos").unwrap().clone();
-        if node.restarts == injected && node.state == ChildState::Running {
-            break node;
-        }
-        assert!(
-            Instant::now() < end && node.restarts <= injected,
+    let too_many = |node: &TreeNode| {
+        panic!(
             "capsule:chaos: {} restarts for {injected} acknowledged faults (seed {seed}); \
              the daemon log shows {}: {node:#?}",
             node.restarts,
             applied_faults(d.home.path())
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        )
     };
+    let restarted = poll_async(DEADLINE, async || {
+        let tree = client.tree().await.unwrap();
+        let node = tree.find("capsule:chaos").unwrap().clone();
+        if node.restarts > injected {
+            too_many(&node);
+        }
+        if node.restarts == injected && node.state == ChildState::Running {
+            Ok(node)
+        } else {
+            Err(node)
+        }
+    })
+    .await;
+    let node = restarted.unwrap_or_else(|node| too_many(&node));
     assert!(node.last_failure.is_some(), "{node:?}");
     let tree = client.tree().await.unwrap();
     let echo = tree.find("capsule:echo").unwrap();

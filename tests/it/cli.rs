@@ -7,7 +7,6 @@
 //! Every daemon a test starts through the CLI is found by its `--home` in `/proc` and killed
 //! when the test's [`Home`] is dropped, so a failing test leaves no process behind.
 
-
 use crate::common;
 
 use std::io::Write;
@@ -17,12 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::{
+    DEADLINE, TestDaemon, cli_bin, cli_in, daemon_bin, files_in, poll, short_tempdir, wait_until,
+};
 use astrid::instance::PidFile;
 use astrid::paths::{HomeLayout, SessionFiles};
 use astrid::protocol::{Request, Subscribed};
-use crate::common::{
-    DEADLINE, TestDaemon, cli_bin, cli_in, daemon_bin, files_in, short_tempdir, wait_until,
-};
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -228,14 +227,11 @@ impl Background {
     /// Waits up to `timeout` for the process to exit. `Err` carries what it printed
     /// before it was killed for overrunning.
     fn finish(mut self, timeout: Duration) -> Result<Output, Output> {
-        let end = Instant::now() + timeout;
         let mut child = self.0.take().unwrap();
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() >= end {
-                let _ = child.kill();
-                return Err(child.wait_with_output().unwrap());
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        let exited = poll(timeout, || child.try_wait().unwrap().ok_or(()));
+        if exited.is_err() {
+            let _ = child.kill();
+            return Err(child.wait_with_output().unwrap());
         }
         Ok(child.wait_with_output().unwrap())
     }
@@ -421,7 +417,7 @@ fn start_runs_a_persistent_daemon_until_stop() {
 
 #[test]
 fn stop_ends_a_daemon_it_did_not_start_gracefully() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let out = json_of(&d.cli(&["--json", "stop"]));
     assert_eq!(
         out,
@@ -434,7 +430,7 @@ fn stop_ends_a_daemon_it_did_not_start_gracefully() {
 
 #[test]
 fn stop_kills_a_daemon_that_does_not_answer() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     // A stopped process accepts connections (the kernel queues them) but never answers,
     // and SIGTERM stays pending; only SIGKILL ends it.
     d.signal(Signal::STOP);
@@ -467,7 +463,7 @@ fn stop_kills_a_daemon_that_does_not_answer() {
 
 #[test]
 fn ps_prints_the_supervision_tree_with_the_cli_session() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let text = ok(&d.cli(&["ps"]));
     for name in ["kernel", "bus", "capsules", "listener"] {
         assert!(
@@ -506,7 +502,7 @@ fn ps_prints_the_supervision_tree_with_the_cli_session() {
 
 #[test]
 fn capsules_commands_and_metadata_describe_the_builtin_cli_capsule() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let text = ok(&d.cli(&["capsules"]));
     let row = text
         .lines()
@@ -548,7 +544,7 @@ fn capsules_commands_and_metadata_describe_the_builtin_cli_capsule() {
 
 #[test]
 fn metadata_of_an_unknown_capsule_fails() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let out = d.cli(&["metadata", "nope"]);
     let err = fails(&out);
     assert!(err.contains("not_found"), "{err}");
@@ -558,7 +554,7 @@ fn metadata_of_an_unknown_capsule_fails() {
 
 #[test]
 fn reload_picks_up_a_new_home_capsule() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let before = ok(&d.cli(&["capsules"]));
     assert!(!before.contains("echo"), "{before}");
     let dir = write_capsule(&d.layout.capsules(), "echo", "");
@@ -602,7 +598,7 @@ fn reload_picks_up_a_new_home_capsule() {
 
 #[test]
 fn an_invalid_manifest_is_listed_with_its_file_and_field_and_the_daemon_serves_on() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let dir = write_capsule(&d.layout.capsules(), "echo", "[limits]\nfuel = 999\n");
     write_capsule(&d.layout.capsules(), "fine", "");
     let report = json_of(&d.cli(&["--json", "reload"]));
@@ -627,7 +623,7 @@ fn an_invalid_manifest_is_listed_with_its_file_and_field_and_the_daemon_serves_o
 
 #[test]
 fn a_workspace_capsule_overrides_a_home_capsule_of_the_same_name() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let home_dir = write_capsule(&d.layout.capsules(), "echo", "");
     let ws_root = astrid::paths::workspace_capsules(d.workspace.path());
     let ws_dir = write_capsule(
@@ -679,22 +675,23 @@ fn a_workspace_capsule_overrides_a_home_capsule_of_the_same_name() {
 
 #[test]
 fn events_prints_published_events_as_json_lines() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let ws = d.workspace.path().to_str().unwrap();
     let mut events = Background::spawn(cli_command(
         d.home.path(),
         &["-w", ws, "--json", "events", "user.>", "--count", "2"],
     ));
     // Publish until the subscriber has subscribed and received the event.
-    let end = Instant::now() + DEADLINE;
-    let first = loop {
+    let first = poll(DEADLINE, || {
         let published = json_of(&d.cli(&["--json", "publish", "user.a", r#"{"x":1}"#]));
-        if published["delivered"] == 1 {
-            break published;
-        }
         assert!(!events.exited(), "`astrid events` exited early");
-        assert!(Instant::now() < end, "`astrid events` never subscribed");
-    };
+        if published["delivered"] == 1 {
+            Ok(published)
+        } else {
+            Err(())
+        }
+    })
+    .expect("`astrid events` never subscribed");
     let second = json_of(&d.cli(&["--json", "publish", "user.b", "hello"]));
     assert_eq!(second["delivered"], json!(1), "{second}");
 
@@ -729,7 +726,7 @@ fn events_prints_published_events_as_json_lines() {
 
 #[test]
 fn publishing_outside_user_topics_is_forbidden() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let err = fails(&d.cli(&["publish", "astrid.x"]));
     assert!(err.contains("forbidden"), "{err}");
     let published = json_of(&d.cli(&["--json", "publish", "user.ok"]));
@@ -742,7 +739,7 @@ fn publishing_outside_user_topics_is_forbidden() {
 
 #[test]
 fn fault_is_refused_by_a_daemon_without_fault_injection() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let err = fails(&d.cli(&["fault", "bus", "panic"]));
     assert!(err.contains("--allow-fault-injection"), "{err}");
     let tree = json_of(&d.cli(&["--json", "ps"]));
@@ -755,25 +752,26 @@ fn fault_is_refused_by_a_daemon_without_fault_injection() {
 
 #[test]
 fn fault_panic_makes_the_bus_restart() {
-    let d = TestDaemon::start(&["--allow-fault-injection"]);
+    let d = TestDaemon::builder().fault_injection().start();
     let text = ok(&d.cli(&["fault", "bus", "panic"]));
     assert!(text.contains("injected panic into bus"), "{text}");
-    let end = Instant::now() + DEADLINE;
-    loop {
+    let restarted = poll(DEADLINE, || {
         let tree = json_of(&d.cli(&["--json", "ps"]));
         let bus = find_node(&tree, "bus").unwrap_or_else(|| panic!("{tree}"));
         if bus["restarts"] == 1 && bus["state"] == "running" {
-            let failure = bus["last_failure"]["reason"].as_str().unwrap_or_default();
-            assert!(failure.contains("injected fault"), "{bus}");
-            break;
+            Ok(bus.clone())
+        } else {
+            Err(tree)
         }
-        assert!(Instant::now() < end, "the bus was not restarted: {tree}");
-    }
+    });
+    let bus = restarted.unwrap_or_else(|tree| panic!("the bus was not restarted: {tree}"));
+    let failure = bus["last_failure"]["reason"].as_str().unwrap_or_default();
+    assert!(failure.contains("injected fault"), "{bus}");
 }
 
 #[test]
 fn an_unknown_fault_is_a_clear_error() {
-    let d = TestDaemon::start(&["--allow-fault-injection"]);
+    let d = TestDaemon::builder().fault_injection().start();
     let out = d.cli(&["fault", "bus", "explode"]);
     let err = fails(&out);
     assert!(err.contains("bad fault `explode`"), "{err}");
@@ -796,7 +794,7 @@ fn an_unknown_fault_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_publishes_prompts_and_runs_slash_commands() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let mut watcher = d.client().await;
     let _: Subscribed = watcher
         .call(Request::Subscribe {
@@ -840,7 +838,7 @@ async fn chat_publishes_prompts_and_runs_slash_commands() {
 
 #[test]
 fn chat_ends_cleanly_on_end_of_input() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let out =
         chat(&d, "", true, DEADLINE).unwrap_or_else(|o| panic!("chat did not exit on EOF: {o:?}"));
     let text = ok(&out);
@@ -854,7 +852,7 @@ fn chat_ends_cleanly_on_end_of_input() {
 #[test]
 fn chat_quit_ends_the_session_while_stdin_stays_open() {
     // As at a terminal: /quit must end the process without waiting for another line.
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let out = chat(&d, "/quit\n", false, Duration::from_secs(5)).unwrap_or_else(|o| {
         panic!(
             "`astrid` did not exit after /quit while stdin was open:\nstdout: {}\nstderr: {}",
@@ -958,7 +956,7 @@ fn concurrent_status_commands_share_one_daemon() {
 #[test]
 fn status_while_a_daemon_boots_uses_that_daemon() {
     let home = short_tempdir();
-    let d = TestDaemon::spawn(home, &[]);
+    let d = TestDaemon::builder().home(home).spawn();
     // Should the CLI wrongly start a daemon of its own, it must not outlive the test.
     let _reaper = Reaper(d.home.path().to_owned());
     let status = json_of(&d.cli(&["--json", "status"]));
@@ -993,7 +991,10 @@ fn status_waits_for_a_daemon_that_has_bound_its_socket_but_not_written_its_token
     drop(socket);
     std::fs::remove_file(files.socket()).unwrap();
     lock.release();
-    let d = TestDaemon::spawn_in(home, workspace, &[]);
+    let d = TestDaemon::builder()
+        .home(home)
+        .workspace(workspace)
+        .spawn();
     let out = status
         .finish(DEADLINE)
         .unwrap_or_else(|o| panic!("status never finished: {o:?}"));

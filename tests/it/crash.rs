@@ -5,19 +5,17 @@
 //! `KvPut` entry for each of them (mutations are acknowledged only once their audit entry
 //! is durable). The kill is repeated at several moments of the storm on the same home.
 
-
-
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::common::{DEADLINE, TestDaemon, poll, poll_async_every, short_tempdir};
 use astrid::client::{Client, ClientError};
 use astrid::protocol::{
     AuditEntry, ErrorCode, Grant, KvValue, Listing, Request, Verification, Written,
 };
-use crate::common::{DEADLINE, TestDaemon, short_tempdir};
 use rustix::process::Signal;
 
 /// Concurrent clients, each on its own connection.
@@ -114,16 +112,19 @@ async fn storm_client(client: Client, round: usize, id: usize, tally: Arc<Tally>
 fn wait_ready_after_crash(d: &mut TestDaemon) {
     let mine = format!("pid={}\n", d.child.id());
     let ready = d.files.ready();
-    let end = Instant::now() + DEADLINE;
-    while !std::fs::read_to_string(&ready).is_ok_and(|text| text.starts_with(&mine)) {
-        if let Some(status) = d.child.try_wait().unwrap() {
-            panic!(
-                "the daemon did not boot after a crash ({status}): {}",
-                d.stderr()
-            );
+    let booted = poll(DEADLINE, || {
+        if std::fs::read_to_string(&ready).is_ok_and(|text| text.starts_with(&mine)) {
+            return Ok(None);
         }
-        assert!(Instant::now() < end, "daemon not ready within {DEADLINE:?}");
-        std::thread::sleep(Duration::from_millis(5));
+        d.child.try_wait().unwrap().map(Some).ok_or(())
+    });
+    match booted {
+        Ok(None) => {}
+        Ok(Some(status)) => panic!(
+            "the daemon did not boot after a crash ({status}): {}",
+            d.stderr()
+        ),
+        Err(()) => panic!("daemon not ready within {DEADLINE:?}"),
     }
 }
 
@@ -139,7 +140,7 @@ fn kill_and_restart(mut d: TestDaemon) -> TestDaemon {
     assert!(d.files.ready().exists() && d.files.token().exists());
     let home = std::mem::replace(&mut d.home, short_tempdir());
     drop(d);
-    let mut next = TestDaemon::spawn(home, &[]);
+    let mut next = TestDaemon::builder().home(home).spawn();
     wait_ready_after_crash(&mut next);
     next
 }
@@ -244,7 +245,7 @@ async fn check_after_crash(d: &TestDaemon, round: usize, acked: &[String], earli
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_storm_loses_no_acknowledged_write_or_its_audit_entry() {
     let started = Instant::now();
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let mut earlier: Vec<String> = Vec::new();
     let mut interrupted = 0;
     for (round, kill_after) in KILL_AFTER.into_iter().enumerate() {
@@ -259,11 +260,10 @@ async fn kill_9_mid_storm_loses_no_acknowledged_write_or_its_audit_entry() {
                 Arc::clone(&tally),
             )));
         }
-        let end = Instant::now() + DEADLINE;
-        while tally.acked() < kill_after {
-            assert!(Instant::now() < end, "round {round}: the storm stalled");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let storm = async || (tally.acked() >= kill_after).then_some(()).ok_or(());
+        poll_async_every(DEADLINE, Duration::from_millis(1), storm)
+            .await
+            .unwrap_or_else(|()| panic!("round {round}: the storm stalled"));
         let in_flight = tally.in_flight.load(Ordering::SeqCst);
         d = tokio::task::block_in_place(|| kill_and_restart(d));
         for client in clients {

@@ -7,19 +7,19 @@
 //! capsule is crashed, silent or failed, kept across a bus restart, gone after a reload;
 //! and payloads nested deeper than clients are sure to decode, refused.
 
-
 use crate::common;
 
 use std::time::{Duration, Instant};
 
+use crate::common::{
+    DEADLINE, TestDaemon, copy_capsule, error_code, example_capsule, failure, get, next_event,
+    next_on, one_command_manifest, patient_client, poll_async, try_inject, wait_restarted,
+    write_capsule,
+};
 use astrid::client::{Client, ClientError};
 use astrid::protocol::{
     CapsuleState, ChildState, CommandOutput, ErrorCode, Event, Fault, FaultInjected, Published,
-    RawValue, ReloadReport, Request, Subscribed, TreeNode,
-};
-use crate::common::{
-    DEADLINE, TestDaemon, copy_capsule, error_code, example_capsule, failure, get,
-    one_command_manifest, patient_client, wait_node, write_capsule,
+    RawValue, ReloadReport, Request, Subscribed,
 };
 use serde_json::{Value, json};
 
@@ -53,15 +53,12 @@ async fn run(client: &Client, name: &str) -> Value {
 
 /// Runs `name` until its output is `want`.
 async fn wait_output(client: &Client, name: &str, want: &Value) {
-    let end = Instant::now() + DEADLINE;
-    loop {
+    let output = poll_async(DEADLINE, async || {
         let got = run(client, name).await;
-        if got == *want {
-            return;
-        }
-        assert!(Instant::now() < end, "/{name} answered {got}, never {want}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        if got == *want { Ok(()) } else { Err(got) }
+    })
+    .await;
+    output.unwrap_or_else(|got| panic!("/{name} answered {got}, never {want}"));
 }
 
 async fn publish(
@@ -88,34 +85,6 @@ async fn inject(client: &Client, target: &str, fault: Fault) {
         .unwrap();
 }
 
-/// The next event on this connection, whatever its topic.
-async fn next_event(client: &mut Client) -> Event {
-    tokio::time::timeout(DEADLINE, client.next_event())
-        .await
-        .expect("an event in time")
-        .expect("connection open")
-}
-
-/// The next event on `topic`, skipping others.
-async fn next_on(client: &mut Client, topic: &str) -> Event {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let event = next_event(client).await;
-        if event.topic == topic {
-            return event;
-        }
-        assert!(Instant::now() < end, "no event on `{topic}` in time");
-    }
-}
-
-/// Waits until `name` has restarted `n` times in all and runs again.
-async fn wait_restarted(client: &Client, name: &str, n: u32) -> TreeNode {
-    wait_node(client, name, |node| {
-        node.restarts == n && node.state == ChildState::Running
-    })
-    .await
-}
-
 /// How many bus subscribers are labelled `label` (`None` while the bus is down).
 async fn subscribers_labelled(client: &Client, label: &str) -> Option<usize> {
     let status = client.status().await.ok()?;
@@ -126,18 +95,14 @@ async fn subscribers_labelled(client: &Client, label: &str) -> Option<usize> {
 /// Waits until exactly one bus subscriber is labelled with each of `labels`: each has
 /// registered (again) with the bus, and no stale registration is left.
 async fn wait_registered(client: &Client, labels: &[&str]) {
-    let end = Instant::now() + DEADLINE;
     for label in labels {
-        loop {
+        let once = poll_async(DEADLINE, async || {
             let n = subscribers_labelled(client, label).await;
-            if n == Some(1) {
-                break;
-            }
-            assert!(
-                Instant::now() < end,
-                "`{label}` is registered with the bus {n:?} times, never once"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            if n == Some(1) { Ok(()) } else { Err(n) }
+        })
+        .await;
+        if let Err(n) = once {
+            panic!("`{label}` is registered with the bus {n:?} times, never once");
         }
     }
 }
@@ -165,7 +130,10 @@ async fn events_before_marker(publisher: &Client, client: &mut Client, marker: &
 /// until each answers `command` (so that its actor is up).
 async fn daemon_with(capsules: &[(&str, &str)]) -> TestDaemon {
     let names: Vec<&str> = capsules.iter().map(|(name, _)| *name).collect();
-    let d = TestDaemon::start_with_capsules(&names, &["--allow-fault-injection"]);
+    let d = TestDaemon::builder()
+        .capsules(&names)
+        .fault_injection()
+        .start();
     let client = patient_client(&d).await;
     for (_, command) in capsules {
         run(&client, command).await;
@@ -253,14 +221,12 @@ async fn a_capsule_keeps_its_subscription_across_its_restart_and_the_buss() {
     std::fs::remove_dir_all(d.home.path().join("capsules/watch")).unwrap();
     let report: ReloadReport = client.call(Request::ReloadCapsules).await.unwrap();
     assert_eq!(report.removed, ["watch"]);
-    let end = Instant::now() + DEADLINE;
-    while subscribers_labelled(&client, "capsule:watch").await != Some(0) {
-        assert!(
-            Instant::now() < end,
-            "the removed capsule is still subscribed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let gone = poll_async(DEADLINE, async || {
+        let n = subscribers_labelled(&client, "capsule:watch").await;
+        if n == Some(0) { Ok(()) } else { Err(n) }
+    })
+    .await;
+    assert_eq!(gone, Ok(()), "the removed capsule is still subscribed");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -345,15 +311,17 @@ async fn interceptors_deny_rewrite_and_finish_in_priority_order() {
 async fn priority_not_name_orders_the_chain() {
     // guard-late with priority 5 runs before guard (10), whatever their names: "forbidden"
     // becomes "forbidden!" first, which guard lets through.
-    let d = TestDaemon::start_prepared(&[], |home, _| {
-        let capsules = home.join("capsules");
-        copy_capsule(&example_capsule("guard"), &capsules);
-        let late = copy_capsule(&example_capsule("guard-late"), &capsules);
-        let manifest = late.join("Capsule.toml");
-        let text = std::fs::read_to_string(&manifest).unwrap();
-        assert!(text.contains("priority = 20"));
-        std::fs::write(&manifest, text.replace("priority = 20", "priority = 5")).unwrap();
-    });
+    let d = TestDaemon::builder()
+        .prepare(|home, _| {
+            let capsules = home.join("capsules");
+            copy_capsule(&example_capsule("guard"), &capsules);
+            let late = copy_capsule(&example_capsule("guard-late"), &capsules);
+            let manifest = late.join("Capsule.toml");
+            let text = std::fs::read_to_string(&manifest).unwrap();
+            assert!(text.contains("priority = 20"));
+            std::fs::write(&manifest, text.replace("priority = 20", "priority = 5")).unwrap();
+        })
+        .start();
     let client = patient_client(&d).await;
     run(&client, "guard-info").await;
     run(&client, "guard-late-info").await;
@@ -419,23 +387,18 @@ async fn a_crashed_or_silent_interceptor_is_skipped_and_a_removed_one_is_gone() 
 
     // A guard past its restart budget (3 in 5 s) is skipped at once, until a reload starts
     // it again.
-    let end = Instant::now() + DEADLINE;
-    loop {
+    let failed = poll_async(DEADLINE, async || {
         let list = client.capsules().await.unwrap();
-        let guard = list.iter().find(|c| c.name == "guard").unwrap();
+        let guard = list.iter().find(|c| c.name == "guard").unwrap().clone();
         if guard.state == CapsuleState::Failed {
-            break;
+            return Ok(());
         }
-        assert!(Instant::now() < end, "guard never failed: {guard:?}");
         // Refused while it restarts; that is fine.
-        let _: Result<FaultInjected, _> = client
-            .call(Request::InjectFault {
-                target: "capsule:guard".into(),
-                fault: Fault::Trap,
-            })
-            .await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        let _ = try_inject(&client, "capsule:guard", Fault::Trap).await;
+        Err(guard)
+    })
+    .await;
+    failed.unwrap_or_else(|guard| panic!("guard never failed: {guard:?}"));
     let started = Instant::now();
     publish(&client, "user.guarded.a", "forbidden")
         .await
@@ -485,7 +448,7 @@ async fn a_crashed_or_silent_interceptor_is_skipped_and_a_removed_one_is_gone() 
 
 #[tokio::test]
 async fn a_payload_nested_deeper_than_clients_decode_is_refused() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let mut watcher = subscriber(&d, "user.deep").await;
     let publisher = patient_client(&d).await;
     let nested = |depth: usize| {
@@ -535,27 +498,29 @@ async fn a_capsule_cannot_publish_a_payload_nested_too_deep() {
             (2048u64 << 32) | 1
         )
     };
-    let d = TestDaemon::start_prepared(&[], |home, _| {
-        for (name, depth, grant) in [
-            ("deep", 129, true),
-            ("ok", 128, true),
-            ("ungranted", 129, false),
-        ] {
-            let grant = if grant {
-                "[capabilities]\ngrant = [\"bus:publish:user.deep\"]\n"
-            } else {
-                ""
-            };
-            let manifest = one_command_manifest(name, grant);
-            let module = module(depth);
-            write_capsule(
-                &home.join("capsules"),
-                name,
-                &manifest,
-                &[("m.wat", module.as_bytes())],
-            );
-        }
-    });
+    let d = TestDaemon::builder()
+        .prepare(|home, _| {
+            for (name, depth, grant) in [
+                ("deep", 129, true),
+                ("ok", 128, true),
+                ("ungranted", 129, false),
+            ] {
+                let grant = if grant {
+                    "[capabilities]\ngrant = [\"bus:publish:user.deep\"]\n"
+                } else {
+                    ""
+                };
+                let manifest = one_command_manifest(name, grant);
+                let module = module(depth);
+                write_capsule(
+                    &home.join("capsules"),
+                    name,
+                    &manifest,
+                    &[("m.wat", module.as_bytes())],
+                );
+            }
+        })
+        .start();
     let mut watcher = subscriber(&d, "user.deep").await;
     let client = patient_client(&d).await;
 
@@ -724,7 +689,7 @@ fn a_frame_sized_payload_costs_about_its_size_and_stalls_no_other_client() {
     const FRAME: usize = 16 * 1024 * 1024;
     // Generous for a debug build on two busy cores; the bug it guards against took seconds.
     const PING_BOUND: Duration = Duration::from_millis(500);
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let mut subscriber = d.raw();
     subscriber.request(
         1,
@@ -813,7 +778,7 @@ fn a_frame_sized_payload_costs_about_its_size_and_stalls_no_other_client() {
 
 #[tokio::test]
 async fn a_connection_holds_a_bounded_number_of_patterns() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let client = patient_client(&d).await;
     let subscribe = |pattern: String| {
         let client = &client;

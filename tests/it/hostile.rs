@@ -11,7 +11,6 @@
 //! - every ping is answered within [`PING_BOUND`];
 //! - the capsule is refused at load, or its call fails (or is refused) with a clear reason.
 
-
 use crate::common;
 
 use std::path::Path;
@@ -19,12 +18,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use astrid::client::{Client, ClientError};
-use astrid::protocol::{AuditEntry, CapsuleInfo, CapsuleState, CommandOutput, ErrorCode, Request};
 use crate::common::{
     DEADLINE, TestDaemon, audit_tail, failure, one_command_manifest, patient_client, poll_until,
     wait_audit, write_capsule,
 };
+use astrid::client::{Client, ClientError};
+use astrid::protocol::{AuditEntry, CapsuleInfo, CapsuleState, CommandOutput, ErrorCode, Request};
 
 /// How much the daemon's resident memory may grow during an attack. The most a capsule
 /// with default limits can legitimately hold is a few MiB (a 1 MiB memory, a 512 KiB
@@ -250,14 +249,16 @@ async fn table_bombs_are_capped() {
          (if (i32.gt_u (table.size $t) (i32.const 65536)) (then unreachable))",
         (0, 7),
     );
-    let d = TestDaemon::start_prepared(&[], |home, _| {
-        hostile(home, "grow", "", &grow);
-        // Ten million elements at instantiation: 80 MB per instance, and per restart.
-        let declared = guest("", 1, "(table 10000000 funcref)", "", (0, 0));
-        hostile(home, "declared", "", &declared);
-        let max_ok = guest("", 1, "(table 65536 65536 funcref)", "", (0, 0));
-        hostile(home, "max-ok", "", &max_ok);
-    });
+    let d = TestDaemon::builder()
+        .prepare(|home, _| {
+            hostile(home, "grow", "", &grow);
+            // Ten million elements at instantiation: 80 MB per instance, and per restart.
+            let declared = guest("", 1, "(table 10000000 funcref)", "", (0, 0));
+            hostile(home, "declared", "", &declared);
+            let max_ok = guest("", 1, "(table 65536 65536 funcref)", "", (0, 0));
+            hostile(home, "max-ok", "", &max_ok);
+        })
+        .start();
     let client = patient_client(&d).await;
     let (answers, cost) = under_attack(&d, invoke_times(&client, "grow", 20)).await;
     cost.within_bounds("table.grow bomb");
@@ -274,45 +275,47 @@ async fn table_bombs_are_capped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_segments_and_counts_are_capped() {
-    let d = TestDaemon::start_prepared(&[], |home, _| {
-        // Grows its memory a page at a time and writes to every page it gets.
-        let memory = guest(
-            "",
-            1,
-            CAPPED,
-            "(loop $grow
+    let d = TestDaemon::builder()
+        .prepare(|home, _| {
+            // Grows its memory a page at a time and writes to every page it gets.
+            let memory = guest(
+                "",
+                1,
+                CAPPED,
+                "(loop $grow
                (if (i32.ne (memory.grow (i32.const 1)) (i32.const -1))
                  (then
                    (i32.store (i32.sub (i32.mul (memory.size) (i32.const 65536)) (i32.const 4))
                               (i32.const 1))
                    (br $grow))))
              (if (i32.gt_u (memory.size) (i32.const 16)) (then unreachable))",
-            (0, 7),
-        );
-        hostile(home, "memory", "", &memory);
-        // 2 MiB of passive data, for a capsule whose memory may hold 1 MiB.
-        let chunk = "x".repeat(256 * 1024);
-        let data = format!(r#"(data "{chunk}")"#).repeat(8);
-        hostile(home, "data", "", &guest("", 1, &data, "", (0, 0)));
-        // 70,000 element items.
-        let items = "$f ".repeat(35_000);
-        let elems = format!("(func $f) (elem func {items}) (elem func {items})");
-        hostile(home, "elements", "", &guest("", 1, &elems, "", (0, 0)));
-        let globals = "(global i32 (i32.const 0))".repeat(10_001);
-        hostile(home, "globals", "", &guest("", 1, &globals, "", (0, 0)));
-        // A hundred memories of 16 pages each, every one within `memory_pages`.
-        let memories = "(memory 16)".repeat(99);
-        hostile(home, "memories", "", &guest("", 1, &memories, "", (0, 0)));
-        // Larger than a module may be (read no further than the limit).
-        let mut big = b"\0asm\x01\0\0\0".to_vec();
-        big.resize(9 << 20, 0);
-        write_capsule(
-            &home.join("capsules"),
-            "huge",
-            &one_command_manifest("huge", "").replace("m.wat", "m.wasm"),
-            &[("m.wasm", &big)],
-        );
-    });
+                (0, 7),
+            );
+            hostile(home, "memory", "", &memory);
+            // 2 MiB of passive data, for a capsule whose memory may hold 1 MiB.
+            let chunk = "x".repeat(256 * 1024);
+            let data = format!(r#"(data "{chunk}")"#).repeat(8);
+            hostile(home, "data", "", &guest("", 1, &data, "", (0, 0)));
+            // 70,000 element items.
+            let items = "$f ".repeat(35_000);
+            let elems = format!("(func $f) (elem func {items}) (elem func {items})");
+            hostile(home, "elements", "", &guest("", 1, &elems, "", (0, 0)));
+            let globals = "(global i32 (i32.const 0))".repeat(10_001);
+            hostile(home, "globals", "", &guest("", 1, &globals, "", (0, 0)));
+            // A hundred memories of 16 pages each, every one within `memory_pages`.
+            let memories = "(memory 16)".repeat(99);
+            hostile(home, "memories", "", &guest("", 1, &memories, "", (0, 0)));
+            // Larger than a module may be (read no further than the limit).
+            let mut big = b"\0asm\x01\0\0\0".to_vec();
+            big.resize(9 << 20, 0);
+            write_capsule(
+                &home.join("capsules"),
+                "huge",
+                &one_command_manifest("huge", "").replace("m.wat", "m.wasm"),
+                &[("m.wasm", &big)],
+            );
+        })
+        .start();
     let client = patient_client(&d).await;
     for (name, why) in [
         ("data", "data segments hold 2097152 bytes"),
@@ -406,7 +409,7 @@ fn largest_module() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_largest_module_compiles_within_bounds() {
-    let d = TestDaemon::start_prepared(&[], |_, _| {});
+    let d = TestDaemon::builder().prepare(|_, _| {}).start();
     let client = patient_client(&d).await;
     let module = largest_module();
     assert!(module.len() > 4_100_000, "{}", module.len());
@@ -428,37 +431,39 @@ async fn the_largest_module_compiles_within_bounds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn threads_and_exceptions_are_refused_and_recursion_traps() {
-    let d = TestDaemon::start_prepared(&[], |home, _| {
-        // A shared memory and a wait that nothing will ever end: the capsule's thread
-        // would be blocked for good (no fuel is spent while waiting).
-        let wait = r#"(module
+    let d = TestDaemon::builder()
+        .prepare(|home, _| {
+            // A shared memory and a wait that nothing will ever end: the capsule's thread
+            // would be blocked for good (no fuel is spent while waiting).
+            let wait = r#"(module
   (memory (export "memory") 1 1 shared)
   (func (export "astrid_alloc") (param i32) (result i32) (i32.const 64))
   (func (export "astrid_command") (param i32 i32) (result i64)
     (drop (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1)))
     (i64.const 0)))"#;
-        hostile(home, "wait", "", wait);
-        // Every `throw` allocates an exception object that lives as long as the instance.
-        let throw = guest(
-            "",
-            1,
-            "(tag $e)",
-            "(loop $again
+            hostile(home, "wait", "", wait);
+            // Every `throw` allocates an exception object that lives as long as the instance.
+            let throw = guest(
+                "",
+                1,
+                "(tag $e)",
+                "(loop $again
                (block $caught (try_table (catch_all $caught) (throw $e)))
                (br $again))",
-            (0, 0),
-        );
-        hostile(home, "throw", "", &throw);
-        let recurse = guest(
-            "",
-            1,
-            "(func $deeper (param i64) (result i64)
+                (0, 0),
+            );
+            hostile(home, "throw", "", &throw);
+            let recurse = guest(
+                "",
+                1,
+                "(func $deeper (param i64) (result i64)
                (i64.add (call $deeper (i64.add (local.get 0) (i64.const 1))) (i64.const 1)))",
-            "(drop (call $deeper (i64.const 0)))",
-            (0, 0),
-        );
-        hostile(home, "recurse", "[restart]\nbackoff = \"0s\"\n", &recurse);
-    });
+                "(drop (call $deeper (i64.const 0)))",
+                (0, 0),
+            );
+            hostile(home, "recurse", "[restart]\nbackoff = \"0s\"\n", &recurse);
+        })
+        .start();
     let client = patient_client(&d).await;
     assert_invalid(&listed(&client, "wait").await, "shared");
     assert_invalid(&listed(&client, "throw").await, "exception");
@@ -514,7 +519,7 @@ fn looping(call: &str) -> String {
 async fn host_call_loops_stay_within_bounds() {
     let limits = "[limits]\nmemory_pages = 16\n\n[restart]\nbackoff = \"0s\"\nintensity = 100\n";
     let grants = |g: &str| format!("[capabilities]\ngrant = [{g}]\n\n{limits}");
-    let d = TestDaemon::start_prepared(&[], |home, _| {
+    let d = TestDaemon::builder().prepare(|home, _| {
         let publish = looping(
             "(drop (call $publish (i32.const 0) (i32.const 13) (i32.const 4096) (i32.const 524293)))",
         );
@@ -543,7 +548,7 @@ async fn host_call_loops_stay_within_bounds() {
             &grants("\"kv\", \"vfs:write:out/**\""),
             &ranges,
         );
-    });
+    }).start();
     let client = patient_client(&d).await;
     for name in ["publish", "put", "write", "ranges"] {
         let (answers, cost) = under_attack(&d, invoke_times(&client, name, 2)).await;
@@ -574,10 +579,12 @@ fn log_text(d: &TestDaemon) -> String {
 async fn denials_in_a_loop_are_recorded_within_a_budget() {
     // No grants at all: every call is denied, and every denial used to be an audit entry
     // and a log line, thousands a second, for as long as anything called the capsule.
-    let d = TestDaemon::start_prepared(&[], |home, _| {
-        let denied = looping("(drop (call $vfs_read (i32.const 48) (i32.const 10)))");
-        hostile(home, "denied", "[restart]\nbackoff = \"0s\"\n", &denied);
-    });
+    let d = TestDaemon::builder()
+        .prepare(|home, _| {
+            let denied = looping("(drop (call $vfs_read (i32.const 48) (i32.const 10)))");
+            hostile(home, "denied", "[restart]\nbackoff = \"0s\"\n", &denied);
+        })
+        .start();
     let client = patient_client(&d).await;
     let started = Instant::now();
     let (answers, cost) = under_attack(&d, invoke_times(&client, "denied", 2)).await;
@@ -658,14 +665,16 @@ async fn results_a_guest_cannot_hold_crash_it() {
         r#"(func (export "astrid_alloc") (param i32) (result i32) (i32.const 64))"#,
         r#"(func (export "astrid_alloc") (param i32) (result i32) (call $alloc (local.get 0)))"#,
     );
-    let d = TestDaemon::start_prepared(&[], |home, _| {
-        hostile(
-            home,
-            "get",
-            "[capabilities]\ngrant = [\"kv\"]\n\n[restart]\nbackoff = \"0s\"\n",
-            &get,
-        );
-    });
+    let d = TestDaemon::builder()
+        .prepare(|home, _| {
+            hostile(
+                home,
+                "get",
+                "[capabilities]\ngrant = [\"kv\"]\n\n[restart]\nbackoff = \"0s\"\n",
+                &get,
+            );
+        })
+        .start();
     let client = patient_client(&d).await;
     let (answers, cost) = under_attack(&d, invoke_times(&client, "get", 2)).await;
     cost.within_bounds("kv_get into a full memory");
@@ -675,9 +684,11 @@ async fn results_a_guest_cannot_hold_crash_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_flood_is_cut_to_the_budget_and_summed_up() {
     let flood = looping("(call $log (i32.const 2) (i32.const 1024) (i32.const 1000))");
-    let d = TestDaemon::start_prepared(&[], |home, _| {
-        hostile(home, "flood", "[restart]\nbackoff = \"0s\"\n", &flood);
-    });
+    let d = TestDaemon::builder()
+        .prepare(|home, _| {
+            hostile(home, "flood", "[restart]\nbackoff = \"0s\"\n", &flood);
+        })
+        .start();
     let client = patient_client(&d).await;
     let (answers, cost) = under_attack(&d, invoke_times(&client, "flood", 1)).await;
     cost.within_bounds("log flood");
@@ -821,25 +832,27 @@ async fn denial(client: &Client, access: &str) -> AuditEntry {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_apply_to_the_normalized_path_and_links_are_never_followed() {
-    let d = TestDaemon::start_prepared(&[], |home, workspace| {
-        files_capsule(
-            &home.join("capsules"),
-            &[
-                "vfs:read:public/**",
-                "vfs:read:*/secret.txt",
-                "vfs:read:data/*/x",
-                "vfs:write:public/**",
-            ],
-        );
-        std::fs::create_dir_all(workspace.join("public/dir")).unwrap();
-        std::fs::create_dir_all(workspace.join("data")).unwrap();
-        std::fs::write(workspace.join("secret.txt"), b"top secret").unwrap();
-        std::fs::write(workspace.join("data/x"), b"data x").unwrap();
-        std::fs::write(workspace.join("public/ok.txt"), b"public").unwrap();
-        std::os::unix::fs::symlink("../secret.txt", workspace.join("public/link")).unwrap();
-        std::os::unix::fs::symlink("..", workspace.join("public/up")).unwrap();
-        std::os::unix::fs::symlink("dir", workspace.join("public/alias")).unwrap();
-    });
+    let d = TestDaemon::builder()
+        .prepare(|home, workspace| {
+            files_capsule(
+                &home.join("capsules"),
+                &[
+                    "vfs:read:public/**",
+                    "vfs:read:*/secret.txt",
+                    "vfs:read:data/*/x",
+                    "vfs:write:public/**",
+                ],
+            );
+            std::fs::create_dir_all(workspace.join("public/dir")).unwrap();
+            std::fs::create_dir_all(workspace.join("data")).unwrap();
+            std::fs::write(workspace.join("secret.txt"), b"top secret").unwrap();
+            std::fs::write(workspace.join("data/x"), b"data x").unwrap();
+            std::fs::write(workspace.join("public/ok.txt"), b"public").unwrap();
+            std::os::unix::fs::symlink("../secret.txt", workspace.join("public/link")).unwrap();
+            std::os::unix::fs::symlink("..", workspace.join("public/up")).unwrap();
+            std::os::unix::fs::symlink("dir", workspace.join("public/alias")).unwrap();
+        })
+        .start();
     let client = patient_client(&d).await;
     let ws = d.workspace.path();
     assert_eq!(read(&client, "public/ok.txt").await, Ok(b"public".to_vec()));
@@ -880,13 +893,15 @@ async fn grants_apply_to_the_normalized_path_and_links_are_never_followed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capsules_cannot_configure_the_daemon() {
-    let d = TestDaemon::start_prepared(&[], |home, workspace| {
-        files_capsule(&home.join("capsules"), &["vfs:read:**", "vfs:write:**"]);
-        std::fs::create_dir_all(workspace.join(".astrid")).unwrap();
-        std::fs::write(workspace.join(".astrid/mcp.toml"), b"").unwrap();
-        // A link to the home is a link: refused like any other.
-        std::os::unix::fs::symlink(home, workspace.join("h")).unwrap();
-    });
+    let d = TestDaemon::builder()
+        .prepare(|home, workspace| {
+            files_capsule(&home.join("capsules"), &["vfs:read:**", "vfs:write:**"]);
+            std::fs::create_dir_all(workspace.join(".astrid")).unwrap();
+            std::fs::write(workspace.join(".astrid/mcp.toml"), b"").unwrap();
+            // A link to the home is a link: refused like any other.
+            std::os::unix::fs::symlink(home, workspace.join("h")).unwrap();
+        })
+        .start();
     let client = patient_client(&d).await;
     let ws = d.workspace.path();
     for path in [
@@ -930,7 +945,10 @@ async fn a_home_inside_the_workspace_is_out_of_reach() {
         &home.path().join("capsules"),
         &["vfs:read:**", "vfs:write:**"],
     );
-    let d = TestDaemon::spawn_in(home, workspace, &[]);
+    let d = TestDaemon::builder()
+        .home(home)
+        .workspace(workspace)
+        .spawn();
     d.wait_ready();
     let client = patient_client(&d).await;
     let token = format!("{inside}/sessions/system.token");
@@ -967,11 +985,13 @@ async fn every_host_call_of_a_long_call_is_answered() {
       (local.set $n (i32.add (local.get $n) (i32.const 1)))
       (br_if $again (i32.lt_u (local.get $n) (i32.const 1000))))
     (i64.const 5)))"#;
-    let d = TestDaemon::start_prepared(&[], |home, _| {
-        let manifest = "[limits]\ncall_timeout = \"10s\"\n\n\
+    let d = TestDaemon::builder()
+        .prepare(|home, _| {
+            let manifest = "[limits]\ncall_timeout = \"10s\"\n\n\
                         [capabilities]\ngrant = [\"vfs:read:**\"]\n";
-        hostile(home, "reads", manifest, reads);
-    });
+            hostile(home, "reads", manifest, reads);
+        })
+        .start();
     let client = patient_client(&d).await;
     let started = Instant::now();
     let (answer, cost) = under_attack(&d, invoke(&client, "reads")).await;

@@ -2,7 +2,6 @@
 //! lock, stale and live sockets, SIGTERM and `Shutdown` cleanup, ephemeral and persistent
 //! lifetimes, argument errors, and `state/` synced after the first boot creates its files.
 
-
 use crate::common;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -10,9 +9,9 @@ use std::os::unix::net::UnixListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::{DEADLINE, TestDaemon, short_tempdir, wait_until};
 use astrid::instance::PidFile;
 use astrid::protocol::{Request, ShutdownAck};
-use crate::common::{DEADLINE, TestDaemon, short_tempdir, wait_until};
 use rustix::process::Signal;
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -25,7 +24,7 @@ fn mode(path: &std::path::Path) -> u32 {
 
 #[test]
 fn boot_creates_private_dirs_and_session_files() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     for dir in d.layout.dirs() {
         assert_eq!(mode(&dir), 0o700, "{}", dir.display());
     }
@@ -60,7 +59,7 @@ fn boot_creates_private_dirs_and_session_files() {
 
 #[test]
 fn sigterm_shuts_down_cleanly_and_removes_files() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     d.signal(Signal::TERM);
     let status = d.wait_exit(DEADLINE).expect("daemon exits after SIGTERM");
     assert!(status.success(), "{status}: {}", d.stderr());
@@ -69,7 +68,7 @@ fn sigterm_shuts_down_cleanly_and_removes_files() {
 
 #[test]
 fn sigint_shuts_down_cleanly_too() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     d.signal(Signal::INT);
     let status = d.wait_exit(DEADLINE).expect("daemon exits after SIGINT");
     assert!(status.success(), "{status}");
@@ -78,7 +77,7 @@ fn sigint_shuts_down_cleanly_too() {
 
 #[tokio::test]
 async fn shutdown_request_is_answered_before_the_daemon_exits() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let client = d.client().await;
     let ack: ShutdownAck = client
         .call(Request::Shutdown {
@@ -101,7 +100,7 @@ async fn shutdown_request_is_answered_before_the_daemon_exits() {
 
 #[test]
 fn a_second_instance_is_refused_and_the_first_keeps_serving() {
-    let first = TestDaemon::start(&[]);
+    let first = TestDaemon::builder().start();
     let token_before = first.token();
     let second = Command::new(common::daemon_bin())
         .arg("--home")
@@ -132,7 +131,7 @@ fn a_stale_socket_is_reclaimed() {
     std::fs::create_dir_all(&sessions).unwrap();
     // A socket file with nobody listening, as a crashed daemon leaves it.
     drop(UnixListener::bind(sessions.join("system.sock")).unwrap());
-    let d = TestDaemon::spawn(home, &[]);
+    let d = TestDaemon::builder().home(home).spawn();
     d.wait_ready();
     let mut raw = d.raw();
     raw.request(1, "Ping");
@@ -146,7 +145,7 @@ fn a_live_socket_is_not_taken_over() {
     std::fs::create_dir_all(&sessions).unwrap();
     // Someone else (not holding our lock) listens on the path.
     let squatter = UnixListener::bind(sessions.join("system.sock")).unwrap();
-    let mut d = TestDaemon::spawn(home, &[]);
+    let mut d = TestDaemon::builder().home(home).spawn();
     let status = d.wait_exit(DEADLINE).expect("boot fails");
     assert_eq!(status.code(), Some(1));
     let stderr = d.stderr();
@@ -160,7 +159,9 @@ fn a_live_socket_is_not_taken_over() {
 
 #[test]
 fn an_ephemeral_daemon_exits_after_the_grace_when_nobody_connects() {
-    let mut d = TestDaemon::start(&["--ephemeral", "--idle-grace", "200ms"]);
+    let mut d = TestDaemon::builder()
+        .args(&["--ephemeral", "--idle-grace", "200ms"])
+        .start();
     let status = d.wait_exit(DEADLINE).expect("ephemeral daemon exits");
     assert!(status.success(), "{status}");
     assert!(d.leftover_files().is_empty(), "{:?}", d.leftover_files());
@@ -168,7 +169,9 @@ fn an_ephemeral_daemon_exits_after_the_grace_when_nobody_connects() {
 
 #[test]
 fn an_ephemeral_daemon_waits_for_its_last_client_then_the_grace() {
-    let mut d = TestDaemon::start(&["--ephemeral", "--idle-grace", "300ms"]);
+    let mut d = TestDaemon::builder()
+        .args(&["--ephemeral", "--idle-grace", "300ms"])
+        .start();
     let mut raw = d.raw();
     // Keep the client connected well past the grace: the daemon must stay.
     let held = Instant::now();
@@ -194,7 +197,9 @@ fn an_ephemeral_daemon_waits_for_its_last_client_then_the_grace() {
 
 #[test]
 fn a_persistent_daemon_never_idles_out() {
-    let mut d = TestDaemon::start(&["--idle-grace", "100ms"]);
+    let mut d = TestDaemon::builder()
+        .args(&["--idle-grace", "100ms"])
+        .start();
     {
         let mut raw = d.raw();
         raw.request(1, "Ping");

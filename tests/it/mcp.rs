@@ -14,21 +14,20 @@
 //! file and the field), commands that do not exist or are found through `PATH`, workspace
 //! entries overriding home ones, and `notifications/tools/list_changed`.
 
-
 use crate::common;
 
 use std::time::{Duration, Instant};
 
+use crate::common::{
+    DEADLINE, Graceful, TestDaemon, assert_gone, copy_capsule, example_capsule, failure,
+    find_in_path, mcp_test_server, patient_client, poll_async, process_alive, process_group,
+    short_tempdir, wait_audit, wait_node, write_capsule,
+};
 use astrid::client::{Client, ClientError};
 use astrid::protocol::{
     ChildState, CommandOutput, ErrorCode, Fault, FaultInjected, McpReloadReport, McpServerInfo,
     McpServerState, McpToolInfo, McpToolResult, NodeKind, ReloadReport, Request, ShutdownAck,
     TrustReport, to_payload,
-};
-use crate::common::{
-    DEADLINE, Graceful, TestDaemon, assert_gone, copy_capsule, example_capsule, failure,
-    find_in_path, mcp_test_server, patient_client, process_alive, process_group, short_tempdir,
-    wait_audit, wait_node, write_capsule,
 };
 use serde_json::{Value, json};
 
@@ -86,9 +85,7 @@ fn mute_server(name: &str) -> String {
 /// A persistent daemon whose home holds `mcp.toml` with `config`, stopped cleanly (with
 /// its servers) when dropped.
 fn start(config: &str) -> Graceful {
-    Graceful(TestDaemon::start_prepared(&[], |home, _| {
-        std::fs::write(home.join("mcp.toml"), config).unwrap();
-    }))
+    Graceful(TestDaemon::builder().mcp(config).start())
 }
 
 fn home_config(d: &TestDaemon) -> String {
@@ -581,21 +578,25 @@ async fn a_failing_tool_is_an_error_result_not_a_crash() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capsule_calls_a_tool_through_mcp_call_with_its_grant_only() {
-    let d = Graceful(TestDaemon::start_prepared(&[], |home, _| {
-        std::fs::write(home.join("mcp.toml"), test_server("test", "")).unwrap();
-        let capsules = home.join("capsules");
-        copy_capsule(&example_capsule("mcp-echo"), &capsules);
-        // The same capsule, granted another tool than the one it calls.
-        let copy = copy_capsule(&example_capsule("mcp-echo"), &home.join("copy"));
-        let other = capsules.join("mcp-nogrant");
-        std::fs::rename(copy, &other).unwrap();
-        let manifest = other.join("Capsule.toml");
-        let text = std::fs::read_to_string(&manifest)
-            .unwrap()
-            .replace("name = \"mcp-echo\"", "name = \"mcp-nogrant\"")
-            .replace("mcp:call:test/echo", "mcp:call:test/add");
-        std::fs::write(&manifest, text).unwrap();
-    }));
+    let d = Graceful(
+        TestDaemon::builder()
+            .mcp(test_server("test", ""))
+            .prepare(|home, _| {
+                let capsules = home.join("capsules");
+                copy_capsule(&example_capsule("mcp-echo"), &capsules);
+                // The same capsule, granted another tool than the one it calls.
+                let copy = copy_capsule(&example_capsule("mcp-echo"), &home.join("copy"));
+                let other = capsules.join("mcp-nogrant");
+                std::fs::rename(copy, &other).unwrap();
+                let manifest = other.join("Capsule.toml");
+                let text = std::fs::read_to_string(&manifest)
+                    .unwrap()
+                    .replace("name = \"mcp-echo\"", "name = \"mcp-nogrant\"")
+                    .replace("mcp:call:test/echo", "mcp:call:test/add");
+                std::fs::write(&manifest, text).unwrap();
+            })
+            .start(),
+    );
     let client = patient_client(&d).await;
     running(&client, "test").await;
     let invoke = |name: &str| {
@@ -629,7 +630,7 @@ async fn a_capsule_calls_a_tool_through_mcp_call_with_its_grant_only() {
     .await;
 
     // No server `test` configured: -2.
-    let bare = Graceful(TestDaemon::start_with_capsules(&["mcp-echo"], &[]));
+    let bare = Graceful(TestDaemon::builder().capsules(&["mcp-echo"]).start());
     let other = patient_client(&bare).await;
     let (code, message) = failure(
         other
@@ -667,22 +668,24 @@ async fn a_capsules_servers_live_and_restart_with_it_and_survive_an_mcp_restart(
          \n[[mcp_server]]\nname = \"test\"\ncommand = \"{program}\"\n"
     );
     let mut manifest = None;
-    let d = Graceful(TestDaemon::start_prepared(
-        &["--allow-fault-injection"],
-        |home, _| {
-            std::fs::write(home.join("mcp.toml"), test_server("test", "")).unwrap();
-            let dir = copy_capsule(&example_capsule("echo"), &home.join("capsules"));
-            let path = dir.join("Capsule.toml");
-            let text = std::fs::read_to_string(&path).unwrap();
-            std::fs::write(&path, text.clone() + &declared).unwrap();
-            manifest = Some(path);
-            // A capsule loaded after it (names load in order) that wants `cap` too.
-            let rival = text.replace("name = \"echo\"", "name = \"rival\"")
-                + &format!("\n[[mcp_server]]\nname = \"cap\"\ncommand = \"{program}\"\n");
-            write_capsule(&home.join("capsules"), "rival", &rival, &[]);
-            std::fs::copy(dir.join("echo.wat"), home.join("capsules/rival/echo.wat")).unwrap();
-        },
-    ));
+    let d = Graceful(
+        TestDaemon::builder()
+            .fault_injection()
+            .mcp(test_server("test", ""))
+            .prepare(|home, _| {
+                let dir = copy_capsule(&example_capsule("echo"), &home.join("capsules"));
+                let path = dir.join("Capsule.toml");
+                let text = std::fs::read_to_string(&path).unwrap();
+                std::fs::write(&path, text.clone() + &declared).unwrap();
+                manifest = Some(path);
+                // A capsule loaded after it (names load in order) that wants `cap` too.
+                let rival = text.replace("name = \"echo\"", "name = \"rival\"")
+                    + &format!("\n[[mcp_server]]\nname = \"cap\"\ncommand = \"{program}\"\n");
+                write_capsule(&home.join("capsules"), "rival", &rival, &[]);
+                std::fs::copy(dir.join("echo.wat"), home.join("capsules/rival/echo.wat")).unwrap();
+            })
+            .start(),
+    );
     let manifest = manifest.unwrap();
     let client = patient_client(&d).await;
 
@@ -770,16 +773,20 @@ async fn a_capsules_servers_live_and_restart_with_it_and_survive_an_mcp_restart(
 async fn a_reload_of_mcp_toml_applies_only_what_changed() {
     let program = mcp_test_server().display().to_string();
     let mut manifest = None;
-    let d = Graceful(TestDaemon::start_prepared(&[], |home, _| {
-        let servers = ["keep", "change", "drop", "cap"].map(|n| test_server(n, ""));
-        std::fs::write(home.join("mcp.toml"), servers.concat()).unwrap();
-        let dir = copy_capsule(&example_capsule("echo"), &home.join("capsules"));
-        let path = dir.join("Capsule.toml");
-        let text = std::fs::read_to_string(&path).unwrap()
-            + &format!("\n[[mcp_server]]\nname = \"cap\"\ncommand = \"{program}\"\n");
-        std::fs::write(&path, text).unwrap();
-        manifest = Some(path.display().to_string());
-    }));
+    let d = Graceful(
+        TestDaemon::builder()
+            .prepare(|home, _| {
+                let servers = ["keep", "change", "drop", "cap"].map(|n| test_server(n, ""));
+                std::fs::write(home.join("mcp.toml"), servers.concat()).unwrap();
+                let dir = copy_capsule(&example_capsule("echo"), &home.join("capsules"));
+                let path = dir.join("Capsule.toml");
+                let text = std::fs::read_to_string(&path).unwrap()
+                    + &format!("\n[[mcp_server]]\nname = \"cap\"\ncommand = \"{program}\"\n");
+                std::fs::write(&path, text).unwrap();
+                manifest = Some(path.display().to_string());
+            })
+            .start(),
+    );
     let manifest = manifest.unwrap();
     let client = patient_client(&d).await;
     let mut pids = Vec::new();
@@ -1061,10 +1068,12 @@ async fn a_server_past_its_restart_budget_fails_and_everything_else_carries_on()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fault_injected_into_a_server_actor_restarts_it_with_a_fresh_process() {
-    let d = Graceful(TestDaemon::start_prepared(
-        &["--allow-fault-injection"],
-        |home, _| std::fs::write(home.join("mcp.toml"), test_server("t", "")).unwrap(),
-    ));
+    let d = Graceful(
+        TestDaemon::builder()
+            .fault_injection()
+            .mcp(test_server("t", ""))
+            .start(),
+    );
     let client = patient_client(&d).await;
     let mut pid = running(&client, "t").await.pid.unwrap();
 
@@ -1291,7 +1300,12 @@ async fn a_killed_daemon_takes_its_servers_with_it_and_the_next_one_what_they_st
     let home = std::mem::replace(&mut d.home, short_tempdir());
     let workspace = std::mem::replace(&mut d.workspace, short_tempdir());
     drop(d);
-    let next = Graceful(TestDaemon::spawn_in(home, workspace, &[]));
+    let next = Graceful(
+        TestDaemon::builder()
+            .home(home)
+            .workspace(workspace)
+            .spawn(),
+    );
     next.wait_ready();
     reap("the next daemon's boot", &[("the sleeper", sleeper)]);
     // Its own servers run under a mark of their own, recorded afresh.
@@ -1322,11 +1336,12 @@ async fn servers_see_exactly_the_environment_they_are_given() {
             "env = { GREETING = \"hi\" }\n\
              inherit_env = [\"ASTRID_MCP_TEST_SECRET\", \"ASTRID_MCP_TEST_NEVER_SET\"]",
         );
-    let d = Graceful(TestDaemon::start_prepared_env(
-        &[],
-        &[("ASTRID_MCP_TEST_SECRET", "daemon-only")],
-        |home, _| std::fs::write(home.join("mcp.toml"), &config).unwrap(),
-    ));
+    let d = Graceful(
+        TestDaemon::builder()
+            .envs(&[("ASTRID_MCP_TEST_SECRET", "daemon-only")])
+            .mcp(&config)
+            .start(),
+    );
     let client = patient_client(&d).await;
     running(&client, "plain").await;
     running(&client, "inheriting").await;
@@ -1398,11 +1413,12 @@ fn start_with_server_on_path(config: &str) -> (Graceful, tempfile::TempDir) {
         path.push(":");
         path.push(rest);
     }
-    let d = Graceful(TestDaemon::start_prepared_env(
-        &[],
-        &[("PATH", path.to_str().unwrap())],
-        |home, _| std::fs::write(home.join("mcp.toml"), config).unwrap(),
-    ));
+    let d = Graceful(
+        TestDaemon::builder()
+            .envs(&[("PATH", path.to_str().unwrap())])
+            .mcp(config)
+            .start(),
+    );
     (d, bin)
 }
 
@@ -1444,12 +1460,12 @@ async fn bad_entries_are_invalid_missing_commands_fail_and_the_workspace_overrid
         + "[[server]]\nname = \"typo\"\ncomand = \"x\"\n"
         + "[[server]]\nname = \"missing\"\ncommand = \"astrid-no-such-mcp-server\"\n"
         + "[[server]]\nname = \"over\"\ncommand = \"/nonexistent/home-version\"\n";
-    let d = Graceful(TestDaemon::start_prepared(&[], |home, workspace| {
-        std::fs::write(home.join("mcp.toml"), &home_toml).unwrap();
-        let dir = workspace.join(".astrid");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("mcp.toml"), test_server("over", "")).unwrap();
-    }));
+    let d = Graceful(
+        TestDaemon::builder()
+            .mcp(&home_toml)
+            .workspace_mcp(test_server("over", ""))
+            .start(),
+    );
     let client = patient_client(&d).await;
     trust_workspace(&client).await;
     let home_file = home_config(&d);
@@ -1554,16 +1570,12 @@ async fn bad_entries_are_invalid_missing_commands_fail_and_the_workspace_overrid
 /// only the workspace server is listed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workspace_entry_replaces_an_invalid_home_entry_of_the_same_name() {
-    let d = Graceful(TestDaemon::start_prepared(&[], |home, workspace| {
-        std::fs::write(
-            home.join("mcp.toml"),
-            test_server("over", "call_timeout = \"forever\""),
-        )
-        .unwrap();
-        let dir = workspace.join(".astrid");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("mcp.toml"), test_server("over", "")).unwrap();
-    }));
+    let d = Graceful(
+        TestDaemon::builder()
+            .mcp(test_server("over", "call_timeout = \"forever\""))
+            .workspace_mcp(test_server("over", ""))
+            .start(),
+    );
     let client = patient_client(&d).await;
     trust_workspace(&client).await;
     running(&client, "over").await;
@@ -1586,21 +1598,22 @@ async fn a_changed_tool_list_is_followed() {
         "added extra"
     );
     // The notification makes the daemon list the tools again.
-    let end = Instant::now() + DEADLINE;
-    loop {
+    let listed = poll_async(DEADLINE, async || {
         let now = tools(&client, Some("t")).await.unwrap();
         if now.iter().any(|t| t.name == "extra") {
-            assert_eq!(now.len(), TOOLS.len() + 1, "{now:?}");
-            let extra = now.iter().find(|t| t.name == "extra").unwrap();
-            assert_eq!(
-                extra.description.as_deref(),
-                Some("A tool added by add_tool.")
-            );
-            break;
+            Ok(now)
+        } else {
+            Err(now)
         }
-        assert!(Instant::now() < end, "`extra` never appeared: {now:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
+    let now = listed.unwrap_or_else(|now| panic!("`extra` never appeared: {now:?}"));
+    assert_eq!(now.len(), TOOLS.len() + 1, "{now:?}");
+    let extra = now.iter().find(|t| t.name == "extra").unwrap();
+    assert_eq!(
+        extra.description.as_deref(),
+        Some("A tool added by add_tool.")
+    );
     assert_eq!(server(&client, "t").await.tools, TOOLS.len() + 1);
     assert!(
         tools(&client, None)

@@ -5,16 +5,15 @@
 //! socket and the CLI, and the server's process gone after a shutdown. Skipped, saying so,
 //! when `npx` is not on `PATH`.
 
-
 use crate::common;
 
 use std::time::{Duration, Instant};
 
+use crate::common::{Graceful, TestDaemon, assert_gone, find_in_path, patient_client, poll_async};
 use astrid::client::Client;
 use astrid::protocol::{
     McpServerInfo, McpServerState, McpToolInfo, McpToolResult, Request, to_payload,
 };
-use crate::common::{Graceful, TestDaemon, assert_gone, find_in_path, patient_client};
 use serde_json::{Value, json};
 
 /// How long the server may take to start: a cold `npx -y` downloads the package first.
@@ -62,11 +61,10 @@ fn log_tail(d: &TestDaemon) -> String {
 /// Waits (up to [`STARTUP`]) until the server runs; panics with the daemon's log if it
 /// fails or takes longer.
 async fn wait_running(client: &Client, d: &TestDaemon) -> McpServerInfo {
-    let started = Instant::now();
-    loop {
+    let running = poll_async(STARTUP, async || {
         let info = server(client).await;
         if info.state == McpServerState::Running {
-            return info;
+            return Ok(info);
         }
         assert!(
             matches!(
@@ -76,13 +74,15 @@ async fn wait_running(client: &Client, d: &TestDaemon) -> McpServerInfo {
             "the server did not start: {info:#?}\ndaemon log:\n{}",
             log_tail(d)
         );
-        assert!(
-            started.elapsed() < STARTUP,
+        Err(info)
+    })
+    .await;
+    running.unwrap_or_else(|info| {
+        panic!(
             "not running within {STARTUP:?}: {info:#?}\ndaemon log:\n{}",
             log_tail(d)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        )
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,9 +98,7 @@ async fn the_reference_server_everything_starts_lists_its_tools_and_echoes() {
          inherit_env = [{}]\ncall_timeout = \"30s\"\n",
         inherit.join(", ")
     );
-    let mut d = Graceful(TestDaemon::start_prepared(&[], |home, _| {
-        std::fs::write(home.join("mcp.toml"), &config).unwrap();
-    }));
+    let mut d = Graceful(TestDaemon::builder().mcp(&config).start());
     let client = patient_client(&d).await;
 
     // The handshake, however long the download takes.

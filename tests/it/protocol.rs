@@ -9,7 +9,6 @@
 //! documented structured error (or a clean close) and that the daemon still serves a fresh
 //! connection.
 
-
 use crate::common;
 
 use std::collections::HashMap;
@@ -21,12 +20,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::{DEADLINE, Raw, TestDaemon, error_code, get, wait_until};
 use astrid::protocol::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, ChildState, CommandInfo, ErrorCode,
     Event, FaultInjected, NodeKind, Published, RawValue, ReloadReport, Request, Status, Subscribed,
     TreeNode, TrustReport, Unsubscribed,
 };
-use crate::common::{DEADLINE, Raw, TestDaemon, error_code, get, wait_until};
 use rmpv::Value;
 
 /// The built-in capsule every daemon lists.
@@ -206,7 +205,7 @@ fn status(raw: &mut Raw, id: u64) -> Status {
 
 #[test]
 fn a_wrong_token_is_refused_as_unauthorized_then_closed() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let token = d.token();
     for wrong in [
         "0".repeat(64),
@@ -226,7 +225,7 @@ fn a_wrong_token_is_refused_as_unauthorized_then_closed() {
 
 #[test]
 fn a_wrong_protocol_version_is_refused_before_the_token_is_checked() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let token = d.token();
     for (token, version) in [(token.as_str(), 2), ("wrong-token", 2), (token.as_str(), 0)] {
         let mut raw = Raw::connect(&d.socket());
@@ -241,7 +240,7 @@ fn a_wrong_protocol_version_is_refused_before_the_token_is_checked() {
 
 #[test]
 fn a_first_frame_that_is_not_a_handshake_is_refused_then_closed() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let token = d.token();
     let bodies = [
         // A request before the handshake.
@@ -274,7 +273,7 @@ fn a_first_frame_that_is_not_a_handshake_is_refused_then_closed() {
 
 #[test]
 fn no_handshake_within_five_seconds_is_refused_as_handshake_timeout() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let started = Instant::now();
     let mut silent = Raw::connect(&d.socket());
     // Half a frame does not count as a handshake either.
@@ -309,7 +308,7 @@ fn a_peer_of_another_uid_is_refused_as_unauthorized_without_being_read() {
         eprintln!("skipped: no system python3 runnable by uid 65534");
         return;
     };
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let chmod = |path: &std::path::Path, mode: u32| {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     };
@@ -370,7 +369,7 @@ print(data.hex())
 
 #[test]
 fn garbage_bytes_are_refused_as_frame_too_large_without_reading_the_body() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     // "GET " reads as a length of 1,195,725,856 bytes: the daemon must answer at once,
     // without waiting for (or buffering) a body that never comes.
     let mut raw = Raw::connect(&d.socket());
@@ -390,7 +389,7 @@ fn garbage_bytes_are_refused_as_frame_too_large_without_reading_the_body() {
 
 #[test]
 fn a_truncated_frame_closes_only_that_connection() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let mut bystander = d.raw();
     let truncated = {
         let mut b = 100u32.to_be_bytes().to_vec();
@@ -428,7 +427,7 @@ fn a_truncated_frame_closes_only_that_connection() {
 
 #[test]
 fn an_empty_frame_after_the_handshake_is_bad_frame_and_the_connection_survives() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let mut raw = d.raw();
     raw.send_bytes(&[]);
     let reply = raw.recv().unwrap();
@@ -447,7 +446,7 @@ fn an_empty_frame_after_the_handshake_is_bad_frame_and_the_connection_survives()
 
 #[test]
 fn an_oversized_frame_after_the_handshake_is_frame_too_large_then_closed() {
-    let mut d = TestDaemon::start(&["--max-frame", "1024"]);
+    let mut d = TestDaemon::builder().args(&["--max-frame", "1024"]).start();
     let mut raw = d.raw();
     // A frame of exactly the limit is fine (a `Ping` padded with a field it ignores: an
     // event must also fit a frame, so a publish this long would be `too_large`).
@@ -491,7 +490,7 @@ fn an_oversized_frame_after_the_handshake_is_frame_too_large_then_closed() {
 
 #[test]
 fn an_unknown_request_is_unknown_request_with_its_id_and_the_connection_survives() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let mut raw = d.raw();
     let reply = call(&mut raw, 5, "Frobnicate".into());
     assert_error(&reply, Some(5), "unknown_request");
@@ -509,7 +508,7 @@ fn an_unknown_request_is_unknown_request_with_its_id_and_the_connection_survives
 
 #[test]
 fn a_request_with_missing_or_mistyped_fields_is_bad_request_and_does_nothing() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let mut raw = d.raw();
     let cases = [
         (10, variant("Shutdown", &[]), "reason"),
@@ -540,7 +539,7 @@ fn a_request_with_missing_or_mistyped_fields_is_bad_request_and_does_nothing() {
 
 #[test]
 fn malformed_envelopes_are_bad_request_and_the_connection_survives() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let mut raw = d.raw();
     // Not a map, or no readable id: the error has no id.
     let no_id = [
@@ -573,7 +572,7 @@ fn malformed_envelopes_are_bad_request_and_the_connection_survives() {
 
 #[test]
 fn a_request_of_the_wrong_type_is_bad_request_echoing_the_readable_id() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let mut raw = d.raw();
     // The id is readable in every one of these, so the error must echo it.
     let cases = [
@@ -601,7 +600,7 @@ fn a_request_of_the_wrong_type_is_bad_request_echoing_the_readable_id() {
 
 #[test]
 fn frames_must_be_maps_keyed_by_name() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let mut wrong = Vec::new();
     // A handshake as an array instead of {token, protocol, client}.
     let mut raw = Raw::connect(&d.socket());
@@ -640,7 +639,7 @@ fn frames_must_be_maps_keyed_by_name() {
 
 #[test]
 fn a_frame_that_is_not_valid_messagepack_is_answered_and_the_connection_survives() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let mut raw = d.raw();
     // 0xc1 is never used in MessagePack; 0x92 announces an array of two and stops.
     for body in [&[0xc1u8][..], &[0x92, 0x01]] {
@@ -656,7 +655,7 @@ fn a_frame_that_is_not_valid_messagepack_is_answered_and_the_connection_survives
 
 #[test]
 fn a_client_that_disconnects_mid_request_does_not_disturb_the_daemon() {
-    let mut d = TestDaemon::start(&["--allow-fault-injection"]);
+    let mut d = TestDaemon::builder().fault_injection().start();
     let mut watcher = d.raw();
     let reply = call(
         &mut watcher,
@@ -706,7 +705,7 @@ fn a_client_that_disconnects_mid_request_does_not_disturb_the_daemon() {
 fn many_clients_at_once_are_all_served_while_one_sends_garbage() {
     const CLIENTS: usize = 150;
     const PINGS: u64 = 5;
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let token = Arc::new(d.token());
     let socket = Arc::new(d.socket());
     let ready = Arc::new(AtomicUsize::new(0));
@@ -771,7 +770,7 @@ fn many_clients_at_once_are_all_served_while_one_sends_garbage() {
 
 #[test]
 fn replies_on_one_connection_come_in_completion_order() {
-    let mut d = TestDaemon::start(&["--allow-fault-injection"]);
+    let mut d = TestDaemon::builder().fault_injection().start();
     hang_bus(&d, 400);
     let mut raw = d.raw();
     let mut batch = framed(&encode(&req(1, publish("user.order", 1.into()))));
@@ -798,7 +797,7 @@ fn replies_on_one_connection_come_in_completion_order() {
 #[test]
 fn hundreds_of_pipelined_requests_are_each_answered_exactly_once() {
     const N: u64 = 500;
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let mut raw = d.raw();
     let mut batch = Vec::new();
     for id in 1..=N {
@@ -829,7 +828,9 @@ fn hundreds_of_pipelined_requests_are_each_answered_exactly_once() {
 
 #[test]
 fn a_request_past_the_call_deadline_is_answered_with_timeout() {
-    let mut d = TestDaemon::start(&["--allow-fault-injection", "--call-timeout", "200ms"]);
+    let mut d = TestDaemon::builder()
+        .args(&["--allow-fault-injection", "--call-timeout", "200ms"])
+        .start();
     hang_bus(&d, 2000);
     let mut raw = d.raw();
     let sent = Instant::now();
@@ -858,7 +859,7 @@ fn a_request_past_the_call_deadline_is_answered_with_timeout() {
 
 #[test]
 fn topic_rules_are_enforced_with_forbidden_and_invalid_topic() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let mut raw = d.raw();
     let reply = call(&mut raw, 1, publish("astrid.kernel.shutdown", Value::Nil));
     assert_error(&reply, Some(1), "forbidden");
@@ -901,7 +902,7 @@ fn topic_rules_are_enforced_with_forbidden_and_invalid_topic() {
 
 #[test]
 fn events_flow_from_publisher_to_subscriber_over_raw_frames() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let mut a = d.raw();
     let (mut b, welcome) = connect(&d);
     let b_id = get(&welcome, "connection").as_u64().unwrap();
@@ -971,7 +972,7 @@ fn events_flow_from_publisher_to_subscriber_over_raw_frames() {
 
 #[tokio::test]
 async fn events_flow_from_publisher_to_subscriber_with_the_client() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let mut a = d.client().await;
     let b = d.client().await;
     let b_id = b.welcome().connection.unwrap();
@@ -1037,7 +1038,7 @@ async fn events_flow_from_publisher_to_subscriber_with_the_client() {
 
 #[test]
 fn inject_fault_without_the_flag_is_fault_injection_disabled() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let mut raw = d.raw();
     for (id, fault) in [(1, hang(5000)), (2, "panic".into()), (3, "stop".into())] {
         let reply = call(&mut raw, id, inject("bus", fault));
@@ -1054,7 +1055,7 @@ fn inject_fault_without_the_flag_is_fault_injection_disabled() {
 
 #[test]
 fn inject_fault_on_an_unknown_target_is_not_found() {
-    let mut d = TestDaemon::start(&["--allow-fault-injection"]);
+    let mut d = TestDaemon::builder().fault_injection().start();
     let mut raw = d.raw();
     for (id, target) in [(1, "nonexistent"), (2, "kernel"), (3, "")] {
         let reply = call(&mut raw, id, inject(target, "panic".into()));
@@ -1083,7 +1084,7 @@ fn assert_cli_capsule_running(capsules: &[CapsuleInfo]) {
 
 #[tokio::test]
 async fn get_status_describes_a_persistent_daemon() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let client = d.client().await;
     let s = client.status().await.unwrap();
     assert_eq!(s.pid, d.child.id());
@@ -1111,7 +1112,9 @@ async fn get_status_describes_a_persistent_daemon() {
 
 #[tokio::test]
 async fn get_status_describes_an_ephemeral_daemon() {
-    let d = TestDaemon::start(&["--ephemeral", "--idle-grace", "30s"]);
+    let d = TestDaemon::builder()
+        .args(&["--ephemeral", "--idle-grace", "30s"])
+        .start();
     let client = d.client().await;
     let s = client.status().await.unwrap();
     assert!(s.ephemeral);
@@ -1121,7 +1124,7 @@ async fn get_status_describes_an_ephemeral_daemon() {
 
 #[tokio::test]
 async fn get_supervision_tree_shows_the_kernel_actors_and_this_session() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let client = d.client().await;
     let me = client.welcome().connection.unwrap();
     let tree = client.tree().await.unwrap();
@@ -1163,7 +1166,7 @@ async fn get_supervision_tree_shows_the_kernel_actors_and_this_session() {
 
 #[tokio::test]
 async fn capsule_queries_list_the_builtin_capsule() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let client = d.client().await;
     let capsules = client.capsules().await.unwrap();
     assert_cli_capsule_running(&capsules);
@@ -1209,7 +1212,7 @@ async fn capsule_queries_list_the_builtin_capsule() {
 
 #[tokio::test]
 async fn reload_capsules_reports_what_changed() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let client = d.client().await;
     let report: ReloadReport = client.call(Request::ReloadCapsules).await.unwrap();
     assert!(

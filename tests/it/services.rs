@@ -3,21 +3,20 @@
 //! Each test talks to an `astrid-daemon` process over its socket (or through the `astrid`
 //! CLI) and checks what lands on disk.
 
-
 use crate::common;
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::common::{DEADLINE, TestDaemon, inject, poll_async, short_tempdir, wait_node};
 use astrid::client::{Client, ClientError};
 use astrid::protocol::{
     AuditEntry, ChildState, DEFAULT_MAX_FRAME_LEN, DirEntry, EntryKind, ErrorBody, ErrorCode,
-    Fault, FaultInjected, FileStat, Grant, GrantSource, KvValue, Listing, ReadResult, Removed,
-    Request, TreeNode, Verification, Written,
+    Fault, FileStat, Grant, GrantSource, KvValue, Listing, ReadResult, Removed, Request,
+    Verification, Written,
 };
 use astrid_actors::audit::chain::{GENESIS, hash_of};
-use crate::common::{DEADLINE, TestDaemon, short_tempdir};
 use rustix::process::Signal;
 use serde::de::DeserializeOwned;
 
@@ -140,19 +139,16 @@ async fn all_entries(c: &Client) -> Vec<AuditEntry> {
 /// Polls the audit log until `cond` holds for it (entries recorded without waiting are
 /// committed shortly after their reply).
 async fn wait_audit(c: &Client, cond: impl Fn(&[AuditEntry]) -> bool) -> Vec<AuditEntry> {
-    let end = Instant::now() + DEADLINE;
-    loop {
+    let matched = poll_async(DEADLINE, async || {
         let entries = all_entries(c).await;
         if cond(&entries) {
-            return entries;
+            Ok(entries)
+        } else {
+            Err(entries)
         }
-        assert!(
-            Instant::now() < end,
-            "the audit log never matched: {}",
-            show(&entries)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
+    matched.unwrap_or_else(|entries| panic!("the audit log never matched: {}", show(&entries)))
 }
 
 fn show(entries: &[AuditEntry]) -> String {
@@ -214,7 +210,7 @@ fn restart(mut d: TestDaemon, args: &[&str]) -> TestDaemon {
     assert!(status.success(), "{status}: {}", d.stderr());
     let home = std::mem::replace(&mut d.home, short_tempdir());
     drop(d);
-    let next = TestDaemon::spawn(home, args);
+    let next = TestDaemon::builder().home(home).args(args).spawn();
     next.wait_ready();
     next
 }
@@ -241,39 +237,13 @@ fn log_text(d: &TestDaemon) -> String {
         .collect()
 }
 
-/// Polls the tree until `cond` holds for the named child.
-async fn wait_child(c: &Client, name: &str, cond: impl Fn(&TreeNode) -> bool) -> TreeNode {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let tree = c.tree().await.unwrap();
-        if let Some(node) = tree.find(name)
-            && cond(node)
-        {
-            return node.clone();
-        }
-        assert!(Instant::now() < end, "`{name}` never got there: {tree:#?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn inject(c: &Client, target: &str, fault: Fault) {
-    let _: FaultInjected = ok(
-        c,
-        Request::InjectFault {
-            target: target.into(),
-            fault,
-        },
-    )
-    .await;
-}
-
 // ---------------------------------------------------------------------------------------
 // Key-value store
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn kv_put_get_overwrite_and_delete() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let c = d.client().await;
     assert_eq!(value_of(&c, "greeting").await, None);
     let written: Written = ok(&c, put("greeting", b"hello")).await;
@@ -315,7 +285,7 @@ async fn kv_put_get_overwrite_and_delete() {
 
 #[tokio::test]
 async fn kv_list_by_prefix_with_limit_and_truncation() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let c = d.client().await;
     for key in ["list/c", "list/a", "list/b", "lisp", "other", "list"] {
         let _: Written = ok(&c, put(key, key.as_bytes())).await;
@@ -346,7 +316,7 @@ async fn kv_list_by_prefix_with_limit_and_truncation() {
 
 #[tokio::test]
 async fn kv_refuses_bad_keys_and_oversize_values_and_stores_nothing() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let c = d.client().await;
     let long = "k".repeat(1025);
     for key in ["", long.as_str(), "a\0b", "\0"] {
@@ -376,7 +346,7 @@ async fn kv_refuses_bad_keys_and_oversize_values_and_stores_nothing() {
 
 #[tokio::test]
 async fn an_acknowledged_put_survives_a_restart() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let c = d.client().await;
     let value = vec![0u8, 159, 146, 150, 255];
     let _: Written = ok(&c, put("durable", &value)).await;
@@ -393,7 +363,7 @@ async fn an_acknowledged_put_survives_a_restart() {
 
 #[test]
 fn kv_cli_put_get_rm_ls() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     assert_eq!(
         cli_ok(&d, &["kv", "put", "fruit/apple", "red"]),
         "stored fruit/apple (3 bytes)\n"
@@ -440,7 +410,7 @@ fn kv_cli_put_get_rm_ls() {
 
 #[tokio::test]
 async fn capabilities_grant_list_and_revoke() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let c = d.client().await;
     let none: Vec<Grant> = ok(&c, caps_of(None)).await;
     assert!(none.is_empty(), "{none:?}");
@@ -494,7 +464,7 @@ async fn capabilities_grant_list_and_revoke() {
 
 #[tokio::test]
 async fn bad_subjects_and_resources_are_invalid_arguments() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let c = d.client().await;
     for subject in ["BAD", "", "has space", "a/b", "x".repeat(65).as_str()] {
         refused_with(&c, grant(subject, "kv"), ErrorCode::InvalidArgument).await;
@@ -518,7 +488,7 @@ async fn bad_subjects_and_resources_are_invalid_arguments() {
 
 #[tokio::test]
 async fn runtime_grants_persist_across_a_restart() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let c = d.client().await;
     let kept: Grant = ok(&c, grant("echo", "vfs:read:src/**")).await;
     let _: Grant = ok(&c, grant("echo", "kv")).await;
@@ -532,7 +502,7 @@ async fn runtime_grants_persist_across_a_restart() {
 
 #[test]
 fn caps_cli_grant_ls_revoke() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     assert_eq!(cli_ok(&d, &["caps", "ls"]), "no capabilities granted\n");
     assert_eq!(
         cli_ok(&d, &["caps", "grant", "echo", "vfs:read:src/**"]),
@@ -574,7 +544,7 @@ fn caps_cli_grant_ls_revoke() {
 
 #[tokio::test]
 async fn audit_entries_are_chained_and_say_who_did_what_to_what() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let c = d.client().await;
     c.ping().await.unwrap();
     let _: Written = ok(&c, put("audited", b"v")).await;
@@ -640,7 +610,7 @@ async fn audit_entries_are_chained_and_say_who_did_what_to_what() {
 
 #[tokio::test]
 async fn the_chain_continues_across_a_restart_with_shutdown_and_boot_entries() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let first_pid = d.pid();
     let c = d.client().await;
     let _: Written = ok(&c, put("before", b"1")).await;
@@ -682,7 +652,7 @@ async fn the_chain_continues_across_a_restart_with_shutdown_and_boot_entries() {
 
 #[tokio::test]
 async fn a_handshake_with_a_wrong_token_is_audited() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let mut raw = common::Raw::connect(&d.socket());
     let reply = raw.hello(&"0".repeat(64), 1);
     assert_eq!(common::error_code(&reply), Some("unauthorized"), "{reply}");
@@ -705,7 +675,7 @@ async fn a_handshake_with_a_wrong_token_is_audited() {
 
 #[tokio::test]
 async fn a_mutation_is_audited_before_its_reply_arrives() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let writer = d.client().await;
     let reader = d.client().await;
     let me = audit_actor(&writer);
@@ -777,7 +747,7 @@ fn tamper(db: &Path, seq: u64, outcome: &str) {
 
 #[tokio::test]
 async fn a_tampered_entry_is_reported_at_boot_by_status_verify_and_the_log() {
-    let mut d = TestDaemon::start(&[]);
+    let mut d = TestDaemon::builder().start();
     let c = d.client().await;
     let _: Written = ok(&c, put("innocent", b"1")).await;
     let _: Written = ok(&c, put("after", b"2")).await;
@@ -790,7 +760,7 @@ async fn a_tampered_entry_is_reported_at_boot_by_status_verify_and_the_log() {
 
     let home = std::mem::replace(&mut d.home, short_tempdir());
     drop(d);
-    let d = TestDaemon::spawn(home, &[]);
+    let d = TestDaemon::builder().home(home).spawn();
     d.wait_ready();
     let c = d.client().await;
     let status = c.status().await.unwrap();
@@ -877,7 +847,7 @@ fn vfs_stat(path: &str) -> Request {
 
 #[tokio::test]
 async fn vfs_writes_reads_and_lists_the_real_workspace() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let ws = d.workspace.path();
     let c = d.client().await;
     let w: Written = ok(&c, vfs_write("hello.txt", b"hello, world", false)).await;
@@ -934,7 +904,7 @@ async fn vfs_writes_reads_and_lists_the_real_workspace() {
 
 #[tokio::test]
 async fn vfs_mkdir_remove_and_missing_paths() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let ws = d.workspace.path();
     let c = d.client().await;
     let _: Written = ok(&c, vfs_mkdir("one", false)).await;
@@ -980,7 +950,7 @@ async fn vfs_mkdir_remove_and_missing_paths() {
 
 #[tokio::test]
 async fn vfs_escapes_are_refused_audited_and_leave_the_outside_untouched() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let ws = d.workspace.path();
     let outside = short_tempdir();
     std::fs::write(outside.path().join("secret"), b"secret").unwrap();
@@ -1048,7 +1018,9 @@ async fn vfs_escapes_are_refused_audited_and_leave_the_outside_untouched() {
 #[tokio::test]
 async fn vfs_oversize_reads_and_writes_are_too_large() {
     // A larger frame limit lets a write over the VFS limit (16 MiB) reach the VFS at all.
-    let d = TestDaemon::start(&["--max-frame", "40000000"]);
+    let d = TestDaemon::builder()
+        .args(&["--max-frame", "40000000"])
+        .start();
     let ws = d.workspace.path();
     let c = d.client().await;
     let limit = 16 << 20;
@@ -1089,7 +1061,7 @@ fn next_frame_len(raw: &mut common::Raw) -> usize {
 async fn a_read_of_exactly_the_read_limit_reaches_the_client() {
     // The VFS returns up to 16 MiB per read; the reply carrying them must still be a frame
     // the client accepts (the frame limit is 16 MiB in both directions).
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let limit: usize = 16 << 20;
     std::fs::write(d.workspace.path().join("max"), vec![1u8; limit]).unwrap();
     let mut raw = d.raw();
@@ -1115,7 +1087,7 @@ async fn a_read_of_exactly_the_read_limit_reaches_the_client() {
 async fn the_audit_tail_fits_in_a_frame_whatever_was_requested() {
     // A refused request is audited with its target; two huge (refused) keys must not make
     // the log unreadable through the API.
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let c = d.client().await;
     let huge = "k".repeat(9 << 20);
     for _ in 0..2 {
@@ -1173,7 +1145,7 @@ fn json_node<'a>(node: &'a serde_json::Value, name: &str) -> Option<&'a serde_js
 
 #[test]
 fn ps_lists_the_service_actors_running() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let tree: serde_json::Value = serde_json::from_str(&cli_ok(&d, &["--json", "ps"])).unwrap();
     for name in ["audit", "store", "capabilities", "vfs"] {
         let node = json_node(&tree, name).unwrap_or_else(|| panic!("no {name}: {tree:#}"));
@@ -1194,13 +1166,13 @@ fn ps_lists_the_service_actors_running() {
 
 #[tokio::test]
 async fn a_panicking_store_is_restarted_and_keeps_its_data() {
-    let d = TestDaemon::start(&["--allow-fault-injection"]);
+    let d = TestDaemon::builder().fault_injection().start();
     let c = d.client().await;
     for i in 0..10 {
         let _: Written = ok(&c, put(&format!("before-{i}"), format!("v{i}").as_bytes())).await;
     }
     inject(&c, "store", Fault::Panic).await;
-    let store = wait_child(&c, "store", |n| {
+    let store = wait_node(&c, "store", |n| {
         n.restarts == 1 && n.state == ChildState::Running
     })
     .await;
@@ -1223,11 +1195,11 @@ async fn a_panicking_store_is_restarted_and_keeps_its_data() {
 
 #[tokio::test]
 async fn a_panicking_audit_actor_keeps_the_chain_going() {
-    let d = TestDaemon::start(&["--allow-fault-injection"]);
+    let d = TestDaemon::builder().fault_injection().start();
     let c = d.client().await;
     let _: Written = ok(&c, put("one", b"1")).await;
     inject(&c, "audit", Fault::Panic).await;
-    wait_child(&c, "audit", |n| {
+    wait_node(&c, "audit", |n| {
         n.restarts == 1 && n.state == ChildState::Running
     })
     .await;
@@ -1246,7 +1218,9 @@ async fn a_panicking_audit_actor_keeps_the_chain_going() {
 
 #[tokio::test]
 async fn a_hung_store_times_out_puts_without_half_writes() {
-    let d = TestDaemon::start(&["--allow-fault-injection", "--call-timeout", "200ms"]);
+    let d = TestDaemon::builder()
+        .args(&["--allow-fault-injection", "--call-timeout", "200ms"])
+        .start();
     let c = d.client().await;
     let _: Written = ok(&c, put("h", b"old")).await;
     inject(&c, "store", Fault::Hang { millis: 1500 }).await;
@@ -1263,11 +1237,8 @@ async fn a_hung_store_times_out_puts_without_half_writes() {
     assert!(e.outcome.starts_with("timeout"), "{}", show(&entries));
 
     // Once the store wakes up it serves again without a restart.
-    let end = Instant::now() + DEADLINE;
-    while c.call::<KvValue>(get("h")).await.is_err() {
-        assert!(Instant::now() < end, "the store never came back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let back = poll_async(DEADLINE, async || c.call::<KvValue>(get("h")).await).await;
+    back.unwrap_or_else(|e| panic!("the store never came back: {e}"));
     // A later acknowledged write commits anything still queued before it.
     let _: Written = ok(&c, put("fence", b"f")).await;
     let value = value_of(&c, "h").await.unwrap();
@@ -1289,7 +1260,7 @@ fn a_corrupted_database_file_fails_boot_with_a_clear_error_and_leaves_nothing() 
     let state = home.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     std::fs::write(state.join("ledger.redb"), vec![0x5a_u8; 64 * 1024]).unwrap();
-    let mut d = TestDaemon::spawn(home, &[]);
+    let mut d = TestDaemon::builder().home(home).spawn();
     let status = d
         .wait_exit(DEADLINE)
         .expect("boot fails instead of serving");

@@ -2,25 +2,13 @@
 //! restarted within the budget without disturbing clients, and a kernel actor that keeps
 //! failing past the budget makes the daemon shut down cleanly with exit status 4.
 
-
-
 use std::time::{Duration, Instant};
 
+use crate::common::{DEADLINE, TestDaemon, inject, next_on, poll_async, wait_node};
 use astrid::client::Client;
 use astrid::protocol::{
-    ChildState, ErrorCode, Event, Fault, FaultInjected, Published, Request, Subscribed,
+    ChildState, ErrorCode, Fault, FaultInjected, Published, Request, Subscribed,
 };
-use crate::common::{DEADLINE, TestDaemon, wait_node};
-
-async fn inject(client: &Client, target: &str, fault: Fault) {
-    let _: FaultInjected = client
-        .call(Request::InjectFault {
-            target: target.into(),
-            fault,
-        })
-        .await
-        .unwrap();
-}
 
 async fn publish(client: &Client, topic: &str) -> Result<Published, astrid::client::ClientError> {
     client
@@ -31,22 +19,9 @@ async fn publish(client: &Client, topic: &str) -> Result<Published, astrid::clie
         .await
 }
 
-async fn next_event(client: &mut Client, topic: &str) -> Event {
-    let end = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let event = tokio::time::timeout_at(end, client.next_event())
-            .await
-            .expect("event in time")
-            .expect("connection open");
-        if event.topic == topic {
-            return event;
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_panicking_bus_is_restarted_and_subscriptions_survive() {
-    let d = TestDaemon::start(&["--allow-fault-injection"]);
+    let d = TestDaemon::builder().fault_injection().start();
     let mut watcher = d.client().await;
     let _: Subscribed = watcher
         .call(Request::Subscribe {
@@ -67,16 +42,16 @@ async fn a_panicking_bus_is_restarted_and_subscriptions_survive() {
     );
 
     // The watcher re-registers with the new bus by itself; publish until it sees an event.
-    let end = Instant::now() + DEADLINE;
-    loop {
+    let delivered = poll_async(DEADLINE, async || {
         let published = publish(&actor, "user.after").await;
-        if published.is_ok_and(|p| p.delivered == 1) {
-            break;
-        }
-        assert!(Instant::now() < end, "subscription never came back");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let event = next_event(&mut watcher, "user.after").await;
+        published
+            .is_ok_and(|p| p.delivered == 1)
+            .then_some(())
+            .ok_or(())
+    })
+    .await;
+    assert_eq!(delivered, Ok(()), "subscription never came back");
+    let event = next_on(&mut watcher, "user.after").await;
     assert_eq!(event.payload, rmpv::Value::from("user.after"));
     // Other work never stopped.
     watcher.ping().await.unwrap();
@@ -86,7 +61,7 @@ async fn a_panicking_bus_is_restarted_and_subscriptions_survive() {
 
 #[tokio::test]
 async fn a_stopped_listener_is_restarted_and_sessions_keep_working() {
-    let d = TestDaemon::start(&["--allow-fault-injection"]);
+    let d = TestDaemon::builder().fault_injection().start();
     let client = d.client().await;
     inject(&client, "listener", Fault::Stop).await;
     let listener = wait_node(&client, "listener", |n| {
@@ -115,7 +90,7 @@ async fn a_stopped_listener_is_restarted_and_sessions_keep_working() {
 
 #[tokio::test]
 async fn restarts_are_published_as_supervision_events() {
-    let d = TestDaemon::start(&["--allow-fault-injection"]);
+    let d = TestDaemon::builder().fault_injection().start();
     let mut watcher = d.client().await;
     let _: Subscribed = watcher
         .call(Request::Subscribe {
@@ -124,7 +99,7 @@ async fn restarts_are_published_as_supervision_events() {
         .await
         .unwrap();
     inject(&watcher, "registry", Fault::Panic).await;
-    let exited = next_event(&mut watcher, "astrid.supervisor.child_exited").await;
+    let exited = next_on(&mut watcher, "astrid.supervisor.child_exited").await;
     assert_eq!(exited.source, "supervisor");
     let exited = serde_json::to_value(&exited.payload).unwrap();
     assert_eq!(exited["child"], "registry", "{exited}");
@@ -136,7 +111,7 @@ async fn restarts_are_published_as_supervision_events() {
         exited["restart_in_ms"], 0,
         "the first restart is immediate: {exited}"
     );
-    let restarted = next_event(&mut watcher, "astrid.supervisor.child_restarted").await;
+    let restarted = next_on(&mut watcher, "astrid.supervisor.child_restarted").await;
     let restarted = serde_json::to_value(&restarted.payload).unwrap();
     assert_eq!(restarted["child"], "registry", "{restarted}");
     assert_eq!(restarted["restarts"], 1, "{restarted}");
@@ -144,7 +119,9 @@ async fn restarts_are_published_as_supervision_events() {
 
 #[tokio::test]
 async fn a_hung_actor_costs_callers_a_timeout_not_a_hang() {
-    let d = TestDaemon::start(&["--allow-fault-injection", "--call-timeout", "200ms"]);
+    let d = TestDaemon::builder()
+        .args(&["--allow-fault-injection", "--call-timeout", "200ms"])
+        .start();
     let client = d.client().await;
     inject(&client, "registry", Fault::Hang { millis: 1500 }).await;
     let started = Instant::now();
@@ -158,24 +135,23 @@ async fn a_hung_actor_costs_callers_a_timeout_not_a_hang() {
     // Requests that do not need the hung actor are unaffected.
     client.ping().await.unwrap();
     // Once it wakes up it serves again, without having been restarted.
-    let end = Instant::now() + DEADLINE;
-    while client.capsules().await.is_err() {
-        assert!(Instant::now() < end);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let back = poll_async(DEADLINE, async || client.capsules().await).await;
+    back.unwrap_or_else(|e| panic!("the registry never came back: {e}"));
     let node = client.tree().await.unwrap();
     assert_eq!(node.find("registry").unwrap().restarts, 0);
 }
 
 #[tokio::test]
 async fn exhausting_the_restart_budget_stops_the_daemon_with_status_4() {
-    let mut d = TestDaemon::start(&[
-        "--allow-fault-injection",
-        "--max-restarts",
-        "2",
-        "--restart-window",
-        "30s",
-    ]);
+    let mut d = TestDaemon::builder()
+        .args(&[
+            "--allow-fault-injection",
+            "--max-restarts",
+            "2",
+            "--restart-window",
+            "30s",
+        ])
+        .start();
     let client = d.client().await;
     for round in 1..=2 {
         inject(&client, "bus", Fault::Panic).await;
@@ -200,7 +176,7 @@ async fn exhausting_the_restart_budget_stops_the_daemon_with_status_4() {
 
 #[tokio::test]
 async fn fault_injection_is_refused_unless_enabled() {
-    let d = TestDaemon::start(&[]);
+    let d = TestDaemon::builder().start();
     let client = d.client().await;
     let error = client
         .call::<FaultInjected>(Request::InjectFault {
@@ -218,7 +194,7 @@ async fn fault_injection_is_refused_unless_enabled() {
 
 #[tokio::test]
 async fn a_hung_actor_cannot_keep_the_daemon_from_stopping() {
-    let mut d = TestDaemon::start(&["--allow-fault-injection"]);
+    let mut d = TestDaemon::builder().fault_injection().start();
     let client = d.client().await;
     // The listener will not see its Terminate for a minute; the supervisor gives up on it
     // after its shutdown deadline and the kernel drains the sessions itself.

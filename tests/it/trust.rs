@@ -3,21 +3,20 @@
 //! it, stop running when it changes or is untrusted, and the CLI never acts on another
 //! workspace's daemon without saying so.
 
-
 use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
 
+use crate::common::{
+    ECHO_WAT, Graceful, TestDaemon, cli_at, failure, mcp_test_server, one_command_manifest,
+    patient_client, poll_until, short_tempdir, wait_audit, write_capsule,
+};
 use astrid::client::Client;
 use astrid::protocol::{
     CapsuleInfo, CapsuleOrigin, CapsuleState, CommandOutput, ErrorCode, McpServerInfo,
     McpServerState, Request, TrustInfo, TrustReport, TrustState,
-};
-use crate::common::{
-    ECHO_WAT, Graceful, TestDaemon, cli_at, failure, mcp_test_server, one_command_manifest,
-    patient_client, poll_until, short_tempdir, wait_audit, write_capsule,
 };
 
 /// A workspace configuration as a cloned repository might ship it: a capsule, a capsule
@@ -180,10 +179,14 @@ async fn assert_nothing_runs(client: &Client, ws: &str, marker: &Path) {
 async fn an_untrusted_workspace_runs_nothing_until_trusted_and_a_change_untrusts_it() {
     let markers = short_tempdir();
     let marker = markers.path().join("server-ran");
-    let d = Graceful(TestDaemon::start_prepared(&[], |home, workspace| {
-        home_capsule(home);
-        hostile_workspace(workspace, &marker);
-    }));
+    let d = Graceful(
+        TestDaemon::builder()
+            .prepare(|home, workspace| {
+                home_capsule(home);
+                hostile_workspace(workspace, &marker);
+            })
+            .start(),
+    );
     let client = patient_client(&d).await;
     let ws = canonical(d.workspace.path());
 
@@ -275,7 +278,7 @@ async fn trust_requests_name_any_workspace_and_refuse_bad_paths() {
     let marker = short_tempdir();
     let other = short_tempdir();
     hostile_workspace(other.path(), &marker.path().join("x"));
-    let d = Graceful(TestDaemon::start_prepared(&[], |_, _| {}));
+    let d = Graceful(TestDaemon::builder().prepare(|_, _| {}).start());
     let client = patient_client(&d).await;
     let path = canonical(other.path());
 
@@ -336,7 +339,12 @@ fn the_cli_refuses_the_daemon_of_another_workspace() {
     std::fs::create_dir_all(&sub).unwrap();
     let nested = a.path().join("nested");
     std::fs::create_dir_all(nested.join(".astrid")).unwrap();
-    let d = Graceful(TestDaemon::spawn_in(short_tempdir(), a, &[]));
+    let d = Graceful(
+        TestDaemon::builder()
+            .home(short_tempdir())
+            .workspace(a)
+            .spawn(),
+    );
     d.wait_ready();
     let home = d.home.path();
     let (served, other) = (canonical(d.workspace.path()), canonical(b.path()));

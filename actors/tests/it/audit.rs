@@ -6,10 +6,9 @@
 //! commit (a full disk, injected through a failing journal) that fails its records and
 //! leaves the chain intact.
 
-
-
 use std::sync::Arc;
 
+use crate::common::{DbFile, Disk, SESSION, close, eventually};
 use actix::{Actor, Addr, MailboxError};
 use astrid_actors::audit::chain::{Entry, GENESIS, Verification, hash_of};
 use astrid_actors::audit::{
@@ -20,7 +19,6 @@ use astrid_actors::supervisor::{
     ChildRef, ChildSpec, ChildState, Fault, GetChild, GetTree, Inject, RestartPolicy, RestartType,
     ShutdownTree, SupervisorActor, Terminate,
 };
-use crate::common::{DbFile, Disk, SESSION, close, eventually};
 use futures_util::future::join_all;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 

@@ -5,7 +5,6 @@
 //! Publishing is synchronous inside the bus (`try_send` into each queue), so once a
 //! `Publish` has been answered its deliveries are already queued and `try_recv` sees them.
 
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -6,10 +6,9 @@
 //! given, and a grant that cannot be stored (a full disk, injected through a failing storage
 //! backend) failing without taking effect. The audit actor runs over a ledger of its own.
 
-
-
 use std::sync::Arc;
 
+use crate::common::{DbFile, Disk, SESSION, close, eventually};
 use actix::{Actor, Addr};
 use astrid_actors::audit::chain::Entry;
 use astrid_actors::audit::{self, AuditActor, AuditHealth, Tail, VerifyChain};
@@ -20,7 +19,6 @@ use astrid_actors::caps::{
 };
 use astrid_actors::db::Db;
 use astrid_actors::supervisor::{ChildRef, Terminate};
-use crate::common::{DbFile, Disk, SESSION, close, eventually};
 
 /// A capability store over a fresh database, auditing to an audit actor of its own.
 struct Fixture {

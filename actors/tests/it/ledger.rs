@@ -8,15 +8,13 @@
 //! ignored at replay, and a checkpoint leaving everything in the database file and the
 //! journal empty.
 
-
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, mpsc};
 
+use crate::common::{DEADLINE, DbFile, SESSION};
 use astrid_actors::audit::chain::{Entry, GENESIS, Verification};
 use astrid_actors::audit::{Record, verify_db};
 use astrid_actors::ledger::{Committed, KvChange, Ledger, LedgerError};
-use crate::common::{DEADLINE, DbFile, SESSION};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 /// The key-value table, as the ledger stores it.

@@ -7,7 +7,6 @@
 //! and the field path, and so does its message. `load` is tested on temporary folders: no
 //! manifest, no module file, and a module file that exists.
 
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -5,7 +5,6 @@
 //! (or, for text that is not TOML, the line). Case counts are bounded so that the whole file
 //! runs in a few seconds.
 
-
 use std::path::Path;
 
 use astrid_actors::capsules::manifest::{self, ManifestError};

@@ -7,10 +7,9 @@
 //! failing journal) failing a whole batch without writing any of it, `Terminate` committing
 //! pending writes, and a restart after a panic under a supervisor with the data intact.
 
-
-
 use std::sync::Arc;
 
+use crate::common::{DbFile, Disk, SESSION, close, eventually};
 use actix::{Actor, Addr, Arbiter, MailboxError};
 use astrid_actors::audit::chain::Entry;
 use astrid_actors::audit::{AuditActor, AuditHealth, Record, Tail, VerifyChain, verify_db};
@@ -23,7 +22,6 @@ use astrid_actors::supervisor::{
     ChildRef, ChildSpec, ChildState, Fault, GetChild, GetTree, InjectFault, RestartPolicy,
     RestartType, ShutdownTree, SupervisorActor, Terminate,
 };
-use crate::common::{DbFile, Disk, SESSION, close, eventually};
 use futures_util::future::join_all;
 use redb::Database;
 

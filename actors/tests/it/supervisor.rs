@@ -8,7 +8,6 @@
 //! itself, and records `Terminate` and `stopped()` in a shared log so stop order is visible.
 //! Nothing sleeps as a readiness wait: tests await answers or poll with a deadline.
 
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

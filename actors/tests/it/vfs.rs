@@ -5,7 +5,6 @@
 //! are refused as escapes without touching their target, and links that stay inside work.
 //! Also: the actor runs on its own arbiter and obeys the supervision messages.
 
-
 use std::fs;
 use std::io::Read as _;
 use std::os::unix::fs::symlink;

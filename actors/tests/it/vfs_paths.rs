@@ -5,7 +5,6 @@
 //! reserved exactly when the path is. No grant ever allows a path with `..`, an absolute
 //! path, or one in `.astrid/`, in any case. Case counts are bounded: this runs in seconds.
 
-
 use astrid_actors::caps::resource::{Access, ResourcePattern};
 use astrid_actors::vfs::path::{Reserved, VfsPath};
 use proptest::prelude::*;
