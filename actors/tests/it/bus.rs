@@ -5,8 +5,9 @@
 //! Publishing is synchronous inside the bus (`try_send` into each queue), so once a
 //! `Publish` has been answered its deliveries are already queued and `try_recv` sees them.
 
+use crate::common::{DEADLINE, poll_async};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::{Actor, Addr, MailboxError};
 use astrid_actors::bus::topic::TopicRule;
@@ -21,8 +22,6 @@ use astrid_actors::supervisor::{
 };
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::oneshot;
-
-const DEADLINE: Duration = Duration::from_secs(5);
 
 async fn register(bus: &Addr<BusActor>, label: &str, patterns: &[&str]) -> Registration {
     bus.send(Register {
@@ -480,16 +479,14 @@ impl Supervised {
     }
 
     async fn bus_restarted(&self, restarts: u32) {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
+        let restarted = poll_async(DEADLINE, async || {
             let tree = self.sup.send(GetTree).await.unwrap();
-            let node = tree.find("bus").unwrap();
-            if node.restarts == restarts && node.state == ChildState::Running {
-                return;
-            }
-            assert!(Instant::now() < deadline, "bus not restarted: {node:#?}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+            let node = tree.find("bus").unwrap().clone();
+            let done = node.restarts == restarts && node.state == ChildState::Running;
+            done.then_some(()).ok_or(node)
+        })
+        .await;
+        restarted.unwrap_or_else(|node| panic!("bus not restarted: {node:#?}"));
     }
 }
 

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, mpsc};
 
-use crate::common::{DEADLINE, DbFile, SESSION};
+use crate::common::{DEADLINE, DbFile, SESSION, poll};
 use astrid_actors::audit::chain::{Entry, GENESIS, Verification};
 use astrid_actors::audit::{Record, verify_db};
 use astrid_actors::ledger::{Committed, KvChange, Ledger, LedgerError};
@@ -287,14 +287,10 @@ fn the_checkpointer_empties_the_journal_by_itself_even_after_a_reader_applied_th
     // A full read writes the pending changes into the database, not durably: the journal
     // must still be checkpointed.
     assert_eq!(ledger.read(pairs).unwrap(), pairs_of(&[("a", "1")]));
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while !journal_replays_nothing(&file) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the journal was never emptied"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let emptied = poll(DEADLINE, || {
+        journal_replays_nothing(&file).then_some(()).ok_or(())
+    });
+    assert_eq!(emptied, Ok(()), "the journal was never emptied");
     drop(ledger);
     let db = file.reopen();
     assert_eq!(pairs(&db).unwrap(), pairs_of(&[("a", "1")]));

@@ -17,5 +17,4 @@ mod manifest;
 mod parsers;
 mod store;
 mod supervisor;
-mod vfs;
 mod vfs_paths;

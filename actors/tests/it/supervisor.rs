@@ -8,6 +8,7 @@
 //! itself, and records `Terminate` and `stopped()` in a shared log so stop order is visible.
 //! Nothing sleeps as a readiness wait: tests await answers or poll with a deadline.
 
+use crate::common::{DEADLINE, eventually, poll_async};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,9 +21,6 @@ use astrid_actors::supervisor::{
     SupervisorEvent, SupervisorExit, Terminate, TreeNode, apply_fault,
 };
 use tokio::sync::oneshot;
-
-/// Upper bound for any single wait in these tests; reached only when something is broken.
-const DEADLINE: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------------------
 // The test child
@@ -245,18 +243,12 @@ impl Harness {
         what: &str,
         cond: impl Fn(&TreeNode) -> bool,
     ) -> TreeNode {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
+        let found = poll_async(DEADLINE, async || {
             let node = self.node(name).await;
-            if cond(&node) {
-                return node;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; last: {node:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+            if cond(&node) { Ok(node) } else { Err(node) }
+        })
+        .await;
+        found.unwrap_or_else(|node| panic!("timed out waiting for {what}; last: {node:#?}"))
     }
 
     /// Waits until `name` has been restarted `restarts` times and is running again.
@@ -288,11 +280,7 @@ impl Harness {
 
 /// Polls `cond` until it holds.
 async fn until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(what, async || cond().then_some(())).await;
 }
 
 /// Sends `Crash` and checks that the caller sees the mailbox close under it.
@@ -1138,17 +1126,17 @@ async fn escalation_during_boot_does_not_orphan_later_children() {
     assert!(matches!(exit, SupervisorExit::Escalated { ref child, .. } if child == "broken"));
     until("the supervisor to stop", || !sup.connected()).await;
     if let Some(orphan) = after.slot.get() {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while orphan.connected() {
-            assert!(
-                Instant::now() < deadline,
-                "`after` (started {} time(s)) is still running after its supervisor exited; \
-                 it answers Ping with {:?}",
-                after.starts(),
-                orphan.send(Ping).await
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let stopped = poll_async(Duration::from_secs(1), async || {
+            (!orphan.connected()).then_some(()).ok_or(())
+        })
+        .await;
+        assert!(
+            stopped.is_ok(),
+            "`after` (started {} time(s)) is still running after its supervisor exited; \
+             it answers Ping with {:?}",
+            after.starts(),
+            orphan.send(Ping).await
+        );
     }
 }
 

@@ -5,16 +5,14 @@
 //! reopening afresh as after a restart; and a poll-with-deadline helper.
 //!
 //! Each test binary uses a different subset of these helpers.
-#![allow(dead_code)]
+mod poll;
 
 use std::fs::File;
-use std::future::Future;
 use std::io;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use astrid_actors::db::Db;
 use astrid_actors::ledger::journal::JournalFile;
@@ -22,8 +20,7 @@ use astrid_actors::ledger::{self, Ledger};
 use redb::backends::FileBackend;
 use redb::{BackendError, Database, StorageBackend};
 
-/// Upper bound for any single wait; reached only when something is broken.
-pub(crate) const DEADLINE: Duration = Duration::from_secs(5);
+pub(crate) use self::poll::{DEADLINE, eventually, poll, poll_async};
 
 /// The daemon session the ledgers of these tests write audit entries for, unless a test
 /// names another.
@@ -283,38 +280,13 @@ impl DbFile {
 /// Waits until every actor holding `shared` (a database or a ledger) has been dropped, then
 /// drops it: a database is closed, a ledger stops its threads (releasing its database).
 pub(crate) async fn close<T>(shared: Arc<T>) {
-    let deadline = Instant::now() + DEADLINE;
-    let mut shared = shared;
-    loop {
-        match Arc::try_unwrap(shared) {
-            Ok(last) => {
-                drop(last);
-                return;
-            }
-            Err(still) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "timed out waiting for the actors to release the database"
-                );
-                shared = still;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    }
-}
-
-/// Polls `probe` until it yields a value.
-pub(crate) async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let mut shared = Some(shared);
+    let last = poll_async(DEADLINE, async || {
+        let held = shared.take().expect("put back after each try");
+        Arc::try_unwrap(held).map_err(|still| shared = Some(still))
+    })
+    .await;
+    let last = last
+        .unwrap_or_else(|()| panic!("timed out waiting for the actors to release the database"));
+    drop(last);
 }

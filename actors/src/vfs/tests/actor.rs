@@ -8,12 +8,14 @@
 use std::fs;
 use std::io::Read as _;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use actix::{Actor, Addr, Arbiter, MailboxError};
-use astrid_actors::supervisor::{Fault, Inject, Terminate};
-use astrid_actors::vfs::path::{ABSOLUTE, EMPTY, MAX_PATH_LEN, NUL, PARENT, ROOT, TOO_LONG};
-use astrid_actors::vfs::{
+
+use super::{names, scratch};
+use crate::supervisor::{Fault, Inject, Terminate};
+use crate::vfs::path::{ABSOLUTE, EMPTY, MAX_PATH_LEN, NUL, PARENT, ROOT, TOO_LONG};
+use crate::vfs::{
     DirEntry, EntryKind, FileStat, List, Mkdir, Read, ReadResult, Remove, Stat, VfsActor, VfsError,
     VfsLimits, Write,
 };
@@ -27,12 +29,9 @@ struct Fixture {
 }
 
 fn fixture_with(limits: VfsLimits) -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch();
     let root = tmp.path().join("ws");
     let outside = tmp.path().join("outside");
-    fs::create_dir(&root).unwrap();
-    fs::create_dir(&outside).unwrap();
-    fs::write(outside.join("secret"), b"secret").unwrap();
     let vfs = VfsActor::new(&root, limits).unwrap().start();
     Fixture {
         _tmp: tmp,
@@ -111,16 +110,6 @@ impl Fixture {
         assert_eq!(names(&self.outside), ["secret"]);
         assert_eq!(fs::read(self.outside.join("secret")).unwrap(), b"secret");
     }
-}
-
-/// Sorted names in a directory, read with `std::fs`.
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 #[track_caller]
