@@ -12,6 +12,7 @@ mod common;
 mod audit;
 mod bus;
 mod caps;
+mod kernel;
 mod ledger;
 mod manifest;
 mod parsers;

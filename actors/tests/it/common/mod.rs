@@ -5,6 +5,7 @@
 //! reopening afresh as after a restart; and a poll-with-deadline helper.
 //!
 //! Each test binary uses a different subset of these helpers.
+pub(crate) mod kernel;
 mod poll;
 
 use std::fs::File;
