@@ -941,7 +941,7 @@ async fn a_workspace_capsule_overrides_the_home_capsule_of_the_same_name() {
         })
         .start();
     let client = patient_client(&d).await;
-    // The workspace's own capsules run once it is trusted (see tests/trust.rs).
+    // The workspace's own capsules run once it is trusted (see `trust.rs`).
     let _: TrustReport = client
         .call(Request::TrustWorkspace { path: None })
         .await

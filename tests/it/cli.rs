@@ -631,7 +631,7 @@ fn a_workspace_capsule_overrides_a_home_capsule_of_the_same_name() {
         "echo",
         "description = \"workspace echo\"\n[[command]]\nname = \"echo\"\ndescription = \"Echo\"\n",
     );
-    // The workspace's own capsules run once it is trusted (see tests/trust.rs).
+    // The workspace's own capsules run once it is trusted (see `trust.rs`).
     let report = json_of(&d.cli(&["--json", "trust"]));
     assert_eq!(report["capsules"]["added"], json!(["echo"]), "{report}");
 

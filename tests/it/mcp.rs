@@ -65,7 +65,7 @@ fn test_server(name: &str, extra: &str) -> String {
     )
 }
 
-/// Trusts the daemon's workspace, so that its own `mcp.toml` runs (see `tests/trust.rs`).
+/// Trusts the daemon's workspace, so that its own `mcp.toml` runs (see `trust.rs`).
 async fn trust_workspace(client: &Client) {
     let _: TrustReport = client
         .call(Request::TrustWorkspace { path: None })
