@@ -177,19 +177,4 @@ fn trace(op: &str, path: &str, error: Option<&VfsError>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn actor_is_send() {
-        fn assert_send<T: Send + 'static>() {}
-        assert_send::<VfsActor>();
-    }
-
-    #[test]
-    fn default_limits_are_16_mib() {
-        let limits = VfsLimits::default();
-        assert_eq!(limits.max_read, 16 * 1024 * 1024);
-        assert_eq!(limits.max_write, 16 * 1024 * 1024);
-    }
-}
+mod tests;
