@@ -400,6 +400,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_sweep_runs_only_while_calls_wait() {
+        let sweeper = Sweeper::default();
+        assert!(!sweeper.is_armed());
+        sweeper.arm();
+        assert!(sweeper.is_armed());
+        // Calls still waiting: it sweeps again.
+        assert!(sweeper.again(true, || unreachable!()));
+        assert!(sweeper.is_armed());
+        // None: it stops, and the next call arms it again.
+        assert!(!sweeper.again(false, || false));
+        assert!(!sweeper.is_armed());
+        sweeper.arm();
+        assert!(sweeper.is_armed());
+        // A call pushed while it stopped (it found the sweep still armed, so it sent no
+        // word): the sweep goes on.
+        assert!(sweeper.again(false, || true));
+        assert!(sweeper.is_armed());
+        // A queue's calls arm it.
+        let q = queue();
+        assert!(!q.sweeper.is_armed());
+        let conn = Connection::new();
+        q.push(call(&conn, 1, "one"));
+        assert!(q.sweeper.is_armed());
+    }
+
+    #[tokio::test]
     async fn calls_run_in_order_and_answer_their_clients() {
         let mut conn = Connection::new();
         let q = queue();

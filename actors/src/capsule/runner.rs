@@ -552,3 +552,98 @@ impl Guest<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capsule::queue::{LingerSlots, Sweeper};
+    use crate::capsule::sandbox::compile;
+    use crate::capsules::manifest::Limits;
+
+    /// A guest whose interceptor always answers `{"action": "continue"}`.
+    const CONTINUE: &str = r#"(module
+        (memory (export "memory") 1)
+        (data (i32.const 16) "\81\a6action\a8continue")
+        (func (export "astrid_alloc") (param i32) (result i32) (i32.const 1024))
+        (func (export "astrid_command") (param i32 i32) (result i64) (i64.const 0))
+        (func (export "astrid_intercept") (param i32 i32) (result i64)
+            (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 17))))"#;
+
+    fn ask(runner: &Arc<Runner>) -> Option<Result<Verdict, CallFailure>> {
+        let (reply, verdict) = oneshot::channel();
+        runner.push(Job::Intercept {
+            topic: "a.b".into(),
+            payload: RawValue::from_slice(b"\xc0").unwrap(),
+            reply,
+        });
+        verdict.blocking_recv().ok()
+    }
+
+    fn wait_retired(runner: &Runner) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while runner.has_thread() {
+            assert!(Instant::now() < end, "the thread never retired");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_thread_starts_on_demand_and_retires_with_its_instance_when_idle() {
+        let compiled = compile(CONTINUE.as_bytes(), Limits::default()).unwrap();
+        let queue = Arc::new(CallQueue::new(
+            RunnerSlot::default(),
+            Duration::from_secs(1),
+            Arc::new(LingerSlots::new(0)),
+            Arc::new(Sweeper::default()),
+        ));
+        let (crashed, mut crash) = oneshot::channel();
+        let linger = Duration::from_millis(30);
+        let runner = Runner::new(compiled, Host::detached("t"), &queue, linger, crashed);
+        assert!(!runner.has_thread(), "no thread until there is work");
+        assert_eq!(runner.threads_started(), 0);
+
+        assert!(matches!(ask(&runner), Some(Ok(Verdict::Continue(None)))));
+        assert_eq!(runner.threads_started(), 1);
+        // Work that comes within the linger finds the same thread.
+        assert!(matches!(ask(&runner), Some(Ok(Verdict::Continue(None)))));
+        assert_eq!(runner.threads_started(), 1);
+        wait_retired(&runner);
+        // The next job starts another.
+        assert!(matches!(ask(&runner), Some(Ok(Verdict::Continue(None)))));
+        assert_eq!(runner.threads_started(), 2);
+        assert!(crash.try_recv().is_err(), "nothing failed");
+
+        // A closed runner takes nothing more: its jobs' senders see it gone.
+        runner.close();
+        wait_retired(&runner);
+        assert!(ask(&runner).is_none());
+        assert_eq!(runner.threads_started(), 2);
+    }
+
+    #[test]
+    fn a_failed_call_ends_the_incarnation_and_says_why() {
+        // No `astrid_event`/`astrid_intercept` export: interception traps.
+        let echo = r#"(module (memory (export "memory") 1)
+            (func (export "astrid_alloc") (param i32) (result i32) (i32.const 1024))
+            (func (export "astrid_command") (param i32 i32) (result i64) (i64.const 0)))"#;
+        let compiled = compile(echo.as_bytes(), Limits::default()).unwrap();
+        let queue = Arc::new(CallQueue::new(
+            RunnerSlot::default(),
+            Duration::from_secs(1),
+            Arc::new(LingerSlots::new(0)),
+            Arc::new(Sweeper::default()),
+        ));
+        let (crashed, crash) = oneshot::channel();
+        let runner = Runner::new(compiled, Host::detached("t"), &queue, IDLE_LINGER, crashed);
+        let failure = ask(&runner).unwrap().unwrap_err();
+        assert!(
+            failure.to_string().contains("astrid_intercept"),
+            "{failure}"
+        );
+        let reason = crash.blocking_recv().unwrap();
+        assert!(reason.contains("astrid_intercept"), "{reason}");
+        // Its thread ended at once, without lingering.
+        wait_retired(&runner);
+        assert!(ask(&runner).is_none());
+    }
+}

@@ -46,8 +46,7 @@ use crate::caps::SetManifestGrants;
 use crate::capsule::cache::CompileCache;
 use crate::capsule::sandbox::Compiled;
 use crate::capsule::{
-    CallQueue, CapsuleActor, CapsuleInterceptor, Host, IDLE_LINGER, Recipe, RunnerSlot, SweepDue,
-    Sweeper,
+    CallQueue, CapsuleActor, CapsuleInterceptor, Host, Recipe, RunnerSlot, SweepDue, Sweeper,
 };
 use crate::kernel::KernelActors;
 use crate::mcp::Launcher;
@@ -93,6 +92,8 @@ pub struct RegistryDeps {
     pub mcp: Launcher,
     /// Whether the workspace's own capsules may run.
     pub trust: Arc<WorkspaceTrust>,
+    /// How long a capsule's thread with nothing to do waits before it retires.
+    pub linger: std::time::Duration,
 }
 
 /// The capsule registry actor.
@@ -275,7 +276,7 @@ impl CapsulesActor {
             subscriptions: manifest.subscriptions.clone(),
             queue: Arc::clone(&queue),
             runner: runner.clone(),
-            linger: IDLE_LINGER,
+            linger: self.deps.linger,
         };
         // The actor holds no instance: it lives on this (the supervisor's) thread, and its
         // runner starts a thread of its own when there is work.

@@ -170,6 +170,9 @@ pub struct Limits {
     /// they are rare: within this window of the last one recorded, they are counted, and
     /// the count is recorded when the window ends.
     pub refusal_window: Duration,
+    /// How long a capsule's thread with nothing to do waits before it retires with the
+    /// capsule's instance ([`IDLE_LINGER`](crate::capsule::IDLE_LINGER) by default).
+    pub capsule_linger: Duration,
 }
 
 impl Default for Limits {
@@ -186,6 +189,7 @@ impl Default for Limits {
             max_connections: 1024,
             max_unauthenticated: 64,
             refusal_window: Duration::from_secs(10),
+            capsule_linger: crate::capsule::IDLE_LINGER,
         }
     }
 }
