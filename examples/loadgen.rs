@@ -14,6 +14,7 @@
 //! ./target/release/examples/loadgen --suite kv       # the README's key-value table
 //! ./target/release/examples/loadgen --suite capsules # capsule calls and crash recovery
 //! ./target/release/examples/loadgen --suite mcp      # MCP tool calls (the example server)
+//! ./target/release/examples/loadgen --suite idle     # an idle daemon: memory, wake-ups, boot
 //! ```
 //!
 //! `--spawn` starts a persistent `astrid-daemon` (the release binary next to this example's
@@ -30,6 +31,11 @@
 //! successful reply from its restarted instance. `--suite mcp` configures the example MCP
 //! server (`examples/mcp-test-server.rs`, the release build beside this example) as `test`
 //! and measures `CallMcpTool` of its `echo` tool from 1 and 50 clients, next to `Ping`.
+//! `--suite idle` measures an idle daemon with no client: its RSS and wake-ups a second
+//! (context switches of all its threads, from `/proc`) with no capsule and with 10 example
+//! capsules (5 `echo`, 5 `hello-rust`), boot to ready with 20 capsules from the compile
+//! cache, and the first call of an idle capsule (no thread, no instance) against the next
+//! call of the same capsule, still warm, over 20 `echo` capsules.
 
 #![allow(
     clippy::unwrap_used,
@@ -97,6 +103,8 @@ enum Suite {
     Capsules,
     /// `CallMcpTool` of the example MCP server's `echo` next to `Ping`.
     Mcp,
+    /// An idle daemon: RSS, wake-ups a second, boot to ready, first calls of idle capsules.
+    Idle,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -531,6 +539,13 @@ fn install_mcp_server(home: &Path) {
 
 /// Starts a persistent daemon in `home` from the release binary beside this example.
 fn spawn_daemon(home: &Path) -> (Guard, SessionFiles) {
+    let (guard, files, _) = spawn_daemon_with(home, &[]);
+    (guard, files)
+}
+
+/// Starts a persistent daemon in `home` with `args`; also returns how long it took to be
+/// ready (its ready file written).
+fn spawn_daemon_with(home: &Path, args: &[&str]) -> (Guard, SessionFiles, Duration) {
     let exe = std::env::current_exe().unwrap();
     let bin = exe
         .parent()
@@ -542,16 +557,255 @@ fn spawn_daemon(home: &Path) -> (Guard, SessionFiles) {
         "{} not found: run `cargo build --release --bins` first",
         bin.display()
     );
+    let files = HomeLayout::new(home).session(uuid::Uuid::nil());
+    let _ = std::fs::remove_file(files.ready());
+    let started = Instant::now();
     let child = Command::new(&bin)
         .arg("--home")
         .arg(home)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let files = HomeLayout::new(home).session(uuid::Uuid::nil());
-    wait_for(&files.ready());
-    (Guard(child), files)
+    let end = started + Duration::from_secs(15);
+    while !files.ready().exists() {
+        assert!(Instant::now() < end, "the daemon did not get ready");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let took = started.elapsed();
+    (Guard(child), files, took)
+}
+
+/// Per thread of process `pid`: its name and its context switches so far (voluntary and
+/// not), by thread id.
+fn switches(pid: u32) -> std::collections::BTreeMap<String, (String, u64)> {
+    let mut all = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return all;
+    };
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let name = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Name:"))
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        let n: u64 = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        all.insert(task.file_name().to_string_lossy().into_owned(), (name, n));
+    }
+    all
+}
+
+/// Wake-ups a second of process `pid` over `over`: context switches of every thread (a
+/// thread that ends meanwhile counts what it did before the first look), and the threads
+/// that had any, by name.
+fn wakeups(pid: u32, over: Duration) -> (f64, Vec<(String, u64)>) {
+    let before = switches(pid);
+    std::thread::sleep(over);
+    let after = switches(pid);
+    let mut by_name = std::collections::BTreeMap::<String, u64>::new();
+    for (tid, (name, n)) in &after {
+        let was = before.get(tid).map_or(0, |(_, n)| *n);
+        *by_name.entry(name.clone()).or_default() += n.saturating_sub(was);
+    }
+    let total: u64 = by_name.values().sum();
+    let mut busy: Vec<(String, u64)> = by_name.into_iter().filter(|(_, n)| *n > 0).collect();
+    busy.sort_by_key(|b| std::cmp::Reverse(b.1));
+    (total as f64 / over.as_secs_f64(), busy)
+}
+
+/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `RssAnon`, ...).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The daemon's threads.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
+}
+
+/// Stops the daemon with SIGTERM and waits for it.
+fn stop(mut guard: Guard) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(guard.0.id().to_string())
+        .status();
+    let _ = guard.0.wait();
+}
+
+/// Installs `n` copies of the example `echo` named `e1`.. (command `e1`..), and, when
+/// `hello` is set, every other one a copy of `hello-rust` instead (named `h2`..).
+fn install_many(home: &Path, n: usize, hello: bool) {
+    for i in 1..=n {
+        let (example, name) = if hello && i % 2 == 0 {
+            ("hello-rust", format!("h{i}"))
+        } else {
+            ("echo", format!("e{i}"))
+        };
+        install_capsule(home, example, &name, "");
+        let manifest = home.join("capsules").join(&name).join("Capsule.toml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        // The capsule's name (the first `name`); an echo copy's command too.
+        let mut text = text.replacen(
+            &format!("name = \"{example}\""),
+            &format!("name = \"{name}\""),
+            1,
+        );
+        if example == "echo" {
+            text = text.replacen("name = \"echo\"", &format!("name = \"{name}\""), 1);
+        }
+        std::fs::write(manifest, text).unwrap();
+    }
+}
+
+/// How the idle daemon is doing now: RSS (total, anonymous), threads, wake-ups a second.
+fn idle_figures(label: &str, pid: u32) -> (u64, u64, f64) {
+    let (rss, anon) = (status_kib(pid, "VmRSS"), status_kib(pid, "RssAnon"));
+    let (rate, busy) = wakeups(pid, Duration::from_secs(10));
+    let busy: Vec<String> = busy.iter().map(|(n, c)| format!("{n} {c}")).collect();
+    println!(
+        "{label:<44} RSS {:>6.1} MiB (anonymous {:>5.1} MiB), {:>2} threads, {rate:.1} wake-ups/s over 10 s ({})",
+        rss as f64 / 1024.0,
+        anon as f64 / 1024.0,
+        threads(pid),
+        busy.join(", ")
+    );
+    (rss, anon, rate)
+}
+
+fn idle_suite(rt: &tokio::runtime::Runtime) {
+    // Long enough for the blocking pool's threads (10 s) and capsule threads (5 s) to end.
+    const SETTLE: Duration = Duration::from_secs(11);
+    let tmp = |what: &str| {
+        tempfile::Builder::new()
+            .prefix(&format!("loadgen-idle-{what}"))
+            .tempdir_in("/tmp")
+            .unwrap()
+    };
+
+    // No capsule.
+    let none = tmp("none");
+    let (daemon, _, took) = spawn_daemon_with(none.path(), &[]);
+    println!(
+        "ready with no capsule in {:.1} ms",
+        took.as_secs_f64() * 1e3
+    );
+    std::thread::sleep(SETTLE);
+    idle_figures("no capsule, no client", daemon.0.id());
+    stop(daemon);
+
+    // 10 example capsules: 5 echo, 5 hello-rust.
+    let ten = tmp("ten");
+    install_many(ten.path(), 10, true);
+    let (daemon, files, took) = spawn_daemon_with(ten.path(), &[]);
+    println!(
+        "ready with 10 capsules (compiled) in {:.1} ms",
+        took.as_secs_f64() * 1e3
+    );
+    std::thread::sleep(SETTLE);
+    let pid = daemon.0.id();
+    idle_figures("10 capsules, never called", pid);
+    rt.block_on(async {
+        let client = Client::connect(&files, "loadgen").await.unwrap();
+        for i in 1..=10 {
+            let name = if i % 2 == 0 {
+                "hello"
+            } else {
+                &format!("e{i}")
+            };
+            client
+                .call::<CommandOutput>(Request::InvokeCommand {
+                    name: name.to_owned(),
+                    args: Vec::new(),
+                })
+                .await
+                .unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    idle_figures("10 capsules, each called, then idle 6 s", pid);
+    stop(daemon);
+
+    // Boot to ready with 20 capsules, from the compile cache (the first boot fills it).
+    let twenty = tmp("twenty");
+    install_many(twenty.path(), 20, false);
+    let (daemon, _, took) = spawn_daemon_with(twenty.path(), &[]);
+    println!(
+        "ready with 20 capsules, compiled: {:.1} ms",
+        took.as_secs_f64() * 1e3
+    );
+    stop(daemon);
+    let mut boots = Vec::new();
+    for _ in 0..5 {
+        let (daemon, _, took) = spawn_daemon_with(twenty.path(), &[]);
+        boots.push(took);
+        stop(daemon);
+    }
+    boots.sort();
+    let ms: Vec<String> = boots
+        .iter()
+        .map(|t| format!("{:.1}", t.as_secs_f64() * 1e3))
+        .collect();
+    println!(
+        "ready with 20 capsules from the compile cache: median {} ms (5 boots: {})",
+        ms[2],
+        ms.join(", ")
+    );
+
+    // First call of an idle capsule against the next call of the same, warm one: 20 echo
+    // capsules, 10 rounds; a short linger retires them between rounds.
+    let (daemon, files, _) = spawn_daemon_with(twenty.path(), &["--capsule-linger", "100ms"]);
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    rt.block_on(async {
+        let client = Client::connect(&files, "loadgen").await.unwrap();
+        let call = |name: String| {
+            let client = &client;
+            async move {
+                let started = Instant::now();
+                client
+                    .call::<CommandOutput>(Request::InvokeCommand {
+                        name,
+                        args: Vec::new(),
+                    })
+                    .await
+                    .unwrap();
+                u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX)
+            }
+        };
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            for i in 1..=20 {
+                cold.push(call(format!("e{i}")).await);
+                for _ in 0..3 {
+                    warm.push(call(format!("e{i}")).await);
+                }
+            }
+        }
+    });
+    stop(daemon);
+    cold.sort_unstable();
+    warm.sort_unstable();
+    println!(
+        "first call of an idle capsule: median {:.0} us, p99 {:.0} us ({} calls); next calls, warm: median {:.0} us, p99 {:.0} us ({} calls); difference of medians {:.0} us",
+        percentile(&cold, 50.0),
+        percentile(&cold, 99.0),
+        cold.len(),
+        percentile(&warm, 50.0),
+        percentile(&warm, 99.0),
+        warm.len(),
+        percentile(&cold, 50.0) - percentile(&warm, 50.0),
+    );
 }
 
 fn spawn_redis(dir: &Path) -> (Guard, PathBuf) {
@@ -739,6 +993,9 @@ fn main() {
     if args.suite == Some(Suite::Mcp) {
         install_mcp_server(tmp.path());
     }
+    if args.suite == Some(Suite::Idle) {
+        return idle_suite(&rt);
+    }
     let (_daemon, files) = if args.spawn || args.suite.is_some() {
         let (guard, files) = spawn_daemon(tmp.path());
         (Some(guard), files)
@@ -752,7 +1009,7 @@ fn main() {
         Some(Suite::Kv) => return kv_suite(&rt, &files, tmp.path(), args.requests),
         Some(Suite::Capsules) => return capsules_suite(&rt, &files, args.requests),
         Some(Suite::Mcp) => return mcp_suite(&rt, &files, args.requests),
-        None => {}
+        Some(Suite::Idle) | None => {}
     }
     let ours = rt.block_on(run_astrid(
         &files,

@@ -82,6 +82,11 @@ pub(crate) struct Args {
     /// recorded when the window ends.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_window)]
     pub(crate) refusal_window: Duration,
+
+    /// How long a capsule's thread waits for more work before it retires with the capsule's
+    /// instance (and the guest's memory); the next call starts a fresh one.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub(crate) capsule_linger: Duration,
 }
 
 fn count(s: &str) -> Result<usize, String> {

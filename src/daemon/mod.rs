@@ -227,6 +227,7 @@ fn run_locked(args: &Args, home: &HomeLayout, workspace: PathBuf) -> Result<(), 
         max_connections,
         max_unauthenticated,
         refusal_window: args.refusal_window,
+        capsule_linger: args.capsule_linger,
         ..Limits::default()
     };
     config.on_shutdown = Some(Arc::new(move |_reason: &str| {

@@ -2,8 +2,8 @@
 //! copied into their homes, driven through the socket and the CLI. Commands and their
 //! replies, every kind of guest crash and the restart that follows, restart budgets, call
 //! deadlines, host calls with and without capabilities, injected faults, requests caught
-//! behind a crash, reload diffing, modules that do not fit the ABI, and workspace capsules
-//! overriding home ones.
+//! behind a crash, reload diffing, modules that do not fit the ABI, workspace capsules
+//! overriding home ones, and idle capsules holding no thread.
 
 use crate::common;
 
@@ -91,6 +91,31 @@ fn copy_with(root: &Path, example: &str, extra: &str) -> PathBuf {
 
 fn home_capsules(home: &Path) -> PathBuf {
     home.join("capsules")
+}
+
+/// How many of the daemon's threads are named `name` (a capsule's thread is named after
+/// it; Linux keeps 15 bytes of a name).
+fn threads_named(pid: i32, name: &str) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+/// Waits until `threads_named` is `n`.
+async fn wait_threads(pid: i32, name: &str, n: usize) {
+    let end = Instant::now() + DEADLINE;
+    while threads_named(pid, name) != n {
+        assert!(
+            Instant::now() < end,
+            "{} threads named {name}, not {n}",
+            threads_named(pid, name)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The names in a list, sorted.
@@ -1326,4 +1351,78 @@ async fn guest_output_reaches_the_client_as_written_and_malformed_output_crashes
         let node = tree.find(&format!("capsule:{name}")).unwrap();
         assert_eq!(node.restarts, 0, "{node:?}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Idle capsules
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_capsule_holds_no_thread_and_a_busy_one_delays_no_other() {
+    let d = TestDaemon::builder()
+        .args(&["--capsule-linger", "300ms"])
+        .prepare(|home, _| {
+            let root = home_capsules(home);
+            copy_capsule(&example_capsule("echo"), &root);
+            copy_capsule(&example_capsule("faults/crash-after"), &root);
+            copy_with(
+                &root,
+                "faults/loop",
+                "[limits]\nfuel = 3000000000\ncall_timeout = \"1s\"\n",
+            );
+        })
+        .start();
+    let client = patient_client(&d).await;
+    let pid = d.pid();
+
+    // Loaded and never called: no capsule has a thread.
+    for name in ["capsule:echo", "capsule:crash-a", "capsule:loop"] {
+        assert_eq!(threads_named(pid, name), 0, "{name}");
+    }
+    // A call starts one, which serves the calls that follow while they come within the
+    // linger (the guest's memory lasts: crash-after counts), then retires with the
+    // instance; the next call starts a fresh one, as after a restart but without one.
+    assert_eq!(run(&client, "crash-after", &[]).await, json!(1));
+    assert_eq!(run(&client, "crash-after", &[]).await, json!(2));
+    wait_threads(pid, "capsule:crash-a", 0).await;
+    assert_eq!(run(&client, "crash-after", &[]).await, json!(1));
+    assert_eq!(
+        run(&client, "echo", &["woken"]).await,
+        json!({"command": "echo", "args": ["woken"]})
+    );
+    wait_threads(pid, "capsule:echo", 0).await;
+    let listed = capsule(&client, "crash-after").await.unwrap();
+    assert_eq!(
+        (listed.state, listed.restarts),
+        (CapsuleState::Running, 0),
+        "{listed:?}"
+    );
+
+    // A capsule stuck in a long call holds its own thread; another capsule's calls, its
+    // first included, are not delayed by it.
+    let looping = tokio::spawn({
+        let client = patient_client(&d).await;
+        async move { invoke(&client, "loop", &[]).await }
+    });
+    wait_threads(pid, "capsule:loop", 1).await;
+    for i in 0..5 {
+        let started = Instant::now();
+        let arg = i.to_string();
+        assert_eq!(
+            run(&client, "echo", &[&arg]).await,
+            json!({"command": "echo", "args": [arg]})
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "echo took {:?} while loop ran",
+            started.elapsed()
+        );
+    }
+    assert!(!looping.is_finished(), "loop should still be running");
+    let (code, message) = failure(looping.await.unwrap());
+    assert_eq!(code, ErrorCode::Timeout, "{message}");
+    wait_restarted(&client, "loop", 1).await;
+    // Its thread ended with the failed instance; the restarted capsule has none until
+    // called.
+    wait_threads(pid, "capsule:loop", 0).await;
 }

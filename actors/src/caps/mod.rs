@@ -6,7 +6,9 @@
 //! A capsule that keeps being denied (a loop of host calls) cannot fill the disk or the
 //! log with it: each capsule's denials are recorded one by one up to [`DENIAL_BURST`] at
 //! once, then [`DENIAL_PER_SECOND`] a second; beyond that they are counted, and every
-//! second one entry (and one log line) says how many were not recorded one by one.
+//! second one entry (and one log line) says how many were not recorded one by one. That
+//! summing runs only while some capsule's budget is not whole again: a store that denies
+//! nothing has no timer.
 //!
 //! Handles: [`GrantCapability`], [`RevokeCapability`], [`ListCapabilities`] (router),
 //! [`SetManifestGrants`] (capsule loader), [`Check`] and [`Refused`] (host functions),
@@ -19,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult};
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult, SpawnHandle};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use self::messages::{
@@ -40,6 +42,9 @@ const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("grants");
 pub const DENIAL_BURST: u32 = 100;
 /// Denials of one capsule recorded one by one a second, after the first [`DENIAL_BURST`].
 pub const DENIAL_PER_SECOND: u32 = 10;
+
+/// How often denials over a budget are summed up, while there are budgets to watch.
+const SUM_UP_EVERY: Duration = Duration::from_secs(1);
 
 /// Creates the table if the database is new.
 ///
@@ -75,6 +80,8 @@ pub struct CapabilitiesActor {
     held: Vec<Held>,
     /// Each subject's budget of denials recorded one by one.
     denials: HashMap<String, RateBudget>,
+    /// The timer that sums up denials, while `denials` has budgets.
+    summing: Option<SpawnHandle>,
 }
 
 impl CapabilitiesActor {
@@ -94,12 +101,23 @@ impl CapabilitiesActor {
             audit,
             held,
             denials: HashMap::new(),
+            summing: None,
         })
     }
 
     /// Records that `subject` was denied `access` (`reason` starts with `denied`), within
-    /// its budget.
-    fn deny(&mut self, subject: &str, access: &Access, reason: &str) {
+    /// its budget; the summing timer runs from now until the budgets are whole again.
+    fn deny(&mut self, subject: &str, access: &Access, reason: &str, ctx: &mut Context<Self>) {
+        if self.summing.is_none() {
+            self.summing = Some(ctx.run_interval(SUM_UP_EVERY, |act, ctx| {
+                act.sum_up_denials();
+                if act.denials.is_empty()
+                    && let Some(timer) = act.summing.take()
+                {
+                    ctx.cancel_future(timer);
+                }
+            }));
+        }
         let now = Instant::now();
         let budget = self
             .denials
@@ -211,8 +229,8 @@ fn load(db: &Database) -> Result<Vec<Held>, redb::Error> {
 impl Actor for CapabilitiesActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(Duration::from_secs(1), |act, _| act.sum_up_denials());
+    fn started(&mut self, _: &mut Context<Self>) {
+        // No timer: the first denial starts the one that sums them up.
     }
 }
 
@@ -338,13 +356,18 @@ impl Handler<SetManifestGrants> for CapabilitiesActor {
 impl Handler<Check> for CapabilitiesActor {
     type Result = bool;
 
-    fn handle(&mut self, msg: Check, _: &mut Context<Self>) -> bool {
+    fn handle(&mut self, msg: Check, ctx: &mut Context<Self>) -> bool {
         let allowed = self
             .held
             .iter()
             .any(|h| h.grant.subject == msg.subject && h.pattern.allows(&msg.access));
         if !allowed {
-            self.deny(&msg.subject, &msg.access, "denied: no capability allows it");
+            self.deny(
+                &msg.subject,
+                &msg.access,
+                "denied: no capability allows it",
+                ctx,
+            );
         }
         allowed
     }
@@ -353,8 +376,8 @@ impl Handler<Check> for CapabilitiesActor {
 impl Handler<Refused> for CapabilitiesActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Refused, _: &mut Context<Self>) {
-        self.deny(&msg.subject, &msg.access, &msg.reason);
+    fn handle(&mut self, msg: Refused, ctx: &mut Context<Self>) {
+        self.deny(&msg.subject, &msg.access, &msg.reason, ctx);
     }
 }
 

@@ -1,8 +1,7 @@
 //! Messages handled by [`CapsuleActor`](super::CapsuleActor), the calls it serves, and how a
 //! call can fail.
 //!
-//! Senders: the capsule's [`CallQueue`](super::CallQueue) ([`Work`], when calls are
-//! waiting), the bus ([`Intercept`], through
+//! Senders: the bus ([`Intercept`], through
 //! [`CapsuleInterceptor`](super::CapsuleInterceptor)), and the supervisor
 //! ([`Terminate`](crate::supervisor::Terminate), [`Inject`](crate::supervisor::Inject)).
 
@@ -89,13 +88,6 @@ impl Drop for Answer {
         }
     }
 }
-
-/// Calls are waiting in the capsule's queue. Sent by a call that finds the actor resting;
-/// while the actor works through the queue (or lingers by it), more calls need no message
-/// (and the capsule's thread no wake-up).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Work;
 
 /// Asks the capsule's interceptor (`astrid_intercept`) about an event.
 #[derive(Debug, Message)]

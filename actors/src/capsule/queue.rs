@@ -1,46 +1,117 @@
 //! The command calls waiting for one capsule.
 //!
-//! Sessions push calls; the capsule's actor takes them one by one on its own thread and
-//! answers each straight into the caller's connection. Only a call that finds the actor
-//! resting sends it a [`Work`] message (a wake-up of its thread): under load, calls queue
-//! up while it works and cost no message at all.
+//! Sessions push calls; the capsule's thread (see `runner.rs`) takes them one by one and
+//! answers each straight into the caller's connection. Only a call that finds the capsule
+//! resting wakes it ([`Runner::nudge`]: an unpark of its thread, or a thread started when it
+//! has none): under load, calls queue up while it works and cost no wake-up at all.
 //!
 //! A thread woken from sleep starts late (tens of microseconds on a virtual machine, more
-//! than a whole call). So when calls come close together, the actor watches the empty
-//! queue for a moment before it lets its thread sleep ([`CallQueue::linger`]): it does so
-//! only when the last call came within [`LINGER`] of the queue emptying, and never longer
-//! than that, so an idle or lightly used capsule costs no CPU. Capsule threads linger at
+//! than a whole call). So when calls come close together, the thread watches the empty
+//! queue for a moment before it sleeps ([`CallQueue::linger`]): it does so only when the
+//! last call came within [`LINGER`] of the queue emptying, and never longer than that, so
+//! an idle or lightly used capsule costs no CPU. Capsule threads linger at
 //! most one fewer at a time than there are cores ([`LingerSlots`]), so that spinning never
 //! takes every core from the sessions feeding them.
 //!
 //! A call is owed an answer by its deadline (the manifest's, plus a margin for the hops),
 //! whatever the capsule does: the registry sweeps the queues, and answers `timeout` for
 //! every call, waiting or running, that is past it (a capsule whose guest computes past its
-//! deadline, or which was told to hang). When the capsule's actor dies, its supervisor's
-//! report empties the queue: those calls never ran, and are answered so.
+//! deadline, or which was told to hang). The sweep runs only while calls wait or run: the
+//! first call pushed while it is idle arms it ([`Sweeper`]), and it disarms itself once
+//! every queue is empty. When the capsule's actor dies, its supervisor's report empties the
+//! queue: those calls never ran, and are answered so.
+//!
+//! Each call taken gets a ticket: a thread that outlived its incarnation (stopped by a
+//! fault in the middle of a call) cannot take the answer of a call its successor runs.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::CapsuleActor;
-use super::messages::{Answer, Call, CallFailure, Work};
-use crate::supervisor::ChildRef;
+use actix::{Message, Recipient};
 
-/// The queue of one capsule's calls, shared by sessions, its actor and the registry.
+use super::messages::{Answer, Call, CallFailure};
+use super::runner::{Runner, RunnerSlot};
+
+/// The queue of one capsule's calls, shared by sessions, its thread and the registry.
 #[derive(Debug)]
 pub struct CallQueue {
-    actor: ChildRef<CapsuleActor>,
+    /// The thread of the capsule's current incarnation.
+    runner: RunnerSlot,
     /// The manifest's call deadline, as reported to clients.
     deadline: Duration,
     /// How long a caller waits at most: the deadline plus a margin.
     patience: Duration,
     state: Mutex<State>,
-    /// Calls waiting, for the actor to watch without taking the lock.
+    /// Calls waiting, for the capsule's thread to watch without taking the lock.
     waiting: AtomicUsize,
     /// The daemon's lingering budget.
     slots: Arc<LingerSlots>,
+    /// The deadline sweep, armed by calls.
+    sweeper: Arc<Sweeper>,
+}
+
+/// Asks the registry to sweep the queues after [`Sweeper::EVERY`].
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SweepDue;
+
+/// Whether the deadline sweep is running, shared by every capsule's queue: the first call
+/// pushed while it is not arms it, and the sweep disarms itself once no call waits or runs
+/// anywhere. So an idle daemon has no sweep timer at all.
+#[derive(Debug, Default)]
+pub struct Sweeper {
+    armed: AtomicBool,
+    /// The registry, which runs the sweep (set by each incarnation as it starts).
+    registry: Mutex<Option<Recipient<SweepDue>>>,
+}
+
+impl Sweeper {
+    /// How often the queues are checked against their deadlines while calls wait or run.
+    pub const EVERY: Duration = Duration::from_millis(50);
+
+    /// The registry that sweeps from now on; with `pending` calls, the sweep is armed anew
+    /// (an earlier registry may have died with it armed).
+    pub fn attach(&self, registry: Recipient<SweepDue>, pending: bool) {
+        *self.registry.lock().unwrap_or_else(PoisonError::into_inner) = Some(registry);
+        self.armed.store(false, Ordering::Release);
+        if pending {
+            self.arm();
+        }
+    }
+
+    /// Arms the sweep if it is not running.
+    pub fn arm(&self) {
+        if self.armed.load(Ordering::Acquire) || self.armed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(registry) = registry {
+            // A registry that is gone leaves it armed; the next one attaches afresh.
+            registry.do_send(SweepDue);
+        }
+    }
+
+    /// After a sweep: whether to sweep again. With nothing `pending`, the sweep disarms,
+    /// unless a call came meanwhile (`still_pending` is asked again after disarming, so
+    /// that a call pushed in between is not left without a sweep).
+    pub fn again(&self, pending: bool, still_pending: impl FnOnce() -> bool) -> bool {
+        if pending {
+            return true;
+        }
+        self.armed.store(false, Ordering::Release);
+        still_pending() && !self.armed.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether a sweep is due.
+    pub fn is_armed(&self) -> bool {
+        self.armed.load(Ordering::Acquire)
+    }
 }
 
 /// How many capsule threads may linger at once, shared by every capsule's queue.
@@ -86,21 +157,23 @@ impl Drop for SlotTaken<'_> {
     }
 }
 
-/// How long the actor watches its empty queue before its thread sleeps, at most; it does
+/// How long a capsule's thread watches its empty queue before it sleeps, at most; it does
 /// so only while calls come at least this close together.
 pub const LINGER: Duration = Duration::from_micros(50);
 
 #[derive(Debug, Default)]
 struct State {
     waiting: VecDeque<(Instant, Call)>,
-    /// The call the actor is running: when it was queued, and its answer (taken by the
-    /// sweep if it runs past its deadline).
-    running: Option<(Instant, Answer)>,
-    /// A [`Work`] message is on its way or being handled: the actor is awake.
+    /// The call the capsule's thread is running: its ticket, when it was queued, and its
+    /// answer (taken by the sweep if it runs past its deadline).
+    running: Option<(u64, Instant, Answer)>,
+    /// Tickets handed out so far.
+    tickets: u64,
+    /// The capsule's thread was told of waiting calls, or is working: it is awake.
     nudged: bool,
-    /// When the actor found the queue empty, if it still is.
+    /// When the capsule's thread found the queue empty, if it still is.
     idle_since: Option<Instant>,
-    /// The last call came within [`LINGER`] of the queue emptying: the actor lingers.
+    /// The last call came within [`LINGER`] of the queue emptying: the thread lingers.
     close: bool,
 }
 
@@ -113,16 +186,22 @@ impl State {
 }
 
 impl CallQueue {
-    /// The queue of the capsule behind `actor`, whose calls have `deadline`, lingering
-    /// within the budget `slots`.
-    pub fn new(actor: ChildRef<CapsuleActor>, deadline: Duration, slots: Arc<LingerSlots>) -> Self {
+    /// The queue of the capsule whose threads `runner` reaches, whose calls have
+    /// `deadline`, lingering within the budget `slots`, swept by `sweeper`.
+    pub fn new(
+        runner: RunnerSlot,
+        deadline: Duration,
+        slots: Arc<LingerSlots>,
+        sweeper: Arc<Sweeper>,
+    ) -> Self {
         Self {
-            actor,
+            runner,
             deadline,
             patience: deadline + Duration::from_millis(250),
             state: Mutex::new(State::default()),
             waiting: AtomicUsize::new(0),
             slots,
+            sweeper,
         }
     }
 
@@ -135,7 +214,8 @@ impl CallQueue {
         self.deadline
     }
 
-    /// Queues `call`, and tells the actor if it is not awake.
+    /// Queues `call`, tells the capsule's thread if it is not awake, and arms the deadline
+    /// sweep.
     pub fn push(&self, call: Call) {
         let nudge = {
             let mut state = self.lock();
@@ -150,19 +230,33 @@ impl CallQueue {
             }
             nudge
         };
+        self.sweeper.arm();
         if nudge {
-            // With no actor now, the call waits for the supervisor's report of its end
-            // (which empties the queue) or for the sweep.
-            if let Some(actor) = self.actor.get() {
-                actor.do_send(Work);
+            // With no incarnation now, the call waits for the next one (which looks at the
+            // queue as it starts), the supervisor's report of its end (which empties the
+            // queue), or the sweep.
+            if let Some(runner) = self.runner.get() {
+                runner.nudge();
             }
         }
     }
 
-    /// The next call to run, or `None` when the queue is empty (then see
+    /// Wakes `runner` (a new incarnation's) if calls are waiting for it.
+    pub(crate) fn resume(&self, runner: &Arc<Runner>) {
+        let waiting = {
+            let mut state = self.lock();
+            state.nudged |= !state.waiting.is_empty();
+            !state.waiting.is_empty()
+        };
+        if waiting {
+            runner.nudge();
+        }
+    }
+
+    /// The next call to run, with its ticket, or `None` when the queue is empty (then see
     /// [`linger`](Self::linger) and [`rest`](Self::rest)). Its answer is kept here until
     /// [`finish`](Self::finish).
-    pub fn next(&self) -> Option<(String, Vec<String>)> {
+    pub fn next(&self) -> Option<(u64, String, Vec<String>)> {
         let mut state = self.lock();
         let Some((queued, call)) = state.pop(&self.waiting) else {
             state.idle_since.get_or_insert_with(Instant::now);
@@ -174,10 +268,12 @@ impl CallQueue {
             args,
             answer,
         } = call;
-        let late = state.running.replace((queued, answer));
+        state.tickets += 1;
+        let ticket = state.tickets;
+        let late = state.running.replace((ticket, queued, answer));
         drop(state);
         drop(late);
-        Some((command, args))
+        Some((ticket, command, args))
     }
 
     /// With the queue empty: when calls have been coming close together and a lingering
@@ -204,8 +300,8 @@ impl CallQueue {
         false
     }
 
-    /// Lets the actor sleep if the queue is still empty (the next call sends a new
-    /// [`Work`]); `false` when a call came in the meantime.
+    /// Lets the capsule's thread sleep if the queue is still empty (the next call wakes
+    /// it); `false` when a call came in the meantime.
     pub fn rest(&self) -> bool {
         let mut state = self.lock();
         if state.waiting.is_empty() {
@@ -216,9 +312,16 @@ impl CallQueue {
         }
     }
 
-    /// The answer of the call that just ran, unless the sweep answered it already.
-    pub fn finish(&self) -> Option<Answer> {
-        self.lock().running.take().map(|(_, answer)| answer)
+    /// The answer of the call of `ticket` that just ran, unless the sweep answered it
+    /// already (or the queue was emptied since).
+    pub fn finish(&self, ticket: u64) -> Option<Answer> {
+        let mut state = self.lock();
+        match state.running {
+            Some((running, ..)) if running == ticket => {
+                state.running.take().map(|(_, _, answer)| answer)
+            }
+            _ => None,
+        }
     }
 
     /// Answers `timeout` to every call past its caller's patience.
@@ -229,9 +332,9 @@ impl CallQueue {
             if state
                 .running
                 .as_ref()
-                .is_some_and(|(queued, _)| now >= *queued + self.patience)
+                .is_some_and(|(_, queued, _)| now >= *queued + self.patience)
             {
-                late.extend(state.running.take().map(|(_, answer)| answer));
+                late.extend(state.running.take().map(|(_, _, answer)| answer));
             }
             while state
                 .waiting
@@ -281,9 +384,10 @@ mod tests {
 
     fn queue() -> CallQueue {
         CallQueue::new(
-            ChildRef::new("capsule"),
+            RunnerSlot::default(),
             Duration::from_millis(100),
             Arc::new(LingerSlots::new(1)),
+            Arc::new(Sweeper::default()),
         )
     }
 
@@ -296,18 +400,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_sweep_runs_only_while_calls_wait() {
+        let sweeper = Sweeper::default();
+        assert!(!sweeper.is_armed());
+        sweeper.arm();
+        assert!(sweeper.is_armed());
+        // Calls still waiting: it sweeps again.
+        assert!(sweeper.again(true, || unreachable!()));
+        assert!(sweeper.is_armed());
+        // None: it stops, and the next call arms it again.
+        assert!(!sweeper.again(false, || false));
+        assert!(!sweeper.is_armed());
+        sweeper.arm();
+        assert!(sweeper.is_armed());
+        // A call pushed while it stopped (it found the sweep still armed, so it sent no
+        // word): the sweep goes on.
+        assert!(sweeper.again(false, || true));
+        assert!(sweeper.is_armed());
+        // A queue's calls arm it.
+        let q = queue();
+        assert!(!q.sweeper.is_armed());
+        let conn = Connection::new();
+        q.push(call(&conn, 1, "one"));
+        assert!(q.sweeper.is_armed());
+    }
+
+    #[tokio::test]
     async fn calls_run_in_order_and_answer_their_clients() {
         let mut conn = Connection::new();
         let q = queue();
         q.push(call(&conn, 1, "one"));
         q.push(call(&conn, 2, "two"));
-        assert!(q.lock().nudged, "the first call tells the actor");
-        let (command, args) = q.next().unwrap();
+        assert!(q.lock().nudged, "the first call tells the capsule's thread");
+        let (ticket, command, args) = q.next().unwrap();
         assert_eq!(
             (command.as_str(), args.as_slice()),
             ("one", &["a".to_owned()][..])
         );
-        q.finish()
+        q.finish(ticket)
             .unwrap()
             .send(&command, Ok(&[0xa3, b'o', b'u', b't'][..]));
         let frame = conn.next().await;
@@ -316,17 +446,18 @@ mod tests {
         assert_eq!(field(result, "capsule"), &rmpv::Value::from("echo"));
         assert_eq!(field(result, "command"), &rmpv::Value::from("one"));
         assert_eq!(field(result, "output"), &rmpv::Value::from("out"));
-        let (command, _) = q.next().unwrap();
-        q.finish()
+        let (ticket, command, _) = q.next().unwrap();
+        assert!(q.finish(ticket - 1).is_none(), "another call's ticket");
+        q.finish(ticket)
             .unwrap()
             .send(&command, Err(CallFailure::Guest("no".into())));
         assert_eq!(code(&conn.next().await), "capsule_error");
         assert!(q.next().is_none());
-        assert!(q.lock().nudged, "the actor is awake until it rests");
+        assert!(q.lock().nudged, "the thread is awake until it rests");
         assert!(q.rest());
         assert!(
             !q.lock().nudged,
-            "a resting actor waits for the next call's message"
+            "a resting thread waits for the next call's wake-up"
         );
         assert!(q.is_empty());
     }
@@ -337,7 +468,7 @@ mod tests {
         let q = queue();
         q.push(call(&conn, 1, "slow"));
         q.push(call(&conn, 2, "queued"));
-        let (_running, _) = q.next().unwrap();
+        let (ticket, _running, _) = q.next().unwrap();
         q.sweep(Instant::now());
         assert_eq!(q.len(), 2, "nothing is late yet");
         q.sweep(Instant::now() + Duration::from_millis(400));
@@ -346,12 +477,15 @@ mod tests {
             assert_eq!(field(&frame, "id"), &rmpv::Value::from(id));
             assert_eq!(code(&frame), "timeout");
         }
-        assert!(q.finish().is_none(), "the late call was answered already");
+        assert!(
+            q.finish(ticket).is_none(),
+            "the late call was answered already"
+        );
         assert!(q.is_empty());
     }
 
     #[tokio::test]
-    async fn calls_of_an_actor_that_ended_are_answered_as_never_run() {
+    async fn calls_of_an_incarnation_that_ended_are_answered_as_never_run() {
         let mut conn = Connection::new();
         let q = queue();
         q.push(call(&conn, 1, "running"));
@@ -371,12 +505,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_actor_lingers_only_while_calls_come_close_together() {
+    async fn the_thread_lingers_only_while_calls_come_close_together() {
         let mut conn = Connection::new();
         let q = queue();
         let run = |q: &CallQueue| {
-            let (command, _) = q.next().expect("a call is waiting");
-            q.finish().unwrap().send(&command, Ok(&[0xc0][..]));
+            let (ticket, command, _) = q.next().expect("a call is waiting");
+            q.finish(ticket).unwrap().send(&command, Ok(&[0xc0][..]));
         };
 
         // The first call ever: nothing tells how close the next one will be.
@@ -386,7 +520,7 @@ mod tests {
         assert!(!q.linger(), "no call came close to an emptying yet");
         assert!(q.rest());
 
-        // A call right after the queue emptied: the actor lingers, and with nothing
+        // A call right after the queue emptied: the thread lingers, and with nothing
         // coming, rests once `LINGER` is over and forgets the closeness.
         q.push(call(&conn, 2, "close"));
         assert!(q.lock().close);
@@ -412,12 +546,12 @@ mod tests {
         run(&q);
         assert!(q.next().is_none());
         q.push(call(&conn, 5, "while lingering"));
-        assert!(q.lock().nudged, "the actor is awake: no message");
+        assert!(q.lock().nudged, "the thread is awake: no wake-up");
         assert!(q.linger());
         run(&q);
         assert!(q.next().is_none());
 
-        // With the daemon's lingering slots all taken, the actor rests instead.
+        // With the daemon's lingering slots all taken, the thread rests instead.
         q.push(call(&conn, 6, "close, no slot"));
         run(&q);
         assert!(q.next().is_none());
@@ -429,7 +563,7 @@ mod tests {
         run(&q);
         assert!(q.next().is_none());
 
-        // A call between finding the queue empty and resting keeps the actor awake.
+        // A call between finding the queue empty and resting keeps the thread awake.
         q.push(call(&conn, 8, "just in time"));
         assert!(!q.rest());
         run(&q);

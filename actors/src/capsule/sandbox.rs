@@ -205,6 +205,23 @@ impl Compiled {
     pub(crate) fn module(&self) -> &Module {
         &self.module
     }
+
+    /// Whether the module exports the function for `entry` (known without an instance).
+    pub fn has(&self, entry: Entry) -> bool {
+        self.module.exports().any(|e| e.name() == entry.export())
+    }
+
+    /// The most bytes the guest's memory may hold (see [`Sandbox::memory_ceiling`]).
+    pub fn memory_ceiling(&self) -> usize {
+        ceiling(self.limits)
+    }
+}
+
+/// Bytes of `limits.memory_pages`.
+fn ceiling(limits: Limits) -> usize {
+    usize::try_from(limits.memory_pages)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(64 * 1024)
 }
 
 /// The host imports, with their signatures (module `astrid`).
@@ -385,9 +402,7 @@ impl Sandbox {
             env,
             fuel: compiled.limits.fuel,
             call_timeout: compiled.limits.call_timeout,
-            memory_ceiling: usize::try_from(compiled.limits.memory_pages)
-                .unwrap_or(usize::MAX)
-                .saturating_mul(64 * 1024),
+            memory_ceiling: ceiling(compiled.limits),
         })
     }
 

@@ -1,5 +1,5 @@
 //! The capsules that are loaded: shared between the registry (which loads and unloads
-//! them, and sweeps their call queues for deadlines), the capsules supervisor's event sink
+//! them, and sweeps their call queues for deadlines while calls wait), the capsules supervisor's event sink
 //! (which tracks whether each runs, restarts or has failed, and empties the call queue of
 //! one whose actor ended), and sessions (which queue `InvokeCommand` calls through it
 //! without a hop through the registry). It lives as long as the kernel, so a restarted
@@ -10,11 +10,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
-use actix::Arbiter;
-
 use super::BUILTIN_COMMANDS;
 use super::messages::CapsuleError;
-use crate::capsule::{CallQueue, LingerSlots};
+use crate::capsule::{CallQueue, LingerSlots, RunnerSlot, Sweeper};
 use crate::supervisor::{ChildState, SupervisorEvent};
 
 /// What the supervision-tree name of a capsule's actor starts with; the same name is its
@@ -37,8 +35,8 @@ pub(crate) struct Capsule {
     pub(crate) name: Arc<str>,
     /// Its command calls.
     pub(crate) queue: Arc<CallQueue>,
-    /// The thread its actor runs on.
-    pub(crate) arbiter: Arbiter,
+    /// Its current incarnation's runner (its thread, when it has one).
+    pub(crate) runner: RunnerSlot,
     /// Its slash commands.
     pub(crate) commands: Vec<String>,
     /// As its supervisor last reported.
@@ -71,6 +69,8 @@ pub struct LoadedCapsules {
     inner: RwLock<Inner>,
     /// How many capsule threads may linger by their queues at once, shared by all queues.
     linger_slots: Arc<LingerSlots>,
+    /// The deadline sweep, armed by the queues' calls.
+    sweeper: Arc<Sweeper>,
 }
 
 impl LoadedCapsules {
@@ -85,6 +85,18 @@ impl LoadedCapsules {
     /// The lingering budget every capsule's queue shares (see [`LingerSlots`]).
     pub fn linger_slots(&self) -> &Arc<LingerSlots> {
         &self.linger_slots
+    }
+
+    /// The deadline sweep every capsule's queue arms (see [`Sweeper`]).
+    pub fn sweeper(&self) -> &Arc<Sweeper> {
+        &self.sweeper
+    }
+
+    /// Whether capsule `name` has a thread now (running or lingering), if it is loaded.
+    pub fn has_thread(&self, name: &str) -> Option<bool> {
+        let inner = self.read();
+        let capsule = inner.capsules.get(name)?;
+        Some(capsule.runner.get().is_some_and(|r| r.has_thread()))
     }
 
     /// Where `command` goes, or why it cannot go anywhere now.
@@ -152,21 +164,23 @@ impl LoadedCapsules {
         taken
     }
 
-    /// Removes a capsule (its commands stop routing at once); returns its arbiter to stop
-    /// once its actor is gone.
-    pub(crate) fn remove(&self, name: &str) -> Option<Arbiter> {
+    /// Removes a capsule (its commands stop routing at once); its actor is stopped by its
+    /// supervisor, and ends its runner.
+    pub(crate) fn remove(&self, name: &str) {
         let mut inner = self.write();
         inner.commands.retain(|_, owner| owner != name);
-        inner.capsules.remove(name).map(|c| c.arbiter)
+        inner.capsules.remove(name);
     }
 
-    /// Forgets everything (a new capsules supervisor starts with no children), stopping
-    /// the capsules' threads.
+    /// Forgets everything (a new capsules supervisor starts with no children), ending the
+    /// capsules' runners (their actors died with the old supervisor).
     pub(crate) fn clear(&self) {
         let mut inner = self.write();
         inner.commands.clear();
         for (_, capsule) in std::mem::take(&mut inner.capsules) {
-            capsule.arbiter.stop();
+            if let Some(runner) = capsule.runner.get() {
+                runner.close();
+            }
         }
     }
 
@@ -196,8 +210,9 @@ impl LoadedCapsules {
         }
     }
 
-    /// Answers `timeout` to every call past its deadline (see [`CallQueue::sweep`]).
-    pub(crate) fn sweep(&self) {
+    /// Answers `timeout` to every call past its deadline (see [`CallQueue::sweep`]);
+    /// returns whether calls still wait or run.
+    pub(crate) fn sweep(&self) -> bool {
         let now = Instant::now();
         let queues: Vec<Arc<CallQueue>> = self
             .read()
@@ -205,9 +220,17 @@ impl LoadedCapsules {
             .values()
             .map(|c| Arc::clone(&c.queue))
             .collect();
+        let mut pending = false;
         for queue in queues {
             queue.sweep(now);
+            pending |= !queue.is_empty();
         }
+        pending
+    }
+
+    /// Whether any call waits or runs.
+    pub(crate) fn pending(&self) -> bool {
+        self.read().capsules.values().any(|c| !c.queue.is_empty())
     }
 
     /// Commands of loaded capsules, in capsule order: `(command, capsule)`.

@@ -2,7 +2,8 @@
 //! capsule folders found under the home and the workspace, loaded as capsule actors.
 //!
 //! The registry is the first child of the `capsules` supervisor, and loads each valid
-//! capsule as another child of it: `capsule:<name>`, on a thread of its own, with the
+//! capsule as another child of it: `capsule:<name>`, an actor on the supervisor's thread
+//! whose guest runs on a thread of its own while it has work (see `capsule/runner.rs`), with the
 //! manifest's restart type and a restart budget of its own (so a capsule that keeps
 //! crashing ends `failed` and nothing else is touched). Loading a capsule compiles its
 //! module, gives it its manifest grants and its key-value namespace, and routes its
@@ -15,7 +16,8 @@
 //! listener actor's state, asked of the kernel supervisor.
 //!
 //! Handles: [`ListCapsules`], [`ReloadCapsules`], [`GetCommands`], [`GetCapsuleMetadata`],
-//! and the supervision messages [`Terminate`] and [`Inject`].
+//! [`SweepDue`] (calls wait: their deadlines are checked every [`Sweeper::EVERY`] until no
+//! call waits or runs), and the supervision messages [`Terminate`] and [`Inject`].
 
 pub mod discovery;
 pub mod loaded;
@@ -43,7 +45,9 @@ use crate::bus::intercept::{Interceptor, Interceptors};
 use crate::caps::SetManifestGrants;
 use crate::capsule::cache::CompileCache;
 use crate::capsule::sandbox::Compiled;
-use crate::capsule::{CallQueue, CapsuleActor, CapsuleInterceptor, Host, Recipe};
+use crate::capsule::{
+    CallQueue, CapsuleActor, CapsuleInterceptor, Host, Recipe, RunnerSlot, SweepDue, Sweeper,
+};
 use crate::kernel::KernelActors;
 use crate::mcp::Launcher;
 use crate::store::Namespaces;
@@ -61,9 +65,6 @@ pub const BUILTIN_COMMANDS: &[(&str, &str)] = &[
     ("ps", "Show the live supervision tree"),
     ("quit", "Leave the session"),
 ];
-
-/// How often calls waiting on capsules are checked against their deadlines.
-const DEADLINE_SWEEP: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What the registry needs from the rest of the kernel.
 #[derive(Debug, Clone)]
@@ -91,6 +92,8 @@ pub struct RegistryDeps {
     pub mcp: Launcher,
     /// Whether the workspace's own capsules may run.
     pub trust: Arc<WorkspaceTrust>,
+    /// How long a capsule's thread with nothing to do waits before it retires.
+    pub linger: std::time::Duration,
 }
 
 /// The capsule registry actor.
@@ -205,16 +208,13 @@ impl CapsulesActor {
         for name in plan.stop {
             self.deps.interceptors.remove(&name);
             self.deps.mcp.stop_for(&name);
-            let arbiter = self.deps.loaded.remove(&name);
+            self.deps.loaded.remove(&name);
             let stop = self.parent.send(StopChild {
                 name: child_name(&name),
             });
             stopping.push(async move {
                 if let Err(e) = stop.await {
                     tracing::warn!(capsule = %name, "stopping: {e}");
-                }
-                if let Some(arbiter) = arbiter {
-                    arbiter.stop();
                 }
             });
         }
@@ -259,11 +259,12 @@ impl CapsulesActor {
         }
         self.deps.namespaces.register(Namespaces::of_capsule(&name));
         let actor = ChildRef::new("capsule");
-        let arbiter = Arbiter::new();
+        let runner = RunnerSlot::default();
         let queue = Arc::new(CallQueue::new(
-            actor.clone(),
+            runner.clone(),
             manifest.limits.call_timeout,
             Arc::clone(self.deps.loaded.linger_slots()),
+            Arc::clone(self.deps.loaded.sweeper()),
         ));
         let recipe = Recipe {
             compiled,
@@ -274,12 +275,16 @@ impl CapsulesActor {
             ),
             subscriptions: manifest.subscriptions.clone(),
             queue: Arc::clone(&queue),
+            runner: runner.clone(),
+            linger: self.deps.linger,
         };
+        // The actor holds no instance: it lives on this (the supervisor's) thread, and its
+        // runner starts a thread of its own when there is work.
         let spec = ChildSpec::worker_in(
             child_name(&name),
             manifest.restart.kind,
             actor.clone(),
-            arbiter.handle(),
+            Arbiter::current(),
             move || Ok(recipe.clone()),
             CapsuleActor::build,
         )
@@ -305,7 +310,7 @@ impl CapsulesActor {
                 dir: d.dir.clone(),
                 name: Arc::from(name.as_str()),
                 queue,
-                arbiter,
+                runner,
                 commands: manifest.commands.iter().map(|c| c.name.clone()).collect(),
                 state: ChildState::Running,
                 restarts: 0,
@@ -524,8 +529,30 @@ impl Actor for CapsulesActor {
         // Requests wait until the capsules are loaded (boot waits on `ListCapsules`).
         let plan = self.plan(false);
         ctx.wait(self.apply(plan).map(|_, _, _| ()));
-        // Calls past their deadline are answered `timeout` (whatever their capsule does).
-        ctx.run_interval(DEADLINE_SWEEP, |act, _| act.deps.loaded.sweep());
+        // Calls past their deadline are answered `timeout` (whatever their capsule does):
+        // swept while calls wait, from the first call on.
+        let loaded = &self.deps.loaded;
+        loaded
+            .sweeper()
+            .attach(ctx.address().recipient(), loaded.pending());
+    }
+}
+
+impl CapsulesActor {
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        let loaded = Arc::clone(&self.deps.loaded);
+        let pending = loaded.sweep();
+        if loaded.sweeper().again(pending, || loaded.pending()) {
+            ctx.run_later(Sweeper::EVERY, Self::sweep);
+        }
+    }
+}
+
+impl Handler<SweepDue> for CapsulesActor {
+    type Result = ();
+
+    fn handle(&mut self, _: SweepDue, ctx: &mut Context<Self>) {
+        ctx.run_later(Sweeper::EVERY, Self::sweep);
     }
 }
 

@@ -245,6 +245,7 @@ fn children(
         interceptors: Arc::clone(&interceptors),
         mcp: mcp.clone(),
         trust: Arc::clone(&deps.trust),
+        linger: config.limits.capsule_linger,
     };
     let idle_grace = config.ephemeral.then_some(config.idle_grace);
     let sessions = Arc::clone(&deps.connections);

@@ -1,9 +1,10 @@
 //! The socket listener: accepts connections on the session socket, refuses peers of another
 //! uid (or whose uid cannot be read) before reading a byte, refuses connections past the caps
 //! (`Limits::max_connections`, `Limits::max_unauthenticated`) with a refusal frame, and
-//! starts one [`SessionActor`] per connection. It ends the windows in which refusals are
-//! counted (`refusals.rs`). In ephemeral mode it also watches for idleness and asks the
-//! kernel to shut down. It is the built-in capsule `astrid-capsule-cli`.
+//! starts one [`SessionActor`] per connection. Its refusals, like the sessions', are counted
+//! in windows (`refusals.rs`). In ephemeral mode it also watches for idleness (a timer runs
+//! only while no client is connected) and asks the kernel to shut down. It has no periodic
+//! timer. It is the built-in capsule `astrid-capsule-cli`.
 //!
 //! The listening socket is bound once by the kernel; each listener incarnation accepts on a
 //! duplicate of it, so a listener crash loses no pending connection and needs no rebind.
@@ -18,7 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{
-    Actor, ActorContext, AsyncContext, Context, Handler, Message, SpawnHandle, StreamHandler,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, SpawnHandle,
+    StreamHandler,
 };
 use tokio::net::UnixStream;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -26,13 +28,6 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::protocol::{ErrorBody, ProtocolError, Welcome, encode_frame};
 use crate::session::{Drain, Peer, SessionActor, SessionDeps};
 use crate::supervisor::{Inject, Terminate, apply_fault};
-
-/// How often an ephemeral daemon checks whether it is idle.
-const IDLE_CHECK: Duration = Duration::from_millis(50);
-
-/// How often the listener checks whether a window of counted refusals has ended (at most;
-/// a shorter window is checked as often as it lasts).
-const REFUSAL_CHECK: Duration = Duration::from_secs(1);
 
 /// Asks the listener whether it is accepting; answered with the connections accepted so far.
 #[derive(Debug, Message)]
@@ -85,26 +80,17 @@ impl ListenerActor {
             Err((peer, error)) => {
                 refuse(&stream, &error);
                 let who = describe_peer(peer);
-                let refused = self
-                    .deps
-                    .connections
-                    .refusals()
-                    .refuse(Instant::now(), &who, &error);
-                if let Some(refused) = refused {
-                    refused.report(&self.deps.services.audit);
-                }
+                self.deps.connections.refuse(
+                    &who,
+                    &error,
+                    &self.deps.services.audit,
+                    self.deps.limits.refusal_window,
+                );
             }
         }
     }
 
-    fn end_refusal_window(&mut self, _: &mut Context<Self>) {
-        let refusals = self.deps.connections.refusals();
-        if let Some(counted) = refusals.tick(Instant::now(), self.deps.limits.refusal_window) {
-            counted.report(&self.deps.services.audit);
-        }
-    }
-
-    fn check_idle(&mut self, _: &mut Context<Self>) {
+    fn check_idle(&mut self) {
         if let (Some(grace), Some(idle)) = (self.idle_grace, self.deps.connections.idle_for())
             && idle >= grace
         {
@@ -189,11 +175,20 @@ impl Actor for ListenerActor {
             return;
         };
         self.accepting = Some(ctx.add_stream(UnixListenerStream::new(listener)));
-        if self.idle_grace.is_some() {
-            ctx.run_interval(IDLE_CHECK, Self::check_idle);
+        if let Some(grace) = self.idle_grace {
+            // No periodic check: a timer runs only while no client is connected.
+            let connections = Arc::clone(&self.deps.connections);
+            let idle = async move {
+                loop {
+                    match connections.idle_for() {
+                        Some(idle) if idle >= grace => return,
+                        Some(idle) => tokio::time::sleep(grace.saturating_sub(idle)).await,
+                        None => connections.went_idle().await,
+                    }
+                }
+            };
+            ctx.spawn(actix::fut::wrap_future::<_, Self>(idle).map(|(), act, _| act.check_idle()));
         }
-        let check = self.deps.limits.refusal_window.min(REFUSAL_CHECK);
-        ctx.run_interval(check, Self::end_refusal_window);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {

@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use crate::protocol::DEFAULT_MAX_FRAME_LEN;
 
+/// How long a capsule's thread waits for more work before it retires with its instance, by
+/// default.
+pub const CAPSULE_LINGER: Duration = Duration::from_secs(5);
+
 /// Limits on connections and calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -33,6 +37,9 @@ pub struct Limits {
     /// they are rare: within this window of the last one recorded, they are counted, and
     /// the count is recorded when the window ends.
     pub refusal_window: Duration,
+    /// How long a capsule's thread with nothing to do waits before it retires with the
+    /// capsule's instance ([`CAPSULE_LINGER`] by default).
+    pub capsule_linger: Duration,
 }
 
 impl Default for Limits {
@@ -49,6 +56,7 @@ impl Default for Limits {
             max_connections: 1024,
             max_unauthenticated: 64,
             refusal_window: Duration::from_secs(10),
+            capsule_linger: CAPSULE_LINGER,
         }
     }
 }

@@ -11,7 +11,7 @@ mod services;
 mod shutdown;
 
 pub use self::info::KernelInfo;
-pub use self::limits::Limits;
+pub use self::limits::{CAPSULE_LINGER, Limits};
 pub use self::outbox::{ReplyError, ReplyTo};
 pub use self::services::Services;
 pub(crate) use self::shutdown::KernelFiles;

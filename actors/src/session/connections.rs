@@ -4,14 +4,16 @@
 //! refusals being counted (`refusals.rs`) survive a listener crash.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
 
 use super::refusals::Refusals;
+use crate::audit::AuditActor;
 use crate::protocol::ProtocolError;
 use crate::session::SessionActor;
+use crate::supervisor::ChildRef;
 pub use astrid_protocol::payload::session::SessionInfo;
 
 #[derive(Debug)]
@@ -39,6 +41,8 @@ struct Table {
 pub struct Connections {
     table: Mutex<Table>,
     refusals: Refusals,
+    /// Told when the last connection goes (and when idle tracking begins).
+    idle: tokio::sync::Notify,
 }
 
 impl Connections {
@@ -106,6 +110,31 @@ impl Connections {
         &self.refusals
     }
 
+    /// Notes that `who` was refused with `error` (see `refusals.rs`): the first refusal
+    /// after a quiet spell is reported to `audit` at once, and arms the timer that ends its
+    /// window (`window` long) and each one after it that sees refusals. Call from an actor.
+    pub fn refuse(
+        self: &Arc<Self>,
+        who: &str,
+        error: &ProtocolError,
+        audit: &ChildRef<AuditActor>,
+        window: Duration,
+    ) {
+        let Some(refused) = self.refusals.refuse(Instant::now(), who, error) else {
+            return;
+        };
+        refused.report(audit);
+        let (connections, audit) = (Arc::clone(self), audit.clone());
+        actix::spawn(async move {
+            while let Some(end) = connections.refusals.ends_at(window) {
+                tokio::time::sleep_until(end.into()).await;
+                if let Some(counted) = connections.refusals.tick(Instant::now(), window) {
+                    counted.report(&audit);
+                }
+            }
+        });
+    }
+
     /// Forgets a closed connection; the idle clock starts when the last one goes.
     pub fn close(&self, id: u64) {
         let mut t = self.lock();
@@ -116,6 +145,7 @@ impl Connections {
         }
         if t.entries.is_empty() && t.tracking {
             t.idle_since = Some(Instant::now());
+            self.idle.notify_one();
         }
     }
 
@@ -125,7 +155,13 @@ impl Connections {
         t.tracking = true;
         if t.entries.is_empty() {
             t.idle_since = Some(Instant::now());
+            self.idle.notify_one();
         }
+    }
+
+    /// Waits until no connection is open (at once if none was open since the last wait).
+    pub async fn went_idle(&self) {
+        self.idle.notified().await;
     }
 
     /// How long there have been no connections, if none are open and tracking has begun.

@@ -203,10 +203,12 @@ impl SessionActor {
     /// (counted while they are frequent: see `listener/refusals.rs`).
     fn refuse(&mut self, error: &ProtocolError, ctx: &mut Context<Self>) {
         tracing::debug!(connection = self.id, "handshake refused: {error}");
-        let refusals = self.deps.connections.refusals();
-        if let Some(refused) = refusals.refuse(std::time::Instant::now(), &self.who, error) {
-            refused.report(&self.deps.services.audit);
-        }
+        self.deps.connections.refuse(
+            &self.who,
+            error,
+            &self.deps.services.audit,
+            self.deps.limits.refusal_window,
+        );
         if let Err(e) = self.out.frame(&Welcome::refused(ErrorBody::from(error))) {
             tracing::error!(connection = self.id, "cannot encode a refusal: {e}");
         }

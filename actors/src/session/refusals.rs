@@ -5,9 +5,11 @@
 //! The first refusal after a quiet spell is recorded on its own, as it happens, naming the
 //! peer and the error. It opens a window: refusals within it are only counted, by reason, and
 //! when it ends one entry records how many there were; a window that saw refusals opens the
-//! next one, so a steady stream of them makes one entry per window. The listener ends windows
-//! (`tick`, and `flush` at shutdown); the counts live in the connection table, so they
-//! survive a listener restart.
+//! next one, so a steady stream of them makes one entry per window. A timer armed by the
+//! refusal that opens a window ends it (`tick`), and the windows after it while they see
+//! refusals, then stops: a quiet daemon has no timer (see `Connections::refuse`). The
+//! listener flushes the last window at shutdown. The counts live in the connection table, so
+//! they survive a listener restart.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -150,6 +152,11 @@ impl Refusals {
         let counted = state.take(now);
         state.opened = counted.is_some().then_some(now);
         counted
+    }
+
+    /// When the current window (`window` long) ends; `None` in a quiet spell.
+    pub fn ends_at(&self, window: Duration) -> Option<Instant> {
+        self.lock().opened.map(|opened| opened + window)
     }
 
     /// The count of the current window, whatever its age (at shutdown).

@@ -3,7 +3,6 @@
 //! in to the module it names, and the graph of top-level modules has no cycle. The README's
 //! "Layers" section draws the floors this keeps.
 
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
