@@ -684,6 +684,33 @@ fn idle_figures(label: &str, pid: u32) -> (u64, u64, f64) {
     (rss, anon, rate)
 }
 
+/// Boot to ready with the 20 capsules in `home`, from the compile cache (the first boot
+/// fills it).
+fn cached_boot_figures(home: &Path) {
+    let (daemon, _, took) = spawn_daemon_with(home, &[]);
+    println!(
+        "ready with 20 capsules, compiled: {:.1} ms",
+        took.as_secs_f64() * 1e3
+    );
+    stop(daemon);
+    let mut boots = Vec::new();
+    for _ in 0..5 {
+        let (daemon, _, took) = spawn_daemon_with(home, &[]);
+        boots.push(took);
+        stop(daemon);
+    }
+    boots.sort();
+    let ms: Vec<String> = boots
+        .iter()
+        .map(|t| format!("{:.1}", t.as_secs_f64() * 1e3))
+        .collect();
+    println!(
+        "ready with 20 capsules from the compile cache: median {} ms (5 boots: {})",
+        ms[2],
+        ms.join(", ")
+    );
+}
+
 fn idle_suite(rt: &tokio::runtime::Runtime) {
     // Long enough for the blocking pool's threads (10 s) and capsule threads (5 s) to end.
     const SETTLE: Duration = Duration::from_secs(11);
@@ -737,31 +764,9 @@ fn idle_suite(rt: &tokio::runtime::Runtime) {
     idle_figures("10 capsules, each called, then idle 6 s", pid);
     stop(daemon);
 
-    // Boot to ready with 20 capsules, from the compile cache (the first boot fills it).
     let twenty = tmp("twenty");
     install_many(twenty.path(), 20, false);
-    let (daemon, _, took) = spawn_daemon_with(twenty.path(), &[]);
-    println!(
-        "ready with 20 capsules, compiled: {:.1} ms",
-        took.as_secs_f64() * 1e3
-    );
-    stop(daemon);
-    let mut boots = Vec::new();
-    for _ in 0..5 {
-        let (daemon, _, took) = spawn_daemon_with(twenty.path(), &[]);
-        boots.push(took);
-        stop(daemon);
-    }
-    boots.sort();
-    let ms: Vec<String> = boots
-        .iter()
-        .map(|t| format!("{:.1}", t.as_secs_f64() * 1e3))
-        .collect();
-    println!(
-        "ready with 20 capsules from the compile cache: median {} ms (5 boots: {})",
-        ms[2],
-        ms.join(", ")
-    );
+    cached_boot_figures(twenty.path());
 
     // First call of an idle capsule against the next call of the same, warm one: 20 echo
     // capsules, 10 rounds; a short linger retires them between rounds.

@@ -1421,7 +1421,7 @@ async fn an_idle_capsule_holds_no_thread_and_a_busy_one_delays_no_other() {
     assert!(!looping.is_finished(), "loop should still be running");
     let (code, message) = failure(looping.await.unwrap());
     assert_eq!(code, ErrorCode::Timeout, "{message}");
-    wait_restarted(&client, "loop", 1).await;
+    wait_restarted(&client, "capsule:loop", 1).await;
     // Its thread ended with the failed instance; the restarted capsule has none until
     // called.
     wait_threads(pid, "capsule:loop", 0).await;

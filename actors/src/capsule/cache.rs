@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use wasmer::Module;
 
 use super::sandbox::{self, ABI_VERSION, Compiled, LoadError};
-use crate::capsules::manifest::Limits;
+use crate::capsule::Limits;
 
 /// wasmer as pinned in the workspace's `Cargo.toml` (an artifact is specific to it).
 const WASMER_VERSION: &str = "7.4.2";

@@ -23,11 +23,11 @@ use crate::bus::topic::validate_topic;
 use crate::bus::{BusActor, Publish};
 use crate::caps::resource::Access;
 use crate::caps::{Check, Refused};
-use crate::capsules::loaded::child_name;
-use crate::kernel::KernelActors;
+use crate::capsule::child_name;
 use crate::mcp::servers::McpServers;
 use crate::mcp::{CallTool, McpError};
 use crate::protocol::{DEFAULT_MAX_FRAME_LEN, RawValue};
+use crate::runtime::Services;
 use crate::store::{Delete, Get, Namespaces, Put, StoreError};
 use crate::supervisor::ChildRef;
 use crate::vfs::path::VfsPath;
@@ -61,7 +61,7 @@ pub struct Host {
     capsule: String,
     actor: String,
     namespace: String,
-    services: Option<KernelActors>,
+    services: Option<Services>,
     mcp: Option<Arc<McpServers>>,
     /// Its events the bus has not handled yet (shared by every instance of the capsule).
     backlog: Arc<Mutex<Backlog<Request<BusActor, Publish>>>>,
@@ -78,7 +78,7 @@ struct McpCallInput {
 
 impl Host {
     /// Imports for capsule `capsule`, served by `services` and the MCP servers of `mcp`.
-    pub fn new(capsule: &str, services: KernelActors, mcp: Arc<McpServers>) -> Self {
+    pub fn new(capsule: &str, services: Services, mcp: Arc<McpServers>) -> Self {
         Self {
             services: Some(services),
             mcp: Some(mcp),
@@ -109,7 +109,7 @@ impl Host {
         self.services.as_ref().map(|s| s.bus.clone())
     }
 
-    fn services(&self) -> Result<&KernelActors, HostError> {
+    fn services(&self) -> Result<&Services, HostError> {
         self.services.as_ref().ok_or(HostError::Failed)
     }
 

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use actix::Message;
 
-use crate::capsules::CapsuleError;
-use crate::error::KernelError;
+use super::CapsuleError;
 use crate::protocol::{ErrorBody, raw};
 use crate::runtime::ReplyTo;
 
@@ -77,7 +76,7 @@ impl Answer {
                 ceiling,
             },
         };
-        ErrorBody::from(&KernelError::from(error))
+        ErrorBody::from(&error)
     }
 }
 

@@ -25,8 +25,10 @@
 
 pub mod backlog;
 pub mod cache;
+mod error;
 pub mod host;
 pub mod inspect;
+mod limits;
 pub mod log;
 mod messages;
 mod queue;
@@ -42,16 +44,26 @@ use actix::{
     StreamHandler,
 };
 
+pub use self::error::CapsuleError;
 pub use self::host::{Host, HostError};
+pub use self::limits::Limits;
 pub use self::messages::{Answer, Call, CallFailure, Intercept, NEVER_RAN};
 pub use self::queue::{CallQueue, LINGER, LingerSlots, SweepDue, Sweeper};
 pub use self::runner::{IDLE_LINGER, Job, Runner, RunnerSlot};
 use self::sandbox::{Compiled, Entry};
 use crate::bus::intercept::{Decision, Interceptor, Verdict};
 use crate::bus::{BusActor, Deregister, Event, Register, SubscriberId};
-use crate::capsules::loaded::{CHILD_PREFIX, child_name};
 use crate::protocol::RawValue;
 use crate::supervisor::{ChildRef, ExitNote, Fault, Inject, Terminate, apply_fault};
+
+/// What the supervision-tree name of a capsule's actor starts with; the same name is its
+/// source on the bus and its actor in the audit log.
+pub const CHILD_PREFIX: &str = "capsule:";
+
+/// The supervision-tree name of capsule `name`'s actor.
+pub fn child_name(capsule: &str) -> String {
+    format!("{CHILD_PREFIX}{capsule}")
+}
 
 /// How long to wait for the bus when subscribing, and before trying again.
 const BUS_TIMEOUT: Duration = Duration::from_secs(2);

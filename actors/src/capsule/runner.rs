@@ -556,9 +556,9 @@ impl Guest<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capsule::Limits;
     use crate::capsule::queue::{LingerSlots, Sweeper};
     use crate::capsule::sandbox::compile;
-    use crate::capsules::manifest::Limits;
 
     /// A guest whose interceptor always answers `{"action": "continue"}`.
     const CONTINUE: &str = r#"(module

@@ -43,7 +43,7 @@ use wasmer_middlewares::Metering;
 use super::host::{Host, HostError};
 use super::inspect::{self, InspectError, MAX_TABLE_ELEMENTS};
 use super::log;
-use crate::capsules::manifest::Limits;
+use crate::capsule::Limits;
 use crate::rate::RateBudget;
 
 /// The ABI version this host implements.

@@ -15,14 +15,7 @@ use super::messages::CapsuleError;
 use crate::capsule::{CallQueue, LingerSlots, RunnerSlot, Sweeper};
 use crate::supervisor::{ChildState, SupervisorEvent};
 
-/// What the supervision-tree name of a capsule's actor starts with; the same name is its
-/// source on the bus and its actor in the audit log.
-pub const CHILD_PREFIX: &str = "capsule:";
-
-/// The supervision-tree name of capsule `name`'s actor.
-pub fn child_name(capsule: &str) -> String {
-    format!("{CHILD_PREFIX}{capsule}")
-}
+pub use crate::capsule::{CHILD_PREFIX, child_name};
 
 /// One loaded capsule.
 #[derive(Debug)]

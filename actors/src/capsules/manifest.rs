@@ -92,27 +92,7 @@ pub struct Package {
     pub description: Option<String>,
 }
 
-/// `[limits]`: what one capsule may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Linear memory ceiling, in 64 KiB pages.
-    pub memory_pages: u32,
-    /// Metering points one call may spend (a loop that never ends runs out).
-    pub fuel: u64,
-    /// Wall-clock deadline of one call.
-    pub call_timeout: Duration,
-}
-
-impl Default for Limits {
-    /// 16 pages (1 MiB), 10 million points, one second.
-    fn default() -> Self {
-        Self {
-            memory_pages: 16,
-            fuel: 10_000_000,
-            call_timeout: Duration::from_secs(1),
-        }
-    }
-}
+pub use crate::capsule::Limits;
 
 /// Largest manifest file: 1 MiB.
 pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;

@@ -48,8 +48,8 @@ use crate::capsule::sandbox::Compiled;
 use crate::capsule::{
     CallQueue, CapsuleActor, CapsuleInterceptor, Host, Recipe, RunnerSlot, SweepDue, Sweeper,
 };
-use crate::kernel::KernelActors;
 use crate::mcp::Launcher;
+use crate::runtime::Services;
 use crate::store::Namespaces;
 use crate::supervisor::{
     ChildRef, ChildSpec, ChildState, ChildSummary, GetChild, Inject, StartChild, StopChild,
@@ -78,7 +78,7 @@ pub struct RegistryDeps {
     /// The daemon's version (the built-in capsule's).
     pub version: String,
     /// The kernel services capsules' host imports reach.
-    pub services: KernelActors,
+    pub services: Services,
     /// Key-value namespaces; each capsule gets one.
     pub namespaces: Arc<Namespaces>,
     /// The table of loaded capsules, shared with sessions.

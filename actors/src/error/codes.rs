@@ -8,7 +8,7 @@ use super::KernelError;
 use crate::audit::AuditError;
 use crate::bus::BusError;
 use crate::caps::CapsError;
-use crate::capsules::CapsuleError;
+use crate::capsule::CapsuleError;
 use crate::mcp::McpError;
 use crate::runtime::ReplyError;
 use crate::store::StoreError;
@@ -21,22 +21,15 @@ impl From<&KernelError> for ErrorBody {
     fn from(e: &KernelError) -> Self {
         let code = match e {
             KernelError::Call(CallError::NotStarted { .. } | CallError::Unavailable { .. })
-            | KernelError::Bus(BusError::UnknownSubscriber(_) | BusError::Stopped)
-            | KernelError::Capsules(CapsuleError::Restarting(_)) => ErrorCode::Unavailable,
-            KernelError::Call(CallError::Timeout { .. })
-            | KernelError::Capsules(CapsuleError::Deadline { .. }) => ErrorCode::Timeout,
-            KernelError::Capsules(CapsuleError::Failed { .. }) => ErrorCode::CapsuleFailed,
-            KernelError::Capsules(CapsuleError::Crashed { .. }) => ErrorCode::CapsuleCrashed,
-            KernelError::Capsules(CapsuleError::Guest { .. }) => ErrorCode::CapsuleError,
+            | KernelError::Bus(BusError::UnknownSubscriber(_) | BusError::Stopped) => {
+                ErrorCode::Unavailable
+            }
+            KernelError::Call(CallError::Timeout { .. }) => ErrorCode::Timeout,
+            KernelError::Capsules(e) => capsule_code(e),
             KernelError::Bus(BusError::InvalidTopic { .. } | BusError::InvalidPattern { .. }) => {
                 ErrorCode::InvalidTopic
             }
             KernelError::Supervisor(SupervisorError::UnknownChild(_))
-            | KernelError::Capsules(
-                CapsuleError::NotFound(_)
-                | CapsuleError::UnknownCommand(_)
-                | CapsuleError::BuiltinCommand(_),
-            )
             | KernelError::Vfs(VfsError::NotFound { .. }) => ErrorCode::NotFound,
             KernelError::Supervisor(SupervisorError::NotRunning { .. }) => ErrorCode::NotRunning,
             KernelError::Supervisor(SupervisorError::ShuttingDown) | KernelError::ShuttingDown => {
@@ -55,7 +48,6 @@ impl From<&KernelError> for ErrorBody {
                 SupervisorError::Duplicate(_) | SupervisorError::FaultNotApplicable { .. },
             ) => ErrorCode::InvalidArgument,
             KernelError::Store(StoreError::ValueTooLarge { .. })
-            | KernelError::Capsules(CapsuleError::InputTooLarge { .. })
             | KernelError::Bus(BusError::PayloadTooLarge { .. } | BusError::TooManyPatterns(_))
             | KernelError::Vfs(VfsError::TooLarge { .. }) => ErrorCode::TooLarge,
             KernelError::Store(StoreError::Storage { .. } | StoreError::Aborted)
@@ -109,6 +101,32 @@ impl From<&ReplyError> for ErrorBody {
         };
         Self {
             code,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The code of a capsule error, wherever it is met: in the router (through
+/// [`KernelError`]) or in a capsule's own answer (which writes it straight into the
+/// connection).
+fn capsule_code(e: &CapsuleError) -> ErrorCode {
+    match e {
+        CapsuleError::Restarting(_) => ErrorCode::Unavailable,
+        CapsuleError::Deadline { .. } => ErrorCode::Timeout,
+        CapsuleError::Failed { .. } => ErrorCode::CapsuleFailed,
+        CapsuleError::Crashed { .. } => ErrorCode::CapsuleCrashed,
+        CapsuleError::Guest { .. } => ErrorCode::CapsuleError,
+        CapsuleError::NotFound(_)
+        | CapsuleError::UnknownCommand(_)
+        | CapsuleError::BuiltinCommand(_) => ErrorCode::NotFound,
+        CapsuleError::InputTooLarge { .. } => ErrorCode::TooLarge,
+    }
+}
+
+impl From<&CapsuleError> for ErrorBody {
+    fn from(e: &CapsuleError) -> Self {
+        Self {
+            code: capsule_code(e),
             message: e.to_string(),
         }
     }

@@ -6,7 +6,7 @@ mod codes;
 use crate::audit::AuditError;
 use crate::bus::BusError;
 use crate::caps::CapsError;
-use crate::capsules::CapsuleError;
+use crate::capsule::CapsuleError;
 use crate::mcp::McpError;
 use crate::store::StoreError;
 use crate::supervisor::{CallError, SupervisorError};

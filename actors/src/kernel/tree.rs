@@ -173,7 +173,7 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
         &stores,
     );
 
-    let sink_actors = actors.clone();
+    let sink_actors = actors.services();
     let sink_shutdown = shutdown.clone();
     let (exit_tx, exit_rx) = oneshot::channel();
     let root = SupervisorActor::new("kernel", config.restart_policy, children)
@@ -238,7 +238,7 @@ fn children(
         kernel: supervisor.clone(),
         builtin_child: LISTENER.to_owned(),
         version: config.version.clone(),
-        services: actors.clone(),
+        services: actors.services(),
         namespaces,
         loaded,
         cache: CompileCache::new(config.state_dir.join("capsule-cache")),
@@ -339,7 +339,7 @@ fn capsules_supervisor(
 /// The MCP supervisor: one child per configured server, each with a restart budget of its
 /// own, all on the launcher's thread. A new incarnation reads the configuration files again.
 fn mcp_supervisor(config: &KernelConfig, actors: &KernelActors, launcher: Launcher) -> ChildSpec {
-    let (events, policy) = (actors.clone(), config.restart_policy);
+    let (events, policy) = (actors.services(), config.restart_policy);
     ChildSpec::nested(
         "mcp",
         RestartType::Permanent,
@@ -380,7 +380,7 @@ fn session_node(s: &SessionInfo) -> TreeNode {
 }
 
 /// Tells subscribers (on `astrid.supervisor.*`) and the audit log what happened in the tree.
-fn report(actors: &KernelActors, event: &SupervisorEvent) {
+fn report(services: &Services, event: &SupervisorEvent) {
     #[derive(Serialize)]
     struct Exited<'a> {
         child: &'a str,
@@ -440,10 +440,10 @@ fn report(actors: &KernelActors, event: &SupervisorEvent) {
             Record::new("supervisor", "failed", child, reason.as_str()),
         ),
     };
-    if let Some(audit) = actors.audit.get() {
+    if let Some(audit) = services.audit.get() {
         audit.do_send(record);
     }
-    if let Some(bus) = actors.bus.get() {
+    if let Some(bus) = services.bus.get() {
         bus.do_send(Publish {
             topic: topic.to_owned(),
             payload: payload.unwrap_or_default(),
