@@ -27,6 +27,7 @@ pub mod backlog;
 pub mod cache;
 mod error;
 pub mod host;
+mod imports;
 pub mod inspect;
 mod limits;
 pub mod log;
@@ -34,6 +35,7 @@ mod messages;
 mod queue;
 pub mod runner;
 pub mod sandbox;
+mod tunables;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,12 +7,12 @@
 //! The guest exports `memory`, `astrid_alloc(len) -> ptr` and one `(ptr, len) -> i64`
 //! function per [`Entry`]; inputs and replies are MessagePack, a reply located by
 //! `ptr << 32 | len`. Host imports (module `astrid`) move bytes between the guest's memory
-//! and [`Host`], which does the work.
+//! and [`Host`], which does the work (`imports.rs`); `tunables.rs` caps memories and tables.
 //!
 //! Metering: each call may spend [`Limits::fuel`] points (one per operator); a guest that
 //! runs out is stopped with [`CallError::OutOfFuel`]. Memory: the linear memory cannot grow
 //! past [`Limits::memory_pages`] (`memory.grow` returns -1 to the guest beyond it), and no
-//! table past [`MAX_TABLE_ELEMENTS`] (`table.grow` returns -1); what a module declares is
+//! table past [`MAX_TABLE_ELEMENTS`](super::inspect::MAX_TABLE_ELEMENTS) (`table.grow` returns -1); what a module declares is
 //! checked before it is compiled (see `inspect.rs`). The engine enables a fixed set of
 //! WebAssembly features ([`features`]): not threads (a guest could block its thread forever
 //! in `memory.atomic.wait`), exceptions (every `throw` allocates host memory that lives as
@@ -23,28 +23,28 @@
 //! host interrupt was tried and dropped: a signal landing in host code while a guest called
 //! an import could deadlock the thread or abort the process.)
 
-use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use Type::{I32, I64};
-use wasmer::sys::vm::{TrapCode, VMMemory, VMMemoryDefinition, VMTable, VMTableDefinition};
-use wasmer::sys::{
-    BaseTunables, CompilerConfig, Cranelift, EngineBuilder, Features, NativeEngineExt, Tunables,
-};
+use wasmer::sys::vm::TrapCode;
+use wasmer::sys::{CompilerConfig, Cranelift, EngineBuilder, Features, NativeEngineExt};
 use wasmer::wasmparser::Operator;
 use wasmer::{
-    AsStoreMut, Engine, ExternType, Function, FunctionEnv, FunctionEnvMut, FunctionType, Global,
-    Instance, Memory, MemoryError, MemoryStyle, MemoryType, Module, Pages, RuntimeError, Store,
-    TableStyle, TableType, Type, TypedFunction, Value, imports,
+    Engine, ExternType, Function, FunctionEnv, FunctionType, Global, Instance, Memory, Module,
+    RuntimeError, Store, Type, TypedFunction, Value, imports,
 };
 use wasmer_middlewares::Metering;
 
-use super::host::{Host, HostError};
-use super::inspect::{self, InspectError, MAX_TABLE_ELEMENTS};
+use super::host::Host;
+use super::imports::{
+    HostState, host_kv_delete, host_kv_get, host_kv_put, host_log, host_mcp_call, host_publish,
+    host_vfs_read, host_vfs_write, offset, unpack,
+};
+use super::inspect::{self, InspectError};
 use super::log;
+use super::tunables::Capped;
 use crate::capsule::Limits;
-use crate::rate::RateBudget;
 
 /// The ABI version this host implements.
 pub const ABI_VERSION: u32 = 1;
@@ -184,10 +184,7 @@ pub(crate) fn engine(limits: Limits) -> Engine {
     let mut engine: Engine = EngineBuilder::new(compiler)
         .set_features(Some(features()))
         .into();
-    engine.set_tunables(Capped {
-        pages: Pages(limits.memory_pages),
-        base: BaseTunables::new(),
-    });
+    engine.set_tunables(Capped::new(limits.memory_pages));
     engine
 }
 
@@ -286,17 +283,6 @@ pub(crate) fn check_abi(module: &Module) -> Result<(), LoadError> {
         }
     }
     Ok(())
-}
-
-/// What host functions see.
-struct HostState {
-    memory: Option<Memory>,
-    alloc: Option<TypedFunction<i32, i32>>,
-    host: Host,
-    /// The running call's deadline; host imports wait for services until then.
-    deadline: Instant,
-    /// What the guest may still write to the daemon's log.
-    log: RateBudget,
 }
 
 type Handler = TypedFunction<(i32, i32), i64>;
@@ -515,316 +501,10 @@ impl Sandbox {
     }
 }
 
-fn offset(ptr: i32) -> Result<u64, CallError> {
-    u64::try_from(ptr).map_err(|_| CallError::Garbage(format!("astrid_alloc returned {ptr}")))
-}
-
-/// `ptr << 32 | len`, both unsigned 32-bit.
-fn unpack(packed: i64) -> (u32, u32) {
-    let bits = packed.cast_unsigned();
-    let high = u32::try_from(bits >> 32).unwrap_or(u32::MAX);
-    let low = u32::try_from(bits & 0xffff_ffff).unwrap_or(u32::MAX);
-    (high, low)
-}
-
-/// Copies `len` bytes at `ptr` out of the guest's memory (at most `max`).
-fn read_guest(
-    env: &FunctionEnvMut<'_, HostState>,
-    ptr: i32,
-    len: i32,
-    max: usize,
-) -> Result<Vec<u8>, HostError> {
-    let memory = env.data().memory.as_ref().ok_or(HostError::Failed)?;
-    let (Ok(ptr), Ok(len)) = (u64::try_from(ptr), usize::try_from(len)) else {
-        return Err(HostError::Invalid);
-    };
-    if len > max {
-        return Err(HostError::TooLarge);
-    }
-    let view = memory.view(env);
-    // Checked before allocating: a range outside the memory costs the host nothing.
-    if ptr.saturating_add(len as u64) > view.data_size() {
-        return Err(HostError::Invalid);
-    }
-    let mut bytes = vec![0; len];
-    view.read(ptr, &mut bytes).map_err(|_| HostError::Invalid)?;
-    Ok(bytes)
-}
-
-/// `Failed` once the call's deadline has passed: an import then does nothing at all (no
-/// copy of the guest's bytes, no message to a service), so that a guest looping on imports
-/// past its deadline costs the host only the trip, until its fuel ends the call.
-fn live(env: &FunctionEnvMut<'_, HostState>) -> Result<(), HostError> {
-    if Instant::now() >= env.data().deadline {
-        Err(HostError::Failed)
-    } else {
-        Ok(())
-    }
-}
-
-/// A UTF-8 string (key, topic, path) out of the guest's memory.
-fn read_str(env: &FunctionEnvMut<'_, HostState>, ptr: i32, len: i32) -> Result<String, HostError> {
-    String::from_utf8(read_guest(env, ptr, len, MAX_NAME)?).map_err(|_| HostError::Invalid)
-}
-
-/// Longest key, topic or path a guest may pass.
-const MAX_NAME: usize = 4096;
-/// Largest value or file a guest may pass (the services apply their own, lower limits).
-const MAX_DATA: usize = 64 * 1024 * 1024;
-
-/// Copies `data` into memory the guest allocates with `astrid_alloc`; returns its packed
-/// location. An `astrid_alloc` that traps (or runs out of fuel) inside the host call makes
-/// the whole call trap: the guest's memory cannot be trusted after it.
-fn give_guest(
-    env: &mut FunctionEnvMut<'_, HostState>,
-    data: &[u8],
-) -> Result<Result<i64, HostError>, RuntimeError> {
-    let Ok(len) = i32::try_from(data.len()) else {
-        return Ok(Err(HostError::TooLarge));
-    };
-    let (state, mut store) = env.data_and_store_mut();
-    let (Some(alloc), Some(memory)) = (state.alloc.clone(), state.memory.clone()) else {
-        return Ok(Err(HostError::Failed));
-    };
-    let ptr = alloc
-        .call(&mut store.as_store_mut(), len)
-        .map_err(|e| RuntimeError::new(format!("astrid_alloc failed inside a host call: {e}")))?;
-    let written = u64::try_from(ptr)
-        .ok()
-        .and_then(|at| memory.view(&store).write(at, data).ok());
-    let (Some(()), Ok(ptr), Ok(len)) = (written, u32::try_from(ptr), u32::try_from(len)) else {
-        return Err(RuntimeError::new(format!(
-            "astrid_alloc returned {ptr}, which cannot hold {len} bytes"
-        )));
-    };
-    Ok(Ok((i64::from(ptr) << 32) | i64::from(len)))
-}
-
-fn status(result: Result<(), HostError>) -> i32 {
-    result.map_or_else(HostError::code, |()| 0)
-}
-
-fn packed(result: Result<i64, HostError>) -> i64 {
-    result.unwrap_or_else(|e| i64::from(e.code()))
-}
-
-/// `astrid.log(level, ptr, len)`: within the capsule's log budget (see `log.rs`).
-fn host_log(mut env: FunctionEnvMut<'_, HostState>, level: i32, ptr: i32, len: i32) {
-    if !env.data_mut().log.admit(Instant::now()) {
-        return;
-    }
-    let capsule = env.data().host.capsule().to_owned();
-    let max = i32::try_from(log::MAX_LINE).unwrap_or(i32::MAX);
-    let Ok(bytes) = read_guest(&env, ptr, len.min(max), log::MAX_LINE) else {
-        tracing::warn!(%capsule, "log line outside the capsule's memory");
-        return;
-    };
-    let line = log::sanitize(&bytes);
-    match level {
-        0 => tracing::error!(%capsule, "{line}"),
-        1 => tracing::warn!(%capsule, "{line}"),
-        2 => tracing::info!(%capsule, "{line}"),
-        _ => tracing::debug!(%capsule, "{line}"),
-    }
-}
-
-/// `astrid.publish(topic_ptr, topic_len, payload_ptr, payload_len) -> i32`.
-#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
-fn host_publish(env: FunctionEnvMut<'_, HostState>, tp: i32, tl: i32, pp: i32, pl: i32) -> i32 {
-    status((|| {
-        live(&env)?;
-        let topic = read_str(&env, tp, tl)?;
-        let payload = read_guest(&env, pp, pl, MAX_DATA)?;
-        let state = env.data();
-        state.host.publish(&topic, &payload, state.deadline)
-    })())
-}
-
-/// `astrid.kv_get(key_ptr, key_len) -> i64`.
-fn host_kv_get(
-    mut env: FunctionEnvMut<'_, HostState>,
-    kp: i32,
-    kl: i32,
-) -> Result<i64, RuntimeError> {
-    let value = live(&env)
-        .and_then(|()| read_str(&env, kp, kl))
-        .and_then(|key| {
-            let state = env.data();
-            state.host.kv_get(&key, state.deadline)
-        });
-    match value {
-        Ok(value) => give_guest(&mut env, &value).map(packed),
-        Err(e) => Ok(i64::from(e.code())),
-    }
-}
-
-/// `astrid.kv_put(key_ptr, key_len, value_ptr, value_len) -> i32`.
-#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
-fn host_kv_put(env: FunctionEnvMut<'_, HostState>, kp: i32, kl: i32, vp: i32, vl: i32) -> i32 {
-    status((|| {
-        live(&env)?;
-        let key = read_str(&env, kp, kl)?;
-        let value = read_guest(&env, vp, vl, MAX_DATA)?;
-        let state = env.data();
-        state.host.kv_put(&key, value, state.deadline)
-    })())
-}
-
-/// `astrid.kv_delete(key_ptr, key_len) -> i32`.
-#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
-fn host_kv_delete(env: FunctionEnvMut<'_, HostState>, kp: i32, kl: i32) -> i32 {
-    status((|| {
-        live(&env)?;
-        let key = read_str(&env, kp, kl)?;
-        let state = env.data();
-        state.host.kv_delete(&key, state.deadline)
-    })())
-}
-
-/// `astrid.vfs_read(path_ptr, path_len) -> i64`.
-fn host_vfs_read(
-    mut env: FunctionEnvMut<'_, HostState>,
-    pp: i32,
-    pl: i32,
-) -> Result<i64, RuntimeError> {
-    let data = live(&env)
-        .and_then(|()| read_str(&env, pp, pl))
-        .and_then(|path| {
-            let state = env.data();
-            state.host.vfs_read(&path, state.deadline)
-        });
-    match data {
-        Ok(data) => give_guest(&mut env, &data).map(packed),
-        Err(e) => Ok(i64::from(e.code())),
-    }
-}
-
-/// `astrid.vfs_write(path_ptr, path_len, data_ptr, data_len) -> i32`.
-#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
-fn host_vfs_write(env: FunctionEnvMut<'_, HostState>, pp: i32, pl: i32, dp: i32, dl: i32) -> i32 {
-    status((|| {
-        live(&env)?;
-        let path = read_str(&env, pp, pl)?;
-        let data = read_guest(&env, dp, dl, MAX_DATA)?;
-        let state = env.data();
-        state.host.vfs_write(&path, data, state.deadline)
-    })())
-}
-
-/// `astrid.mcp_call(request_ptr, request_len) -> i64`.
-fn host_mcp_call(
-    mut env: FunctionEnvMut<'_, HostState>,
-    rp: i32,
-    rl: i32,
-) -> Result<i64, RuntimeError> {
-    let result = live(&env)
-        .and_then(|()| read_guest(&env, rp, rl, MAX_DATA))
-        .and_then(|request| {
-            let state = env.data();
-            state.host.mcp_call(&request, state.deadline)
-        });
-    match result {
-        Ok(result) => give_guest(&mut env, &result).map(packed),
-        Err(e) => Ok(i64::from(e.code())),
-    }
-}
-
-/// Tunables that keep every linear memory at or below `pages`, and every table at or below
-/// [`MAX_TABLE_ELEMENTS`].
-struct Capped {
-    pages: Pages,
-    base: BaseTunables,
-}
-
-impl Capped {
-    fn capped(&self, ty: &MemoryType) -> Result<MemoryType, MemoryError> {
-        if ty.minimum > self.pages {
-            return Err(MemoryError::Generic(format!(
-                "the module asks for {} pages at start; the limit is {}",
-                ty.minimum.0, self.pages.0
-            )));
-        }
-        let mut capped = *ty;
-        capped.maximum = Some(ty.maximum.map_or(self.pages, |m| m.min(self.pages)));
-        Ok(capped)
-    }
-
-    /// Without a maximum, a table grows as far as `table.grow` asks (wasmer checks nothing
-    /// else), filling every new element inside the host call.
-    fn capped_table(ty: &TableType) -> Result<TableType, String> {
-        if ty.minimum > MAX_TABLE_ELEMENTS {
-            return Err(format!(
-                "the module asks for a table of {} elements; the limit is {MAX_TABLE_ELEMENTS}",
-                ty.minimum
-            ));
-        }
-        let mut capped = *ty;
-        capped.maximum = Some(
-            ty.maximum
-                .map_or(MAX_TABLE_ELEMENTS, |m| m.min(MAX_TABLE_ELEMENTS)),
-        );
-        Ok(capped)
-    }
-}
-
-// wasmer's `Tunables` has two `unsafe fn`s (the VM hands over where to build the memory or
-// table); these only pass their arguments on to wasmer's own `BaseTunables`.
-#[allow(unsafe_code)]
-impl Tunables for Capped {
-    fn memory_style(&self, memory: &MemoryType) -> MemoryStyle {
-        let capped = self.capped(memory).unwrap_or(*memory);
-        self.base.memory_style(&capped)
-    }
-
-    fn table_style(&self, table: &TableType) -> TableStyle {
-        let capped = Self::capped_table(table).unwrap_or(*table);
-        self.base.table_style(&capped)
-    }
-
-    fn create_host_memory(
-        &self,
-        ty: &MemoryType,
-        style: &MemoryStyle,
-    ) -> Result<VMMemory, MemoryError> {
-        self.base.create_host_memory(&self.capped(ty)?, style)
-    }
-
-    unsafe fn create_vm_memory(
-        &self,
-        ty: &MemoryType,
-        style: &MemoryStyle,
-        vm_definition_location: NonNull<VMMemoryDefinition>,
-    ) -> Result<VMMemory, MemoryError> {
-        let capped = self.capped(ty)?;
-        // SAFETY: the caller's guarantee about `vm_definition_location` is passed on as is.
-        unsafe {
-            self.base
-                .create_vm_memory(&capped, style, vm_definition_location)
-        }
-    }
-
-    fn create_host_table(&self, ty: &TableType, style: &TableStyle) -> Result<VMTable, String> {
-        self.base.create_host_table(&Self::capped_table(ty)?, style)
-    }
-
-    unsafe fn create_vm_table(
-        &self,
-        ty: &TableType,
-        style: &TableStyle,
-        vm_definition_location: NonNull<VMTableDefinition>,
-    ) -> Result<VMTable, String> {
-        let capped = Self::capped_table(ty)?;
-        // SAFETY: as above.
-        unsafe {
-            self.base
-                .create_vm_table(&capped, style, vm_definition_location)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capsule::inspect::MAX_TABLE_ELEMENTS;
 
     /// A guest whose `astrid_command` runs `body` (with `$ptr` and `$len` the input) and
     /// echoes its input back, over a bump allocator at 1024.

@@ -1,0 +1,260 @@
+//! The host imports as the guest calls them (module `astrid`): each reads its arguments out
+//! of the guest's memory within bounds, asks [`Host`] to do the work, and hands results back
+//! through the guest's allocator. The numbers they return are the ABI's (see the README's
+//! "Capsule ABI").
+
+use std::time::Instant;
+
+use wasmer::{AsStoreMut, FunctionEnvMut, Memory, RuntimeError, TypedFunction};
+
+use super::host::{Host, HostError};
+use super::log;
+use super::sandbox::CallError;
+use crate::rate::RateBudget;
+
+/// What host functions see.
+pub(super) struct HostState {
+    pub(super) memory: Option<Memory>,
+    pub(super) alloc: Option<TypedFunction<i32, i32>>,
+    pub(super) host: Host,
+    /// The running call's deadline; host imports wait for services until then.
+    pub(super) deadline: Instant,
+    /// What the guest may still write to the daemon's log.
+    pub(super) log: RateBudget,
+}
+
+pub(super) fn offset(ptr: i32) -> Result<u64, CallError> {
+    u64::try_from(ptr).map_err(|_| CallError::Garbage(format!("astrid_alloc returned {ptr}")))
+}
+
+/// `ptr << 32 | len`, both unsigned 32-bit.
+pub(super) fn unpack(packed: i64) -> (u32, u32) {
+    let bits = packed.cast_unsigned();
+    let high = u32::try_from(bits >> 32).unwrap_or(u32::MAX);
+    let low = u32::try_from(bits & 0xffff_ffff).unwrap_or(u32::MAX);
+    (high, low)
+}
+
+/// Copies `len` bytes at `ptr` out of the guest's memory (at most `max`).
+pub(super) fn read_guest(
+    env: &FunctionEnvMut<'_, HostState>,
+    ptr: i32,
+    len: i32,
+    max: usize,
+) -> Result<Vec<u8>, HostError> {
+    let memory = env.data().memory.as_ref().ok_or(HostError::Failed)?;
+    let (Ok(ptr), Ok(len)) = (u64::try_from(ptr), usize::try_from(len)) else {
+        return Err(HostError::Invalid);
+    };
+    if len > max {
+        return Err(HostError::TooLarge);
+    }
+    let view = memory.view(env);
+    // Checked before allocating: a range outside the memory costs the host nothing.
+    if ptr.saturating_add(len as u64) > view.data_size() {
+        return Err(HostError::Invalid);
+    }
+    let mut bytes = vec![0; len];
+    view.read(ptr, &mut bytes).map_err(|_| HostError::Invalid)?;
+    Ok(bytes)
+}
+
+/// `Failed` once the call's deadline has passed: an import then does nothing at all (no
+/// copy of the guest's bytes, no message to a service), so that a guest looping on imports
+/// past its deadline costs the host only the trip, until its fuel ends the call.
+pub(super) fn live(env: &FunctionEnvMut<'_, HostState>) -> Result<(), HostError> {
+    if Instant::now() >= env.data().deadline {
+        Err(HostError::Failed)
+    } else {
+        Ok(())
+    }
+}
+
+/// A UTF-8 string (key, topic, path) out of the guest's memory.
+pub(super) fn read_str(
+    env: &FunctionEnvMut<'_, HostState>,
+    ptr: i32,
+    len: i32,
+) -> Result<String, HostError> {
+    String::from_utf8(read_guest(env, ptr, len, MAX_NAME)?).map_err(|_| HostError::Invalid)
+}
+
+/// Longest key, topic or path a guest may pass.
+const MAX_NAME: usize = 4096;
+/// Largest value or file a guest may pass (the services apply their own, lower limits).
+const MAX_DATA: usize = 64 * 1024 * 1024;
+
+/// Copies `data` into memory the guest allocates with `astrid_alloc`; returns its packed
+/// location. An `astrid_alloc` that traps (or runs out of fuel) inside the host call makes
+/// the whole call trap: the guest's memory cannot be trusted after it.
+pub(super) fn give_guest(
+    env: &mut FunctionEnvMut<'_, HostState>,
+    data: &[u8],
+) -> Result<Result<i64, HostError>, RuntimeError> {
+    let Ok(len) = i32::try_from(data.len()) else {
+        return Ok(Err(HostError::TooLarge));
+    };
+    let (state, mut store) = env.data_and_store_mut();
+    let (Some(alloc), Some(memory)) = (state.alloc.clone(), state.memory.clone()) else {
+        return Ok(Err(HostError::Failed));
+    };
+    let ptr = alloc
+        .call(&mut store.as_store_mut(), len)
+        .map_err(|e| RuntimeError::new(format!("astrid_alloc failed inside a host call: {e}")))?;
+    let written = u64::try_from(ptr)
+        .ok()
+        .and_then(|at| memory.view(&store).write(at, data).ok());
+    let (Some(()), Ok(ptr), Ok(len)) = (written, u32::try_from(ptr), u32::try_from(len)) else {
+        return Err(RuntimeError::new(format!(
+            "astrid_alloc returned {ptr}, which cannot hold {len} bytes"
+        )));
+    };
+    Ok(Ok((i64::from(ptr) << 32) | i64::from(len)))
+}
+
+pub(super) fn status(result: Result<(), HostError>) -> i32 {
+    result.map_or_else(HostError::code, |()| 0)
+}
+
+pub(super) fn packed(result: Result<i64, HostError>) -> i64 {
+    result.unwrap_or_else(|e| i64::from(e.code()))
+}
+
+/// `astrid.log(level, ptr, len)`: within the capsule's log budget (see `log.rs`).
+pub(super) fn host_log(mut env: FunctionEnvMut<'_, HostState>, level: i32, ptr: i32, len: i32) {
+    if !env.data_mut().log.admit(Instant::now()) {
+        return;
+    }
+    let capsule = env.data().host.capsule().to_owned();
+    let max = i32::try_from(log::MAX_LINE).unwrap_or(i32::MAX);
+    let Ok(bytes) = read_guest(&env, ptr, len.min(max), log::MAX_LINE) else {
+        tracing::warn!(%capsule, "log line outside the capsule's memory");
+        return;
+    };
+    let line = log::sanitize(&bytes);
+    match level {
+        0 => tracing::error!(%capsule, "{line}"),
+        1 => tracing::warn!(%capsule, "{line}"),
+        2 => tracing::info!(%capsule, "{line}"),
+        _ => tracing::debug!(%capsule, "{line}"),
+    }
+}
+
+/// `astrid.publish(topic_ptr, topic_len, payload_ptr, payload_len) -> i32`.
+#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
+pub(super) fn host_publish(
+    env: FunctionEnvMut<'_, HostState>,
+    tp: i32,
+    tl: i32,
+    pp: i32,
+    pl: i32,
+) -> i32 {
+    status((|| {
+        live(&env)?;
+        let topic = read_str(&env, tp, tl)?;
+        let payload = read_guest(&env, pp, pl, MAX_DATA)?;
+        let state = env.data();
+        state.host.publish(&topic, &payload, state.deadline)
+    })())
+}
+
+/// `astrid.kv_get(key_ptr, key_len) -> i64`.
+pub(super) fn host_kv_get(
+    mut env: FunctionEnvMut<'_, HostState>,
+    kp: i32,
+    kl: i32,
+) -> Result<i64, RuntimeError> {
+    let value = live(&env)
+        .and_then(|()| read_str(&env, kp, kl))
+        .and_then(|key| {
+            let state = env.data();
+            state.host.kv_get(&key, state.deadline)
+        });
+    match value {
+        Ok(value) => give_guest(&mut env, &value).map(packed),
+        Err(e) => Ok(i64::from(e.code())),
+    }
+}
+
+/// `astrid.kv_put(key_ptr, key_len, value_ptr, value_len) -> i32`.
+#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
+pub(super) fn host_kv_put(
+    env: FunctionEnvMut<'_, HostState>,
+    kp: i32,
+    kl: i32,
+    vp: i32,
+    vl: i32,
+) -> i32 {
+    status((|| {
+        live(&env)?;
+        let key = read_str(&env, kp, kl)?;
+        let value = read_guest(&env, vp, vl, MAX_DATA)?;
+        let state = env.data();
+        state.host.kv_put(&key, value, state.deadline)
+    })())
+}
+
+/// `astrid.kv_delete(key_ptr, key_len) -> i32`.
+#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
+pub(super) fn host_kv_delete(env: FunctionEnvMut<'_, HostState>, kp: i32, kl: i32) -> i32 {
+    status((|| {
+        live(&env)?;
+        let key = read_str(&env, kp, kl)?;
+        let state = env.data();
+        state.host.kv_delete(&key, state.deadline)
+    })())
+}
+
+/// `astrid.vfs_read(path_ptr, path_len) -> i64`.
+pub(super) fn host_vfs_read(
+    mut env: FunctionEnvMut<'_, HostState>,
+    pp: i32,
+    pl: i32,
+) -> Result<i64, RuntimeError> {
+    let data = live(&env)
+        .and_then(|()| read_str(&env, pp, pl))
+        .and_then(|path| {
+            let state = env.data();
+            state.host.vfs_read(&path, state.deadline)
+        });
+    match data {
+        Ok(data) => give_guest(&mut env, &data).map(packed),
+        Err(e) => Ok(i64::from(e.code())),
+    }
+}
+
+/// `astrid.vfs_write(path_ptr, path_len, data_ptr, data_len) -> i32`.
+#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
+pub(super) fn host_vfs_write(
+    env: FunctionEnvMut<'_, HostState>,
+    pp: i32,
+    pl: i32,
+    dp: i32,
+    dl: i32,
+) -> i32 {
+    status((|| {
+        live(&env)?;
+        let path = read_str(&env, pp, pl)?;
+        let data = read_guest(&env, dp, dl, MAX_DATA)?;
+        let state = env.data();
+        state.host.vfs_write(&path, data, state.deadline)
+    })())
+}
+
+/// `astrid.mcp_call(request_ptr, request_len) -> i64`.
+pub(super) fn host_mcp_call(
+    mut env: FunctionEnvMut<'_, HostState>,
+    rp: i32,
+    rl: i32,
+) -> Result<i64, RuntimeError> {
+    let result = live(&env)
+        .and_then(|()| read_guest(&env, rp, rl, MAX_DATA))
+        .and_then(|request| {
+            let state = env.data();
+            state.host.mcp_call(&request, state.deadline)
+        });
+    match result {
+        Ok(result) => give_guest(&mut env, &result).map(packed),
+        Err(e) => Ok(i64::from(e.code())),
+    }
+}
