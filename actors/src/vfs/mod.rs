@@ -18,6 +18,7 @@
 //! sessions for clients and by kernel components), [`CapsuleRead`] and [`CapsuleWrite`]
 //! (capsules' host imports), and the supervision messages [`Terminate`] and [`Inject`].
 
+mod capsule_ops;
 mod messages;
 mod ops;
 pub mod path;

@@ -8,10 +8,8 @@
 //! including through symbolic links or a directory swapped for one after the check. That
 //! refusal is reported as [`VfsError::Escape`] (see [`is_escape`]).
 //!
-//! Capsules get stricter operations ([`Workspace::capsule_read`],
-//! [`Workspace::capsule_write`]): no symbolic link is followed at all, each component being
-//! opened relative to its parent's descriptor with `O_NOFOLLOW` (so a directory swapped for
-//! a link at any moment is refused too), and [`Reserved`] paths are refused.
+//! Capsules get stricter operations, in `capsule_ops.rs`: no symbolic link is followed
+//! and the paths reserved to the daemon are refused.
 //!
 //! Durability: a write syncs the file, renames it over the target, then syncs the
 //! directory; every directory created (by `Mkdir` or for a write's parents) and every
@@ -31,7 +29,7 @@ use cap_std::fs::{
     Dir, Metadata, OpenOptions, OpenOptionsExt as _, Permissions, PermissionsExt as _,
 };
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{Mode, OFlags};
 
 use super::messages::{DirEntry, EntryKind, FileStat, ReadResult, VfsError};
 use super::path::{self, MAX_PATH_LEN, Reserved, VfsPath};
@@ -47,7 +45,7 @@ const MAX_SYMLINK_HOPS: usize = 40;
 const NEW_FILE_MODE: u32 = 0o644;
 
 /// Mode of a directory a capsule's write creates (the process umask still applies).
-const NEW_DIR_MODE: u32 = 0o755;
+pub(super) const NEW_DIR_MODE: u32 = 0o755;
 
 /// What the error of a failed directory sync says was being done.
 pub(super) const SYNC_OP: &str = "make durable (sync the directory of)";
@@ -82,7 +80,7 @@ pub(super) fn is_escape(error: &io::Error) -> bool {
 }
 
 /// Turns an I/O error on `path` into the VFS error a client should see.
-fn map_io(op: &'static str, path: &str, error: io::Error) -> VfsError {
+pub(super) fn map_io(op: &'static str, path: &str, error: io::Error) -> VfsError {
     if is_escape(&error) {
         VfsError::Escape {
             path: path.to_owned(),
@@ -101,7 +99,7 @@ fn map_io(op: &'static str, path: &str, error: io::Error) -> VfsError {
 }
 
 /// Shortens a path for an error message (very long paths are rejected as too long).
-fn shown(raw: &str) -> String {
+pub(super) fn shown(raw: &str) -> String {
     const KEEP: usize = 64;
     if raw.len() <= MAX_PATH_LEN {
         return raw.to_owned();
@@ -114,7 +112,7 @@ fn shown(raw: &str) -> String {
 }
 
 /// Parses `raw`, refusing the root unless `root_ok`.
-fn parse(raw: &str, root_ok: bool) -> Result<VfsPath, VfsError> {
+pub(super) fn parse(raw: &str, root_ok: bool) -> Result<VfsPath, VfsError> {
     let invalid = |reason| VfsError::InvalidPath {
         path: shown(raw),
         reason,
@@ -147,7 +145,7 @@ fn io_kind(op: &'static str, path: &str, kind: io::ErrorKind) -> VfsError {
     }
 }
 
-fn too_large(len: u64, max: u64) -> Result<(), VfsError> {
+pub(super) fn too_large(len: u64, max: u64) -> Result<(), VfsError> {
     if len > max {
         Err(VfsError::TooLarge { len, max })
     } else {
@@ -191,9 +189,9 @@ impl Default for VfsLimits {
 #[derive(Debug)]
 pub(super) struct Workspace {
     pub(super) root: Dir,
-    limits: VfsLimits,
-    reserved: Reserved,
-    sync_dir: SyncDir,
+    pub(super) limits: VfsLimits,
+    pub(super) reserved: Reserved,
+    pub(super) sync_dir: SyncDir,
 }
 
 impl Workspace {
@@ -282,7 +280,7 @@ impl Workspace {
     }
 
     /// The rest of a read, once the file is open.
-    fn read_open(
+    pub(super) fn read_open(
         &self,
         raw: &str,
         mut file: cap_std::fs::File,
@@ -359,7 +357,13 @@ impl Workspace {
     /// Replaces `name` in `dir` with `data`: a temporary file, synced, renamed over it, then
     /// the directory synced. An existing file's mode is kept; an existing link is replaced
     /// by the file, never followed.
-    fn write_in(&self, raw: &str, dir: &Dir, name: &OsStr, data: &[u8]) -> Result<(), VfsError> {
+    pub(super) fn write_in(
+        &self,
+        raw: &str,
+        dir: &Dir,
+        name: &OsStr,
+        data: &[u8],
+    ) -> Result<(), VfsError> {
         const OP: &str = "write";
         let mode = match dir.symlink_metadata(name) {
             Ok(existing) if existing.is_dir() => {
@@ -373,122 +377,6 @@ impl Workspace {
         replace(dir, name, data, mode).map_err(|e| map_io(OP, raw, e))?;
         // The new content is in place; without the sync, a crash could bring the old back.
         (self.sync_dir)(dir).map_err(|e| map_io(SYNC_OP, raw, e))
-    }
-
-    /// Reads the whole file at `raw` for a capsule (see [`CapsuleRead`](super::CapsuleRead)).
-    pub(super) fn capsule_read(&self, raw: &str) -> Result<ReadResult, VfsError> {
-        const OP: &str = "read";
-        let path = self.capsule_path(raw)?;
-        let (dir, name) = self.walk_nofollow(raw, &path, false)?;
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let file = rustix::fs::openat(&dir, name, flags, Mode::empty())
-            .map_err(|e| self.refusal(OP, raw, &path, &dir, name, e.into()))?;
-        let file = cap_std::fs::File::from_std(std::fs::File::from(file));
-        self.read_open(raw, file, 0, None)
-    }
-
-    /// Replaces the file at `raw` for a capsule, creating its parents (see
-    /// [`CapsuleWrite`](super::CapsuleWrite)).
-    pub(super) fn capsule_write(&self, raw: &str, data: &[u8]) -> Result<u64, VfsError> {
-        const OP: &str = "write";
-        let path = self.capsule_path(raw)?;
-        let len = data.len() as u64;
-        too_large(len, self.limits.max_write)?;
-        let (dir, name) = self.walk_nofollow(raw, &path, true)?;
-        match dir.symlink_metadata(name) {
-            Ok(existing) if existing.is_symlink() => {
-                return Err(VfsError::Symlink {
-                    path: raw.to_owned(),
-                    link: path.as_str().to_owned(),
-                });
-            }
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(map_io(OP, raw, e)),
-            _ => {}
-        }
-        // A link put in its place meanwhile is replaced by the file, not followed.
-        self.write_in(raw, &dir, OsStr::new(name), data)?;
-        Ok(len)
-    }
-
-    /// `raw` parsed for a capsule: not the root, not reserved.
-    fn capsule_path(&self, raw: &str) -> Result<VfsPath, VfsError> {
-        let path = parse(raw, false)?;
-        if self.reserved.covers(&path) {
-            return Err(VfsError::Reserved {
-                path: raw.to_owned(),
-            });
-        }
-        Ok(path)
-    }
-
-    /// Opens the directory holding `path`'s last component without following any link:
-    /// each component is opened with `O_NOFOLLOW` relative to the one before. With
-    /// `create`, missing directories are made (each synced in its parent).
-    fn walk_nofollow<'p>(
-        &self,
-        raw: &str,
-        path: &'p VfsPath,
-        create: bool,
-    ) -> Result<(Dir, &'p str), VfsError> {
-        const OP: &str = "open the directories of";
-        let Some((parent, name)) = path.split_last() else {
-            return Err(VfsError::InvalidPath {
-                path: shown(raw),
-                reason: path::ROOT,
-            });
-        };
-        let mut dir = self.root.try_clone().map_err(|e| map_io(OP, raw, e))?;
-        let mut walked = String::new();
-        for component in parent.components() {
-            if !walked.is_empty() {
-                walked.push('/');
-            }
-            walked.push_str(component);
-            let mut opened = open_dir_nofollow(&dir, component);
-            if create && matches!(&opened, Err(e) if e.kind() == io::ErrorKind::NotFound) {
-                match rustix::fs::mkdirat(&dir, component, Mode::from_raw_mode(NEW_DIR_MODE)) {
-                    Ok(()) => (self.sync_dir)(&dir).map_err(|e| map_io(SYNC_OP, raw, e))?,
-                    Err(rustix::io::Errno::EXIST) => {}
-                    Err(e) => return Err(map_io(OP, raw, e.into())),
-                }
-                opened = open_dir_nofollow(&dir, component);
-            }
-            dir = match opened {
-                Ok(next) => next,
-                Err(e) => {
-                    let at = VfsPath::parse(&walked).unwrap_or_else(|_| VfsPath::root());
-                    return Err(self.refusal(OP, raw, &at, &dir, component, e));
-                }
-            };
-        }
-        Ok((dir, name))
-    }
-
-    /// The error for a component `name` of `dir` that could not be opened: a
-    /// [`VfsError::Symlink`] naming `at` (the path up to it) if it is a link.
-    #[allow(
-        clippy::unused_self,
-        reason = "kept with the other steps of a capsule's walk"
-    )]
-    fn refusal(
-        &self,
-        op: &'static str,
-        raw: &str,
-        at: &VfsPath,
-        dir: &Dir,
-        name: &str,
-        error: io::Error,
-    ) -> VfsError {
-        let is_link = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-            .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_symlink());
-        if is_link {
-            VfsError::Symlink {
-                path: raw.to_owned(),
-                link: at.as_str().to_owned(),
-            }
-        } else {
-            map_io(op, raw, error)
-        }
     }
 
     /// Resolves the symbolic links along `path` (all of them, the last one included) to the
@@ -633,13 +521,6 @@ impl Workspace {
             Err(follow) => Err(map_io(OP, raw, follow)),
         }
     }
-}
-
-/// Opens the directory `name` in `dir`, refusing a link (`O_NOFOLLOW`).
-fn open_dir_nofollow(dir: &Dir, name: &str) -> io::Result<Dir> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let fd = rustix::fs::openat(dir, name, flags, Mode::empty())?;
-    Ok(Dir::from_std_file(std::fs::File::from(fd)))
 }
 
 /// Writes `data` to a new temporary file in `dir`, syncs it, and renames it over `name`.
