@@ -540,15 +540,14 @@ impl Guest<'_> {
                 "deny" => Some(Verdict::Deny(r.reason.unwrap_or_default())),
                 _ => None,
             });
-        match decided {
-            Some(verdict) => (Ok(verdict), None),
-            None => {
-                let reason = "the capsule returned garbage: not an interceptor reply";
-                (
-                    Err(CallFailure::Crashed(reason.into())),
-                    Some(reason.into()),
-                )
-            }
+        if let Some(verdict) = decided {
+            (Ok(verdict), None)
+        } else {
+            let reason = "the capsule returned garbage: not an interceptor reply";
+            (
+                Err(CallFailure::Crashed(reason.into())),
+                Some(reason.into()),
+            )
         }
     }
 }
