@@ -181,8 +181,10 @@ impl Actor for ListenerActor {
             let idle = async move {
                 loop {
                     match connections.idle_for() {
-                        Some(idle) if idle >= grace => return,
-                        Some(idle) => tokio::time::sleep(grace.saturating_sub(idle)).await,
+                        Some(idle) => match grace.checked_sub(idle) {
+                            Some(left) if !left.is_zero() => tokio::time::sleep(left).await,
+                            _ => return,
+                        },
                         None => connections.went_idle().await,
                     }
                 }
