@@ -107,14 +107,13 @@ fn threads_named(pid: i32, name: &str) -> usize {
 
 /// Waits until `threads_named` is `n`.
 async fn wait_threads(pid: i32, name: &str, n: usize) {
-    let end = Instant::now() + DEADLINE;
-    while threads_named(pid, name) != n {
-        assert!(
-            Instant::now() < end,
-            "{} threads named {name}, not {n}",
-            threads_named(pid, name)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let counted = poll_async(DEADLINE, async || {
+        let seen = threads_named(pid, name);
+        if seen == n { Ok(()) } else { Err(seen) }
+    })
+    .await;
+    if let Err(seen) = counted {
+        panic!("{seen} threads named {name}, not {n}");
     }
 }
 

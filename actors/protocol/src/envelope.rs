@@ -98,8 +98,8 @@ pub struct ErrorFrame<'a> {
 }
 
 /// An event frame: `{"event": Event}`; it has no `id`. The daemon writes it with
-/// [`crate::raw::encode_event_frame`], which copies the payload's bytes; serializing this writes the
-/// same bytes, item by item.
+/// [`crate::raw::encode_event_frame`], which copies the payload's bytes; serializing this
+/// writes the same bytes, item by item.
 #[derive(Debug, Serialize)]
 pub struct EventFrame<'a> {
     /// The event.

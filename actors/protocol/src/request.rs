@@ -1,7 +1,7 @@
 //! Everything a client can ask, and each request's facts in one place.
 //!
-//! The `requests!` macro takes every variant once, with its wire name (the variant's), whether it is
-//! audited and whether it changes state ([`Effect`]), what its audit entry names
+//! The `requests!` macro takes every variant once, with its wire name (the variant's), whether
+//! it is audited and whether it changes state ([`Effect`]), what its audit entry names
 //! ([`Request::target`]) and the method of [`Routes`] that serves it. From that one list it
 //! makes the [`Request`] enum, its facts, and [`Request::route`]: the exhaustive `match` that
 //! hands each request's fields to its [`Routes`] method. A server implements [`Routes`]; a
@@ -207,8 +207,8 @@ requests! {
     Publish {
         /// Concrete topic (no wildcards).
         topic: String,
-        /// Any MessagePack value, nested at most [`MAX_DEPTH`](crate::raw::MAX_DEPTH) deep; nil when absent.
-        /// The daemon keeps it as the client's bytes.
+        /// Any MessagePack value, nested at most [`MAX_DEPTH`](crate::raw::MAX_DEPTH) deep; nil
+        /// when absent. The daemon keeps it as the client's bytes.
         #[serde(default)]
         payload: RawValue,
     } => publish, reads, target: topic.clone();

@@ -1,14 +1,15 @@
 //! One capsule's actor: a light actor on the capsules supervisor's thread that holds no
-//! instance and no thread of its own. Its [`Runner`] (`runner.rs`) starts a thread when
-//! the guest has something to do, instantiates the compiled module there, and retires both
-//! after [`IDLE_LINGER`] without work; so an idle capsule costs neither. Command calls go
-//! from the sessions straight to the runner through the capsule's [`CallQueue`]; the actor
-//! hands it the rest (events, interception, a hang) as [`Job`]s, and treats every failed
-//! call as a crash. A trapped instance's memory cannot be trusted, so the runner answers
-//! the failed request, drops the instance and tells the actor why; the actor notes it and
-//! stops, and its supervisor then starts a new incarnation (with a new runner) under the
-//! capsule's restart policy. Calls queued behind the failed one are answered as never run
-//! when the supervisor reports the end.
+//! instance and no thread of its own. Its [`Runner`] (`runner.rs`) starts a thread when the
+//! guest has something to do, instantiates the compiled module there, and retires both
+//! after the linger ([`CAPSULE_LINGER`](crate::runtime::CAPSULE_LINGER) by default) without
+//! work; so an idle capsule costs neither. Command calls go from the sessions straight to
+//! the runner through the capsule's [`CallQueue`]; the actor hands it the rest (events,
+//! interception, a hang) as [`Job`]s, and treats every failed call as a crash. A trapped
+//! instance's memory cannot be trusted, so the runner answers the failed request, drops the
+//! instance and tells the actor why; the actor notes it and stops, and its supervisor then
+//! starts a new incarnation (with a new runner) under the capsule's restart policy. Calls
+//! queued behind the failed one are answered as never run when the supervisor reports the
+//! end.
 //!
 //! Handles: [`Intercept`] (answered by the runner, without holding the actor up), the
 //! events of its `[bus] subscribe` patterns (it registers with the bus itself, and again
@@ -51,7 +52,7 @@ pub use self::host::{Host, HostError};
 pub use self::limits::Limits;
 pub use self::messages::{Answer, Call, CallFailure, Intercept, NEVER_RAN};
 pub use self::queue::{CallQueue, LINGER, LingerSlots, SweepDue, Sweeper};
-pub use self::runner::{IDLE_LINGER, Job, Runner, RunnerSlot};
+pub use self::runner::{Job, Runner, RunnerSlot};
 use self::sandbox::{Compiled, Entry};
 use crate::bus::intercept::{Decision, Interceptor, Verdict};
 use crate::bus::{BusActor, Deregister, Event, Register, SubscriberId};

@@ -7,9 +7,10 @@
 //! when they come) and the [`Job`]s its actor hands it (events, interception, a hang). The
 //! first of them starts a thread, which instantiates the module (a wasmer `Store` is not
 //! `Send`: the instance lives and dies on that thread) and works until nothing is left. It
-//! then waits [`IDLE_LINGER`] for more, and retires, dropping the instance with it: the
-//! next call starts a thread and a fresh instance, as after a restart. So the guest's memory
-//! lasts while calls come less than [`IDLE_LINGER`] apart; what a capsule must keep longer
+//! then waits the linger (`--capsule-linger`, [`CAPSULE_LINGER`](crate::runtime::CAPSULE_LINGER)
+//! by default) for more, and retires, dropping the instance with it: the next call starts a
+//! thread and a fresh instance, as after a restart. So the guest's memory
+//! lasts while calls come less than the linger apart; what a capsule must keep longer
 //! goes in its key-value namespace.
 //!
 //! Each capsule has its own thread while it works, so a capsule stuck in a long call never
@@ -35,10 +36,6 @@ use super::sandbox::{CallError, Compiled, Entry, Sandbox};
 use crate::bus::intercept::Verdict;
 use crate::protocol::{RawValue, raw};
 use crate::rate::RateBudget;
-
-/// How long a capsule's thread waits for more work before it retires with its instance,
-/// unless the kernel's limits say otherwise (`--capsule-linger`).
-pub use crate::runtime::CAPSULE_LINGER as IDLE_LINGER;
 
 /// Calls run per turn before the thread lets the actor's jobs in.
 const CALLS_PER_TURN: usize = 64;
@@ -634,7 +631,13 @@ mod tests {
             Arc::new(Sweeper::default()),
         ));
         let (crashed, crash) = oneshot::channel();
-        let runner = Runner::new(compiled, Host::detached("t"), &queue, IDLE_LINGER, crashed);
+        let runner = Runner::new(
+            compiled,
+            Host::detached("t"),
+            &queue,
+            crate::runtime::CAPSULE_LINGER,
+            crashed,
+        );
         let failure = ask(&runner).unwrap().unwrap_err();
         assert!(
             failure.to_string().contains("astrid_intercept"),
