@@ -87,6 +87,12 @@ pub(crate) struct Args {
     /// instance (and the guest's memory); the next call starts a fresh one.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub(crate) capsule_linger: Duration,
+
+    /// Page cache of each database (the ledger and the grants), e.g. `8MiB`: reads beyond
+    /// it go to the file. Memory the daemon holds for storage is bounded by it, not by how
+    /// much was ever written.
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_size)]
+    pub(crate) db_cache: usize,
 }
 
 fn count(s: &str) -> Result<usize, String> {
@@ -102,6 +108,25 @@ fn parse_window(s: &str) -> Result<Duration, String> {
         return Err("shorter than 100ms".to_owned());
     }
     Ok(window)
+}
+
+/// A size in bytes: a whole number, optionally followed by `B`, `KiB`, `MiB` or `GiB`.
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit `{other}` (use B, KiB, MiB or GiB)")),
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| "not a size like 8MiB or 65536".to_owned())
 }
 
 fn parse_uuid(s: &str) -> Result<Uuid, String> {

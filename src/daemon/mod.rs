@@ -1,5 +1,5 @@
 //! The daemon's process edge, shared by the `astrid-daemon` binary and `astrid daemon`: it
-//! parses flags, resolves and prepares the home, takes the single-instance lock, writes the
+//! parses flags, resolves and prepares the home, reads `<home>/config.toml` below the flags, takes the single-instance lock, writes the
 //! pid file, starts logging and signal handling, boots the kernel (from the `astrid-actors`
 //! crate), and turns how it ended into an exit status.
 //!
@@ -8,6 +8,7 @@
 //! kernel actor exhausted its restart budget.
 
 mod args;
+mod config;
 mod fdlimit;
 mod logging;
 mod signals;
@@ -21,11 +22,11 @@ use std::time::Duration;
 
 use crate::instance::{InstanceLock, LockError, PidFile};
 use crate::paths::{PathError, prepare_home, resolve_home};
+use astrid_actors::audit::AuditPolicy;
 use astrid_actors::kernel::{BootError, HomeLayout, Kernel, KernelConfig, KernelExit, Limits};
 use astrid_actors::supervisor::RestartPolicy;
-use clap::Parser;
 
-use self::args::Args;
+use self::config::{CommandLine, ConfigError, Resolved};
 use self::signals::SignalTarget;
 
 /// How long a graceful shutdown may take before the watchdog ends the process.
@@ -38,6 +39,8 @@ enum DaemonError {
     Usage(String),
     #[error(transparent)]
     Path(#[from] PathError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("workspace {path} is not a usable directory")]
     Workspace {
         path: PathBuf,
@@ -69,7 +72,7 @@ enum DaemonError {
 impl DaemonError {
     fn exit_code(&self) -> u8 {
         match self {
-            Self::Usage(_) | Self::Path(_) | Self::Workspace { .. } => 2,
+            Self::Usage(_) | Self::Path(_) | Self::Config(_) | Self::Workspace { .. } => 2,
             Self::AlreadyRunning { .. } => EXIT_ALREADY_RUNNING,
             Self::Escalated { .. } => 4,
             _ => 1,
@@ -98,12 +101,13 @@ where
     }
 }
 
-fn parse_args<I, T>(args: I) -> Result<Args, DaemonError>
+fn parse_args<I, T>(args: I) -> Result<CommandLine, DaemonError>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    Args::try_parse_from(args).map_err(|e| {
+    let argv: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    CommandLine::parse(argv).map_err(|e| {
         use clap::error::ErrorKind;
         if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
             let _ = e.print();
@@ -114,10 +118,24 @@ where
             std::process::exit(0);
         }
         // One line: clap's own rendering spans several.
-        let rendered = e.to_string();
-        let first = rendered.lines().next().unwrap_or("invalid arguments");
-        DaemonError::Usage(first.trim_start_matches("error: ").to_owned())
+        DaemonError::Usage(config::first_line(&e))
     })
+}
+
+/// The settings of `cli` with `<home>/config.toml` below them, and the audit policy.
+fn configure(
+    cli: &CommandLine,
+    home: &HomeLayout,
+) -> Result<(Resolved, AuditPolicy, PathBuf), DaemonError> {
+    let path = home.root().join(config::FILE);
+    let resolved = config::resolve(cli, &path)?;
+    let policy = AuditPolicy::with_overrides(&resolved.audit_policy).map_err(|e| {
+        DaemonError::Config(ConfigError::Invalid {
+            path: path.clone(),
+            message: format!("[audit_policy]: {e}"),
+        })
+    })?;
+    Ok((resolved, policy, path))
 }
 
 fn run<I, T>(args: I) -> Result<(), DaemonError>
@@ -127,7 +145,8 @@ where
 {
     // Everything the daemon creates is private to its user, sockets included.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    let args = parse_args(args)?;
+    let cli = parse_args(args)?;
+    let args = cli.args();
     let workspace = match &args.workspace {
         Some(path) => path.clone(),
         None => std::env::current_dir().map_err(|source| DaemonError::Workspace {
@@ -153,6 +172,8 @@ where
     let env_home = std::env::var_os("ASTRID_HOME").map(PathBuf::from);
     let home = resolve_home(args.home.as_deref(), env_home.as_deref())?;
     prepare_home(&home)?;
+    let configured = configure(&cli, &home)?;
+    let args = &configured.0.args;
     let files = home.session(args.session);
 
     let lock = match InstanceLock::acquire(&files.lock()) {
@@ -168,7 +189,7 @@ where
         }
         Err(e) => return Err(DaemonError::Lock(e)),
     };
-    let result = run_locked(&args, &home, workspace);
+    let result = run_locked(&home, workspace, configured);
     if let Err(e) = astrid_actors::files::remove_if_exists(&files.pid()) {
         tracing::warn!("cannot remove the pid file: {e}");
     }
@@ -176,7 +197,12 @@ where
     result
 }
 
-fn run_locked(args: &Args, home: &HomeLayout, workspace: PathBuf) -> Result<(), DaemonError> {
+fn run_locked(
+    home: &HomeLayout,
+    workspace: PathBuf,
+    (resolved, audit_policy, config_file): (Resolved, AuditPolicy, PathBuf),
+) -> Result<(), DaemonError> {
+    let args = &resolved.args;
     let files = home.session(args.session);
     // A crashed daemon may have left these; they are ours now that we hold the lock. A stale
     // token would be read by clients that connect before the new one is written.
@@ -230,6 +256,10 @@ fn run_locked(args: &Args, home: &HomeLayout, workspace: PathBuf) -> Result<(), 
         capsule_linger: args.capsule_linger,
         ..Limits::default()
     };
+    config.audit_policy = audit_policy;
+    config.db_cache = args.db_cache;
+    config.config_file = config_file;
+    config.settings = resolved.settings.clone();
     config.on_shutdown = Some(Arc::new(move |_reason: &str| {
         signals::arm_watchdog(
             &armed,

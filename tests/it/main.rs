@@ -16,6 +16,7 @@ mod bounds;
 mod capsules;
 mod chaos;
 mod cli;
+mod config;
 mod crash;
 mod events;
 mod hostile;

@@ -34,9 +34,9 @@ use tokio_util::codec::FramedRead;
 
 use crate::layout::SessionFiles;
 use crate::{
-    CapsuleInfo, DEFAULT_MAX_FRAME_LEN, EncodeError, ErrorBody, Event, FrameCodec, FrameError,
-    FrameHead, Hello, PROTOCOL_VERSION, Request, RequestFrame, Status, TreeNode, TypedReply,
-    Welcome, encode_frame,
+    CapsuleInfo, ConfigReport, DEFAULT_MAX_FRAME_LEN, EncodeError, ErrorBody, Event, FrameCodec,
+    FrameError, FrameHead, Hello, PROTOCOL_VERSION, Request, RequestFrame, Status, TreeNode,
+    TypedReply, Welcome, encode_frame,
 };
 
 /// What can go wrong talking to the daemon.
@@ -356,6 +356,15 @@ impl Client {
     /// As [`Client::call`].
     pub async fn status(&self) -> Result<Status, ClientError> {
         self.call(Request::GetStatus).await
+    }
+
+    /// `GetConfig`: the daemon's effective settings and audit policy.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`].
+    pub async fn config(&self) -> Result<ConfigReport, ClientError> {
+        self.call(Request::GetConfig).await
     }
 
     /// `GetSupervisionTree`.

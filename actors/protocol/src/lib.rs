@@ -50,6 +50,7 @@ pub use self::payload::caps::{Grant, GrantSource};
 pub use self::payload::capsules::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo, HookInfo, ReloadReport,
 };
+pub use self::payload::config::{AuditLevel, ConfigReport, PolicyRule, Setting};
 pub use self::payload::mcp::{
     McpReloadReport, McpServerInfo, McpServerState, McpToolInfo, McpToolResult,
 };

@@ -20,10 +20,10 @@ use serde::{Deserialize, Serialize};
 
 #[allow(unused_imports, reason = "named by the variants' docs")]
 use crate::{
-    AuditEntry, CapsuleInfo, CapsuleMetadata, CommandInfo, CommandOutput, DirEntry, FaultInjected,
-    FileStat, Grant, KvValue, Listing, McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult,
-    Published, ReadResult, ReloadReport, Removed, ShutdownAck, Status, Subscribed, TreeNode,
-    TrustInfo, TrustReport, Unsubscribed, Verification, Written,
+    AuditEntry, CapsuleInfo, CapsuleMetadata, CommandInfo, CommandOutput, ConfigReport, DirEntry,
+    FaultInjected, FileStat, Grant, KvValue, Listing, McpReloadReport, McpServerInfo, McpToolInfo,
+    McpToolResult, Published, ReadResult, ReloadReport, Removed, ShutdownAck, Status, Subscribed,
+    TreeNode, TrustInfo, TrustReport, Unsubscribed, Verification, Written,
 };
 use crate::{Fault, RawValue};
 
@@ -102,6 +102,9 @@ macro_rules! requests {
             /// Every variant name, as it appears on the wire.
             pub const NAMES: &'static [&'static str] = &[$(stringify!($variant)),*];
 
+            /// The [`Effect`] of every variant, in the order of [`NAMES`](Self::NAMES).
+            pub const EFFECTS: &'static [Effect] = &[$(requests!(@effect $effect)),*];
+
             /// This request's variant name.
             pub fn name(&self) -> &'static str {
                 match self {
@@ -162,6 +165,9 @@ requests! {
     Ping => ping, unaudited;
     /// Daemon status. Result: [`Status`].
     GetStatus => get_status, reads;
+    /// The daemon's effective settings, each with where it came from, and its audit
+    /// policy. Result: [`ConfigReport`].
+    GetConfig => get_config, reads;
     /// Graceful shutdown. The reply is sent before the daemon stops. Result: [`ShutdownAck`].
     Shutdown {
         /// Recorded in the log and in the `astrid.kernel.shutdown` event.

@@ -8,6 +8,7 @@ fn samples() -> Vec<Request> {
     vec![
         Request::Ping,
         Request::GetStatus,
+        Request::GetConfig,
         Request::Shutdown { reason: "r".into() },
         Request::ListCapsules,
         Request::ReloadCapsules,

@@ -13,11 +13,14 @@
 //! stores it, in `ledger::chain`, re-exported here as [`chain`]: this module builds on the
 //! ledger, never the reverse.
 //!
+//! Which requests are recorded is the [`AuditPolicy`]'s (`policy.rs`), which the router asks.
+//!
 //! Handles: [`Record`] (router, kernel, capability store), [`Tail`] and [`VerifyChain`]
 //! (router), `Flush` (itself), [`Terminate`] (commits what is pending, then stops) and
 //! [`Inject`].
 
 mod messages;
+pub mod policy;
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -26,6 +29,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 use self::chain::{Entry, Verification, verify};
 pub use self::messages::{AuditError, Record, Tail, VerifyChain};
+pub use self::policy::{AuditPolicy, PolicyError};
 use crate::group_commit::{GroupCommit, answer};
 /// The hash chain (entries, hashing, verification), which lives next to the ledger that
 /// stores it.

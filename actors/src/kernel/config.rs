@@ -8,14 +8,19 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::audit::AuditPolicy;
 use crate::capsules::CapsuleOrigin;
-use crate::protocol::DEFAULT_MAX_FRAME_LEN;
+use crate::protocol::{DEFAULT_MAX_FRAME_LEN, Setting};
 use crate::runtime::{Limits, ShutdownHook};
 use crate::store::StoreLimits;
 use crate::supervisor::RestartPolicy;
 use crate::vfs::VfsLimits;
 
 pub use astrid_protocol::layout::{HomeLayout, SessionFiles, session_name, workspace_capsules};
+
+/// Bytes of page cache redb keeps for each database by default (redb's own default is 1
+/// GiB, far more than a per-user daemon should hold).
+pub const DEFAULT_DB_CACHE: usize = 8 * 1024 * 1024;
 
 /// Largest file read or written through the API: a frame minus room for its envelope.
 const FILE_LIMIT: u64 = (DEFAULT_MAX_FRAME_LEN - 64 * 1024) as u64;
@@ -58,6 +63,15 @@ pub struct KernelConfig {
     pub limits: Limits,
     /// Topic patterns clients may publish to.
     pub client_publish: Vec<String>,
+    /// Which requests the audit log records.
+    pub audit_policy: AuditPolicy,
+    /// Bytes of page cache for each redb database.
+    pub db_cache: usize,
+    /// The configuration file the daemon's edge read (it may not exist), for `GetConfig`.
+    pub config_file: PathBuf,
+    /// Every setting with its value and where it came from, as the daemon's edge resolved
+    /// them, for `GetConfig`.
+    pub settings: Vec<Setting>,
     /// See [`ShutdownHook`].
     pub on_shutdown: Option<ShutdownHook>,
 }
@@ -108,6 +122,10 @@ impl KernelConfig {
             restart_policy: RestartPolicy::default(),
             limits: Limits::default(),
             client_publish: vec!["user.>".to_owned()],
+            audit_policy: AuditPolicy::default(),
+            db_cache: DEFAULT_DB_CACHE,
+            config_file: home.root().join("config.toml"),
+            settings: Vec::new(),
             on_shutdown: None,
         }
     }

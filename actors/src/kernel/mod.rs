@@ -18,7 +18,9 @@ use std::time::Duration;
 use actix::{Addr, Arbiter};
 use tokio::sync::oneshot;
 
-pub use self::config::{HomeLayout, KernelConfig, SessionFiles, session_name, workspace_capsules};
+pub use self::config::{
+    DEFAULT_DB_CACHE, HomeLayout, KernelConfig, SessionFiles, session_name, workspace_capsules,
+};
 pub use self::tree::KernelActors;
 use crate::audit::Record;
 use crate::bus::topic::TopicRule;
@@ -161,7 +163,7 @@ impl Kernel {
     /// removed.
     pub async fn boot(config: KernelConfig) -> Result<Self, BootError> {
         let files = config.files.clone();
-        let stores = stores::open_all(&config.state_dir, config.files.name())?;
+        let stores = stores::open_all(&config.state_dir, config.files.name(), config.db_cache)?;
         tracing::info!(state = %config.state_dir.display(), "databases opened");
         tracing::info!(socket = %files.socket().display(), "binding the socket");
         let bound = socket::bind(&files.socket())?;

@@ -27,6 +27,7 @@ pub(crate) struct Stores {
 
 fn open(
     path: &Path,
+    cache: usize,
     prepare: fn(&Database) -> Result<(), redb::Error>,
 ) -> Result<Arc<Db>, BootError> {
     let file = path.to_owned();
@@ -34,7 +35,7 @@ fn open(
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     Db::open(name, move || {
-        let db = Database::create(&file)?;
+        let db = Database::builder().set_cache_size(cache).create(&file)?;
         prepare(&db)?;
         Ok(db)
     })
@@ -44,11 +45,11 @@ fn open(
     })
 }
 
-/// Opens (creating if needed) the databases in `state`; audit entries are written for daemon
-/// session `session`.
-pub(crate) fn open_all(state: &Path, session: &str) -> Result<Stores, BootError> {
+/// Opens (creating if needed) the databases in `state`, each with `cache` bytes of page
+/// cache; audit entries are written for daemon session `session`.
+pub(crate) fn open_all(state: &Path, session: &str, cache: usize) -> Result<Stores, BootError> {
     let created = FILES.iter().any(|name| !state.join(name).exists());
-    let stores = open_files(state, session)?;
+    let stores = open_files(state, session, cache)?;
     if created {
         let sync = |dir: &Path| {
             crate::files::sync_dir(dir).map_err(|source| BootError::SyncDir {
@@ -72,9 +73,9 @@ const FILES: [&str; 4] = [
     "caps.redb",
 ];
 
-fn open_files(state: &Path, session: &str) -> Result<Stores, BootError> {
+fn open_files(state: &Path, session: &str, cache: usize) -> Result<Stores, BootError> {
     let ledger_path = state.join("ledger.redb");
-    let ledger_db = open(&ledger_path, ledger::prepare)?;
+    let ledger_db = open(&ledger_path, cache, ledger::prepare)?;
     let ledger_error = |source| BootError::Ledger {
         path: ledger_path.clone(),
         source,
@@ -91,7 +92,7 @@ fn open_files(state: &Path, session: &str) -> Result<Stores, BootError> {
     };
     let journal = [journal("ledger.journal.0")?, journal("ledger.journal.1")?];
     let ledger = Ledger::open(ledger_db, journal, session).map_err(ledger_error)?;
-    let caps = open(&state.join("caps.redb"), crate::caps::prepare)?;
+    let caps = open(&state.join("caps.redb"), cache, crate::caps::prepare)?;
     let verification = ledger.read(audit::verify_db).map_err(ledger_error)?;
     if verification.ok {
         tracing::info!(entries = verification.entries, "audit chain verified");

@@ -115,6 +115,8 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
         idle_grace: config.idle_grace,
         fault_injection: config.allow_fault_injection,
         started_at: Instant::now(),
+        config_file: config.config_file.clone(),
+        settings: config.settings.clone(),
     });
     let actors = KernelActors::new();
     let connections = Arc::new(Connections::default());
@@ -162,6 +164,7 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
         capsules: Arc::new(LoadedCapsules::default()),
         mcp: launcher,
         trust,
+        audit_policy: Arc::new(config.audit_policy.clone()),
     });
     let children = children(
         config,

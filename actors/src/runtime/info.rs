@@ -28,4 +28,8 @@ pub struct KernelInfo {
     pub fault_injection: bool,
     /// Boot time.
     pub started_at: Instant,
+    /// The configuration file read at boot (it may not exist).
+    pub config_file: PathBuf,
+    /// The effective settings, each with where it came from.
+    pub settings: Vec<crate::protocol::Setting>,
 }

@@ -78,6 +78,8 @@ pub struct SessionDeps {
     pub mcp: crate::mcp::Launcher,
     /// The workspace's trust, for the trust requests and status.
     pub trust: Arc<crate::trust::WorkspaceTrust>,
+    /// Which requests are recorded in the audit log.
+    pub audit_policy: Arc<crate::audit::AuditPolicy>,
 }
 
 /// Who is on the other end of a connection, as the kernel reported it at accept.

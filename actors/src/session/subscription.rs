@@ -117,7 +117,7 @@ impl SessionActor {
             }
             // Not linked: the next registration uses the updated list.
             _ => {
-                note.record("ok");
+                note.ok();
                 self.reply_ok(
                     id,
                     &Unsubscribed {
@@ -187,7 +187,7 @@ impl SessionActor {
             }
         }
         for (id, pattern, note) in std::mem::take(&mut self.link.waiting) {
-            note.record("ok");
+            note.ok();
             let patterns = self.link.patterns.clone();
             self.reply_ok(id, &Subscribed { pattern, patterns });
         }
@@ -199,7 +199,7 @@ impl SessionActor {
         // before (a bus that crashed) are kept, and the link is retried for them.
         let body = ErrorBody::from(error);
         for (id, pattern, note) in std::mem::take(&mut self.link.waiting) {
-            note.record(body.to_string());
+            note.refused(&body);
             self.link.patterns.retain(|p| *p != pattern);
             self.reply_err(Some(id), &body);
         }

@@ -117,9 +117,12 @@ pub(crate) enum Command {
     /// Grant, revoke and list capsule capabilities.
     #[command(subcommand)]
     Caps(CapsCommand),
-    /// Read and verify the audit log.
+    /// Read and verify the audit log, and show its policy.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Show the daemon's settings (`<home>/config.toml` below the daemon's flags).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// List MCP servers and their tools, and call tools.
     #[command(subcommand)]
     Mcp(McpCommand),
@@ -237,6 +240,16 @@ pub(crate) enum AuditCommand {
     },
     /// Verify the hash chain (exit status 1, naming the first bad entry, when it is broken).
     Verify,
+    /// Show which request kinds are recorded (`none` or `metadata`), and why. Set them in
+    /// `<home>/config.toml` under `[audit_policy]`, e.g. `GetStatus = "metadata"`.
+    Policy,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Print every setting of the daemon with its value and where it came from: `flag`,
+    /// `config` (`<home>/config.toml`) or `default`.
+    Show,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

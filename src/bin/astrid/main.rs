@@ -26,7 +26,7 @@ use astrid::protocol::{
 use clap::Parser;
 use serde::Serialize;
 
-use crate::args::{AuditCommand, CapsCommand, Cli, Command, KvCommand, McpCommand};
+use crate::args::{AuditCommand, CapsCommand, Cli, Command, ConfigCommand, KvCommand, McpCommand};
 use crate::daemon::{Mode, Stopped, Target};
 
 /// Why a command failed.
@@ -257,6 +257,7 @@ async fn one_shot(
         Command::Kv(kv) => kv_command(&client, kv, json).await,
         Command::Caps(caps) => caps_command(&client, caps, json).await,
         Command::Audit(audit) => audit_command(&client, audit, json).await,
+        Command::Config(ConfigCommand::Show) => show(json, &client.config().await?, render::config),
         Command::Mcp(mcp) => mcp_command(&client, mcp, json).await,
         Command::Chat
         | Command::Start { .. }
@@ -422,6 +423,12 @@ async fn audit_command(
                 })
                 .await?;
             show(json, &entries, |e| render::audit(e))
+        }
+        AuditCommand::Policy => {
+            let config = client.config().await?;
+            show(json, &config.audit_policy, |rules| {
+                render::audit_policy(rules)
+            })
         }
         AuditCommand::Verify => {
             let v: Verification = client.call(Request::AuditVerify).await?;

@@ -4,9 +4,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use astrid::protocol::{
-    AuditEntry, CapsuleInfo, CapsuleMetadata, CommandInfo, CommandOutput, Event, Grant,
-    McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, ReloadReport, Status, TreeNode,
-    TrustInfo, TrustReport, TrustState,
+    AuditEntry, CapsuleInfo, CapsuleMetadata, CommandInfo, CommandOutput, ConfigReport, Event,
+    Grant, McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, PolicyRule, ReloadReport,
+    Status, TreeNode, TrustInfo, TrustReport, TrustState,
 };
 
 fn duration(ms: u64) -> String {
@@ -401,6 +401,44 @@ pub(crate) fn audit(entries: &[AuditEntry]) -> String {
             e.action,
             if e.target.is_empty() { "-" } else { &e.target },
             e.outcome
+        );
+    }
+    out
+}
+
+pub(crate) fn config(report: &ConfigReport) -> String {
+    let mut out = format!("# {}\n", report.file);
+    let width = report
+        .settings
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0);
+    for s in &report.settings {
+        let _ = writeln!(out, "{:<width$}  {:<12} ({})", s.name, s.value, s.source);
+    }
+    let set: Vec<&PolicyRule> = report
+        .audit_policy
+        .iter()
+        .filter(|r| r.source != "default")
+        .collect();
+    if !set.is_empty() {
+        out.push_str("[audit_policy]\n");
+        for r in set {
+            let _ = writeln!(out, "{} = \"{}\"  (config)", r.request, r.level);
+        }
+    }
+    out
+}
+
+pub(crate) fn audit_policy(rules: &[PolicyRule]) -> String {
+    let width = rules.iter().map(|r| r.request.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for r in rules {
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<8}  {:<7}  {}",
+            r.request, r.level, r.source, r.why
         );
     }
     out

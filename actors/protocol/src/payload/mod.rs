@@ -5,6 +5,7 @@ pub mod audit;
 pub mod bus;
 pub mod caps;
 pub mod capsules;
+pub mod config;
 pub mod mcp;
 pub mod session;
 pub mod store;

@@ -1,5 +1,5 @@
-//! The kernel's own requests: status, shutdown, the supervision tree, fault injection, and
-//! publishing on the bus.
+//! The kernel's own requests: status, configuration, shutdown, the supervision tree, fault
+//! injection, and publishing on the bus.
 
 use std::sync::Arc;
 
@@ -7,7 +7,9 @@ use super::{Dispatch, ask_supervisor, call};
 use crate::bus::{BusError, GetBusStats, Publish, topic::validate_topic};
 use crate::capsules::ListCapsules;
 use crate::error::KernelError;
-use crate::protocol::{Fault, FaultInjected, PROTOCOL_VERSION, RawValue, ShutdownAck, Status};
+use crate::protocol::{
+    ConfigReport, Fault, FaultInjected, PROTOCOL_VERSION, RawValue, ShutdownAck, Status,
+};
 use crate::session::SessionDeps;
 use crate::store;
 use crate::supervisor::{GetTree, InjectFault};
@@ -16,6 +18,17 @@ use crate::supervisor::{GetTree, InjectFault};
 pub(super) fn status(d: Dispatch<'_>) {
     let deps = d.deps();
     d.run(status_of(deps));
+}
+
+/// `GetConfig`: the settings the daemon's edge resolved at boot, and the audit policy.
+pub(super) fn config(d: Dispatch<'_>) {
+    let deps = d.deps();
+    let report = ConfigReport {
+        file: deps.info.config_file.display().to_string(),
+        settings: deps.info.settings.clone(),
+        audit_policy: deps.audit_policy.rules(),
+    };
+    d.run(async move { Ok(report) });
 }
 
 /// `Shutdown`: asks the kernel to stop; the first reason asked is the one recorded.

@@ -38,7 +38,7 @@ pub(super) fn put(d: Dispatch<'_>, key: String, value: Vec<u8>) {
             namespace: ns(),
             key: key.clone(),
             value,
-            audit: Some(entry),
+            audit: entry,
         };
         let ask = write(&store, store::Write::Put(put), t);
         async move {
@@ -55,7 +55,7 @@ pub(super) fn delete(d: Dispatch<'_>, key: String) {
         let delete = store::Delete {
             namespace: ns(),
             key: key.clone(),
-            audit: Some(entry),
+            audit: entry,
         };
         let ask = write(&store, store::Write::Delete(delete), t);
         async move {

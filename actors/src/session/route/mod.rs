@@ -31,45 +31,75 @@ use tokio::sync::oneshot;
 use super::{SessionActor, SessionDeps};
 use crate::audit::{AuditActor, Record};
 use crate::error::KernelError;
-use crate::protocol::{Effect, ErrorBody, Fault, RawValue, Request, Routes};
+use crate::protocol::{Effect, ErrorBody, ErrorCode, Fault, RawValue, Request, Routes};
 use crate::store::{self, StoreActor};
 use crate::supervisor::{CallError, ChildRef, SupervisorActor};
 
-/// The audit entry a request will get, once its outcome is known.
+/// The audit entry a request will get, once its outcome is known: written when the audit
+/// policy records the request's kind, and for a denial whatever the policy says.
 #[derive(Debug)]
 pub(in crate::session) struct AuditNote {
     audit: ChildRef<AuditActor>,
     actor: String,
     action: &'static str,
     target: String,
+    /// The policy records this kind of request.
+    recorded: bool,
     durable: bool,
     timeout: Duration,
 }
 
 impl AuditNote {
     /// The entry of a successful request, for work that writes it itself (see
-    /// `run_written`).
-    fn entry(&self) -> Record {
-        Record::new(self.actor.clone(), self.action, self.target.clone(), "ok")
+    /// `run_written`); `None` when the policy does not record the request.
+    fn entry(&self) -> Option<Record> {
+        self.recorded
+            .then(|| Record::new(self.actor.clone(), self.action, self.target.clone(), "ok"))
+    }
+
+    /// Whether an outcome is recorded: the policy's say, except that a denial (`forbidden`,
+    /// `unauthorized`, or a path that leads out of the workspace) always is.
+    fn records(&self, error: Option<&ErrorBody>) -> bool {
+        self.recorded
+            || error.is_some_and(|e| {
+                matches!(
+                    e.code,
+                    ErrorCode::Forbidden | ErrorCode::Unauthorized | ErrorCode::PathEscape
+                )
+            })
     }
 
     /// Records the outcome, waiting for durability when the request changes state.
     async fn finish<T>(self, result: &Result<T, KernelError>) {
-        let outcome = match result {
-            Ok(_) => "ok".to_owned(),
-            Err(e) => ErrorBody::from(e).to_string(),
-        };
+        let error = result.as_ref().err().map(ErrorBody::from);
+        if !self.records(error.as_ref()) {
+            return;
+        }
+        let outcome = error.map_or_else(|| "ok".to_owned(), |e| e.to_string());
         if self.durable {
             let (audit, timeout) = (self.audit.clone(), self.timeout);
             let record = Record::new(self.actor, self.action, self.target, outcome);
             record_durably(&audit, record, timeout).await;
         } else {
-            self.record(outcome);
+            self.send(outcome);
         }
     }
 
-    /// Records the outcome without waiting (requests that change no state).
-    pub(super) fn record(self, outcome: impl Into<String>) {
+    /// Records a refusal without waiting.
+    pub(super) fn refused(self, error: &ErrorBody) {
+        if self.records(Some(error)) {
+            self.send(error.to_string());
+        }
+    }
+
+    /// Records a success without waiting (requests that change no state).
+    pub(super) fn ok(self) {
+        if self.recorded {
+            self.send("ok");
+        }
+    }
+
+    fn send(self, outcome: impl Into<String>) {
         if let Some(audit) = self.audit.get() {
             audit.do_send(Record::new(self.actor, self.action, self.target, outcome));
         }
@@ -103,6 +133,7 @@ pub(super) struct Dispatch<'a> {
     id: u64,
     action: &'static str,
     target: String,
+    recorded: bool,
     durable: bool,
 }
 
@@ -136,6 +167,7 @@ impl<'a> Dispatch<'a> {
             actor: self.session.audit_actor(),
             action: self.action,
             target: self.target,
+            recorded: self.recorded,
             durable: self.durable,
             timeout: self.session.deps.limits.call_timeout,
         };
@@ -154,7 +186,7 @@ impl<'a> Dispatch<'a> {
 
     /// Runs the work `make` builds from the request's audit entry, for work that writes the
     /// entry itself (see [`SessionActor::run_written`]).
-    fn run_written<T, F>(self, make: impl FnOnce(Record) -> F)
+    fn run_written<T, F>(self, make: impl FnOnce(Option<Record>) -> F)
     where
         T: Serialize + 'static,
         F: Future<Output = Result<T, KernelError>> + 'static,
@@ -180,6 +212,9 @@ impl Routes for Dispatch<'_> {
     }
     fn get_status(self) {
         kernel::status(self);
+    }
+    fn get_config(self) {
+        kernel::config(self);
     }
     fn shutdown(self, reason: String) {
         kernel::shutdown(self, reason);
@@ -294,12 +329,14 @@ impl SessionActor {
             Effect::Reads | Effect::Mutates => request.target(),
         };
         let action = request.name();
+        let recorded = self.deps.audit_policy.records(action);
         request.route(Dispatch {
             session: self,
             ctx,
             id,
             action,
             target,
+            recorded,
             durable: effect == Effect::Mutates,
         });
     }
@@ -342,7 +379,7 @@ impl SessionActor {
     /// Answers a request refused before any work, and records the refusal.
     pub(super) fn refuse_request(&mut self, id: u64, note: AuditNote, error: &KernelError) {
         let body = ErrorBody::from(error);
-        note.record(body.to_string());
+        note.refused(&body);
         self.reply_err(Some(id), &body);
     }
 
