@@ -15,6 +15,9 @@
 //! ./target/release/examples/loadgen --suite capsules # capsule calls and crash recovery
 //! ./target/release/examples/loadgen --suite mcp      # MCP tool calls (the example server)
 //! ./target/release/examples/loadgen --suite idle     # an idle daemon: memory, wake-ups, boot
+//! ./target/release/examples/loadgen --suite soak     # 2,000,000 mixed requests: what grows
+//! ./target/release/examples/loadgen --suite soak --requests 20000      # a quick soak
+//! ./target/release/examples/loadgen --suite status-growth # 1,000,000 `GetStatus`: state/ growth
 //! ```
 //!
 //! `--spawn` starts a persistent `astrid-daemon` (the release binary next to this example's
@@ -36,6 +39,26 @@
 //! capsules (5 `echo`, 5 `hello-rust`), boot to ready with 20 capsules from the compile
 //! cache, and the first call of an idle capsule (no thread, no instance) against the next
 //! call of the same capsule, still warm, over 20 `echo` capsules.
+//!
+//! `--suite soak` spawns a daemon (with the example `echo` capsule and the fault capsule
+//! `trap`, restarted without backoff, and a workspace of its own) and sends it `--requests`
+//! (default 2,000,000) requests from `--clients` (default 50) connections, in a fixed mix
+//! printed at the start: `GetStatus`, `Publish` to topics three subscriber connections
+//! drain, `KvPut`/`KvGet`/`KvDelete` over 1,000 keys, `InvokeCommand` of `echo`, `VfsWrite`
+//! over 100 files, and 1 request in 5,000 a call of `trap`, which crashes it. Every request
+//! must be answered (within 30 s); errors are counted by request and code, and only
+//! `capsule_crashed` (or `unavailable` while it restarts) is expected, for `trap`. At the
+//! start and every 5% of the requests it prints a row of samples: the daemon's RSS, open
+//! file descriptors and threads (from `/proc`), and the size of `<home>/state/` (all files,
+//! `ledger.redb`, the journal files); at the end, per-request latencies and errors, the
+//! largest RSS, the growth over the second half of the run, and `state/` after a clean
+//! shutdown. `--suite status-growth` does the same with `GetStatus` only (default 1,000,000
+//! requests), to show what reads cost in `state/`.
+//!
+//! Modules: `bench` (the closed-loop run of one `--kind`), `kind`, `report` (a run's
+//! figures), `procfs` (what `/proc` says about a process), `daemon` (spawning daemons,
+//! filling their homes), one per suite (`ping`, `kv`, `capsules`, `mcp`, `idle`, `soak`),
+//! and, for `soak`, `mix` (its requests) and `growth` (its samples).
 
 #![allow(
     clippy::unwrap_used,
@@ -48,13 +71,16 @@
 mod bench;
 mod capsules;
 mod daemon;
+mod growth;
 mod idle;
 mod kind;
 mod kv;
 mod mcp;
+mod mix;
 mod ping;
 mod procfs;
 mod report;
+mod soak;
 
 use std::path::PathBuf;
 
@@ -65,16 +91,18 @@ use crate::bench::run_astrid;
 use crate::daemon::{install_capsule, install_mcp_server, spawn_daemon};
 use crate::kind::{Kind, parse_kind};
 use crate::ping::{run_redis, spawn_redis};
+use crate::soak::Flavour;
 
 /// Load generator for astrid-daemon.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Concurrent client connections.
-    #[arg(long, default_value_t = 1)]
-    clients: usize,
-    /// Requests in total, split evenly across clients.
-    #[arg(long, default_value_t = 200_000)]
-    requests: usize,
+    /// Concurrent client connections [default: 1; 50 with --suite soak or status-growth].
+    #[arg(long, value_name = "N")]
+    clients: Option<usize>,
+    /// Requests in total, split evenly across clients [default: 200000; 2000000 with
+    /// --suite soak, 1000000 with --suite status-growth].
+    #[arg(long, value_name = "N")]
+    requests: Option<usize>,
     /// Requests in flight per connection (pipelining).
     #[arg(long, default_value_t = 1)]
     depth: usize,
@@ -92,8 +120,8 @@ struct Args {
     /// Also run `redis-benchmark -t ping` with the same clients, requests and pipelining.
     #[arg(long)]
     redis: bool,
-    /// Run a README table: `ping` (against redis-benchmark) or `kv` (against one fsync
-    /// per write).
+    /// Run a README table: `ping` (against redis-benchmark), `kv` (against one fsync per
+    /// write), `capsules`, `mcp`, `idle`, or a long run: `soak`, `status-growth`.
     #[arg(long, value_enum)]
     suite: Option<Suite>,
 }
@@ -110,10 +138,23 @@ enum Suite {
     Mcp,
     /// An idle daemon: RSS, wake-ups a second, boot to ready, first calls of idle capsules.
     Idle,
+    /// A daemon under a long mixed load (status, publish to subscribers, KV, echo calls,
+    /// workspace writes, capsule crashes), sampled every 5% for RSS, fds, threads and the
+    /// size of `state/`, with the growth over the second half.
+    Soak,
+    /// `GetStatus` only, sampled the same way: how much reads grow `state/` (the audit log).
+    StatusGrowth,
 }
 
 fn main() {
     let args = Args::parse();
+    let long_run = matches!(args.suite, Some(Suite::Soak | Suite::StatusGrowth));
+    let clients = args.clients.unwrap_or(if long_run { 50 } else { 1 });
+    let requests = args.requests.unwrap_or(match args.suite {
+        Some(Suite::Soak) => 2_000_000,
+        Some(Suite::StatusGrowth) => 1_000_000,
+        _ => 200_000,
+    });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -134,8 +175,15 @@ fn main() {
     if args.suite == Some(Suite::Mcp) {
         install_mcp_server(tmp.path());
     }
-    if args.suite == Some(Suite::Idle) {
-        return idle::idle_suite(&rt);
+    match args.suite {
+        Some(Suite::Idle) => return idle::idle_suite(&rt),
+        Some(Suite::Soak) => {
+            return soak::soak_suite(&rt, Flavour::Soak, clients, requests, args.depth);
+        }
+        Some(Suite::StatusGrowth) => {
+            return soak::soak_suite(&rt, Flavour::StatusGrowth, clients, requests, args.depth);
+        }
+        _ => {}
     }
     let (_daemon, files) = if args.spawn || args.suite.is_some() {
         let (guard, files) = spawn_daemon(tmp.path());
@@ -146,23 +194,19 @@ fn main() {
         (None, home.session(uuid::Uuid::nil()))
     };
     match args.suite {
-        Some(Suite::Ping) => return ping::ping_suite(&rt, &files, tmp.path(), args.requests),
-        Some(Suite::Kv) => return kv::kv_suite(&rt, &files, tmp.path(), args.requests),
-        Some(Suite::Capsules) => return capsules::capsules_suite(&rt, &files, args.requests),
-        Some(Suite::Mcp) => return mcp::mcp_suite(&rt, &files, args.requests),
-        Some(Suite::Idle) | None => {}
+        Some(Suite::Ping) => return ping::ping_suite(&rt, &files, tmp.path(), requests),
+        Some(Suite::Kv) => return kv::kv_suite(&rt, &files, tmp.path(), requests),
+        Some(Suite::Capsules) => return capsules::capsules_suite(&rt, &files, requests),
+        Some(Suite::Mcp) => return mcp::mcp_suite(&rt, &files, requests),
+        Some(Suite::Idle | Suite::Soak | Suite::StatusGrowth) | None => {}
     }
     let ours = rt.block_on(run_astrid(
-        &files,
-        &args.kind,
-        args.clients,
-        args.requests,
-        args.depth,
+        &files, &args.kind, clients, requests, args.depth,
     ));
     ours.print();
     if args.redis {
         let (_redis, socket) = spawn_redis(tmp.path());
-        for r in run_redis(&socket, args.clients, args.requests, args.depth) {
+        for r in run_redis(&socket, clients, requests, args.depth) {
             r.print();
         }
     }

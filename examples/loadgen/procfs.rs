@@ -28,6 +28,11 @@ pub(crate) fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Open file descriptors of process `pid` (entries of `/proc/<pid>/fd`).
+pub(crate) fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
 /// The daemon's threads.
 pub(crate) fn threads(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
