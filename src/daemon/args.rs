@@ -93,6 +93,17 @@ pub(crate) struct Args {
     /// much was ever written.
     #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_size)]
     pub(crate) db_cache: usize,
+
+    /// Audit entries older than this are removed (an anchor entry takes their place, from
+    /// which the chain still verifies); `0` keeps them whatever their age. Applied at boot,
+    /// as the log is written, and by `astrid audit prune`.
+    #[arg(long, value_name = "DURATION", default_value = "90days", value_parser = parse_age)]
+    pub(crate) audit_max_age: Duration,
+
+    /// The audit log is kept under this size on disk (counting each entry's share of the
+    /// database): past it, the oldest entries are removed until it is at nine tenths.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub(crate) audit_max_size: usize,
 }
 
 fn count(s: &str) -> Result<usize, String> {
@@ -100,6 +111,14 @@ fn count(s: &str) -> Result<usize, String> {
         Ok(n) if n > 0 => Ok(n),
         _ => Err("not a whole number of at least 1".to_owned()),
     }
+}
+
+/// A duration, where `0` means no limit.
+fn parse_age(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
 }
 
 fn parse_window(s: &str) -> Result<Duration, String> {

@@ -61,11 +61,11 @@ impl CommandLine {
     /// # Errors
     ///
     /// clap's, for the caller to print.
-    pub(crate) fn parse(argv: Vec<OsString>) -> Result<Self, clap::Error> {
-        let matches = Args::command().try_get_matches_from(argv.clone())?;
+    pub(crate) fn parse(words: Vec<OsString>) -> Result<Self, clap::Error> {
+        let matches = Args::command().try_get_matches_from(words.clone())?;
         let args = Args::from_arg_matches(&matches)?;
         Ok(Self {
-            argv,
+            argv: words,
             matches,
             args,
         })
@@ -274,9 +274,9 @@ mod tests {
     use super::*;
 
     fn cli(args: &[&str]) -> CommandLine {
-        let mut argv = vec![OsString::from("astrid-daemon")];
-        argv.extend(args.iter().map(OsString::from));
-        CommandLine::parse(argv).unwrap()
+        let mut words = vec![OsString::from("astrid-daemon")];
+        words.extend(args.iter().map(OsString::from));
+        CommandLine::parse(words).unwrap()
     }
 
     fn resolve_text(args: &[&str], text: &str) -> Result<Resolved, ConfigError> {

@@ -24,6 +24,7 @@ use crate::instance::{InstanceLock, LockError, PidFile};
 use crate::paths::{PathError, prepare_home, resolve_home};
 use astrid_actors::audit::AuditPolicy;
 use astrid_actors::kernel::{BootError, HomeLayout, Kernel, KernelConfig, KernelExit, Limits};
+use astrid_actors::ledger::retention::Retention;
 use astrid_actors::supervisor::RestartPolicy;
 
 use self::config::{CommandLine, ConfigError, Resolved};
@@ -106,8 +107,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let argv: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    CommandLine::parse(argv).map_err(|e| {
+    CommandLine::parse(args.into_iter().map(Into::into).collect()).map_err(|e| {
         use clap::error::ErrorKind;
         if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
             let _ = e.print();
@@ -258,8 +258,12 @@ fn run_locked(
     };
     config.audit_policy = audit_policy;
     config.db_cache = args.db_cache;
+    config.audit_retention = Retention {
+        max_age: (!args.audit_max_age.is_zero()).then_some(args.audit_max_age),
+        max_size: args.audit_max_size as u64,
+    };
     config.config_file = config_file;
-    config.settings = resolved.settings.clone();
+    config.settings.clone_from(&resolved.settings);
     config.on_shutdown = Some(Arc::new(move |_reason: &str| {
         signals::arm_watchdog(
             &armed,

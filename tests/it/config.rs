@@ -200,4 +200,19 @@ async fn the_file_raises_reads_and_lowers_writes() {
         Some(&b"v"[..]),
         "the put itself happened"
     );
+
+    // A request refused as forbidden is a denial: recorded whatever its level.
+    let publish = |topic: &str| Request::Publish {
+        topic: topic.into(),
+        payload: RawValue::nil(),
+    };
+    let _: rmpv::Value = client.call(publish("user.allowed")).await.unwrap();
+    let (code, _) = failure(client.call::<rmpv::Value>(publish("system.x")).await);
+    assert_eq!(code, ErrorCode::Forbidden);
+    let denial = wait_audit(&client, "the denied publish", |e| e.action == "Publish").await;
+    assert_eq!(denial.target, "system.x");
+    assert!(denial.outcome.contains("forbidden"), "{denial:?}");
+    let _: rmpv::Value = client.call(Request::ReloadCapsules).await.unwrap();
+    let entries = audit_tail(&client, 1000).await;
+    assert_eq!(of(&entries, "Publish"), 1, "only the denial: {entries:#?}");
 }

@@ -24,6 +24,7 @@ mod lifecycle;
 mod mcp;
 mod mcp_interop;
 mod protocol;
+mod retention;
 mod services;
 mod supervision;
 mod trust;

@@ -6,10 +6,9 @@
 use crate::common;
 
 use std::os::unix::fs::symlink;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::{DEADLINE, TestDaemon, inject, poll_async, short_tempdir, wait_node};
+use crate::common::{DEADLINE, TestDaemon, inject, poll_async, short_tempdir, tamper, wait_node};
 use astrid::client::{Client, ClientError};
 use astrid::protocol::{
     AuditEntry, ChildState, DEFAULT_MAX_FRAME_LEN, DirEntry, EntryKind, ErrorBody, ErrorCode,
@@ -725,39 +724,6 @@ async fn a_mutation_is_audited_before_its_reply_arrives() {
     )
     .await;
     check("VfsWrite", "f.txt", "ok").await;
-}
-
-const AUDIT_TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit");
-
-/// Rewrites the `outcome` of stored entry `seq` in `ledger.redb`, keeping the other fields
-/// and their names.
-fn tamper(db: &Path, seq: u64, outcome: &str) {
-    use redb::ReadableTable as _;
-    let db = redb::Database::open(db).unwrap();
-    let tx = db.begin_write().unwrap();
-    {
-        let mut table = tx.open_table(AUDIT_TABLE).unwrap();
-        let stored = table.get(seq).unwrap().unwrap().value().to_vec();
-        let mut value = rmpv::decode::read_value(&mut stored.as_slice()).unwrap();
-        let rmpv::Value::Map(fields) = &mut value else {
-            panic!("entry {seq} is not a map: {value}")
-        };
-        let names: Vec<&str> = fields.iter().filter_map(|(k, _)| k.as_str()).collect();
-        assert!(
-            names.contains(&"outcome") && names.contains(&"hash"),
-            "{names:?}"
-        );
-        for (k, v) in fields.iter_mut() {
-            if k.as_str() == Some("outcome") {
-                *v = rmpv::Value::from(outcome);
-            }
-        }
-        let mut bytes = Vec::new();
-        rmpv::encode::write_value(&mut bytes, &value).unwrap();
-        assert_ne!(bytes, stored);
-        table.insert(seq, bytes.as_slice()).unwrap();
-    }
-    tx.commit().unwrap();
 }
 
 #[tokio::test]

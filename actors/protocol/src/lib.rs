@@ -44,7 +44,7 @@ pub use self::envelope::{
     ReplyFrame, RequestFrame, TypedReply, Welcome, decode_map, to_payload,
 };
 pub use self::error::{ErrorBody, ErrorCode, ProtocolError};
-pub use self::payload::audit::{Entry as AuditEntry, Verification};
+pub use self::payload::audit::{Entry as AuditEntry, PruneReport, PrunedRange, Verification};
 pub use self::payload::bus::{BusStats, Published, RawEvent, SubscriberStats};
 pub use self::payload::caps::{Grant, GrantSource};
 pub use self::payload::capsules::{

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     AuditEntry, CapsuleInfo, CapsuleMetadata, CommandInfo, CommandOutput, ConfigReport, DirEntry,
     FaultInjected, FileStat, Grant, KvValue, Listing, McpReloadReport, McpServerInfo, McpToolInfo,
-    McpToolResult, Published, ReadResult, ReloadReport, Removed, ShutdownAck, Status, Subscribed,
-    TreeNode, TrustInfo, TrustReport, Unsubscribed, Verification, Written,
+    McpToolResult, PruneReport, Published, ReadResult, ReloadReport, Removed, ShutdownAck, Status,
+    Subscribed, TreeNode, TrustInfo, TrustReport, Unsubscribed, Verification, Written,
 };
 use crate::{Fault, RawValue};
 
@@ -285,6 +285,9 @@ requests! {
     } => audit_tail, reads;
     /// Verify the audit chain. Result: [`Verification`].
     AuditVerify => audit_verify, reads;
+    /// Apply the audit log's retention now (by age and by size), leaving an anchor entry in
+    /// place of what is removed. Result: [`PruneReport`].
+    AuditPrune => audit_prune, mutates;
     /// Read a workspace file. Result: [`ReadResult`].
     VfsRead {
         /// Path relative to the workspace.

@@ -59,6 +59,7 @@ fn samples() -> Vec<Request> {
             from: Some(2),
         },
         Request::AuditVerify,
+        Request::AuditPrune,
         Request::VfsRead {
             path: "a".into(),
             offset: 1,

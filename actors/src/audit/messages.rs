@@ -1,6 +1,7 @@
 //! Messages handled by [`AuditActor`](super::AuditActor), and its errors.
 //!
-//! Senders: the session router (every request and its outcome, `AuditTail`, `AuditVerify`),
+//! Senders: the session router (every request and its outcome, `AuditTail`, `AuditVerify`,
+//! `AuditPrune`),
 //! the kernel (boot, shutdown, actor lifecycle), the capability store (grants, revokes,
 //! denials).
 
@@ -8,6 +9,7 @@ use actix::Message;
 
 use super::chain::{Entry, Verification};
 use crate::ledger::LedgerError;
+use crate::ledger::retention::Pruned;
 
 /// Why the audit log could not be written or read.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -52,6 +54,11 @@ pub struct Tail {
     /// Start at this sequence number instead of ending at the last entry (for paging).
     pub from: Option<u64>,
 }
+
+/// Applies the log's retention now (see `ledger::retention`).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Pruned, AuditError>")]
+pub struct Prune;
 
 /// Verifies the whole chain.
 #[derive(Debug, Message)]

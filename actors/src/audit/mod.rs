@@ -15,9 +15,9 @@
 //!
 //! Which requests are recorded is the [`AuditPolicy`]'s (`policy.rs`), which the router asks.
 //!
-//! Handles: [`Record`] (router, kernel, capability store), [`Tail`] and [`VerifyChain`]
-//! (router), `Flush` (itself), [`Terminate`] (commits what is pending, then stops) and
-//! [`Inject`].
+//! Handles: [`Record`] (router, kernel, capability store), [`Tail`], [`VerifyChain`] and
+//! [`Prune`] (router), `Flush` (itself), [`Terminate`] (commits what is pending, then
+//! stops) and [`Inject`].
 
 mod messages;
 pub mod policy;
@@ -28,13 +28,14 @@ use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message, Respon
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use self::chain::{Entry, Verification, verify};
-pub use self::messages::{AuditError, Record, Tail, VerifyChain};
+pub use self::messages::{AuditError, Prune, Record, Tail, VerifyChain};
 pub use self::policy::{AuditPolicy, PolicyError};
 use crate::group_commit::{GroupCommit, answer};
 /// The hash chain (entries, hashing, verification), which lives next to the ledger that
 /// stores it.
 pub use crate::ledger::chain;
-use crate::ledger::{AUDIT, CommitResult, Ledger};
+use crate::ledger::retention::Pruned;
+use crate::ledger::{AUDIT, CommitResult, Ledger, LedgerError};
 use crate::relay::Relay;
 use crate::supervisor::{Inject, Terminate, apply_fault};
 
@@ -222,6 +223,21 @@ impl Handler<VerifyChain> for AuditActor {
             }
             health.set(verification.clone());
             Ok(verification)
+        })
+    }
+}
+
+impl Handler<Prune> for AuditActor {
+    type Result = ResponseFuture<Result<Pruned, AuditError>>;
+
+    fn handle(&mut self, _: Prune, _: &mut Context<Self>) -> Self::Result {
+        self.flush();
+        let ledger = Arc::clone(&self.ledger);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || ledger.prune())
+                .await
+                .unwrap_or(Err(LedgerError::Interrupted))
+                .map_err(AuditError::storage("prune"))
         })
     }
 }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::audit::AuditPolicy;
 use crate::capsules::CapsuleOrigin;
+use crate::ledger::retention::Retention;
 use crate::protocol::{DEFAULT_MAX_FRAME_LEN, Setting};
 use crate::runtime::{Limits, ShutdownHook};
 use crate::store::StoreLimits;
@@ -65,6 +66,8 @@ pub struct KernelConfig {
     pub client_publish: Vec<String>,
     /// Which requests the audit log records.
     pub audit_policy: AuditPolicy,
+    /// How long and how large the audit log may grow.
+    pub audit_retention: Retention,
     /// Bytes of page cache for each redb database.
     pub db_cache: usize,
     /// The configuration file the daemon's edge read (it may not exist), for `GetConfig`.
@@ -123,6 +126,7 @@ impl KernelConfig {
             limits: Limits::default(),
             client_publish: vec!["user.>".to_owned()],
             audit_policy: AuditPolicy::default(),
+            audit_retention: Retention::default(),
             db_cache: DEFAULT_DB_CACHE,
             config_file: home.root().join("config.toml"),
             settings: Vec::new(),

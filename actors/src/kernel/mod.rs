@@ -163,7 +163,12 @@ impl Kernel {
     /// removed.
     pub async fn boot(config: KernelConfig) -> Result<Self, BootError> {
         let files = config.files.clone();
-        let stores = stores::open_all(&config.state_dir, config.files.name(), config.db_cache)?;
+        let stores = stores::open_all(
+            &config.state_dir,
+            config.files.name(),
+            config.db_cache,
+            config.audit_retention,
+        )?;
         tracing::info!(state = %config.state_dir.display(), "databases opened");
         tracing::info!(socket = %files.socket().display(), "binding the socket");
         let bound = socket::bind(&files.socket())?;

@@ -15,6 +15,7 @@ use super::BootError;
 use crate::audit::{self, AuditHealth};
 use crate::db::Db;
 use crate::ledger::journal::JournalFile;
+use crate::ledger::retention::Retention;
 use crate::ledger::{self, Ledger, LedgerError};
 
 /// The opened databases, shared by every incarnation of the actors that use them.
@@ -46,10 +47,16 @@ fn open(
 }
 
 /// Opens (creating if needed) the databases in `state`, each with `cache` bytes of page
-/// cache; audit entries are written for daemon session `session`.
-pub(crate) fn open_all(state: &Path, session: &str, cache: usize) -> Result<Stores, BootError> {
+/// cache; audit entries are written for daemon session `session`, and the log is kept
+/// within `retention` (applied here first).
+pub(crate) fn open_all(
+    state: &Path,
+    session: &str,
+    cache: usize,
+    retention: Retention,
+) -> Result<Stores, BootError> {
     let created = FILES.iter().any(|name| !state.join(name).exists());
-    let stores = open_files(state, session, cache)?;
+    let stores = open_files(state, session, cache, retention)?;
     if created {
         let sync = |dir: &Path| {
             crate::files::sync_dir(dir).map_err(|source| BootError::SyncDir {
@@ -73,7 +80,12 @@ const FILES: [&str; 4] = [
     "caps.redb",
 ];
 
-fn open_files(state: &Path, session: &str, cache: usize) -> Result<Stores, BootError> {
+fn open_files(
+    state: &Path,
+    session: &str,
+    cache: usize,
+    retention: Retention,
+) -> Result<Stores, BootError> {
     let ledger_path = state.join("ledger.redb");
     let ledger_db = open(&ledger_path, cache, ledger::prepare)?;
     let ledger_error = |source| BootError::Ledger {
@@ -91,11 +103,24 @@ fn open_files(state: &Path, session: &str, cache: usize) -> Result<Stores, BootE
         Ok(Box::new(file))
     };
     let journal = [journal("ledger.journal.0")?, journal("ledger.journal.1")?];
-    let ledger = Ledger::open(ledger_db, journal, session).map_err(ledger_error)?;
+    let ledger = Ledger::open_with(ledger_db, journal, session, retention).map_err(ledger_error)?;
+    let pruned = ledger.prune().map_err(ledger_error)?;
+    if pruned.removed > 0 {
+        tracing::info!(
+            removed = pruned.removed,
+            kept = pruned.kept,
+            reason = pruned.reason,
+            "audit entries removed by retention at boot"
+        );
+    }
     let caps = open(&state.join("caps.redb"), cache, crate::caps::prepare)?;
     let verification = ledger.read(audit::verify_db).map_err(ledger_error)?;
     if verification.ok {
-        tracing::info!(entries = verification.entries, "audit chain verified");
+        tracing::info!(
+            entries = verification.entries,
+            pruned = ?verification.pruned,
+            "audit chain verified"
+        );
     } else {
         tracing::error!(
             first_bad = ?verification.first_bad,

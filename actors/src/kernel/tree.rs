@@ -92,19 +92,9 @@ pub(super) struct Prepared {
     pub(super) stores: Stores,
 }
 
-/// Builds the root supervisor with its children and starts it.
-pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel, BootError> {
-    let client_publish = config
-        .client_publish
-        .iter()
-        .map(|p| {
-            Pattern::parse(p).map_err(|rule| BootError::PublishPattern {
-                pattern: p.clone(),
-                rule,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let info = Arc::new(KernelInfo {
+/// The static facts sessions report about this daemon.
+fn kernel_info(config: &KernelConfig) -> Arc<KernelInfo> {
+    Arc::new(KernelInfo {
         pid: std::process::id(),
         version: config.version.clone(),
         session_id: config.session_id,
@@ -117,7 +107,22 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
         started_at: Instant::now(),
         config_file: config.config_file.clone(),
         settings: config.settings.clone(),
-    });
+    })
+}
+
+/// Builds the root supervisor with its children and starts it.
+pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel, BootError> {
+    let client_publish = config
+        .client_publish
+        .iter()
+        .map(|p| {
+            Pattern::parse(p).map_err(|rule| BootError::PublishPattern {
+                pattern: p.clone(),
+                rule,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let info = kernel_info(config);
     let actors = KernelActors::new();
     let connections = Arc::new(Connections::default());
     let Prepared {

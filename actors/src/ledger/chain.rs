@@ -10,8 +10,27 @@
 
 use std::borrow::Cow;
 
-pub use astrid_protocol::payload::audit::{Entry, Verification};
+pub use astrid_protocol::payload::audit::{Entry, PrunedRange, Verification};
 use serde::Serialize;
+
+/// The action of an anchor: the entry retention leaves in place of the entries it removes
+/// (see `ledger::retention`). Its actor is `kernel`, its target the range removed
+/// (`1..=k`), and its sequence number, `prev_hash` and hash are those of entry `k`, the last
+/// removed, so that entry `k + 1` still links to it.
+pub const PRUNED: &str = "pruned";
+
+/// The range an anchor stands for, if `entry` is one.
+pub fn anchor_range(entry: &Entry) -> Option<PrunedRange> {
+    if entry.actor != "kernel" || entry.action != PRUNED {
+        return None;
+    }
+    let (first, last) = entry.target.split_once("..=")?;
+    let range = PrunedRange {
+        first: first.parse().ok()?,
+        last: last.parse().ok()?,
+    };
+    (range.first <= range.last && range.last == entry.seq).then_some(range)
+}
 
 /// `prev_hash` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -148,7 +167,9 @@ pub fn seal(mut entry: Entry) -> Entry {
 }
 
 /// Checks stored entries, in key order: `(key, Ok(entry))`, or `(key, Err(why))` for an
-/// entry that could not be decoded.
+/// entry that could not be decoded. The first may be an anchor standing for entries `1..=k`
+/// that retention removed: the chain is then checked from it (its hash is that of entry
+/// `k`, which nothing stored can recompute), and the result says so.
 pub fn verify<I>(stored: I) -> Verification
 where
     I: IntoIterator<Item = (u64, Result<Entry, String>)>,
@@ -156,8 +177,20 @@ where
     let mut prev = GENESIS.to_owned();
     let mut expected_seq = 1;
     let mut entries = 0;
+    let mut pruned = None;
     for (key, entry) in stored {
         entries += 1;
+        if entries == 1 {
+            let anchor = entry.as_ref().ok().and_then(|e| {
+                anchor_range(e).filter(|range| range.first == 1 && range.last == key)
+            });
+            if let (Some(range), Ok(e)) = (anchor, &entry) {
+                prev.clone_from(&e.hash);
+                expected_seq = key + 1;
+                pruned = Some(range);
+                continue;
+            }
+        }
         let failure = match &entry {
             Err(why) => Some(format!("entry {key} cannot be read: {why}")),
             Ok(_) if key != expected_seq => Some(format!(
@@ -179,6 +212,7 @@ where
                 first_bad: Some(expected_seq.min(key)),
                 reason: Some(reason),
                 head: prev,
+                pruned,
             };
         }
         if let Ok(e) = entry {
@@ -192,6 +226,7 @@ where
         first_bad: None,
         reason: None,
         head: prev,
+        pruned,
     }
 }
 

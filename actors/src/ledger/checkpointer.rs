@@ -112,7 +112,7 @@ impl Shared {
             Ok(false) => {
                 // The retired file outlived a failed checkpoint: a durable commit of
                 // everything pending covers it too.
-                if let Err(e) = apply(&db, &inner.pending, true) {
+                if let Err(e) = apply(&db, &inner.pending, Some(self.retention())) {
                     tracing::error!("checkpoint failed; the journal keeps the data: {e}");
                     drop(db);
                     self.lose_database(&mut inner);
@@ -134,7 +134,7 @@ impl Shared {
         inner.applying = Some(Arc::clone(&applying));
         drop(inner);
         drop(journal);
-        let written = apply(&db, &applying, true);
+        let written = apply(&db, &applying, Some(self.retention()));
         let mut inner = self.lock();
         inner.applying = None;
         self.settled.notify_all();

@@ -37,6 +37,7 @@ mod checkpointer;
 pub mod journal;
 mod overlay;
 mod replay;
+pub mod retention;
 mod staging;
 mod state;
 mod syncer;
@@ -49,6 +50,7 @@ use redb::{Database, TableDefinition};
 
 use self::chain::Record;
 use self::journal::{Journal, JournalFile};
+use self::retention::{Pruned, Retention};
 use self::state::Shared;
 use crate::db::Db;
 
@@ -66,6 +68,7 @@ pub fn prepare(db: &Database) -> Result<(), redb::Error> {
     let tx = db.begin_write()?;
     tx.open_table(KV)?;
     tx.open_table(AUDIT)?;
+    tx.open_table(retention::AUDIT_META)?;
     tx.commit()?;
     Ok(())
 }
@@ -159,6 +162,21 @@ impl Ledger {
         journal: [Box<dyn JournalFile>; 2],
         session: impl Into<String>,
     ) -> Result<Self, LedgerError> {
+        Self::open_with(db, journal, session, Retention::default())
+    }
+
+    /// [`Ledger::open`] with the audit log kept within `retention` (applied at every
+    /// checkpoint; see [`Ledger::prune`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ledger::open`].
+    pub fn open_with(
+        db: Arc<Db>,
+        journal: [Box<dyn JournalFile>; 2],
+        session: impl Into<String>,
+        retention: Retention,
+    ) -> Result<Self, LedgerError> {
         let [first, second] = journal;
         let (mut journal, payloads) =
             Journal::open(first, second).map_err(LedgerError::journal("read"))?;
@@ -171,7 +189,7 @@ impl Ledger {
         let head = replay::load_head(&handle)?;
         drop(handle);
         let mut ledger = Self {
-            shared: Arc::new(Shared::new(db, session.into(), journal, head)),
+            shared: Arc::new(Shared::new(db, session.into(), retention, journal, head)),
             threads: Vec::new(),
         };
         for (name, run) in [
@@ -269,6 +287,22 @@ impl Ledger {
     /// everything).
     pub fn checkpoint(&self) -> Result<(), LedgerError> {
         self.shared.checkpoint_now()
+    }
+
+    /// Applies the audit log's retention now, in one durable transaction (after every
+    /// durable change is in the database).
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be brought up to date or written.
+    pub fn prune(&self) -> Result<Pruned, LedgerError> {
+        let (_journal, mut inner) = self.shared.ready();
+        let db = self.shared.applied(&mut inner)?;
+        let tx = db.begin_write().map_err(redb::Error::from)?;
+        let (retention, session) = self.shared.retention();
+        let pruned = retention::prune(&tx, retention, crate::clock::unix_millis(), session)?;
+        tx.commit().map_err(redb::Error::from)?;
+        Ok(pruned)
     }
 }
 

@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase};
 
+use super::retention::{Retention, account, counted, footprint, prune};
 use super::state::{Inner, Shared};
 use super::{AUDIT, KV, LedgerError};
+use crate::clock::unix_millis;
 
 /// Changes durable in the journal but not yet in the database.
 #[derive(Debug, Default)]
@@ -65,7 +67,7 @@ impl Shared {
         if inner.pending.is_empty() {
             return Ok(db);
         }
-        match apply(&db, &inner.pending, false) {
+        match apply(&db, &inner.pending, None) {
             Ok(()) => {
                 inner.pending = Pending::default();
                 Ok(db)
@@ -81,13 +83,20 @@ impl Shared {
     }
 }
 
-/// Writes `pending` to the database in one transaction, durable if `durable` (which also
-/// makes every earlier non-durable transaction durable).
-pub(super) fn apply(db: &Database, pending: &Pending, durable: bool) -> Result<(), redb::Error> {
+/// Writes `pending` to the database in one transaction. A checkpoint (`retention` given,
+/// with the session anchors are sealed for) commits durably, which also makes every earlier
+/// transaction durable, and applies the audit log's retention in the same transaction; a
+/// reader catching up commits without syncing.
+pub(super) fn apply(
+    db: &Database,
+    pending: &Pending,
+    retention: Option<(&Retention, &str)>,
+) -> Result<(), redb::Error> {
     let mut tx = db.begin_write()?;
-    if !durable {
+    if retention.is_none() {
         tx.set_durability(redb::Durability::None)?;
     }
+    counted(&tx)?;
     {
         let mut kv = tx.open_table(KV)?;
         for (key, value) in &pending.kv {
@@ -96,9 +105,27 @@ pub(super) fn apply(db: &Database, pending: &Pending, durable: bool) -> Result<(
                 None => drop(kv.remove(key.as_slice())?),
             }
         }
+    }
+    let (mut added, mut taken) = (0, 0);
+    {
         let mut audit = tx.open_table(AUDIT)?;
         for (seq, entry) in &pending.audit {
-            audit.insert(seq, entry.as_slice())?;
+            added += footprint(entry.len());
+            if let Some(old) = audit.insert(seq, entry.as_slice())? {
+                taken += footprint(old.value().len());
+            }
+        }
+    }
+    account(&tx, added, taken)?;
+    if let Some((retention, session)) = retention {
+        let pruned = prune(&tx, retention, unix_millis(), session)?;
+        if pruned.removed > 0 {
+            tracing::info!(
+                removed = pruned.removed,
+                kept = pruned.kept,
+                reason = pruned.reason,
+                "audit entries removed by retention"
+            );
         }
     }
     tx.commit()?;

@@ -10,6 +10,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use super::chain::{Entry, GENESIS};
 use super::journal::{self, Journal, Op};
 use super::overlay::Pending;
+use super::retention::{account, anchor_seq, counted, footprint};
 use super::state::{Head, Inner, Shared};
 use super::{AUDIT, KV, LedgerError};
 
@@ -69,13 +70,17 @@ impl Shared {
 }
 
 /// Applies journaled frames (their payloads, oldest first) in one durable transaction;
-/// returns how many operations it applied.
+/// returns how many operations it applied. Entries at or below the anchor retention left
+/// were pruned after they were journaled: they stay out.
 pub(super) fn replay(db: &Database, payloads: &[Vec<u8>]) -> Result<usize, redb::Error> {
     let tx = db.begin_write()?;
+    counted(&tx)?;
     let mut applied = 0;
+    let (mut added, mut taken) = (0, 0);
     {
         let mut kv = tx.open_table(KV)?;
         let mut audit = tx.open_table(AUDIT)?;
+        let pruned_through = anchor_seq(&audit)?.unwrap_or(0);
         for payload in payloads {
             for op in journal::decode(payload).unwrap_or_default() {
                 match op {
@@ -85,14 +90,19 @@ pub(super) fn replay(db: &Database, payloads: &[Vec<u8>]) -> Result<usize, redb:
                     Op::Delete { key } => {
                         kv.remove(key)?;
                     }
+                    Op::Audit { seq, .. } if seq <= pruned_through => continue,
                     Op::Audit { seq, entry } => {
-                        audit.insert(seq, entry)?;
+                        added += footprint(entry.len());
+                        if let Some(old) = audit.insert(seq, entry)? {
+                            taken += footprint(old.value().len());
+                        }
                     }
                 }
                 applied += 1;
             }
         }
     }
+    account(&tx, added, taken)?;
     tx.commit()?;
     Ok(applied)
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::journal::{Frames, Journal};
 use super::overlay::Pending;
+use super::retention::Retention;
 use super::{KvChange, OnCommit};
 use crate::db::Db;
 
@@ -77,6 +78,8 @@ pub(super) struct Asleep {
 pub(super) struct Shared {
     pub(super) db: Arc<Db>,
     pub(super) session: String,
+    /// What the audit log keeps.
+    pub(super) retention: Retention,
     journal: Mutex<Journal>,
     inner: Mutex<Inner>,
     /// Wakes the syncer.
@@ -90,10 +93,17 @@ pub(super) struct Shared {
 impl Shared {
     /// The state of a ledger over `db` and `journal` (replayed and emptied), whose chain
     /// continues from `head`.
-    pub(super) fn new(db: Arc<Db>, session: String, journal: Journal, head: Head) -> Self {
+    pub(super) fn new(
+        db: Arc<Db>,
+        session: String,
+        retention: Retention,
+        journal: Journal,
+        head: Head,
+    ) -> Self {
         Self {
             db,
             session,
+            retention,
             journal: Mutex::new(journal),
             inner: Mutex::new(Inner {
                 head,
@@ -109,6 +119,11 @@ impl Shared {
             wake: Condvar::new(),
             settled: Condvar::new(),
         }
+    }
+
+    /// The retention and the session anchors are sealed for, as checkpoints apply them.
+    pub(super) fn retention(&self) -> (&Retention, &str) {
+        (&self.retention, &self.session)
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {

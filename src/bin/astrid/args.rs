@@ -240,6 +240,10 @@ pub(crate) enum AuditCommand {
     },
     /// Verify the hash chain (exit status 1, naming the first bad entry, when it is broken).
     Verify,
+    /// Apply the log's retention now (by age and by size; see the daemon's
+    /// `--audit-max-age` and `--audit-max-size`): the oldest entries go, and an anchor entry
+    /// takes their place, from which `audit verify` still checks the chain.
+    Prune,
     /// Show which request kinds are recorded (`none` or `metadata`), and why. Set them in
     /// `<home>/config.toml` under `[audit_policy]`, e.g. `GetStatus = "metadata"`.
     Policy,

@@ -19,9 +19,9 @@ use astrid::client::ClientError;
 use astrid::paths::PathError;
 use astrid::protocol::{
     AuditEntry, CapsuleMetadata, CommandInfo, CommandOutput, Event, Fault, FaultInjected, Grant,
-    KvValue, Listing, McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, Published,
-    RawValue, ReloadReport, Removed, Request, Subscribed, TrustInfo, TrustReport, Verification,
-    Written, to_payload,
+    KvValue, Listing, McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, PruneReport,
+    Published, RawValue, ReloadReport, Removed, Request, Subscribed, TrustInfo, TrustReport,
+    Verification, Written, to_payload,
 };
 use clap::Parser;
 use serde::Serialize;
@@ -424,6 +424,10 @@ async fn audit_command(
                 .await?;
             show(json, &entries, |e| render::audit(e))
         }
+        AuditCommand::Prune => {
+            let report: PruneReport = client.call(Request::AuditPrune).await?;
+            show(json, &report, render::prune)
+        }
         AuditCommand::Policy => {
             let config = client.config().await?;
             show(json, &config.audit_policy, |rules| {
@@ -434,8 +438,14 @@ async fn audit_command(
             let v: Verification = client.call(Request::AuditVerify).await?;
             show(json, &v, |v| {
                 if v.ok {
+                    let from = v.pruned.map_or_else(String::new, |p| {
+                        format!(
+                            " (entries {}..={} were pruned; checked from the anchor at {})",
+                            p.first, p.last, p.last
+                        )
+                    });
                     format!(
-                        "audit chain intact: {} entries, head {}\n",
+                        "audit chain intact: {} entries, head {}{from}\n",
                         v.entries, v.head
                     )
                 } else {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use astrid::protocol::{
     AuditEntry, CapsuleInfo, CapsuleMetadata, CommandInfo, CommandOutput, ConfigReport, Event,
-    Grant, McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, PolicyRule, ReloadReport,
-    Status, TreeNode, TrustInfo, TrustReport, TrustState,
+    Grant, McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, PolicyRule, PruneReport,
+    ReloadReport, Status, TreeNode, TrustInfo, TrustReport, TrustState,
 };
 
 fn duration(ms: u64) -> String {
@@ -429,6 +429,23 @@ pub(crate) fn config(report: &ConfigReport) -> String {
         }
     }
     out
+}
+
+pub(crate) fn prune(r: &PruneReport) -> String {
+    let so_far = r.pruned.map_or_else(String::new, |p| {
+        format!("; entries {}..={} pruned in all", p.first, p.last)
+    });
+    if r.removed == 0 {
+        format!(
+            "nothing to prune: the log is within its retention ({} entries{so_far})\n",
+            r.kept
+        )
+    } else {
+        format!(
+            "pruned {} entries by {}: {} kept, the anchor included{so_far}\n",
+            r.removed, r.reason, r.kept
+        )
+    }
 }
 
 pub(crate) fn audit_policy(rules: &[PolicyRule]) -> String {

@@ -1,5 +1,5 @@
-//! The audit log as clients read it (`AuditTail`, `AuditVerify`, status): one hash-chained
-//! entry, and the outcome of checking the chain.
+//! The audit log as clients read it (`AuditTail`, `AuditVerify`, `AuditPrune`, status): one
+//! hash-chained entry, the outcome of checking the chain, and what retention pruned.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,4 +39,37 @@ pub struct Verification {
     pub reason: Option<String>,
     /// Hash of the last entry (the genesis hash (64 zeros) for an empty log).
     pub head: String,
+    /// When older entries were pruned: the range they covered. The chain was verified from
+    /// the anchor entry that stands for them (absent from daemons before retention).
+    #[serde(default)]
+    pub pruned: Option<PrunedRange>,
+}
+
+/// Entries removed by retention, as the anchor entry left in their place records them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrunedRange {
+    /// The first entry pruned (1 unless the log was started by an older daemon's anchor).
+    pub first: u64,
+    /// The last entry pruned; the anchor has its sequence number and hash.
+    pub last: u64,
+}
+
+impl PrunedRange {
+    /// How many entries were pruned.
+    pub fn count(&self) -> u64 {
+        self.last - self.first + 1
+    }
+}
+
+/// Result of `AuditPrune`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneReport {
+    /// Entries removed by this prune (0 when the log was within its retention).
+    pub removed: u64,
+    /// Everything pruned so far, this prune included.
+    pub pruned: Option<PrunedRange>,
+    /// Entries kept, the anchor included.
+    pub kept: u64,
+    /// Why entries were removed: `age`, `size`, both, or nothing.
+    pub reason: String,
 }

@@ -2,9 +2,9 @@
 //! log (`AuditTail`, `AuditVerify`).
 
 use super::{Dispatch, call};
-use crate::audit::{Tail, VerifyChain};
+use crate::audit::{Prune, Tail, VerifyChain};
 use crate::caps::{GrantCapability, ListCapabilities, RevokeCapability};
-use crate::protocol::Removed;
+use crate::protocol::{PruneReport, Removed};
 
 /// Upper bound of `AuditTail` sizes (entries are up to a few KiB each).
 const MAX_TAIL: usize = 1000;
@@ -52,4 +52,18 @@ pub(super) fn audit_tail(d: Dispatch<'_>, n: Option<usize>, from: Option<u64>) {
 pub(super) fn audit_verify(d: Dispatch<'_>) {
     let ask = call(&d.session.deps.services.audit, VerifyChain, d.timeout());
     d.run(async move { Ok(ask.await??) });
+}
+
+/// `AuditPrune`.
+pub(super) fn audit_prune(d: Dispatch<'_>) {
+    let ask = call(&d.session.deps.services.audit, Prune, d.timeout());
+    d.run(async move {
+        let pruned = ask.await??;
+        Ok(PruneReport {
+            removed: pruned.removed,
+            pruned: pruned.range,
+            kept: pruned.kept,
+            reason: pruned.reason.to_owned(),
+        })
+    });
 }

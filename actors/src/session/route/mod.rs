@@ -278,6 +278,9 @@ impl Routes for Dispatch<'_> {
     fn audit_verify(self) {
         caps::audit_verify(self);
     }
+    fn audit_prune(self) {
+        caps::audit_prune(self);
+    }
     fn vfs_read(self, path: String, offset: u64, len: Option<u64>) {
         vfs::read(self, path, offset, len);
     }
