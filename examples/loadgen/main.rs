@@ -124,6 +124,10 @@ struct Args {
     /// write), `capsules`, `mcp`, `idle`, or a long run: `soak`, `status-growth`.
     #[arg(long, value_enum)]
     suite: Option<Suite>,
+    /// With --suite soak or status-growth: a `config.toml` for the spawned daemon's home
+    /// (e.g. `[audit_policy]` raising reads to `metadata`, or `audit_max_size`).
+    #[arg(long, value_name = "FILE")]
+    daemon_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -178,10 +182,12 @@ fn main() {
     match args.suite {
         Some(Suite::Idle) => return idle::idle_suite(&rt),
         Some(Suite::Soak) => {
-            return soak::soak_suite(&rt, Flavour::Soak, clients, requests, args.depth);
+            let plan = (Flavour::Soak, clients, requests, args.depth);
+            return soak::soak_suite(&rt, plan, args.daemon_config.as_deref());
         }
         Some(Suite::StatusGrowth) => {
-            return soak::soak_suite(&rt, Flavour::StatusGrowth, clients, requests, args.depth);
+            let plan = (Flavour::StatusGrowth, clients, requests, args.depth);
+            return soak::soak_suite(&rt, plan, args.daemon_config.as_deref());
         }
         _ => {}
     }

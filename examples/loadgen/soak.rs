@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -232,14 +233,12 @@ struct Run {
 }
 
 /// Runs `--suite soak` or `--suite status-growth`: spawns a daemon in a temporary home
-/// (with a workspace of its own), loads it with `requests` requests from `clients`
-/// connections, `depth` in flight each, and reports.
+/// (with a workspace of its own, and `config` as its `config.toml` if given), loads it with
+/// `requests` requests from `clients` connections, `depth` in flight each, and reports.
 pub(crate) fn soak_suite(
     rt: &tokio::runtime::Runtime,
-    flavour: Flavour,
-    clients: usize,
-    requests: usize,
-    depth: usize,
+    (flavour, clients, requests, depth): (Flavour, usize, usize, usize),
+    config: Option<&Path>,
 ) {
     assert!(
         clients > 0 && requests >= clients,
@@ -253,6 +252,12 @@ pub(crate) fn soak_suite(
         .prefix("loadgen-soak-workspace")
         .tempdir_in("/tmp")
         .unwrap();
+    if let Some(config) = config {
+        std::fs::copy(config, home.path().join("config.toml"))
+            .unwrap_or_else(|e| panic!("cannot copy {}: {e}", config.display()));
+        println!("daemon configuration ({}):", config.display());
+        print!("{}", std::fs::read_to_string(config).unwrap_or_default());
+    }
     let (mix, subscribers): (_, &[&str]) = match flavour {
         Flavour::Soak => {
             install_capsule(home.path(), "echo", "echo", "");

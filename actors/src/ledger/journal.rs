@@ -19,10 +19,10 @@
 //! interrupted, which was never acknowledged, or a frame of an earlier generation), or whose
 //! attempt is lower than the frame before it: that is a frame of a failed write, overwritten
 //! in part by a later one, whose tail must not come back.
-//! Files are never shortened: they are extended with zeros a megabyte at a time and then
-//! overwritten, so an `fdatasync` only has the frames' own blocks to write (no file size, no
-//! block allocation), and the generation in every check keeps old frames from being read as
-//! new ones. A failed write is never acknowledged; its frames are overwritten by the next,
+//! Files are extended with zeros a megabyte at a time and then overwritten, so an
+//! `fdatasync` only has the frames' own blocks to write (no file size, no block allocation),
+//! and the generation in every check keeps old frames from being read as new ones. A file is
+//! shortened only when it is emptied after a burst grew it past a few megabytes. A failed write is never acknowledged; its frames are overwritten by the next,
 //! and attempt numbers keep any of them that outlast it from being read.
 //! The files take turns (see [`Journal`]): a retired file is emptied once a durable commit of
 //! the database holds everything in it.
@@ -69,6 +69,12 @@ pub trait JournalFile: Send + fmt::Debug {
     fn size(&mut self) -> io::Result<u64> {
         Ok(self.read_all()?.len() as u64)
     }
+    /// Cuts the file to `len` bytes (after a burst, once what it held is in the database).
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be shortened.
+    fn shrink_to(&mut self, len: u64) -> io::Result<()>;
 }
 
 impl JournalFile for std::fs::File {
@@ -96,6 +102,10 @@ impl JournalFile for std::fs::File {
 
     fn size(&mut self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
+    }
+
+    fn shrink_to(&mut self, len: u64) -> io::Result<()> {
+        self.set_len(len)
     }
 }
 
@@ -304,6 +314,10 @@ const HEADER_LEN: usize = 16;
 const HEADER: u64 = 16;
 /// Files grow by this much at a time.
 const GROW: u64 = 1024 * 1024;
+/// A file emptied while larger than this is cut back to [`GROW`]: the journal shrinks back
+/// after a burst, and a steady load (which fills a file a few megabytes between
+/// checkpoints) keeps its blocks allocated.
+const KEPT_AFTER_BURST: u64 = 4 * GROW;
 
 /// One of the two journal files.
 #[derive(Debug)]
@@ -367,6 +381,12 @@ impl Segment {
         }
         self.write_header(0)?;
         self.len = 0;
+        if self.size > KEPT_AFTER_BURST {
+            // A burst grew it: back to its usual size (what it held is in the database, and
+            // its header says it holds nothing; a crash before the cut leaves it as long).
+            self.file.shrink_to(GROW)?;
+            self.size = GROW;
+        }
         Ok(())
     }
 
@@ -674,6 +694,46 @@ mod tests {
     }
 
     #[test]
+    fn a_file_a_burst_grew_shrinks_back_once_emptied_and_a_small_one_keeps_its_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().len();
+        let (mut journal, _) = open(dir.path());
+        let big = vec![7u8; 1 << 20];
+        let mut burst = Frames::default();
+        for _ in 0..6 {
+            burst.begin();
+            burst.push(Op::Put {
+                key: b"k",
+                value: &big,
+            });
+            burst.finish();
+        }
+        journal.append(&mut burst.take()).unwrap();
+        let grown = size("a").max(size("b"));
+        assert!(grown > KEPT_AFTER_BURST, "{grown}");
+        journal.reset().unwrap();
+        assert!(
+            size("a") <= GROW && size("b") <= GROW,
+            "{} {}",
+            size("a"),
+            size("b")
+        );
+        drop(journal);
+        assert!(open(dir.path()).1.is_empty(), "a cut file replays nothing");
+
+        // A file that stayed small is emptied in place.
+        let (mut journal, _) = open(dir.path());
+        journal.append(&mut put(b"small")).unwrap();
+        let before = size("a").max(size("b"));
+        journal.reset().unwrap();
+        assert_eq!(size("a").max(size("b")), before);
+        // And a journal cut back still takes new frames and replays them.
+        journal.append(&mut put(b"after")).unwrap();
+        drop(journal);
+        assert_eq!(keys(&open(dir.path()).1), [b"after".to_vec()]);
+    }
+
+    #[test]
     fn files_grow_ahead_and_old_frames_never_come_back() {
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, _) = open(dir.path());
@@ -708,6 +768,9 @@ mod tests {
                 return Err(io::Error::other("injected: sync failed"));
             }
             JournalFile::sync_data(&mut self.0)
+        }
+        fn shrink_to(&mut self, len: u64) -> io::Result<()> {
+            self.0.shrink_to(len)
         }
     }
 

@@ -123,8 +123,8 @@ impl StorageBackend for FlakyBackend {
     }
 }
 
-/// A journal file whose `write_all_at` and `sync_data` fail (before touching the
-/// file) while its [`Disk`] is full. Reads and size queries always go through.
+/// A journal file whose `write_all_at`, `sync_data` and `shrink_to` fail (before touching
+/// the file) while its [`Disk`] is full. Reads and size queries always go through.
 #[derive(Debug)]
 struct FlakyJournal {
     file: File,
@@ -152,6 +152,11 @@ impl JournalFile for FlakyJournal {
 
     fn size(&mut self) -> io::Result<u64> {
         self.file.size()
+    }
+
+    fn shrink_to(&mut self, len: u64) -> io::Result<()> {
+        self.disk.check()?;
+        self.file.shrink_to(len)
     }
 }
 
