@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use astrid_protocol::client::{Client, connect_socket, handshake, read_token};
 use astrid_protocol::layout::SessionFiles;
 use astrid_protocol::{
-    ErrorCode, FrameCodec, FrameHead, Request, RequestFrame, Status, encode_frame,
+    ErrorCode, FrameCodec, FrameHead, Request, RequestFrame, Status, Verification, encode_frame,
 };
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -286,14 +286,28 @@ pub(crate) fn soak_suite(
     plan.print(pid, home.path());
 
     let run = rt.block_on(load(&plan, &files, pid, &state));
-    let status: Status = rt.block_on(async {
+    let (status, verified) = rt.block_on(async {
         let client = Client::connect(&files, "loadgen").await.unwrap();
-        client.status().await.unwrap()
+        let status = client.status().await.unwrap();
+        let started = Instant::now();
+        let verification: Verification = client.call(Request::AuditVerify).await.unwrap();
+        (status, (verification, started.elapsed()))
     });
     stop(daemon);
 
     report(&run.samples, &run.tally, run.elapsed, requests, run.cpu);
     print_outcome(&plan, &run, &status, &state);
+    let (v, took) = verified;
+    println!(
+        "audit log at the end: {} entries{}, verified through the socket in {:.0} ms ({})",
+        v.entries,
+        v.pruned.map_or_else(String::new, |p| format!(
+            " (entries {}..={} pruned, checked from their anchor)",
+            p.first, p.last
+        )),
+        took.as_secs_f64() * 1e3,
+        if v.ok { "intact" } else { "BROKEN" }
+    );
 }
 
 /// Loads the daemon `pid` as `plan` says, sampling it and its `state` folder every 5%.
