@@ -104,6 +104,20 @@ pub(crate) struct Args {
     /// database): past it, the oldest entries are removed until it is at nine tenths.
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
     pub(crate) audit_max_size: usize,
+
+    /// Keys each key-value namespace (the clients', and each capsule's) may hold; a write
+    /// past it is refused with `quota_exceeded` and nothing is written.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = count)]
+    pub(crate) kv_max_keys: usize,
+
+    /// Bytes of keys and values each key-value namespace may hold, e.g. `64MiB`.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub(crate) kv_max_bytes: usize,
+
+    /// The daily log files (seven kept) hold at most this much in all: a day's file takes a
+    /// seventh of it, and that day's further lines are dropped (and counted).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub(crate) log_max_size: usize,
 }
 
 fn count(s: &str) -> Result<usize, String> {

@@ -1,5 +1,10 @@
 //! Logging: daily files under `<home>/logs/` (seven kept), plus stderr when it is a terminal.
 //! actix and other `log` users are bridged into `tracing`.
+//!
+//! The files are bounded in size as well as in number: a day's file takes at most a seventh
+//! of `--log-max-size`; past it, one line says so and the rest of that day's lines are
+//! dropped (counted, and the count logged when the next day starts), so seven files stay
+//! under the total whatever floods the log.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -13,7 +18,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// Log files kept.
 const KEEP: usize = 7;
 
-/// Starts logging; keep the guard alive until exit so buffered lines are written.
+/// Starts logging, the files holding at most `max_size` bytes in all; keep the guard alive
+/// until exit so buffered lines are written.
 ///
 /// # Errors
 ///
@@ -22,6 +28,7 @@ pub(crate) fn init(
     dir: &Path,
     verbose: bool,
     filter: Option<String>,
+    max_size: u64,
 ) -> Result<WorkerGuard, String> {
     let appender = RollingFileAppender::builder()
         .rotation(Rotation::DAILY)
@@ -30,7 +37,8 @@ pub(crate) fn init(
         .max_log_files(KEEP)
         .build(dir)
         .map_err(|e| format!("cannot log to {}: {e}", dir.display()))?;
-    let (file, guard) = tracing_appender::non_blocking(appender);
+    let capped = Capped::new(appender, max_size / KEEP as u64, utc_day);
+    let (file, guard) = tracing_appender::non_blocking(capped);
     // The MCP SDK narrates every connection at `info`; its warnings are what matter.
     let default = if verbose {
         "debug,rmcp=info"
@@ -53,4 +61,113 @@ pub(crate) fn init(
         .try_init()
         .map_err(|e| format!("cannot start logging: {e}"))?;
     Ok(guard)
+}
+
+/// The UTC day (days since the Unix epoch), as the daily rotation counts them.
+fn utc_day() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400)
+}
+
+/// A writer that passes at most `per_day` bytes a day to `inner`, then drops lines until the
+/// day changes.
+struct Capped<W> {
+    inner: W,
+    per_day: u64,
+    today: fn() -> u64,
+    day: u64,
+    written: u64,
+    dropped: u64,
+}
+
+impl<W: std::io::Write> Capped<W> {
+    fn new(inner: W, per_day: u64, today: fn() -> u64) -> Self {
+        Self {
+            inner,
+            per_day,
+            day: today(),
+            today,
+            written: 0,
+            dropped: 0,
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let day = (self.today)();
+        if day != self.day {
+            self.day = day;
+            self.written = 0;
+            if self.dropped > 0 {
+                let note = format!(
+                    "(astrid-daemon: {} log lines were dropped yesterday, past the day's {} bytes; see --log-max-size)\n",
+                    self.dropped, self.per_day
+                );
+                self.dropped = 0;
+                // The day's two notes are not counted: they are one line each at most.
+                self.inner.write_all(note.as_bytes())?;
+            }
+        }
+        let len = buf.len() as u64;
+        if self.written + len > self.per_day {
+            if self.dropped == 0 {
+                let note = format!(
+                    "(astrid-daemon: the log reached its {} bytes for today; further lines are dropped until tomorrow)\n",
+                    self.per_day
+                );
+                self.inner.write_all(note.as_bytes())?;
+            }
+            self.dropped += 1;
+            // Dropped, as far as the caller is concerned, written.
+            return Ok(buf.len());
+        }
+        self.written += len;
+        self.inner.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    static DAY: AtomicU64 = AtomicU64::new(0);
+
+    fn day() -> u64 {
+        DAY.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_day_takes_its_share_then_lines_are_dropped_until_the_next() {
+        DAY.store(10, Ordering::SeqCst);
+        let mut log = Capped::new(Vec::new(), 100, day);
+        for _ in 0..5 {
+            log.write_all(&[b'a'; 30]).unwrap();
+        }
+        let text = String::from_utf8(log.inner.clone()).unwrap();
+        assert_eq!(
+            text.matches(&"a".repeat(30)).count(),
+            3,
+            "three lines of 30 fit in 100"
+        );
+        assert_eq!(text.matches("reached its 100 bytes").count(), 1);
+        assert_eq!(log.dropped, 2);
+        DAY.store(11, Ordering::SeqCst);
+        log.write_all(&[b'b'; 30]).unwrap();
+        let text = String::from_utf8(log.inner.clone()).unwrap();
+        assert!(
+            text.contains("2 log lines were dropped yesterday"),
+            "{text}"
+        );
+        assert!(text.ends_with(&"b".repeat(30)), "{text}");
+    }
 }

@@ -25,6 +25,7 @@ use crate::paths::{PathError, prepare_home, resolve_home};
 use astrid_actors::audit::AuditPolicy;
 use astrid_actors::kernel::{BootError, HomeLayout, Kernel, KernelConfig, KernelExit, Limits};
 use astrid_actors::ledger::retention::Retention;
+use astrid_actors::store::Quota;
 use astrid_actors::supervisor::RestartPolicy;
 
 use self::config::{CommandLine, ConfigError, Resolved};
@@ -214,8 +215,8 @@ fn run_locked(
         source,
     })?;
     let filter = std::env::var("ASTRID_LOG").ok();
-    let _log_guard =
-        logging::init(&home.logs(), args.verbose, filter).map_err(DaemonError::Logging)?;
+    let _log_guard = logging::init(&home.logs(), args.verbose, filter, args.log_max_size as u64)
+        .map_err(DaemonError::Logging)?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         session = files.name(),
@@ -258,6 +259,10 @@ fn run_locked(
     };
     config.audit_policy = audit_policy;
     config.db_cache = args.db_cache;
+    config.store_limits.quota = Quota {
+        max_keys: args.kv_max_keys as u64,
+        max_bytes: args.kv_max_bytes as u64,
+    };
     config.audit_retention = Retention {
         max_age: (!args.audit_max_age.is_zero()).then_some(args.audit_max_age),
         max_size: args.audit_max_size as u64,

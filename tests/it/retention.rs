@@ -1,7 +1,8 @@
-//! The audit log's retention through a real daemon: by size and by age, at checkpoints and on
-//! `AuditPrune` (`astrid audit prune`), with an anchor entry in place of what was removed, the
-//! chain verifying from it, continuing across a restart, and a tampered entry after it still
-//! detected.
+//! What keeps a persistent daemon's disk bounded, through a real daemon: the audit log's
+//! retention by size and by age, at checkpoints and on `AuditPrune` (`astrid audit prune`),
+//! with an anchor entry in place of what was removed, the chain verifying from it, continuing
+//! across a restart, and a tampered entry after it still detected; and the journal shrinking
+//! back after a burst.
 
 use astrid::client::Client;
 use astrid::protocol::{AuditEntry, PruneReport, PrunedRange, Request, Verification, Written};
@@ -179,4 +180,49 @@ async fn by_age_on_request_and_the_chain_continues_across_a_restart_and_detects_
     assert_eq!(status.audit.first_bad, Some(victim));
     let v = verify(&client).await;
     assert_eq!((v.ok, v.first_bad), (false, Some(victim)), "{v:?}");
+}
+
+#[tokio::test]
+async fn the_journal_shrinks_back_after_a_burst() {
+    let d = TestDaemon::builder().start();
+    let client = d.client().await;
+    let journal = |n: u8| {
+        std::fs::metadata(d.layout.state().join(format!("ledger.journal.{n}")))
+            .map_or(0, |m| m.len())
+    };
+    // A burst of 8 MiB of values, in flight together: the active journal file grows past it.
+    let burst = (0..8).map(|i| {
+        let client = &client;
+        async move {
+            let _: Written = client
+                .call(Request::KvPut {
+                    key: format!("big-{i}"),
+                    value: vec![b'x'; 1000 * 1024],
+                })
+                .await
+                .unwrap();
+        }
+    });
+    futures_util::future::join_all(burst).await;
+    let grown = journal(0).max(journal(1));
+    assert!(grown > 4 << 20, "the journal grew to {grown} bytes only");
+    // The checkpoint a second later empties it, and the file that held the burst is cut back.
+    let sizes = poll_async(DEADLINE, async || {
+        let sizes = (journal(0), journal(1));
+        if sizes.0.max(sizes.1) <= 1 << 20 {
+            Ok(sizes)
+        } else {
+            Err(sizes)
+        }
+    })
+    .await;
+    assert!(sizes.is_ok(), "the journal stayed at {sizes:?}");
+    // What the burst wrote is all there.
+    let value: astrid::protocol::KvValue = client
+        .call(Request::KvGet {
+            key: "big-7".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(value.value.map(|v| v.len()), Some(1000 * 1024));
 }

@@ -537,6 +537,46 @@ fn caps_cli_grant_ls_revoke() {
     assert!(bad.contains("invalid capability `net:x`"), "{bad}");
 }
 
+#[tokio::test]
+async fn a_namespace_at_its_quota_refuses_writes_without_writing_and_others_go_on() {
+    let quota = ["--kv-max-keys", "3", "--kv-max-bytes", "1KiB"];
+    let d = TestDaemon::builder().args(&quota).start();
+    let c = d.client().await;
+    for key in ["a", "b", "c"] {
+        let _: Written = ok(&c, put(key, b"v")).await;
+    }
+    let message = refused_with(&c, put("d", b"v"), ErrorCode::QuotaExceeded).await;
+    assert!(
+        message.contains("3 keys") && message.contains("client"),
+        "{message}"
+    );
+    let value: KvValue = ok(&c, get("d")).await;
+    assert_eq!(value.value, None, "nothing was written");
+    // Overwriting fits while the bytes do; growing past them does not.
+    let _: Written = ok(&c, put("a", &[b'x'; 900])).await;
+    let message = refused_with(&c, put("b", &[b'x'; 200]), ErrorCode::QuotaExceeded).await;
+    assert!(message.contains("1024 bytes"), "{message}");
+    let value: KvValue = ok(&c, get("b")).await;
+    assert_eq!(
+        value.value.as_deref(),
+        Some(&b"v"[..]),
+        "the old value stays"
+    );
+    // A delete frees room; another client is served all along.
+    let other = d.client().await;
+    other.ping().await.unwrap();
+    let _: Removed = ok(&other, delete("c")).await;
+    let _: Written = ok(&c, put("d", b"v")).await;
+
+    // After a restart the namespace is counted again from disk: still full.
+    drop((c, other));
+    let d = restart(d, &quota);
+    let c = d.client().await;
+    refused_with(&c, put("e", b"v"), ErrorCode::QuotaExceeded).await;
+    let _: Removed = ok(&c, delete("d")).await;
+    let _: Written = ok(&c, put("e", b"v")).await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Audit log
 // ---------------------------------------------------------------------------------------

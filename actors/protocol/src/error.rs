@@ -58,6 +58,9 @@ pub enum ErrorCode {
     TooLarge,
     /// A key-value namespace that does not exist.
     UnknownNamespace,
+    /// A write would take a key-value namespace past its quota (keys or bytes); nothing
+    /// was written.
+    QuotaExceeded,
     /// A path that leads outside the workspace (through `..`, an absolute path or a link).
     PathEscape,
     /// A database failed (for example, the disk is full); nothing of the request was written.
@@ -109,6 +112,7 @@ impl ErrorCode {
             Self::InvalidArgument => "invalid_argument",
             Self::TooLarge => "too_large",
             Self::UnknownNamespace => "unknown_namespace",
+            Self::QuotaExceeded => "quota_exceeded",
             Self::PathEscape => "path_escape",
             Self::StorageFailed => "storage_failed",
             Self::IoError => "io_error",

@@ -8,16 +8,33 @@
 //! (wasmer's serialized module). An entry is never trusted as found: one that is short,
 //! has another magic, does not match its hash, or that wasmer refuses, is recompiled and
 //! written again. Entries are written privately and atomically (`files::write_private`).
+//! Each load touches its entry, and entries no daemon of the home loaded for 30 days are
+//! removed whenever capsules are scanned ([`CompileCache::prune`]), so the cache does not
+//! keep every module that ever passed through.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use wasmer::Module;
 
 use super::sandbox::{self, ABI_VERSION, Compiled, LoadError};
 use crate::capsule::Limits;
 
+/// Entries no daemon of the home has loaded for this long are removed (see
+/// [`CompileCache::prune`]).
+pub const UNUSED_FOR: Duration = Duration::from_hours(30 * 24);
+
 /// wasmer as pinned in the workspace's `Cargo.toml` (an artifact is specific to it).
 const WASMER_VERSION: &str = "7.4.2";
+
+/// Marks an entry as used now (see [`CompileCache::prune`]); a failure only makes it look
+/// older.
+fn touch(path: &Path) {
+    let _ = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(SystemTime::now()));
+}
 
 /// Leads every entry.
 const MAGIC: &[u8; 8] = b"ASTRIDC1";
@@ -52,6 +69,38 @@ impl CompileCache {
         self.dir.join(format!("{}.bin", key.finalize().to_hex()))
     }
 
+    /// Removes the entries not loaded for `unused_for` (their modules changed, were removed,
+    /// or belong to workspaces no longer used): every load touches its entry, so the cache
+    /// holds what daemons of the home have loaded lately, however many modules came and
+    /// went. Returns how many were removed.
+    pub fn prune(&self, unused_for: Duration) -> usize {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "bin") {
+                continue;
+            }
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| now.duration_since(at).unwrap_or_default() > unused_for);
+            if stale && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "compile cache entries unused for {unused_for:?} removed"
+            );
+        }
+        removed
+    }
+
     /// The module compiled from `bytes` under `limits`: from the cache when a sound entry
     /// is there, else compiled and stored (a failure to store is logged, not fatal).
     ///
@@ -64,7 +113,10 @@ impl CompileCache {
         let path = self.entry(bytes, limits);
         match std::fs::read(&path) {
             Ok(entry) => match revive(&entry, limits) {
-                Ok(compiled) => return Ok((compiled, Source::Cached)),
+                Ok(compiled) => {
+                    touch(&path);
+                    return Ok((compiled, Source::Cached));
+                }
                 Err(reason) => tracing::warn!(
                     entry = %path.display(),
                     "compile cache entry unusable ({reason}); recompiling"
@@ -184,5 +236,35 @@ mod tests {
             let (_, source) = cache.load(ECHO.as_bytes(), Limits::default()).unwrap();
             assert_eq!(source, Source::Cached, "the entry was rewritten");
         }
+    }
+
+    #[test]
+    fn entries_not_loaded_lately_are_pruned_and_a_load_keeps_its_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::new(dir.path());
+        cache.load(ECHO.as_bytes(), Limits::default()).unwrap();
+        let other = Limits {
+            fuel: 5_000,
+            ..Limits::default()
+        };
+        cache.load(ECHO.as_bytes(), other).unwrap();
+        let old = SystemTime::now() - Duration::from_hours(31 * 24);
+        for entry in entries(dir.path()) {
+            let file = std::fs::File::options().write(true).open(&entry).unwrap();
+            file.set_modified(old).unwrap();
+        }
+        // Loaded again: touched, so kept; the other is gone.
+        let (_, source) = cache.load(ECHO.as_bytes(), Limits::default()).unwrap();
+        assert_eq!(source, Source::Cached);
+        assert_eq!(cache.prune(UNUSED_FOR), 1);
+        assert_eq!(entries(dir.path()).len(), 1);
+        let (_, source) = cache.load(ECHO.as_bytes(), Limits::default()).unwrap();
+        assert_eq!(source, Source::Cached);
+        assert_eq!(cache.prune(UNUSED_FOR), 0);
+        // A missing folder is an empty cache.
+        assert_eq!(
+            CompileCache::new(dir.path().join("none")).prune(UNUSED_FOR),
+            0
+        );
     }
 }

@@ -330,7 +330,7 @@ impl Host {
 fn store_error(e: &StoreError) -> HostError {
     match e {
         StoreError::InvalidKey { .. } | StoreError::UnknownNamespace(_) => HostError::Invalid,
-        StoreError::ValueTooLarge { .. } => HostError::TooLarge,
+        StoreError::ValueTooLarge { .. } | StoreError::QuotaExceeded { .. } => HostError::TooLarge,
         _ => HostError::Failed,
     }
 }

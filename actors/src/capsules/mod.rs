@@ -201,10 +201,12 @@ impl CapsulesActor {
     fn apply(&mut self, plan: Plan) -> impl actix::ActorFuture<Self, Output = Vec<String>> + use<> {
         let (cache, sources) = (self.deps.cache.clone(), plan.start.clone());
         let compiling = tokio::task::spawn_blocking(move || {
-            sources
+            let compiled = sources
                 .iter()
                 .map(|d| compile(d, &cache))
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            cache.prune(crate::capsule::cache::UNUSED_FOR);
+            compiled
         });
         let mut stopping = Vec::new();
         for name in plan.stop {

@@ -41,6 +41,7 @@ impl From<&KernelError> for ErrorBody {
             | KernelError::Vfs(VfsError::Reserved { .. }) => ErrorCode::Forbidden,
             KernelError::FaultInjectionDisabled => ErrorCode::FaultInjectionDisabled,
             KernelError::Store(StoreError::UnknownNamespace(_)) => ErrorCode::UnknownNamespace,
+            KernelError::Store(StoreError::QuotaExceeded { .. }) => ErrorCode::QuotaExceeded,
             KernelError::Store(StoreError::InvalidKey { .. })
             | KernelError::Caps(CapsError::InvalidSubject(_) | CapsError::InvalidResource(_))
             | KernelError::Vfs(VfsError::InvalidPath { .. })

@@ -32,6 +32,16 @@ pub enum StoreError {
         /// The limit.
         max: usize,
     },
+    /// The write would take its namespace past its quota; nothing was written.
+    #[error("namespace `{namespace}` is at its quota of {limit} {what}; nothing was written")]
+    QuotaExceeded {
+        /// The namespace.
+        namespace: String,
+        /// `keys` or `bytes`.
+        what: &'static str,
+        /// The quota.
+        limit: u64,
+    },
     /// The database or its journal failed (e.g. the disk is full); nothing of this
     /// operation was written.
     #[error("the key-value database failed during {op}; nothing was written")]

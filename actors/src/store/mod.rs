@@ -8,7 +8,8 @@
 //! ledger, whose own threads write and sync the journal, and reads that may touch the disk run
 //! on the blocking pool. The ledger is opened once by the kernel and shared across restarts of
 //! the actor; after a failed commit its database is reopened, so a disk that was full accepts
-//! writes again once it has space.
+//! writes again once it has space. Each namespace holds at most its quota of keys and bytes
+//! (`quota.rs`); a write past it is refused before anything is staged.
 //!
 //! Handles: [`Get`], [`Put`], [`Delete`], [`Deferred`] (writes answered from where they
 //! become durable), [`List`] (the session router, capsule host functions), `Flush` (itself),
@@ -16,6 +17,7 @@
 //! [`Inject`].
 
 mod messages;
+pub mod quota;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -35,24 +37,29 @@ pub use self::messages::{
     CLIENT_NAMESPACE, Deferred, Delete, Get, GetStoreStats, List, Listing, Put, StoreError,
     StoreStats, Write,
 };
+pub use self::quota::{Quota, Usage};
+use self::quota::{Quotas, count};
 use crate::group_commit::GroupCommit;
 use crate::supervisor::{Inject, Terminate, apply_fault};
 
-/// Size limits of keys and values.
+/// Size limits of keys and values, and what each namespace may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreLimits {
     /// Longest key, in bytes.
     pub max_key: usize,
     /// Largest value, in bytes.
     pub max_value: usize,
+    /// Keys and bytes per namespace.
+    pub quota: Quota,
 }
 
 impl Default for StoreLimits {
-    /// Keys up to 1 KiB, values up to 1 MiB.
+    /// Keys up to 1 KiB, values up to 1 MiB, and [`Quota::default`].
     fn default() -> Self {
         Self {
             max_key: 1024,
             max_value: 1024 * 1024,
+            quota: Quota::default(),
         }
     }
 }
@@ -112,6 +119,8 @@ pub struct StoreActor {
     relay: Relay,
     namespaces: Arc<Namespaces>,
     limits: StoreLimits,
+    /// What each namespace holds, counted when the actor starts.
+    quotas: Quotas,
     writes: GroupCommit<WriteOp, Outcome>,
     stats: StoreStats,
 }
@@ -120,6 +129,7 @@ impl StoreActor {
     /// A store over the `kv` table of `ledger`.
     pub fn new(ledger: Arc<Ledger>, namespaces: Arc<Namespaces>, limits: StoreLimits) -> Self {
         Self {
+            quotas: Quotas::new(limits.quota, std::collections::HashMap::new()),
             ledger,
             relay: Relay::direct(),
             namespaces,
@@ -161,11 +171,13 @@ impl StoreActor {
             senders.push(tx);
         }
         let n = senders.len() as u64;
+        let settle = self.quotas.seal();
         self.stats.commits += 1;
         self.stats.writes += n;
         self.stats.largest_batch = self.stats.largest_batch.max(n);
         let relay = self.relay.clone();
         let reply = move |result: CommitResult| {
+            settle.done(result.is_ok());
             let outcome =
                 result
                     .map(|committed| committed.removed)
@@ -181,6 +193,17 @@ impl StoreActor {
             Box::new(move |result| relay.run(move || reply(result))),
         );
     }
+}
+
+/// The size `physical`'s durable value counts for in its namespace's quota (its key and
+/// value bytes), if it exists.
+fn durable_size(ledger: &Ledger, physical: &[u8]) -> Result<Option<u64>, StoreError> {
+    let value = ledger.get(physical).map_err(StoreError::storage("read"))?;
+    let key_len = physical
+        .iter()
+        .position(|&b| b == 0)
+        .map_or(0, |at| physical.len() - at - 1);
+    Ok(value.map(|v| (key_len + v.len()) as u64))
 }
 
 fn physical(namespace: &str, key: &str) -> Vec<u8> {
@@ -210,6 +233,11 @@ impl Actor for StoreActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Many writers at once must queue here, not wait outside: the queue is the batch.
         ctx.set_mailbox_capacity(4096);
+        // Every incarnation counts what the namespaces hold (before its first message).
+        match self.ledger.read(count) {
+            Ok(usage) => self.quotas = Quotas::new(self.limits.quota, usage),
+            Err(e) => tracing::error!("cannot count the namespaces for their quotas: {e}"),
+        }
     }
 }
 
@@ -229,8 +257,9 @@ impl Handler<Get> for StoreActor {
 }
 
 impl StoreActor {
-    /// Checks a write and turns it into the operation to commit.
-    fn accept(&self, write: Write) -> Result<WriteOp, StoreError> {
+    /// Checks a write, within its namespace's quota, and turns it into the operation to
+    /// commit.
+    fn accept(&mut self, write: Write) -> Result<WriteOp, StoreError> {
         match write {
             Write::Put(put) => {
                 let key = self.key(&put.namespace, &put.key)?;
@@ -240,6 +269,10 @@ impl StoreActor {
                         max: self.limits.max_value,
                     });
                 }
+                let size = (put.key.len() + put.value.len()) as u64;
+                let ledger = &self.ledger;
+                self.quotas
+                    .admit(&key, Some(size), || durable_size(ledger, &key))?;
                 Ok(WriteOp {
                     change: KvChange::Put {
                         key,
@@ -248,12 +281,16 @@ impl StoreActor {
                     audit: put.audit,
                 })
             }
-            Write::Delete(delete) => Ok(WriteOp {
-                change: KvChange::Delete {
-                    key: self.key(&delete.namespace, &delete.key)?,
-                },
-                audit: delete.audit,
-            }),
+            Write::Delete(delete) => {
+                let key = self.key(&delete.namespace, &delete.key)?;
+                let ledger = &self.ledger;
+                self.quotas
+                    .admit(&key, None, || durable_size(ledger, &key))?;
+                Ok(WriteOp {
+                    change: KvChange::Delete { key },
+                    audit: delete.audit,
+                })
+            }
         }
     }
 

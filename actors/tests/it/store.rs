@@ -15,8 +15,8 @@ use astrid_actors::audit::chain::Entry;
 use astrid_actors::audit::{AuditActor, AuditHealth, Record, Tail, VerifyChain, verify_db};
 use astrid_actors::ledger::Ledger;
 use astrid_actors::store::{
-    CLIENT_NAMESPACE, Delete, Get, GetStoreStats, List, Listing, Namespaces, Put, StoreActor,
-    StoreError, StoreLimits, StoreStats,
+    CLIENT_NAMESPACE, Delete, Get, GetStoreStats, List, Listing, Namespaces, Put, Quota,
+    StoreActor, StoreError, StoreLimits, StoreStats,
 };
 use astrid_actors::supervisor::{
     ChildRef, ChildSpec, ChildState, Fault, GetChild, GetTree, InjectFault, RestartPolicy,
@@ -31,6 +31,7 @@ const CAPSULE_X: &str = "capsule:x";
 const LIMITS: StoreLimits = StoreLimits {
     max_key: 8,
     max_value: 16,
+    quota: Quota::DEFAULT,
 };
 
 /// A store over a fresh ledger with the client namespace and `capsule:x` registered.
@@ -483,6 +484,61 @@ async fn acknowledged_puts_survive_reopening_the_file() {
         .unwrap()
         .unwrap();
     assert_eq!(listing.keys.len(), 49);
+}
+
+#[actix_rt::test]
+async fn quotas_hold_under_concurrent_writes_and_a_failed_batch_gives_its_room_back() {
+    let limits = StoreLimits {
+        quota: Quota {
+            max_keys: 5,
+            max_bytes: 1000,
+        },
+        ..StoreLimits::default()
+    };
+    let f = Fixture::new(limits).await;
+    // Twenty writers of distinct keys at once: five fit, in whatever batches they land.
+    let answers = join_all((0..20).map(|i| {
+        f.store
+            .send(put_msg(CLIENT_NAMESPACE, &format!("k{i}"), b"v"))
+    }))
+    .await;
+    let (ok, refused): (Vec<_>, Vec<_>) = answers
+        .into_iter()
+        .map(Result::unwrap)
+        .partition(Result::is_ok);
+    assert_eq!(ok.len(), 5);
+    assert!(
+        refused
+            .iter()
+            .all(|r| matches!(r, Err(StoreError::QuotaExceeded { what: "keys", .. })))
+    );
+    assert_eq!(
+        f.list(CLIENT_NAMESPACE, "", 100).await.unwrap().keys.len(),
+        5,
+        "nothing refused was written"
+    );
+    // The same key written many times at once is one key.
+    let answers =
+        join_all((0..20).map(|_| f.store.send(put_msg(CLIENT_NAMESPACE, "k0", b"w")))).await;
+    assert!(answers.into_iter().all(|a| a.unwrap().is_ok()));
+    // Capsule `x` has a quota of its own.
+    f.put(CAPSULE_X, "k", b"v").await.unwrap();
+
+    // Writes of a batch that fails give their room back.
+    for key in ["k1", "k2"] {
+        assert!(f.delete(CLIENT_NAMESPACE, key).await.unwrap());
+    }
+    f.disk.fill();
+    assert_storage_failure(&f.put(CLIENT_NAMESPACE, "lost1", b"x").await);
+    assert_storage_failure(&f.put(CLIENT_NAMESPACE, "lost2", b"x").await);
+    f.disk.free();
+    f.put(CLIENT_NAMESPACE, "n1", b"x").await.unwrap();
+    f.put(CLIENT_NAMESPACE, "n2", b"x").await.unwrap();
+    let full = f.put(CLIENT_NAMESPACE, "n3", b"x").await;
+    assert!(
+        matches!(full, Err(StoreError::QuotaExceeded { .. })),
+        "{full:?}"
+    );
 }
 
 #[actix_rt::test]
