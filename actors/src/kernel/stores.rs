@@ -104,15 +104,7 @@ fn open_files(
     };
     let journal = [journal("ledger.journal.0")?, journal("ledger.journal.1")?];
     let ledger = Ledger::open_with(ledger_db, journal, session, retention).map_err(ledger_error)?;
-    let pruned = ledger.prune().map_err(ledger_error)?;
-    if pruned.removed > 0 {
-        tracing::info!(
-            removed = pruned.removed,
-            kept = pruned.kept,
-            reason = pruned.reason,
-            "audit entries removed by retention at boot"
-        );
-    }
+    ledger.prune().map_err(ledger_error)?;
     let caps = open(&state.join("caps.redb"), cache, crate::caps::prepare)?;
     let verification = ledger.read(audit::verify_db).map_err(ledger_error)?;
     if verification.ok {

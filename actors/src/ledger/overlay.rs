@@ -118,15 +118,7 @@ pub(super) fn apply(
     }
     account(&tx, added, taken)?;
     if let Some((retention, session)) = retention {
-        let pruned = prune(&tx, retention, unix_millis(), session)?;
-        if pruned.removed > 0 {
-            tracing::info!(
-                removed = pruned.removed,
-                kept = pruned.kept,
-                reason = pruned.reason,
-                "audit entries removed by retention"
-            );
-        }
+        prune(&tx, retention, unix_millis(), session)?;
     }
     tx.commit()?;
     Ok(())

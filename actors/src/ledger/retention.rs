@@ -214,8 +214,26 @@ pub(super) fn prune(
         (true, false) => "age",
         _ => "size",
     };
-    let anchor = Entry {
-        seq: last_key,
+    let encoded = rmp_serde::to_vec_named(&anchor(range, reason, last_entry, now_ms, session))
+        .unwrap_or_default();
+    audit.insert(last_key, encoded.as_slice())?;
+    let kept = audit.len()?;
+    drop(audit);
+    let mut meta = tx.open_table(AUDIT_META)?;
+    meta.insert(BYTES, left + footprint(encoded.len()))?;
+    tracing::info!(removed, kept, reason, "audit entries removed by retention");
+    Ok(Pruned {
+        removed,
+        range: Some(range),
+        kept,
+        reason,
+    })
+}
+
+/// The anchor standing for `range`, in place of `last`, its last entry.
+fn anchor(range: PrunedRange, reason: &str, last: Entry, now_ms: u64, session: &str) -> Entry {
+    Entry {
+        seq: range.last,
         time_ms: now_ms,
         session: session.to_owned(),
         actor: "kernel".to_owned(),
@@ -225,21 +243,9 @@ pub(super) fn prune(
             "{} entries removed by retention ({reason}); the chain continues from this anchor",
             range.count()
         ),
-        prev_hash: last_entry.prev_hash,
-        hash: last_entry.hash,
-    };
-    let encoded = rmp_serde::to_vec_named(&anchor).unwrap_or_default();
-    audit.insert(last_key, encoded.as_slice())?;
-    let kept = audit.len()?;
-    drop(audit);
-    let mut meta = tx.open_table(AUDIT_META)?;
-    meta.insert(BYTES, left + footprint(encoded.len()))?;
-    Ok(Pruned {
-        removed,
-        range: Some(range),
-        kept,
-        reason,
-    })
+        prev_hash: last.prev_hash,
+        hash: last.hash,
+    }
 }
 
 /// Removes every entry up to `last` (included).
