@@ -17,6 +17,11 @@ use uuid::Uuid;
 /// (`<home>/sessions/<session>.sock`). Frontends such as the `astrid` CLI find or start it;
 /// run it by hand for a long-running host. It stops on SIGTERM, SIGINT or a `Shutdown`
 /// request, removing its socket, token, ready and pid files.
+///
+/// Every flag below but --home, --session and --workspace can also be set in
+/// `<home>/config.toml`, as a key named like the flag with `_` for `-` (`call_timeout =
+/// "3s"`), with the audit levels of request kinds under `[audit_policy]`. Flags win over
+/// the file; `astrid config show` prints what is in force and where it came from.
 #[derive(Debug, Parser)]
 #[command(name = "astrid-daemon", version, about, long_about)]
 pub(crate) struct Args {
