@@ -581,9 +581,12 @@ async fn an_mcp_server_flooding_stdout_is_cut_off_at_16_mib_and_restarted() {
         grown < 96 * 1024,
         "peak RSS grew by {grown} KiB for three endless lines"
     );
+    // Without reuse, the second and third lines would add about 48 MiB each (96 MiB in
+    // all); a busy machine has been seen to leave up to 19 MiB of the first line's buffers
+    // unreused when the next line came, so the bound is 32 MiB.
     let later = peak.saturating_sub(peak_after_first);
     assert!(
-        later < 16 * 1024,
+        later < 32 * 1024,
         "peak RSS grew by {later} KiB more for the second and third endless lines"
     );
     assert_eq!(
