@@ -12,30 +12,20 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    DEADLINE, TestDaemon, copy_capsule, example_capsule, failure, one_command_manifest,
+    DEADLINE, TestDaemon, copy_capsule, example_capsule, failure, invoke, one_command_manifest,
     patient_client, poll_async, poll_until, try_inject, wait_audit, wait_node, wait_restarted,
     write_capsule,
 };
-use astrid::client::{Client, ClientError};
+use astrid::client::Client;
 use astrid::protocol::{
-    CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, ChildState, CommandInfo,
-    CommandOutput, ErrorCode, Fault, Grant, GrantSource, ReloadReport, Removed, Request, TreeNode,
-    TrustReport,
+    CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, ChildState, CommandInfo, ErrorCode,
+    Fault, Grant, GrantSource, ReloadReport, Removed, Request, TreeNode, TrustReport,
 };
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-async fn invoke(client: &Client, name: &str, args: &[&str]) -> Result<CommandOutput, ClientError> {
-    client
-        .call(Request::InvokeCommand {
-            name: name.into(),
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
-        })
-        .await
-}
 
 /// The command's output as JSON; panics on an error.
 async fn run(client: &Client, name: &str, args: &[&str]) -> Value {

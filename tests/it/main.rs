@@ -28,3 +28,4 @@ mod retention;
 mod services;
 mod supervision;
 mod trust;
+mod world;

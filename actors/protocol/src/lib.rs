@@ -47,6 +47,7 @@ pub use self::error::{ErrorBody, ErrorCode, ProtocolError};
 pub use self::payload::audit::{Entry as AuditEntry, PruneReport, PrunedRange, Verification};
 pub use self::payload::bus::{BusStats, Published, RawEvent, SubscriberStats};
 pub use self::payload::caps::{Grant, GrantSource};
+pub use self::payload::capsule_settings::{CapsuleSetting, SettingChanged, SettingValue};
 pub use self::payload::capsules::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo, HookInfo, ReloadReport,
 };

@@ -20,12 +20,13 @@ use serde::{Deserialize, Serialize};
 
 #[allow(unused_imports, reason = "named by the variants' docs")]
 use crate::{
-    AuditEntry, CapsuleInfo, CapsuleMetadata, CommandInfo, CommandOutput, ConfigReport, DirEntry,
-    FaultInjected, FileStat, Grant, KvValue, Listing, McpReloadReport, McpServerInfo, McpToolInfo,
-    McpToolResult, PruneReport, Published, ReadResult, ReloadReport, Removed, ShutdownAck, Status,
-    Subscribed, TreeNode, TrustInfo, TrustReport, Unsubscribed, Verification, Written,
+    AuditEntry, CapsuleInfo, CapsuleMetadata, CapsuleSetting, CommandInfo, CommandOutput,
+    ConfigReport, DirEntry, FaultInjected, FileStat, Grant, KvValue, Listing, McpReloadReport,
+    McpServerInfo, McpToolInfo, McpToolResult, PruneReport, Published, ReadResult, ReloadReport,
+    Removed, SettingChanged, ShutdownAck, Status, Subscribed, TreeNode, TrustInfo, TrustReport,
+    Unsubscribed, Verification, Written,
 };
-use crate::{Fault, RawValue};
+use crate::{Fault, RawValue, SettingValue};
 
 /// What a request does to the daemon, for its audit entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,4 +378,28 @@ requests! {
     /// Every trusted workspace, each checked against its `.astrid/` now. Result: list of
     /// [`TrustInfo`].
     ListTrust => list_trust, reads;
+    /// The settings a capsule's manifest declares, and which are set (a secret's value is
+    /// never shown). Result: list of [`CapsuleSetting`].
+    ListSettings {
+        /// The capsule.
+        capsule: String,
+    } => list_settings, reads, target: capsule.clone();
+    /// Sets one of a capsule's settings; answered once the value is durable in the home.
+    /// The audit entry names the setting, never its value. Result: [`SettingChanged`].
+    SetSetting {
+        /// The capsule.
+        capsule: String,
+        /// A setting its manifest declares.
+        name: String,
+        /// The value (at most 64 KiB of UTF-8).
+        value: SettingValue,
+    } => set_setting, mutates, target: format!("{capsule}/{name}");
+    /// Removes the value of one of a capsule's settings (its default, if any, applies
+    /// again). Result: [`SettingChanged`].
+    UnsetSetting {
+        /// The capsule.
+        capsule: String,
+        /// A setting its manifest declares.
+        name: String,
+    } => unset_setting, mutates, target: format!("{capsule}/{name}");
 }

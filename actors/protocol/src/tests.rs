@@ -4,6 +4,10 @@ use serde::Serialize;
 
 use super::*;
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one sample per request variant, and the list grows with them"
+)]
 fn samples() -> Vec<Request> {
     vec![
         Request::Ping,
@@ -96,7 +100,34 @@ fn samples() -> Vec<Request> {
         },
         Request::UntrustWorkspace { path: None },
         Request::ListTrust,
+        Request::ListSettings {
+            capsule: "fetch".into(),
+        },
+        Request::SetSetting {
+            capsule: "fetch".into(),
+            name: "api_key".into(),
+            value: SettingValue("s3cret".into()),
+        },
+        Request::UnsetSetting {
+            capsule: "fetch".into(),
+            name: "api_key".into(),
+        },
     ]
+}
+
+#[test]
+fn a_setting_value_never_shows_in_a_request_debug_form() {
+    let request = Request::SetSetting {
+        capsule: "fetch".into(),
+        name: "api_key".into(),
+        value: SettingValue("s3cret".into()),
+    };
+    let shown = format!("{request:?}");
+    assert!(
+        !shown.contains("s3cret") && shown.contains("6 bytes"),
+        "{shown}"
+    );
+    assert_eq!(request.target(), "fetch/api_key");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! What can go wrong reaching a capsule or running one of its calls, as the registry, the
 //! router and the capsule's own answers report it (mapped to wire codes in `error/codes.rs`).
 
+use std::io;
 use std::time::Duration;
 
 /// Errors answered by the capsule registry, or met routing a command to a capsule.
@@ -61,5 +62,34 @@ pub enum CapsuleError {
         len: usize,
         /// The capsule's memory ceiling (`limits.memory_pages` × 64 KiB).
         ceiling: usize,
+    },
+    /// The capsule's manifest declares no such setting.
+    #[error("capsule `{capsule}` declares no setting `{name}`; it declares: {declared}")]
+    UnknownSetting {
+        /// Capsule name.
+        capsule: String,
+        /// The setting asked for.
+        name: String,
+        /// The settings it declares, or `none`.
+        declared: String,
+    },
+    /// A setting's value that cannot be kept.
+    #[error("setting `{name}` of capsule `{capsule}`: {reason}")]
+    BadSetting {
+        /// Capsule name.
+        capsule: String,
+        /// The setting.
+        name: String,
+        /// What is wrong with the value.
+        reason: String,
+    },
+    /// The settings file could not be read or written; nothing changed.
+    #[error("the settings of capsule `{capsule}` could not be saved: {source}")]
+    SettingsUnsaved {
+        /// Capsule name.
+        capsule: String,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
     },
 }

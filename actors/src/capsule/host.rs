@@ -7,6 +7,7 @@
 //! or the call's deadline, whichever comes first. The services run on other threads, so the
 //! wait never waits on itself.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,6 +19,7 @@ use actix::dev::{Request, ToEnvelope};
 use actix::{Actor, Handler, Message};
 
 use super::backlog::Backlog;
+use super::config::{CapsuleConfig, ConfigError};
 use crate::audit::Record;
 use crate::bus::topic::validate_topic;
 use crate::bus::{BusActor, Publish};
@@ -65,6 +67,8 @@ pub struct Host {
     mcp: Option<Arc<McpServers>>,
     /// Its events the bus has not handled yet (shared by every instance of the capsule).
     backlog: Arc<Mutex<Backlog<Request<BusActor, Publish>>>>,
+    /// Its settings (shared by every instance, and with the registry that sets them).
+    config: Arc<CapsuleConfig>,
 }
 
 /// `mcp_call`'s input.
@@ -77,11 +81,18 @@ struct McpCallInput {
 }
 
 impl Host {
-    /// Imports for capsule `capsule`, served by `services` and the MCP servers of `mcp`.
-    pub fn new(capsule: &str, services: Services, mcp: Arc<McpServers>) -> Self {
+    /// Imports for capsule `capsule`, served by `services` and the MCP servers of `mcp`,
+    /// with its settings `config`.
+    pub fn new(
+        capsule: &str,
+        services: Services,
+        mcp: Arc<McpServers>,
+        config: Arc<CapsuleConfig>,
+    ) -> Self {
         Self {
             services: Some(services),
             mcp: Some(mcp),
+            config,
             ..Self::detached(capsule)
         }
     }
@@ -96,7 +107,25 @@ impl Host {
             services: None,
             mcp: None,
             backlog: Arc::default(),
+            config: Arc::new(CapsuleConfig::new(capsule, Vec::new(), BTreeMap::new())),
         }
+    }
+
+    /// Imports with no kernel behind them and the settings `config` (for tests).
+    pub fn detached_with(capsule: &str, config: Arc<CapsuleConfig>) -> Self {
+        Self {
+            config,
+            ..Self::detached(capsule)
+        }
+    }
+
+    /// `config_get`: the value of one of the capsule's settings.
+    ///
+    /// # Errors
+    ///
+    /// See [`ConfigError`].
+    pub fn config_get(&self, name: &str) -> Result<String, ConfigError> {
+        self.config.get(name)
     }
 
     /// The capsule's name.

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use wasmer::{AsStoreMut, FunctionEnvMut, Memory, RuntimeError, TypedFunction};
 
+use super::config::ConfigError;
 use super::host::{Host, HostError};
 use super::log;
 use super::sandbox::CallError;
@@ -256,5 +257,59 @@ pub(super) fn host_mcp_call(
     match result {
         Ok(result) => give_guest(&mut env, &result).map(packed),
         Err(e) => Ok(i64::from(e.code())),
+    }
+}
+
+/// `astrid.clock_now() -> i64`: the wall clock, in milliseconds since the Unix epoch.
+#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
+pub(super) fn host_clock_now(_env: FunctionEnvMut<'_, HostState>) -> i64 {
+    i64::try_from(crate::clock::unix_millis()).unwrap_or(i64::MAX)
+}
+
+/// Most bytes one `random_fill` call may ask for.
+pub(super) const MAX_RANDOM: usize = 1024 * 1024;
+
+/// `astrid.random_fill(ptr, len) -> i32`: fills the guest's `ptr..ptr+len` from the
+/// operating system's CSPRNG.
+#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
+pub(super) fn host_random_fill(env: FunctionEnvMut<'_, HostState>, ptr: i32, len: i32) -> i32 {
+    status((|| {
+        live(&env)?;
+        let memory = env.data().memory.as_ref().ok_or(HostError::Failed)?;
+        let (Ok(at), Ok(len)) = (u64::try_from(ptr), usize::try_from(len)) else {
+            return Err(HostError::Invalid);
+        };
+        if len > MAX_RANDOM {
+            return Err(HostError::TooLarge);
+        }
+        let view = memory.view(&env);
+        if at.saturating_add(len as u64) > view.data_size() {
+            return Err(HostError::Invalid);
+        }
+        let mut bytes = vec![0; len];
+        getrandom::fill(&mut bytes).map_err(|e| {
+            tracing::error!(capsule = %env.data().host.capsule(), "the CSPRNG failed: {e}");
+            HostError::Failed
+        })?;
+        view.write(at, &bytes).map_err(|_| HostError::Invalid)
+    })())
+}
+
+/// `astrid.config_get(key_ptr, key_len) -> i64`: the location of a setting's value (UTF-8).
+/// A required setting that is unset ends the call with [`ConfigError::Missing`], which the
+/// client gets as the command's error; the capsule is not restarted for it.
+pub(super) fn host_config_get(
+    mut env: FunctionEnvMut<'_, HostState>,
+    kp: i32,
+    kl: i32,
+) -> Result<i64, RuntimeError> {
+    let key = match live(&env).and_then(|()| read_str(&env, kp, kl)) {
+        Ok(key) => key,
+        Err(e) => return Ok(i64::from(e.code())),
+    };
+    match env.data().host.config_get(&key) {
+        Ok(value) => give_guest(&mut env, value.as_bytes()).map(packed),
+        Err(ConfigError::Undeclared { .. }) => Ok(i64::from(HostError::Invalid.code())),
+        Err(missing @ ConfigError::Missing { .. }) => Err(RuntimeError::user(Box::new(missing))),
     }
 }

@@ -26,6 +26,7 @@
 
 pub mod backlog;
 pub mod cache;
+pub mod config;
 mod error;
 pub mod host;
 mod imports;

@@ -427,6 +427,12 @@ impl Guest<'_> {
         };
         match sandbox.call(entry, input) {
             Ok(reply) => (Ok(reply), None),
+            Err(CallError::Unconfigured(message)) => {
+                // Not the guest's bug: the call fails with the message, and the instance,
+                // interrupted inside a host import, is replaced at the next call.
+                self.sandbox = None;
+                (Err(CallFailure::Guest(message)), None)
+            }
             Err(error) => {
                 tracing::warn!(capsule = %self.name(), %error, "call failed; restarting the capsule");
                 let reason = error.to_string();

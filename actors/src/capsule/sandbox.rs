@@ -36,18 +36,23 @@ use wasmer::{
 };
 use wasmer_middlewares::Metering;
 
+use super::config::ConfigError;
 use super::host::Host;
 use super::imports::{
-    HostState, host_kv_delete, host_kv_get, host_kv_put, host_log, host_mcp_call, host_publish,
-    host_vfs_read, host_vfs_write, offset, unpack,
+    HostState, host_clock_now, host_config_get, host_kv_delete, host_kv_get, host_kv_put, host_log,
+    host_mcp_call, host_publish, host_random_fill, host_vfs_read, host_vfs_write, offset, unpack,
 };
 use super::inspect::{self, InspectError};
 use super::log;
 use super::tunables::Capped;
 use crate::capsule::Limits;
 
-/// The ABI version this host implements.
+/// The ABI version this host implements: its major version (a module of another major
+/// version would not fit).
 pub const ABI_VERSION: u32 = 1;
+/// The ABI's minor version: imports added since 1.0 (`clock_now`, `random_fill`,
+/// `config_get` in 1.1). A module built for an earlier minor version loads unchanged.
+pub const ABI_MINOR: u32 = 1;
 
 /// Why a module could not be made into a sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,6 +95,10 @@ pub enum CallError {
     /// The call ended after its deadline.
     #[error("the capsule did not answer within {} ms", .0.as_millis())]
     Deadline(Duration),
+    /// The guest asked for a required setting the user has not set: the call ends with
+    /// this message, and the capsule is not at fault (it is not restarted for it).
+    #[error("{0}")]
+    Unconfigured(String),
 }
 
 /// The guest functions the host calls, one per kind of input.
@@ -231,6 +240,9 @@ const IMPORTS: &[(&str, &[Type], &[Type])] = &[
     ("vfs_read", &[I32, I32], &[I64]),
     ("vfs_write", &[I32, I32, I32, I32], &[I32]),
     ("mcp_call", &[I32, I32], &[I64]),
+    ("clock_now", &[], &[I64]),
+    ("random_fill", &[I32, I32], &[I32]),
+    ("config_get", &[I32, I32], &[I64]),
 ];
 
 /// Checks a module against the ABI before anything runs, so that a capsule that could
@@ -340,6 +352,9 @@ impl Sandbox {
                 "vfs_read" => Function::new_typed_with_env(&mut store, &env, host_vfs_read),
                 "vfs_write" => Function::new_typed_with_env(&mut store, &env, host_vfs_write),
                 "mcp_call" => Function::new_typed_with_env(&mut store, &env, host_mcp_call),
+                "clock_now" => Function::new_typed_with_env(&mut store, &env, host_clock_now),
+                "random_fill" => Function::new_typed_with_env(&mut store, &env, host_random_fill),
+                "config_get" => Function::new_typed_with_env(&mut store, &env, host_config_get),
             }
         };
         let instance = Instance::new(&mut store, &compiled.module, &imports)
@@ -488,6 +503,9 @@ impl Sandbox {
             .is_some_and(|e| e > 0)
         {
             return CallError::OutOfFuel(self.fuel);
+        }
+        if let Some(missing) = error.downcast_ref::<ConfigError>() {
+            return CallError::Unconfigured(missing.to_string());
         }
         let message = error.message();
         match error.to_trap() {

@@ -8,6 +8,7 @@ use super::discovery::{BUILTIN_CLI, Discovered};
 use super::messages::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo, HookInfo,
 };
+use super::settings::SettingsDir;
 use super::{BUILTIN_COMMANDS, CapsulesActor, manifest};
 use crate::supervisor::{ChildState, ChildSummary, GetChild};
 
@@ -32,6 +33,7 @@ impl CapsulesActor {
                 .collect(),
             providers: Vec::new(),
             interceptors: Vec::new(),
+            settings: Vec::new(),
         }
     }
 
@@ -166,8 +168,10 @@ pub(super) fn hooks(hooks: &[manifest::Hook]) -> Vec<HookInfo> {
         .collect()
 }
 
-pub(super) fn discovered_metadata(c: &Discovered) -> CapsuleMetadata {
+/// The metadata of `c`; of its settings, only whether each is set is told (from `settings`).
+pub(super) fn discovered_metadata(c: &Discovered, settings: &SettingsDir) -> CapsuleMetadata {
     let manifest = c.manifest.as_ref().ok();
+    let values = settings.load(&c.name).unwrap_or_default();
     CapsuleMetadata {
         name: c.name.clone(),
         version: manifest.map(|m| m.package.version.clone()),
@@ -189,5 +193,14 @@ pub(super) fn discovered_metadata(c: &Discovered) -> CapsuleMetadata {
             .unwrap_or_default(),
         providers: manifest.map(|m| hooks(&m.providers)).unwrap_or_default(),
         interceptors: manifest.map(|m| hooks(&m.interceptors)).unwrap_or_default(),
+        settings: manifest
+            .map(|m| {
+                let mut listed = super::settings::listing(m, &values);
+                for setting in &mut listed {
+                    setting.value = None;
+                }
+                listed
+            })
+            .unwrap_or_default(),
     }
 }

@@ -76,6 +76,8 @@ pub struct Manifest {
     /// `[[server]]`), started and stopped with it; their working directory defaults to the
     /// capsule folder.
     pub mcp_servers: Vec<ServerConfig>,
+    /// Settings the user gives the capsule (`[[config]]`), read with `config_get`.
+    pub settings: Vec<SettingDecl>,
 }
 
 /// `[package]`.
@@ -93,6 +95,8 @@ pub struct Package {
 }
 
 pub use crate::capsule::Limits;
+pub use crate::capsule::config::SettingDecl;
+use crate::capsule::config::{MAX_SETTINGS, MAX_VALUE_BYTES};
 
 /// Largest manifest file: 1 MiB.
 pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
@@ -154,6 +158,8 @@ struct RawManifest {
     restart: RawRestart,
     #[serde(default, rename = "mcp_server")]
     mcp_servers: Vec<RawServer>,
+    #[serde(default, rename = "config")]
+    settings: Vec<SettingDecl>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,6 +352,7 @@ impl Checker<'_> {
             }
             mcp_servers.push(server);
         }
+        self.settings(&raw.settings)?;
         Ok(Manifest {
             package: raw.package,
             module,
@@ -357,7 +364,57 @@ impl Checker<'_> {
             subscriptions: raw.bus.subscribe,
             restart,
             mcp_servers,
+            settings: raw.settings,
         })
+    }
+
+    /// `[[config]]`: well-formed unique names, bounded defaults, and no default for a
+    /// secret (a value written in the manifest is no secret).
+    fn settings(&self, settings: &[SettingDecl]) -> Result<(), ManifestError> {
+        if settings.len() > MAX_SETTINGS {
+            return self.fail(
+                "config",
+                format!("{} settings; at most {MAX_SETTINGS}", settings.len()),
+            );
+        }
+        let mut names = BTreeSet::new();
+        for (i, setting) in settings.iter().enumerate() {
+            let field = format!("config[{i}].name");
+            let name = &setting.name;
+            let well_formed = !name.is_empty()
+                && name.len() <= 64
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                })
+                && !name.starts_with('-');
+            if !well_formed {
+                return self.fail(
+                    field,
+                    format!(
+                        "`{name}` must be 1 to 64 lowercase letters, digits, `_` or `-`, not starting with `-`"
+                    ),
+                );
+            }
+            if !names.insert(name.as_str()) {
+                return self.fail(field, format!("`{name}` is declared twice"));
+            }
+            match &setting.default {
+                Some(_) if setting.secret => {
+                    return self.fail(
+                        format!("config[{i}].default"),
+                        "a secret has no default: a value written in the manifest is not secret",
+                    );
+                }
+                Some(default) if default.len() > MAX_VALUE_BYTES => {
+                    return self.fail(
+                        format!("config[{i}].default"),
+                        format!("{} bytes; at most {MAX_VALUE_BYTES}", default.len()),
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Capsule and command names: `[a-z0-9][a-z0-9-]*`, at most 64 bytes.

@@ -1,9 +1,10 @@
 //! Messages handled by [`CapsulesActor`](super::CapsulesActor) and the listings it returns.
 //!
 //! Senders: the session router (for `ListCapsules`, `ReloadCapsules`, `GetCommands`,
-//! `GetCapsuleMetadata` and status) and the kernel at boot.
+//! `GetCapsuleMetadata`, the settings requests, and status) and the kernel at boot.
 
 pub use crate::capsule::CapsuleError;
+use crate::protocol::{CapsuleSetting, SettingChanged};
 use actix::Message;
 pub use astrid_protocol::payload::capsules::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo, HookInfo, ReloadReport,
@@ -30,4 +31,35 @@ pub struct GetCommands;
 pub struct GetCapsuleMetadata {
     /// Capsule name.
     pub name: Option<String>,
+}
+
+/// The settings capsule `capsule`'s manifest declares, and which are set.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<CapsuleSetting>, CapsuleError>")]
+pub struct ListSettings {
+    /// Capsule name.
+    pub capsule: String,
+}
+
+/// Sets (or, with `value` `None`, unsets) one of a capsule's settings, durably.
+#[derive(Message)]
+#[rtype(result = "Result<SettingChanged, CapsuleError>")]
+pub struct SetSetting {
+    /// Capsule name.
+    pub capsule: String,
+    /// The setting.
+    pub name: String,
+    /// The new value; `None` unsets it.
+    pub value: Option<String>,
+}
+
+impl std::fmt::Debug for SetSetting {
+    // The value may be a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetSetting")
+            .field("capsule", &self.capsule)
+            .field("name", &self.name)
+            .field("set", &self.value.is_some())
+            .finish_non_exhaustive()
+    }
 }

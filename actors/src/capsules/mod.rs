@@ -16,6 +16,7 @@
 //! listener actor's state, asked of the kernel supervisor.
 //!
 //! Handles: [`ListCapsules`], [`ReloadCapsules`], [`GetCommands`], [`GetCapsuleMetadata`],
+//! [`ListSettings`] and [`SetSetting`] (in `settings.rs`),
 //! [`SweepDue`] (calls wait: their deadlines are checked every [`Sweeper::EVERY`] until no
 //! call waits or runs), and the supervision messages [`Terminate`] and [`Inject`].
 
@@ -24,6 +25,7 @@ mod listing;
 pub mod loaded;
 pub mod manifest;
 mod messages;
+pub mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -40,12 +42,15 @@ use self::listing::discovered_metadata;
 use self::loaded::{LoadedCapsules, child_name};
 pub use self::messages::{
     CapsuleError, CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo,
-    GetCapsuleMetadata, GetCommands, HookInfo, ListCapsules, ReloadCapsules, ReloadReport,
+    GetCapsuleMetadata, GetCommands, HookInfo, ListCapsules, ListSettings, ReloadCapsules,
+    ReloadReport, SetSetting,
 };
+use self::settings::SettingsDir;
 use crate::bus::Pattern;
 use crate::bus::intercept::{Interceptor, Interceptors};
 use crate::caps::SetManifestGrants;
 use crate::capsule::cache::CompileCache;
+use crate::capsule::config::CapsuleConfig;
 use crate::capsule::sandbox::Compiled;
 use crate::capsule::{
     CallQueue, CapsuleActor, CapsuleInterceptor, Host, Recipe, RunnerSlot, SweepDue, Sweeper,
@@ -96,6 +101,8 @@ pub struct RegistryDeps {
     pub trust: Arc<WorkspaceTrust>,
     /// How long a capsule's thread with nothing to do waits before it retires.
     pub linger: std::time::Duration,
+    /// Where the values of capsules' settings are kept.
+    pub settings: SettingsDir,
 }
 
 /// The capsule registry actor.
@@ -107,6 +114,8 @@ pub struct CapsulesActor {
     discovered: Vec<Discovered>,
     /// Capsules with a valid manifest that could not be loaded, and why.
     load_errors: BTreeMap<String, String>,
+    /// The settings of loaded capsules, shared with their instances.
+    configs: BTreeMap<String, Arc<CapsuleConfig>>,
 }
 
 /// What a reconciliation does to loaded capsules.
@@ -125,6 +134,7 @@ impl CapsulesActor {
             parent,
             discovered: Vec::new(),
             load_errors: BTreeMap::new(),
+            configs: BTreeMap::new(),
         }
     }
 
@@ -270,12 +280,19 @@ impl CapsulesActor {
             Arc::clone(self.deps.loaded.linger_slots()),
             Arc::clone(self.deps.loaded.sweeper()),
         ));
+        let values = self.deps.settings.load(&name).unwrap_or_else(|e| {
+            tracing::error!(capsule = %name, "cannot read its settings, so none is set: {e}");
+            BTreeMap::new()
+        });
+        let config = Arc::new(CapsuleConfig::new(&name, manifest.settings.clone(), values));
+        self.configs.insert(name.clone(), Arc::clone(&config));
         let recipe = Recipe {
             compiled,
             host: Host::new(
                 &name,
                 self.deps.services.clone(),
                 Arc::clone(&self.deps.mcp.table),
+                config,
             ),
             subscriptions: manifest.subscriptions.clone(),
             queue: Arc::clone(&queue),
@@ -463,7 +480,12 @@ impl Handler<GetCapsuleMetadata> for CapsulesActor {
 
     fn handle(&mut self, msg: GetCapsuleMetadata, _: &mut Context<Self>) -> Self::Result {
         let mut all = vec![self.builtin_metadata()];
-        all.extend(self.discovered.iter().map(discovered_metadata));
+        let settings = &self.deps.settings;
+        all.extend(
+            self.discovered
+                .iter()
+                .map(|d| discovered_metadata(d, settings)),
+        );
         match msg.name {
             None => Ok(all),
             Some(name) => {

@@ -119,8 +119,11 @@ fn capsule_code(e: &CapsuleError) -> ErrorCode {
         CapsuleError::Guest { .. } => ErrorCode::CapsuleError,
         CapsuleError::NotFound(_)
         | CapsuleError::UnknownCommand(_)
-        | CapsuleError::BuiltinCommand(_) => ErrorCode::NotFound,
+        | CapsuleError::BuiltinCommand(_)
+        | CapsuleError::UnknownSetting { .. } => ErrorCode::NotFound,
         CapsuleError::InputTooLarge { .. } => ErrorCode::TooLarge,
+        CapsuleError::BadSetting { .. } => ErrorCode::BadRequest,
+        CapsuleError::SettingsUnsaved { .. } => ErrorCode::StorageFailed,
     }
 }
 

@@ -17,6 +17,7 @@ use crate::bus::{BusActor, Pattern, Publish};
 use crate::caps::CapabilitiesActor;
 use crate::capsule::cache::CompileCache;
 use crate::capsules::loaded::LoadedCapsules;
+use crate::capsules::settings::SettingsDir;
 use crate::capsules::{CapsulesActor, RegistryDeps};
 use crate::listener::ListenerActor;
 use crate::mcp::Launcher;
@@ -254,6 +255,7 @@ fn children(
         mcp: mcp.clone(),
         trust: Arc::clone(&deps.trust),
         linger: config.limits.capsule_linger,
+        settings: SettingsDir::new(home.join("settings")),
     };
     let idle_grace = config.ephemeral.then_some(config.idle_grace);
     let sessions = Arc::clone(&deps.connections);

@@ -3,15 +3,16 @@
 //! can be wrong is refused with the right error: TOML syntax, unknown tables and keys, missing
 //! fields, wrong types, bad names, versions and module paths, capability grammar, limits out of
 //! range on either side, provider topics, interceptor and subscription patterns (invalid, or
-//! not covered by a `bus:subscribe:` grant), and the restart policy. Each error names the file
+//! not covered by a `bus:subscribe:` grant), the restart policy, and `[[config]]` settings. Each error names the file
 //! and the field path, and so does its message. `load` is tested on temporary folders: no
 //! manifest, no module file, and a module file that exists.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use astrid_actors::capsules::manifest::{
-    self, Command, Hook, Limits, Manifest, ManifestError, Package, Restart,
+    self, Command, Hook, Limits, Manifest, ManifestError, Package, Restart, SettingDecl,
 };
 use astrid_actors::mcp::config::ServerConfig;
 use astrid_actors::supervisor::{RestartPolicy, RestartType};
@@ -152,6 +153,11 @@ args = ["--stdio"]
 env = { UNITS = "metric" }
 inherit_env = ["PATH"]
 call_timeout = "3s"
+
+[[config]]
+name = "api_key"
+description = "The forecast service's key"
+secret = true
 "#;
 
 #[test]
@@ -228,6 +234,12 @@ fn a_manifest_using_every_field_parses_exactly() {
                 policy: RestartPolicy::default(),
             },
             source: PathBuf::from(FILE),
+        }],
+        settings: vec![SettingDecl {
+            name: "api_key".into(),
+            description: Some("The forecast service's key".into()),
+            default: None,
+            secret: true,
         }],
     };
     assert_eq!(parse_ok(FULL), expected);
@@ -1169,4 +1181,48 @@ fn load_succeeds_when_the_module_file_exists() {
     let m = manifest::load(dir.path()).unwrap();
     assert_eq!(m.package.name, "nested");
     assert_eq!(m.module, PathBuf::from("sub/dir/x.wat"));
+}
+
+#[test]
+fn settings_are_declared_with_defaults_and_secrets_and_checked() {
+    let m = parse_ok(&minimal_with(
+        "[[config]]\nname = \"region\"\ndescription = \"Where\"\ndefault = \"eu\"\n\n\
+         [[config]]\nname = \"api_key\"\nsecret = true\n",
+    ));
+    assert_eq!(m.settings.len(), 2);
+    assert_eq!(m.settings[0].default.as_deref(), Some("eu"));
+    assert!(!m.settings[0].required() && !m.settings[0].secret);
+    assert!(m.settings[1].required() && m.settings[1].secret);
+    assert!(parse_ok(&minimal_with("")).settings.is_empty());
+
+    assert_refused(
+        &minimal_with("[[config]]\nname = \"Key\"\n"),
+        "config[0].name",
+        "lowercase",
+    );
+    assert_refused(
+        &minimal_with("[[config]]\nname = \"k\"\n\n[[config]]\nname = \"k\"\n"),
+        "config[1].name",
+        "declared twice",
+    );
+    assert_refused(
+        &minimal_with("[[config]]\nname = \"k\"\nsecret = true\ndefault = \"x\"\n"),
+        "config[0].default",
+        "not secret",
+    );
+    let long = "x".repeat(64 * 1024 + 1);
+    assert_refused(
+        &minimal_with(&format!("[[config]]\nname = \"k\"\ndefault = \"{long}\"\n")),
+        "config[0].default",
+        "at most 65536",
+    );
+    let many = (0..257).fold(String::new(), |mut all, i| {
+        let _ = writeln!(all, "[[config]]\nname = \"k{i}\"\n");
+        all
+    });
+    assert_refused(&minimal_with(&many), "config", "at most 256");
+    field_error(
+        &minimal_with("[[config]]\nname = \"k\"\nhidden = true\n"),
+        "config[0].hidden",
+    );
 }

@@ -117,6 +117,10 @@ pub(crate) enum Command {
     /// Grant, revoke and list capsule capabilities.
     #[command(subcommand)]
     Caps(CapsCommand),
+    /// List and change a capsule's settings (its manifest's `[[config]]`), which it reads
+    /// with `config_get`.
+    #[command(subcommand)]
+    Settings(SettingsCommand),
     /// Read and verify the audit log, and show its policy.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -227,6 +231,33 @@ pub(crate) enum CapsCommand {
         subject: String,
         /// Resource, exactly as granted.
         resource: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SettingsCommand {
+    /// List the settings a capsule declares, with their values (never a secret's).
+    Ls {
+        /// Capsule name.
+        capsule: String,
+    },
+    /// Set a setting; returns once it is durable. Without VALUE, the value is read from
+    /// standard input (at a prompt on a terminal, not echoed for a secret). A secret is
+    /// never taken from the command line.
+    Set {
+        /// Capsule name.
+        capsule: String,
+        /// Setting name (see `astrid settings ls CAPSULE`).
+        name: String,
+        /// The value (not for a secret).
+        value: Option<String>,
+    },
+    /// Remove a setting's value (its default, if any, applies again).
+    Unset {
+        /// Capsule name.
+        capsule: String,
+        /// Setting name.
+        name: String,
     },
 }
 

@@ -9,6 +9,7 @@ mod args;
 mod chat;
 mod daemon;
 mod render;
+mod settings;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -58,6 +59,11 @@ pub(crate) enum CliError {
     BadFault(String),
     #[error("no key `{0}`")]
     NoSuchKey(String),
+    #[error(
+        "`{0}` is a secret: give its value on standard input or at the prompt, never as an \
+         argument (it would stay in the shell's history and be visible to `ps`)"
+    )]
+    SecretOnCommandLine(String),
     #[error("arguments must be a JSON object, such as '{{\"text\": \"hi\"}}': {0}")]
     BadArguments(String),
     #[error("the tool reported an error")]
@@ -256,6 +262,7 @@ async fn one_shot(
         }
         Command::Kv(kv) => kv_command(&client, kv, json).await,
         Command::Caps(caps) => caps_command(&client, caps, json).await,
+        Command::Settings(settings) => settings::run(&client, settings, json).await,
         Command::Audit(audit) => audit_command(&client, audit, json).await,
         Command::Config(ConfigCommand::Show) => show(json, &client.config().await?, render::config),
         Command::Mcp(mcp) => mcp_command(&client, mcp, json).await,

@@ -228,6 +228,15 @@ pub(crate) fn metadata(list: &[CapsuleMetadata]) -> String {
         for i in &m.interceptors {
             let _ = writeln!(out, "  interceptor {} (priority {})", i.topic, i.priority);
         }
+        for s in &m.settings {
+            let state = match (s.set, s.required) {
+                (true, _) => "set",
+                (false, true) => "not set, required",
+                (false, false) => "not set, has a default",
+            };
+            let secret = if s.secret { ", secret" } else { "" };
+            let _ = writeln!(out, "  setting {} ({state}{secret})", s.name);
+        }
     }
     out
 }

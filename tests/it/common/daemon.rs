@@ -253,6 +253,13 @@ impl TestDaemon {
         all.extend_from_slice(args);
         cli_in(self.home.path(), &all)
     }
+
+    /// [`Self::cli`] with `input` on its standard input.
+    pub(crate) fn cli_fed(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut all = vec!["--workspace", self.workspace.path().to_str().unwrap()];
+        all.extend_from_slice(args);
+        super::cli_fed(self.home.path(), Path::new("."), &all, Some(input))
+    }
 }
 
 impl Drop for TestDaemon {

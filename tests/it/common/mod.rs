@@ -14,7 +14,8 @@ use std::process::{Command, Output, Stdio};
 
 use astrid::client::{Client, ClientError};
 use astrid::protocol::{
-    AuditEntry, ChildState, ErrorCode, Event, Fault, FaultInjected, Request, TreeNode,
+    AuditEntry, ChildState, CommandOutput, ErrorCode, Event, Fault, FaultInjected, Request,
+    TreeNode,
 };
 use tempfile::TempDir;
 
@@ -110,16 +111,29 @@ pub(crate) fn cli_in(home: &Path, args: &[&str]) -> Output {
 
 /// Runs the CLI with `--home home` in the directory `cwd`, with a deadline.
 pub(crate) fn cli_at(home: &Path, cwd: &Path, args: &[&str]) -> Output {
+    cli_fed(home, cwd, args, None)
+}
+
+/// Runs the CLI with `--home home` in the directory `cwd`, writing `input` (if any) to its
+/// standard input (a pipe, not a terminal), with a deadline.
+pub(crate) fn cli_fed(home: &Path, cwd: &Path, args: &[&str], input: Option<&[u8]>) -> Output {
     let mut child = Command::new(cli_bin())
         .current_dir(cwd)
         .arg("--home")
         .arg(home)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        std::io::Write::write_all(&mut stdin, input).unwrap();
+    }
     if poll(DEADLINE, || child.try_wait().unwrap().ok_or(())).is_err() {
         let _ = child.kill();
         panic!("astrid {args:?} did not finish within {DEADLINE:?}");
@@ -292,6 +306,20 @@ pub(crate) async fn audit_tail(client: &Client, n: usize) -> Vec<AuditEntry> {
         })
         .await
         .unwrap()
+}
+
+/// Runs the slash command `name` with `args`.
+pub(crate) async fn invoke(
+    client: &Client,
+    name: &str,
+    args: &[&str],
+) -> Result<CommandOutput, ClientError> {
+    client
+        .call(Request::InvokeCommand {
+            name: name.into(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+        })
+        .await
 }
 
 /// Polls the audit log until an entry matches `cond`.

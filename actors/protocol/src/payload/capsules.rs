@@ -97,6 +97,10 @@ pub struct CapsuleMetadata {
     pub providers: Vec<HookInfo>,
     /// Interceptors it declares.
     pub interceptors: Vec<HookInfo>,
+    /// Settings it declares (`[[config]]`), each with whether it is set; values are not
+    /// shown here (`ListSettings` shows those that are not secret).
+    #[serde(default)]
+    pub settings: Vec<crate::CapsuleSetting>,
 }
 
 /// What a rescan changed.

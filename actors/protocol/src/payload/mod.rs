@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod bus;
 pub mod caps;
+pub mod capsule_settings;
 pub mod capsules;
 pub mod config;
 pub mod mcp;

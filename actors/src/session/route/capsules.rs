@@ -4,7 +4,9 @@
 use super::{Dispatch, call};
 use crate::capsule::{Answer, Call};
 use crate::capsules::loaded::Route;
-use crate::capsules::{GetCapsuleMetadata, GetCommands, ListCapsules, ReloadCapsules};
+use crate::capsules::{
+    GetCapsuleMetadata, GetCommands, ListCapsules, ListSettings, ReloadCapsules, SetSetting,
+};
 use crate::error::KernelError;
 use crate::protocol::ErrorBody;
 
@@ -33,6 +35,27 @@ pub(super) fn metadata(d: Dispatch<'_>, name: Option<String>) {
         GetCapsuleMetadata { name },
         d.timeout(),
     );
+    d.run(async move { Ok(ask.await??) });
+}
+
+/// `ListSettings`.
+pub(super) fn settings(d: Dispatch<'_>, capsule: String) {
+    let ask = call(
+        &d.session.deps.registry,
+        ListSettings { capsule },
+        d.timeout(),
+    );
+    d.run(async move { Ok(ask.await??) });
+}
+
+/// `SetSetting` (a value) and `UnsetSetting` (`None`): answered once durable.
+pub(super) fn set_setting(d: Dispatch<'_>, capsule: String, name: String, value: Option<String>) {
+    let msg = SetSetting {
+        capsule,
+        name,
+        value,
+    };
+    let ask = call(&d.session.deps.registry, msg, d.timeout());
     d.run(async move { Ok(ask.await??) });
 }
 

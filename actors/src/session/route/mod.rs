@@ -31,7 +31,9 @@ use tokio::sync::oneshot;
 use super::{SessionActor, SessionDeps};
 use crate::audit::{AuditActor, Record};
 use crate::error::KernelError;
-use crate::protocol::{Effect, ErrorBody, ErrorCode, Fault, RawValue, Request, Routes};
+use crate::protocol::{
+    Effect, ErrorBody, ErrorCode, Fault, RawValue, Request, Routes, SettingValue,
+};
 use crate::store::{self, StoreActor};
 use crate::supervisor::{CallError, ChildRef, SupervisorActor};
 
@@ -250,6 +252,15 @@ impl Routes for Dispatch<'_> {
     }
     fn get_capsule_metadata(self, name: Option<String>) {
         capsules::metadata(self, name);
+    }
+    fn list_settings(self, capsule: String) {
+        capsules::settings(self, capsule);
+    }
+    fn set_setting(self, capsule: String, name: String, value: SettingValue) {
+        capsules::set_setting(self, capsule, name, Some(value.0));
+    }
+    fn unset_setting(self, capsule: String, name: String) {
+        capsules::set_setting(self, capsule, name, None);
     }
     fn kv_get(self, key: String) {
         kv::get(self, key);
