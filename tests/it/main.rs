@@ -20,6 +20,7 @@ mod config;
 mod crash;
 mod events;
 mod hostile;
+mod http;
 mod lifecycle;
 mod mcp;
 mod mcp_interop;

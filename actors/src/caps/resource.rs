@@ -7,7 +7,10 @@
 //! | `vfs:read:<glob>`, `vfs:write:<glob>` | workspace paths (`*` within a directory, `**` across) |
 //! | `bus:publish:<pattern>`, `bus:subscribe:<pattern>` | topics (`*` one segment, `>` the rest) |
 //! | `mcp:call:<server>/<tool>` | MCP tools (`*` wildcards) |
+//! | `net:http:<scheme>://<host>[:<port>][/<path-glob>]` | HTTP requests: `http` or `https`; the host a name (`*` wildcards within it, as in `*.example.com`) or an IP address; without a port, the scheme's default port; without a path, any path |
 //!
+//! An HTTP grant reaches a loopback, private, link-local or otherwise non-public address only
+//! when it names the host exactly (no wildcard): `net:http:http://127.0.0.1:8080`, say.
 //! A workspace path is matched as the VFS opens it: normalized first (`./a//b/` is `a/b`),
 //! so that no spelling of a path matches a glob its normal form does not. A path that can
 //! never be valid (absolute, with `..`) matches nothing, and neither does one in the
@@ -50,6 +53,22 @@ pub enum ResourcePattern {
         /// Tool name or glob.
         tool: GlobMatcher,
     },
+    /// `net:http:<scheme>://<host>[:<port>][/<path-glob>]`.
+    NetHttp(HttpGrant),
+}
+
+/// A parsed `net:http:` grant.
+#[derive(Debug, Clone)]
+pub struct HttpGrant {
+    /// `http` or `https`.
+    scheme: String,
+    /// The host as written (lowercase), and its matcher when it has wildcards.
+    host: String,
+    host_glob: Option<GlobMatcher>,
+    /// The port: the one written, or the scheme's default.
+    port: u16,
+    /// The path glob, if any (matched against the path without its leading `/`).
+    path: Option<GlobMatcher>,
 }
 
 /// One concrete access a capsule attempts, checked against its grants.
@@ -72,6 +91,24 @@ pub enum Access {
         /// Tool.
         tool: String,
     },
+    /// An HTTP request (one hop of it).
+    NetHttp(HttpAccess),
+}
+
+/// One HTTP request as a grant sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpAccess {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// The host (lowercase; an IPv6 address without brackets).
+    pub host: String,
+    /// The port (the scheme's default when the URL has none).
+    pub port: u16,
+    /// The path, starting with `/`.
+    pub path: String,
+    /// Whether the host resolved to an address that is not public: then only a grant that
+    /// names the host exactly allows it.
+    pub private: bool,
 }
 
 impl fmt::Display for Access {
@@ -83,6 +120,18 @@ impl fmt::Display for Access {
             Self::BusPublish(t) => write!(f, "bus:publish:{t}"),
             Self::BusSubscribe(t) => write!(f, "bus:subscribe:{t}"),
             Self::McpCall { server, tool } => write!(f, "mcp:call:{server}/{tool}"),
+            Self::NetHttp(a) => {
+                let host = if a.host.contains(':') {
+                    format!("[{}]", a.host)
+                } else {
+                    a.host.clone()
+                };
+                write!(f, "net:http:{}://{host}:{}{}", a.scheme, a.port, a.path)?;
+                if a.private {
+                    f.write_str(" (a non-public address)")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -129,7 +178,7 @@ impl ResourcePattern {
         }
         let Some((kind, rest)) = resource.split_once(':') else {
             return Err(err(
-                "expected kv, vfs:read:…, vfs:write:…, bus:publish:…, bus:subscribe:… or mcp:call:…",
+                "expected kv, vfs:read:…, vfs:write:…, bus:publish:…, bus:subscribe:…, mcp:call:… or net:http:…",
             ));
         };
         match (kind, rest.split_once(':')) {
@@ -137,6 +186,9 @@ impl ResourcePattern {
             ("vfs", Some(("write", g))) => Ok(Self::VfsWrite(glob(resource, g, true)?)),
             ("bus", Some(("publish", t))) => Ok(Self::BusPublish(topic(t)?)),
             ("bus", Some(("subscribe", t))) => Ok(Self::BusSubscribe(topic(t)?)),
+            ("net", Some(("http", target))) => {
+                Ok(Self::NetHttp(HttpGrant::parse(resource, target)?))
+            }
             ("mcp", Some(("call", target))) => {
                 let Some((server, tool)) = target.split_once('/') else {
                     return Err(err("expected mcp:call:<server>/<tool>"));
@@ -147,7 +199,7 @@ impl ResourcePattern {
                 })
             }
             _ => Err(err(
-                "expected kv, vfs:read:…, vfs:write:…, bus:publish:…, bus:subscribe:… or mcp:call:…",
+                "expected kv, vfs:read:…, vfs:write:…, bus:publish:…, bus:subscribe:…, mcp:call:… or net:http:…",
             )),
         }
     }
@@ -166,8 +218,98 @@ impl ResourcePattern {
             (Self::McpCall { server, tool }, Access::McpCall { server: s, tool: t }) => {
                 server.is_match(s) && tool.is_match(t)
             }
+            (Self::NetHttp(grant), Access::NetHttp(access)) => grant.allows(access),
             _ => false,
         }
+    }
+}
+
+/// The port `scheme` uses when a URL names none.
+pub fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    }
+}
+
+impl HttpGrant {
+    /// Parses what follows `net:http:`.
+    fn parse(resource: &str, target: &str) -> Result<Self, ResourceError> {
+        let err = |reason: &str| ResourceError {
+            resource: resource.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let Some((scheme, rest)) = target.split_once("://") else {
+            return Err(err(
+                "expected net:http:<scheme>://<host>[:<port>][/<path-glob>]",
+            ));
+        };
+        let port_of_scheme =
+            default_port(scheme).ok_or_else(|| err("the scheme must be `http` or `https`"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+            None => (rest, None),
+        };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let Some((host, after)) = v6.split_once(']') else {
+                return Err(err("an IPv6 address needs its closing `]`"));
+            };
+            (host, after.strip_prefix(':'))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            }
+        };
+        let port = match port {
+            None => port_of_scheme,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| err("the port must be a number from 1 to 65535"))?,
+        };
+        let host = host.to_ascii_lowercase();
+        let well_formed = !host.is_empty()
+            && host.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'*' | b':' | b'_')
+            });
+        if !well_formed {
+            return Err(err(
+                "the host must be a name (letters, digits, `.`, `-`, `*` wildcards) or an IP address",
+            ));
+        }
+        let host_glob = if host.contains('*') {
+            Some(glob(resource, &host, false)?)
+        } else {
+            None
+        };
+        let path = match path {
+            None | Some("") => None,
+            Some(p) => Some(glob(resource, p, true)?),
+        };
+        Ok(Self {
+            scheme: scheme.to_owned(),
+            host,
+            host_glob,
+            port,
+            path,
+        })
+    }
+
+    fn allows(&self, a: &HttpAccess) -> bool {
+        let host = match &self.host_glob {
+            // A wildcard never reaches a non-public address.
+            Some(glob) => !a.private && glob.is_match(&a.host),
+            None => self.host == a.host,
+        };
+        let path = self.path.as_ref().is_none_or(|glob| {
+            a.path
+                .strip_prefix('/')
+                .is_some_and(|p| !p.split('/').any(|s| s == "..") && glob.is_match(p))
+        });
+        self.scheme == a.scheme && self.port == a.port && host && path
     }
 }
 
@@ -303,5 +445,74 @@ mod tests {
             tool: "t".into(),
         };
         assert_eq!(call.to_string(), "mcp:call:s/t");
+    }
+
+    fn http(url: &str, private: bool) -> Access {
+        let u = url::Url::parse(url).unwrap();
+        Access::NetHttp(HttpAccess {
+            scheme: u.scheme().into(),
+            host: u.host_str().unwrap().trim_matches(['[', ']']).into(),
+            port: u.port_or_known_default().unwrap(),
+            path: u.path().into(),
+            private,
+        })
+    }
+
+    #[test]
+    fn http_grants_match_scheme_host_port_and_path() {
+        let api = "net:http:https://api.example.com";
+        assert!(allows(api, &http("https://api.example.com/v1/x", false)));
+        assert!(allows(api, &http("https://API.example.com:443/", false)));
+        assert!(!allows(api, &http("http://api.example.com/", false)));
+        assert!(!allows(api, &http("https://api.example.com:8443/", false)));
+        assert!(!allows(api, &http("https://evil.com/", false)));
+        assert!(!allows(
+            api,
+            &http("https://api.example.com.evil.com/", false)
+        ));
+
+        let wild = "net:http:https://*.example.com";
+        assert!(allows(wild, &http("https://a.example.com/", false)));
+        assert!(!allows(wild, &http("https://example.com/", false)));
+        // A wildcard never reaches a private address; a host named exactly may.
+        assert!(!allows(wild, &http("https://a.example.com/", true)));
+        assert!(allows(
+            "net:http:http://127.0.0.1:8080",
+            &http("http://127.0.0.1:8080/x", true)
+        ));
+        assert!(allows(
+            "net:http:http://[::1]:8080",
+            &http("http://[::1]:8080/x", true)
+        ));
+        assert!(!allows(
+            "net:http:http://*:8080",
+            &http("http://127.0.0.1:8080/", true)
+        ));
+
+        let path = "net:http:https://api.example.com/v1/**";
+        assert!(allows(
+            path,
+            &http("https://api.example.com/v1/models/a", false)
+        ));
+        assert!(!allows(
+            path,
+            &http("https://api.example.com/v2/models", false)
+        ));
+        assert!(!allows(
+            path,
+            &http("https://api.example.com/v1/../admin", false)
+        ));
+
+        for bad in [
+            "net:http:ftp://x.com",
+            "net:http:https//x.com",
+            "net:http:https://",
+            "net:http:https://x.com:0",
+            "net:http:https://x.com:99999",
+            "net:http:https://x com",
+            "net:http:https://[::1",
+        ] {
+            assert!(ResourcePattern::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -20,6 +20,7 @@ use actix::{Actor, Handler, Message};
 
 use super::backlog::Backlog;
 use super::config::{CapsuleConfig, ConfigError};
+use super::http::{self, Hop};
 use crate::audit::Record;
 use crate::bus::topic::validate_topic;
 use crate::bus::{BusActor, Publish};
@@ -119,6 +120,66 @@ impl Host {
         }
     }
 
+    /// `http_request`: the guest's request map `request`, made hop by hop as `http.rs`
+    /// describes, each hop checked against the capsule's `net:http:` grants and audited;
+    /// the response map, with a body of at most `max_body` bytes.
+    ///
+    /// # Errors
+    ///
+    /// `Denied` outside the grants (audited by the capability store), `Invalid` for a
+    /// malformed request, `TooLarge` past a bound, `Failed` for a name that does not
+    /// resolve, a connection that fails or drops, the deadline, or a redirect that cannot be
+    /// followed.
+    pub fn http_request(
+        &self,
+        request: &[u8],
+        deadline: Instant,
+        max_body: usize,
+    ) -> Result<Vec<u8>, HostError> {
+        let mut request = http::prepare(request)?;
+        let mut hops = 0;
+        loop {
+            let url = request.url().clone();
+            let target = http::audit_target(request.method(), &url);
+            let mut access = http::access(&url);
+            self.allow(Access::NetHttp(access.clone()), deadline)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let addrs = http::resolve(&url, left).inspect_err(|e| {
+                let outcome = format!("error {}: the name did not resolve in time", e.code());
+                self.audit_outcome("http_request", &target, outcome);
+            })?;
+            if addrs.iter().any(|a| !http::is_public(a.ip())) {
+                access.private = true;
+                self.allow(Access::NetHttp(access), deadline)?;
+            }
+            match request.hop(addrs, deadline, max_body, hops < http::MAX_REDIRECTS) {
+                Ok(Hop::Done {
+                    encoded,
+                    status,
+                    size,
+                }) => {
+                    let outcome = format!("{status}, {size} bytes");
+                    self.audit_outcome("http_request", &target, outcome);
+                    return Ok(encoded);
+                }
+                Ok(Hop::Redirect { status, to }) => {
+                    self.audit_outcome("http_request", &target, format!("{status}, redirect"));
+                    if request.redirect(status, &to).is_err() {
+                        let outcome = "a redirect to a URL that is not http(s)".to_owned();
+                        self.audit_outcome("http_request", &target, outcome);
+                        return Err(HostError::Failed);
+                    }
+                    hops += 1;
+                }
+                Err((e, why)) => {
+                    let outcome = format!("error {}: {why}", e.code());
+                    self.audit_outcome("http_request", &target, outcome);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
     /// `config_get`: the value of one of the capsule's settings.
     ///
     /// # Errors
@@ -159,6 +220,10 @@ impl Host {
             Ok(()) => "ok".to_owned(),
             Err(e) => format!("error {}", e.code()),
         };
+        self.audit_outcome(action, target, outcome);
+    }
+
+    fn audit_outcome(&self, action: &'static str, target: &str, outcome: String) {
         if let Some(audit) = self.services.as_ref().and_then(|s| s.audit.get()) {
             audit.do_send(Record::new(self.actor.clone(), action, target, outcome));
         }

@@ -9,6 +9,7 @@ use wasmer::{AsStoreMut, FunctionEnvMut, Memory, RuntimeError, TypedFunction};
 
 use super::config::ConfigError;
 use super::host::{Host, HostError};
+use super::http;
 use super::log;
 use super::sandbox::CallError;
 use crate::rate::RateBudget;
@@ -22,6 +23,8 @@ pub(super) struct HostState {
     pub(super) deadline: Instant,
     /// What the guest may still write to the daemon's log.
     pub(super) log: RateBudget,
+    /// The most bytes the guest's memory may hold (`limits.memory_pages`).
+    pub(super) ceiling: usize,
 }
 
 pub(super) fn offset(ptr: i32) -> Result<u64, CallError> {
@@ -311,5 +314,26 @@ pub(super) fn host_config_get(
         Ok(value) => give_guest(&mut env, value.as_bytes()).map(packed),
         Err(ConfigError::Undeclared { .. }) => Ok(i64::from(HostError::Invalid.code())),
         Err(missing @ ConfigError::Missing { .. }) => Err(RuntimeError::user(Box::new(missing))),
+    }
+}
+
+/// `astrid.http_request(request_ptr, request_len) -> i64`: the location of the response map
+/// (see `http.rs`); its body is at most half the capsule's memory, and 16 MiB.
+pub(super) fn host_http_request(
+    mut env: FunctionEnvMut<'_, HostState>,
+    rp: i32,
+    rl: i32,
+) -> Result<i64, RuntimeError> {
+    let max_request = http::MAX_REQUEST_BODY + http::MAX_HEADER_BYTES + 8192;
+    let result = live(&env)
+        .and_then(|()| read_guest(&env, rp, rl, max_request))
+        .and_then(|request| {
+            let state = env.data();
+            let max_body = (state.ceiling / 2).min(http::MAX_RESPONSE_BODY);
+            state.host.http_request(&request, state.deadline, max_body)
+        });
+    match result {
+        Ok(response) => give_guest(&mut env, &response).map(packed),
+        Err(e) => Ok(i64::from(e.code())),
     }
 }

@@ -29,6 +29,7 @@ pub mod cache;
 pub mod config;
 mod error;
 pub mod host;
+pub mod http;
 mod imports;
 pub mod inspect;
 mod limits;

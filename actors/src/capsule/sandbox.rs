@@ -39,8 +39,9 @@ use wasmer_middlewares::Metering;
 use super::config::ConfigError;
 use super::host::Host;
 use super::imports::{
-    HostState, host_clock_now, host_config_get, host_kv_delete, host_kv_get, host_kv_put, host_log,
-    host_mcp_call, host_publish, host_random_fill, host_vfs_read, host_vfs_write, offset, unpack,
+    HostState, host_clock_now, host_config_get, host_http_request, host_kv_delete, host_kv_get,
+    host_kv_put, host_log, host_mcp_call, host_publish, host_random_fill, host_vfs_read,
+    host_vfs_write, offset, unpack,
 };
 use super::inspect::{self, InspectError};
 use super::log;
@@ -51,7 +52,7 @@ use crate::capsule::Limits;
 /// version would not fit).
 pub const ABI_VERSION: u32 = 1;
 /// The ABI's minor version: imports added since 1.0 (`clock_now`, `random_fill`,
-/// `config_get` in 1.1). A module built for an earlier minor version loads unchanged.
+/// `config_get` and `http_request` in 1.1). A module built for an earlier minor version loads unchanged.
 pub const ABI_MINOR: u32 = 1;
 
 /// Why a module could not be made into a sandbox.
@@ -243,6 +244,7 @@ const IMPORTS: &[(&str, &[Type], &[Type])] = &[
     ("clock_now", &[], &[I64]),
     ("random_fill", &[I32, I32], &[I32]),
     ("config_get", &[I32, I32], &[I64]),
+    ("http_request", &[I32, I32], &[I64]),
 ];
 
 /// Checks a module against the ABI before anything runs, so that a capsule that could
@@ -340,6 +342,7 @@ impl Sandbox {
                 host,
                 deadline: Instant::now(),
                 log: log::budget(Instant::now()),
+                ceiling: ceiling(compiled.limits),
             },
         );
         let imports = imports! {
@@ -355,6 +358,7 @@ impl Sandbox {
                 "clock_now" => Function::new_typed_with_env(&mut store, &env, host_clock_now),
                 "random_fill" => Function::new_typed_with_env(&mut store, &env, host_random_fill),
                 "config_get" => Function::new_typed_with_env(&mut store, &env, host_config_get),
+                "http_request" => Function::new_typed_with_env(&mut store, &env, host_http_request),
             }
         };
         let instance = Instance::new(&mut store, &compiled.module, &imports)

@@ -218,7 +218,8 @@ pub(crate) enum CapsCommand {
         subject: Option<String>,
     },
     /// Grant a capability: `kv`, `vfs:read:<glob>`, `vfs:write:<glob>`,
-    /// `bus:publish:<pattern>`, `bus:subscribe:<pattern>`, `mcp:call:<server>/<tool>`.
+    /// `bus:publish:<pattern>`, `bus:subscribe:<pattern>`, `mcp:call:<server>/<tool>`,
+    /// `net:http:<scheme>://<host>[:<port>][/<path-glob>]`.
     Grant {
         /// Capsule name.
         subject: String,
