@@ -7,6 +7,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
 
@@ -14,7 +15,10 @@ use astrid::client::Client;
 use astrid::protocol::{AuditEntry, CommandOutput};
 use rmpv::Value;
 
-use crate::common::{TestDaemon, audit_tail, invoke, one_command_manifest, write_capsule};
+use crate::common::{
+    TestDaemon, audit_tail, copy_capsule, example_capsule, invoke, one_command_manifest,
+    write_capsule,
+};
 
 /// Reads `req.bin` from the workspace, hands it to `http_request`, and replies with the
 /// response map, or with a negative result as a positive integer.
@@ -43,6 +47,9 @@ const GUEST: &str = r#"(module
     (if (i64.lt_s (local.get $r) (i64.const 0)) (then (return (call $code (local.get $r)))))
     (local.get $r)))"#;
 
+/// What `/hook` received, by server port: `METHOD AUTHORIZATION BODY`.
+static HOOKED: Mutex<Vec<(u16, String)>> = Mutex::new(Vec::new());
+
 /// A loopback HTTP/1.1 server answering by path; returns its port.
 fn serve() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -61,17 +68,30 @@ fn answer(mut stream: TcpStream, port: u16) {
     if reader.read_line(&mut first).is_err() {
         return;
     }
+    let first_line = first
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let target = first.split_whitespace().nth(1).unwrap_or("/");
     let path = target.split('?').next().unwrap_or("/").to_owned();
     let mut auth = String::new();
+    let mut length = 0;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
             break;
         }
-        if line.to_ascii_lowercase().starts_with("authorization:") {
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("authorization:") {
             line[14..].trim().clone_into(&mut auth);
+        } else if let Some(n) = lower.strip_prefix("content-length:") {
+            length = n.trim().parse().unwrap_or(0);
         }
+    }
+    let mut body = vec![0; length];
+    if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+        return;
     }
     let reply = |status: &str, headers: &str, body: &[u8]| {
         let head = format!(
@@ -104,6 +124,11 @@ fn answer(mut stream: TcpStream, port: u16) {
             reply("200 OK", "", b"late")
         }
         "/drop" => return,
+        "/hook" => {
+            let seen = format!("{first_line} {auth} {}", String::from_utf8_lossy(&body));
+            HOOKED.lock().unwrap().push((port, seen));
+            reply("204 No Content", "", b"")
+        }
         _ => reply("404 Not Found", "", b"no"),
     };
     let _ = stream.write_all(&out);
@@ -307,4 +332,100 @@ async fn a_grant_naming_a_host_exactly_reaches_it_and_credentials_stay_with_thei
     .await;
     assert_eq!(field(&crossed, "status"), &Value::from(200));
     assert_eq!(field(&crossed, "body"), &Value::Binary(Vec::new()));
+}
+
+/// A daemon running the example capsule `name`, its grants replaced by `grants`.
+fn example(name: &str, grants: &str) -> TestDaemon {
+    let grants = grants.to_owned();
+    let name = name.to_owned();
+    TestDaemon::builder()
+        .prepare(move |home, _| {
+            let dir = copy_capsule(&example_capsule(&name), &home.join("capsules"));
+            let manifest = std::fs::read_to_string(dir.join("Capsule.toml")).unwrap();
+            let manifest: String = manifest
+                .lines()
+                .map(|l| {
+                    if l.starts_with("grant = ") {
+                        format!("grant = [\"{grants}\"]\n")
+                    } else {
+                        format!("{l}\n")
+                    }
+                })
+                .collect();
+            std::fs::write(dir.join("Capsule.toml"), manifest).unwrap();
+        })
+        .start()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fetch_example_fetches_what_its_grants_allow() {
+    let port = serve();
+    let d = example("fetch", &format!("net:http:http://127.0.0.1:{port}"));
+    let out = d.cli(&[
+        "--json",
+        "run",
+        "fetch",
+        &format!("http://127.0.0.1:{port}/hello"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply["output"]["status"], 200, "{reply}");
+    assert_eq!(reply["output"]["start"], "hello world", "{reply}");
+    let refused = d.cli(&["run", "fetch", "http://127.0.0.2:1/"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused).contains("code -1"), "{}", text(&refused));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notify_example_needs_its_settings_and_posts_with_the_secret_token() {
+    let port = serve();
+    let d = example("notify", &format!("net:http:http://127.0.0.1:{port}/**"));
+    let missing = d.cli(&["run", "notify", "hi"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing).contains("astrid settings set notify url"),
+        "{}",
+        text(&missing)
+    );
+    let url = format!("http://127.0.0.1:{port}/hook");
+    assert!(
+        d.cli(&["settings", "set", "notify", "url", &url])
+            .status
+            .success()
+    );
+    let token = d.cli_fed(&["settings", "set", "notify", "token"], b"t0k3n\n");
+    assert!(token.status.success(), "{}", text(&token));
+    assert!(
+        d.cli(&["settings", "set", "notify", "prefix", "[ci] "])
+            .status
+            .success()
+    );
+    let sent = d.cli(&["--json", "run", "notify", "build", "\"green\""]);
+    assert!(sent.status.success(), "{}", text(&sent));
+    let reply: serde_json::Value = serde_json::from_slice(&sent.stdout).unwrap();
+    assert_eq!(reply["output"]["status"], 204, "{reply}");
+    assert_eq!(
+        reply["output"]["id"].as_str().map(str::len),
+        Some(16),
+        "{reply}"
+    );
+    let hooked: Vec<String> = HOOKED
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| *p == port)
+        .map(|(_, seen)| seen.clone())
+        .collect();
+    assert_eq!(
+        hooked,
+        vec![r#"POST Bearer t0k3n {"text": "[ci] build \"green\""}"#.to_owned()]
+    );
 }

@@ -1,6 +1,9 @@
 //! The host functions (module `astrid`), with safe wrappers. Only what a capsule calls is
-//! imported: the linker drops the rest. Each needs its capability in `Capsule.toml`
-//! (`kv`, `vfs:read:<glob>`, `vfs:write:<glob>`, `bus:publish:<pattern>`), except `log`.
+//! imported: the linker drops the rest, so a capsule that calls none of the ABI 1.1 imports
+//! (`clock_now`, `random_fill`, `config_get`, `http_request`) loads on a 1.0 host too. Each
+//! needs its capability in `Capsule.toml` (`kv`, `vfs:read:<glob>`, `vfs:write:<glob>`,
+//! `bus:publish:<pattern>`, `net:http:<scheme>://<host>...`), except `log`, `clock_now`,
+//! `random_fill` and `config_get` (the capsule's own settings).
 
 use std::fmt;
 
@@ -23,6 +26,14 @@ unsafe extern "C" {
     fn astrid_vfs_read(path: *const u8, path_len: usize) -> i64;
     #[link_name = "vfs_write"]
     fn astrid_vfs_write(path: *const u8, path_len: usize, data: *const u8, len: usize) -> i32;
+    #[link_name = "clock_now"]
+    fn astrid_clock_now() -> i64;
+    #[link_name = "random_fill"]
+    fn astrid_random_fill(ptr: *mut u8, len: usize) -> i32;
+    #[link_name = "config_get"]
+    fn astrid_config_get(key: *const u8, key_len: usize) -> i64;
+    #[link_name = "http_request"]
+    fn astrid_http_request(request: *const u8, len: usize) -> i64;
 }
 
 /// A log level.
@@ -172,4 +183,117 @@ pub fn vfs_read(path: &str) -> Result<Option<Vec<u8>>, HostError> {
 pub fn vfs_write(path: &str, data: &[u8]) -> Result<(), HostError> {
     // SAFETY: the host reads both ranges during the call.
     status(unsafe { astrid_vfs_write(path.as_ptr(), path.len(), data.as_ptr(), data.len()) })
+}
+
+/// The wall clock, in milliseconds since the Unix epoch.
+pub fn clock_now() -> u64 {
+    // SAFETY: no arguments.
+    u64::try_from(unsafe { astrid_clock_now() }).unwrap_or(0)
+}
+
+/// Fills `buf` from the host's CSPRNG (at most 1 MiB at once).
+///
+/// # Errors
+///
+/// The host's error code.
+pub fn random_fill(buf: &mut [u8]) -> Result<(), HostError> {
+    // SAFETY: the host writes `buf` during the call.
+    status(unsafe { astrid_random_fill(buf.as_mut_ptr(), buf.len()) })
+}
+
+/// The value of the capsule's setting `key` (declared in `[[config]]`): the one the user set,
+/// else its default. A required setting that is unset ends the call with an error naming the
+/// command that sets it; this function does not return then.
+///
+/// # Errors
+///
+/// The host's error code: `-3` for a key the manifest does not declare.
+pub fn config_get(key: &str) -> Result<String, HostError> {
+    // SAFETY: the host reads `key` during the call.
+    let value = bytes(unsafe { astrid_config_get(key.as_ptr(), key.len()) })?
+        .ok_or(HostError::NOT_FOUND)?;
+    String::from_utf8(value).map_err(|_| HostError::INVALID)
+}
+
+/// An HTTP request for [`http_request`].
+#[derive(Debug, Clone, Default)]
+pub struct HttpRequest {
+    /// `GET` when empty.
+    pub method: String,
+    /// An absolute `http` or `https` URL.
+    pub url: String,
+    /// Request headers.
+    pub headers: Vec<(String, String)>,
+    /// The body (none when empty).
+    pub body: Vec<u8>,
+    /// A time limit shorter than the call's, if any.
+    pub timeout_ms: Option<u64>,
+}
+
+/// What [`http_request`] returns.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// Response headers (lowercase names; repeated ones joined with `, `).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// Makes an HTTP request (`net:http:<scheme>://<host>[:<port>][/<path-glob>]` for every hop,
+/// redirects included). Any status is a response.
+///
+/// # Errors
+///
+/// The host's error code: `-1` outside the grants, `-3` a malformed request, `-4` past a
+/// bound, `-5` a failed, dropped or late connection.
+pub fn http_request(request: &HttpRequest) -> Result<HttpResponse, HostError> {
+    let mut map = vec![("url".to_owned(), Value::Str(request.url.clone()))];
+    if !request.method.is_empty() {
+        map.push(("method".to_owned(), Value::Str(request.method.clone())));
+    }
+    if !request.headers.is_empty() {
+        let headers = request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::Str(v.clone())))
+            .collect();
+        map.push(("headers".to_owned(), Value::Map(headers)));
+    }
+    if !request.body.is_empty() {
+        map.push(("body".to_owned(), Value::Bin(request.body.clone())));
+    }
+    if let Some(ms) = request.timeout_ms {
+        map.push((
+            "timeout_ms".to_owned(),
+            Value::Int(i64::try_from(ms).unwrap_or(i64::MAX)),
+        ));
+    }
+    let encoded = Value::Map(map).encode();
+    // SAFETY: the host reads `encoded` during the call.
+    let reply = bytes(unsafe { astrid_http_request(encoded.as_ptr(), encoded.len()) })?
+        .ok_or(HostError::NOT_FOUND)?;
+    let value = crate::msgpack::decode(&reply).map_err(|_| HostError::INVALID)?;
+    let status = value
+        .get("status")
+        .and_then(Value::as_int)
+        .and_then(|s| u16::try_from(s).ok())
+        .ok_or(HostError::INVALID)?;
+    let headers = match value.get("headers") {
+        Some(Value::Map(entries)) => entries
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let body = match value.get("body") {
+        Some(Value::Bin(b)) => b.clone(),
+        _ => Vec::new(),
+    };
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
 }

@@ -1,4 +1,4 @@
-//! The guest side of the Astrid capsule host ABI, version 1, for Rust capsules built for
+//! The guest side of the Astrid capsule host ABI, version 1.1, for Rust capsules built for
 //! `wasm32-unknown-unknown`. No dependencies.
 //!
 //! A capsule is a `cdylib` that names its command handler once:
