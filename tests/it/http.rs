@@ -124,6 +124,7 @@ fn answer(mut stream: TcpStream, port: u16) {
             reply("200 OK", "", b"late")
         }
         "/drop" => return,
+        "/loop" => reply("302 Found", "location: /loop\r\n", b""),
         "/hook" => {
             let seen = format!("{first_line} {auth} {}", String::from_utf8_lossy(&body));
             HOOKED.lock().unwrap().push((port, seen));
@@ -274,6 +275,10 @@ async fn what_the_grant_does_not_cover_or_the_bounds_refuse_is_a_clean_error() {
     assert_eq!(fetch(&d, &client, &bad).await, Value::from(3));
     assert_eq!(fetch(&d, &client, b"\xc1").await, Value::from(3));
 
+    // A redirect loop: five redirects are followed, the sixth is the response.
+    let looped = fetch(&d, &client, &request(&format!("{base}/loop"), &[])).await;
+    assert_eq!(field(&looped, "status"), &Value::from(302));
+
     // Still answering, never restarted.
     let again = fetch(&d, &client, &request(&format!("{base}/hello"), &[])).await;
     assert_eq!(field(&again, "status"), &Value::from(200));
@@ -289,6 +294,15 @@ async fn what_the_grant_does_not_cover_or_the_bounds_refuse_is_a_clean_error() {
         made.iter()
             .any(|e| e.target.ends_with("/big") && e.outcome.starts_with("error -4")),
         "{made:#?}"
+    );
+    let hops: Vec<_> = made
+        .iter()
+        .filter(|e| e.target.ends_with("/loop"))
+        .collect();
+    assert_eq!(hops.len(), 6, "{hops:#?}");
+    assert_eq!(
+        hops.last().map(|e| e.outcome.as_str()),
+        Some("302, 0 bytes")
     );
     let denied = entries(&all, "deny");
     assert!(
