@@ -21,6 +21,7 @@ mod crash;
 mod events;
 mod hostile;
 mod http;
+mod install;
 mod lifecycle;
 mod mcp;
 mod mcp_interop;

@@ -52,6 +52,7 @@ pub use self::payload::capsules::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo, HookInfo, ReloadReport,
 };
 pub use self::payload::config::{AuditLevel, ConfigReport, PolicyRule, Setting};
+pub use self::payload::install::{InstallPlan, InstallReport};
 pub use self::payload::mcp::{
     McpReloadReport, McpServerInfo, McpServerState, McpToolInfo, McpToolResult,
 };

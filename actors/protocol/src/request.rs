@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 #[allow(unused_imports, reason = "named by the variants' docs")]
 use crate::{
     AuditEntry, CapsuleInfo, CapsuleMetadata, CapsuleSetting, CommandInfo, CommandOutput,
-    ConfigReport, DirEntry, FaultInjected, FileStat, Grant, KvValue, Listing, McpReloadReport,
-    McpServerInfo, McpToolInfo, McpToolResult, PruneReport, Published, ReadResult, ReloadReport,
-    Removed, SettingChanged, ShutdownAck, Status, Subscribed, TreeNode, TrustInfo, TrustReport,
-    Unsubscribed, Verification, Written,
+    ConfigReport, DirEntry, FaultInjected, FileStat, Grant, InstallPlan, InstallReport, KvValue,
+    Listing, McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, PruneReport, Published,
+    ReadResult, ReloadReport, Removed, SettingChanged, ShutdownAck, Status, Subscribed, TreeNode,
+    TrustInfo, TrustReport, Unsubscribed, Verification, Written,
 };
 use crate::{Fault, RawValue, SettingValue};
 
@@ -402,4 +402,25 @@ requests! {
         /// A setting its manifest declares.
         name: String,
     } => unset_setting, mutates, target: format!("{capsule}/{name}");
+    /// Checks a capsule folder for installation into the home (its manifest and module are
+    /// validated and compiled) and shows what it would bring. Result: [`InstallPlan`].
+    InspectCapsule {
+        /// The folder, an absolute path.
+        path: String,
+    } => inspect_capsule, reads, target: path.clone();
+    /// Copies a capsule folder into `<home>/capsules/<name>` (replacing the capsule of that
+    /// name), records its content, and reloads the capsules. Refused unless the folder still
+    /// has `digest` (from `InspectCapsule`). Result: [`InstallReport`].
+    InstallCapsule {
+        /// The folder, an absolute path.
+        path: String,
+        /// `InspectCapsule`'s digest of it.
+        digest: String,
+    } => install_capsule, mutates, target: path.clone();
+    /// Removes an installed capsule from the home and reloads the capsules. Result:
+    /// [`Removed`].
+    UninstallCapsule {
+        /// Capsule name.
+        name: String,
+    } => uninstall_capsule, mutates, target: name.clone();
 }

@@ -112,6 +112,16 @@ fn samples() -> Vec<Request> {
             capsule: "fetch".into(),
             name: "api_key".into(),
         },
+        Request::InspectCapsule {
+            path: "/src/fetch".into(),
+        },
+        Request::InstallCapsule {
+            path: "/src/fetch".into(),
+            digest: "ab12".into(),
+        },
+        Request::UninstallCapsule {
+            name: "fetch".into(),
+        },
     ]
 }
 

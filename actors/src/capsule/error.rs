@@ -92,4 +92,12 @@ pub enum CapsuleError {
         #[source]
         source: io::Error,
     },
+    /// A capsule folder that cannot be installed, or the home that cannot take it.
+    #[error("cannot install {path}: {reason}")]
+    BadInstall {
+        /// The folder or file concerned.
+        path: String,
+        /// Why.
+        reason: String,
+    },
 }

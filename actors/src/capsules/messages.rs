@@ -4,7 +4,7 @@
 //! `GetCapsuleMetadata`, the settings requests, and status) and the kernel at boot.
 
 pub use crate::capsule::CapsuleError;
-use crate::protocol::{CapsuleSetting, SettingChanged};
+use crate::protocol::{CapsuleSetting, InstallPlan, InstallReport, Removed, SettingChanged};
 use actix::Message;
 pub use astrid_protocol::payload::capsules::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo, HookInfo, ReloadReport,
@@ -62,4 +62,30 @@ impl std::fmt::Debug for SetSetting {
             .field("set", &self.value.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// Checks a capsule folder for installation.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<InstallPlan, CapsuleError>")]
+pub struct InspectCapsule {
+    /// The folder, an absolute path.
+    pub path: String,
+}
+
+/// Installs a capsule folder into the home, then reloads.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<InstallReport, CapsuleError>")]
+pub struct InstallCapsule {
+    /// The folder, an absolute path.
+    pub path: String,
+    /// The digest `InspectCapsule` gave.
+    pub digest: String,
+}
+
+/// Removes an installed capsule from the home, then reloads.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Removed, CapsuleError>")]
+pub struct UninstallCapsule {
+    /// Capsule name.
+    pub name: String,
 }

@@ -16,11 +16,13 @@
 //! listener actor's state, asked of the kernel supervisor.
 //!
 //! Handles: [`ListCapsules`], [`ReloadCapsules`], [`GetCommands`], [`GetCapsuleMetadata`],
-//! [`ListSettings`] and [`SetSetting`] (in `settings.rs`),
+//! [`ListSettings`] and [`SetSetting`] (in `settings.rs`), [`InspectCapsule`],
+//! [`InstallCapsule`] and [`UninstallCapsule`] (in `install.rs`),
 //! [`SweepDue`] (calls wait: their deadlines are checked every [`Sweeper::EVERY`] until no
 //! call waits or runs), and the supervision messages [`Terminate`] and [`Inject`].
 
 pub mod discovery;
+pub mod install;
 mod listing;
 pub mod loaded;
 pub mod manifest;
@@ -38,12 +40,13 @@ use actix::{
 };
 
 use self::discovery::{Discovered, discover};
+use self::install::InstalledStore;
 use self::listing::discovered_metadata;
 use self::loaded::{LoadedCapsules, child_name};
 pub use self::messages::{
     CapsuleError, CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo,
-    GetCapsuleMetadata, GetCommands, HookInfo, ListCapsules, ListSettings, ReloadCapsules,
-    ReloadReport, SetSetting,
+    GetCapsuleMetadata, GetCommands, HookInfo, InspectCapsule, InstallCapsule, ListCapsules,
+    ListSettings, ReloadCapsules, ReloadReport, SetSetting, UninstallCapsule,
 };
 use self::settings::SettingsDir;
 use crate::bus::Pattern;
@@ -103,6 +106,8 @@ pub struct RegistryDeps {
     pub linger: std::time::Duration,
     /// Where the values of capsules' settings are kept.
     pub settings: SettingsDir,
+    /// The record of capsules installed into the home (`astrid install`).
+    pub installed: InstalledStore,
 }
 
 /// The capsule registry actor.
@@ -150,6 +155,13 @@ impl CapsulesActor {
             .cloned()
             .partition(|(origin, _)| *origin != CapsuleOrigin::Workspace || trust.allows());
         let mut found = discover(&runnable);
+        let records = self.deps.installed.load().unwrap_or_else(|e| {
+            tracing::error!("cannot read the record of installed capsules: {e}");
+            Vec::new()
+        });
+        for c in found.iter_mut().filter(|c| c.origin == CapsuleOrigin::Home) {
+            c.untrusted = self.deps.installed.changed(&records, &c.name, &c.dir);
+        }
         let why = trust.message.unwrap_or_default();
         for root in held {
             for mut c in discover(&[root]) {
@@ -161,7 +173,7 @@ impl CapsulesActor {
         for c in &found {
             match (&c.manifest, &c.untrusted) {
                 (_, Some(_)) => {
-                    tracing::warn!(capsule = %c.name, dir = %c.dir.display(), "capsule not run: its workspace is not trusted");
+                    tracing::warn!(capsule = %c.name, dir = %c.dir.display(), "capsule not run: it is not trusted");
                 }
                 (Ok(_), None) => {
                     tracing::info!(capsule = %c.name, dir = %c.dir.display(), "capsule found");

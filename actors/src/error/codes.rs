@@ -122,7 +122,7 @@ fn capsule_code(e: &CapsuleError) -> ErrorCode {
         | CapsuleError::BuiltinCommand(_)
         | CapsuleError::UnknownSetting { .. } => ErrorCode::NotFound,
         CapsuleError::InputTooLarge { .. } => ErrorCode::TooLarge,
-        CapsuleError::BadSetting { .. } => ErrorCode::BadRequest,
+        CapsuleError::BadSetting { .. } | CapsuleError::BadInstall { .. } => ErrorCode::BadRequest,
         CapsuleError::SettingsUnsaved { .. } => ErrorCode::StorageFailed,
     }
 }

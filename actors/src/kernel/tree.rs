@@ -16,6 +16,7 @@ use crate::bus::intercept::Interceptors;
 use crate::bus::{BusActor, Pattern, Publish};
 use crate::caps::CapabilitiesActor;
 use crate::capsule::cache::CompileCache;
+use crate::capsules::install::InstalledStore;
 use crate::capsules::loaded::LoadedCapsules;
 use crate::capsules::settings::SettingsDir;
 use crate::capsules::{CapsulesActor, RegistryDeps};
@@ -256,6 +257,7 @@ fn children(
         trust: Arc::clone(&deps.trust),
         linger: config.limits.capsule_linger,
         settings: SettingsDir::new(home.join("settings")),
+        installed: InstalledStore::new(&home),
     };
     let idle_grace = config.ephemeral.then_some(config.idle_grace);
     let sessions = Arc::clone(&deps.connections);

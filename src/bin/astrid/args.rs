@@ -121,6 +121,22 @@ pub(crate) enum Command {
     /// with `config_get`.
     #[command(subcommand)]
     Settings(SettingsCommand),
+    /// Install a capsule folder into the home (`<home>/capsules/<name>`): shows its name,
+    /// version, commands, grants and settings (and, for an upgrade, the grants it adds and
+    /// drops), asks to confirm, copies it, and reloads. An installed capsule whose files
+    /// change afterwards does not run until it is installed again.
+    Install {
+        /// The capsule folder (holding `Capsule.toml`).
+        path: PathBuf,
+        /// Install without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Remove a capsule installed in the home, and reload.
+    Uninstall {
+        /// Capsule name.
+        name: String,
+    },
     /// Read and verify the audit log, and show its policy.
     #[command(subcommand)]
     Audit(AuditCommand),

@@ -8,6 +8,7 @@
 mod args;
 mod chat;
 mod daemon;
+mod install;
 mod render;
 mod settings;
 
@@ -64,6 +65,8 @@ pub(crate) enum CliError {
          argument (it would stay in the shell's history and be visible to `ps`)"
     )]
     SecretOnCommandLine(String),
+    #[error("not installed: the installation was not confirmed")]
+    NotConfirmed,
     #[error("arguments must be a JSON object, such as '{{\"text\": \"hi\"}}': {0}")]
     BadArguments(String),
     #[error("the tool reported an error")]
@@ -263,6 +266,11 @@ async fn one_shot(
         Command::Kv(kv) => kv_command(&client, kv, json).await,
         Command::Caps(caps) => caps_command(&client, caps, json).await,
         Command::Settings(settings) => settings::run(&client, settings, json).await,
+        Command::Install { path, yes } => install::install(&client, &path, yes, json).await,
+        Command::Uninstall { name } => {
+            let done: Removed = client.call(Request::UninstallCapsule { name }).await?;
+            show(json, &done, |d| format!("uninstalled {}\n", d.target))
+        }
         Command::Audit(audit) => audit_command(&client, audit, json).await,
         Command::Config(ConfigCommand::Show) => show(json, &client.config().await?, render::config),
         Command::Mcp(mcp) => mcp_command(&client, mcp, json).await,

@@ -5,7 +5,8 @@ use super::{Dispatch, call};
 use crate::capsule::{Answer, Call};
 use crate::capsules::loaded::Route;
 use crate::capsules::{
-    GetCapsuleMetadata, GetCommands, ListCapsules, ListSettings, ReloadCapsules, SetSetting,
+    GetCapsuleMetadata, GetCommands, InspectCapsule, InstallCapsule, ListCapsules, ListSettings,
+    ReloadCapsules, SetSetting, UninstallCapsule,
 };
 use crate::error::KernelError;
 use crate::protocol::ErrorBody;
@@ -58,6 +59,38 @@ pub(super) fn set_setting(d: Dispatch<'_>, capsule: String, name: String, value:
     let ask = call(&d.session.deps.registry, msg, d.timeout());
     d.run(async move { Ok(ask.await??) });
 }
+
+/// `InspectCapsule`: validating a folder compiles its module, which may take a while: the
+/// deadline is at least 60 s.
+pub(super) fn inspect(d: Dispatch<'_>, path: String) {
+    let timeout = d.timeout().max(INSTALL_TIMEOUT);
+    let ask = call(&d.session.deps.registry, InspectCapsule { path }, timeout);
+    d.run(async move { Ok(ask.await??) });
+}
+
+/// `InstallCapsule`, answered once the capsules are reloaded.
+pub(super) fn install(d: Dispatch<'_>, path: String, digest: String) {
+    let timeout = d.timeout().max(INSTALL_TIMEOUT);
+    let ask = call(
+        &d.session.deps.registry,
+        InstallCapsule { path, digest },
+        timeout,
+    );
+    d.run(async move { Ok(ask.await??) });
+}
+
+/// `UninstallCapsule`, answered once the capsules are reloaded.
+pub(super) fn uninstall(d: Dispatch<'_>, name: String) {
+    let ask = call(
+        &d.session.deps.registry,
+        UninstallCapsule { name },
+        d.timeout(),
+    );
+    d.run(async move { Ok(ask.await??) });
+}
+
+/// The least deadline of inspecting and installing, which compile a module.
+const INSTALL_TIMEOUT: std::time::Duration = std::time::Duration::from_mins(1);
 
 /// `InvokeCommand`: queued for the capsule's actor through the table of loaded capsules; the
 /// actor writes the answer straight into this connection. Not audited itself.

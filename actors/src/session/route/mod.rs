@@ -262,6 +262,15 @@ impl Routes for Dispatch<'_> {
     fn unset_setting(self, capsule: String, name: String) {
         capsules::set_setting(self, capsule, name, None);
     }
+    fn inspect_capsule(self, path: String) {
+        capsules::inspect(self, path);
+    }
+    fn install_capsule(self, path: String, digest: String) {
+        capsules::install(self, path, digest);
+    }
+    fn uninstall_capsule(self, name: String) {
+        capsules::uninstall(self, name);
+    }
     fn kv_get(self, key: String) {
         kv::get(self, key);
     }
