@@ -17,7 +17,7 @@ use rmpv::Value;
 
 use crate::common::{
     TestDaemon, audit_tail, copy_capsule, example_capsule, invoke, one_command_manifest,
-    write_capsule,
+    output_text, write_capsule,
 };
 
 /// Reads `req.bin` from the workspace, hands it to `http_request`, and replies with the
@@ -371,14 +371,6 @@ fn example(name: &str, grants: &str) -> TestDaemon {
         .start()
 }
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fetch_example_fetches_what_its_grants_allow() {
     let port = serve();
@@ -389,13 +381,17 @@ async fn the_fetch_example_fetches_what_its_grants_allow() {
         "fetch",
         &format!("http://127.0.0.1:{port}/hello"),
     ]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(reply["output"]["status"], 200, "{reply}");
     assert_eq!(reply["output"]["start"], "hello world", "{reply}");
     let refused = d.cli(&["run", "fetch", "http://127.0.0.2:1/"]);
     assert_eq!(refused.status.code(), Some(1));
-    assert!(text(&refused).contains("code -1"), "{}", text(&refused));
+    assert!(
+        output_text(&refused).contains("code -1"),
+        "{}",
+        output_text(&refused)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,9 +401,9 @@ async fn the_notify_example_needs_its_settings_and_posts_with_the_secret_token()
     let missing = d.cli(&["run", "notify", "hi"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(
-        text(&missing).contains("astrid settings set notify url"),
+        output_text(&missing).contains("astrid settings set notify url"),
         "{}",
-        text(&missing)
+        output_text(&missing)
     );
     let url = format!("http://127.0.0.1:{port}/hook");
     assert!(
@@ -416,14 +412,14 @@ async fn the_notify_example_needs_its_settings_and_posts_with_the_secret_token()
             .success()
     );
     let token = d.cli_fed(&["settings", "set", "notify", "token"], b"t0k3n\n");
-    assert!(token.status.success(), "{}", text(&token));
+    assert!(token.status.success(), "{}", output_text(&token));
     assert!(
         d.cli(&["settings", "set", "notify", "prefix", "[ci] "])
             .status
             .success()
     );
     let sent = d.cli(&["--json", "run", "notify", "build", "\"green\""]);
-    assert!(sent.status.success(), "{}", text(&sent));
+    assert!(sent.status.success(), "{}", output_text(&sent));
     let reply: serde_json::Value = serde_json::from_slice(&sent.stdout).unwrap();
     assert_eq!(reply["output"]["status"], 204, "{reply}");
     assert_eq!(

@@ -8,15 +8,9 @@ use std::path::Path;
 
 use astrid::protocol::{CapsuleState, ErrorCode, InstallPlan, Request};
 
-use crate::common::{TestDaemon, audit_tail, copy_capsule, example_capsule, failure, invoke};
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use crate::common::{
+    TestDaemon, audit_tail, copy_capsule, example_capsule, failure, invoke, output_text,
+};
 
 /// A copy of the example `echo` capsule in `root`, at `version`, with `grants`.
 fn source(root: &Path, version: &str, grants: &str) -> String {
@@ -48,18 +42,22 @@ async fn install_confirm_refuse_upgrade_and_uninstall() {
 
     // Refused at the prompt: nothing installed.
     let refused = d.cli_fed(&["install", &folder], b"n\n");
-    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
-    assert!(text(&refused).contains("grants: kv"), "{}", text(&refused));
+    assert_eq!(refused.status.code(), Some(1), "{}", output_text(&refused));
     assert!(
-        text(&refused).contains("not confirmed"),
+        output_text(&refused).contains("grants: kv"),
         "{}",
-        text(&refused)
+        output_text(&refused)
+    );
+    assert!(
+        output_text(&refused).contains("not confirmed"),
+        "{}",
+        output_text(&refused)
     );
     assert!(state(&client, "echo").await.is_none());
 
     // Confirmed on standard input: installed, recorded, running.
     let done = d.cli_fed(&["install", &folder], b"y\n");
-    assert!(done.status.success(), "{}", text(&done));
+    assert!(done.status.success(), "{}", output_text(&done));
     let installed = d.home.path().join("capsules/echo");
     assert!(installed.join("Capsule.toml").is_file());
     assert!(d.home.path().join("installed.toml").is_file());
@@ -79,10 +77,14 @@ async fn install_confirm_refuse_upgrade_and_uninstall() {
         "+ grant vfs:read:** (new)",
         "- grant kv (dropped)",
     ] {
-        assert!(text(&asked).contains(needle), "{needle}: {}", text(&asked));
+        assert!(
+            output_text(&asked).contains(needle),
+            "{needle}: {}",
+            output_text(&asked)
+        );
     }
     let upgraded = d.cli(&["--json", "install", &folder2, "--yes"]);
-    assert!(upgraded.status.success(), "{}", text(&upgraded));
+    assert!(upgraded.status.success(), "{}", output_text(&upgraded));
     let report: serde_json::Value = serde_json::from_slice(&upgraded.stdout).unwrap();
     assert_eq!(report["replaced"], "0.1.0", "{report}");
     assert_eq!(report["version"], "0.2.0", "{report}");
@@ -94,11 +96,15 @@ async fn install_confirm_refuse_upgrade_and_uninstall() {
 
     // Uninstalled: gone from the home and from the daemon.
     let gone = d.cli(&["uninstall", "echo"]);
-    assert!(gone.status.success(), "{}", text(&gone));
+    assert!(gone.status.success(), "{}", output_text(&gone));
     assert!(!installed.exists());
     assert!(state(&client, "echo").await.is_none());
     let again = d.cli(&["uninstall", "echo"]);
-    assert!(text(&again).contains("not_found"), "{}", text(&again));
+    assert!(
+        output_text(&again).contains("not_found"),
+        "{}",
+        output_text(&again)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +119,7 @@ async fn an_installed_capsule_changed_afterwards_does_not_run_until_installed_ag
     let wat = std::fs::read_to_string(&module).unwrap();
     std::fs::write(&module, format!("{wat}\n;; changed\n")).unwrap();
     let reload = d.cli(&["reload"]);
-    assert!(reload.status.success(), "{}", text(&reload));
+    assert!(reload.status.success(), "{}", output_text(&reload));
     let (now, why) = state(&client, "echo").await.unwrap();
     assert_eq!(now, CapsuleState::Untrusted, "{why}");
     assert!(
@@ -125,7 +131,7 @@ async fn an_installed_capsule_changed_afterwards_does_not_run_until_installed_ag
 
     // Installing the folder itself accepts it as it is.
     let accept = d.cli(&["install", installed.to_str().unwrap(), "--yes"]);
-    assert!(accept.status.success(), "{}", text(&accept));
+    assert!(accept.status.success(), "{}", output_text(&accept));
     assert_eq!(
         state(&client, "echo").await.unwrap().0,
         CapsuleState::Running
@@ -164,12 +170,16 @@ async fn a_folder_changed_after_inspection_or_holding_a_link_is_not_installed() 
     std::os::unix::fs::symlink("/etc/passwd", Path::new(&folder).join("link")).unwrap();
     let linked = d.cli(&["install", &folder, "--yes"]);
     assert_eq!(linked.status.code(), Some(1));
-    assert!(text(&linked).contains("symbolic link"), "{}", text(&linked));
+    assert!(
+        output_text(&linked).contains("symbolic link"),
+        "{}",
+        output_text(&linked)
+    );
     let relative = d.cli(&["install", "no-such-folder", "--yes"]);
     assert_eq!(relative.status.code(), Some(1));
     assert!(
-        text(&relative).contains("bad_request"),
+        output_text(&relative).contains("bad_request"),
         "{}",
-        text(&relative)
+        output_text(&relative)
     );
 }

@@ -15,8 +15,8 @@ use rmpv::Value;
 use rustix::process::Signal;
 
 use crate::common::{
-    DEADLINE, TestDaemon, audit_tail, failure, invoke, one_command_manifest, short_tempdir,
-    write_capsule,
+    DEADLINE, TestDaemon, audit_tail, failure, invoke, one_command_manifest, output_text,
+    short_tempdir, write_capsule,
 };
 
 /// A guest whose commands each call one import; `$bin` replies a MessagePack bin of memory,
@@ -103,14 +103,6 @@ fn bytes(value: &Value) -> Vec<u8> {
     }
 }
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clock_and_randomness_need_no_grant_and_random_fill_is_bounded() {
     let d = daemon();
@@ -183,15 +175,19 @@ async fn a_secret_comes_from_stdin_and_is_never_shown_back_logged_or_audited() {
 
     // A secret is refused on the command line, and taken from standard input.
     let refused = d.cli(&["settings", "set", "cfg", "token", SECRET]);
-    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
-    assert!(text(&refused).contains("is a secret"), "{}", text(&refused));
+    assert_eq!(refused.status.code(), Some(1), "{}", output_text(&refused));
+    assert!(
+        output_text(&refused).contains("is a secret"),
+        "{}",
+        output_text(&refused)
+    );
     let set = d.cli_fed(
         &["settings", "set", "cfg", "token"],
         format!("{SECRET}\n").as_bytes(),
     );
-    assert!(set.status.success(), "{}", text(&set));
+    assert!(set.status.success(), "{}", output_text(&set));
     let plain = d.cli(&["settings", "set", "cfg", "region", "us"]);
-    assert!(plain.status.success(), "{}", text(&plain));
+    assert!(plain.status.success(), "{}", output_text(&plain));
     assert_eq!(bytes(&output(&client, "token").await), SECRET.as_bytes());
     assert_eq!(bytes(&output(&client, "geo").await), b"us");
 
@@ -211,29 +207,29 @@ async fn a_secret_comes_from_stdin_and_is_never_shown_back_logged_or_audited() {
         &["--json", "settings", "ls", "cfg"],
     ] {
         let out = d.cli(args);
-        assert!(out.status.success(), "{}", text(&out));
-        assert!(!text(&out).contains(SECRET), "{}", text(&out));
-        assert!(text(&out).contains("token"), "{}", text(&out));
+        assert!(out.status.success(), "{}", output_text(&out));
+        assert!(!output_text(&out).contains(SECRET), "{}", output_text(&out));
+        assert!(output_text(&out).contains("token"), "{}", output_text(&out));
     }
 
     // `astrid metadata` tells only whether each is set.
     let meta = d.cli(&["metadata", "cfg"]);
-    assert!(meta.status.success(), "{}", text(&meta));
+    assert!(meta.status.success(), "{}", output_text(&meta));
     assert!(
-        text(&meta).contains("setting token (set, secret)"),
+        output_text(&meta).contains("setting token (set, secret)"),
         "{}",
-        text(&meta)
+        output_text(&meta)
     );
     assert!(
-        text(&meta).contains("setting region (set)"),
+        output_text(&meta).contains("setting region (set)"),
         "{}",
-        text(&meta)
+        output_text(&meta)
     );
     let meta = d.cli(&["--json", "metadata", "cfg"]);
     assert!(
-        !text(&meta).contains(SECRET) && !text(&meta).contains("\"us\""),
+        !output_text(&meta).contains(SECRET) && !output_text(&meta).contains("\"us\""),
         "{}",
-        text(&meta)
+        output_text(&meta)
     );
 
     // Kept private in the home; audited by name only; never in the logs.
@@ -279,30 +275,38 @@ async fn bad_names_and_values_are_refused_and_unset_brings_the_default_back() {
     let client = d.client().await;
     let file = d.home.path().join("settings/cfg.toml");
     let set = d.cli_fed(&["settings", "set", "cfg", "token"], SECRET.as_bytes());
-    assert!(set.status.success(), "{}", text(&set));
+    assert!(set.status.success(), "{}", output_text(&set));
     let set = d.cli(&["settings", "set", "cfg", "region", "us"]);
-    assert!(set.status.success(), "{}", text(&set));
+    assert!(set.status.success(), "{}", output_text(&set));
 
     // Bad names and values.
     let unknown = d.cli(&["settings", "set", "cfg", "nope", "x"]);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(
-        text(&unknown).contains("declares: region, token"),
+        output_text(&unknown).contains("declares: region, token"),
         "{}",
-        text(&unknown)
+        output_text(&unknown)
     );
     let nobody = d.cli(&["settings", "ls", "nosuch"]);
-    assert!(text(&nobody).contains("not_found"), "{}", text(&nobody));
+    assert!(
+        output_text(&nobody).contains("not_found"),
+        "{}",
+        output_text(&nobody)
+    );
     let huge = d.cli_fed(&["settings", "set", "cfg", "region"], &vec![b'a'; 70_000]);
-    assert!(text(&huge).contains("bad_request"), "{}", text(&huge));
+    assert!(
+        output_text(&huge).contains("bad_request"),
+        "{}",
+        output_text(&huge)
+    );
 
     // Unset: the default applies again, and the secret is required again.
     let unset = d.cli(&["settings", "unset", "cfg", "token"]);
-    assert!(unset.status.success(), "{}", text(&unset));
+    assert!(unset.status.success(), "{}", output_text(&unset));
     let (code, _) = failure(invoke(&client, "token", &[]).await);
     assert_eq!(code, ErrorCode::CapsuleError);
     let unset = d.cli(&["settings", "unset", "cfg", "region"]);
-    assert!(unset.status.success(), "{}", text(&unset));
+    assert!(unset.status.success(), "{}", output_text(&unset));
     assert_eq!(bytes(&output(&client, "geo").await), b"eu");
     assert!(
         !file.exists(),

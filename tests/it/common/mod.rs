@@ -114,6 +114,16 @@ pub(crate) fn cli_at(home: &Path, cwd: &Path, args: &[&str]) -> Output {
     cli_fed(home, cwd, args, None)
 }
 
+/// A finished command's standard output, then its standard error, as text (for assertions
+/// and their messages).
+pub(crate) fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Runs the CLI with `--home home` in the directory `cwd`, writing `input` (if any) to its
 /// standard input (a pipe, not a terminal), with a deadline.
 pub(crate) fn cli_fed(home: &Path, cwd: &Path, args: &[&str], input: Option<&[u8]>) -> Output {
