@@ -44,14 +44,20 @@ impl HomeLayout {
         self.root.join("capsules")
     }
 
+    /// The values of capsules' settings (`astrid settings`), one file per capsule.
+    pub fn settings(&self) -> PathBuf {
+        self.root.join("settings")
+    }
+
     /// Every directory the daemon creates (mode `0700`).
-    pub fn dirs(&self) -> [PathBuf; 5] {
+    pub fn dirs(&self) -> [PathBuf; 6] {
         [
             self.root.clone(),
             self.sessions(),
             self.logs(),
             self.state(),
             self.capsules(),
+            self.settings(),
         ]
     }
 

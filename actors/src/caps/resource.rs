@@ -121,12 +121,7 @@ impl fmt::Display for Access {
             Self::BusSubscribe(t) => write!(f, "bus:subscribe:{t}"),
             Self::McpCall { server, tool } => write!(f, "mcp:call:{server}/{tool}"),
             Self::NetHttp(a) => {
-                let host = if a.host.contains(':') {
-                    format!("[{}]", a.host)
-                } else {
-                    a.host.clone()
-                };
-                write!(f, "net:http:{}://{host}:{}{}", a.scheme, a.port, a.path)?;
+                write!(f, "net:http:{}", a.url())?;
                 if a.private {
                     f.write_str(" (a non-public address)")?;
                 }
@@ -224,6 +219,18 @@ impl ResourcePattern {
     }
 }
 
+impl HttpAccess {
+    /// `scheme://host:port/path` (an IPv6 host in brackets): the request without its query.
+    pub fn url(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("{}://{host}:{}{}", self.scheme, self.port, self.path)
+    }
+}
+
 /// The port `scheme` uses when a URL names none.
 pub fn default_port(scheme: &str) -> Option<u16> {
     match scheme {
@@ -304,10 +311,16 @@ impl HttpGrant {
             Some(glob) => !a.private && glob.is_match(&a.host),
             None => self.host == a.host,
         };
+        // An encoded `/` or `\` in a path could be read as a separator by the server, after
+        // the glob was matched: a path glob allows none.
         let path = self.path.as_ref().is_none_or(|glob| {
-            a.path
-                .strip_prefix('/')
-                .is_some_and(|p| !p.split('/').any(|s| s == "..") && glob.is_match(p))
+            a.path.strip_prefix('/').is_some_and(|p| {
+                let lower = p.to_ascii_lowercase();
+                !p.split('/').any(|s| s == "..")
+                    && !lower.contains("%2f")
+                    && !lower.contains("%5c")
+                    && glob.is_match(p)
+            })
         });
         self.scheme == a.scheme && self.port == a.port && host && path
     }
@@ -502,6 +515,10 @@ mod tests {
             path,
             &http("https://api.example.com/v1/../admin", false)
         ));
+        for encoded in ["v1/..%2Fadmin", "v1/a%2fb", "v1/..%5cadmin"] {
+            let url = format!("https://api.example.com/{encoded}");
+            assert!(!allows(path, &http(&url, false)), "{url}");
+        }
 
         for bad in [
             "net:http:ftp://x.com",

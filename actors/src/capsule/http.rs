@@ -191,13 +191,7 @@ pub fn access(url: &Url) -> HttpAccess {
 
 /// How a hop is named in the audit log: no query, no credentials.
 pub fn audit_target(method: &Method, url: &Url) -> String {
-    let a = access(url);
-    let host = if a.host.contains(':') {
-        format!("[{}]", a.host)
-    } else {
-        a.host
-    };
-    format!("{method} {}://{host}:{}{}", a.scheme, a.port, a.path)
+    format!("{method} {}", access(url).url())
 }
 
 /// Whether `ip` is an address of the public internet (not loopback, private, link-local,

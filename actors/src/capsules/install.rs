@@ -117,6 +117,7 @@ impl InstalledStore {
 struct Checked {
     dir: PathBuf,
     manifest: Manifest,
+    files: Snapshot,
     digest: String,
 }
 
@@ -166,6 +167,7 @@ impl CapsulesActor {
         Ok(Checked {
             dir,
             manifest,
+            files,
             digest,
         })
     }
@@ -229,9 +231,10 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     files::sync_dir(to)
 }
 
-/// Puts a copy of `from` at `dest`, replacing what is there: copied next to it first, then
-/// renamed into place.
-fn put_in_place(from: &Path, dest: &Path) -> io::Result<()> {
+/// Puts a copy of `from` at `dest`, replacing what is there: copied next to it first,
+/// checked to be exactly `expected` (the folder may change while it is copied), then renamed
+/// into place.
+fn put_in_place(from: &Path, expected: &Snapshot, dest: &Path) -> io::Result<()> {
     let parent = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent)?;
     let name = dest
@@ -241,7 +244,14 @@ fn put_in_place(from: &Path, dest: &Path) -> io::Result<()> {
     let fresh = parent.join(format!(".installing-{name}-{}", std::process::id()));
     let old = parent.join(format!(".replaced-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&fresh);
-    if let Err(e) = copy_tree(from, &fresh) {
+    let copied = copy_tree(from, &fresh).and_then(|()| match snapshot(&fresh, None) {
+        Ok(got) if got == *expected => Ok(()),
+        Ok(_) => Err(io::Error::other(
+            "it changed while it was copied; inspect it again and confirm what it is now",
+        )),
+        Err(e) => Err(io::Error::other(e.to_string())),
+    });
+    if let Err(e) = copied {
         let _ = fs::remove_dir_all(&fresh);
         return Err(e);
     }
@@ -290,9 +300,10 @@ impl CapsulesActor {
         let store = self.deps.installed.clone();
         let dest = store.capsules.join(&plan.name);
         if checked.dir != dest {
-            put_in_place(&checked.dir, &dest).map_err(|e| bad(&dest, e.to_string()))?;
+            put_in_place(&checked.dir, &checked.files, &dest)
+                .map_err(|e| bad(&checked.dir, e.to_string()))?;
         }
-        let files = snapshot(&dest, None).map_err(|e| bad(&dest, e.to_string()))?;
+        let files = checked.files;
         let record = |e: io::Error| bad(&store.file, e.to_string());
         let mut all = store.load().map_err(record)?;
         all.retain(|r| r.name != plan.name);

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
 
 use actix::{Context, Handler};
 
@@ -80,26 +80,14 @@ impl SettingsDir {
                 }
             });
         }
-        private_dir(&self.dir)?;
+        // The home's folders are made `0700` at boot; this one again if it was removed since.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)?;
         let text = toml::to_string(values).map_err(io::Error::other)?;
         files::write_private(&file, text.as_bytes())?;
         files::sync_dir(&self.dir)
-    }
-}
-
-/// Creates `dir` with mode `0700`, or narrows an existing one to it.
-fn private_dir(dir: &Path) -> io::Result<()> {
-    match fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {
-            if let Some(parent) = dir.parent() {
-                files::sync_dir(parent)?;
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        }
-        Err(e) => Err(e),
     }
 }
 
@@ -238,6 +226,9 @@ impl Handler<SetSetting> for CapsulesActor {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
     use super::*;
 
     #[test]

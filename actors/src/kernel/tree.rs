@@ -256,7 +256,7 @@ fn children(
         mcp: mcp.clone(),
         trust: Arc::clone(&deps.trust),
         linger: config.limits.capsule_linger,
-        settings: SettingsDir::new(home.join("settings")),
+        settings: SettingsDir::new(config.home.settings()),
         installed: InstalledStore::new(&home),
     };
     let idle_grace = config.ephemeral.then_some(config.idle_grace);
