@@ -56,8 +56,8 @@ pub(crate) enum CliError {
     NoPidFile(PathBuf),
     #[error("process {0} did not exit, even after SIGKILL")]
     StopFailed(u32),
-    #[error("bad fault `{0}`: use panic, stop, trap or hang:<duration>")]
-    BadFault(String),
+    #[error("{0}; see `astrid fault --help`")]
+    BadFault(astrid::protocol::BadFault),
     #[error("no key `{0}`")]
     NoSuchKey(String),
     #[error(
@@ -533,16 +533,5 @@ fn print_event(json: bool, event: &Event) -> Result<(), CliError> {
 }
 
 fn parse_fault(text: &str) -> Result<Fault, CliError> {
-    match text {
-        "panic" => Ok(Fault::Panic),
-        "stop" => Ok(Fault::Stop),
-        "trap" => Ok(Fault::Trap),
-        _ => text
-            .strip_prefix("hang:")
-            .and_then(|d| humantime::parse_duration(d).ok())
-            .map(|d| Fault::Hang {
-                millis: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-            })
-            .ok_or_else(|| CliError::BadFault(text.to_owned())),
-    }
+    text.parse().map_err(CliError::BadFault)
 }
