@@ -22,6 +22,7 @@ mod events;
 mod hostile;
 mod http;
 mod install;
+mod lab;
 mod lifecycle;
 mod mcp;
 mod mcp_interop;

@@ -52,6 +52,10 @@ pub use self::payload::capsules::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo, HookInfo, ReloadReport,
 };
 pub use self::payload::config::{AuditLevel, ConfigReport, PolicyRule, Setting};
+pub use self::payload::crash::{
+    CallEnd, CallEntry, CrashBundle, CrashKind, CrashLimits, CrashModule, CrashSummary,
+    CrashesRemoved, Divergence, HostCall, HostGiven, RecordedCall, ReplayReport,
+};
 pub use self::payload::fault::{BadFault, Fault, ImportEffect, ImportFault, McpEffect, StorageOp};
 pub use self::payload::install::{InstallPlan, InstallReport};
 pub use self::payload::mcp::{

@@ -53,6 +53,15 @@ pub enum HostError {
 }
 
 impl HostError {
+    /// Every error, in code order (`-1` to `-5`): the codes an import `fail` fault may give.
+    pub const ALL: [Self; 5] = [
+        Self::Denied,
+        Self::NotFound,
+        Self::Invalid,
+        Self::TooLarge,
+        Self::Failed,
+    ];
+
     /// The code handed to the guest.
     pub fn code(self) -> i32 {
         self as i32

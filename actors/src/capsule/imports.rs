@@ -2,8 +2,17 @@
 //! of the guest's memory within bounds, asks [`Host`] to do the work, and hands results back
 //! through the guest's allocator. The numbers they return are the ABI's (see the README's
 //! "Capsule ABI").
+//!
+//! Every import goes through one [`hook`] between the guest and its work, which
+//! - in a replay, answers from the recording and does no work (see `tape.rs`);
+//! - applies an armed import fault (see `faults.rs`): `fail` gives the guest the fault's code
+//!   without doing the work, `delay` waits (until the call's deadline at most), then works;
+//! - records what the import gave the guest, for a crash bundle.
+//!
+//! So an import is split in three: read its arguments and do the work (a closure that
+//! answers a [`HostGiven`]), the hook, and hand the result over to the guest.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmer::{AsStoreMut, FunctionEnvMut, Memory, RuntimeError, TypedFunction};
 
@@ -12,6 +21,8 @@ use super::host::{Host, HostError};
 use super::http;
 use super::log;
 use super::sandbox::CallError;
+use super::tape::Tape;
+use crate::protocol::{HostGiven, ImportEffect};
 use crate::rate::RateBudget;
 
 /// What host functions see.
@@ -25,7 +36,14 @@ pub(super) struct HostState {
     pub(super) log: RateBudget,
     /// The most bytes the guest's memory may hold (`limits.memory_pages`).
     pub(super) ceiling: usize,
+    /// The record of the instance's calls, or the recording a replay follows.
+    pub(super) tape: Tape,
 }
+
+/// A required setting was unset: the call ends with this message (see `config_get`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct Unconfigured(pub(super) String);
 
 pub(super) fn offset(ptr: i32) -> Result<u64, CallError> {
     u64::try_from(ptr).map_err(|_| CallError::Garbage(format!("astrid_alloc returned {ptr}")))
@@ -116,50 +134,121 @@ pub(super) fn give_guest(
     Ok(Ok((i64::from(ptr) << 32) | i64::from(len)))
 }
 
-pub(super) fn status(result: Result<(), HostError>) -> i32 {
-    result.map_or_else(HostError::code, |()| 0)
+/// Runs one host import between the guest and `work` (see the module's docs): `import` is
+/// its name, `sizes` the lengths the guest passed.
+fn hook(
+    env: &mut FunctionEnvMut<'_, HostState>,
+    import: &'static str,
+    sizes: &[i32],
+    work: impl FnOnce(&mut FunctionEnvMut<'_, HostState>) -> HostGiven,
+) -> Result<HostGiven, RuntimeError> {
+    if let Some(given) = env.data_mut().tape.replayed(import, sizes)? {
+        return Ok(given);
+    }
+    let given = match env.data().host.faults().on_import(import) {
+        None => work(env),
+        Some(ImportEffect::Fail { code }) => HostGiven::Code(code.into()),
+        Some(ImportEffect::Delay { millis }) => {
+            let left = env
+                .data()
+                .deadline
+                .saturating_duration_since(Instant::now());
+            std::thread::sleep(Duration::from_millis(millis).min(left));
+            work(env)
+        }
+    };
+    env.data_mut().tape.record(import, sizes, &given);
+    Ok(given)
+}
+
+/// A status import's work: `0` or an error code.
+fn status(result: Result<(), HostError>) -> HostGiven {
+    HostGiven::Code(result.map_or_else(|e| e.code().into(), |()| 0))
+}
+
+/// A data import's work: the bytes to hand over, or an error code.
+fn data(result: Result<Vec<u8>, HostError>) -> HostGiven {
+    result.map_or_else(|e| HostGiven::Code(e.code().into()), HostGiven::Bytes)
+}
+
+/// What a status import returns.
+fn code(given: &HostGiven) -> i32 {
+    match given {
+        HostGiven::Code(code) => i32::try_from(*code).unwrap_or(HostError::Failed.code()),
+        _ => HostError::Failed.code(),
+    }
+}
+
+/// What a data import returns: the location of the bytes it handed over, or a code.
+fn hand_over(
+    env: &mut FunctionEnvMut<'_, HostState>,
+    given: HostGiven,
+) -> Result<i64, RuntimeError> {
+    match given {
+        HostGiven::Code(code) => Ok(code),
+        HostGiven::Bytes(bytes) => give_guest(env, &bytes).map(packed),
+        HostGiven::Unconfigured(message) => Err(RuntimeError::user(Box::new(Unconfigured(message)))),
+        HostGiven::Omitted { .. } => Ok(HostError::Failed.code().into()),
+    }
 }
 
 pub(super) fn packed(result: Result<i64, HostError>) -> i64 {
     result.unwrap_or_else(|e| i64::from(e.code()))
 }
 
-/// `astrid.log(level, ptr, len)`: within the capsule's log budget (see `log.rs`).
-pub(super) fn host_log(mut env: FunctionEnvMut<'_, HostState>, level: i32, ptr: i32, len: i32) {
-    if !env.data_mut().log.admit(Instant::now()) {
-        return;
-    }
-    let capsule = env.data().host.capsule().to_owned();
-    let max = i32::try_from(log::MAX_LINE).unwrap_or(i32::MAX);
-    let Ok(bytes) = read_guest(&env, ptr, len.min(max), log::MAX_LINE) else {
-        tracing::warn!(%capsule, "log line outside the capsule's memory");
-        return;
-    };
-    let line = log::sanitize(&bytes);
-    match level {
-        0 => tracing::error!(%capsule, "{line}"),
-        1 => tracing::warn!(%capsule, "{line}"),
-        2 => tracing::info!(%capsule, "{line}"),
-        _ => tracing::debug!(%capsule, "{line}"),
-    }
+/// Converts a pointer or length argument for the hook's record.
+fn len(value: i32) -> i32 {
+    value.max(0)
+}
+
+/// `astrid.log(level, ptr, len)`: within the capsule's log budget (see `log.rs`). A `fail`
+/// fault drops the line.
+pub(super) fn host_log(
+    mut env: FunctionEnvMut<'_, HostState>,
+    level: i32,
+    ptr: i32,
+    len_: i32,
+) -> Result<(), RuntimeError> {
+    hook(&mut env, "log", &[len(len_)], |env| {
+        if !env.data_mut().log.admit(Instant::now()) {
+            return HostGiven::Code(0);
+        }
+        let capsule = env.data().host.capsule().to_owned();
+        let max = i32::try_from(log::MAX_LINE).unwrap_or(i32::MAX);
+        let Ok(bytes) = read_guest(env, ptr, len_.min(max), log::MAX_LINE) else {
+            tracing::warn!(%capsule, "log line outside the capsule's memory");
+            return HostGiven::Code(0);
+        };
+        let line = log::sanitize(&bytes);
+        match level {
+            0 => tracing::error!(%capsule, "{line}"),
+            1 => tracing::warn!(%capsule, "{line}"),
+            2 => tracing::info!(%capsule, "{line}"),
+            _ => tracing::debug!(%capsule, "{line}"),
+        }
+        HostGiven::Code(0)
+    })?;
+    Ok(())
 }
 
 /// `astrid.publish(topic_ptr, topic_len, payload_ptr, payload_len) -> i32`.
-#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
 pub(super) fn host_publish(
-    env: FunctionEnvMut<'_, HostState>,
+    mut env: FunctionEnvMut<'_, HostState>,
     tp: i32,
     tl: i32,
     pp: i32,
     pl: i32,
-) -> i32 {
-    status((|| {
-        live(&env)?;
-        let topic = read_str(&env, tp, tl)?;
-        let payload = read_guest(&env, pp, pl, MAX_DATA)?;
-        let state = env.data();
-        state.host.publish(&topic, &payload, state.deadline)
-    })())
+) -> Result<i32, RuntimeError> {
+    let given = hook(&mut env, "publish", &[len(tl), len(pl)], |env| {
+        status((|| {
+            live(env)?;
+            let topic = read_str(env, tp, tl)?;
+            let payload = read_guest(env, pp, pl, MAX_DATA)?;
+            let state = env.data();
+            state.host.publish(&topic, &payload, state.deadline)
+        })())
+    })?;
+    Ok(code(&given))
 }
 
 /// `astrid.kv_get(key_ptr, key_len) -> i64`.
@@ -168,45 +257,50 @@ pub(super) fn host_kv_get(
     kp: i32,
     kl: i32,
 ) -> Result<i64, RuntimeError> {
-    let value = live(&env)
-        .and_then(|()| read_str(&env, kp, kl))
-        .and_then(|key| {
+    let given = hook(&mut env, "kv_get", &[len(kl)], |env| {
+        data(live(env).and_then(|()| read_str(env, kp, kl)).and_then(|key| {
             let state = env.data();
             state.host.kv_get(&key, state.deadline)
-        });
-    match value {
-        Ok(value) => give_guest(&mut env, &value).map(packed),
-        Err(e) => Ok(i64::from(e.code())),
-    }
+        }))
+    })?;
+    hand_over(&mut env, given)
 }
 
 /// `astrid.kv_put(key_ptr, key_len, value_ptr, value_len) -> i32`.
-#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
 pub(super) fn host_kv_put(
-    env: FunctionEnvMut<'_, HostState>,
+    mut env: FunctionEnvMut<'_, HostState>,
     kp: i32,
     kl: i32,
     vp: i32,
     vl: i32,
-) -> i32 {
-    status((|| {
-        live(&env)?;
-        let key = read_str(&env, kp, kl)?;
-        let value = read_guest(&env, vp, vl, MAX_DATA)?;
-        let state = env.data();
-        state.host.kv_put(&key, value, state.deadline)
-    })())
+) -> Result<i32, RuntimeError> {
+    let given = hook(&mut env, "kv_put", &[len(kl), len(vl)], |env| {
+        status((|| {
+            live(env)?;
+            let key = read_str(env, kp, kl)?;
+            let value = read_guest(env, vp, vl, MAX_DATA)?;
+            let state = env.data();
+            state.host.kv_put(&key, value, state.deadline)
+        })())
+    })?;
+    Ok(code(&given))
 }
 
 /// `astrid.kv_delete(key_ptr, key_len) -> i32`.
-#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
-pub(super) fn host_kv_delete(env: FunctionEnvMut<'_, HostState>, kp: i32, kl: i32) -> i32 {
-    status((|| {
-        live(&env)?;
-        let key = read_str(&env, kp, kl)?;
-        let state = env.data();
-        state.host.kv_delete(&key, state.deadline)
-    })())
+pub(super) fn host_kv_delete(
+    mut env: FunctionEnvMut<'_, HostState>,
+    kp: i32,
+    kl: i32,
+) -> Result<i32, RuntimeError> {
+    let given = hook(&mut env, "kv_delete", &[len(kl)], |env| {
+        status((|| {
+            live(env)?;
+            let key = read_str(env, kp, kl)?;
+            let state = env.data();
+            state.host.kv_delete(&key, state.deadline)
+        })())
+    })?;
+    Ok(code(&given))
 }
 
 /// `astrid.vfs_read(path_ptr, path_len) -> i64`.
@@ -215,34 +309,33 @@ pub(super) fn host_vfs_read(
     pp: i32,
     pl: i32,
 ) -> Result<i64, RuntimeError> {
-    let data = live(&env)
-        .and_then(|()| read_str(&env, pp, pl))
-        .and_then(|path| {
+    let given = hook(&mut env, "vfs_read", &[len(pl)], |env| {
+        data(live(env).and_then(|()| read_str(env, pp, pl)).and_then(|path| {
             let state = env.data();
             state.host.vfs_read(&path, state.deadline)
-        });
-    match data {
-        Ok(data) => give_guest(&mut env, &data).map(packed),
-        Err(e) => Ok(i64::from(e.code())),
-    }
+        }))
+    })?;
+    hand_over(&mut env, given)
 }
 
 /// `astrid.vfs_write(path_ptr, path_len, data_ptr, data_len) -> i32`.
-#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
 pub(super) fn host_vfs_write(
-    env: FunctionEnvMut<'_, HostState>,
+    mut env: FunctionEnvMut<'_, HostState>,
     pp: i32,
     pl: i32,
     dp: i32,
     dl: i32,
-) -> i32 {
-    status((|| {
-        live(&env)?;
-        let path = read_str(&env, pp, pl)?;
-        let data = read_guest(&env, dp, dl, MAX_DATA)?;
-        let state = env.data();
-        state.host.vfs_write(&path, data, state.deadline)
-    })())
+) -> Result<i32, RuntimeError> {
+    let given = hook(&mut env, "vfs_write", &[len(pl), len(dl)], |env| {
+        status((|| {
+            live(env)?;
+            let path = read_str(env, pp, pl)?;
+            let data = read_guest(env, dp, dl, MAX_DATA)?;
+            let state = env.data();
+            state.host.vfs_write(&path, data, state.deadline)
+        })())
+    })?;
+    Ok(code(&given))
 }
 
 /// `astrid.mcp_call(request_ptr, request_len) -> i64`.
@@ -251,22 +344,29 @@ pub(super) fn host_mcp_call(
     rp: i32,
     rl: i32,
 ) -> Result<i64, RuntimeError> {
-    let result = live(&env)
-        .and_then(|()| read_guest(&env, rp, rl, MAX_DATA))
-        .and_then(|request| {
-            let state = env.data();
-            state.host.mcp_call(&request, state.deadline)
-        });
-    match result {
-        Ok(result) => give_guest(&mut env, &result).map(packed),
-        Err(e) => Ok(i64::from(e.code())),
-    }
+    let given = hook(&mut env, "mcp_call", &[len(rl)], |env| {
+        data(
+            live(env)
+                .and_then(|()| read_guest(env, rp, rl, MAX_DATA))
+                .and_then(|request| {
+                    let state = env.data();
+                    state.host.mcp_call(&request, state.deadline)
+                }),
+        )
+    })?;
+    hand_over(&mut env, given)
 }
 
-/// `astrid.clock_now() -> i64`: the wall clock, in milliseconds since the Unix epoch.
-#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
-pub(super) fn host_clock_now(_env: FunctionEnvMut<'_, HostState>) -> i64 {
-    i64::try_from(crate::clock::unix_millis()).unwrap_or(i64::MAX)
+/// `astrid.clock_now() -> i64`: the wall clock, in milliseconds since the Unix epoch. A
+/// `fail` fault makes it return the fault's (negative) code, a time before the epoch.
+pub(super) fn host_clock_now(mut env: FunctionEnvMut<'_, HostState>) -> Result<i64, RuntimeError> {
+    let given = hook(&mut env, "clock_now", &[], |_| {
+        HostGiven::Code(i64::try_from(crate::clock::unix_millis()).unwrap_or(i64::MAX))
+    })?;
+    match given {
+        HostGiven::Code(millis) => Ok(millis),
+        _ => Ok(HostError::Failed.code().into()),
+    }
 }
 
 /// Most bytes one `random_fill` call may ask for.
@@ -274,47 +374,66 @@ pub(super) const MAX_RANDOM: usize = 1024 * 1024;
 
 /// `astrid.random_fill(ptr, len) -> i32`: fills the guest's `ptr..ptr+len` from the
 /// operating system's CSPRNG.
-#[allow(clippy::needless_pass_by_value, reason = "as for `host_log`")]
-pub(super) fn host_random_fill(env: FunctionEnvMut<'_, HostState>, ptr: i32, len: i32) -> i32 {
-    status((|| {
-        live(&env)?;
+pub(super) fn host_random_fill(
+    mut env: FunctionEnvMut<'_, HostState>,
+    ptr: i32,
+    len_: i32,
+) -> Result<i32, RuntimeError> {
+    let given = hook(&mut env, "random_fill", &[len(len_)], |env| {
+        data((|| {
+            live(env)?;
+            let Ok(len) = usize::try_from(len_) else {
+                return Err(HostError::Invalid);
+            };
+            if len > MAX_RANDOM {
+                return Err(HostError::TooLarge);
+            }
+            let mut bytes = vec![0; len];
+            getrandom::fill(&mut bytes).map_err(|e| {
+                tracing::error!(capsule = %env.data().host.capsule(), "the CSPRNG failed: {e}");
+                HostError::Failed
+            })?;
+            Ok(bytes)
+        })())
+    })?;
+    let bytes = match given {
+        HostGiven::Bytes(bytes) => bytes,
+        other => return Ok(code(&other)),
+    };
+    let written = (|| {
         let memory = env.data().memory.as_ref().ok_or(HostError::Failed)?;
-        let (Ok(at), Ok(len)) = (u64::try_from(ptr), usize::try_from(len)) else {
-            return Err(HostError::Invalid);
-        };
-        if len > MAX_RANDOM {
-            return Err(HostError::TooLarge);
-        }
+        let at = u64::try_from(ptr).map_err(|_| HostError::Invalid)?;
         let view = memory.view(&env);
-        if at.saturating_add(len as u64) > view.data_size() {
+        if at.saturating_add(bytes.len() as u64) > view.data_size() {
             return Err(HostError::Invalid);
         }
-        let mut bytes = vec![0; len];
-        getrandom::fill(&mut bytes).map_err(|e| {
-            tracing::error!(capsule = %env.data().host.capsule(), "the CSPRNG failed: {e}");
-            HostError::Failed
-        })?;
         view.write(at, &bytes).map_err(|_| HostError::Invalid)
-    })())
+    })();
+    Ok(written.map_or_else(HostError::code, |()| 0))
 }
 
 /// `astrid.config_get(key_ptr, key_len) -> i64`: the location of a setting's value (UTF-8).
-/// A required setting that is unset ends the call with [`ConfigError::Missing`], which the
-/// client gets as the command's error; the capsule is not restarted for it.
+/// A required setting that is unset ends the call with [`ConfigError::Missing`]'s message,
+/// which the client gets as the command's error; the capsule is not restarted for it.
 pub(super) fn host_config_get(
     mut env: FunctionEnvMut<'_, HostState>,
     kp: i32,
     kl: i32,
 ) -> Result<i64, RuntimeError> {
-    let key = match live(&env).and_then(|()| read_str(&env, kp, kl)) {
-        Ok(key) => key,
-        Err(e) => return Ok(i64::from(e.code())),
-    };
-    match env.data().host.config_get(&key) {
-        Ok(value) => give_guest(&mut env, value.as_bytes()).map(packed),
-        Err(ConfigError::Undeclared { .. }) => Ok(i64::from(HostError::Invalid.code())),
-        Err(missing @ ConfigError::Missing { .. }) => Err(RuntimeError::user(Box::new(missing))),
-    }
+    let given = hook(&mut env, "config_get", &[len(kl)], |env| {
+        let key = match live(env).and_then(|()| read_str(env, kp, kl)) {
+            Ok(key) => key,
+            Err(e) => return HostGiven::Code(e.code().into()),
+        };
+        match env.data().host.config_get(&key) {
+            Ok(value) => HostGiven::Bytes(value.into_bytes()),
+            Err(ConfigError::Undeclared { .. }) => HostGiven::Code(HostError::Invalid.code().into()),
+            Err(missing @ ConfigError::Missing { .. }) => {
+                HostGiven::Unconfigured(missing.to_string())
+            }
+        }
+    })?;
+    hand_over(&mut env, given)
 }
 
 /// `astrid.http_request(request_ptr, request_len) -> i64`: the location of the response map
@@ -325,15 +444,16 @@ pub(super) fn host_http_request(
     rl: i32,
 ) -> Result<i64, RuntimeError> {
     let max_request = http::MAX_REQUEST_BODY + http::MAX_HEADER_BYTES + 8192;
-    let result = live(&env)
-        .and_then(|()| read_guest(&env, rp, rl, max_request))
-        .and_then(|request| {
-            let state = env.data();
-            let max_body = (state.ceiling / 2).min(http::MAX_RESPONSE_BODY);
-            state.host.http_request(&request, state.deadline, max_body)
-        });
-    match result {
-        Ok(response) => give_guest(&mut env, &response).map(packed),
-        Err(e) => Ok(i64::from(e.code())),
-    }
+    let given = hook(&mut env, "http_request", &[len(rl)], |env| {
+        data(
+            live(env)
+                .and_then(|()| read_guest(env, rp, rl, max_request))
+                .and_then(|request| {
+                    let state = env.data();
+                    let max_body = (state.ceiling / 2).min(http::MAX_RESPONSE_BODY);
+                    state.host.http_request(&request, state.deadline, max_body)
+                }),
+        )
+    })?;
+    hand_over(&mut env, given)
 }

@@ -41,6 +41,7 @@ mod messages;
 mod queue;
 pub mod runner;
 pub mod sandbox;
+pub mod tape;
 mod tunables;
 
 use std::sync::Arc;

@@ -36,17 +36,18 @@ use wasmer::{
 };
 use wasmer_middlewares::Metering;
 
-use super::config::ConfigError;
 use super::host::Host;
 use super::imports::{
-    HostState, host_clock_now, host_config_get, host_http_request, host_kv_delete, host_kv_get,
+    HostState, Unconfigured, host_clock_now, host_config_get, host_http_request, host_kv_delete, host_kv_get,
     host_kv_put, host_log, host_mcp_call, host_publish, host_random_fill, host_vfs_read,
     host_vfs_write, offset, unpack,
 };
 use super::inspect::{self, InspectError};
 use super::log;
+use super::tape::Tape;
 use super::tunables::Capped;
 use crate::capsule::Limits;
+use crate::protocol::{CallEnd, CrashKind, CrashLimits};
 
 /// The ABI version this host implements: its major version (a module of another major
 /// version would not fit).
@@ -111,6 +112,20 @@ pub enum Entry {
     Event,
     /// `astrid_intercept`: an event on its way to subscribers.
     Intercept,
+}
+
+impl CallError {
+    /// The kind of crash it is, for a crash bundle (none for an unset setting, which is
+    /// not one).
+    pub fn kind(&self) -> Option<CrashKind> {
+        match self {
+            Self::Trap(_) => Some(CrashKind::Trap),
+            Self::OutOfFuel(_) => Some(CrashKind::OutOfFuel),
+            Self::Garbage(_) => Some(CrashKind::Garbage),
+            Self::Deadline(_) => Some(CrashKind::Deadline),
+            Self::Unconfigured(_) => None,
+        }
+    }
 }
 
 impl Entry {
@@ -227,6 +242,16 @@ impl Compiled {
     pub fn call_timeout(&self) -> Duration {
         self.limits.call_timeout
     }
+
+    /// The limits it was compiled for, as a crash bundle records them.
+    pub fn crash_limits(&self) -> CrashLimits {
+        CrashLimits {
+            fuel: self.limits.fuel,
+            memory_pages: self.limits.memory_pages,
+            call_timeout_ms: u64::try_from(self.limits.call_timeout.as_millis())
+                .unwrap_or(u64::MAX),
+        }
+    }
 }
 
 /// Bytes of `limits.memory_pages`.
@@ -234,6 +259,11 @@ fn ceiling(limits: Limits) -> usize {
     usize::try_from(limits.memory_pages)
         .unwrap_or(usize::MAX)
         .saturating_mul(64 * 1024)
+}
+
+/// The names of the host imports (module `astrid`), as an import fault names them.
+pub fn import_names() -> impl Iterator<Item = &'static str> {
+    IMPORTS.iter().map(|(name, ..)| *name)
 }
 
 /// The host imports, with their signatures (module `astrid`).
@@ -320,6 +350,8 @@ pub struct Sandbox {
     call_timeout: Duration,
     /// Bytes the linear memory may grow to: no input larger than this can be handed over.
     memory_ceiling: usize,
+    /// The WebAssembly backtrace of the last failed call, innermost frame first.
+    backtrace: Vec<String>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -338,6 +370,20 @@ impl Sandbox {
     ///
     /// [`LoadError::Instantiate`] or [`LoadError::Export`].
     pub fn new(compiled: &Compiled, host: Host) -> Result<Self, LoadError> {
+        Self::with_tape(compiled, host, Tape::default())
+    }
+
+    /// Instantiates `compiled` with `tape`: a recorder for a live instance, a player for a
+    /// replay (whose imports then answer from the recording, without `host`).
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub(crate) fn with_tape(
+        compiled: &Compiled,
+        host: Host,
+        tape: Tape,
+    ) -> Result<Self, LoadError> {
         let mut store = Store::new(compiled.engine.clone());
         let env = FunctionEnv::new(
             &mut store,
@@ -348,6 +394,7 @@ impl Sandbox {
                 deadline: Instant::now(),
                 log: log::budget(Instant::now()),
                 ceiling: ceiling(compiled.limits),
+                tape,
             },
         );
         let imports = imports! {
@@ -413,6 +460,7 @@ impl Sandbox {
             fuel: compiled.limits.fuel,
             call_timeout: compiled.limits.call_timeout,
             memory_ceiling: ceiling(compiled.limits),
+            backtrace: Vec::new(),
         })
     }
 
@@ -453,8 +501,20 @@ impl Sandbox {
         if let Err(e) = refuel {
             return Err(CallError::Trap(format!("cannot set the call's fuel: {e}")));
         }
-        let reply = self.run(&handler, input, len);
+        self.env.as_mut(&mut self.store).tape.begin(entry, input);
+        let mut reply = self.run(&handler, input, len);
+        if started.elapsed() > self.call_timeout {
+            // Late: the caller has been told `timeout`; what the guest did is not trusted.
+            reply = Err(CallError::Deadline(self.call_timeout));
+        }
+        let fuel_used = self.fuel_used();
+        let end = CallEnd {
+            failure: reply.as_ref().err().and_then(CallError::kind),
+            message: reply.as_ref().err().map(ToString::to_string),
+            fuel_used,
+        };
         let state = self.env.as_mut(&mut self.store);
+        state.tape.end(end);
         let dropped = state.log.take_dropped();
         if dropped > 0 {
             tracing::warn!(
@@ -465,11 +525,42 @@ impl Sandbox {
                 log::PER_SECOND
             );
         }
-        if started.elapsed() > self.call_timeout {
-            // Late: the caller has been told `timeout`; what the guest did is not trusted.
-            return Err(CallError::Deadline(self.call_timeout));
-        }
         reply
+    }
+
+    /// Metering points the last call spent.
+    fn fuel_used(&mut self) -> u64 {
+        if self
+            .exhausted
+            .get(&mut self.store)
+            .i32()
+            .is_some_and(|e| e > 0)
+        {
+            return self.fuel;
+        }
+        let left = self.remaining.get(&mut self.store).i64().unwrap_or_default();
+        self.fuel
+            .saturating_sub(u64::try_from(left).unwrap_or_default())
+    }
+
+    /// The WebAssembly backtrace of the last failed call, innermost frame first (empty
+    /// when it did not trap inside the guest).
+    pub fn backtrace(&self) -> &[String] {
+        &self.backtrace
+    }
+
+    /// The instance's tape (its record of calls, or the recording it replays).
+    pub(crate) fn tape(&mut self) -> &mut Tape {
+        &mut self.env.as_mut(&mut self.store).tape
+    }
+
+    /// The calls recorded since the instance was made, and how many earlier ones were
+    /// dropped (none in a replay).
+    pub(crate) fn take_calls(&mut self) -> (Vec<crate::protocol::RecordedCall>, u64) {
+        match std::mem::take(self.tape()) {
+            Tape::Record(recorder) => recorder.into_calls(),
+            Tape::Replay(_) => (Vec::new(), 0),
+        }
     }
 
     fn run(&mut self, handler: &Handler, input: &[u8], len: i32) -> Result<Vec<u8>, CallError> {
@@ -505,6 +596,7 @@ impl Sandbox {
     }
 
     fn failure(&mut self, error: RuntimeError) -> CallError {
+        self.backtrace = error.trace().iter().map(frame).collect();
         if self
             .exhausted
             .get(&mut self.store)
@@ -513,7 +605,7 @@ impl Sandbox {
         {
             return CallError::OutOfFuel(self.fuel);
         }
-        if let Some(missing) = error.downcast_ref::<ConfigError>() {
+        if let Some(missing) = error.downcast_ref::<Unconfigured>() {
             return CallError::Unconfigured(missing.to_string());
         }
         let message = error.message();
@@ -526,6 +618,19 @@ impl Sandbox {
             _ => CallError::Trap(message),
         }
     }
+}
+
+/// One frame of a backtrace: `module!function @ 0xoffset`.
+fn frame(frame: &wasmer::FrameInfo) -> String {
+    let function = frame.function_name().map_or_else(
+        || format!("<wasm function {}>", frame.func_index()),
+        ToOwned::to_owned,
+    );
+    format!(
+        "{}!{function} @ 0x{:x}",
+        frame.module_name(),
+        frame.module_offset()
+    )
 }
 
 #[cfg(test)]

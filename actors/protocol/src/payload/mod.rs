@@ -7,6 +7,7 @@ pub mod caps;
 pub mod capsule_settings;
 pub mod capsules;
 pub mod config;
+pub mod crash;
 pub mod fault;
 pub mod install;
 pub mod mcp;

@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use super::{Dispatch, ask_supervisor, call};
 use crate::bus::{BusError, GetBusStats, Publish, topic::validate_topic};
+use crate::capsule::HostError;
+use crate::capsule::sandbox::import_names;
 use crate::capsules::ListCapsules;
 use crate::error::KernelError;
 use crate::protocol::{
-    ConfigReport, Fault, FaultInjected, PROTOCOL_VERSION, RawValue, ShutdownAck, Status,
+    ConfigReport, Fault, FaultInjected, ImportEffect, PROTOCOL_VERSION, RawValue, ShutdownAck, Status,
 };
 use crate::session::SessionDeps;
 use crate::store;
@@ -58,7 +60,7 @@ pub(super) fn inject_fault(d: Dispatch<'_>, target: String, fault: Fault) {
     if !d.session.deps.info.fault_injection {
         return d.refuse(&KernelError::FaultInjectionDisabled);
     }
-    if let Err(why) = fault.validate() {
+    if let Err(why) = fault.validate().and_then(|()| check_import(&fault)) {
         return d.refuse(&KernelError::BadFault { fault, why });
     }
     tracing::warn!(connection = d.session.id, %target, %fault, "fault injection requested");
@@ -71,6 +73,33 @@ pub(super) fn inject_fault(d: Dispatch<'_>, target: String, fault: Fault) {
         ask.await??;
         Ok(FaultInjected { target, fault })
     });
+}
+
+/// An import fault must name one of the ABI's imports and fail with one of its codes.
+fn check_import(fault: &Fault) -> Result<(), String> {
+    let Fault::Import(import) = fault else {
+        return Ok(());
+    };
+    if !import_names().any(|name| name == import.import) {
+        let known = import_names().collect::<Vec<_>>().join(", ");
+        return Err(format!(
+            "`{}` is not a host import; the imports are: {known}",
+            import.import
+        ));
+    }
+    if let ImportEffect::Fail { code } = import.effect
+        && !HostError::ALL.iter().any(|e| e.code() == code)
+    {
+        let codes = HostError::ALL
+            .iter()
+            .map(|e| format!("{} ({e:?})", e.code()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(format!(
+            "{code} is not one of the ABI's error codes: {codes}"
+        ));
+    }
+    Ok(())
 }
 
 /// `Publish`: only to the topics clients may publish to.
