@@ -49,8 +49,13 @@ impl HomeLayout {
         self.root.join("settings")
     }
 
+    /// Capsules' crash bundles (`astrid crashes`), and copies of the crashed modules.
+    pub fn crashes(&self) -> PathBuf {
+        self.root.join("crashes")
+    }
+
     /// Every directory the daemon creates (mode `0700`).
-    pub fn dirs(&self) -> [PathBuf; 6] {
+    pub fn dirs(&self) -> [PathBuf; 7] {
         [
             self.root.clone(),
             self.sessions(),
@@ -58,6 +63,7 @@ impl HomeLayout {
             self.state(),
             self.capsules(),
             self.settings(),
+            self.crashes(),
         ]
     }
 

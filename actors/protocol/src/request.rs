@@ -21,10 +21,11 @@ use serde::{Deserialize, Serialize};
 #[allow(unused_imports, reason = "named by the variants' docs")]
 use crate::{
     AuditEntry, CapsuleInfo, CapsuleMetadata, CapsuleSetting, CommandInfo, CommandOutput,
-    ConfigReport, DirEntry, FaultInjected, FileStat, Grant, InstallPlan, InstallReport, KvValue,
-    Listing, McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, PruneReport, Published,
-    ReadResult, ReloadReport, Removed, SettingChanged, ShutdownAck, Status, Subscribed, TreeNode,
-    TrustInfo, TrustReport, Unsubscribed, Verification, Written,
+    ConfigReport, CrashBundle, CrashSummary, CrashesRemoved, DirEntry, FaultInjected, FileStat,
+    Grant, InstallPlan, InstallReport, KvValue, Listing, McpReloadReport, McpServerInfo,
+    McpToolInfo, McpToolResult, PruneReport, Published, ReadResult, ReloadReport, Removed,
+    ReplayReport, SettingChanged, ShutdownAck, Status, Subscribed, TreeNode, TrustInfo,
+    TrustReport, Unsubscribed, Verification, Written,
 };
 use crate::{Fault, RawValue, SettingValue};
 
@@ -423,4 +424,26 @@ requests! {
         /// Capsule name.
         name: String,
     } => uninstall_capsule, mutates, target: name.clone();
+    /// The crash bundles kept in `<home>/crashes/`, oldest first. Result: list of
+    /// [`CrashSummary`].
+    ListCrashes => list_crashes, reads;
+    /// One crash bundle, with the calls of the crashed incarnation. Result: [`CrashBundle`].
+    GetCrash {
+        /// Its id.
+        id: String,
+    } => get_crash, reads, target: id.clone();
+    /// Removes a crash bundle, or every one when `id` is absent or nil. Result:
+    /// [`CrashesRemoved`].
+    RemoveCrash {
+        /// Its id.
+        #[serde(default)]
+        id: Option<String>,
+    } => remove_crash, mutates, target: id.clone().unwrap_or_default();
+    /// Replays a crash: the recorded calls against the crashed module in a fresh sandbox
+    /// whose host imports answer from the recording (no service is touched). Result:
+    /// [`ReplayReport`].
+    ReplayCrash {
+        /// Its id.
+        id: String,
+    } => replay_crash, reads, target: id.clone();
 }

@@ -122,6 +122,14 @@ fn samples() -> Vec<Request> {
         Request::UninstallCapsule {
             name: "fetch".into(),
         },
+        Request::ListCrashes,
+        Request::GetCrash {
+            id: "0001733562000123-trap-a1b2c3".into(),
+        },
+        Request::RemoveCrash { id: None },
+        Request::ReplayCrash {
+            id: "0001733562000123-trap-a1b2c3".into(),
+        },
     ]
 }
 

@@ -147,6 +147,7 @@ mod tests {
             "ReloadCapsules",
             "ReloadMcp",
             "Publish",
+            "RemoveCrash",
         ] {
             assert!(policy.records(recorded), "{recorded}");
         }
@@ -172,6 +173,9 @@ mod tests {
             "ListMcpServers",
             "ListMcpTools",
             "ListTrust",
+            "ListCrashes",
+            "GetCrash",
+            "ReplayCrash",
         ] {
             assert!(!policy.records(unrecorded), "{unrecorded}");
         }

@@ -238,7 +238,9 @@ mod tests {
     fn pattern(p: f64, seed: u64, n: usize) -> Vec<bool> {
         let faults = CapsuleFaults::default();
         faults.arm(&import("kv_put", -5, None, Some(p), seed));
-        (0..n).map(|_| faults.on_import("kv_put").is_some()).collect()
+        (0..n)
+            .map(|_| faults.on_import("kv_put").is_some())
+            .collect()
     }
 
     #[test]

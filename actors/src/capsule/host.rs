@@ -20,6 +20,7 @@ use actix::{Actor, Handler, Message};
 
 use super::backlog::Backlog;
 use super::config::{CapsuleConfig, ConfigError};
+use super::crashes::CrashSink;
 use super::faults::CapsuleFaults;
 use super::http::{self, Hop};
 use crate::audit::Record;
@@ -82,6 +83,8 @@ pub struct Host {
     config: Arc<CapsuleConfig>,
     /// Its injected faults (shared by every instance).
     faults: Arc<CapsuleFaults>,
+    /// Where its crashes are kept (none: not kept).
+    crashes: Option<Arc<CrashSink>>,
 }
 
 /// `mcp_call`'s input.
@@ -122,7 +125,22 @@ impl Host {
             backlog: Arc::default(),
             config: Arc::new(CapsuleConfig::new(capsule, Vec::new(), BTreeMap::new())),
             faults: Arc::default(),
+            crashes: None,
         }
+    }
+
+    /// The same imports, whose capsule's crashes are kept by `sink`.
+    #[must_use]
+    pub fn with_crashes(self, sink: CrashSink) -> Self {
+        Self {
+            crashes: Some(Arc::new(sink)),
+            ..self
+        }
+    }
+
+    /// Where the capsule's crashes are kept, if they are.
+    pub fn crash_sink(&self) -> Option<&CrashSink> {
+        self.crashes.as_deref()
     }
 
     /// Imports with no kernel behind them and the settings `config` (for tests).

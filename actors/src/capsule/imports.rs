@@ -187,7 +187,9 @@ fn hand_over(
     match given {
         HostGiven::Code(code) => Ok(code),
         HostGiven::Bytes(bytes) => give_guest(env, &bytes).map(packed),
-        HostGiven::Unconfigured(message) => Err(RuntimeError::user(Box::new(Unconfigured(message)))),
+        HostGiven::Unconfigured(message) => {
+            Err(RuntimeError::user(Box::new(Unconfigured(message))))
+        }
         HostGiven::Omitted { .. } => Ok(HostError::Failed.code().into()),
     }
 }
@@ -258,10 +260,14 @@ pub(super) fn host_kv_get(
     kl: i32,
 ) -> Result<i64, RuntimeError> {
     let given = hook(&mut env, "kv_get", &[len(kl)], |env| {
-        data(live(env).and_then(|()| read_str(env, kp, kl)).and_then(|key| {
-            let state = env.data();
-            state.host.kv_get(&key, state.deadline)
-        }))
+        data(
+            live(env)
+                .and_then(|()| read_str(env, kp, kl))
+                .and_then(|key| {
+                    let state = env.data();
+                    state.host.kv_get(&key, state.deadline)
+                }),
+        )
     })?;
     hand_over(&mut env, given)
 }
@@ -310,10 +316,14 @@ pub(super) fn host_vfs_read(
     pl: i32,
 ) -> Result<i64, RuntimeError> {
     let given = hook(&mut env, "vfs_read", &[len(pl)], |env| {
-        data(live(env).and_then(|()| read_str(env, pp, pl)).and_then(|path| {
-            let state = env.data();
-            state.host.vfs_read(&path, state.deadline)
-        }))
+        data(
+            live(env)
+                .and_then(|()| read_str(env, pp, pl))
+                .and_then(|path| {
+                    let state = env.data();
+                    state.host.vfs_read(&path, state.deadline)
+                }),
+        )
     })?;
     hand_over(&mut env, given)
 }
@@ -427,7 +437,9 @@ pub(super) fn host_config_get(
         };
         match env.data().host.config_get(&key) {
             Ok(value) => HostGiven::Bytes(value.into_bytes()),
-            Err(ConfigError::Undeclared { .. }) => HostGiven::Code(HostError::Invalid.code().into()),
+            Err(ConfigError::Undeclared { .. }) => {
+                HostGiven::Code(HostError::Invalid.code().into())
+            }
             Err(missing @ ConfigError::Missing { .. }) => {
                 HostGiven::Unconfigured(missing.to_string())
             }

@@ -29,6 +29,7 @@
 pub mod backlog;
 pub mod cache;
 pub mod config;
+pub mod crashes;
 mod error;
 pub mod faults;
 pub mod host;
@@ -39,6 +40,7 @@ mod limits;
 pub mod log;
 mod messages;
 mod queue;
+pub mod replay;
 pub mod runner;
 pub mod sandbox;
 pub mod tape;
@@ -53,6 +55,7 @@ use actix::{
     StreamHandler,
 };
 
+use self::crashes::Crashed;
 pub use self::error::CapsuleError;
 pub use self::host::{Host, HostError};
 pub use self::limits::Limits;
@@ -62,7 +65,7 @@ pub use self::runner::{Job, Runner, RunnerSlot};
 use self::sandbox::{Compiled, Entry};
 use crate::bus::intercept::{Decision, Interceptor, Verdict};
 use crate::bus::{BusActor, Deregister, Event, Overflow, Register, SubscriberId};
-use crate::protocol::RawValue;
+use crate::protocol::{CrashKind, RawValue};
 use crate::supervisor::{ChildRef, ExitNote, Fault, Inject, Terminate, apply_fault};
 
 /// What the supervision-tree name of a capsule's actor starts with; the same name is its
@@ -182,6 +185,22 @@ impl CapsuleActor {
                 "overflow fault ignored: the capsule has no bus subscription"
             ),
         }
+    }
+
+    /// Keeps a bundle of a crash injected between calls (nothing to replay), off the
+    /// actor's thread.
+    fn keep_injected(&self, reason: &str) {
+        let Some(sink) = self.runner.host().crash_sink().cloned() else {
+            return;
+        };
+        let limits = self.runner.compiled().crash_limits();
+        let name = self.name.clone();
+        let crashed = Crashed {
+            kind: Some(CrashKind::Injected),
+            message: reason.to_owned(),
+            ..Crashed::default()
+        };
+        tokio::task::spawn_blocking(move || sink.keep(&name, limits, crashed));
     }
 
     /// Notes why the incarnation failed, ends its runner (its instance cannot be trusted)
@@ -311,7 +330,9 @@ impl Handler<Inject> for CapsuleActor {
         match msg.0 {
             Fault::Trap => {
                 tracing::warn!(capsule = %self.name, "injected fault: trap");
-                self.crash("trapped: injected fault".into(), ctx);
+                let reason = "trapped: injected fault";
+                self.keep_injected(reason);
+                self.crash(reason.into(), ctx);
             }
             Fault::Hang { millis } => {
                 // The guest takes no call meanwhile, as the actor takes no message.

@@ -29,12 +29,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use super::crashes::Crashed;
 use super::host::Host;
 use super::messages::CallFailure;
 use super::queue::CallQueue;
 use super::sandbox::{CallError, Compiled, Entry, Sandbox};
 use crate::bus::intercept::Verdict;
-use crate::protocol::{RawValue, raw};
+use crate::protocol::{CrashKind, RawValue, raw};
 use crate::rate::RateBudget;
 
 /// Calls run per turn before the thread lets the actor's jobs in.
@@ -141,6 +142,11 @@ impl Runner {
     /// The imports of the capsule it runs.
     pub fn host(&self) -> &Host {
         &self.host
+    }
+
+    /// The module it runs.
+    pub fn compiled(&self) -> &Compiled {
+        &self.compiled
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -258,10 +264,14 @@ impl Runner {
                 Turn::Job(job) => guest.job(job),
             };
             if let Err(reason) = crashed {
-                // Its memory cannot be trusted: dropped, and the actor is told.
-                guest.sandbox = None;
+                // Its memory cannot be trusted: dropped, and the actor is told; then the
+                // crash is kept, off the restart's path.
+                let crashed = guest.crashed(reason.clone());
                 self.close();
                 self.crash(reason);
+                if let Some(sink) = self.host.crash_sink() {
+                    sink.keep(self.host.capsule(), self.compiled.crash_limits(), crashed);
+                }
             }
         }
     }
@@ -318,6 +328,28 @@ type Crash = String;
 impl Guest<'_> {
     fn name(&self) -> &str {
         self.runner.host.capsule()
+    }
+
+    /// What a crash bundle keeps of the incarnation that just failed for `reason`; the
+    /// instance is dropped.
+    fn crashed(&mut self, reason: String) -> Crashed {
+        match self.sandbox.take() {
+            Some(mut sandbox) => {
+                let (calls, calls_dropped) = sandbox.take_calls();
+                Crashed {
+                    kind: None,
+                    message: reason,
+                    backtrace: sandbox.backtrace().to_vec(),
+                    calls,
+                    calls_dropped,
+                }
+            }
+            None => Crashed {
+                kind: Some(CrashKind::Start),
+                message: reason,
+                ..Crashed::default()
+            },
+        }
     }
 
     /// Runs a job from the actor.
@@ -483,7 +515,7 @@ impl Guest<'_> {
             Ok(len) => reply.truncate(len),
             Err(e) => {
                 // A reply that is not MessagePack is garbage, as a bad range is.
-                let reason = format!("the capsule returned garbage: {e}");
+                let reason = garbage_command(&e);
                 return (Err(CallFailure::Crashed(reason.clone())), Some(reason));
             }
         }
@@ -548,25 +580,46 @@ impl Guest<'_> {
             (Err(failure), crash) => return (Err(failure), crash),
             (Ok(reply), _) => reply,
         };
-        // Its payload goes on to every subscriber: held to the depth of command output.
-        let decided = raw::value_len(&reply)
-            .ok()
-            .and_then(|_| rmp_serde::from_slice::<InterceptReply>(&reply).ok())
-            .and_then(|r| match r.action.as_str() {
-                "continue" => Some(Verdict::Continue(r.payload)),
-                "finish" => Some(Verdict::Finish(r.payload)),
-                "deny" => Some(Verdict::Deny(r.reason.unwrap_or_default())),
-                _ => None,
-            });
-        if let Some(verdict) = decided {
+        if let Some(verdict) = verdict(&reply) {
             (Ok(verdict), None)
         } else {
-            let reason = "the capsule returned garbage: not an interceptor reply";
             (
-                Err(CallFailure::Crashed(reason.into())),
-                Some(reason.into()),
+                Err(CallFailure::Crashed(GARBAGE_VERDICT.into())),
+                Some(GARBAGE_VERDICT.into()),
             )
         }
+    }
+}
+
+/// Why an interceptor's reply that is not a verdict ends the incarnation.
+const GARBAGE_VERDICT: &str = "the capsule returned garbage: not an interceptor reply";
+
+/// Why a command's reply that is not MessagePack ends the incarnation.
+fn garbage_command(e: &impl std::fmt::Display) -> String {
+    format!("the capsule returned garbage: {e}")
+}
+
+/// The verdict of an interceptor's reply, if it is one. Its payload goes on to every
+/// subscriber: held to the depth of command output.
+fn verdict(reply: &[u8]) -> Option<Verdict> {
+    raw::value_len(reply)
+        .ok()
+        .and_then(|_| rmp_serde::from_slice::<InterceptReply>(reply).ok())
+        .and_then(|r| match r.action.as_str() {
+            "continue" => Some(Verdict::Continue(r.payload)),
+            "finish" => Some(Verdict::Finish(r.payload)),
+            "deny" => Some(Verdict::Deny(r.reason.unwrap_or_default())),
+            _ => None,
+        })
+}
+
+/// Why a reply the guest gave `entry` ends the incarnation, if it does: the checks the
+/// runner makes of a reply the sandbox accepted (a replay makes them too).
+pub(crate) fn garbage(entry: Entry, reply: &[u8]) -> Option<String> {
+    match entry {
+        Entry::Command => raw::value_len(reply).err().map(|e| garbage_command(&e)),
+        Entry::Intercept => verdict(reply).is_none().then(|| GARBAGE_VERDICT.to_owned()),
+        Entry::Event => None,
     }
 }
 

@@ -38,9 +38,9 @@ use wasmer_middlewares::Metering;
 
 use super::host::Host;
 use super::imports::{
-    HostState, Unconfigured, host_clock_now, host_config_get, host_http_request, host_kv_delete, host_kv_get,
-    host_kv_put, host_log, host_mcp_call, host_publish, host_random_fill, host_vfs_read,
-    host_vfs_write, offset, unpack,
+    HostState, Unconfigured, host_clock_now, host_config_get, host_http_request, host_kv_delete,
+    host_kv_get, host_kv_put, host_log, host_mcp_call, host_publish, host_random_fill,
+    host_vfs_read, host_vfs_write, offset, unpack,
 };
 use super::inspect::{self, InspectError};
 use super::log;
@@ -145,6 +145,8 @@ pub struct Compiled {
     engine: Engine,
     module: Module,
     limits: Limits,
+    /// BLAKE3 of the module file's bytes (hex), when the registry loaded it.
+    hash: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -175,6 +177,7 @@ pub(crate) fn compile_binary(wasm: &[u8], limits: Limits) -> Result<Compiled, Lo
         engine,
         module,
         limits,
+        hash: None,
     })
 }
 
@@ -220,7 +223,22 @@ impl Compiled {
             engine,
             module,
             limits,
+            hash: None,
         }
+    }
+
+    /// The same module, known to come from a file whose bytes hash to `hash`.
+    #[must_use]
+    pub fn with_hash(self, hash: &str) -> Self {
+        Self {
+            hash: Some(Arc::from(hash)),
+            ..self
+        }
+    }
+
+    /// BLAKE3 of the module file's bytes, when known.
+    pub fn hash(&self) -> Option<&str> {
+        self.hash.as_deref()
     }
 
     /// The compiled module.
@@ -352,6 +370,8 @@ pub struct Sandbox {
     memory_ceiling: usize,
     /// The WebAssembly backtrace of the last failed call, innermost frame first.
     backtrace: Vec<String>,
+    /// Metering points the last call spent.
+    fuel_used: u64,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -461,6 +481,7 @@ impl Sandbox {
             call_timeout: compiled.limits.call_timeout,
             memory_ceiling: ceiling(compiled.limits),
             backtrace: Vec::new(),
+            fuel_used: 0,
         })
     }
 
@@ -501,13 +522,15 @@ impl Sandbox {
         if let Err(e) = refuel {
             return Err(CallError::Trap(format!("cannot set the call's fuel: {e}")));
         }
+        self.backtrace.clear();
         self.env.as_mut(&mut self.store).tape.begin(entry, input);
         let mut reply = self.run(&handler, input, len);
         if started.elapsed() > self.call_timeout {
             // Late: the caller has been told `timeout`; what the guest did is not trusted.
             reply = Err(CallError::Deadline(self.call_timeout));
         }
-        let fuel_used = self.fuel_used();
+        let fuel_used = self.spent();
+        self.fuel_used = fuel_used;
         let end = CallEnd {
             failure: reply.as_ref().err().and_then(CallError::kind),
             message: reply.as_ref().err().map(ToString::to_string),
@@ -529,7 +552,12 @@ impl Sandbox {
     }
 
     /// Metering points the last call spent.
-    fn fuel_used(&mut self) -> u64 {
+    pub fn fuel_used(&self) -> u64 {
+        self.fuel_used
+    }
+
+    /// Metering points the call that just ended spent.
+    fn spent(&mut self) -> u64 {
         if self
             .exhausted
             .get(&mut self.store)
@@ -538,7 +566,11 @@ impl Sandbox {
         {
             return self.fuel;
         }
-        let left = self.remaining.get(&mut self.store).i64().unwrap_or_default();
+        let left = self
+            .remaining
+            .get(&mut self.store)
+            .i64()
+            .unwrap_or_default();
         self.fuel
             .saturating_sub(u64::try_from(left).unwrap_or_default())
     }

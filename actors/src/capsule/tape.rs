@@ -103,7 +103,10 @@ pub fn entry_of(entry: CallEntry) -> Entry {
 }
 
 fn sizes_of(sizes: &[i32]) -> Vec<u32> {
-    sizes.iter().map(|&s| u32::try_from(s).unwrap_or(0)).collect()
+    sizes
+        .iter()
+        .map(|&s| u32::try_from(s).unwrap_or(0))
+        .collect()
 }
 
 /// The calls of a live instance.
@@ -362,8 +365,14 @@ mod tests {
 
         let mut p = Tape::Replay(Player::new(calls.clone()));
         p.begin(Entry::Command, b"a");
-        assert_eq!(p.replayed("kv_get", &[3]).unwrap(), Some(HostGiven::Code(-2)));
-        assert_eq!(p.replayed("kv_put", &[3, 5]).unwrap(), Some(HostGiven::Code(0)));
+        assert_eq!(
+            p.replayed("kv_get", &[3]).unwrap(),
+            Some(HostGiven::Code(-2))
+        );
+        assert_eq!(
+            p.replayed("kv_put", &[3, 5]).unwrap(),
+            Some(HostGiven::Code(0))
+        );
         p.end(end());
         let Tape::Replay(player) = p else { panic!() };
         assert!(player.diverged().is_none());

@@ -54,6 +54,7 @@ use crate::bus::intercept::{Interceptor, Interceptors};
 use crate::caps::SetManifestGrants;
 use crate::capsule::cache::CompileCache;
 use crate::capsule::config::CapsuleConfig;
+use crate::capsule::crashes::{CrashSink, CrashStore};
 use crate::capsule::sandbox::Compiled;
 use crate::capsule::{
     CallQueue, CapsuleActor, CapsuleInterceptor, Host, Recipe, RunnerSlot, SweepDue, Sweeper,
@@ -108,6 +109,8 @@ pub struct RegistryDeps {
     pub settings: SettingsDir,
     /// The record of capsules installed into the home (`astrid install`).
     pub installed: InstalledStore,
+    /// Where capsules' crash bundles are kept.
+    pub crashes: CrashStore,
 }
 
 /// The capsule registry actor.
@@ -298,6 +301,11 @@ impl CapsulesActor {
         });
         let config = Arc::new(CapsuleConfig::new(&name, manifest.settings.clone(), values));
         self.configs.insert(name.clone(), Arc::clone(&config));
+        let sink = CrashSink {
+            store: self.deps.crashes.clone(),
+            module_path: d.dir.join(&manifest.module),
+            module_hash: compiled.hash().unwrap_or_default().to_owned(),
+        };
         let recipe = Recipe {
             compiled,
             host: Host::new(
@@ -305,7 +313,8 @@ impl CapsulesActor {
                 self.deps.services.clone(),
                 Arc::clone(&self.deps.mcp.table),
                 config,
-            ),
+            )
+            .with_crashes(sink),
             subscriptions: manifest.subscriptions.clone(),
             queue: Arc::clone(&queue),
             runner: runner.clone(),
@@ -371,7 +380,7 @@ fn compile(d: &Discovered, cache: &CompileCache) -> Result<Compiled, String> {
         .load(&bytes, manifest.limits)
         .map_err(|e| format!("{}: {e}", file.display()))?;
     tracing::debug!(capsule = %d.name, ?source, "module ready");
-    Ok(compiled)
+    Ok(compiled.with_hash(blake3::hash(&bytes).to_hex().as_str()))
 }
 
 impl Actor for CapsulesActor {

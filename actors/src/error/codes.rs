@@ -9,6 +9,7 @@ use crate::audit::AuditError;
 use crate::bus::BusError;
 use crate::caps::CapsError;
 use crate::capsule::CapsuleError;
+use crate::capsule::crashes::CrashError;
 use crate::mcp::McpError;
 use crate::runtime::ReplyError;
 use crate::store::StoreError;
@@ -26,6 +27,11 @@ impl From<&KernelError> for ErrorBody {
             }
             KernelError::Call(CallError::Timeout { .. }) => ErrorCode::Timeout,
             KernelError::Capsules(e) => capsule_code(e),
+            KernelError::Crash(CrashError::NotFound(_)) => ErrorCode::NotFound,
+            KernelError::Crash(CrashError::BadId(_)) => ErrorCode::InvalidArgument,
+            KernelError::Crash(CrashError::Damaged { .. } | CrashError::Io { .. }) => {
+                ErrorCode::IoError
+            }
             KernelError::Bus(BusError::InvalidTopic { .. } | BusError::InvalidPattern { .. }) => {
                 ErrorCode::InvalidTopic
             }

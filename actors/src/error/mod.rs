@@ -7,6 +7,7 @@ use crate::audit::AuditError;
 use crate::bus::BusError;
 use crate::caps::CapsError;
 use crate::capsule::CapsuleError;
+use crate::capsule::crashes::CrashError;
 use crate::mcp::McpError;
 use crate::store::StoreError;
 use crate::supervisor::{CallError, SupervisorError};
@@ -46,6 +47,9 @@ pub enum KernelError {
     /// A workspace could not be trusted or untrusted.
     #[error(transparent)]
     Trust(#[from] TrustError),
+    /// A crash bundle could not be found, read or removed.
+    #[error(transparent)]
+    Crash(#[from] CrashError),
     /// Clients may not publish to this topic.
     #[error("clients may not publish to `{topic}`; allowed: {allowed}")]
     PublishForbidden {

@@ -2,6 +2,7 @@
 //! what the tree tells the rest of the system (bus events and audit entries) when an actor
 //! starts, crashes, restarts or gives up.
 
+use crate::capsule::crashes::CrashStore;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -172,6 +173,7 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
         mcp: launcher,
         trust,
         audit_policy: Arc::new(config.audit_policy.clone()),
+        crashes: CrashStore::new(config.home.crashes()),
     });
     let children = children(
         config,
@@ -258,6 +260,7 @@ fn children(
         linger: config.limits.capsule_linger,
         settings: SettingsDir::new(config.home.settings()),
         installed: InstalledStore::new(&home),
+        crashes: deps.crashes.clone(),
     };
     let idle_grace = config.ephemeral.then_some(config.idle_grace);
     let sessions = Arc::clone(&deps.connections);

@@ -80,6 +80,8 @@ pub struct SessionDeps {
     pub trust: Arc<crate::trust::WorkspaceTrust>,
     /// Which requests are recorded in the audit log.
     pub audit_policy: Arc<crate::audit::AuditPolicy>,
+    /// Capsules' crash bundles (`<home>/crashes/`).
+    pub crashes: crate::capsule::crashes::CrashStore,
 }
 
 /// Who is on the other end of a connection, as the kernel reported it at accept.

@@ -173,6 +173,36 @@ pub(crate) enum Command {
         /// `import:kv_put,fail=-5,times=3`, `storage:fsync`, `mcp:kill` (see below).
         fault: String,
     },
+    /// List, show and remove the crash bundles kept of capsule crashes (`<home>/crashes/`).
+    #[command(subcommand)]
+    Crashes(CrashesCommand),
+    /// Replay a crash bundle: its calls run again against the crashed module, with the
+    /// recorded host-call results (no service is touched). Exit status 0 when it crashes the
+    /// same way, 1 when it does not.
+    Replay {
+        /// The bundle's id (see `astrid crashes ls`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CrashesCommand {
+    /// List the crash bundles, oldest first.
+    Ls,
+    /// Show a bundle: the failure, its backtrace, the calls and their host calls.
+    Show {
+        /// The bundle's id.
+        id: String,
+    },
+    /// Remove a bundle, or every one with --all.
+    Rm {
+        /// The bundle's id.
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        /// Remove every bundle.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

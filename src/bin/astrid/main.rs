@@ -2,11 +2,12 @@
 //! session's daemon, sends one request per command, and prints the result as text or, with
 //! `--json`, as JSON. With no command it opens an interactive session.
 //!
-//! Exit status: 0 on success, 1 when the daemon reports an error or cannot be reached,
-//! 2 for bad arguments.
+//! Exit status: 0 on success, 1 when the daemon reports an error or cannot be reached (or
+//! `astrid replay`'s crash did not reproduce), 2 for bad arguments.
 
 mod args;
 mod chat;
+mod crashes;
 mod daemon;
 mod install;
 mod render;
@@ -91,6 +92,8 @@ pub(crate) enum CliError {
         served: PathBuf,
         wanted: PathBuf,
     },
+    #[error("the crash {0} did not reproduce")]
+    NotReproduced(String),
     #[error("i/o error")]
     Io(#[from] std::io::Error),
 }
@@ -274,6 +277,8 @@ async fn one_shot(
         Command::Audit(audit) => audit_command(&client, audit, json).await,
         Command::Config(ConfigCommand::Show) => show(json, &client.config().await?, render::config),
         Command::Mcp(mcp) => mcp_command(&client, mcp, json).await,
+        Command::Crashes(crashes) => crashes::run(&client, crashes, json).await,
+        Command::Replay { id } => crashes::replay(&client, id, json).await,
         Command::Chat
         | Command::Start { .. }
         | Command::Stop { .. }

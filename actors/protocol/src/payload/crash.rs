@@ -157,7 +157,9 @@ pub struct CrashSummary {
     pub message: String,
     /// Calls kept for replay.
     pub calls: u64,
-    /// Bytes the bundle takes on disk.
+    /// The module's hash.
+    pub module_hash: String,
+    /// Bytes the bundle takes on disk (without the module's copy, which bundles share).
     pub size: u64,
 }
 

@@ -10,7 +10,8 @@ use crate::capsule::sandbox::import_names;
 use crate::capsules::ListCapsules;
 use crate::error::KernelError;
 use crate::protocol::{
-    ConfigReport, Fault, FaultInjected, ImportEffect, PROTOCOL_VERSION, RawValue, ShutdownAck, Status,
+    ConfigReport, Fault, FaultInjected, ImportEffect, PROTOCOL_VERSION, RawValue, ShutdownAck,
+    Status,
 };
 use crate::session::SessionDeps;
 use crate::store;

@@ -3,7 +3,8 @@
 //! implementation below is the router's table, one line per request, each calling the
 //! function of its domain: the kernel itself (`kernel.rs`), capsules (`capsules.rs`), the
 //! key-value store (`kv.rs`), capabilities and audit (`caps.rs`), workspace files
-//! (`vfs.rs`), MCP servers (`mcp.rs`) and workspace trust (`trust.rs`). A request added to
+//! (`vfs.rs`), MCP servers (`mcp.rs`), workspace trust (`trust.rs`) and crash bundles
+//! (`crashes.rs`). A request added to
 //! the protocol without a line here does not compile.
 //!
 //! `Ping` is answered here and `InvokeCommand` is queued for its capsule; everything else
@@ -14,6 +15,7 @@
 
 mod caps;
 mod capsules;
+mod crashes;
 mod kernel;
 mod kv;
 mod mcp;
@@ -339,6 +341,18 @@ impl Routes for Dispatch<'_> {
     }
     fn list_trust(self) {
         trust::list(self);
+    }
+    fn list_crashes(self) {
+        crashes::list(self);
+    }
+    fn get_crash(self, id: String) {
+        crashes::get(self, id);
+    }
+    fn remove_crash(self, id: Option<String>) {
+        crashes::remove(self, id);
+    }
+    fn replay_crash(self, id: String) {
+        crashes::replay_crash(self, id);
     }
 }
 
