@@ -172,3 +172,137 @@ fn run(bundle: &CrashBundle, module: &[u8], report: &mut ReplayReport) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capsule::crashes::{CrashSink, Crashed};
+    use crate::capsule::sandbox::Entry;
+    use crate::protocol::{HostGiven, ImportEffect, ImportFault};
+    use crate::supervisor::Fault;
+
+    /// A guest whose command reads key `k` and traps on its second call when the read gave
+    /// anything but "not found"; `import` is the import it reads with.
+    fn guest(import: &str) -> String {
+        format!(
+            r#"(module
+                (import "astrid" "{import}" (func $read (param i32 i32) (result i64)))
+                (memory (export "memory") 1)
+                (data (i32.const 0) "k")
+                (global $calls (mut i32) (i32.const 0))
+                (func (export "astrid_alloc") (param i32) (result i32) (i32.const 1024))
+                (func (export "astrid_command") (param i32 i32) (result i64)
+                    (local $got i64)
+                    (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+                    (local.set $got (call $read (i32.const 0) (i32.const 1)))
+                    (if (i32.and (i32.eq (global.get $calls) (i32.const 2))
+                                 (i64.ne (local.get $got) (i64.const -2)))
+                        (then unreachable))
+                    (i32.store8 (i32.const 16) (i32.const 0xc0))
+                    (i64.const 0x0000001000000001)))"#
+        )
+    }
+
+    /// Runs `module` as a live capsule with a detached host (whose `kv_get` fails with
+    /// -5), twice, and keeps the crash in `store`; returns the bundle's id.
+    fn crash(store: &CrashStore, dir: &Path, module: &str) -> String {
+        let path = dir.join("m.wat");
+        std::fs::write(&path, module).unwrap();
+        let sink = CrashSink {
+            store: store.clone(),
+            module_path: path,
+            module_hash: blake3::hash(module.as_bytes()).to_hex().to_string(),
+        };
+        let compiled = sandbox::compile(module.as_bytes(), Limits::default()).unwrap();
+        let host = Host::detached("c").with_crashes(sink.clone());
+        let mut live = Sandbox::new(&compiled, host).unwrap();
+        assert!(live.call(Entry::Command, b"\xc0").is_ok());
+        let error = live.call(Entry::Command, b"\xc0").unwrap_err();
+        let (calls, calls_dropped) = live.take_calls();
+        assert_eq!(calls[1].host_calls[0].given, HostGiven::Code(-5));
+        sink.keep(
+            "c",
+            compiled.crash_limits(),
+            Crashed {
+                kind: None,
+                message: error.to_string(),
+                backtrace: live.backtrace().to_vec(),
+                calls,
+                calls_dropped,
+            },
+        );
+        store.list().unwrap().pop().unwrap().id
+    }
+
+    #[test]
+    fn a_recorded_crash_replays_without_its_services() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CrashStore::new(dir.path().join("crashes"));
+        let id = crash(&store, dir.path(), &guest("kv_get"));
+        let report = replay(&store, &id).unwrap();
+        assert!(report.reproduced, "{report:?}");
+        assert_eq!(report.got, Some(CrashKind::Trap));
+        assert_eq!(report.calls_run, 2);
+        assert!(report.fuel.iter().all(|(a, b)| a == b), "{report:?}");
+        assert_eq!(report.module_changed, None);
+        assert!(!report.backtrace.is_empty());
+    }
+
+    #[test]
+    fn a_guest_that_calls_other_imports_than_recorded_has_diverged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CrashStore::new(dir.path().join("crashes"));
+        let id = crash(&store, dir.path(), &guest("kv_get"));
+        // The kept copy is replaced by a module that reads with `vfs_read` instead.
+        let mut bundle = store.get(&id).unwrap();
+        let other = guest("vfs_read");
+        bundle.module.hash = blake3::hash(other.as_bytes()).to_hex().to_string();
+        store.save(&bundle, Some(other.as_bytes())).unwrap();
+        let report = replay(&store, &id).unwrap();
+        assert!(!report.reproduced);
+        let diverged = report.diverged.unwrap();
+        assert_eq!((diverged.call, diverged.host_call), (0, 0));
+        assert_eq!(diverged.expected, "kv_get[1]");
+        assert_eq!(diverged.got, "vfs_read[1]");
+        assert!(report.module_changed.is_some(), "the file has the old module");
+    }
+
+    #[test]
+    fn a_module_neither_kept_nor_unchanged_cannot_be_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CrashStore::new(dir.path().join("crashes"));
+        let id = crash(&store, dir.path(), &guest("kv_get"));
+        let hash = store.get(&id).unwrap().module.hash;
+        std::fs::remove_file(dir.path().join("crashes/modules").join(&hash)).unwrap();
+        std::fs::write(dir.path().join("m.wat"), guest("vfs_read")).unwrap();
+        let report = replay(&store, &id).unwrap();
+        assert!(!report.reproduced);
+        assert!(report.module_changed.is_some());
+        assert!(
+            report.notes.iter().any(|n| n.contains("cannot be replayed")),
+            "{report:?}"
+        );
+        assert!(matches!(replay(&store, "nope"), Err(CrashError::NotFound(_))));
+    }
+
+    #[test]
+    fn an_import_fault_is_recorded_as_what_the_guest_got() {
+        let module = guest("kv_get");
+        let compiled = sandbox::compile(module.as_bytes(), Limits::default()).unwrap();
+        let host = Host::detached("c");
+        host.faults().arm(&Fault::Import(ImportFault {
+            import: "kv_get".into(),
+            effect: ImportEffect::Fail { code: -2 },
+            times: Some(1),
+            probability: None,
+            seed: 0,
+        }));
+        let mut live = Sandbox::new(&compiled, host).unwrap();
+        live.call(Entry::Command, b"\xc0").unwrap();
+        // The detached host fails `kv_get` with -5 once the fault is spent: the trap.
+        assert!(live.call(Entry::Command, b"\xc0").is_err());
+        let (calls, _) = live.take_calls();
+        assert_eq!(calls[0].host_calls[0].given, HostGiven::Code(-2));
+        assert_eq!(calls[1].host_calls[0].given, HostGiven::Code(-5));
+    }
+}
