@@ -571,16 +571,6 @@ async fn host_call_loops_stay_within_bounds() {
     }
 }
 
-/// Every line of the daemon's log files so far.
-fn log_text(d: &TestDaemon) -> String {
-    let logs = d.layout.logs();
-    let mut text = String::new();
-    for name in common::files_in(&logs) {
-        text.push_str(&std::fs::read_to_string(logs.join(name)).unwrap_or_default());
-    }
-    text
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denials_in_a_loop_are_recorded_within_a_budget() {
     // No grants at all: every call is denied, and every denial used to be an audit entry
@@ -631,7 +621,8 @@ async fn denials_in_a_loop_are_recorded_within_a_budget() {
         (100..=allowed).contains(&one_by_one),
         "{one_by_one} denials recorded one by one (at most {allowed})"
     );
-    let lines = log_text(&d)
+    let lines = d
+        .log_text()
         .lines()
         .filter(|l| l.contains("capability denied"))
         .count();
@@ -704,8 +695,8 @@ async fn a_log_flood_is_cut_to_the_budget_and_summed_up() {
         "{code}: {message}"
     );
     // The log is written in the background: wait for the summary line.
-    let summary = common::wait_until(DEADLINE, || log_text(&d).contains("log lines dropped"));
-    let text = log_text(&d);
+    let summary = common::wait_until(DEADLINE, || d.log_text().contains("log lines dropped"));
+    let text = d.log_text();
     assert!(summary, "no summary line in the log");
     let lines = text.lines().filter(|l| l.contains("FLOOD-LINE")).count();
     assert!(
