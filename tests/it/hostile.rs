@@ -687,7 +687,11 @@ async fn a_log_flood_is_cut_to_the_budget_and_summed_up() {
         })
         .start();
     let client = patient_client(&d).await;
+    let started = Instant::now();
     let (answers, cost) = under_attack(&d, invoke_times(&client, "flood", 1)).await;
+    // The budget refills while the flood runs, which takes longer on a loaded machine.
+    let refilled =
+        u64::from(astrid_actors::capsule::log::PER_SECOND) * (started.elapsed().as_secs() + 1);
     cost.within_bounds("log flood");
     let (code, message) = failure(answers.into_iter().next().unwrap());
     assert!(
@@ -699,8 +703,9 @@ async fn a_log_flood_is_cut_to_the_budget_and_summed_up() {
     let text = d.log_text();
     assert!(summary, "no summary line in the log");
     let lines = text.lines().filter(|l| l.contains("FLOOD-LINE")).count();
+    let burst = u64::from(astrid_actors::capsule::log::BURST);
     assert!(
-        (100..=110).contains(&lines),
+        (burst..=burst + refilled).contains(&u64::try_from(lines).unwrap()),
         "{lines} flood lines reached the log"
     );
     let summary = text
