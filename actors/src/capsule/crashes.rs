@@ -186,25 +186,22 @@ impl CrashStore {
     /// [`CrashError::NotFound`] for an id that is not there.
     pub fn remove(&self, id: Option<&str>) -> Result<Vec<String>, CrashError> {
         let _held = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let removed = match id {
-            Some(id) => {
-                let path = self.file(id)?;
-                match std::fs::remove_file(&path) {
-                    Ok(()) => vec![id.to_owned()],
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        return Err(CrashError::NotFound(id.to_owned()));
-                    }
-                    Err(e) => return Err(self.io(e)),
+        let removed = if let Some(id) = id {
+            let path = self.file(id)?;
+            match std::fs::remove_file(&path) {
+                Ok(()) => vec![id.to_owned()],
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(CrashError::NotFound(id.to_owned()));
                 }
+                Err(e) => return Err(self.io(e)),
             }
-            None => {
-                let mut removed = Vec::new();
-                for (id, path) in self.ids().map_err(|e| self.io(e))? {
-                    files::remove_if_exists(&path).map_err(|e| self.io(e))?;
-                    removed.push(id);
-                }
-                removed
+        } else {
+            let mut removed = Vec::new();
+            for (id, path) in self.ids().map_err(|e| self.io(e))? {
+                files::remove_if_exists(&path).map_err(|e| self.io(e))?;
+                removed.push(id);
             }
+            removed
         };
         self.prune().map_err(|e| self.io(e))?;
         Ok(removed)
@@ -237,7 +234,7 @@ impl CrashStore {
     fn prune(&self) -> io::Result<()> {
         let mut bundles = Vec::new();
         for (id, path) in self.ids()? {
-            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let size = std::fs::metadata(&path).map_or(0, |m| m.len());
             let module = read_summary(&path)
                 .map(|s| s.module_hash)
                 .unwrap_or_default();
@@ -320,7 +317,7 @@ impl CrashSink {
     /// with a copy of the module if its file still has the hash it loaded with. A failure
     /// is logged: the crash itself was handled already.
     pub fn keep(&self, capsule: &str, limits: CrashLimits, crashed: Crashed) {
-        let time_ms = u64::try_from(crate::clock::unix_millis()).unwrap_or(u64::MAX);
+        let time_ms = crate::clock::unix_millis();
         let module =
             files::read_bounded(&self.module_path, crate::capsule::inspect::MAX_MODULE_BYTES)
                 .ok()
@@ -362,8 +359,8 @@ impl CrashSink {
 pub fn new_id(time_ms: u64, capsule: &str) -> String {
     let mut random = [0u8; 3];
     let _ = getrandom::fill(&mut random);
-    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{time_ms:013}-{capsule}-{suffix}")
+    let [a, b, c] = random;
+    format!("{time_ms:013}-{capsule}-{a:02x}{b:02x}{c:02x}")
 }
 
 /// An id names a file of the folder: lowercase letters, digits, `-` and `_` only.
@@ -514,7 +511,10 @@ mod tests {
             store.remove(Some("nope")),
             Err(CrashError::NotFound(_))
         ));
-        assert_eq!(store.remove(Some(&b.id)).unwrap(), [b.id.clone()]);
+        assert_eq!(
+            store.remove(Some(&b.id)).unwrap(),
+            std::slice::from_ref(&b.id)
+        );
         assert!(
             store.module("ab12").is_none(),
             "no bundle names it any more"

@@ -130,7 +130,7 @@ impl CapsuleFaults {
     }
 }
 
-/// The SplitMix64 generator (Steele, Lea and Flood, 2014): a few lines, the same sequence
+/// The `SplitMix64` generator (Steele, Lea and Flood, 2014): a few lines, the same sequence
 /// for a seed on every platform and with every dependency version, which a chaos plan
 /// replayed from its seed relies on.
 #[derive(Debug, Clone)]
@@ -155,10 +155,10 @@ impl SplitMix64 {
 
     /// A number drawn uniformly from `[0, 1)`.
     pub fn unit(&mut self) -> f64 {
-        // The top 53 bits, exactly representable.
+        // The top 53 bits, exactly representable, over 2^53.
         #[allow(clippy::cast_precision_loss, reason = "53 bits fit an f64 exactly")]
         let top = (self.next_u64() >> 11) as f64;
-        top / (1u64 << 53) as f64
+        top / 9_007_199_254_740_992.0
     }
 }
 
@@ -176,6 +176,10 @@ mod tests {
         })
     }
 
+    #[allow(
+        clippy::unnecessary_wraps,
+        reason = "compared with `on_import`'s answer"
+    )]
     fn fail(code: i32) -> Option<ImportEffect> {
         Some(ImportEffect::Fail { code })
     }

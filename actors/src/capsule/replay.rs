@@ -264,7 +264,10 @@ mod tests {
         assert_eq!((diverged.call, diverged.host_call), (0, 0));
         assert_eq!(diverged.expected, "kv_get[1]");
         assert_eq!(diverged.got, "vfs_read[1]");
-        assert!(report.module_changed.is_some(), "the file has the old module");
+        assert!(
+            report.module_changed.is_some(),
+            "the file has the old module"
+        );
     }
 
     #[test]
@@ -279,10 +282,16 @@ mod tests {
         assert!(!report.reproduced);
         assert!(report.module_changed.is_some());
         assert!(
-            report.notes.iter().any(|n| n.contains("cannot be replayed")),
+            report
+                .notes
+                .iter()
+                .any(|n| n.contains("cannot be replayed")),
             "{report:?}"
         );
-        assert!(matches!(replay(&store, "nope"), Err(CrashError::NotFound(_))));
+        assert!(matches!(
+            replay(&store, "nope"),
+            Err(CrashError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -27,8 +27,6 @@ impl From<&KernelError> for ErrorBody {
             }
             KernelError::Call(CallError::Timeout { .. }) => ErrorCode::Timeout,
             KernelError::Capsules(e) => capsule_code(e),
-            KernelError::Crash(CrashError::NotFound(_)) => ErrorCode::NotFound,
-            KernelError::Crash(CrashError::BadId(_)) => ErrorCode::InvalidArgument,
             KernelError::Crash(CrashError::Damaged { .. } | CrashError::Io { .. }) => {
                 ErrorCode::IoError
             }
@@ -36,7 +34,8 @@ impl From<&KernelError> for ErrorBody {
                 ErrorCode::InvalidTopic
             }
             KernelError::Supervisor(SupervisorError::UnknownChild(_))
-            | KernelError::Vfs(VfsError::NotFound { .. }) => ErrorCode::NotFound,
+            | KernelError::Vfs(VfsError::NotFound { .. })
+            | KernelError::Crash(CrashError::NotFound(_)) => ErrorCode::NotFound,
             KernelError::Supervisor(SupervisorError::NotRunning { .. }) => ErrorCode::NotRunning,
             KernelError::Supervisor(SupervisorError::ShuttingDown) | KernelError::ShuttingDown => {
                 ErrorCode::ShuttingDown
@@ -52,6 +51,7 @@ impl From<&KernelError> for ErrorBody {
             | KernelError::Caps(CapsError::InvalidSubject(_) | CapsError::InvalidResource(_))
             | KernelError::Vfs(VfsError::InvalidPath { .. })
             | KernelError::BadFault { .. }
+            | KernelError::Crash(CrashError::BadId(_))
             | KernelError::Supervisor(
                 SupervisorError::Duplicate(_) | SupervisorError::FaultNotApplicable { .. },
             ) => ErrorCode::InvalidArgument,
