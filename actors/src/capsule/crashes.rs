@@ -11,10 +11,12 @@
 //! `tape.rs` (64 calls, 1 MiB of inputs and host results), so one always fits.
 //!
 //! Bundles are written by the capsule's own thread as it ends the crashed incarnation,
-//! after its actor was told (the restart does not wait for the disk).
+//! after its actor was told (the restart does not wait for the disk); at most
+//! [`MAX_WRITING`] at once, a crash past that is logged and not kept.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::files;
@@ -26,6 +28,10 @@ use crate::protocol::{
 pub const MAX_CRASHES: usize = 64;
 /// Most bytes kept (bundles and module copies).
 pub const MAX_CRASH_BYTES: u64 = 64 * 1024 * 1024;
+/// Most bundles being written at once: in a crash storm (a capsule restarted without
+/// backoff, crashing on every call), a crash past this is logged and not kept, so that the
+/// threads of crashed incarnations do not pile up waiting for the disk.
+pub const MAX_WRITING: usize = 4;
 /// Longest crash id.
 const MAX_ID: usize = 128;
 /// Largest summary read.
@@ -73,6 +79,17 @@ pub struct CrashStore {
     max_bytes: u64,
     /// Held while bundles are written or removed (several capsules may crash at once).
     lock: Arc<Mutex<()>>,
+    /// Bundles being written now.
+    writing: Arc<AtomicUsize>,
+}
+
+/// A bundle being written: one of [`MAX_WRITING`].
+struct Writing(Arc<AtomicUsize>);
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl CrashStore {
@@ -88,7 +105,15 @@ impl CrashStore {
             max_count,
             max_bytes,
             lock: Arc::default(),
+            writing: Arc::default(),
         }
+    }
+
+    /// A slot to write a bundle in, unless [`MAX_WRITING`] are being written.
+    fn writing(&self) -> Option<Writing> {
+        let before = self.writing.fetch_add(1, Ordering::AcqRel);
+        let slot = Writing(Arc::clone(&self.writing));
+        (before < MAX_WRITING).then_some(slot)
     }
 
     fn io(&self, source: io::Error) -> CrashError {
@@ -317,6 +342,13 @@ impl CrashSink {
     /// with a copy of the module if its file still has the hash it loaded with. A failure
     /// is logged: the crash itself was handled already.
     pub fn keep(&self, capsule: &str, limits: CrashLimits, crashed: Crashed) {
+        let Some(_slot) = self.store.writing() else {
+            tracing::warn!(
+                %capsule,
+                "crash bundle not kept: {MAX_WRITING} are being written (a crash storm)"
+            );
+            return;
+        };
         let time_ms = crate::clock::unix_millis();
         let module =
             files::read_bounded(&self.module_path, crate::capsule::inspect::MAX_MODULE_BYTES)
@@ -580,6 +612,15 @@ mod tests {
             store.get("0000000000001-c-x"),
             Err(CrashError::Damaged { .. })
         ));
+    }
+
+    #[test]
+    fn at_most_a_few_bundles_are_written_at_once() {
+        let store = CrashStore::new("/nonexistent");
+        let slots: Vec<_> = (0..MAX_WRITING).map(|_| store.writing().unwrap()).collect();
+        assert!(store.writing().is_none(), "the next crash is not kept");
+        drop(slots);
+        assert!(store.writing().is_some());
     }
 
     #[test]

@@ -220,6 +220,12 @@ impl Host {
         self.config.get(name)
     }
 
+    /// Whether `name` is one of the capsule's secret settings (its value is never kept in
+    /// a crash bundle).
+    pub fn config_secret(&self, name: &str) -> bool {
+        self.config.decl(name).is_some_and(|d| d.secret)
+    }
+
     /// The capsule's injected faults.
     pub fn faults(&self) -> &CapsuleFaults {
         &self.faults

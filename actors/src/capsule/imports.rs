@@ -38,6 +38,9 @@ pub(super) struct HostState {
     pub(super) ceiling: usize,
     /// The record of the instance's calls, or the recording a replay follows.
     pub(super) tape: Tape,
+    /// Set by an import's work when what it gives the guest is a secret, which is never
+    /// recorded.
+    pub(super) secret: bool,
 }
 
 /// A required setting was unset: the call ends with this message (see `config_get`).
@@ -157,7 +160,9 @@ fn hook(
             work(env)
         }
     };
-    env.data_mut().tape.record(import, sizes, &given);
+    let state = env.data_mut();
+    let secret = std::mem::take(&mut state.secret);
+    state.tape.record(import, sizes, &given, secret);
     Ok(given)
 }
 
@@ -190,7 +195,9 @@ fn hand_over(
         HostGiven::Unconfigured(message) => {
             Err(RuntimeError::user(Box::new(Unconfigured(message))))
         }
-        HostGiven::Omitted { .. } => Ok(HostError::Failed.code().into()),
+        HostGiven::Omitted { .. } | HostGiven::Withheld { .. } => {
+            Ok(HostError::Failed.code().into())
+        }
     }
 }
 
@@ -435,6 +442,7 @@ pub(super) fn host_config_get(
             Ok(key) => key,
             Err(e) => return HostGiven::Code(e.code().into()),
         };
+        env.data_mut().secret = env.data().host.config_secret(&key);
         match env.data().host.config_get(&key) {
             Ok(value) => HostGiven::Bytes(value.into_bytes()),
             Err(ConfigError::Undeclared { .. }) => {

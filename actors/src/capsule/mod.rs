@@ -23,8 +23,10 @@
 //! The sandbox (`sandbox.rs`), the checks of what a module declares (`inspect.rs`), the
 //! `log` import's budget (`log.rs`), the bound on a capsule's events in the bus's hands
 //! (`backlog.rs`), the on-disk compile cache (`cache.rs`), the host imports'
-//! work (`host.rs`), the call queue (`queue.rs`) and the runner (`runner.rs`) are plain
-//! code, tested on their own.
+//! work (`host.rs`), the call queue (`queue.rs`), the runner (`runner.rs`), what an instance
+//! records of its calls (`tape.rs`), crash bundles on disk (`crashes.rs`) and their replay
+//! (`replay.rs`) are plain code, tested on their own. A crash is kept as a bundle by the
+//! runner's thread as it ends the incarnation, or, for the injected `trap`, from here.
 
 pub mod backlog;
 pub mod cache;

@@ -23,7 +23,7 @@ use super::runner::garbage;
 use super::sandbox::{self, CallError, Sandbox};
 use super::tape::{Player, Tape, entry_of};
 use crate::files;
-use crate::protocol::{CrashBundle, CrashKind, ReplayReport};
+use crate::protocol::{CrashBundle, CrashKind, HostGiven, ReplayReport};
 
 /// Replays bundle `id` of `store`.
 ///
@@ -122,10 +122,21 @@ fn run(bundle: &CrashBundle, module: &[u8], report: &mut ReplayReport) {
     let last = bundle.calls.len().saturating_sub(1);
     for (i, call) in bundle.calls.iter().enumerate() {
         if !call.complete() {
-            report.notes.push(format!(
-                "call {i}'s input or host results were past the bundle's bounds and not kept: \
-                 the replay stops before it"
-            ));
+            let secret = call
+                .host_calls
+                .iter()
+                .any(|h| matches!(h.given, HostGiven::Withheld { .. }));
+            report.notes.push(if secret {
+                format!(
+                    "call {i} read a secret setting, whose value is never kept: the replay \
+                     stops before it"
+                )
+            } else {
+                format!(
+                    "call {i}'s input or host results were past the bundle's bounds and not \
+                     kept: the replay stops before it"
+                )
+            });
             return;
         }
         let entry = entry_of(call.entry);
@@ -178,7 +189,7 @@ mod tests {
     use super::*;
     use crate::capsule::crashes::{CrashSink, Crashed};
     use crate::capsule::sandbox::Entry;
-    use crate::protocol::{HostGiven, ImportEffect, ImportFault};
+    use crate::protocol::{ImportEffect, ImportFault};
     use crate::supervisor::Fault;
 
     /// A guest whose command reads key `k` and traps on its second call when the read gave
@@ -313,5 +324,29 @@ mod tests {
         let (calls, _) = live.take_calls();
         assert_eq!(calls[0].host_calls[0].given, HostGiven::Code(-2));
         assert_eq!(calls[1].host_calls[0].given, HostGiven::Code(-5));
+    }
+
+    #[test]
+    fn a_secret_setting_is_never_recorded() {
+        use std::collections::BTreeMap;
+        use std::sync::Arc;
+
+        use crate::capsule::config::{CapsuleConfig, SettingDecl};
+
+        let module = guest("config_get");
+        let declared = vec![SettingDecl {
+            name: "k".into(),
+            description: None,
+            default: None,
+            secret: true,
+        }];
+        let values = BTreeMap::from([("k".to_owned(), "s3cret".to_owned())]);
+        let config = Arc::new(CapsuleConfig::new("c", declared, values));
+        let compiled = sandbox::compile(module.as_bytes(), Limits::default()).unwrap();
+        let mut live = Sandbox::new(&compiled, Host::detached_with("c", config)).unwrap();
+        live.call(Entry::Command, b"\xc0").unwrap();
+        let (calls, _) = live.take_calls();
+        assert_eq!(calls[0].host_calls[0].given, HostGiven::Withheld { len: 6 });
+        assert!(!calls[0].complete(), "a replay stops before it");
     }
 }

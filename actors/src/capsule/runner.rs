@@ -16,7 +16,8 @@
 //! Each capsule has its own thread while it works, so a capsule stuck in a long call never
 //! delays another's. A failed call (a trap, fuel, a deadline, garbage) closes the runner:
 //! its instance cannot be trusted, the thread drops it and ends, and the actor is told why
-//! ([`Runner::new`]'s channel) so that it stops and its supervisor starts a new incarnation.
+//! ([`Runner::new`]'s channel) so that it stops and its supervisor starts a new incarnation;
+//! the thread then keeps a crash bundle of it (see `crashes.rs`), off the restart's path.
 //! When the actor ends for any other reason it [closes](Runner::close) the runner; a call
 //! running then finishes, and its answer goes out only if its queue still holds it (see
 //! the tickets of `queue.rs`).

@@ -415,6 +415,7 @@ impl Sandbox {
                 log: log::budget(Instant::now()),
                 ceiling: ceiling(compiled.limits),
                 tape,
+                secret: false,
             },
         );
         let imports = imports! {

@@ -76,10 +76,17 @@ impl Tape {
         }
     }
 
-    /// Records what a live host call gave the guest.
-    pub fn record(&mut self, import: &'static str, sizes: &[i32], given: &HostGiven) {
+    /// Records what a live host call gave the guest; bytes that are `secret` are not kept
+    /// (their length is).
+    pub fn record(&mut self, import: &'static str, sizes: &[i32], given: &HostGiven, secret: bool) {
         if let Self::Record(r) = self {
-            r.host_call(import, sizes, given);
+            match given {
+                HostGiven::Bytes(bytes) if secret => {
+                    let len = bytes.len() as u64;
+                    r.host_call(import, sizes, &HostGiven::Withheld { len });
+                }
+                _ => r.host_call(import, sizes, given),
+            }
         }
     }
 }
@@ -285,7 +292,7 @@ impl Player {
                 self.note(describe(&recorded), got),
             )));
         }
-        if let HostGiven::Omitted { len } = recorded.given {
+        if let HostGiven::Omitted { len } | HostGiven::Withheld { len } = recorded.given {
             let why = format!("{got}, whose {len} result bytes were not kept");
             return Err(RuntimeError::user(Box::new(
                 self.note(describe(&recorded), why),

@@ -84,6 +84,7 @@ fn given(g: &HostGiven) -> String {
         HostGiven::Code(code) => code.to_string(),
         HostGiven::Bytes(bytes) => format!("{} bytes", bytes.len()),
         HostGiven::Omitted { len } => format!("{len} bytes (not kept)"),
+        HostGiven::Withheld { len } => format!("{len} bytes (a secret, not kept)"),
         HostGiven::Unconfigured(message) => format!("unconfigured: {message}"),
     }
 }

@@ -63,6 +63,11 @@ pub enum HostGiven {
         /// How many there were.
         len: u64,
     },
+    /// A secret setting's value (`config_get`), never kept: a replay stops here.
+    Withheld {
+        /// Its length.
+        len: u64,
+    },
     /// A required setting was unset: the call ended with this message.
     Unconfigured(String),
 }
@@ -112,10 +117,12 @@ impl RecordedCall {
     pub fn complete(&self) -> bool {
         self.input.len() as u64 == self.input_len
             && self.host_calls_dropped == 0
-            && !self
-                .host_calls
-                .iter()
-                .any(|c| matches!(c.given, HostGiven::Omitted { .. }))
+            && !self.host_calls.iter().any(|c| {
+                matches!(
+                    c.given,
+                    HostGiven::Omitted { .. } | HostGiven::Withheld { .. }
+                )
+            })
     }
 }
 
