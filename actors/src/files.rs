@@ -14,6 +14,21 @@ use std::path::Path;
 ///
 /// Any I/O error; the temporary file is removed on failure.
 pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_private_with(path, contents, true)
+}
+
+/// [`write_private`] without the fsync: readers see the old file or the new one, never a
+/// part of it, but the new one may be lost (or empty) after a power failure. For files that
+/// are diagnostics, whose writer must not wait for the disk.
+///
+/// # Errors
+///
+/// Any I/O error; the temporary file is removed on failure.
+pub fn write_private_unsynced(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_private_with(path, contents, false)
+}
+
+fn write_private_with(path: &Path, contents: &[u8], sync: bool) -> io::Result<()> {
     let file_name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
@@ -28,7 +43,9 @@ pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
             .mode(0o600)
             .open(&tmp)?;
         file.write_all(contents)?;
-        file.sync_all()?;
+        if sync {
+            file.sync_all()?;
+        }
         fs::rename(&tmp, path)
     })();
     if result.is_err() {

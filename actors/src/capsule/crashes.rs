@@ -4,8 +4,9 @@
 //!
 //! A bundle file is the magic `ASTRIDX1`, the length of its summary (4 bytes, big-endian),
 //! the [`CrashSummary`] and the [`CrashBundle`], both MessagePack: listing reads only the
-//! summaries. Files are `0600`, written atomically (`files::write_private`), in a `0700`
-//! folder. The folder is bounded: at most [`MAX_CRASHES`] bundles and [`MAX_CRASH_BYTES`]
+//! summaries. Files are `0600`, replaced atomically but not synced (they are diagnostics:
+//! the crashed capsule's thread does not wait for the disk, and a power failure may lose the
+//! latest), in a `0700` folder. The folder is bounded: at most [`MAX_CRASHES`] bundles and [`MAX_CRASH_BYTES`]
 //! bytes (bundles and module copies together); past either, the oldest bundles are removed
 //! first, then the module copies no bundle names. A bundle holds at most the bounds of
 //! `tape.rs` (64 calls, 1 MiB of inputs and host results), so one always fits.
@@ -17,7 +18,7 @@
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::files;
 use crate::protocol::{
@@ -77,10 +78,30 @@ pub struct CrashStore {
     dir: PathBuf,
     max_count: usize,
     max_bytes: u64,
-    /// Held while bundles are written or removed (several capsules may crash at once).
-    lock: Arc<Mutex<()>>,
+    /// What the folder holds, as this store wrote it (read from the folder at first use),
+    /// so that a write does not scan the folder; held while bundles are written or removed
+    /// (several capsules may crash at once).
+    index: Arc<Mutex<Index>>,
     /// Bundles being written now.
     writing: Arc<AtomicUsize>,
+}
+
+/// The bundles and module copies of the folder.
+#[derive(Debug, Default)]
+struct Index {
+    loaded: bool,
+    /// Oldest first.
+    bundles: Vec<Indexed>,
+    /// Module copies by hash, with their sizes.
+    modules: std::collections::BTreeMap<String, u64>,
+}
+
+/// One bundle, as the bounds see it.
+#[derive(Debug)]
+struct Indexed {
+    id: String,
+    size: u64,
+    module: String,
 }
 
 /// A bundle being written: one of [`MAX_WRITING`].
@@ -104,7 +125,7 @@ impl CrashStore {
             dir: dir.into(),
             max_count,
             max_bytes,
-            lock: Arc::default(),
+            index: Arc::default(),
             writing: Arc::default(),
         }
     }
@@ -151,18 +172,26 @@ impl CrashStore {
     ///
     /// Any I/O error.
     pub fn save(&self, bundle: &CrashBundle, module: Option<&[u8]>) -> Result<(), CrashError> {
-        let _held = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut index = self.index().map_err(|e| self.io(e))?;
         create_private_dir(&self.modules()).map_err(|e| self.io(e))?;
-        if let Some(bytes) = module {
+        if let Some(bytes) = module
+            && !index.modules.contains_key(&bundle.module.hash)
+        {
             let copy = self.modules().join(&bundle.module.hash);
-            if !copy.exists() {
-                files::write_private(&copy, bytes).map_err(|e| self.io(e))?;
-            }
+            files::write_private_unsynced(&copy, bytes).map_err(|e| self.io(e))?;
+            index
+                .modules
+                .insert(bundle.module.hash.clone(), bytes.len() as u64);
         }
         let encoded = encode(bundle).map_err(|e| self.io(e))?;
-        files::write_private(&self.file(&bundle.id)?, &encoded).map_err(|e| self.io(e))?;
-        self.prune().map_err(|e| self.io(e))?;
-        files::sync_dir(&self.dir).map_err(|e| self.io(e))
+        files::write_private_unsynced(&self.file(&bundle.id)?, &encoded).map_err(|e| self.io(e))?;
+        index.bundles.push(Indexed {
+            id: bundle.id.clone(),
+            size: encoded.len() as u64,
+            module: bundle.module.hash.clone(),
+        });
+        index.bundles.sort_by(|a, b| a.id.cmp(&b.id));
+        self.prune(&mut index).map_err(|e| self.io(e))
     }
 
     /// Every bundle's summary, oldest first (a damaged file is skipped, and logged).
@@ -210,7 +239,7 @@ impl CrashStore {
     ///
     /// [`CrashError::NotFound`] for an id that is not there.
     pub fn remove(&self, id: Option<&str>) -> Result<Vec<String>, CrashError> {
-        let _held = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut index = self.index().map_err(|e| self.io(e))?;
         let removed = if let Some(id) = id {
             let path = self.file(id)?;
             match std::fs::remove_file(&path) {
@@ -228,8 +257,38 @@ impl CrashStore {
             }
             removed
         };
-        self.prune().map_err(|e| self.io(e))?;
+        index.bundles.retain(|b| !removed.contains(&b.id));
+        self.prune(&mut index).map_err(|e| self.io(e))?;
         Ok(removed)
+    }
+
+    /// Whether a copy of the module with hash `hash` is kept.
+    pub fn has_module(&self, hash: &str) -> bool {
+        self.index()
+            .is_ok_and(|index| index.modules.contains_key(hash))
+    }
+
+    /// The index of the folder, read from it the first time.
+    fn index(&self) -> io::Result<MutexGuard<'_, Index>> {
+        let mut index = self.index.lock().unwrap_or_else(PoisonError::into_inner);
+        if !index.loaded {
+            let mut bundles = Vec::new();
+            for (id, path) in self.ids()? {
+                // A damaged file counts with its size, and goes as the oldest do.
+                let (size, module) = match read_summary(&path) {
+                    Ok(summary) => (summary.size, summary.module_hash),
+                    Err(_) => (
+                        std::fs::metadata(&path).map_or(0, |m| m.len()),
+                        String::new(),
+                    ),
+                };
+                bundles.push(Indexed { id, size, module });
+            }
+            index.bundles = bundles;
+            index.modules = self.module_files()?.into_iter().collect();
+            index.loaded = true;
+        }
+        Ok(index)
     }
 
     /// Bundle ids and files, oldest first (ids begin with their time).
@@ -256,40 +315,36 @@ impl CrashStore {
     }
 
     /// Removes the oldest bundles past the bounds, then unreferenced module copies.
-    fn prune(&self) -> io::Result<()> {
-        let mut bundles = Vec::new();
-        for (id, path) in self.ids()? {
-            let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-            let module = read_summary(&path)
-                .map(|s| s.module_hash)
-                .unwrap_or_default();
-            bundles.push((id, path, size, module));
-        }
-        let module_sizes = |bundles: &[(String, PathBuf, u64, String)]| -> io::Result<u64> {
-            let mut total = 0;
-            for (hash, size) in self.module_files()? {
-                if bundles.iter().any(|b| b.3 == hash) {
-                    total += size;
-                }
-            }
-            Ok(total)
-        };
-        let mut start = 0;
+    fn prune(&self, index: &mut Index) -> io::Result<()> {
         loop {
-            let kept = &bundles[start..];
-            let bytes = kept.iter().map(|b| b.2).sum::<u64>() + module_sizes(kept)?;
-            if kept.is_empty() || (kept.len() <= self.max_count && bytes <= self.max_bytes) {
+            let bytes = index.bundles.iter().map(|b| b.size).sum::<u64>()
+                + index
+                    .modules
+                    .iter()
+                    .filter(|(hash, _)| index.bundles.iter().any(|b| &b.module == *hash))
+                    .map(|(_, size)| size)
+                    .sum::<u64>();
+            let over = index.bundles.len() > self.max_count || bytes > self.max_bytes;
+            if index.bundles.is_empty() || !over {
                 break;
             }
-            files::remove_if_exists(&bundles[start].1)?;
-            tracing::info!(crash = %bundles[start].0, "oldest crash bundle removed (bound)");
-            start += 1;
+            let oldest = index.bundles.remove(0);
+            files::remove_if_exists(
+                &self
+                    .file(&oldest.id)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?,
+            )?;
+            tracing::debug!(crash = %oldest.id, "oldest crash bundle removed (bound)");
         }
-        let kept = &bundles[start..];
-        for (hash, _) in self.module_files()? {
-            if !kept.iter().any(|b| b.3 == hash) {
-                files::remove_if_exists(&self.modules().join(&hash))?;
-            }
+        let unused: Vec<String> = index
+            .modules
+            .keys()
+            .filter(|hash| !index.bundles.iter().any(|b| &b.module == *hash))
+            .cloned()
+            .collect();
+        for hash in unused {
+            files::remove_if_exists(&self.modules().join(&hash))?;
+            index.modules.remove(&hash);
         }
         Ok(())
     }
@@ -350,10 +405,15 @@ impl CrashSink {
             return;
         };
         let time_ms = crate::clock::unix_millis();
-        let module =
-            files::read_bounded(&self.module_path, crate::capsule::inspect::MAX_MODULE_BYTES)
-                .ok()
-                .filter(|bytes| blake3::hash(bytes).to_hex().as_str() == self.module_hash);
+        // Read (and checked) only when no copy is kept yet.
+        let kept = self.store.has_module(&self.module_hash);
+        let module = (!kept)
+            .then(|| {
+                files::read_bounded(&self.module_path, crate::capsule::inspect::MAX_MODULE_BYTES)
+                    .ok()
+            })
+            .flatten()
+            .filter(|bytes| blake3::hash(bytes).to_hex().as_str() == self.module_hash);
         let last = crashed.calls.last().and_then(|c| c.end.as_ref());
         let in_call = !crashed.calls.is_empty()
             && !matches!(crashed.kind, Some(CrashKind::Injected | CrashKind::Start));
@@ -368,7 +428,7 @@ impl CrashSink {
             module: CrashModule {
                 path: self.module_path.display().to_string(),
                 hash: self.module_hash.clone(),
-                kept: module.is_some(),
+                kept: kept || module.is_some(),
             },
             limits,
             kind,
@@ -380,7 +440,7 @@ impl CrashSink {
             calls_dropped: crashed.calls_dropped,
         };
         match self.store.save(&bundle, module.as_deref()) {
-            Ok(()) => tracing::info!(%capsule, crash = %bundle.id, "crash bundle kept"),
+            Ok(()) => tracing::debug!(%capsule, crash = %bundle.id, "crash bundle kept"),
             Err(e) => tracing::error!(%capsule, "cannot keep a crash bundle: {e}"),
         }
     }
