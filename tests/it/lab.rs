@@ -7,11 +7,14 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::{
-    DEADLINE, TestDaemon, failure, files_in, invoke, one_command_manifest, output_text,
-    patient_client, poll, wait_node, wait_restarted, write_capsule,
+    DEADLINE, TestDaemon, example_capsule, failure, files_in, invoke, one_command_manifest,
+    output_text, patient_client, poll, poll_async, wait_node, wait_restarted, write_capsule,
 };
 use astrid::client::Client;
-use astrid::protocol::{ChildState, ErrorCode, TreeNode};
+use astrid::protocol::{ChildState, CrashSummary, ErrorCode, Request, TreeNode};
+
+/// The most crash bundles a home keeps (`actors/src/capsule/crashes.rs`).
+const MAX_CRASHES: usize = 64;
 
 /// Runs `astrid ARGS` against `d` and returns its standard output; it must succeed.
 fn ok(d: &TestDaemon, args: &[&str]) -> String {
@@ -125,7 +128,7 @@ async fn an_import_fault_fails_or_slows_the_named_host_call_and_clear_disarms_it
     );
     let (code, _) = failure(
         client
-            .call::<Value>(astrid::protocol::Request::InjectFault {
+            .call::<Value>(Request::InjectFault {
                 target: "capsule:notes".into(),
                 fault: "import:nope,fail=-1".parse().unwrap(),
             })
@@ -459,4 +462,50 @@ fn crashes_are_listed_shown_and_removed_by_id_or_all() {
         files_in(&d.layout.crashes().join("modules")),
         Vec::<String>::new()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_bundles_are_bounded_in_count_and_the_oldest_go_first() {
+    // A trapping capsule restarted without backoff, whose budget outlasts the test.
+    let d = TestDaemon::builder()
+        .prepare(|home, _| {
+            let extra = "[restart]\nintensity = 1000\nperiod = \"10ms\"\nbackoff = \"0s\"\n";
+            let module = std::fs::read(example_capsule("faults/trap/trap.wat")).unwrap();
+            write_capsule(
+                &home.join("capsules"),
+                "storm",
+                &one_command_manifest("storm", extra),
+                &[("m.wat", &module)],
+            );
+        })
+        .start();
+    let client = patient_client(&d).await;
+    let list = async || -> Vec<CrashSummary> { client.call(Request::ListCrashes).await.unwrap() };
+    let mut ids = Vec::new();
+    for n in 1..=MAX_CRASHES + 3 {
+        let crashed = poll_async(DEADLINE, async || {
+            match invoke(&client, "storm", &[]).await {
+                Err(e) if e.code() == Some(ErrorCode::CapsuleCrashed) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        crashed.unwrap_or_else(|seen| panic!("crash {n}: {seen}"));
+        // Its bundle is written before the next crash, so that none is dropped as a storm.
+        let newest = poll_async(DEADLINE, async || {
+            let now = list().await;
+            match now.last() {
+                Some(c) if ids.last() != Some(&c.id) => Ok(c.id.clone()),
+                _ => Err(now.len()),
+            }
+        })
+        .await;
+        ids.push(newest.unwrap_or_else(|len| panic!("no bundle for crash {n} ({len} kept)")));
+    }
+    let kept: Vec<String> = list().await.into_iter().map(|c| c.id).collect();
+    assert_eq!(kept.len(), MAX_CRASHES);
+    assert_eq!(kept, ids[3..], "the three oldest went");
+    let files = files_in(&d.layout.crashes());
+    assert_eq!(files.len(), MAX_CRASHES + 1, "the bundles and `modules`");
+    assert_eq!(files_in(&d.layout.crashes().join("modules")).len(), 1);
 }
