@@ -12,6 +12,7 @@
 
 mod common;
 
+mod approvals;
 mod bounds;
 mod capsules;
 mod chaos;

@@ -122,6 +122,11 @@ fn samples() -> Vec<Request> {
         Request::UninstallCapsule {
             name: "fetch".into(),
         },
+        Request::ListApprovals,
+        Request::AnswerApproval {
+            id: 3,
+            answer: crate::ApprovalAnswer::Always,
+        },
     ]
 }
 

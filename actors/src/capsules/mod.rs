@@ -282,6 +282,7 @@ impl CapsulesActor {
             caps.do_send(SetManifestGrants {
                 subject: name.clone(),
                 resources: manifest.capabilities.clone(),
+                approval_timeouts: manifest.approval_timeouts.clone(),
             });
         }
         self.deps.namespaces.register(Namespaces::of_capsule(&name));

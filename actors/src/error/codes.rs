@@ -5,6 +5,7 @@
 use astrid_protocol::{ErrorBody, ErrorCode};
 
 use super::KernelError;
+use crate::approvals::ApprovalError;
 use crate::audit::AuditError;
 use crate::bus::BusError;
 use crate::caps::CapsError;
@@ -30,6 +31,7 @@ impl From<&KernelError> for ErrorBody {
                 ErrorCode::InvalidTopic
             }
             KernelError::Supervisor(SupervisorError::UnknownChild(_))
+            | KernelError::Approval(ApprovalError::Unknown(_))
             | KernelError::Vfs(VfsError::NotFound { .. }) => ErrorCode::NotFound,
             KernelError::Supervisor(SupervisorError::NotRunning { .. }) => ErrorCode::NotRunning,
             KernelError::Supervisor(SupervisorError::ShuttingDown) | KernelError::ShuttingDown => {
@@ -53,6 +55,7 @@ impl From<&KernelError> for ErrorBody {
             | KernelError::Bus(BusError::PayloadTooLarge { .. } | BusError::TooManyPatterns(_))
             | KernelError::Vfs(VfsError::TooLarge { .. }) => ErrorCode::TooLarge,
             KernelError::Store(StoreError::Storage { .. } | StoreError::Aborted)
+            | KernelError::Approval(ApprovalError::Grant { .. })
             | KernelError::Caps(CapsError::Storage { .. })
             | KernelError::Audit(AuditError::Storage { .. } | AuditError::Aborted) => {
                 ErrorCode::StorageFailed

@@ -121,6 +121,10 @@ pub(crate) enum Command {
     /// with `config_get`.
     #[command(subcommand)]
     Settings(SettingsCommand),
+    /// Answer capsules' uses of `ask:` grants, which wait for a client's approval (the
+    /// interactive session shows each as it comes, with `/approve` and `/deny`).
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
     /// Install a capsule folder into the home (`<home>/capsules/<name>`): shows its name,
     /// version, commands, grants and settings (and, for an upgrade, the grants it adds and
     /// drops), asks to confirm, copies it, and reloads. An installed capsule whose files
@@ -278,6 +282,26 @@ pub(crate) enum SettingsCommand {
         capsule: String,
         /// Setting name.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ApprovalsCommand {
+    /// List the requests waiting, oldest first.
+    Ls,
+    /// Let the use go ahead: this time, or with --always from now on (the grant is then
+    /// given outright, as a runtime grant that `caps revoke` removes).
+    Approve {
+        /// The request's number (`astrid approvals ls`).
+        id: u64,
+        /// Give the grant outright.
+        #[arg(long)]
+        always: bool,
+    },
+    /// Refuse the use (the capsule sees it denied).
+    Deny {
+        /// The request's number.
+        id: u64,
     },
 }
 

@@ -5,6 +5,7 @@
 //! Exit status: 0 on success, 1 when the daemon reports an error or cannot be reached,
 //! 2 for bad arguments.
 
+mod approvals;
 mod args;
 mod chat;
 mod daemon;
@@ -190,7 +191,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Chat => {
             let (client, _) = target.connect_or_start(Mode::Ephemeral).await?;
-            chat::run(client).await
+            // Commands run on a connection of their own, so that the session keeps reading
+            // (an approval the command waits for is answered here).
+            let (worker, _) = target.connect_or_start(Mode::Ephemeral).await?;
+            chat::run(client, worker).await
         }
         other => {
             let (client, _) = target.connect_or_start(Mode::Ephemeral).await?;
@@ -266,6 +270,7 @@ async fn one_shot(
         Command::Kv(kv) => kv_command(&client, kv, json).await,
         Command::Caps(caps) => caps_command(&client, caps, json).await,
         Command::Settings(settings) => settings::run(&client, settings, json).await,
+        Command::Approvals(cmd) => approvals::run(&client, cmd, json).await,
         Command::Install { path, yes } => install::install(&client, &path, yes, json).await,
         Command::Uninstall { name } => {
             let done: Removed = client.call(Request::UninstallCapsule { name }).await?;
