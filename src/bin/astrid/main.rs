@@ -3,11 +3,13 @@
 //! `--json`, as JSON. With no command it opens an interactive session.
 //!
 //! Exit status: 0 on success, 1 when the daemon reports an error or cannot be reached,
-//! 2 for bad arguments.
+//! 2 for bad arguments, 3 when `astrid chaos` finds an invariant broken.
 
 mod args;
+mod chaos;
 mod chat;
 mod daemon;
+mod fault;
 mod install;
 mod render;
 mod settings;
@@ -20,16 +22,17 @@ use std::time::Duration;
 use astrid::client::ClientError;
 use astrid::paths::PathError;
 use astrid::protocol::{
-    AuditEntry, CapsuleMetadata, CommandInfo, CommandOutput, Event, Fault, FaultInjected, Grant,
-    KvValue, Listing, McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, PruneReport,
-    Published, RawValue, ReloadReport, Removed, Request, Subscribed, TrustInfo, TrustReport,
-    Verification, Written, to_payload,
+    AuditEntry, CapsuleMetadata, CommandInfo, CommandOutput, Event, FaultInjected, Grant, KvValue,
+    Listing, McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, PruneReport, Published,
+    RawValue, ReloadReport, Removed, Request, Subscribed, TrustInfo, TrustReport, Verification,
+    Written, to_payload,
 };
 use clap::Parser;
 use serde::Serialize;
 
 use crate::args::{AuditCommand, CapsCommand, Cli, Command, ConfigCommand, KvCommand, McpCommand};
 use crate::daemon::{Mode, Stopped, Target};
+use crate::fault::parse_fault;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +94,8 @@ pub(crate) enum CliError {
         served: PathBuf,
         wanted: PathBuf,
     },
+    #[error(transparent)]
+    Chaos(#[from] chaos::ChaosError),
     #[error("i/o error")]
     Io(#[from] std::io::Error),
 }
@@ -121,7 +126,11 @@ fn main() -> ExitCode {
         Err(e) => {
             let message = astrid::error_chain(&e);
             eprintln!("astrid: {message}");
-            ExitCode::FAILURE
+            if matches!(e, CliError::Chaos(chaos::ChaosError::Invariants(_))) {
+                ExitCode::from(chaos::EXIT_INVARIANT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -192,6 +201,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let (client, _) = target.connect_or_start(Mode::Ephemeral).await?;
             chat::run(client).await
         }
+        Command::Chaos(args) => chaos::run(&cli.global, args).await,
         other => {
             let (client, _) = target.connect_or_start(Mode::Ephemeral).await?;
             one_shot(client, other, json).await
@@ -278,7 +288,8 @@ async fn one_shot(
         | Command::Start { .. }
         | Command::Stop { .. }
         | Command::Trust { .. }
-        | Command::Untrust { .. } => Ok(()),
+        | Command::Untrust { .. }
+        | Command::Chaos(_) => Ok(()),
     }
 }
 
@@ -530,19 +541,4 @@ fn print_event(json: bool, event: &Event) -> Result<(), CliError> {
         println!("{}", render::event(event));
     }
     Ok(())
-}
-
-fn parse_fault(text: &str) -> Result<Fault, CliError> {
-    match text {
-        "panic" => Ok(Fault::Panic),
-        "stop" => Ok(Fault::Stop),
-        "trap" => Ok(Fault::Trap),
-        _ => text
-            .strip_prefix("hang:")
-            .and_then(|d| humantime::parse_duration(d).ok())
-            .map(|d| Fault::Hang {
-                millis: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-            })
-            .ok_or_else(|| CliError::BadFault(text.to_owned())),
-    }
 }
