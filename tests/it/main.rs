@@ -15,6 +15,7 @@ mod common;
 mod bounds;
 mod capsules;
 mod chaos;
+mod chaos_plans;
 mod cli;
 mod config;
 mod crash;

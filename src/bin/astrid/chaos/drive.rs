@@ -78,6 +78,8 @@ pub(crate) enum Injected {
 pub(crate) struct Injection {
     /// The schedule's entry.
     pub(crate) planned: Planned,
+    /// When it was sent, after the start.
+    pub(crate) sent: Duration,
     /// When it was acknowledged (or given up), after the start.
     pub(crate) at: Duration,
     /// What the daemon said.
@@ -259,6 +261,7 @@ async fn injector(shared: Arc<Shared>, schedule: Vec<Planned>, rules: Vec<Rule>)
             () = tokio::time::sleep_until(shared.start + planned.at) => {}
         }
         let Rule { target, fault, .. } = rules[planned.rule].clone();
+        let sent = shared.start.elapsed();
         let result = conn
             .call::<FaultInjected>(Request::InjectFault { target, fault })
             .await;
@@ -295,6 +298,7 @@ async fn injector(shared: Arc<Shared>, schedule: Vec<Planned>, rules: Vec<Rule>)
         };
         done.push(Injection {
             planned,
+            sent,
             at,
             outcome,
         });

@@ -117,8 +117,8 @@ pub(crate) struct EntryReport {
     pub(crate) totals: Totals,
 }
 
-/// Latency of answered requests, all and split by whether a fault was active when they
-/// were sent.
+/// Latency of answered requests, all and split by whether a fault was active while they
+/// were in flight.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub(crate) struct Latency {
     pub(crate) all: Stats,
@@ -214,6 +214,15 @@ pub(crate) struct Report {
     /// Notes on the run itself (e.g. the request cap was reached).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) notes: Vec<String>,
+}
+
+/// `n thing` or `n things`.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
 }
 
 fn millis(d: Duration) -> u64 {
@@ -363,7 +372,7 @@ impl Report {
                         Successes::new(&run.records, plan, &rule.target, commands)
                     });
                     recovery = found.after(inj.at);
-                    windows.push((inj.at, recovery.map_or(end, |r| inj.at + r)));
+                    windows.push((inj.sent, recovery.map_or(end, |r| inj.at + r)));
                     if rule.crash {
                         *crash_faults.entry(rule.target.as_str()).or_default() += 1;
                         recoveries.push(recovery);
@@ -396,8 +405,13 @@ impl Report {
             max_ms: ms(stats.max_us),
         };
 
-        // Latency, split by whether a fault was active when the request was sent.
-        let active = |at: Duration| windows.iter().any(|(from, to)| *from <= at && at <= *to);
+        // Latency, split by whether a fault was active while the request was in flight: from
+        // its injection being sent to its target's recovery (or the end of the run).
+        let active = |r: &Record| {
+            windows
+                .iter()
+                .any(|(from, to)| r.sent <= *to && *from <= r.done())
+        };
         let (mut all, mut with, mut without) = (Vec::new(), Vec::new(), Vec::new());
         for r in &run.records {
             if !matches!(r.outcome, Outcome::Ok | Outcome::Error { .. }) {
@@ -405,7 +419,7 @@ impl Report {
             }
             let us = micros(r.took);
             all.push(us);
-            if active(r.sent) {
+            if active(r) {
                 with.push(us);
             } else {
                 without.push(us);
@@ -532,7 +546,10 @@ impl Report {
             detail: if after.is_none() {
                 "the supervision tree could not be read after the run".into()
             } else if mismatches.is_empty() {
-                format!("{crashes} crashes, as many restarts")
+                format!(
+                    "{}, as many restarts",
+                    plural(crashes as usize, "crash", "crashes")
+                )
             } else {
                 mismatches.join("; ")
             },
@@ -610,9 +627,9 @@ impl Report {
             let t = &w.totals;
             let _ = writeln!(
                 out,
-                "  {} ({} clients at {}/s): {} sent, {} ok, {} errors, {} unanswered",
+                "  {} ({} at {}/s): {} sent, {} ok, {} errors, {} unanswered",
                 w.workload,
-                w.clients,
+                plural(w.clients as usize, "client", "clients"),
                 w.rate,
                 t.sent,
                 t.ok,
@@ -622,11 +639,11 @@ impl Report {
         }
         let line = |s: &Stats| match (s.p50_us, s.p99_us, s.max_us) {
             (Some(a), Some(b), Some(c)) => format!(
-                "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} replies)",
+                "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({})",
                 ms(Some(a)).unwrap_or_default(),
                 ms(Some(b)).unwrap_or_default(),
                 ms(Some(c)).unwrap_or_default(),
-                s.count
+                plural(s.count, "reply", "replies")
             ),
             _ => "no replies".into(),
         };
@@ -670,8 +687,8 @@ impl Report {
             let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
             let _ = writeln!(
                 out,
-                "recovery after {} crash faults ({} recovered): p50 {}, p99 {}, max {}",
-                rec.crashes,
+                "recovery after {} ({} recovered): p50 {}, p99 {}, max {}",
+                plural(rec.crashes, "crash fault", "crash faults"),
                 rec.recovered,
                 show(rec.p50_ms),
                 show(rec.p99_ms),
@@ -781,6 +798,7 @@ mod tests {
                 at: Duration::from_millis(at_ms),
                 rule,
             },
+            sent: Duration::from_millis(at_ms),
             at: Duration::from_millis(at_ms),
             outcome,
         }

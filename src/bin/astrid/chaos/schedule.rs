@@ -70,7 +70,7 @@ pub(crate) fn build(
     for (index, rule) in rules.iter().enumerate() {
         let limit = rule
             .times
-            .map_or(MAX_SCHEDULED, |t| usize::try_from(t).unwrap_or(usize::MAX));
+            .map_or(usize::MAX, |t| usize::try_from(t).unwrap_or(usize::MAX));
         let mut times = Vec::new();
         let mut push = |at: Duration| -> Result<bool, TooMany> {
             if times.len() >= limit {
@@ -236,6 +236,8 @@ mod tests {
         ];
         let err = build(1, &rules, Duration::from_mins(10), MS(100)).unwrap_err();
         assert_eq!(err.rule, 1);
+        let err = build(1, &rules[1..], Duration::from_mins(10), MS(100)).unwrap_err();
+        assert_eq!(err.rule, 0);
         assert!(
             err.to_string()
                 .contains("fault[1] schedules more than 10000")
