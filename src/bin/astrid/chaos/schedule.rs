@@ -240,7 +240,7 @@ mod tests {
         assert_eq!(err.rule, 0);
         assert!(
             err.to_string()
-                .contains("fault[1] schedules more than 10000")
+                .contains("fault[0] schedules more than 10000")
         );
     }
 }
