@@ -106,9 +106,14 @@ fn the_crash_storm_plan_passes_and_counts_a_restart_per_crash() {
     let faults = &r["faults"];
     let injected = faults["injected"].as_u64().unwrap();
     assert!(injected >= 5, "{faults:#}");
-    // Every injected fault is a crash here (trap, panic, stop), and each recovered.
+    // Every injected fault is a crash here (trap, panic, stop), and each recovered (but
+    // perhaps the last ones, if the run ended first).
     assert_eq!(r["recovery"]["crashes"].as_u64().unwrap(), injected);
-    assert_eq!(r["recovery"]["recovered"].as_u64().unwrap(), injected);
+    for fault in faults["list"].as_array().unwrap() {
+        if fault["outcome"] == "injected" && fault["answered_ms"].as_u64().unwrap() < 2500 {
+            assert!(fault["recovery_ms"].as_u64().is_some(), "{fault:#}");
+        }
+    }
     let (storm, expected) = restarts(&r, "capsule:storm");
     assert_eq!(storm, expected);
     assert!(storm >= 4, "{r:#}");

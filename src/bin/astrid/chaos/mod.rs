@@ -527,7 +527,7 @@ async fn verify(client: &Client, v: &Verify, entry: usize, records: &[Record]) -
         match (output.trim().parse::<i128>(), want.trim().parse::<i128>()) {
             (Ok(got), Ok(min)) if got >= min => passed.push(format!(">= {want}")),
             (Ok(got), Ok(_)) => {
-                problems.push(format!("answered {got}, less than {want} ({at_least})"))
+                problems.push(format!("answered {got}, less than {want} ({at_least})"));
             }
             _ => problems.push(format!(
                 "`{}` or `{want}` is not an integer ({at_least})",

@@ -43,7 +43,7 @@ pub(crate) const MAX_TICK: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 /// Bounds of `deadline`.
 pub(crate) const DEADLINE_RANGE: (Duration, Duration) =
-    (Duration::from_millis(100), Duration::from_secs(60));
+    (Duration::from_millis(100), Duration::from_mins(1));
 /// Most capsule folders in `capsules`.
 pub(crate) const MAX_CAPSULES: usize = 32;
 /// Longest template (a command line, a key, a value, a topic).
@@ -289,7 +289,7 @@ impl Plan {
             TomlError::Field(f) => key_error(file, f),
         })?;
         let mut plan = check(raw, base).map_err(|f| key_error(file, f))?;
-        plan.file = file.to_owned();
+        file.clone_into(&mut plan.file);
         Ok(plan)
     }
 }
@@ -417,6 +417,7 @@ fn command_line(key: &str, text: &str) -> Result<(String, Vec<String>), FieldErr
     Ok((name.to_owned(), words.map(str::to_owned).collect()))
 }
 
+#[allow(clippy::too_many_lines, reason = "one match over the kinds of request")]
 fn check_workload(at: &str, w: RawWorkload) -> Result<Workload, FieldError> {
     let key = |k: &str| format!("{at}.{k}");
     let clients = w.clients.unwrap_or(1);

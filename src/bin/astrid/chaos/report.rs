@@ -177,7 +177,7 @@ pub(crate) struct Recovery {
 
 /// Restarts of one actor or capsule during the run.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct Restarts {
+pub(crate) struct NodeRestarts {
     pub(crate) name: String,
     pub(crate) restarts: u32,
     /// Crash faults acknowledged for it plus crashes its own workload caused; none when
@@ -208,7 +208,7 @@ pub(crate) struct Report {
     pub(crate) latency: Latency,
     pub(crate) faults: Faults,
     pub(crate) recovery: Recovery,
-    pub(crate) restarts: Vec<Restarts>,
+    pub(crate) restarts: Vec<NodeRestarts>,
     pub(crate) checks: Vec<Check>,
     pub(crate) invariants: Vec<Invariant>,
     /// Notes on the run itself (e.g. the request cap was reached).
@@ -381,13 +381,14 @@ impl Report {
                 Injected::Refused { .. } => faults.refused += 1,
                 Injected::Unanswered => faults.unanswered += 1,
             }
+            let wire: &astrid::protocol::Fault = &rule.fault;
             faults.list.push(FaultLine {
                 at_ms: millis(inj.planned.at),
                 answered_ms: millis(inj.at),
                 rule: inj.planned.rule,
                 target: rule.target.clone(),
                 fault: rule.fault.to_string(),
-                wire: serde_json::to_value(&rule.fault).unwrap_or_default(),
+                wire: serde_json::to_value(wire).unwrap_or_default(),
                 crash: rule.crash,
                 outcome,
                 code,
@@ -396,13 +397,13 @@ impl Report {
             });
         }
         let recovered: Vec<u64> = recoveries.iter().flatten().map(|d| micros(*d)).collect();
-        let stats = Stats::of(recovered);
+        let recovery_stats = Stats::of(recovered);
         let recovery = Recovery {
             crashes: recoveries.len(),
-            recovered: stats.count,
-            p50_ms: ms(stats.p50_us),
-            p99_ms: ms(stats.p99_us),
-            max_ms: ms(stats.max_us),
+            recovered: recovery_stats.count,
+            p50_ms: ms(recovery_stats.p50_us),
+            p99_ms: ms(recovery_stats.p99_us),
+            max_ms: ms(recovery_stats.max_us),
         };
 
         // Latency, split by whether a fault was active while the request was in flight: from
@@ -472,7 +473,7 @@ impl Report {
                         "{name}: {count} restarts for {want} crashes{state}"
                     ));
                 }
-                restarts.push(Restarts {
+                restarts.push(NodeRestarts {
                     name,
                     restarts: count,
                     expected: checked,
@@ -600,6 +601,7 @@ impl Report {
     }
 
     /// The report as text.
+    #[allow(clippy::too_many_lines, reason = "one section after the other")]
     pub(crate) fn text(&self) -> String {
         let mut out = String::new();
         let r = &self.requests;

@@ -1,6 +1,6 @@
 //! The fault schedule: when each rule of a plan fires, derived from the rules, the seed and
 //! the run's horizon alone (the same seed gives the same schedule). `at` and `every` use no
-//! randomness; `probability` draws once per tick from a stream of its own (SplitMix64 seeded
+//! randomness; `probability` draws once per tick from a stream of its own (`SplitMix64` seeded
 //! from the seed and the rule's index), so adding a rule leaves the others' draws as they
 //! were.
 
@@ -32,7 +32,7 @@ pub(crate) struct TooMany {
     pub(crate) horizon: Duration,
 }
 
-/// SplitMix64: small, fast, and the same everywhere.
+/// `SplitMix64`: small, fast, and the same everywhere.
 #[derive(Debug, Clone)]
 pub(crate) struct Rng(u64);
 
