@@ -52,13 +52,14 @@ pub use self::payload::capsules::{
     CapsuleInfo, CapsuleMetadata, CapsuleOrigin, CapsuleState, CommandInfo, HookInfo, ReloadReport,
 };
 pub use self::payload::config::{AuditLevel, ConfigReport, PolicyRule, Setting};
+pub use self::payload::fault::{BadFault, Fault, ImportEffect, ImportFault, McpEffect, StorageOp};
 pub use self::payload::install::{InstallPlan, InstallReport};
 pub use self::payload::mcp::{
     McpReloadReport, McpServerInfo, McpServerState, McpToolInfo, McpToolResult,
 };
 pub use self::payload::session::SessionInfo;
 pub use self::payload::store::{Listing, StoreStats};
-pub use self::payload::tree::{ChildState, Failure, Fault, NodeKind, RestartType, TreeNode};
+pub use self::payload::tree::{ChildState, Failure, NodeKind, RestartType, TreeNode};
 pub use self::payload::trust::{TrustInfo, TrustState};
 pub use self::payload::vfs::{DirEntry, EntryKind, FileStat, ReadResult};
 pub use self::reply::{

@@ -134,7 +134,7 @@ pub struct Removed {
 }
 
 /// Result of `InjectFault`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultInjected {
     /// The actor that received the fault.
     pub target: String,

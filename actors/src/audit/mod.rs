@@ -254,10 +254,13 @@ impl Handler<Terminate> for AuditActor {
     }
 }
 
+/// Storage faults arm the ledger it shares with the store.
 impl Handler<Inject> for AuditActor {
     type Result = ();
 
     fn handle(&mut self, msg: Inject, ctx: &mut Context<Self>) {
-        apply_fault(msg.0, ctx);
+        if !self.ledger.faults().inject(&msg.0) {
+            apply_fault(msg.0, ctx);
+        }
     }
 }

@@ -109,6 +109,17 @@ pub struct Unsubscribe {
 #[rtype(result = "()")]
 pub struct Deregister(pub SubscriberId);
 
+/// The `overflow` fault: the next `times` events for `subscriber` are dropped as by a full
+/// queue, and counted as such.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Overflow {
+    /// Subscriber.
+    pub subscriber: SubscriberId,
+    /// How many events.
+    pub times: u32,
+}
+
 /// Publishes an event to every subscriber with a matching pattern.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Published, BusError>")]

@@ -12,7 +12,9 @@
 //! decided; the bus takes no other message meanwhile, so events keep their order.
 //!
 //! Handles: [`Register`], [`Subscribe`], [`Unsubscribe`], [`Deregister`], [`Publish`],
-//! [`GetBusStats`], and the supervision messages [`Terminate`] and [`Inject`].
+//! [`GetBusStats`], [`Overflow`] (a capsule's `overflow` fault: its next events are dropped
+//! as by a full queue, and counted), and the supervision messages [`Terminate`] and
+//! [`Inject`].
 
 pub mod intercept;
 mod messages;
@@ -29,8 +31,8 @@ use tokio::sync::oneshot;
 use self::intercept::Interceptors;
 
 pub use self::messages::{
-    BusError, BusStats, Deregister, Event, GetBusStats, Publish, Published, Register, Registration,
-    Subscribe, SubscriberId, SubscriberStats, Unsubscribe,
+    BusError, BusStats, Deregister, Event, GetBusStats, Overflow, Publish, Published, Register,
+    Registration, Subscribe, SubscriberId, SubscriberStats, Unsubscribe,
 };
 use self::queue::Refused;
 pub use self::queue::{DEFAULT_QUEUE_BYTES, Events};
@@ -49,6 +51,8 @@ struct Subscriber {
     queue: queue::Sender,
     delivered: u64,
     dropped: u64,
+    /// Events still to drop for the `overflow` fault.
+    overflow: u32,
 }
 
 impl Subscriber {
@@ -188,6 +192,7 @@ impl Handler<Register> for BusActor {
                 queue,
                 delivered: 0,
                 dropped: 0,
+                overflow: 0,
             },
         );
         Ok(Registration { id, events })
@@ -226,6 +231,17 @@ impl Handler<Deregister> for BusActor {
 
     fn handle(&mut self, msg: Deregister, _: &mut Context<Self>) {
         self.subscribers.remove(&msg.0);
+    }
+}
+
+impl Handler<Overflow> for BusActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Overflow, _: &mut Context<Self>) {
+        if let Some(sub) = self.subscribers.get_mut(&msg.subscriber) {
+            tracing::warn!(subscriber = %sub.label, times = msg.times, "injected fault: overflow");
+            sub.overflow = sub.overflow.saturating_add(msg.times);
+        }
     }
 }
 
@@ -292,7 +308,13 @@ impl BusActor {
             if !sub.patterns.iter().any(|p| p.matches(&event.topic)) {
                 continue;
             }
-            match sub.queue.try_send(&event) {
+            let sent = if sub.overflow > 0 {
+                sub.overflow -= 1;
+                Err(Refused::Full)
+            } else {
+                sub.queue.try_send(&event)
+            };
+            match sent {
                 Ok(()) => {
                     sub.delivered += 1;
                     delivered += 1;

@@ -20,6 +20,7 @@ use actix::{Actor, Handler, Message};
 
 use super::backlog::Backlog;
 use super::config::{CapsuleConfig, ConfigError};
+use super::faults::CapsuleFaults;
 use super::http::{self, Hop};
 use crate::audit::Record;
 use crate::bus::topic::validate_topic;
@@ -70,6 +71,8 @@ pub struct Host {
     backlog: Arc<Mutex<Backlog<Request<BusActor, Publish>>>>,
     /// Its settings (shared by every instance, and with the registry that sets them).
     config: Arc<CapsuleConfig>,
+    /// Its injected faults (shared by every instance).
+    faults: Arc<CapsuleFaults>,
 }
 
 /// `mcp_call`'s input.
@@ -109,6 +112,7 @@ impl Host {
             mcp: None,
             backlog: Arc::default(),
             config: Arc::new(CapsuleConfig::new(capsule, Vec::new(), BTreeMap::new())),
+            faults: Arc::default(),
         }
     }
 
@@ -187,6 +191,11 @@ impl Host {
     /// See [`ConfigError`].
     pub fn config_get(&self, name: &str) -> Result<String, ConfigError> {
         self.config.get(name)
+    }
+
+    /// The capsule's injected faults.
+    pub fn faults(&self) -> &CapsuleFaults {
+        &self.faults
     }
 
     /// The capsule's name.

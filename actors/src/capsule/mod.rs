@@ -16,7 +16,9 @@
 //! after the bus restarts; it does not hear its own events; it takes the next event only
 //! once the runner has handled the last, so the bus's bounded queue holds the backlog),
 //! and the supervision messages [`Terminate`] and [`Inject`] ([`Fault::Trap`] ends the
-//! incarnation as a guest bug would; [`Fault::Hang`] holds the actor and the runner).
+//! incarnation as a guest bug would; [`Fault::Hang`] holds the actor and the runner;
+//! [`Fault::Overflow`] asks the bus to drop its next events; the faults that outlive an
+//! incarnation are armed in the capsule's `faults.rs`).
 //!
 //! The sandbox (`sandbox.rs`), the checks of what a module declares (`inspect.rs`), the
 //! `log` import's budget (`log.rs`), the bound on a capsule's events in the bus's hands
@@ -28,6 +30,7 @@ pub mod backlog;
 pub mod cache;
 pub mod config;
 mod error;
+pub mod faults;
 pub mod host;
 pub mod http;
 mod imports;
@@ -57,7 +60,7 @@ pub use self::queue::{CallQueue, LINGER, LingerSlots, SweepDue, Sweeper};
 pub use self::runner::{Job, Runner, RunnerSlot};
 use self::sandbox::{Compiled, Entry};
 use crate::bus::intercept::{Decision, Interceptor, Verdict};
-use crate::bus::{BusActor, Deregister, Event, Register, SubscriberId};
+use crate::bus::{BusActor, Deregister, Event, Overflow, Register, SubscriberId};
 use crate::protocol::RawValue;
 use crate::supervisor::{ChildRef, ExitNote, Fault, Inject, Terminate, apply_fault};
 
@@ -165,6 +168,19 @@ impl CapsuleActor {
                 }
             }),
         );
+    }
+
+    /// The `overflow` fault: the bus drops the next `times` events for this capsule as a
+    /// full queue would, and counts them.
+    fn overflow(&self, times: u32) {
+        let bus = self.bus.as_ref().and_then(ChildRef::get);
+        match (self.subscriber, bus) {
+            (Some(subscriber), Some(bus)) => bus.do_send(Overflow { subscriber, times }),
+            _ => tracing::warn!(
+                capsule = %self.name,
+                "overflow fault ignored: the capsule has no bus subscription"
+            ),
+        }
     }
 
     /// Notes why the incarnation failed, ends its runner (its instance cannot be trusted)
@@ -301,7 +317,13 @@ impl Handler<Inject> for CapsuleActor {
                 self.runner.push(Job::Hang(Duration::from_millis(millis)));
                 apply_fault(msg.0, ctx);
             }
-            fault => apply_fault(fault, ctx),
+            Fault::Overflow { times } => self.overflow(times),
+            fault => {
+                tracing::warn!(capsule = %self.name, %fault, "injected fault");
+                if !self.runner.host().faults().arm(&fault) {
+                    apply_fault(fault, ctx);
+                }
+            }
         }
     }
 }

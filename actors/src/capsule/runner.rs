@@ -138,6 +138,11 @@ impl Runner {
         })
     }
 
+    /// The imports of the capsule it runs.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -417,6 +422,15 @@ impl Guest<'_> {
                 ceiling,
             };
             return (Err(failure), None);
+        }
+        if let Some(wait) = self.runner.host.faults().delay() {
+            // The `delay` fault: the call starts late; one held past the call's deadline
+            // fails as a slow call does, without running.
+            let timeout = self.runner.compiled.call_timeout();
+            std::thread::sleep(wait.min(timeout));
+            if wait >= timeout {
+                return (Err(CallFailure::Deadline(timeout)), None);
+            }
         }
         let sandbox = match self.sandbox() {
             Ok(sandbox) => sandbox,

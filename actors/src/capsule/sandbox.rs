@@ -222,6 +222,11 @@ impl Compiled {
     pub fn memory_ceiling(&self) -> usize {
         ceiling(self.limits)
     }
+
+    /// The wall-clock deadline of each call.
+    pub fn call_timeout(&self) -> Duration {
+        self.limits.call_timeout
+    }
 }
 
 /// Bytes of `limits.memory_pages`.

@@ -45,6 +45,7 @@ impl From<&KernelError> for ErrorBody {
             KernelError::Store(StoreError::InvalidKey { .. })
             | KernelError::Caps(CapsError::InvalidSubject(_) | CapsError::InvalidResource(_))
             | KernelError::Vfs(VfsError::InvalidPath { .. })
+            | KernelError::BadFault { .. }
             | KernelError::Supervisor(
                 SupervisorError::Duplicate(_) | SupervisorError::FaultNotApplicable { .. },
             ) => ErrorCode::InvalidArgument,

@@ -57,6 +57,14 @@ pub enum KernelError {
     /// `InjectFault` without `--allow-fault-injection`.
     #[error("fault injection is disabled; start the daemon with --allow-fault-injection")]
     FaultInjectionDisabled,
+    /// A fault out of its bounds.
+    #[error("fault `{fault}`: {why}")]
+    BadFault {
+        /// The fault.
+        fault: astrid_protocol::Fault,
+        /// What is out of bounds.
+        why: String,
+    },
     /// The daemon is shutting down.
     #[error("the daemon is shutting down")]
     ShuttingDown,

@@ -31,8 +31,8 @@ use crate::session::SessionDeps;
 use crate::session::{Connections, SessionInfo, Token};
 use crate::store::{Namespaces, StoreActor};
 use crate::supervisor::{
-    ChildRef, ChildSpec, ChildState, NodeKind, RestartType, SupervisorActor, SupervisorEvent,
-    TreeNode,
+    ChildRef, ChildSpec, ChildState, FaultFamily, NodeKind, RestartType, SupervisorActor,
+    SupervisorEvent, TreeNode,
 };
 use crate::trust::WorkspaceTrust;
 use crate::vfs::VfsActor;
@@ -276,7 +276,8 @@ fn children(
                 AuditActor::new(Arc::clone(&audit_ledger), Arc::clone(&health))
                     .answer_on(audit_relay.clone()),
             )
-        }),
+        })
+        .accepts(FaultFamily::Storage),
         ChildSpec::worker("store", permanent, actors.store.clone(), move || {
             Ok(StoreActor::new(
                 Arc::clone(&kv_ledger),
@@ -284,7 +285,8 @@ fn children(
                 store_limits,
             )
             .answer_on(sessions_relay.clone()))
-        }),
+        })
+        .accepts(FaultFamily::Storage),
         ChildSpec::worker_on(
             "capabilities",
             permanent,

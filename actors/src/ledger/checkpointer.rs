@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use redb::Database;
 
+use astrid_protocol::StorageOp;
+
 use super::LedgerError;
+use super::faults::StorageFaults;
 use super::overlay::{Pending, apply};
 use super::state::Shared;
 
@@ -112,7 +115,7 @@ impl Shared {
             Ok(false) => {
                 // The retired file outlived a failed checkpoint: a durable commit of
                 // everything pending covers it too.
-                if let Err(e) = apply(&db, &inner.pending, Some(self.retention())) {
+                if let Err(e) = self.apply_checkpoint(&db, &inner.pending) {
                     tracing::error!("checkpoint failed; the journal keeps the data: {e}");
                     drop(db);
                     self.lose_database(&mut inner);
@@ -134,7 +137,7 @@ impl Shared {
         inner.applying = Some(Arc::clone(&applying));
         drop(inner);
         drop(journal);
-        let written = apply(&db, &applying, Some(self.retention()));
+        let written = self.apply_checkpoint(&db, &applying);
         let mut inner = self.lock();
         inner.applying = None;
         self.settled.notify_all();
@@ -151,6 +154,17 @@ impl Shared {
         }
         // Frames published meanwhile are in the active file; the next run takes them.
         self.lock().journaled = !journal.is_empty();
+    }
+}
+
+impl Shared {
+    /// Writes `pending` to the database as a checkpoint (see [`apply`]), unless a storage
+    /// fault makes it fail.
+    fn apply_checkpoint(&self, db: &Database, pending: &Pending) -> Result<(), redb::Error> {
+        if self.faults.take(StorageOp::Checkpoint) {
+            return Err(redb::Error::Io(StorageFaults::error(StorageOp::Checkpoint)));
+        }
+        apply(db, pending, Some(self.retention()))
     }
 }
 

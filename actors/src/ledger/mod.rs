@@ -34,6 +34,7 @@
 
 pub mod chain;
 mod checkpointer;
+pub mod faults;
 pub mod journal;
 mod overlay;
 mod replay;
@@ -49,6 +50,7 @@ use std::thread::JoinHandle;
 use redb::{Database, TableDefinition};
 
 use self::chain::Record;
+use self::faults::{Faulty, StorageFaults};
 use self::journal::{Journal, JournalFile};
 use self::retention::{Pruned, Retention};
 use self::state::Shared;
@@ -177,7 +179,9 @@ impl Ledger {
         session: impl Into<String>,
         retention: Retention,
     ) -> Result<Self, LedgerError> {
-        let [first, second] = journal;
+        let faults = Arc::new(StorageFaults::default());
+        let [first, second] =
+            journal.map(|file| Faulty::wrap(file, &faults) as Box<dyn JournalFile>);
         let (mut journal, payloads) =
             Journal::open(first, second).map_err(LedgerError::journal("read"))?;
         let handle = db.handle()?;
@@ -189,7 +193,14 @@ impl Ledger {
         let head = replay::load_head(&handle)?;
         drop(handle);
         let mut ledger = Self {
-            shared: Arc::new(Shared::new(db, session.into(), retention, journal, head)),
+            shared: Arc::new(Shared::new(
+                db,
+                session.into(),
+                retention,
+                journal,
+                head,
+                faults,
+            )),
             threads: Vec::new(),
         };
         for (name, run) in [
@@ -204,6 +215,11 @@ impl Ledger {
             ledger.threads.push(thread);
         }
         Ok(ledger)
+    }
+
+    /// The storage faults armed on it (fault injection).
+    pub fn faults(&self) -> &StorageFaults {
+        &self.shared.faults
     }
 
     /// Runs `read` on the database with every durable change in it.

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
+use super::faults::StorageFaults;
 use super::journal::{Frames, Journal};
 use super::overlay::Pending;
 use super::retention::Retention;
@@ -88,6 +89,8 @@ pub(super) struct Shared {
     pub(super) wake: Condvar,
     /// Signalled when `applying` is emptied.
     pub(super) settled: Condvar,
+    /// Injected storage faults.
+    pub(super) faults: Arc<StorageFaults>,
 }
 
 impl Shared {
@@ -99,6 +102,7 @@ impl Shared {
         retention: Retention,
         journal: Journal,
         head: Head,
+        faults: Arc<StorageFaults>,
     ) -> Self {
         Self {
             db,
@@ -118,6 +122,7 @@ impl Shared {
             staged: Condvar::new(),
             wake: Condvar::new(),
             settled: Condvar::new(),
+            faults,
         }
     }
 

@@ -20,6 +20,7 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use super::calls::InFlight;
 use super::config::ServerConfig;
 use super::convert::json_to_msgpack;
+use super::faults::McpFaults;
 use super::messages::{CallTool, McpError, McpToolInfo, McpToolResult};
 use super::process::{die_with_the_daemon, find_program, limit_open_files};
 use super::servers::McpServers;
@@ -52,6 +53,7 @@ pub struct McpServerActor {
     /// Why the server's stdout was cut off, once it was.
     overflow: stdout::Overflow,
     calls: InFlight,
+    faults: Arc<McpFaults>,
 }
 
 /// The client side of the connection: follows tool-list changes.
@@ -107,6 +109,7 @@ impl McpServerActor {
             pgid: None,
             overflow: stdout::Overflow::default(),
             calls: InFlight::default(),
+            faults: recipe.faults,
         }
     }
 
@@ -170,7 +173,8 @@ impl McpServerActor {
         let stdout = child.stdout().take().ok_or_else(piped)?;
         let stderr = child.stderr().take();
         let bounds = stdout::Bounds::default();
-        let stdout = stdout::BoundedLines::new(stdout, bounds, self.overflow.clone());
+        let stdout = stdout::BoundedLines::new(stdout, bounds, self.overflow.clone())
+            .corrupting(Arc::clone(&self.faults));
         // The SDK's own bound on a line (its newline included) is never reached first.
         let transport =
             AsyncRwTransport::new_client(stdout, stdin).with_max_line_length(bounds.bytes + 1);
@@ -332,11 +336,28 @@ impl Handler<CallTool> for McpServerActor {
         // Answered when the server answers, or when it goes away first.
         let (id, answer) = self.calls.open(&self.config.name);
         let params = CallToolRequestParams::new(tool.clone()).with_arguments(msg.arguments);
-        let call = async move { tokio::time::timeout(timeout, peer.call_tool(params)).await };
+        let faults = self.faults.next_call();
+        let call = async move {
+            tokio::time::timeout(timeout, async move {
+                let answer = peer.call_tool(params).await;
+                if let Some(delay) = faults.delay {
+                    tracing::warn!("injected fault: an MCP reply delayed");
+                    tokio::time::sleep(delay).await;
+                }
+                answer
+            })
+            .await
+        };
         ctx.spawn(call.into_actor(self).map(move |answer, act, ctx| {
             let result = act.tool_result(tool, timeout, answer, ctx);
             act.calls.answer(id, result);
         }));
+        if faults.kill {
+            // The call is in flight (its request about to be written): the server dies
+            // under it, and the caller learns it from the connection's end.
+            tracing::warn!(server = %self.config.name, "injected fault: MCP server killed mid-call");
+            self.signal_group(rustix::process::Signal::KILL);
+        }
         Box::pin(answer)
     }
 }
@@ -409,6 +430,10 @@ impl Handler<Inject> for McpServerActor {
             // Not a capsule: the supervisor refuses `trap` before it gets here.
             return;
         }
-        apply_fault(msg.0, ctx);
+        if self.faults.inject(&msg.0) {
+            tracing::warn!(server = %self.config.name, fault = %msg.0, "injected fault");
+        } else {
+            apply_fault(msg.0, ctx);
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::ServerConfig;
+use super::faults::McpFaults;
 use super::messages::McpReloadReport;
 use super::servers::McpServers;
 use super::{McpServerActor, config, servers};
@@ -44,6 +45,7 @@ impl Launcher {
             workspace: self.workspace.clone(),
             table: Arc::clone(&self.table),
             open_file_limit: self.open_file_limit,
+            faults: Arc::default(),
         };
         crate::supervisor::ChildSpec::worker_in(
             servers::child_name(&server.name),
@@ -55,6 +57,7 @@ impl Launcher {
         )
         .own_budget(server.restart.policy)
         .shutdown_timeout(Duration::from_secs(2))
+        .accepts(crate::supervisor::FaultFamily::Mcp)
     }
 
     /// Reads the configuration files again and applies the difference (`ReloadMcp`):
@@ -161,4 +164,6 @@ pub struct Recipe {
     pub table: Arc<McpServers>,
     /// The soft open-file limit the server starts with (the daemon's own when `None`).
     pub open_file_limit: Option<u64>,
+    /// Its injected faults (shared by every incarnation).
+    pub faults: Arc<McpFaults>,
 }

@@ -20,6 +20,7 @@ mod actor;
 mod calls;
 pub mod config;
 mod convert;
+pub mod faults;
 pub mod groups;
 mod launcher;
 mod messages;

@@ -15,6 +15,8 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, ReadBuf};
 
+use super::faults::McpFaults;
+
 /// Longest message (a line of stdout, without its newline) a server may send, in bytes. A
 /// result is answered in one frame, whose default limit is also 16 MiB, so a larger one
 /// could not reach a client anyway.
@@ -71,6 +73,8 @@ pub struct BoundedLines<R> {
     in_string: bool,
     escaped: bool,
     overflow: Overflow,
+    /// The `mcp:malformed` fault: lines to corrupt.
+    faults: Option<Arc<McpFaults>>,
 }
 
 impl<R> BoundedLines<R> {
@@ -85,13 +89,30 @@ impl<R> BoundedLines<R> {
             in_string: false,
             escaped: false,
             overflow,
+            faults: None,
         }
+    }
+
+    /// Corrupts the lines `faults` asks for (the first byte of each becomes `#`, so it is
+    /// not JSON).
+    #[must_use]
+    pub fn corrupting(mut self, faults: Arc<McpFaults>) -> Self {
+        self.faults = Some(faults);
+        self
     }
 
     /// How many bytes of `chunk`, the next bytes of the stream, may pass: all of them, or
     /// those before the byte that takes a message past a bound (which is then noted).
-    fn pass(&mut self, chunk: &[u8]) -> usize {
-        for (at, &byte) in chunk.iter().enumerate() {
+    fn pass(&mut self, chunk: &mut [u8]) -> usize {
+        for at in 0..chunk.len() {
+            if self.bytes == 0
+                && chunk[at] != b'\n'
+                && self.faults.as_ref().is_some_and(|f| f.corrupt_line())
+            {
+                tracing::warn!("injected fault: an MCP server's line corrupted");
+                chunk[at] = b'#';
+            }
+            let byte = chunk[at];
             if byte == b'\n' {
                 // JSON has no raw newline inside a string: the message ends here.
                 self.bytes = 0;
@@ -159,7 +180,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for BoundedLines<R> {
         let start = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         let read = buf.filled().len() - start;
-        let passed = this.pass(&buf.filled()[start..]);
+        let passed = this.pass(&mut buf.filled_mut()[start..]);
         if passed < read {
             buf.set_filled(start + passed);
             if passed == 0 {

@@ -412,11 +412,14 @@ impl Handler<Terminate> for StoreActor {
     }
 }
 
+/// Storage faults arm the ledger it shares with the audit log.
 impl Handler<Inject> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: Inject, ctx: &mut Context<Self>) {
-        apply_fault(msg.0, ctx);
+        if !self.ledger.faults().inject(&msg.0) {
+            apply_fault(msg.0, ctx);
+        }
     }
 }
 

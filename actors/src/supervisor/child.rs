@@ -16,7 +16,8 @@ use actix::{
     Actor, Addr, ArbiterHandle, AsyncContext, Context, Handler, MailboxError, Message, Recipient,
 };
 
-use super::fault::Inject;
+use super::delay::DelayGate;
+use super::fault::{FaultFamily, Inject};
 use super::messages::{ChildExited, Terminate};
 use super::panic_capture;
 use super::policy::{ExitReason, RestartPolicy};
@@ -28,6 +29,8 @@ use super::types::{Fault, NodeKind, RestartType, TreeNode};
 pub struct ChildRef<A: Actor> {
     name: &'static str,
     addr: Arc<RwLock<Option<Addr<A>>>>,
+    /// The `delay` fault's gate, shared with the child's slot.
+    delay: Arc<DelayGate>,
 }
 
 impl<A: Actor> Clone for ChildRef<A> {
@@ -35,6 +38,7 @@ impl<A: Actor> Clone for ChildRef<A> {
         Self {
             name: self.name,
             addr: Arc::clone(&self.addr),
+            delay: Arc::clone(&self.delay),
         }
     }
 }
@@ -45,6 +49,7 @@ impl<A: Actor> ChildRef<A> {
         Self {
             name,
             addr: Arc::new(RwLock::new(None)),
+            delay: Arc::default(),
         }
     }
 
@@ -69,11 +74,17 @@ impl<A: Actor> ChildRef<A> {
             .clone()
     }
 
+    /// The gate the `delay` fault arms.
+    pub(crate) fn delay_gate(&self) -> Arc<DelayGate> {
+        Arc::clone(&self.delay)
+    }
+
     pub(crate) fn set(&self, addr: Addr<A>) {
         *self.addr.write().unwrap_or_else(PoisonError::into_inner) = Some(addr);
     }
 
-    /// Sends `msg` and waits at most `timeout` for the answer.
+    /// Sends `msg` and waits at most `timeout` for the answer (a `delay` fault holds the
+    /// message for its delay first, within `timeout`).
     ///
     /// # Errors
     ///
@@ -90,8 +101,16 @@ impl<A: Actor> ChildRef<A> {
         let addr = self
             .get()
             .ok_or(CallError::NotStarted { actor: self.name })?;
+        let mut left = timeout;
+        if let Some(wait) = self.delay.current() {
+            tokio::time::sleep(wait.min(timeout)).await;
+            left = timeout.checked_sub(wait).ok_or(CallError::Timeout {
+                actor: self.name,
+                timeout,
+            })?;
+        }
         addr.send(msg)
-            .timeout(timeout)
+            .timeout(left)
             .await
             .map_err(|e| CallError::mailbox(self.name, timeout, e))
     }
@@ -178,6 +197,10 @@ pub struct ChildSpec {
     pub(crate) budget: Option<RestartPolicy>,
     /// The supervisor this child is, when it is one: the tree and faults reach into it.
     pub(crate) subtree: Option<ChildRef<super::SupervisorActor>>,
+    /// The `delay` fault's gate, shared with the child's references.
+    pub(crate) delay: Option<Arc<DelayGate>>,
+    /// The faults beyond panic, stop, hang and clear that the child implements.
+    pub(crate) accepts: Vec<FaultFamily>,
 }
 
 impl std::fmt::Debug for ChildSpec {
@@ -204,6 +227,7 @@ impl ChildSpec {
         A: Actor<Context = Context<A>> + Handler<Terminate> + Handler<Inject>,
         F: FnMut() -> Result<A, String> + Send + 'static,
     {
+        let gate = slot.delay_gate();
         Self::with_starter(name, restart, move |guard: ExitGuard| {
             let actor = factory()?;
             let addr = A::create(move |ctx| {
@@ -213,6 +237,7 @@ impl ChildSpec {
             slot.set(addr.clone());
             Ok(Box::new(addr) as Box<dyn ChildControl>)
         })
+        .delayed(gate)
     }
 
     /// A worker on its own arbiter (thread), for actors whose handlers block (disk I/O,
@@ -228,6 +253,7 @@ impl ChildSpec {
         A: Actor<Context = Context<A>> + Handler<Terminate> + Handler<Inject> + Send,
         F: FnMut() -> Result<A, String> + Send + 'static,
     {
+        let gate = slot.delay_gate();
         Self::with_starter(name, restart, move |guard: ExitGuard| {
             let actor = factory()?;
             let addr = A::start_in_arbiter(&arbiter, move |ctx| {
@@ -237,6 +263,7 @@ impl ChildSpec {
             slot.set(addr.clone());
             Ok(Box::new(addr) as Box<dyn ChildControl>)
         })
+        .delayed(gate)
     }
 
     /// A worker built on an arbiter (thread) by `build`, for actors that cannot be moved
@@ -257,6 +284,7 @@ impl ChildSpec {
         F: FnMut() -> Result<R, String> + Send + 'static,
         B: Fn(R, ExitNote, &mut Context<A>) -> A + Send + Sync + Copy + 'static,
     {
+        let gate = slot.delay_gate();
         Self::with_starter(name, restart, move |guard: ExitGuard| {
             let recipe = factory()?;
             // The address exists at once; the actor is built on its thread, where messages
@@ -268,6 +296,7 @@ impl ChildSpec {
             slot.set(addr.clone());
             Ok(Box::new(addr) as Box<dyn ChildControl>)
         })
+        .delayed(gate)
     }
 
     /// A nested supervisor: `factory` builds it (its children included) for every
@@ -310,7 +339,23 @@ impl ChildSpec {
             describe: None,
             budget: None,
             subtree: None,
+            delay: None,
+            accepts: Vec::new(),
         }
+    }
+
+    /// A worker reached through `gate`'s references: the `delay` fault applies.
+    fn delayed(mut self, gate: Arc<DelayGate>) -> Self {
+        self.delay = Some(gate);
+        self.accepts.push(FaultFamily::Delay);
+        self
+    }
+
+    /// The child implements the faults of `family` (its `Inject` handler applies them).
+    #[must_use]
+    pub fn accepts(mut self, family: FaultFamily) -> Self {
+        self.accepts.push(family);
+        self
     }
 
     /// Gives the child a restart budget (and backoff) of its own instead of sharing the
@@ -321,10 +366,18 @@ impl ChildSpec {
         self
     }
 
-    /// Marks the node as a capsule in the tree (it accepts the `trap` fault).
+    /// Marks the node as a capsule in the tree (it accepts the faults only capsules
+    /// implement: `trap`, `import` and `overflow`).
     #[must_use]
     pub fn capsule(mut self) -> Self {
         self.kind = NodeKind::Capsule;
+        // Its calls do not go through its references: the capsule delays them itself.
+        self.delay = None;
+        self.accepts.extend([
+            FaultFamily::Trap,
+            FaultFamily::Import,
+            FaultFamily::Overflow,
+        ]);
         self
     }
 

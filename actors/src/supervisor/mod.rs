@@ -19,11 +19,12 @@
 //! data (`types.rs`); one child's place (`slot.rs`); starts, exits, restarts and escalation
 //! (`exits.rs`); stopping in reverse order (`shutdown.rs`); children added and removed at
 //! run time (`dynamic.rs`); the live tree and child summaries (`inspect.rs`); fault
-//! injection (`fault.rs`); events for the tables that follow children (`events.rs`); the
+//! injection (`fault.rs`) and the `delay` fault's gate (`delay.rs`); events for the tables that follow children (`events.rs`); the
 //! messages (`messages.rs`); child specs and exit guards (`child.rs`, `panic_capture.rs`).
 //! The restart arithmetic lives in `policy.rs` and is tested there without actors.
 
 mod child;
+mod delay;
 mod dynamic;
 mod events;
 mod exits;
@@ -40,8 +41,9 @@ use actix::{Actor, Context, SpawnHandle};
 use tokio::sync::oneshot;
 
 pub use self::child::{CallError, ChildControl, ChildRef, ChildSpec, ExitGuard, ExitNote};
+pub use self::delay::DelayGate;
 pub use self::events::{ChildReport, SupervisorEvent};
-pub use self::fault::{Inject, apply as apply_fault};
+pub use self::fault::{FaultFamily, Inject, apply as apply_fault};
 pub use self::messages::{
     ChildExited, ChildSummary, GetChild, GetTree, InjectFault, ShutdownTree, StartChild, StopChild,
     Terminate,
@@ -71,12 +73,14 @@ pub enum SupervisorError {
     #[error("an actor named `{0}` is already supervised")]
     Duplicate(String),
     /// The fault does not apply to this kind of actor.
-    #[error("fault `{fault}` applies only to capsules; `{target}` is not one")]
+    #[error("fault `{fault}` applies only to {applies_to}; `{target}` is not one")]
     FaultNotApplicable {
         /// Child name.
         target: String,
         /// The fault.
         fault: Fault,
+        /// Which actors it applies to.
+        applies_to: &'static str,
     },
 }
 

@@ -2,6 +2,5 @@
 //! faults and the tree itself. They are defined in the protocol crate (clients decode them);
 //! the supervisor uses them from there.
 
-pub use astrid_protocol::payload::tree::{
-    ChildState, Failure, Fault, NodeKind, RestartType, TreeNode,
-};
+pub use astrid_protocol::payload::fault::Fault;
+pub use astrid_protocol::payload::tree::{ChildState, Failure, NodeKind, RestartType, TreeNode};

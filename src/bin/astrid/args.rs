@@ -164,11 +164,13 @@ pub(crate) enum Command {
         path: Option<PathBuf>,
     },
     /// Make an actor fail on purpose (the daemon needs --allow-fault-injection).
+    #[command(after_help = FAULT_HELP)]
     Fault {
-        /// Actor name as `astrid ps` shows it, e.g. `bus`, `listener` or `capsule:echo`.
+        /// Actor name as `astrid ps` shows it, e.g. `bus`, `store`, `capsule:echo`,
+        /// `mcp:files`.
         target: String,
-        /// `panic`, `stop`, `hang:<duration>` (e.g. `hang:2s`), or `trap` (capsules only:
-        /// the instance traps as a guest bug would).
+        /// The fault, e.g. `trap`, `hang:2s`, `delay:200ms,for=30s`,
+        /// `import:kv_put,fail=-5,times=3`, `storage:fsync`, `mcp:kill` (see below).
         fault: String,
     },
     /// Run a chaos plan: a workload of requests while faults are injected on a seeded
@@ -331,3 +333,25 @@ pub(crate) enum ConfigCommand {
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("not a duration like 5s or 250ms ({e})"))
 }
+
+/// The fault grammar, shown by `astrid fault --help`.
+const FAULT_HELP: &str = "\
+Faults (durations as 250ms, 2s, 1m):
+  panic | stop                  any actor: it crashes, and is restarted
+  hang:DURATION                 any actor: it takes no message for that long
+  delay:DURATION[,for=SPAN]     kernel actors and capsules: every request waits DURATION
+                                first, for SPAN (default 10s)
+  trap                          capsules: the instance traps as a guest bug would
+  import:NAME,fail=CODE|delay=DURATION[,times=N][,p=P][,seed=S]
+                                capsules: host import NAME (kv_put, vfs_read, ...) returns
+                                CODE (negative) or waits first; for the next N calls, or each
+                                call with probability P (seeded by S); until cleared otherwise
+  storage:journal_write|fsync|checkpoint[,times=N]
+                                store, audit: the ledger's next N such operations fail
+  mcp:delay=DURATION|malformed|kill[,times=N]
+                                mcp:<server>: its next N tool calls get a late reply, a reply
+                                that is not JSON-RPC, or the server killed mid-call
+  overflow[,times=N]            capsules: the next N events for it are dropped as by a full
+                                queue, and counted
+  clear                         disarm every armed delay, import, storage, MCP and overflow
+                                fault of the target";

@@ -59,8 +59,8 @@ pub(crate) enum CliError {
     NoPidFile(PathBuf),
     #[error("process {0} did not exit, even after SIGKILL")]
     StopFailed(u32),
-    #[error("bad fault `{0}`: use panic, stop, trap or hang:<duration>")]
-    BadFault(String),
+    #[error("{0}; see `astrid fault --help`")]
+    BadFault(astrid::protocol::BadFault),
     #[error("no key `{0}`")]
     NoSuchKey(String),
     #[error(

@@ -7,6 +7,7 @@ pub mod caps;
 pub mod capsule_settings;
 pub mod capsules;
 pub mod config;
+pub mod fault;
 pub mod install;
 pub mod mcp;
 pub mod session;

@@ -1,7 +1,5 @@
-//! The supervision tree as data (what `GetSupervisionTree` returns and `astrid ps` prints),
-//! restart types, and the faults `InjectFault` can ask for.
-
-use std::fmt;
+//! The supervision tree as data (what `GetSupervisionTree` returns and `astrid ps` prints)
+//! and restart types.
 
 use serde::{Deserialize, Serialize};
 
@@ -93,34 +91,6 @@ impl TreeNode {
             return Some(self);
         }
         self.children.iter().find_map(|c| c.find(name))
-    }
-}
-
-/// A deliberate failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Fault {
-    /// Panic inside a message handler.
-    Panic,
-    /// Stop the actor as if it had decided to quit.
-    Stop,
-    /// Stop processing messages for a while; callers meet their deadlines.
-    Hang {
-        /// How long.
-        millis: u64,
-    },
-    /// Make a capsule's WebAssembly instance trap, as a guest bug would (capsules only).
-    Trap,
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Panic => f.write_str("panic"),
-            Self::Stop => f.write_str("stop"),
-            Self::Hang { millis } => write!(f, "hang for {millis} ms"),
-            Self::Trap => f.write_str("trap"),
-        }
     }
 }
 

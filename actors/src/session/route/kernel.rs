@@ -52,15 +52,19 @@ pub(super) fn tree(d: Dispatch<'_>) {
     d.run(ask);
 }
 
-/// `InjectFault`: refused unless the daemon allows fault injection.
+/// `InjectFault`: refused unless the daemon allows fault injection, and when the fault is
+/// out of its bounds.
 pub(super) fn inject_fault(d: Dispatch<'_>, target: String, fault: Fault) {
     if !d.session.deps.info.fault_injection {
         return d.refuse(&KernelError::FaultInjectionDisabled);
     }
+    if let Err(why) = fault.validate() {
+        return d.refuse(&KernelError::BadFault { fault, why });
+    }
     tracing::warn!(connection = d.session.id, %target, %fault, "fault injection requested");
     let msg = InjectFault {
         target: target.clone(),
-        fault,
+        fault: fault.clone(),
     };
     let ask = ask_supervisor(&d.session.deps.supervisor, msg, d.timeout());
     d.run(async move {

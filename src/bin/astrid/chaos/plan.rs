@@ -252,22 +252,6 @@ pub(crate) enum PlanError {
     },
 }
 
-/// Whether a fault crashes its target, by its kind: `panic`, `stop` and `trap` do; every
-/// other kind (`hang`, and kinds the daemon may add) does not unless its rule says
-/// `crash = true`.
-pub(crate) fn is_crash(fault: &Fault) -> bool {
-    matches!(fault_kind(fault).as_str(), "panic" | "stop" | "trap")
-}
-
-/// A fault's kind: its name in the wire form (`trap`, `hang`, ...).
-pub(crate) fn fault_kind(fault: &Fault) -> String {
-    match serde_json::to_value(fault) {
-        Ok(serde_json::Value::String(name)) => name,
-        Ok(serde_json::Value::Object(map)) => map.keys().next().cloned().unwrap_or_default(),
-        _ => String::new(),
-    }
-}
-
 impl Plan {
     /// Reads and checks the plan in `file`.
     pub(crate) fn load(file: &Path) -> Result<Self, PlanError> {
@@ -552,25 +536,36 @@ fn check_verify(at: &str, v: RawVerify) -> Result<Verify, FieldError> {
     })
 }
 
-/// The fault of a rule: the CLI's text form (`trap`, `hang:2s`), else the wire form (a
-/// table such as `{ hang = { millis = 2000 } }`, or a kind's name).
+/// The fault of a rule: the CLI's text form (`trap`, `hang:2s`, `import:kv_put,fail=-5`),
+/// or the wire form as a table (`{ hang = { millis = 2000 } }`), within the daemon's bounds.
 fn rule_fault(key: &str, value: toml::Value) -> Result<Fault, FieldError> {
-    if let toml::Value::String(text) = &value
-        && let Ok(fault) = crate::fault::parse_fault(text)
-    {
-        return Ok(fault);
-    }
-    let shown = value.to_string();
-    value.try_into::<Fault>().map_err(|e| {
-        err(
-            key,
-            format!(
-                "{shown} is not a fault: use the text form (panic, stop, trap, hang:<duration>) \
-                 or the wire form, such as {{ hang = {{ millis = 2000 }} }} ({})",
-                e.to_string().trim()
-            ),
-        )
-    })
+    let fault = match value {
+        toml::Value::String(text) => match crate::fault::parse_fault(&text) {
+            Ok(fault) => fault,
+            Err(crate::CliError::BadFault(bad)) => {
+                return Err(err(
+                    key,
+                    format!("`{}` is not a fault: {}", bad.text, bad.why),
+                ));
+            }
+            Err(other) => return Err(err(key, other.to_string())),
+        },
+        table => {
+            let shown = table.to_string();
+            table.try_into::<Fault>().map_err(|e| {
+                err(
+                    key,
+                    format!(
+                        "{shown} is not a fault in the wire form, such as \
+                         {{ hang = {{ millis = 2000 }} }} ({})",
+                        e.to_string().trim()
+                    ),
+                )
+            })?
+        }
+    };
+    fault.validate().map_err(|reason| err(key, reason))?;
+    Ok(fault)
 }
 
 fn check_rule(at: &str, r: RawRule, tick: Duration) -> Result<Rule, FieldError> {
@@ -640,7 +635,7 @@ fn check_rule(at: &str, r: RawRule, tick: Duration) -> Result<Rule, FieldError> 
     }
     Ok(Rule {
         target: r.target,
-        crash: r.crash.unwrap_or_else(|| is_crash(&fault)),
+        crash: r.crash.unwrap_or_else(|| fault.is_crash()),
         fault,
         when,
         times: r.times,
@@ -755,7 +750,7 @@ mod tests {
             ("seed = 1\n", "p.toml: `duration`: missing"),
             (
                 &format!("{BASE}[[fault]]\ntarget = \"bus\"\nfault = \"explode\"\nat = [\"1s\"]\n"),
-                "p.toml: `fault[0].fault`: \"explode\" is not a fault",
+                "p.toml: `fault[0].fault`: `explode` is not a fault: ",
             ),
             (
                 &format!("{BASE}[[fault]]\ntarget = \"bus\"\nfault = \"panic\"\n"),
@@ -796,14 +791,47 @@ mod tests {
     }
 
     #[test]
+    fn every_fault_kind_is_taken_in_text_or_wire_form_within_the_daemons_bounds() {
+        let rule = |fault: &str| {
+            parse(&format!(
+                "{BASE}[[fault]]\ntarget = \"capsule:notes\"\nfault = {fault}\nat = [\"1s\"]\n"
+            ))
+            .map(|plan| plan.rules[0].clone())
+        };
+        let delay = rule("\"delay:200ms,for=1s\"").unwrap();
+        assert_eq!(
+            delay.fault,
+            Fault::Delay {
+                millis: 200,
+                for_millis: 1000
+            }
+        );
+        assert!(!delay.crash);
+        let import = rule("\"import:kv_put,fail=-5,times=3\"").unwrap();
+        assert_eq!(import.fault.to_string(), "import:kv_put,fail=-5,times=3");
+        let storage = rule("{ storage = { op = \"fsync\", times = 2 } }").unwrap();
+        assert_eq!(storage.fault.to_string(), "storage:fsync,times=2");
+        assert_eq!(rule("\"trap\"").unwrap().fault, Fault::Trap);
+        let err = rule("\"hang:2h\"").unwrap_err();
+        assert!(
+            err.starts_with("p.toml: `fault[0].fault`: `hang:2h` is not a fault"),
+            "{err}"
+        );
+        let err = rule("{ hang = { millis = 7200000 } }").unwrap_err();
+        assert!(
+            err.contains("`fault[0].fault`: a hang may last at most 1h"),
+            "{err}"
+        );
+        let err = rule("{ explode = {} }").unwrap_err();
+        assert!(err.contains("is not a fault in the wire form"), "{err}");
+    }
+
+    #[test]
     fn a_rule_may_say_whether_its_fault_crashes() {
         let plan = parse(&format!(
             "{BASE}[[fault]]\ntarget = \"bus\"\nfault = \"hang:1s\"\nat = [\"1s\"]\ncrash = true\n"
         ))
         .unwrap();
         assert!(plan.rules[0].crash);
-        assert!(is_crash(&Fault::Stop) && is_crash(&Fault::Panic) && is_crash(&Fault::Trap));
-        assert!(!is_crash(&Fault::Hang { millis: 1 }));
-        assert_eq!(fault_kind(&Fault::Hang { millis: 1 }), "hang");
     }
 }
