@@ -410,3 +410,90 @@ pub(crate) async fn drive(
         .take();
     run
 }
+
+/// A child's exit, as the supervisor announced it on `astrid.supervisor.child_exited`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Exit {
+    /// The child's name in the tree.
+    pub(crate) child: String,
+    /// Why it exited, e.g. `panicked: injected fault`.
+    pub(crate) reason: String,
+}
+
+/// The exits seen while watching; `complete` is false when the watch lost its connection
+/// (exits may have gone unseen).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Exits {
+    pub(crate) list: Vec<Exit>,
+    pub(crate) complete: bool,
+}
+
+/// Watches the supervisor's exit announcements from before the run until [`ExitWatch::stop`].
+#[derive(Debug)]
+pub(crate) struct ExitWatch {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Exits>,
+}
+
+/// The topic of exits.
+const EXITED: &str = "astrid.supervisor.child_exited";
+
+impl ExitWatch {
+    /// Subscribes (on a connection of its own) and starts watching.
+    pub(crate) async fn start(files: &SessionFiles) -> Result<Self, ClientError> {
+        let mut client = Client::connect(files, CLIENT_NAME).await?;
+        let _: astrid::protocol::Subscribed = client
+            .call(Request::Subscribe {
+                pattern: EXITED.into(),
+            })
+            .await?;
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut exits = Exits {
+                list: Vec::new(),
+                complete: true,
+            };
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    event = client.next_event() => {
+                        let Some(event) = event else {
+                            exits.complete = false;
+                            break;
+                        };
+                        if event.topic == EXITED
+                            && let Some(exit) = exit_of(&event.payload)
+                        {
+                            exits.list.push(exit);
+                        }
+                    }
+                }
+            }
+            exits
+        });
+        Ok(Self { stop, task })
+    }
+
+    /// Stops watching; returns what was seen.
+    pub(crate) async fn stop(self) -> Exits {
+        self.stop.cancel();
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// `{child, reason, ...}` from an exit event's payload.
+fn exit_of(payload: &rmpv::Value) -> Option<Exit> {
+    let field = |name: &str| {
+        payload
+            .as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(name))
+            .and_then(|(_, v)| v.as_str())
+            .map(str::to_owned)
+    };
+    Some(Exit {
+        child: field("child")?,
+        reason: field("reason").unwrap_or_default(),
+    })
+}

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use astrid::client::{Client, ClientError};
 use astrid::protocol::{
-    ChildState, CommandInfo, CommandOutput, ErrorCode, Fault, FaultInjected, KvValue, NodeKind,
-    Request, TreeNode, Verification,
+    ChildState, CommandInfo, CommandOutput, ErrorCode, Fault, FaultInjected, KvValue,
+    McpServerInfo, McpServerState, NodeKind, Request, TreeNode, Verification,
 };
 use futures_util::StreamExt as _;
 
@@ -36,6 +36,8 @@ use crate::daemon::{Mode, Target};
 
 /// Exit status when an invariant fails.
 pub(crate) const EXIT_INVARIANT: u8 = 3;
+/// Longest wait for the plan's MCP servers to be running before the run.
+const MCP_READY: Duration = Duration::from_secs(15);
 /// Longest wait after the run for restarts to finish (no node restarting or stopping).
 const SETTLE: Duration = Duration::from_secs(10);
 /// Acknowledged keys read back at once.
@@ -104,6 +106,18 @@ pub(crate) enum ChaosError {
         file: PathBuf,
         key: String,
         name: String,
+    },
+    #[error(
+        "{}: `mcp[{index}]`: MCP server `{name}` is not running ({state}): list it in the \
+         home's or the workspace's mcp.toml (`astrid mcp ls` shows the servers), or run the \
+         plan with `--fresh`",
+        file.display()
+    )]
+    McpMissing {
+        file: PathBuf,
+        index: usize,
+        name: String,
+        state: String,
     },
     #[error("cannot make a fresh home")]
     Fresh(#[source] std::io::Error),
@@ -198,6 +212,7 @@ async fn run_against(
         probe_faults(&client, target.files.name()).await?;
     }
     let commands = preflight(&client, plan).await?;
+    let watch = drive::ExitWatch::start(&target.files).await?;
     let before = client.tree().await?;
     let run = drive::drive(&target.files, plan, schedule, quiet).await;
     if let Some(message) = run.disabled {
@@ -214,6 +229,13 @@ async fn run_against(
     };
     client.set_call_timeout(Some(plan.deadline));
     let after = settle(&client).await;
+    let exits = watch.stop().await;
+    // A crashed bus forgets its subscriptions: exits after it were not seen.
+    let bus_crashed = run.injections.iter().any(|i| {
+        let rule = &plan.rules[i.planned.rule];
+        i.outcome == drive::Injected::Yes && rule.crash && rule.target == "bus"
+    });
+    let exits = (exits.complete && !bus_crashed).then_some(exits);
     let mut writes = read_back(&client, plan, &run).await;
     for (entry, w) in plan.workload.iter().enumerate() {
         if let Some(v) = &w.verify {
@@ -241,6 +263,7 @@ async fn run_against(
         commands: &commands,
         before: &before,
         after: after.as_ref(),
+        exits: exits.as_ref(),
         writes,
         audit,
         up,
@@ -322,7 +345,47 @@ async fn preflight(client: &Client, plan: &Plan) -> Result<HashMap<String, Strin
             }
         }
     }
+    for (index, server) in plan.mcp.iter().enumerate() {
+        wait_mcp(client, plan, index, &server.name).await?;
+    }
     Ok(commands)
+}
+
+/// Waits until MCP server `name` runs (it may still be starting when the daemon is ready).
+async fn wait_mcp(client: &Client, plan: &Plan, index: usize, name: &str) -> Result<(), CliError> {
+    let deadline = tokio::time::Instant::now() + MCP_READY;
+    loop {
+        let servers: Vec<McpServerInfo> = client.call(Request::ListMcpServers).await?;
+        let found = servers.iter().find(|s| s.name == name);
+        let state = match found {
+            Some(s) if s.state == McpServerState::Running => return Ok(()),
+            Some(s) => {
+                let mut state = serde_json::to_value(s.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                if let Some(error) = &s.error {
+                    let _ = write!(state, ": {error}");
+                }
+                state
+            }
+            None => "not configured".to_owned(),
+        };
+        let settled = matches!(
+            found.map(|s| s.state),
+            None | Some(McpServerState::Failed | McpServerState::Invalid | McpServerState::Stopped)
+        );
+        if settled || tokio::time::Instant::now() >= deadline {
+            return Err(ChaosError::McpMissing {
+                file: plan.file.clone(),
+                index,
+                name: name.to_owned(),
+                state,
+            }
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn names(node: &TreeNode, out: &mut Vec<String>) {
@@ -596,8 +659,8 @@ fn random_seed() -> u64 {
     rng.next_u64()
 }
 
-/// A fresh home and workspace (`--fresh`), with the plan's capsules in the home; removed
-/// when dropped.
+/// A fresh home and workspace (`--fresh`), with the plan's capsules in the home and its
+/// MCP servers in the home's `mcp.toml`; removed when dropped.
 struct Fresh {
     dir: tempfile::TempDir,
 }
@@ -618,6 +681,24 @@ impl Fresh {
                 folder: folder.clone(),
                 reason: e.to_string(),
             })?;
+        }
+        if !plan.mcp.is_empty() {
+            let servers: Vec<toml::Value> = plan
+                .mcp
+                .iter()
+                .map(|m| {
+                    let mut table = toml::Table::new();
+                    table.insert("name".into(), m.name.clone().into());
+                    table.insert("command".into(), m.command.clone().into());
+                    let args: Vec<toml::Value> = m.args.iter().map(|a| a.clone().into()).collect();
+                    table.insert("args".into(), args.into());
+                    toml::Value::Table(table)
+                })
+                .collect();
+            let mut file = toml::Table::new();
+            file.insert("server".into(), servers.into());
+            std::fs::write(dir.path().join("home").join("mcp.toml"), file.to_string())
+                .map_err(ChaosError::Fresh)?;
         }
         Ok(Self { dir })
     }

@@ -46,6 +46,8 @@ pub(crate) const DEADLINE_RANGE: (Duration, Duration) =
     (Duration::from_millis(100), Duration::from_mins(1));
 /// Most capsule folders in `capsules`.
 pub(crate) const MAX_CAPSULES: usize = 32;
+/// Most MCP servers in `[[mcp]]`.
+pub(crate) const MAX_MCP: usize = 8;
 /// Longest template (a command line, a key, a value, a topic).
 pub(crate) const MAX_TEMPLATE: usize = 1024;
 
@@ -61,9 +63,20 @@ struct RawPlan {
     #[serde(default)]
     capsules: Vec<String>,
     #[serde(default)]
+    mcp: Vec<RawMcp>,
+    #[serde(default)]
     workload: Vec<RawWorkload>,
     #[serde(default)]
     fault: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMcp {
+    name: String,
+    command: String,
+    #[serde(default)]
+    args: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,7 +112,6 @@ struct RawRule {
     probability: Option<f64>,
     start: Option<String>,
     times: Option<u32>,
-    crash: Option<bool>,
 }
 
 /// A checked plan.
@@ -117,6 +129,8 @@ pub(crate) struct Plan {
     pub(crate) tick: Duration,
     /// Capsule folders the plan needs, resolved against the plan's folder.
     pub(crate) capsules: Vec<PathBuf>,
+    /// MCP servers the plan needs.
+    pub(crate) mcp: Vec<McpServer>,
     /// What the clients send.
     pub(crate) workload: Vec<Workload>,
     /// When which faults are injected.
@@ -140,6 +154,18 @@ impl End {
             Self::Requests(_) => MAX_DURATION,
         }
     }
+}
+
+/// One `[[mcp]]` entry: an MCP server the plan needs (with `--fresh`, the fresh home's
+/// `mcp.toml` lists it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct McpServer {
+    /// Its name (`mcp:<name>` in the tree).
+    pub(crate) name: String,
+    /// The program: a path (relative: to the plan's folder), or a name looked up in `PATH`.
+    pub(crate) command: String,
+    /// Its arguments.
+    pub(crate) args: Vec<String>,
 }
 
 /// One `[[workload]]` entry.
@@ -218,7 +244,8 @@ pub(crate) struct Rule {
     pub(crate) when: When,
     /// At most this many times.
     pub(crate) times: Option<u32>,
-    /// Whether the target is expected to restart once per injection of this rule.
+    /// Whether the fault ends its target's incarnation ([`Fault::is_crash`]: `panic`,
+    /// `stop`, `trap`), so that each injection must restart it once.
     pub(crate) crash: bool,
 }
 
@@ -259,8 +286,16 @@ impl Plan {
             file: file.to_owned(),
             source,
         })?;
-        let base = file.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, file, base)
+        // Absolute, so that what is resolved against it still holds from another folder
+        // (an MCP server's command in a fresh home's `mcp.toml`).
+        let base =
+            std::path::absolute(file.parent().unwrap_or(Path::new(""))).map_err(|source| {
+                PlanError::Read {
+                    file: file.to_owned(),
+                    source,
+                }
+            })?;
+        Self::parse(&text, file, &base)
     }
 
     /// Checks plan text; `file` names it in errors, capsule folders are taken from `base`.
@@ -327,6 +362,31 @@ fn check(raw: RawPlan, base: &Path) -> Result<Plan, FieldError> {
         ));
     }
     let capsules = raw.capsules.iter().map(|c| base.join(c)).collect();
+    if raw.mcp.len() > MAX_MCP {
+        return Err(err(
+            "mcp",
+            format!("{} servers, more than {MAX_MCP}", raw.mcp.len()),
+        ));
+    }
+    let mut mcp = Vec::new();
+    for (i, m) in raw.mcp.into_iter().enumerate() {
+        if m.name.trim().is_empty() {
+            return Err(err(format!("mcp[{i}].name"), "empty"));
+        }
+        if m.command.trim().is_empty() {
+            return Err(err(format!("mcp[{i}].command"), "empty"));
+        }
+        let command = if m.command.contains('/') {
+            base.join(&m.command).to_string_lossy().into_owned()
+        } else {
+            m.command
+        };
+        mcp.push(McpServer {
+            name: m.name,
+            command,
+            args: m.args,
+        });
+    }
     if raw.workload.is_empty() {
         return Err(err(
             "workload",
@@ -367,6 +427,7 @@ fn check(raw: RawPlan, base: &Path) -> Result<Plan, FieldError> {
         deadline,
         tick,
         capsules,
+        mcp,
         workload,
         rules,
     })
@@ -635,7 +696,7 @@ fn check_rule(at: &str, r: RawRule, tick: Duration) -> Result<Rule, FieldError> 
     }
     Ok(Rule {
         target: r.target,
-        crash: r.crash.unwrap_or_else(|| fault.is_crash()),
+        crash: fault.is_crash(),
         fault,
         when,
         times: r.times,
@@ -824,14 +885,5 @@ mod tests {
         );
         let err = rule("{ explode = {} }").unwrap_err();
         assert!(err.contains("is not a fault in the wire form"), "{err}");
-    }
-
-    #[test]
-    fn a_rule_may_say_whether_its_fault_crashes() {
-        let plan = parse(&format!(
-            "{BASE}[[fault]]\ntarget = \"bus\"\nfault = \"hang:1s\"\nat = [\"1s\"]\ncrash = true\n"
-        ))
-        .unwrap();
-        assert!(plan.rules[0].crash);
     }
 }

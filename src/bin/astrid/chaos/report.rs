@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use astrid::protocol::{NodeKind, TreeNode};
+use astrid::protocol::{ChildState, Fault, NodeKind, TreeNode};
 use serde::Serialize;
 
-use super::drive::{Injected, Outcome, Record, Run};
+use super::drive::{Exits, Injected, Outcome, Record, Run};
 use super::plan::{Action, Plan};
 use super::schedule::Planned;
 
@@ -37,6 +37,9 @@ pub(crate) struct Inputs<'a> {
     pub(crate) commands: &'a HashMap<String, String>,
     pub(crate) before: &'a TreeNode,
     pub(crate) after: Option<&'a TreeNode>,
+    /// The exits the supervisor announced during the run; none when they were not all
+    /// seen.
+    pub(crate) exits: Option<&'a Exits>,
     /// Acknowledged writes read back, and the workload's `verify` checks.
     pub(crate) writes: Vec<Check>,
     /// The audit chain: `Ok(entries)` or why it does not verify.
@@ -148,8 +151,9 @@ pub(crate) struct FaultLine {
     pub(crate) code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) message: Option<String>,
-    /// From the injection to the target's next success (a request that reaches the
-    /// target, sent after the injection, answered with a result); none when it never came.
+    /// For a crash fault: from the injection to the target's next success (a request that
+    /// reaches the target, sent after the injection, answered with a result); none when it
+    /// never came, and for other faults.
     pub(crate) recovery_ms: Option<u64>,
 }
 
@@ -180,8 +184,15 @@ pub(crate) struct Recovery {
 pub(crate) struct NodeRestarts {
     pub(crate) name: String,
     pub(crate) restarts: u32,
-    /// Crash faults acknowledged for it plus crashes its own workload caused; none when
-    /// it is not checked (a supervisor above it was faulted).
+    /// Crash faults acknowledged for it.
+    pub(crate) crash_faults: u32,
+    /// Crashes of its own (see [`Report::build`]).
+    pub(crate) own_crashes: u32,
+    /// Up to three reasons of its exits that name no injected fault, as the supervisor
+    /// announced them (none without crashes of its own).
+    pub(crate) own_reasons: Vec<String>,
+    /// `crash_faults + own_crashes`; none when it is not checked (a supervisor above it
+    /// was faulted, and restarted it with the rest of its children).
     pub(crate) expected: Option<u32>,
     /// Its state at the end.
     pub(crate) state: String,
@@ -236,6 +247,18 @@ fn micros(d: Duration) -> u64 {
 #[allow(clippy::cast_precision_loss, reason = "milliseconds for display")]
 fn ms(us: Option<u64>) -> Option<f64> {
     us.map(|u| (u as f64 / 10.0).round() / 100.0)
+}
+
+/// How long a fault lasts by itself: a hang its length, a delay its span; none for the
+/// others (a crash lasts until its target serves again, a counted fault until it is used).
+fn span(fault: &Fault) -> Duration {
+    match fault {
+        Fault::Hang { millis }
+        | Fault::Delay {
+            for_millis: millis, ..
+        } => Duration::from_millis(*millis),
+        _ => Duration::ZERO,
+    }
 }
 
 /// Whether a request of `action` reaches `target` (an actor name): a capsule's commands
@@ -331,6 +354,7 @@ impl Report {
             commands,
             before,
             after,
+            exits,
             writes,
             audit,
             up,
@@ -371,17 +395,23 @@ impl Report {
                     let found = successes.entry(rule.target.as_str()).or_insert_with(|| {
                         Successes::new(&run.records, plan, &rule.target, commands)
                     });
-                    recovery = found.after(inj.at);
-                    windows.push((inj.sent, recovery.map_or(end, |r| inj.at + r)));
+                    let next = found.after(inj.at);
+                    // Active from its injection until its span is over and its target
+                    // served again (or the end of the run).
+                    let until = next
+                        .map_or(end, |r| inj.at + r)
+                        .max(inj.at + span(&rule.fault));
+                    windows.push((inj.sent, until));
                     if rule.crash {
                         *crash_faults.entry(rule.target.as_str()).or_default() += 1;
-                        recoveries.push(recovery);
+                        recovery = next;
+                        recoveries.push(next);
                     }
                 }
                 Injected::Refused { .. } => faults.refused += 1,
                 Injected::Unanswered => faults.unanswered += 1,
             }
-            let wire: &astrid::protocol::Fault = &rule.fault;
+            let wire: &Fault = &rule.fault;
             faults.list.push(FaultLine {
                 at_ms: millis(inj.planned.at),
                 answered_ms: millis(inj.at),
@@ -432,17 +462,24 @@ impl Report {
             no_faults: Stats::of(without),
         };
 
-        // Restarts: crash faults acknowledged plus crashes the workload caused itself.
-        let mut expected: BTreeMap<String, u32> = crash_faults
-            .iter()
-            .map(|(t, n)| ((*t).to_owned(), *n))
-            .collect();
+        // Restarts: one per crash fault acknowledged plus one per crash of the target's own.
+        // Its own crashes are its exits the supervisor announced beyond the crash faults
+        // (a guest's trap, a call past its deadline, a crash a fault caused further on); when
+        // the announcements were not all seen, they are the workload's `capsule_crashed`
+        // replies that name the guest's own failure.
+        let mut by_replies: BTreeMap<String, u32> = BTreeMap::new();
         for r in &run.records {
             if let (Outcome::Error { crashed: true, .. }, Action::Command { name, .. }) =
                 (r.outcome, &plan.workload[r.entry].action)
                 && let Some(capsule) = commands.get(name)
             {
-                *expected.entry(format!("capsule:{capsule}")).or_default() += 1;
+                *by_replies.entry(format!("capsule:{capsule}")).or_default() += 1;
+            }
+        }
+        let mut by_exits: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        if let Some(exits) = exits {
+            for e in &exits.list {
+                by_exits.entry(&e.child).or_default().push(&e.reason);
             }
         }
         let old = nodes(before);
@@ -455,32 +492,66 @@ impl Report {
                 }
                 let was = old.get(&name).map_or(0, |(n, _)| n.restarts);
                 let count = node.restarts.saturating_sub(was);
-                let faulted_above = parents
-                    .iter()
-                    .find(|p| crash_faults.contains_key(p.as_str()));
-                let want = expected.get(&name).copied().unwrap_or(0);
+                let faults = crash_faults.get(name.as_str()).copied().unwrap_or(0);
+                let (own, reasons, unseen) = match exits {
+                    Some(_) => {
+                        let seen = by_exits.get(name.as_str()).map_or(&[][..], Vec::as_slice);
+                        let exited = u32::try_from(seen.len()).unwrap_or(u32::MAX);
+                        let mut reasons: Vec<String> = seen
+                            .iter()
+                            .filter(|r| !r.contains("injected fault"))
+                            .map(|r| (*r).to_owned())
+                            .collect();
+                        reasons.sort();
+                        reasons.dedup();
+                        reasons.truncate(3);
+                        if exited <= faults {
+                            reasons.clear();
+                        }
+                        (
+                            exited.saturating_sub(faults),
+                            reasons,
+                            faults.saturating_sub(exited),
+                        )
+                    }
+                    None => (by_replies.get(&name).copied().unwrap_or(0), Vec::new(), 0),
+                };
+                let want = faults + own;
                 if count == 0 && want == 0 {
                     continue;
                 }
-                let checked = faulted_above.is_none().then_some(want);
-                if checked.is_some_and(|w| w != count) {
-                    let state = if node.state.as_str() == "failed" {
-                        " (failed: its restart budget ran out)"
-                    } else {
-                        ""
-                    };
-                    mismatches.push(format!(
-                        "{name}: {count} restarts for {want} crashes{state}"
-                    ));
+                let faulted_above = parents
+                    .iter()
+                    .any(|p| crash_faults.contains_key(p.as_str()));
+                let checked = (!faulted_above).then_some(want);
+                if checked.is_some_and(|w| w != count || unseen > 0) {
+                    let mut text = format!(
+                        "{name}: {count} restarts for {faults} crash faults and {own} crashes \
+                         of its own"
+                    );
+                    if unseen > 0 {
+                        let _ = write!(text, " ({unseen} crash faults made it exit no time)");
+                    }
+                    if node.state == ChildState::Failed {
+                        text.push_str(" (failed: its restart budget ran out)");
+                    }
+                    mismatches.push(text);
                 }
                 restarts.push(NodeRestarts {
                     name,
                     restarts: count,
+                    crash_faults: faults,
+                    own_crashes: own,
+                    own_reasons: reasons,
                     expected: checked,
                     state: node.state.to_string(),
                 });
             }
         }
+        let crashes: u32 = restarts
+            .iter()
+            .map(|r| r.crash_faults + r.own_crashes)
+            .sum();
 
         // Invariants.
         let lost = requests.unanswered + requests.disconnected;
@@ -540,7 +611,6 @@ impl Report {
                 .err()
                 .unwrap_or_else(|| "it answered a ping after the run".into()),
         });
-        let crashes: u32 = expected.values().sum();
         invariants.push(Invariant {
             name: "restarts_equal_crashes",
             ok: after.is_some() && mismatches.is_empty(),
@@ -679,7 +749,7 @@ impl Report {
             }
             if let Some(ms) = l.recovery_ms {
                 let _ = write!(text, ", recovered in {ms} ms");
-            } else if l.outcome == "injected" {
+            } else if l.outcome == "injected" && l.crash {
                 text.push_str(", no success after it");
             }
             let _ = writeln!(out, "{text}");
@@ -702,16 +772,22 @@ impl Report {
         } else {
             let _ = writeln!(out, "restarts:");
             for r in &self.restarts {
-                let expected = r
-                    .expected
-                    .map_or("not checked: a supervisor above was faulted".into(), |e| {
-                        format!("{e} expected")
-                    });
+                let expected =
+                    r.expected
+                        .map_or("not checked: a supervisor above was faulted".into(), |e| {
+                            format!(
+                                "{e} expected: {} crash faults, {} of its own",
+                                r.crash_faults, r.own_crashes
+                            )
+                        });
                 let _ = writeln!(
                     out,
                     "  {}: {} ({expected}), {}",
                     r.name, r.restarts, r.state
                 );
+                if !r.own_reasons.is_empty() {
+                    let _ = writeln!(out, "    its own: {}", r.own_reasons.join("; "));
+                }
             }
         }
         for note in &self.notes {
@@ -736,10 +812,10 @@ impl Report {
 mod tests {
     use std::path::Path;
 
-    use astrid::protocol::{ChildState, RestartType};
+    use astrid::protocol::RestartType;
 
     use super::*;
-    use crate::chaos::drive::Injection;
+    use crate::chaos::drive::{Exit, Injection};
 
     fn node(name: &str, kind: NodeKind, restarts: u32, children: Vec<TreeNode>) -> TreeNode {
         TreeNode {
@@ -814,6 +890,15 @@ mod tests {
     }
 
     fn build(run: &Run, after: &TreeNode, writes: Vec<Check>) -> Report {
+        build_seen(run, after, writes, None)
+    }
+
+    fn build_seen(
+        run: &Run,
+        after: &TreeNode,
+        writes: Vec<Check>,
+        exits: Option<&Exits>,
+    ) -> Report {
         let plan = plan();
         let schedule: Vec<Planned> = run.injections.iter().map(|i| i.planned).collect();
         let commands = commands();
@@ -825,6 +910,7 @@ mod tests {
             commands: &commands,
             before: &tree(0, 0),
             after: Some(after),
+            exits,
             writes,
             audit: Ok(10),
             up: Ok(()),
@@ -922,10 +1008,60 @@ mod tests {
         assert_eq!(bad.failed(), ["restarts_equal_crashes"]);
         assert!(
             bad.text()
-                .contains("capsule:notes: 3 restarts for 2 crashes"),
+                .contains("capsule:notes: 3 restarts for 0 crash faults and 2 crashes of its own"),
             "{}",
             bad.text()
         );
+    }
+
+    #[test]
+    fn with_the_exits_announced_own_crashes_are_exits_beyond_the_crash_faults() {
+        let exit = |child: &str, reason: &str| Exit {
+            child: child.into(),
+            reason: reason.into(),
+        };
+        let run = Run {
+            injections: vec![inj(0, 1000, Injected::Yes)],
+            elapsed: Duration::from_secs(2),
+            ..Run::default()
+        };
+        let exits = Exits {
+            list: vec![
+                exit("capsule:echo", "trapped: injected fault"),
+                exit(
+                    "capsule:notes",
+                    "failed: the capsule did not answer within 5000 ms",
+                ),
+                exit(
+                    "capsule:notes",
+                    "failed: the capsule did not answer within 5000 ms",
+                ),
+            ],
+            complete: true,
+        };
+        let good = build_seen(&run, &tree(1, 2), vec![], Some(&exits));
+        assert!(good.ok, "{}", good.text());
+        let notes = &good.restarts[1];
+        assert_eq!((notes.crash_faults, notes.own_crashes), (0, 2));
+        assert_eq!(
+            notes.own_reasons,
+            ["failed: the capsule did not answer within 5000 ms"]
+        );
+        // A crash fault acknowledged that made its target exit no time fails.
+        let none = Exits {
+            list: Vec::new(),
+            complete: true,
+        };
+        let bad = build_seen(&run, &tree(1, 0), vec![], Some(&none));
+        assert_eq!(bad.failed(), ["restarts_equal_crashes"]);
+        assert!(
+            bad.text().contains("made it exit no time"),
+            "{}",
+            bad.text()
+        );
+        // A restart for which no exit was announced fails too.
+        let bad = build_seen(&run, &tree(2, 0), vec![], Some(&exits));
+        assert_eq!(bad.failed(), ["restarts_equal_crashes"], "{}", bad.text());
     }
 
     #[test]
