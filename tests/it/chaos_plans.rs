@@ -151,8 +151,8 @@ fn the_self_crash_plan_counts_the_workloads_own_crashes() {
 }
 
 #[test]
-fn the_slow_store_plan_loses_no_acknowledged_key() {
-    let r = run_shipped("slow-store.toml", 3);
+fn the_stalled_store_plan_loses_no_acknowledged_key() {
+    let r = run_shipped("stalled-store.toml", 3);
     // The hang at 2 s: the panic at 5 s is past the shortened run, so not scheduled.
     let list = r["faults"]["list"].as_array().unwrap();
     assert_eq!(list.len(), 1, "{list:#?}");

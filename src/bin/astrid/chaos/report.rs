@@ -776,8 +776,9 @@ impl Report {
                     r.expected
                         .map_or("not checked: a supervisor above was faulted".into(), |e| {
                             format!(
-                                "{e} expected: {} crash faults, {} of its own",
-                                r.crash_faults, r.own_crashes
+                                "{e} expected: {}, {} of its own",
+                                plural(r.crash_faults as usize, "crash fault", "crash faults"),
+                                r.own_crashes
                             )
                         });
                 let _ = writeln!(
