@@ -693,7 +693,9 @@ async fn faults_injected_into_a_capsule_restart_it() {
             let out = d.cli(&["fault", "capsule:echo", "trap"]);
             assert!(out.status.success(), "{out:?}");
         } else {
-            let done = try_inject(&client, "capsule:echo", fault).await.unwrap();
+            let done = try_inject(&client, "capsule:echo", fault.clone())
+                .await
+                .unwrap();
             assert_eq!(done.target, "capsule:echo");
             assert_eq!(done.fault, fault);
         }

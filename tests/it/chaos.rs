@@ -158,7 +158,7 @@ async fn injector(client: Client, seed: u64, end: Instant) -> (u32, u32, BTreeMa
             REPLY_DEADLINE,
             client.call::<FaultInjected>(Request::InjectFault {
                 target: "capsule:chaos".into(),
-                fault,
+                fault: fault.clone(),
             }),
         )
         .await

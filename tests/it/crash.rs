@@ -6,12 +6,11 @@
 //! is durable). The kill is repeated at several moments of the storm on the same home.
 
 use std::collections::BTreeSet;
-use std::os::unix::process::ExitStatusExt as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::common::{DEADLINE, TestDaemon, poll, poll_async_every, short_tempdir};
+use crate::common::{DEADLINE, TestDaemon, poll_async_every};
 use astrid::client::{Client, ClientError};
 use astrid::protocol::{
     AuditEntry, ErrorCode, Grant, KvValue, Listing, Request, Verification, Written,
@@ -105,44 +104,6 @@ async fn storm_client(client: Client, round: usize, id: usize, tally: Arc<Tally>
             Err(_) => return,
         }
     }
-}
-
-/// Waits until the daemon `d` (a new process on a home where another one died) is ready:
-/// its own pid is in the ready file, not the dead one's.
-fn wait_ready_after_crash(d: &mut TestDaemon) {
-    let mine = format!("pid={}\n", d.child.id());
-    let ready = d.files.ready();
-    let booted = poll(DEADLINE, || {
-        if std::fs::read_to_string(&ready).is_ok_and(|text| text.starts_with(&mine)) {
-            return Ok(None);
-        }
-        d.child.try_wait().unwrap().map(Some).ok_or(())
-    });
-    match booted {
-        Ok(None) => {}
-        Ok(Some(status)) => panic!(
-            "the daemon did not boot after a crash ({status}): {}",
-            d.stderr()
-        ),
-        Err(()) => panic!("daemon not ready within {DEADLINE:?}"),
-    }
-}
-
-/// Kills `d` with SIGKILL and returns a new daemon started on the same home.
-fn kill_and_restart(mut d: TestDaemon) -> TestDaemon {
-    d.signal(Signal::KILL);
-    let status = d
-        .wait_exit(DEADLINE)
-        .expect("the daemon dies after SIGKILL");
-    assert_eq!(status.signal(), Some(9), "{status}");
-    // It had no chance to clean up: its socket and session files are still there.
-    assert!(d.socket().exists(), "{:?}", d.leftover_files());
-    assert!(d.files.ready().exists() && d.files.token().exists());
-    let home = std::mem::replace(&mut d.home, short_tempdir());
-    drop(d);
-    let mut next = TestDaemon::builder().home(home).spawn();
-    wait_ready_after_crash(&mut next);
-    next
 }
 
 /// Checks the store and the audit log of the daemon that followed round `round`'s crash.
@@ -265,7 +226,7 @@ async fn kill_9_mid_storm_loses_no_acknowledged_write_or_its_audit_entry() {
             .await
             .unwrap_or_else(|()| panic!("round {round}: the storm stalled"));
         let in_flight = tally.in_flight.load(Ordering::SeqCst);
-        d = tokio::task::block_in_place(|| kill_and_restart(d));
+        d = tokio::task::block_in_place(|| d.kill_and_restart(&[]));
         for client in clients {
             tokio::time::timeout(DEADLINE, client)
                 .await

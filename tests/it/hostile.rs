@@ -571,16 +571,6 @@ async fn host_call_loops_stay_within_bounds() {
     }
 }
 
-/// Every line of the daemon's log files so far.
-fn log_text(d: &TestDaemon) -> String {
-    let logs = d.layout.logs();
-    let mut text = String::new();
-    for name in common::files_in(&logs) {
-        text.push_str(&std::fs::read_to_string(logs.join(name)).unwrap_or_default());
-    }
-    text
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denials_in_a_loop_are_recorded_within_a_budget() {
     // No grants at all: every call is denied, and every denial used to be an audit entry
@@ -631,7 +621,8 @@ async fn denials_in_a_loop_are_recorded_within_a_budget() {
         (100..=allowed).contains(&one_by_one),
         "{one_by_one} denials recorded one by one (at most {allowed})"
     );
-    let lines = log_text(&d)
+    let lines = d
+        .log_text()
         .lines()
         .filter(|l| l.contains("capability denied"))
         .count();
@@ -696,7 +687,11 @@ async fn a_log_flood_is_cut_to_the_budget_and_summed_up() {
         })
         .start();
     let client = patient_client(&d).await;
+    let started = Instant::now();
     let (answers, cost) = under_attack(&d, invoke_times(&client, "flood", 1)).await;
+    // The budget refills while the flood runs, which takes longer on a loaded machine.
+    let refilled =
+        u64::from(astrid_actors::capsule::log::PER_SECOND) * (started.elapsed().as_secs() + 1);
     cost.within_bounds("log flood");
     let (code, message) = failure(answers.into_iter().next().unwrap());
     assert!(
@@ -704,12 +699,13 @@ async fn a_log_flood_is_cut_to_the_budget_and_summed_up() {
         "{code}: {message}"
     );
     // The log is written in the background: wait for the summary line.
-    let summary = common::wait_until(DEADLINE, || log_text(&d).contains("log lines dropped"));
-    let text = log_text(&d);
+    let summary = common::wait_until(DEADLINE, || d.log_text().contains("log lines dropped"));
+    let text = d.log_text();
     assert!(summary, "no summary line in the log");
     let lines = text.lines().filter(|l| l.contains("FLOOD-LINE")).count();
+    let burst = u64::from(astrid_actors::capsule::log::BURST);
     assert!(
-        (100..=110).contains(&lines),
+        (burst..=burst + refilled).contains(&u64::try_from(lines).unwrap()),
         "{lines} flood lines reached the log"
     );
     let summary = text

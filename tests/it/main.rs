@@ -20,6 +20,7 @@ mod cli;
 mod config;
 mod crash;
 mod events;
+mod faults;
 mod hostile;
 mod http;
 mod install;

@@ -1081,7 +1081,7 @@ async fn a_fault_injected_into_a_server_actor_restarts_it_with_a_fresh_process()
         let sleeper = spawn_sleeper(&client, "t").await;
         let inject = client.call::<FaultInjected>(Request::InjectFault {
             target: "mcp:t".into(),
-            fault,
+            fault: fault.clone(),
         });
         let (slow, injected) = with_a_call_in_flight(&client, "t", inject).await;
         assert_eq!(injected.unwrap().target, "mcp:t");

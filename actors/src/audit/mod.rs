@@ -260,7 +260,7 @@ impl Handler<Inject> for AuditActor {
 
     fn handle(&mut self, msg: Inject, ctx: &mut Context<Self>) {
         if !self.ledger.faults().inject(&msg.0) {
-            apply_fault(msg.0, ctx);
+            apply_fault(&msg.0, ctx);
         }
     }
 }

@@ -376,6 +376,6 @@ impl Handler<Inject> for BusActor {
     type Result = ();
 
     fn handle(&mut self, msg: Inject, ctx: &mut Context<Self>) {
-        apply_fault(msg.0, ctx);
+        apply_fault(&msg.0, ctx);
     }
 }

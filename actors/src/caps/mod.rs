@@ -393,6 +393,6 @@ impl Handler<Inject> for CapabilitiesActor {
     type Result = ();
 
     fn handle(&mut self, msg: Inject, ctx: &mut Context<Self>) {
-        apply_fault(msg.0, ctx);
+        apply_fault(&msg.0, ctx);
     }
 }

@@ -455,6 +455,13 @@ where
     M::Result: Send,
 {
     let addr = service.get().ok_or(HostError::Failed)?;
+    if let Some(held) = service.delay() {
+        // The `delay` fault holds the message first, within the call's deadline.
+        std::thread::sleep(held.min(deadline.saturating_duration_since(Instant::now())));
+        if Instant::now() >= deadline {
+            return Err(HostError::Failed);
+        }
+    }
     match wait(addr.send(msg), deadline) {
         Some(Ok(answer)) => Ok(answer),
         Some(Err(_)) | None => Err(HostError::Failed),

@@ -174,12 +174,13 @@ impl CapsuleActor {
     /// full queue would, and counts them.
     fn overflow(&self, times: u32) {
         let bus = self.bus.as_ref().and_then(ChildRef::get);
-        match (self.subscriber, bus) {
-            (Some(subscriber), Some(bus)) => bus.do_send(Overflow { subscriber, times }),
-            _ => tracing::warn!(
+        if let (Some(subscriber), Some(bus)) = (self.subscriber, bus) {
+            bus.do_send(Overflow { subscriber, times });
+        } else {
+            tracing::warn!(
                 capsule = %self.name,
                 "overflow fault ignored: the capsule has no bus subscription"
-            ),
+            );
         }
     }
 
@@ -315,13 +316,13 @@ impl Handler<Inject> for CapsuleActor {
             Fault::Hang { millis } => {
                 // The guest takes no call meanwhile, as the actor takes no message.
                 self.runner.push(Job::Hang(Duration::from_millis(millis)));
-                apply_fault(msg.0, ctx);
+                apply_fault(&msg.0, ctx);
             }
             Fault::Overflow { times } => self.overflow(times),
             fault => {
                 tracing::warn!(capsule = %self.name, %fault, "injected fault");
                 if !self.runner.host().faults().arm(&fault) {
-                    apply_fault(fault, ctx);
+                    apply_fault(&fault, ctx);
                 }
             }
         }

@@ -162,6 +162,7 @@ impl Shared {
     /// fault makes it fail.
     fn apply_checkpoint(&self, db: &Database, pending: &Pending) -> Result<(), redb::Error> {
         if self.faults.take(StorageOp::Checkpoint) {
+            tracing::warn!("injected fault: a checkpoint fails");
             return Err(redb::Error::Io(StorageFaults::error(StorageOp::Checkpoint)));
         }
         apply(db, pending, Some(self.retention()))

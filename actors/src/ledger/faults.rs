@@ -81,11 +81,11 @@ pub(super) struct Faulty {
 }
 
 impl Faulty {
-    pub(super) fn wrap(file: Box<dyn JournalFile>, faults: &Arc<StorageFaults>) -> Box<Self> {
-        Box::new(Self {
+    pub(super) fn wrap(file: Box<dyn JournalFile>, faults: &Arc<StorageFaults>) -> Self {
+        Self {
             file,
             faults: Arc::clone(faults),
-        })
+        }
     }
 
     fn check(&self, op: StorageOp) -> io::Result<()> {

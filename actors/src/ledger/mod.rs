@@ -181,7 +181,7 @@ impl Ledger {
     ) -> Result<Self, LedgerError> {
         let faults = Arc::new(StorageFaults::default());
         let [first, second] =
-            journal.map(|file| Faulty::wrap(file, &faults) as Box<dyn JournalFile>);
+            journal.map(|file| Box::new(Faulty::wrap(file, &faults)) as Box<dyn JournalFile>);
         let (mut journal, payloads) =
             Journal::open(first, second).map_err(LedgerError::journal("read"))?;
         let handle = db.handle()?;

@@ -246,7 +246,7 @@ impl Handler<Inject> for ListenerActor {
     type Result = ();
 
     fn handle(&mut self, msg: Inject, ctx: &mut Context<Self>) {
-        apply_fault(msg.0, ctx);
+        apply_fault(&msg.0, ctx);
     }
 }
 

@@ -433,7 +433,7 @@ impl Handler<Inject> for McpServerActor {
         if self.faults.inject(&msg.0) {
             tracing::warn!(server = %self.config.name, fault = %msg.0, "injected fault");
         } else {
-            apply_fault(msg.0, ctx);
+            apply_fault(&msg.0, ctx);
         }
     }
 }

@@ -104,15 +104,15 @@ impl<R> BoundedLines<R> {
     /// How many bytes of `chunk`, the next bytes of the stream, may pass: all of them, or
     /// those before the byte that takes a message past a bound (which is then noted).
     fn pass(&mut self, chunk: &mut [u8]) -> usize {
-        for at in 0..chunk.len() {
+        for (at, slot) in chunk.iter_mut().enumerate() {
             if self.bytes == 0
-                && chunk[at] != b'\n'
+                && *slot != b'\n'
                 && self.faults.as_ref().is_some_and(|f| f.corrupt_line())
             {
                 tracing::warn!("injected fault: an MCP server's line corrupted");
-                chunk[at] = b'#';
+                *slot = b'#';
             }
-            let byte = chunk[at];
+            let byte = *slot;
             if byte == b'\n' {
                 // JSON has no raw newline inside a string: the message ends here.
                 self.bytes = 0;

@@ -74,6 +74,12 @@ impl<A: Actor> ChildRef<A> {
             .clone()
     }
 
+    /// How long a message sent now is held first, while a `delay` fault is armed (for
+    /// senders that do not go through [`ChildRef::call`]).
+    pub fn delay(&self) -> Option<Duration> {
+        self.delay.current()
+    }
+
     /// The gate the `delay` fault arms.
     pub(crate) fn delay_gate(&self) -> Arc<DelayGate> {
         Arc::clone(&self.delay)

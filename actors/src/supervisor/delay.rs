@@ -59,7 +59,7 @@ mod tests {
     fn a_gate_delays_until_its_span_ends_or_it_is_disarmed() {
         let gate = DelayGate::default();
         assert_eq!(gate.current(), None);
-        gate.arm(Duration::from_millis(5), Duration::from_secs(60));
+        gate.arm(Duration::from_millis(5), Duration::from_mins(1));
         assert_eq!(gate.current(), Some(Duration::from_millis(5)));
         gate.disarm();
         assert_eq!(gate.current(), None);

@@ -71,14 +71,14 @@ pub struct Inject(pub Fault);
 /// # Panics
 ///
 /// On purpose, for [`Fault::Panic`] (and [`Fault::Trap`]).
-pub fn apply<A: Actor<Context = Context<A>>>(fault: Fault, ctx: &mut Context<A>) {
+pub fn apply<A: Actor<Context = Context<A>>>(fault: &Fault, ctx: &mut Context<A>) {
     tracing::warn!(actor = std::any::type_name::<A>(), %fault, "injected fault");
     match fault {
         Fault::Panic | Fault::Trap => panic!("injected fault"),
         Fault::Stop => ctx.stop(),
         Fault::Hang { millis } => {
             ctx.wait(actix::fut::wrap_future(tokio::time::sleep(
-                Duration::from_millis(millis),
+                Duration::from_millis(*millis),
             )));
         }
         Fault::Delay { .. } | Fault::Clear => {}
@@ -96,7 +96,7 @@ impl Handler<Inject> for SupervisorActor {
     type Result = ();
 
     fn handle(&mut self, msg: Inject, ctx: &mut Context<Self>) {
-        apply(msg.0, ctx);
+        apply(&msg.0, ctx);
     }
 }
 
@@ -138,6 +138,7 @@ impl Handler<InjectFault> for SupervisorActor {
                             state: ChildState::Stopping,
                         })
                     }
+                    (Some(_), ChildState::Running) if msg.dry_run => Ok(()),
                     (Some(control), ChildState::Running) => {
                         if let Some(gate) = &slot.spec.delay {
                             match msg.fault {

@@ -38,7 +38,8 @@ pub struct ShutdownTree {
 #[rtype(result = "TreeNode")]
 pub struct GetTree;
 
-/// Delivers a fault to the child named `target` (of this supervisor or a nested one).
+/// Delivers a fault to the child named `target` (of this supervisor or a nested one), or
+/// only checks that it could be delivered now.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), super::SupervisorError>")]
 pub struct InjectFault {
@@ -46,6 +47,8 @@ pub struct InjectFault {
     pub target: String,
     /// The fault.
     pub fault: Fault,
+    /// Check only: answer as a delivery would, without delivering.
+    pub dry_run: bool,
 }
 
 /// State and restart count of one child.

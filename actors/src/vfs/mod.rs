@@ -162,7 +162,7 @@ impl Handler<Inject> for VfsActor {
     type Result = ();
 
     fn handle(&mut self, msg: Inject, ctx: &mut Context<Self>) {
-        apply_fault(msg.0, ctx);
+        apply_fault(&msg.0, ctx);
     }
 }
 

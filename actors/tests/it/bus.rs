@@ -501,6 +501,7 @@ async fn when_the_supervised_bus_crashes_streams_end_and_subscribers_can_registe
         .send(InjectFault {
             target: "bus".into(),
             fault: Fault::Panic,
+            dry_run: false,
         })
         .await
         .unwrap()

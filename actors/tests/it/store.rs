@@ -832,6 +832,7 @@ async fn a_panicked_store_on_its_own_arbiter_is_restarted_over_the_same_data() {
     sup.send(InjectFault {
         target: "store".into(),
         fault: Fault::Panic,
+        dry_run: false,
     })
     .await
     .unwrap()

@@ -108,7 +108,7 @@ impl Handler<Inject> for Worker {
     type Result = ();
 
     fn handle(&mut self, msg: Inject, ctx: &mut Context<Self>) {
-        apply_fault(msg.0, ctx);
+        apply_fault(&msg.0, ctx);
     }
 }
 
@@ -357,6 +357,7 @@ async fn injected_panic_is_reported_as_injected_fault_and_restarted() {
         .send(InjectFault {
             target: "worker".into(),
             fault: Fault::Panic,
+            dry_run: false,
         })
         .await
         .unwrap()
@@ -400,6 +401,7 @@ async fn injected_stop_is_restarted_and_reported_stopped_unexpectedly() {
         .send(InjectFault {
             target: "worker".into(),
             fault: Fault::Stop,
+            dry_run: false,
         })
         .await
         .unwrap()
@@ -501,6 +503,7 @@ async fn temporary_child_is_never_restarted() {
         .send(InjectFault {
             target: "session:1".into(),
             fault: Fault::Panic,
+            dry_run: false,
         })
         .await
         .unwrap();
@@ -716,7 +719,8 @@ async fn shutdown_abandons_a_child_that_ignores_terminate_after_its_timeout() {
         h.sup
             .send(InjectFault {
                 target: "a".into(),
-                fault: Fault::Panic
+                fault: Fault::Panic,
+                dry_run: false,
             })
             .await
             .unwrap()
@@ -859,6 +863,7 @@ async fn consecutive_restarts_back_off_and_calls_in_between_fail_fast() {
         .send(InjectFault {
             target: "worker".into(),
             fault: Fault::Panic,
+            dry_run: false,
         })
         .await
         .unwrap();
@@ -1155,6 +1160,7 @@ async fn inject_fault_into_an_unknown_child_is_refused() {
         .send(InjectFault {
             target: "nobody".into(),
             fault: Fault::Panic,
+            dry_run: false,
         })
         .await
         .unwrap();
@@ -1177,6 +1183,7 @@ async fn injected_hang_delays_answers_without_a_restart() {
         .send(InjectFault {
             target: "worker".into(),
             fault: Fault::Hang { millis: 300 },
+            dry_run: false,
         })
         .await
         .unwrap()

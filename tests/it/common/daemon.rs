@@ -4,6 +4,7 @@
 //! and killed when dropped; [`Graceful`] shuts it down cleanly instead.
 
 use std::io::Read;
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
@@ -223,6 +224,38 @@ impl TestDaemon {
         poll(timeout, || self.child.try_wait().unwrap().ok_or(())).ok()
     }
 
+    /// Kills the daemon with SIGKILL and returns a new one started on the same home (with
+    /// `args`), once it is ready: its own pid is in the ready file, not the dead one's.
+    pub(crate) fn kill_and_restart(mut self, args: &[&str]) -> TestDaemon {
+        self.signal(rustix::process::Signal::KILL);
+        let status = self
+            .wait_exit(DEADLINE)
+            .expect("the daemon dies after SIGKILL");
+        assert_eq!(status.signal(), Some(9), "{status}");
+        // It had no chance to clean up: its socket and session files are still there.
+        assert!(self.socket().exists(), "{:?}", self.leftover_files());
+        assert!(self.files.ready().exists() && self.files.token().exists());
+        let home = std::mem::replace(&mut self.home, short_tempdir());
+        drop(self);
+        let mut next = TestDaemon::builder().home(home).args(args).spawn();
+        let mine = format!("pid={}\n", next.child.id());
+        let ready = next.files.ready();
+        let booted = poll(DEADLINE, || {
+            if std::fs::read_to_string(&ready).is_ok_and(|text| text.starts_with(&mine)) {
+                return Ok(None);
+            }
+            next.child.try_wait().unwrap().map(Some).ok_or(())
+        });
+        match booted {
+            Ok(None) => next,
+            Ok(Some(status)) => panic!(
+                "the daemon did not boot after a crash ({status}): {}",
+                next.stderr()
+            ),
+            Err(()) => panic!("daemon not ready within {DEADLINE:?}"),
+        }
+    }
+
     /// Sends SIGTERM (a clean shutdown) unless the daemon has exited, and waits for it to
     /// exit; `None` when it is still running after `timeout`.
     pub(crate) fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
@@ -240,6 +273,16 @@ impl TestDaemon {
             let _ = e.read_to_string(&mut s);
         }
         s
+    }
+
+    /// Every line of the daemon's log files so far.
+    pub(crate) fn log_text(&self) -> String {
+        let logs = self.layout.logs();
+        let mut text = String::new();
+        for name in files_in(&logs) {
+            text.push_str(&std::fs::read_to_string(logs.join(name)).unwrap_or_default());
+        }
+        text
     }
 
     /// Session files still on disk (the lock included).

@@ -190,7 +190,7 @@ pub(crate) async fn try_inject(
 
 /// [`try_inject`] that must succeed.
 pub(crate) async fn inject(client: &Client, target: &str, fault: Fault) -> FaultInjected {
-    try_inject(client, target, fault)
+    try_inject(client, target, fault.clone())
         .await
         .unwrap_or_else(|e| panic!("injecting {fault:?} into {target}: {e}"))
 }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_DELAY_FOR: Duration = Duration::from_secs(10);
 /// The longest a `hang`, a `delay` (each message, and its whole span) or an injected slow
 /// host call or reply may last.
-pub const MAX_FAULT_DURATION: Duration = Duration::from_secs(3600);
+pub const MAX_FAULT_DURATION: Duration = Duration::from_hours(1);
 /// The most calls, writes or events a counted fault may affect.
 pub const MAX_FAULT_TIMES: u32 = 1_000_000;
 /// The longest import name a fault may carry.

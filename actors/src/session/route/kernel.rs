@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Dispatch, ask_supervisor, call};
+use super::{Dispatch, ask_supervisor, call, record_durably};
 use crate::bus::{BusError, GetBusStats, Publish, topic::validate_topic};
 use crate::capsules::ListCapsules;
 use crate::error::KernelError;
@@ -53,7 +53,10 @@ pub(super) fn tree(d: Dispatch<'_>) {
 }
 
 /// `InjectFault`: refused unless the daemon allows fault injection, and when the fault is
-/// out of its bounds.
+/// out of its bounds. The injection is checked, then recorded durably, then delivered: it is
+/// in the audit log before it takes effect, so a storage fault cannot fail its own entry,
+/// and a fault that takes the audit log down is recorded all the same. A delivery that
+/// fails after the check (the target crashed meanwhile) is recorded too.
 pub(super) fn inject_fault(d: Dispatch<'_>, target: String, fault: Fault) {
     if !d.session.deps.info.fault_injection {
         return d.refuse(&KernelError::FaultInjectionDisabled);
@@ -62,13 +65,20 @@ pub(super) fn inject_fault(d: Dispatch<'_>, target: String, fault: Fault) {
         return d.refuse(&KernelError::BadFault { fault, why });
     }
     tracing::warn!(connection = d.session.id, %target, %fault, "fault injection requested");
-    let msg = InjectFault {
-        target: target.clone(),
-        fault: fault.clone(),
-    };
-    let ask = ask_supervisor(&d.session.deps.supervisor, msg, d.timeout());
-    d.run(async move {
-        ask.await??;
+    let supervisor = d.session.deps.supervisor.clone();
+    let audit = d.session.deps.services.audit.clone();
+    let timeout = d.timeout();
+    d.run_written(move |entry| async move {
+        let msg = |dry_run| InjectFault {
+            target: target.clone(),
+            fault: fault.clone(),
+            dry_run,
+        };
+        ask_supervisor(&supervisor, msg(true), timeout).await??;
+        if let Some(entry) = entry {
+            record_durably(&audit, entry, timeout).await;
+        }
+        ask_supervisor(&supervisor, msg(false), timeout).await??;
         Ok(FaultInjected { target, fault })
     });
 }

@@ -438,13 +438,21 @@ fn write(
 ) -> impl Future<Output = Result<bool, KernelError>> + use<> {
     let actor = store.name();
     let (reply, answer) = oneshot::channel();
-    let sent = store
-        .get()
-        .map(|addr| addr.do_send(store::Deferred { write, reply }))
-        .ok_or(CallError::NotStarted { actor });
+    let store = store.clone();
     async move {
-        sent?;
-        match tokio::time::timeout(timeout, answer).await {
+        let mut left = timeout;
+        if let Some(wait) = store.delay() {
+            // The `delay` fault holds the write before it reaches the store.
+            tokio::time::sleep(wait.min(timeout)).await;
+            left = timeout
+                .checked_sub(wait)
+                .ok_or(CallError::Timeout { actor, timeout })?;
+        }
+        store
+            .get()
+            .map(|addr| addr.do_send(store::Deferred { write, reply }))
+            .ok_or(CallError::NotStarted { actor })?;
+        match tokio::time::timeout(left, answer).await {
             Ok(Ok(outcome)) => Ok(outcome?),
             // Dropped unanswered: the store stopped with the write in its mailbox.
             Ok(Err(_)) => Err(CallError::mailbox(actor, timeout, MailboxError::Closed).into()),

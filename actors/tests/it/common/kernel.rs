@@ -105,6 +105,7 @@ impl TestKernel {
         let message = InjectFault {
             target: target.into(),
             fault,
+            dry_run: false,
         };
         self.kernel().supervisor().send(message).await.unwrap()
     }
