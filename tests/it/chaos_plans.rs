@@ -9,7 +9,9 @@ use std::process::Output;
 
 use serde_json::Value;
 
-use crate::common::{TestDaemon, cli_at, output_text, short_tempdir};
+use crate::common::{
+    TestDaemon, cli_at, example_capsule, mcp_test_server, output_text, short_tempdir,
+};
 
 /// A shipped plan: `examples/chaos/<name>`.
 fn shipped(name: &str) -> PathBuf {
@@ -177,6 +179,72 @@ fn the_stalled_store_plan_loses_no_acknowledged_key() {
 }
 
 #[test]
+fn the_slow_disk_plan_delays_and_fails_storage_and_loses_no_acknowledged_write() {
+    let r = run_shipped("slow-disk.toml", 4);
+    let wires: Vec<&Value> = r["faults"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| &f["wire"])
+        .collect();
+    assert_eq!(
+        wires,
+        [
+            &serde_json::json!({"delay": {"millis": 20, "for_millis": 2000}}),
+            &serde_json::json!({"storage": {"op": "fsync", "times": 1}}),
+        ]
+    );
+    assert_eq!(r["faults"]["injected"], 2, "{r:#}");
+    // Neither kind is a crash: nothing restarted.
+    assert_eq!(r["restarts"], serde_json::json!([]), "{r:#}");
+    let checks = r["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 2, "{checks:#?}");
+    assert!(r["latency"]["faults_active"]["count"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn the_flaky_mcp_plan_counts_a_killed_server_as_a_crash_of_its_own() {
+    // The plan, with the example server and capsule where this build keeps them.
+    let text = std::fs::read_to_string(shipped("flaky-mcp.toml"))
+        .unwrap()
+        .replace(
+            "../../target/debug/examples/mcp-test-server",
+            mcp_test_server().to_str().unwrap(),
+        )
+        .replace(
+            "\"../capsules/mcp-echo\"",
+            &format!("{:?}", example_capsule("mcp-echo").to_str().unwrap()),
+        );
+    let (_dir, plan) = plan_file(&text);
+    let out = chaos(&[
+        plan.to_str().unwrap(),
+        "--fresh",
+        "--json",
+        "--duration",
+        "5s",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let r = report(&out);
+    assert_eq!(invariants(&r).0, ALL_INVARIANTS, "{r:#}");
+    assert_eq!(r["requests"]["unanswered"], 0);
+    // The delay at 1 s and the kill at 3 s.
+    assert_eq!(r["faults"]["injected"], 2, "{r:#}");
+    let server = r["restarts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "mcp:test")
+        .unwrap_or_else(|| panic!("mcp:test did not restart: {r:#}"));
+    assert_eq!(server["restarts"], 1, "{server:#}");
+    assert_eq!(server["crash_faults"], 0);
+    assert_eq!(server["own_crashes"], 1);
+    assert!(
+        !server["own_reasons"].as_array().unwrap().is_empty(),
+        "{server:#}"
+    );
+}
+
+#[test]
 fn a_capsule_that_loses_acknowledged_writes_fails_the_plan_with_status_3() {
     let plan = shipped("lost-writes.toml");
     let out = chaos(&[
@@ -311,7 +379,7 @@ fn a_plan_runs_against_the_workspaces_daemon() {
     let r = report(&out);
     assert_eq!(r["seed"], 9, "--seed wins over the plan's");
     assert_eq!(r["faults"]["injected"], 1);
-    assert_eq!(r["faults"]["list"][0]["fault"], "hang for 100 ms");
+    assert_eq!(r["faults"]["list"][0]["fault"], "hang:100ms");
     let labels: Vec<&str> = r["workload"]
         .as_array()
         .unwrap()
