@@ -4,13 +4,15 @@
 //! errors are refused naming the key; a daemon without fault injection is refused at once;
 //! and a plan runs against the workspace's own daemon, as without `--fresh`.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::common::{
-    TestDaemon, cli_at, example_capsule, mcp_test_server, output_text, short_tempdir,
+    TestDaemon, cli_bin, example_capsule, mcp_test_server, output_text, poll, short_tempdir,
 };
 
 /// A shipped plan: `examples/chaos/<name>`.
@@ -20,12 +22,46 @@ fn shipped(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Runs `astrid chaos` with `args` in a temporary home, from the repository's root.
+/// How long one run may take: a few seconds of plan, a daemon's boot (compiling the plan's
+/// capsules), the settling and checks after the run, on a machine busy with the other tests.
+const RUN_DEADLINE: Duration = Duration::from_mins(1);
+
+/// Runs `astrid chaos` with `args` in a temporary home, from the repository's root, within
+/// [`RUN_DEADLINE`].
 fn chaos(args: &[&str]) -> Output {
     let home = short_tempdir();
-    let mut all = vec!["chaos"];
-    all.extend_from_slice(args);
-    cli_at(home.path(), Path::new(env!("CARGO_MANIFEST_DIR")), &all)
+    let mut child = Command::new(cli_bin())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("--home")
+        .arg(home.path())
+        .arg("chaos")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the pipes meanwhile: a report may be larger than a pipe holds.
+    let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stdout.read_to_end(&mut bytes);
+        bytes
+    });
+    let err = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stderr.read_to_end(&mut bytes);
+        bytes
+    });
+    let Ok(status) = poll(RUN_DEADLINE, || child.try_wait().unwrap().ok_or(())) else {
+        let _ = child.kill();
+        panic!("astrid chaos {args:?} did not finish within {RUN_DEADLINE:?}");
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
 }
 
 /// The JSON report a run printed.
@@ -410,6 +446,17 @@ fn a_plan_runs_against_the_workspaces_daemon() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         output_text(&out).contains("`workload[0].command`: no command `note-add`"),
+        "{}",
+        output_text(&out)
+    );
+    let (_dir4, mcp) = plan_file(
+        "duration = \"1s\"\n[[mcp]]\nname = \"test\"\ncommand = \"nowhere\"\n\
+         [[workload]]\nrequest = \"ping\"\n",
+    );
+    let out = d.cli(&["chaos", mcp.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        output_text(&out).contains("`mcp[0]`: MCP server `test` is not running (not configured)"),
         "{}",
         output_text(&out)
     );

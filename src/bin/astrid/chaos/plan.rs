@@ -810,6 +810,14 @@ mod tests {
             ),
             ("seed = 1\n", "p.toml: `duration`: missing"),
             (
+                "requests = 2000000\n[[workload]]\nrequest = \"ping\"\n",
+                "p.toml: `requests`: 2000000 is outside 1..=1000000",
+            ),
+            (
+                "duration = \"2s\"\n[[workload]]\nrequest = \"ping\"\n[[mcp]]\nname = \"x\"\n",
+                "p.toml: `mcp[0]`: missing field `command`",
+            ),
+            (
                 &format!("{BASE}[[fault]]\ntarget = \"bus\"\nfault = \"explode\"\nat = [\"1s\"]\n"),
                 "p.toml: `fault[0].fault`: `explode` is not a fault: ",
             ),
