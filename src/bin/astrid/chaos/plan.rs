@@ -362,31 +362,7 @@ fn check(raw: RawPlan, base: &Path) -> Result<Plan, FieldError> {
         ));
     }
     let capsules = raw.capsules.iter().map(|c| base.join(c)).collect();
-    if raw.mcp.len() > MAX_MCP {
-        return Err(err(
-            "mcp",
-            format!("{} servers, more than {MAX_MCP}", raw.mcp.len()),
-        ));
-    }
-    let mut mcp = Vec::new();
-    for (i, m) in raw.mcp.into_iter().enumerate() {
-        if m.name.trim().is_empty() {
-            return Err(err(format!("mcp[{i}].name"), "empty"));
-        }
-        if m.command.trim().is_empty() {
-            return Err(err(format!("mcp[{i}].command"), "empty"));
-        }
-        let command = if m.command.contains('/') {
-            base.join(&m.command).to_string_lossy().into_owned()
-        } else {
-            m.command
-        };
-        mcp.push(McpServer {
-            name: m.name,
-            command,
-            args: m.args,
-        });
-    }
+    let mcp = check_mcp(raw.mcp, base)?;
     if raw.workload.is_empty() {
         return Err(err(
             "workload",
@@ -431,6 +407,36 @@ fn check(raw: RawPlan, base: &Path) -> Result<Plan, FieldError> {
         workload,
         rules,
     })
+}
+
+/// The `[[mcp]]` servers, commands with a `/` resolved against `base`.
+fn check_mcp(servers: Vec<RawMcp>, base: &Path) -> Result<Vec<McpServer>, FieldError> {
+    if servers.len() > MAX_MCP {
+        return Err(err(
+            "mcp",
+            format!("{} servers, more than {MAX_MCP}", servers.len()),
+        ));
+    }
+    let mut mcp = Vec::new();
+    for (i, m) in servers.into_iter().enumerate() {
+        if m.name.trim().is_empty() {
+            return Err(err(format!("mcp[{i}].name"), "empty"));
+        }
+        if m.command.trim().is_empty() {
+            return Err(err(format!("mcp[{i}].command"), "empty"));
+        }
+        let command = if m.command.contains('/') {
+            base.join(&m.command).to_string_lossy().into_owned()
+        } else {
+            m.command
+        };
+        mcp.push(McpServer {
+            name: m.name,
+            command,
+            args: m.args,
+        });
+    }
+    Ok(mcp)
 }
 
 /// The placeholders of a request's templates.
