@@ -381,14 +381,14 @@ pub(crate) async fn drive(
         plan.rules.clone(),
     ));
     let progress = (!quiet).then(|| tokio::spawn(progress(Arc::clone(&shared), plan.end)));
-    if let End::After(d) = plan.end {
-        let stop = shared.stop.clone();
-        let start = shared.start;
-        tokio::spawn(async move {
-            tokio::time::sleep_until(start + d).await;
-            stop.cancel();
-        });
-    }
+    // The end of a run bounded by `duration`; for one bounded by `requests`, the longest a
+    // run may last (its clients stop earlier, once the requests are sent).
+    let stop = shared.stop.clone();
+    let (start, horizon) = (shared.start, plan.end.horizon());
+    let timer = tokio::spawn(async move {
+        tokio::time::sleep_until(start + horizon).await;
+        stop.cancel();
+    });
     let mut run = Run::default();
     for client in clients {
         if let Ok(records) = client.await {
@@ -397,6 +397,7 @@ pub(crate) async fn drive(
     }
     run.elapsed = shared.start.elapsed();
     shared.stop.cancel();
+    timer.abort();
     run.injections = injector.await.unwrap_or_default();
     if let Some(p) = progress {
         let _ = p.await;
