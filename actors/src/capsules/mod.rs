@@ -21,6 +21,7 @@
 //! [`SweepDue`] (calls wait: their deadlines are checked every [`Sweeper::EVERY`] until no
 //! call waits or runs), and the supervision messages [`Terminate`] and [`Inject`].
 
+pub mod archive;
 pub mod discovery;
 pub mod install;
 mod listing;

@@ -126,7 +126,8 @@ pub(crate) enum Command {
     /// drops), asks to confirm, copies it, and reloads. An installed capsule whose files
     /// change afterwards does not run until it is installed again.
     Install {
-        /// The capsule folder (holding `Capsule.toml`).
+        /// The capsule folder (holding `Capsule.toml`), or a `.tar.gz`/`.tgz` of one (the
+        /// capsule at its root or in its one top folder).
         path: PathBuf,
         /// Install without asking.
         #[arg(long, short = 'y')]
