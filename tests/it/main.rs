@@ -16,6 +16,7 @@ mod approvals;
 mod bounds;
 mod capsules;
 mod chaos;
+mod chaos_plans;
 mod cli;
 mod config;
 mod crash;

@@ -178,6 +178,30 @@ pub(crate) enum Command {
         /// `import:kv_put,fail=-5,times=3`, `storage:fsync`, `mcp:kill` (see below).
         fault: String,
     },
+    /// Run a chaos plan: a workload of requests while faults are injected on a seeded
+    /// schedule, then a report of what was answered, how fast, what restarted, and the
+    /// invariants checked (exit status 3 when one fails). See README "Chaos plans".
+    Chaos(ChaosArgs),
+}
+
+/// `astrid chaos`.
+#[derive(Debug, ClapArgs)]
+pub(crate) struct ChaosArgs {
+    /// The plan file (TOML).
+    pub(crate) plan: PathBuf,
+    /// Run this long instead of the plan's `duration` or `requests`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) duration: Option<Duration>,
+    /// Seed of the fault schedule instead of the plan's.
+    #[arg(long, value_name = "N")]
+    pub(crate) seed: Option<u64>,
+    /// Run against a daemon of its own in a fresh temporary home and workspace, holding the
+    /// plan's `capsules`; both are removed afterwards.
+    #[arg(long)]
+    pub(crate) fresh: bool,
+    /// No progress lines on stderr (`--json` implies it).
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,12 +3,14 @@
 //! `--json`, as JSON. With no command it opens an interactive session.
 //!
 //! Exit status: 0 on success, 1 when the daemon reports an error or cannot be reached,
-//! 2 for bad arguments.
+//! 2 for bad arguments, 3 when `astrid chaos` finds an invariant broken.
 
 mod approvals;
 mod args;
+mod chaos;
 mod chat;
 mod daemon;
+mod fault;
 mod install;
 mod render;
 mod settings;
@@ -21,16 +23,17 @@ use std::time::Duration;
 use astrid::client::ClientError;
 use astrid::paths::PathError;
 use astrid::protocol::{
-    AuditEntry, CapsuleMetadata, CommandInfo, CommandOutput, Event, Fault, FaultInjected, Grant,
-    KvValue, Listing, McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, PruneReport,
-    Published, RawValue, ReloadReport, Removed, Request, Subscribed, TrustInfo, TrustReport,
-    Verification, Written, to_payload,
+    AuditEntry, CapsuleMetadata, CommandInfo, CommandOutput, Event, FaultInjected, Grant, KvValue,
+    Listing, McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, PruneReport, Published,
+    RawValue, ReloadReport, Removed, Request, Subscribed, TrustInfo, TrustReport, Verification,
+    Written, to_payload,
 };
 use clap::Parser;
 use serde::Serialize;
 
 use crate::args::{AuditCommand, CapsCommand, Cli, Command, ConfigCommand, KvCommand, McpCommand};
 use crate::daemon::{Mode, Stopped, Target};
+use crate::fault::parse_fault;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +95,8 @@ pub(crate) enum CliError {
         served: PathBuf,
         wanted: PathBuf,
     },
+    #[error(transparent)]
+    Chaos(#[from] chaos::ChaosError),
     #[error("i/o error")]
     Io(#[from] std::io::Error),
 }
@@ -122,7 +127,11 @@ fn main() -> ExitCode {
         Err(e) => {
             let message = astrid::error_chain(&e);
             eprintln!("astrid: {message}");
-            ExitCode::FAILURE
+            if matches!(e, CliError::Chaos(chaos::ChaosError::Invariants(_))) {
+                ExitCode::from(chaos::EXIT_INVARIANT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -196,6 +205,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let (worker, _) = target.connect_or_start(Mode::Ephemeral).await?;
             chat::run(client, worker).await
         }
+        Command::Chaos(args) => chaos::run(&cli.global, args).await,
         other => {
             let (client, _) = target.connect_or_start(Mode::Ephemeral).await?;
             one_shot(client, other, json).await
@@ -283,7 +293,8 @@ async fn one_shot(
         | Command::Start { .. }
         | Command::Stop { .. }
         | Command::Trust { .. }
-        | Command::Untrust { .. } => Ok(()),
+        | Command::Untrust { .. }
+        | Command::Chaos(_) => Ok(()),
     }
 }
 
@@ -535,8 +546,4 @@ fn print_event(json: bool, event: &Event) -> Result<(), CliError> {
         println!("{}", render::event(event));
     }
     Ok(())
-}
-
-fn parse_fault(text: &str) -> Result<Fault, CliError> {
-    text.parse().map_err(CliError::BadFault)
 }
