@@ -15,6 +15,7 @@
 //! - [`ledger`]: the durable write path both share: redb tables behind a write-ahead
 //!   journal, with a syncer and a checkpointer thread.
 //! - [`caps`]: the capability store (grants, resource grammar, checks).
+//! - [`approvals`]: uses of `ask:` grants waiting for the user's answer.
 //! - [`vfs`]: the workspace file system (path rules, cap-std confinement, atomic writes).
 //! - [`capsules`]: the capsule registry (built-in listener, discovered capsule folders,
 //!   loading, reload diffing, the table that routes commands).
@@ -39,6 +40,7 @@
 //! ├── store         permanent   (writes synced by the ledger's threads)
 //! ├── capabilities  permanent   (own thread)
 //! ├── vfs           permanent   (own thread)
+//! ├── approvals     permanent
 //! ├── capsules      permanent   (a supervisor)
 //! │   ├── registry         permanent
 //! │   └── capsule:<name>   per manifest, own restart budget (own thread)
@@ -46,6 +48,7 @@
 //!     └── session:<n>  temporary, one per client connection
 //! ```
 
+pub mod approvals;
 pub mod audit;
 pub mod bus;
 pub mod caps;

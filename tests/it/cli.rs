@@ -776,7 +776,8 @@ fn an_unknown_fault_is_a_clear_error() {
     let err = fails(&out);
     assert!(err.contains("bad fault `explode`"), "{err}");
     assert!(
-        err.contains("panic, stop, trap or hang:<duration>"),
+        err.contains("(panic, stop, trap, hang, delay, import, storage, mcp, overflow, clear)")
+            && err.contains("astrid fault --help"),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");

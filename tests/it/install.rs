@@ -183,3 +183,76 @@ async fn a_folder_changed_after_inspection_or_holding_a_link_is_not_installed() 
         output_text(&relative)
     );
 }
+
+/// `tar czf` of `dir` (as a top folder) into `archive`.
+fn tar_gz(dir: &Path, archive: &Path) {
+    let done = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(archive)
+        .arg("-C")
+        .arg(dir.parent().unwrap())
+        .arg(dir.file_name().unwrap())
+        .status()
+        .unwrap();
+    assert!(done.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tar_gz_installs_as_its_folder_would_and_a_link_in_one_is_refused() {
+    let d = TestDaemon::builder().start();
+    let client = d.client().await;
+    let src = tempfile::tempdir().unwrap();
+    let folder = source(src.path(), "0.2.0", "\"kv\"");
+    let archive = src.path().join("echo-0.2.0.tar.gz");
+    tar_gz(Path::new(&folder), &archive);
+    let archive = archive.display().to_string();
+
+    let plan: InstallPlan = client
+        .call(Request::InspectCapsule {
+            path: archive.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (plan.name.as_str(), plan.version.as_str()),
+        ("echo", "0.2.0")
+    );
+    assert_eq!(plan.path, archive, "the plan names the archive");
+    let done = d.cli(&["install", &archive, "--yes"]);
+    assert!(done.status.success(), "{}", output_text(&done));
+    assert!(
+        output_text(&done).contains("grants: kv"),
+        "{}",
+        output_text(&done)
+    );
+    assert_eq!(
+        invoke(&client, "echo", &["hi"]).await.unwrap().capsule,
+        "echo"
+    );
+    let capsules = d.home.path().join("capsules");
+    assert_eq!(
+        crate::common::files_in(&capsules),
+        ["echo"],
+        "nothing unpacked is left"
+    );
+
+    // An archive holding a link is refused, naming it; nothing is installed or left.
+    let hostile = tempfile::tempdir().unwrap();
+    let folder = source(hostile.path(), "0.3.0", "\"kv\"");
+    std::os::unix::fs::symlink("/etc/passwd", Path::new(&folder).join("passwd")).unwrap();
+    let archive = hostile.path().join("echo.tgz");
+    tar_gz(Path::new(&folder), &archive);
+    let refused = d.cli(&["install", archive.to_str().unwrap(), "--yes"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", output_text(&refused));
+    let text = output_text(&refused);
+    assert!(text.contains("echo/passwd` is a link"), "{text}");
+    assert_eq!(crate::common::files_in(&capsules), ["echo"]);
+    let (code, _) = failure(
+        client
+            .call::<InstallPlan>(Request::InspectCapsule {
+                path: archive.display().to_string(),
+            })
+            .await,
+    );
+    assert_eq!(code, ErrorCode::BadRequest);
+}

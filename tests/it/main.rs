@@ -12,9 +12,11 @@
 
 mod common;
 
+mod approvals;
 mod bounds;
 mod capsules;
 mod chaos;
+mod chaos_plans;
 mod cli;
 mod config;
 mod crash;

@@ -44,6 +44,9 @@ pub use self::envelope::{
     ReplyFrame, RequestFrame, TypedReply, Welcome, decode_map, to_payload,
 };
 pub use self::error::{ErrorBody, ErrorCode, ProtocolError};
+pub use self::payload::approvals::{
+    APPROVAL_ANSWERED, APPROVAL_REQUESTED, ApprovalAnswer, ApprovalSettled, PendingApproval,
+};
 pub use self::payload::audit::{Entry as AuditEntry, PruneReport, PrunedRange, Verification};
 pub use self::payload::bus::{BusStats, Published, RawEvent, SubscriberStats};
 pub use self::payload::caps::{Grant, GrantSource};

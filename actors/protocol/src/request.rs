@@ -18,16 +18,16 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::{ApprovalAnswer, Fault, RawValue, SettingValue};
 #[allow(unused_imports, reason = "named by the variants' docs")]
 use crate::{
-    AuditEntry, CapsuleInfo, CapsuleMetadata, CapsuleSetting, CommandInfo, CommandOutput,
-    ConfigReport, CrashBundle, CrashSummary, CrashesRemoved, DirEntry, FaultInjected, FileStat,
-    Grant, InstallPlan, InstallReport, KvValue, Listing, McpReloadReport, McpServerInfo,
-    McpToolInfo, McpToolResult, PruneReport, Published, ReadResult, ReloadReport, Removed,
-    ReplayReport, SettingChanged, ShutdownAck, Status, Subscribed, TreeNode, TrustInfo,
-    TrustReport, Unsubscribed, Verification, Written,
+    ApprovalSettled, AuditEntry, CapsuleInfo, CapsuleMetadata, CapsuleSetting, CommandInfo,
+    CommandOutput, ConfigReport, CrashBundle, CrashSummary, CrashesRemoved, DirEntry,
+    FaultInjected, FileStat, Grant, InstallPlan, InstallReport, KvValue, Listing, McpReloadReport,
+    McpServerInfo, McpToolInfo, McpToolResult, PendingApproval, PruneReport, Published, ReadResult,
+    ReloadReport, Removed, ReplayReport, SettingChanged, ShutdownAck, Status, Subscribed, TreeNode,
+    TrustInfo, TrustReport, Unsubscribed, Verification, Written,
 };
-use crate::{Fault, RawValue, SettingValue};
 
 /// What a request does to the daemon, for its audit entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -424,6 +424,16 @@ requests! {
         /// Capsule name.
         name: String,
     } => uninstall_capsule, mutates, target: name.clone();
+    /// The uses of `ask:` grants waiting for an answer, oldest first. Result: list of
+    /// [`PendingApproval`].
+    ListApprovals => list_approvals, reads;
+    /// Answers a waiting use of an `ask:` grant. Result: [`ApprovalSettled`].
+    AnswerApproval {
+        /// Its number (`ListApprovals`, or the `approval.requested` event).
+        id: u64,
+        /// `once`, `always` or `deny`.
+        answer: ApprovalAnswer,
+    } => answer_approval, mutates, target: format!("{id}: {answer}");
     /// The crash bundles kept in `<home>/crashes/`, oldest first. Result: list of
     /// [`CrashSummary`].
     ListCrashes => list_crashes, reads;

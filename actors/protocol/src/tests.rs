@@ -122,6 +122,11 @@ fn samples() -> Vec<Request> {
         Request::UninstallCapsule {
             name: "fetch".into(),
         },
+        Request::ListApprovals,
+        Request::AnswerApproval {
+            id: 3,
+            answer: crate::ApprovalAnswer::Always,
+        },
         Request::ListCrashes,
         Request::GetCrash {
             id: "0001733562000123-trap-a1b2c3".into(),

@@ -3,6 +3,9 @@
 //! Senders: the session router (`GrantCapability`, `RevokeCapability`, `ListCapabilities`),
 //! the capsule loader (manifest grants), and every host function ([`Check`], [`Refused`]).
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use actix::Message;
 
 use super::resource::{Access, ResourceError};
@@ -72,19 +75,38 @@ pub struct ListCapabilities {
 pub struct SetManifestGrants {
     /// Capsule name.
     pub subject: String,
-    /// Resources from its manifest.
+    /// Grants from its manifest, as written.
     pub resources: Vec<String>,
+    /// How long the user has to approve each use of some of its `ask:` grants (by the grant
+    /// as written); the others wait until the call's deadline.
+    pub approval_timeouts: BTreeMap<String, Duration>,
 }
 
-/// Whether `subject` may perform `access`. Denied unless a grant allows it; a denial is
-/// audited.
+/// Whether `subject` may perform `access`. Denied unless a grant allows it (a denial is
+/// audited), or allowed once the user approves it when only an `ask:` grant covers it.
 #[derive(Debug, Message)]
-#[rtype(result = "bool")]
+#[rtype(result = "Verdict")]
 pub struct Check {
     /// Capsule name.
     pub subject: String,
     /// What it attempts.
     pub access: Access,
+}
+
+/// The answer to [`Check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A grant allows it.
+    Allowed,
+    /// Nothing allows it (audited).
+    Denied,
+    /// Only an `ask:` grant covers it: allowed if the user approves.
+    Ask {
+        /// That grant, as written.
+        grant: String,
+        /// How long the user has to answer; none: until the call's deadline.
+        timeout: Option<Duration>,
+    },
 }
 
 /// A denial decided elsewhere (the VFS refusing a capsule's path: a symbolic link, a

@@ -26,9 +26,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use self::messages::{
     CapsError, Check, Grant, GrantCapability, GrantSource, ListCapabilities, Refused,
-    RevokeCapability, SetManifestGrants,
+    RevokeCapability, SetManifestGrants, Verdict,
 };
-use self::resource::{Access, ResourcePattern};
+use self::resource::{Access, GrantPattern, ResourcePattern};
 use crate::audit::{AuditActor, Record};
 use crate::clock::unix_millis;
 use crate::db::Db;
@@ -70,6 +70,21 @@ fn valid_subject(subject: &str) -> bool {
 struct Held {
     grant: Grant,
     pattern: ResourcePattern,
+    /// An `ask:` grant: each use waits for the user.
+    ask: bool,
+    /// How long the user has to approve a use (manifest grants only).
+    approval_timeout: Option<Duration>,
+}
+
+impl Held {
+    fn new(grant: Grant, parsed: GrantPattern) -> Self {
+        Self {
+            grant,
+            pattern: parsed.pattern,
+            ask: parsed.ask,
+            approval_timeout: None,
+        }
+    }
 }
 
 /// The capability store actor.
@@ -218,8 +233,8 @@ fn load(db: &Database) -> Result<Vec<Held>, redb::Error> {
                 continue;
             }
         };
-        match ResourcePattern::parse(&grant.resource) {
-            Ok(pattern) => held.push(Held { grant, pattern }),
+        match GrantPattern::parse(&grant.resource) {
+            Ok(parsed) => held.push(Held::new(grant, parsed)),
             Err(e) => tracing::error!("stored grant skipped: {e}"),
         }
     }
@@ -241,7 +256,7 @@ impl Handler<GrantCapability> for CapabilitiesActor {
         if !valid_subject(&msg.subject) {
             return Err(CapsError::InvalidSubject(msg.subject));
         }
-        let pattern = ResourcePattern::parse(&msg.resource)?;
+        let parsed = GrantPattern::parse(&msg.resource)?;
         // A manifest grant of the same resource does not count: it goes with the manifest,
         // while the operator's grant must stay.
         if let Some(existing) = self.find(&msg.subject, &msg.resource, GrantSource::Runtime) {
@@ -259,10 +274,7 @@ impl Handler<GrantCapability> for CapabilitiesActor {
                 source,
             })?;
         tracing::info!(subject = %grant.subject, resource = %grant.resource, "capability granted");
-        self.held.push(Held {
-            grant: grant.clone(),
-            pattern,
-        });
+        self.held.push(Held::new(grant.clone(), parsed));
         Ok(grant)
     }
 }
@@ -324,13 +336,13 @@ impl Handler<SetManifestGrants> for CapabilitiesActor {
         let parsed = msg
             .resources
             .iter()
-            .map(|r| ResourcePattern::parse(r).map(|p| (r.clone(), p)))
+            .map(|r| GrantPattern::parse(r).map(|p| (r.clone(), p)))
             .collect::<Result<Vec<_>, _>>()?;
         self.held.retain(|h| {
             !(h.grant.subject == msg.subject && h.grant.source == GrantSource::Manifest)
         });
         let now = unix_millis();
-        for (resource, pattern) in parsed {
+        for (resource, parsed) in parsed {
             if let Some(audit) = self.audit.get() {
                 audit.do_send(Record::new(
                     "kernel",
@@ -339,14 +351,16 @@ impl Handler<SetManifestGrants> for CapabilitiesActor {
                     "ok (manifest)",
                 ));
             }
+            let approval_timeout = msg.approval_timeouts.get(&resource).copied();
+            let grant = Grant {
+                subject: msg.subject.clone(),
+                resource,
+                source: GrantSource::Manifest,
+                granted_ms: now,
+            };
             self.held.push(Held {
-                grant: Grant {
-                    subject: msg.subject.clone(),
-                    resource,
-                    source: GrantSource::Manifest,
-                    granted_ms: now,
-                },
-                pattern,
+                approval_timeout,
+                ..Held::new(grant, parsed)
             });
         }
         Ok(())
@@ -354,22 +368,33 @@ impl Handler<SetManifestGrants> for CapabilitiesActor {
 }
 
 impl Handler<Check> for CapabilitiesActor {
-    type Result = bool;
+    type Result = MessageResult<Check>;
 
-    fn handle(&mut self, msg: Check, ctx: &mut Context<Self>) -> bool {
-        let allowed = self
-            .held
-            .iter()
-            .any(|h| h.grant.subject == msg.subject && h.pattern.allows(&msg.access));
-        if !allowed {
-            self.deny(
-                &msg.subject,
-                &msg.access,
-                "denied: no capability allows it",
-                ctx,
-            );
+    /// A grant given outright wins over an `ask:` one; among `ask:` grants, the first given.
+    fn handle(&mut self, msg: Check, ctx: &mut Context<Self>) -> Self::Result {
+        let mut ask = None;
+        for held in &self.held {
+            if held.grant.subject != msg.subject || !held.pattern.allows(&msg.access) {
+                continue;
+            }
+            if !held.ask {
+                return MessageResult(Verdict::Allowed);
+            }
+            ask.get_or_insert(held);
         }
-        allowed
+        if let Some(held) = ask {
+            return MessageResult(Verdict::Ask {
+                grant: held.grant.resource.clone(),
+                timeout: held.approval_timeout,
+            });
+        }
+        self.deny(
+            &msg.subject,
+            &msg.access,
+            "denied: no capability allows it",
+            ctx,
+        );
+        MessageResult(Verdict::Denied)
     }
 }
 

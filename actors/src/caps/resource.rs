@@ -33,7 +33,49 @@ pub struct ResourceError {
     pub reason: String,
 }
 
-/// A parsed grant.
+/// What starts a grant that is used only once the user approves it.
+pub const ASK_PREFIX: &str = "ask:";
+
+/// A grant as written: a resource, allowed outright or, after `ask:`, once the user approves
+/// each use (see the approvals actor).
+#[derive(Debug, Clone)]
+pub struct GrantPattern {
+    /// Each use waits for the user's approval.
+    pub ask: bool,
+    /// What it covers.
+    pub pattern: ResourcePattern,
+}
+
+impl GrantPattern {
+    /// Parses a grant as written in a manifest or given to `caps grant`.
+    ///
+    /// # Errors
+    ///
+    /// [`ResourceError`] naming the grant and what is wrong.
+    pub fn parse(grant: &str) -> Result<Self, ResourceError> {
+        let Some(resource) = grant.strip_prefix(ASK_PREFIX) else {
+            return ResourcePattern::parse(grant).map(|pattern| Self {
+                ask: false,
+                pattern,
+            });
+        };
+        let pattern = ResourcePattern::parse(resource).map_err(|e| ResourceError {
+            resource: grant.to_owned(),
+            reason: e.reason,
+        })?;
+        if matches!(pattern, ResourcePattern::BusSubscribe(_)) {
+            return Err(ResourceError {
+                resource: grant.to_owned(),
+                reason: "a subscription is made when the capsule loads, with nobody to ask: \
+                         grant bus:subscribe outright"
+                    .into(),
+            });
+        }
+        Ok(Self { ask: true, pattern })
+    }
+}
+
+/// A parsed resource.
 #[derive(Debug, Clone)]
 pub enum ResourcePattern {
     /// `kv`.

@@ -13,7 +13,7 @@ use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::dev::{Request, ToEnvelope};
 use actix::{Actor, Handler, Message};
@@ -23,11 +23,12 @@ use super::config::{CapsuleConfig, ConfigError};
 use super::crashes::CrashSink;
 use super::faults::CapsuleFaults;
 use super::http::{self, Hop};
+use crate::approvals::{AskApproval, Decision};
 use crate::audit::Record;
 use crate::bus::topic::validate_topic;
 use crate::bus::{BusActor, Publish};
 use crate::caps::resource::Access;
-use crate::caps::{Check, Refused};
+use crate::caps::{Check, Refused, Verdict};
 use crate::capsule::child_name;
 use crate::mcp::servers::McpServers;
 use crate::mcp::{CallTool, McpError};
@@ -245,15 +246,49 @@ impl Host {
         self.services.as_ref().ok_or(HostError::Failed)
     }
 
+    /// Whether the capsule may perform `access`: a grant allows it, or the user approves it
+    /// (an `ask:` grant; see [`Host::approve`]).
     fn allow(&self, access: Access, deadline: Instant) -> Result<(), HostError> {
+        let services = self.services()?;
+        let shown = access.to_string();
         let check = Check {
             subject: self.capsule.clone(),
             access,
         };
-        if ask(&self.services()?.caps, check, deadline)? {
-            Ok(())
-        } else {
-            Err(HostError::Denied)
+        match ask(&services.caps, check, deadline)? {
+            Verdict::Allowed => Ok(()),
+            Verdict::Denied => Err(HostError::Denied),
+            Verdict::Ask { grant, timeout } => {
+                self.approve(services, shown, grant, timeout, deadline)
+            }
+        }
+    }
+
+    /// Asks the user to approve `access` under the `ask:` grant `grant`, and waits on this
+    /// thread for the answer: at most `timeout` (the grant's, from the manifest), and never
+    /// past the call's `deadline`.
+    fn approve(
+        &self,
+        services: &Services,
+        access: String,
+        grant: String,
+        timeout: Option<Duration>,
+        deadline: Instant,
+    ) -> Result<(), HostError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = timeout.map_or(left, |t| t.min(left));
+        let question = AskApproval {
+            capsule: self.capsule.clone(),
+            access,
+            grant,
+            timeout,
+        };
+        match ask(&services.approvals, question, deadline)? {
+            Decision::Approved => Ok(()),
+            Decision::Denied(why) => {
+                tracing::info!(capsule = %self.capsule, "use not approved: {why}");
+                Err(HostError::Denied)
+            }
         }
     }
 

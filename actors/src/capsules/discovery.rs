@@ -76,6 +76,8 @@ fn scan_root(origin: CapsuleOrigin, root: &Path) -> Vec<Discovered> {
     };
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(Result::ok)
+        // A hidden folder is never a capsule: installs unpack and copy into those.
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .map(|e| e.path())
         .filter(|p| p.join(MANIFEST).is_file())
         .collect();

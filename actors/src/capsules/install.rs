@@ -11,17 +11,20 @@
 //! is). Capsules copied into the home by hand have no record and run as before.
 //!
 //! A folder to install may hold only regular files and folders (no links), within the
-//! bounds of a trusted configuration (`trust/snapshot.rs`).
+//! bounds of a trusted configuration (`trust/snapshot.rs`). A `.tar.gz` of one is unpacked
+//! first, safely (`archive.rs`), and installed as that folder would be.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::fut::ActorFutureExt;
 use actix::{Context, Handler, ResponseActFuture};
 use serde::{Deserialize, Serialize};
 
+use super::archive;
 use super::manifest::{self, Manifest};
 use super::messages::{InspectCapsule, InstallCapsule, UninstallCapsule};
 use super::{CapsulesActor, ReloadCapsules};
@@ -277,22 +280,97 @@ fn put_in_place(from: &Path, expected: &Snapshot, dest: &Path) -> io::Result<()>
     Ok(())
 }
 
-impl Handler<InspectCapsule> for CapsulesActor {
-    type Result = Result<InstallPlan, CapsuleError>;
+/// What is installed from: the folder given, or an archive unpacked into a folder beside the
+/// home's capsules (removed when this is dropped).
+struct Source {
+    given: PathBuf,
+    unpacked: Option<PathBuf>,
+    dir: PathBuf,
+}
 
-    fn handle(&mut self, msg: InspectCapsule, _: &mut Context<Self>) -> Self::Result {
-        let checked = self.check_folder(&msg.path)?;
-        Ok(self.plan_for(&checked))
+impl Drop for Source {
+    fn drop(&mut self) {
+        if let Some(unpacked) = &self.unpacked {
+            let _ = fs::remove_dir_all(unpacked);
+        }
+    }
+}
+
+impl Source {
+    /// `error` about the unpacked folder, told about the archive instead.
+    fn blame(&self, error: CapsuleError) -> CapsuleError {
+        match (&self.unpacked, error) {
+            (Some(unpacked), CapsuleError::BadInstall { reason, .. }) => {
+                let inside = format!("{}:", self.given.display());
+                bad(
+                    &self.given,
+                    reason.replace(&unpacked.display().to_string(), &inside),
+                )
+            }
+            (_, error) => error,
+        }
     }
 }
 
 impl CapsulesActor {
-    /// Copies the checked folder at `path` into the home and records it.
+    /// The folder to install from `path`: a `.tar.gz` or `.tgz` file is unpacked first
+    /// (see `archive.rs`).
+    fn source(&self, path: &str) -> Result<Source, CapsuleError> {
+        static UNPACKED: AtomicU64 = AtomicU64::new(0);
+        let given = PathBuf::from(path);
+        if !(archive::is_archive(&given) && given.is_file()) {
+            return Ok(Source {
+                dir: given.clone(),
+                given,
+                unpacked: None,
+            });
+        }
+        if !given.is_absolute() {
+            return Err(bad(&given, "the path must be absolute"));
+        }
+        let capsules = &self.deps.installed.capsules;
+        fs::create_dir_all(capsules).map_err(|e| bad(capsules, e.to_string()))?;
+        let n = UNPACKED.fetch_add(1, Ordering::Relaxed);
+        let into = capsules.join(format!(".unpacking-{}-{n}", std::process::id()));
+        let mut source = Source {
+            given,
+            unpacked: Some(into.clone()),
+            dir: into.clone(),
+        };
+        source.dir =
+            archive::unpack(&source.given, &into).map_err(|e| bad(&source.given, e.to_string()))?;
+        Ok(source)
+    }
+
+    /// Checks what `path` holds (a folder, or an archive of one).
+    fn check(&self, path: &str) -> Result<(Source, Checked), CapsuleError> {
+        let source = self.source(path)?;
+        let dir = source.dir.display().to_string();
+        let checked = self.check_folder(&dir).map_err(|e| source.blame(e))?;
+        Ok((source, checked))
+    }
+}
+
+impl Handler<InspectCapsule> for CapsulesActor {
+    type Result = Result<InstallPlan, CapsuleError>;
+
+    fn handle(&mut self, msg: InspectCapsule, _: &mut Context<Self>) -> Self::Result {
+        let (source, checked) = self.check(&msg.path)?;
+        let mut plan = self.plan_for(&checked);
+        if source.unpacked.is_some() {
+            plan.path = source.given.display().to_string();
+        }
+        Ok(plan)
+    }
+}
+
+impl CapsulesActor {
+    /// Copies the checked folder (or archive) at `path` into the home and records it.
     fn install(&mut self, path: &str, digest: &str) -> Result<InstallReport, CapsuleError> {
-        let checked = self.check_folder(path)?;
+        let (source, checked) = self.check(path)?;
         if checked.digest != digest {
             return Err(bad(
-                &checked.dir,
+                &source.given,
                 "it changed since it was inspected; inspect it again and confirm what it is now",
             ));
         }
@@ -301,7 +379,7 @@ impl CapsulesActor {
         let dest = store.capsules.join(&plan.name);
         if checked.dir != dest {
             put_in_place(&checked.dir, &checked.files, &dest)
-                .map_err(|e| bad(&checked.dir, e.to_string()))?;
+                .map_err(|e| bad(&source.given, e.to_string()))?;
         }
         let files = checked.files;
         let record = |e: io::Error| bad(&store.file, e.to_string());

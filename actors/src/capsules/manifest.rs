@@ -3,7 +3,7 @@
 //! field (`limits.fuel`, `command[1].name`, ...). Pure: reading a file and checking it,
 //! no actor state. The README documents every field.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::discovery::BUILTIN_CLI;
 use crate::bus::Pattern;
 use crate::bus::topic::validate_topic;
-use crate::caps::resource::ResourcePattern;
+use crate::caps::resource::{GrantPattern, ResourcePattern};
 use crate::capsule::inspect::check_size;
 use crate::mcp::config::{RawServer, ServerConfig};
 pub use crate::settings::Restart;
@@ -58,8 +58,11 @@ pub struct Manifest {
     /// The module file, relative to the capsule folder (`.wasm`, or `.wat` text).
     pub module: PathBuf,
     /// Capabilities the capsule is granted while it is loaded (`[capabilities] grant`),
-    /// in the capability store's grammar.
+    /// in the capability store's grammar (`ask:` ones used once the user approves).
     pub capabilities: Vec<String>,
+    /// How long the user has to approve a use of some `ask:` grants
+    /// (`[capabilities.approval_timeout]`, by grant as written).
+    pub approval_timeouts: BTreeMap<String, Duration>,
     /// `[limits]`.
     pub limits: Limits,
     /// Slash commands (`[[command]]`).
@@ -108,6 +111,10 @@ pub const FUEL_RANGE: (u64, u64) = (1_000, 1_000_000_000_000);
 /// Bounds of `limits.call_timeout`.
 pub const CALL_TIMEOUT_RANGE: (Duration, Duration) =
     (Duration::from_millis(1), Duration::from_mins(1));
+/// Bounds of each `capabilities.approval_timeout`: long enough for someone to read the
+/// question, short enough that a call never waits for an answer nobody will give.
+pub const APPROVAL_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_mins(10));
 
 /// One `[[command]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -173,6 +180,8 @@ struct RawModule {
 struct RawCapabilities {
     #[serde(default)]
     grant: Vec<String>,
+    #[serde(default)]
+    approval_timeout: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -280,18 +289,7 @@ impl Checker<'_> {
         }
         self.version(&raw.package.version)?;
         let module = self.module(&raw.module.file)?;
-        let mut grants = Vec::with_capacity(raw.capabilities.grant.len());
-        for (i, grant) in raw.capabilities.grant.iter().enumerate() {
-            match ResourcePattern::parse(grant) {
-                Ok(pattern) => grants.push(pattern),
-                Err(e) => {
-                    return self.fail(
-                        format!("capabilities.grant[{i}]"),
-                        format!("`{grant}`: {}", e.reason),
-                    );
-                }
-            }
-        }
+        let (grants, approval_timeouts) = self.capabilities(&raw.capabilities)?;
         let limits = self.limits(&raw.limits)?;
         let mut names = BTreeSet::new();
         for (i, command) in raw.commands.iter().enumerate() {
@@ -357,6 +355,7 @@ impl Checker<'_> {
             package: raw.package,
             module,
             capabilities: raw.capabilities.grant,
+            approval_timeouts,
             limits,
             commands: raw.commands,
             providers: raw.providers,
@@ -497,6 +496,40 @@ impl Checker<'_> {
                 format!("`{file}` must be a `.wasm` module or `.wat` text"),
             ),
         }
+    }
+
+    /// `[capabilities]`: the grants given outright (parsed, for the subscriptions' check),
+    /// and the approval timeouts of `ask:` grants.
+    fn capabilities(
+        &self,
+        raw: &RawCapabilities,
+    ) -> Result<(Vec<ResourcePattern>, BTreeMap<String, Duration>), ManifestError> {
+        let mut grants = Vec::with_capacity(raw.grant.len());
+        let mut asked = BTreeSet::new();
+        for (i, grant) in raw.grant.iter().enumerate() {
+            match GrantPattern::parse(grant) {
+                Ok(parsed) if parsed.ask => {
+                    asked.insert(grant.as_str());
+                }
+                Ok(parsed) => grants.push(parsed.pattern),
+                Err(e) => {
+                    return self.fail(
+                        format!("capabilities.grant[{i}]"),
+                        format!("`{grant}`: {}", e.reason),
+                    );
+                }
+            }
+        }
+        let mut approval_timeouts = BTreeMap::new();
+        for (grant, timeout) in &raw.approval_timeout {
+            let field = format!("capabilities.approval_timeout.\"{grant}\"");
+            if !asked.contains(grant.as_str()) {
+                return self.fail(field, "names no `ask:` grant of capabilities.grant");
+            }
+            let timeout = self.field(within(&field, timeout, APPROVAL_TIMEOUT_RANGE))?;
+            approval_timeouts.insert(grant.clone(), timeout);
+        }
+        Ok((grants, approval_timeouts))
     }
 
     fn limits(&self, raw: &RawLimits) -> Result<Limits, ManifestError> {

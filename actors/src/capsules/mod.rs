@@ -21,6 +21,7 @@
 //! [`SweepDue`] (calls wait: their deadlines are checked every [`Sweeper::EVERY`] until no
 //! call waits or runs), and the supervision messages [`Terminate`] and [`Inject`].
 
+pub mod archive;
 pub mod discovery;
 pub mod install;
 mod listing;
@@ -284,6 +285,7 @@ impl CapsulesActor {
             caps.do_send(SetManifestGrants {
                 subject: name.clone(),
                 resources: manifest.capabilities.clone(),
+                approval_timeouts: manifest.approval_timeouts.clone(),
             });
         }
         self.deps.namespaces.register(Namespaces::of_capsule(&name));

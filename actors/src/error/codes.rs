@@ -5,6 +5,7 @@
 use astrid_protocol::{ErrorBody, ErrorCode};
 
 use super::KernelError;
+use crate::approvals::ApprovalError;
 use crate::audit::AuditError;
 use crate::bus::BusError;
 use crate::caps::CapsError;
@@ -34,6 +35,7 @@ impl From<&KernelError> for ErrorBody {
                 ErrorCode::InvalidTopic
             }
             KernelError::Supervisor(SupervisorError::UnknownChild(_))
+            | KernelError::Approval(ApprovalError::Unknown(_))
             | KernelError::Vfs(VfsError::NotFound { .. })
             | KernelError::Crash(CrashError::NotFound(_)) => ErrorCode::NotFound,
             KernelError::Supervisor(SupervisorError::NotRunning { .. }) => ErrorCode::NotRunning,
@@ -59,6 +61,7 @@ impl From<&KernelError> for ErrorBody {
             | KernelError::Bus(BusError::PayloadTooLarge { .. } | BusError::TooManyPatterns(_))
             | KernelError::Vfs(VfsError::TooLarge { .. }) => ErrorCode::TooLarge,
             KernelError::Store(StoreError::Storage { .. } | StoreError::Aborted)
+            | KernelError::Approval(ApprovalError::Grant { .. })
             | KernelError::Caps(CapsError::Storage { .. })
             | KernelError::Audit(AuditError::Storage { .. } | AuditError::Aborted) => {
                 ErrorCode::StorageFailed

@@ -3,6 +3,7 @@
 
 mod codes;
 
+use crate::approvals::ApprovalError;
 use crate::audit::AuditError;
 use crate::bus::BusError;
 use crate::caps::CapsError;
@@ -44,6 +45,9 @@ pub enum KernelError {
     /// Refused or failed by an MCP server.
     #[error(transparent)]
     Mcp(#[from] McpError),
+    /// An answer to an approval not taken.
+    #[error(transparent)]
+    Approval(#[from] ApprovalError),
     /// A workspace could not be trusted or untrusted.
     #[error(transparent)]
     Trust(#[from] TrustError),

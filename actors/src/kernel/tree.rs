@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use super::stores::Stores;
 use super::{BootError, Kernel, KernelConfig, KernelInfo, LISTENER, ShutdownHandle};
+use crate::approvals::ApprovalsActor;
 use crate::audit::{AuditActor, Record};
 use crate::bus::intercept::Interceptors;
 use crate::bus::{BusActor, Pattern, Publish};
@@ -51,6 +52,8 @@ pub struct KernelActors {
     pub caps: ChildRef<CapabilitiesActor>,
     /// Workspace file system.
     pub vfs: ChildRef<VfsActor>,
+    /// Approvals of `ask:` grants.
+    pub approvals: ChildRef<ApprovalsActor>,
     /// The capsules supervisor (the registry's and every capsule's parent).
     pub capsule_supervisor: ChildRef<SupervisorActor>,
     /// Capsule registry.
@@ -69,6 +72,7 @@ impl KernelActors {
             store: ChildRef::new("store"),
             caps: ChildRef::new("capabilities"),
             vfs: ChildRef::new("vfs"),
+            approvals: ChildRef::new("approvals"),
             capsule_supervisor: ChildRef::new("capsules"),
             capsules: ChildRef::new("registry"),
             mcp: ChildRef::new("mcp"),
@@ -84,6 +88,7 @@ impl KernelActors {
             store: self.store.clone(),
             caps: self.caps.clone(),
             vfs: self.vfs.clone(),
+            approvals: self.approvals.clone(),
         }
     }
 }
@@ -308,6 +313,7 @@ fn children(
                     .map_err(|e| e.to_string())
             },
         ),
+        approvals(actors),
         capsules_supervisor(config, actors, registry),
         mcp_supervisor(config, actors, mcp),
         ChildSpec::worker(LISTENER, permanent, actors.listener.clone(), move || {
@@ -317,6 +323,28 @@ fn children(
         .shutdown_timeout(config.limits.drain_timeout + Duration::from_secs(1))
         .describe_children(move || sessions.infos().iter().map(session_node).collect()),
     ]
+}
+
+/// The approvals actor: it asks through the bus, gives `always` grants to the capability
+/// store, and records each decision in the audit log.
+fn approvals(actors: &KernelActors) -> ChildSpec {
+    let (bus, caps, audit) = (
+        actors.bus.clone(),
+        actors.caps.clone(),
+        actors.audit.clone(),
+    );
+    ChildSpec::worker(
+        "approvals",
+        RestartType::Permanent,
+        actors.approvals.clone(),
+        move || {
+            Ok(ApprovalsActor::new(
+                bus.clone(),
+                caps.clone(),
+                audit.clone(),
+            ))
+        },
+    )
 }
 
 /// The capsules supervisor: the registry, then one child per loaded capsule (each with a

@@ -1,7 +1,9 @@
 //! The kernel services as the floors above them see them: one bundle of handles to the bus,
-//! the audit log, the key-value store, the capability store and the workspace files. Sessions
+//! the audit log, the key-value store, the capability store, the workspace files and the
+//! approvals. Sessions
 //! and capsules' host calls are given this bundle, never the whole tree.
 
+use crate::approvals::ApprovalsActor;
 use crate::audit::AuditActor;
 use crate::bus::BusActor;
 use crate::caps::CapabilitiesActor;
@@ -23,4 +25,6 @@ pub struct Services {
     pub caps: ChildRef<CapabilitiesActor>,
     /// Workspace file system.
     pub vfs: ChildRef<VfsActor>,
+    /// Approvals of capsules' `ask:` grants.
+    pub approvals: ChildRef<ApprovalsActor>,
 }

@@ -6,7 +6,9 @@
 //! given, and a grant that cannot be stored (a full disk, injected through a failing storage
 //! backend) failing without taking effect. The audit actor runs over a ledger of its own.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::common::{DbFile, Disk, SESSION, close, eventually};
 use actix::{Actor, Addr};
@@ -15,7 +17,7 @@ use astrid_actors::audit::{self, AuditActor, AuditHealth, Tail, VerifyChain};
 use astrid_actors::caps::resource::Access;
 use astrid_actors::caps::{
     CapabilitiesActor, CapsError, Check, Grant, GrantCapability, GrantSource, ListCapabilities,
-    RevokeCapability, SetManifestGrants, prepare,
+    RevokeCapability, SetManifestGrants, Verdict, prepare,
 };
 use astrid_actors::db::Db;
 use astrid_actors::supervisor::{ChildRef, Terminate};
@@ -74,6 +76,7 @@ impl Fixture {
             .send(SetManifestGrants {
                 subject: subject.into(),
                 resources: resources.iter().map(|r| (*r).to_owned()).collect(),
+                approval_timeouts: BTreeMap::new(),
             })
             .await
             .unwrap()
@@ -121,6 +124,10 @@ async fn list(caps: &Addr<CapabilitiesActor>, subject: Option<&str>) -> Vec<Gran
 }
 
 async fn check(caps: &Addr<CapabilitiesActor>, subject: &str, access: Access) -> bool {
+    verdict(caps, subject, access).await == Verdict::Allowed
+}
+
+async fn verdict(caps: &Addr<CapabilitiesActor>, subject: &str, access: Access) -> Verdict {
     caps.send(Check {
         subject: subject.into(),
         access,
@@ -182,6 +189,53 @@ async fn everything_is_denied_by_default() {
     for access in every_kind() {
         assert!(!f.check("echo", access.clone()).await, "{access} is denied");
     }
+}
+
+#[actix_rt::test]
+async fn an_ask_grant_asks_unless_a_grant_given_outright_covers_the_same() {
+    let f = Fixture::new();
+    f.caps
+        .send(SetManifestGrants {
+            subject: "echo".into(),
+            resources: vec!["ask:kv".into(), "ask:vfs:read:**".into()],
+            approval_timeouts: [("ask:kv".to_owned(), Duration::from_secs(30))].into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        verdict(&f.caps, "echo", Access::Kv).await,
+        Verdict::Ask {
+            grant: "ask:kv".into(),
+            timeout: Some(Duration::from_secs(30)),
+        }
+    );
+    assert_eq!(
+        verdict(&f.caps, "echo", read("a")).await,
+        Verdict::Ask {
+            grant: "ask:vfs:read:**".into(),
+            timeout: None,
+        }
+    );
+    assert_eq!(verdict(&f.caps, "echo", write("a")).await, Verdict::Denied);
+    assert_eq!(verdict(&f.caps, "other", Access::Kv).await, Verdict::Denied);
+    // `always`: the grant given outright wins over the question.
+    f.grant("echo", "kv").await.unwrap();
+    assert_eq!(verdict(&f.caps, "echo", Access::Kv).await, Verdict::Allowed);
+    // A runtime `ask:` grant too; a subscription cannot wait for an answer.
+    f.grant("other", "ask:kv").await.unwrap();
+    assert!(matches!(
+        verdict(&f.caps, "other", Access::Kv).await,
+        Verdict::Ask { .. }
+    ));
+    let refused = f
+        .grant("other", "ask:bus:subscribe:user.>")
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("grant bus:subscribe outright"),
+        "{refused}"
+    );
 }
 
 #[actix_rt::test]

@@ -111,7 +111,11 @@ grant = [
     "bus:subscribe:user.>",
     "bus:subscribe:astrid.tick",
     "mcp:call:http/get",
+    "ask:net:http:https://api.weather.example",
 ]
+
+[capabilities.approval_timeout]
+"ask:net:http:https://api.weather.example" = "2m"
 
 [limits]
 memory_pages = 64
@@ -177,9 +181,15 @@ fn a_manifest_using_every_field_parses_exactly() {
             "bus:subscribe:user.>",
             "bus:subscribe:astrid.tick",
             "mcp:call:http/get",
+            "ask:net:http:https://api.weather.example",
         ]
         .map(String::from)
         .to_vec(),
+        approval_timeouts: [(
+            "ask:net:http:https://api.weather.example".to_owned(),
+            Duration::from_mins(2),
+        )]
+        .into(),
         limits: Limits {
             memory_pages: 64,
             fuel: 5_000_000,
@@ -738,10 +748,31 @@ fn each_capability_grammar_error_names_the_grant() {
         ("mcp:call:server", "expected mcp:call:<server>/<tool>"),
         ("mcp:call:/tool", "the pattern is empty"),
         ("mcp:call:server/", "the pattern is empty"),
+        ("ask:bus:subscribe:user.>", "grant bus:subscribe outright"),
+        ("ask:vfs:read:/etc", "relative to the workspace"),
     ] {
         // The bad grant is the second one, so the index must be right.
         let text = minimal_with(&format!("[capabilities]\ngrant = [\"kv\", \"{grant}\"]\n"));
         assert_refused(&text, "capabilities.grant[1]", needle);
+    }
+}
+
+#[test]
+fn an_approval_timeout_names_an_ask_grant_and_stays_within_bounds() {
+    for (table, needle) in [
+        ("\"kv\" = \"1m\"", "names no `ask:` grant"),
+        ("\"ask:kv\" = \"1h\"", "outside 1s..=10m"),
+        ("\"ask:kv\" = \"soon\"", "not a duration"),
+    ] {
+        let text = minimal_with(&format!(
+            "[capabilities]\ngrant = [\"kv\", \"ask:kv\"]\n\n[capabilities.approval_timeout]\n{table}\n"
+        ));
+        let field = table.split(" = ").next().unwrap();
+        assert_refused(
+            &text,
+            &format!("capabilities.approval_timeout.{field}"),
+            needle,
+        );
     }
 }
 

@@ -121,12 +121,17 @@ pub(crate) enum Command {
     /// with `config_get`.
     #[command(subcommand)]
     Settings(SettingsCommand),
+    /// Answer capsules' uses of `ask:` grants, which wait for a client's approval (the
+    /// interactive session shows each as it comes, with `/approve` and `/deny`).
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
     /// Install a capsule folder into the home (`<home>/capsules/<name>`): shows its name,
     /// version, commands, grants and settings (and, for an upgrade, the grants it adds and
     /// drops), asks to confirm, copies it, and reloads. An installed capsule whose files
     /// change afterwards does not run until it is installed again.
     Install {
-        /// The capsule folder (holding `Capsule.toml`).
+        /// The capsule folder (holding `Capsule.toml`), or a `.tar.gz`/`.tgz` of one (the
+        /// capsule at its root or in its one top folder).
         path: PathBuf,
         /// Install without asking.
         #[arg(long, short = 'y')]
@@ -183,6 +188,10 @@ pub(crate) enum Command {
         /// The bundle's id (see `astrid crashes ls`).
         id: String,
     },
+    /// Run a chaos plan: a workload of requests while faults are injected on a seeded
+    /// schedule, then a report of what was answered, how fast, what restarted, and the
+    /// invariants checked (exit status 3 when one fails). See README "Chaos plans".
+    Chaos(ChaosArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,6 +212,26 @@ pub(crate) enum CrashesCommand {
         #[arg(long, conflicts_with = "id")]
         all: bool,
     },
+}
+
+/// `astrid chaos`.
+#[derive(Debug, ClapArgs)]
+pub(crate) struct ChaosArgs {
+    /// The plan file (TOML).
+    pub(crate) plan: PathBuf,
+    /// Run this long instead of the plan's `duration` or `requests`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) duration: Option<Duration>,
+    /// Seed of the fault schedule instead of the plan's.
+    #[arg(long, value_name = "N")]
+    pub(crate) seed: Option<u64>,
+    /// Run against a daemon of its own in a fresh temporary home and workspace, holding the
+    /// plan's `capsules`; both are removed afterwards.
+    #[arg(long)]
+    pub(crate) fresh: bool,
+    /// No progress lines on stderr (`--json` implies it).
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -307,6 +336,26 @@ pub(crate) enum SettingsCommand {
         capsule: String,
         /// Setting name.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ApprovalsCommand {
+    /// List the requests waiting, oldest first.
+    Ls,
+    /// Let the use go ahead: this time, or with --always from now on (the grant is then
+    /// given outright, as a runtime grant that `caps revoke` removes).
+    Approve {
+        /// The request's number (`astrid approvals ls`).
+        id: u64,
+        /// Give the grant outright.
+        #[arg(long)]
+        always: bool,
+    },
+    /// Refuse the use (the capsule sees it denied).
+    Deny {
+        /// The request's number.
+        id: u64,
     },
 }
 

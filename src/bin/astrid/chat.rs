@@ -1,21 +1,33 @@
 //! The interactive session: reads lines from stdin, runs built-in slash commands and
 //! capsules' slash commands, publishes other lines as `user.prompt`, and prints every event
-//! it receives except its own prompts.
+//! it receives except its own prompts. A capsule's use of an `ask:` grant shows as a
+//! question, answered with `/approve` or `/deny`.
+//!
+//! Lines are run in order on a connection of their own (`worker`), so that the session
+//! keeps reading events and answers while a command runs: the command may be the one
+//! waiting for the approval.
 
 use astrid::client::Client;
-use astrid::protocol::{CommandInfo, CommandOutput, Request, Subscribed, to_payload};
+use astrid::protocol::{
+    APPROVAL_ANSWERED, APPROVAL_REQUESTED, ApprovalSettled, CommandInfo, CommandOutput,
+    PendingApproval, Request, Subscribed, to_payload,
+};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
 
-use crate::{CliError, render};
+use crate::{CliError, approvals, render};
+
+/// Lines typed ahead of the command running.
+const TYPED_AHEAD: usize = 64;
 
 #[derive(Serialize)]
 struct Prompt<'a> {
     text: &'a str,
 }
 
-pub(crate) async fn run(mut client: Client) -> Result<(), CliError> {
-    let me = client
+pub(crate) async fn run(mut client: Client, worker: Client) -> Result<(), CliError> {
+    let me = worker
         .welcome()
         .connection
         .map(|n| format!("client:{n}"))
@@ -34,12 +46,31 @@ pub(crate) async fn run(mut client: Client) -> Result<(), CliError> {
             .unwrap_or("astrid-daemon"),
         client.welcome().session.as_deref().unwrap_or("?")
     );
+    let (lines_out, mut lines_in) = mpsc::channel::<String>(TYPED_AHEAD);
+    let running = tokio::spawn(async move {
+        while let Some(line) = lines_in.recv().await {
+            print!("{}", handle_line(&worker, &line).await);
+        }
+    });
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         tokio::select! {
             line = lines.next_line() => {
                 let Some(line) = line? else { break };
-                if !handle_line(&client, line.trim()).await? {
+                let line = line.trim();
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words.first().and_then(|w| w.strip_prefix('/')) {
+                    Some("quit" | "exit") => break,
+                    Some(name) => {
+                        if let Some(answer) = approvals::chat_command(&client, name, &words[1..]).await {
+                            print!("{answer}");
+                            continue;
+                        }
+                    }
+                    None if line.is_empty() => continue,
+                    None => {}
+                }
+                if lines_out.send(line.to_owned()).await.is_err() {
                     break;
                 }
             }
@@ -49,36 +80,47 @@ pub(crate) async fn run(mut client: Client) -> Result<(), CliError> {
                     break;
                 };
                 let own_prompt = event.source == me && event.topic == "user.prompt";
-                if !own_prompt {
+                if own_prompt {
+                    continue;
+                }
+                if event.topic == APPROVAL_REQUESTED
+                    && let Ok(request) = rmpv::ext::from_value::<PendingApproval>(event.payload.clone())
+                {
+                    print!("{}", approvals::question(&request));
+                } else if event.topic == APPROVAL_ANSWERED
+                    && let Ok(settled) = rmpv::ext::from_value::<ApprovalSettled>(event.payload.clone())
+                {
+                    print!("{}", approvals::settled_line(&settled));
+                } else {
                     println!("{}", render::event(&event));
                 }
             }
         }
     }
+    drop(lines_out);
+    // What was typed before the end still runs (a script piped in ends with its input).
+    let _ = running.await;
     Ok(())
 }
 
-/// Returns `false` when the session should end.
-async fn handle_line(client: &Client, line: &str) -> Result<bool, CliError> {
-    if line.is_empty() {
-        return Ok(true);
-    }
+/// Runs one line: a built-in or a capsule's slash command, or a prompt to publish; returns
+/// what to print.
+async fn handle_line(client: &Client, line: &str) -> String {
     let Some(command) = line.strip_prefix('/') else {
-        let payload = to_payload(&Prompt { text: line }).map_err(std::io::Error::other)?;
-        let sent = client
-            .call::<astrid::protocol::Published>(Request::Publish {
-                topic: "user.prompt".into(),
-                payload,
-            })
-            .await;
-        if let Err(e) = sent {
-            println!("error: {e}");
-        }
-        return Ok(true);
+        let sent = match to_payload(&Prompt { text: line }) {
+            Ok(payload) => client
+                .call::<astrid::protocol::Published>(Request::Publish {
+                    topic: "user.prompt".into(),
+                    payload,
+                })
+                .await
+                .map(|_| String::new()),
+            Err(e) => return format!("error: {e}\n"),
+        };
+        return sent.unwrap_or_else(|e| format!("error: {e}\n"));
     };
     let name = command.split_whitespace().next().unwrap_or_default();
     let result = match name {
-        "quit" | "exit" => return Ok(false),
         "status" => client.status().await.map(|s| render::status(&s)),
         "capsules" => client.capsules().await.map(|c| render::capsules(&c)),
         "ps" => client.tree().await.map(|t| render::tree(&t)),
@@ -98,9 +140,5 @@ async fn handle_line(client: &Client, line: &str) -> Result<bool, CliError> {
             .await
             .map(|out| render::output(&out)),
     };
-    match result {
-        Ok(text) => print!("{text}"),
-        Err(e) => println!("error: {e}"),
-    }
-    Ok(true)
+    result.unwrap_or_else(|e| format!("error: {e}\n"))
 }

@@ -37,6 +37,8 @@ const ALREADY_RUNNING: i32 = astrid::daemon::EXIT_ALREADY_RUNNING as i32;
 pub(crate) enum Mode {
     /// Exits after its last client.
     Ephemeral,
+    /// Exits after its last client, and accepts `InjectFault` (for `astrid chaos`).
+    EphemeralFaults,
     /// Stays until stopped.
     Persistent {
         /// Pass `--allow-fault-injection`.
@@ -151,11 +153,14 @@ impl Target {
             command.arg("--workspace").arg(workspace);
         }
         match mode {
-            Mode::Ephemeral => {
+            Mode::Ephemeral | Mode::EphemeralFaults => {
                 command
                     .arg("--ephemeral")
                     .arg("--idle-grace")
                     .arg(humantime::format_duration(self.idle_grace).to_string());
+                if mode == Mode::EphemeralFaults {
+                    command.arg("--allow-fault-injection");
+                }
             }
             Mode::Persistent { faults: true } => {
                 command.arg("--allow-fault-injection");

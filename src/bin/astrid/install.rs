@@ -1,4 +1,4 @@
-//! `astrid install`: shows what a capsule folder brings (`InspectCapsule`), asks to confirm
+//! `astrid install`: shows what a capsule folder (or a `.tar.gz` of one) brings (`InspectCapsule`), asks to confirm
 //! unless `--yes`, then installs exactly what was shown (`InstallCapsule` with its digest).
 
 use std::fmt::Write as _;

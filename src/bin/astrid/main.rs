@@ -3,12 +3,16 @@
 //! `--json`, as JSON. With no command it opens an interactive session.
 //!
 //! Exit status: 0 on success, 1 when the daemon reports an error or cannot be reached (or
-//! `astrid replay`'s crash did not reproduce), 2 for bad arguments.
+//! `astrid replay`'s crash did not reproduce), 2 for bad arguments, 3 when `astrid chaos`
+//! finds an invariant broken.
 
+mod approvals;
 mod args;
+mod chaos;
 mod chat;
 mod crashes;
 mod daemon;
+mod fault;
 mod install;
 mod render;
 mod settings;
@@ -21,16 +25,17 @@ use std::time::Duration;
 use astrid::client::ClientError;
 use astrid::paths::PathError;
 use astrid::protocol::{
-    AuditEntry, CapsuleMetadata, CommandInfo, CommandOutput, Event, Fault, FaultInjected, Grant,
-    KvValue, Listing, McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, PruneReport,
-    Published, RawValue, ReloadReport, Removed, Request, Subscribed, TrustInfo, TrustReport,
-    Verification, Written, to_payload,
+    AuditEntry, CapsuleMetadata, CommandInfo, CommandOutput, Event, FaultInjected, Grant, KvValue,
+    Listing, McpReloadReport, McpServerInfo, McpToolInfo, McpToolResult, PruneReport, Published,
+    RawValue, ReloadReport, Removed, Request, Subscribed, TrustInfo, TrustReport, Verification,
+    Written, to_payload,
 };
 use clap::Parser;
 use serde::Serialize;
 
 use crate::args::{AuditCommand, CapsCommand, Cli, Command, ConfigCommand, KvCommand, McpCommand};
 use crate::daemon::{Mode, Stopped, Target};
+use crate::fault::parse_fault;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +99,8 @@ pub(crate) enum CliError {
     },
     #[error("the crash {0} did not reproduce")]
     NotReproduced(String),
+    #[error(transparent)]
+    Chaos(#[from] chaos::ChaosError),
     #[error("i/o error")]
     Io(#[from] std::io::Error),
 }
@@ -124,7 +131,11 @@ fn main() -> ExitCode {
         Err(e) => {
             let message = astrid::error_chain(&e);
             eprintln!("astrid: {message}");
-            ExitCode::FAILURE
+            if matches!(e, CliError::Chaos(chaos::ChaosError::Invariants(_))) {
+                ExitCode::from(chaos::EXIT_INVARIANT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -193,8 +204,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Chat => {
             let (client, _) = target.connect_or_start(Mode::Ephemeral).await?;
-            chat::run(client).await
+            // Commands run on a connection of their own, so that the session keeps reading
+            // (an approval the command waits for is answered here).
+            let (worker, _) = target.connect_or_start(Mode::Ephemeral).await?;
+            chat::run(client, worker).await
         }
+        Command::Chaos(args) => chaos::run(&cli.global, args).await,
         other => {
             let (client, _) = target.connect_or_start(Mode::Ephemeral).await?;
             one_shot(client, other, json).await
@@ -269,6 +284,7 @@ async fn one_shot(
         Command::Kv(kv) => kv_command(&client, kv, json).await,
         Command::Caps(caps) => caps_command(&client, caps, json).await,
         Command::Settings(settings) => settings::run(&client, settings, json).await,
+        Command::Approvals(cmd) => approvals::run(&client, cmd, json).await,
         Command::Install { path, yes } => install::install(&client, &path, yes, json).await,
         Command::Uninstall { name } => {
             let done: Removed = client.call(Request::UninstallCapsule { name }).await?;
@@ -283,7 +299,8 @@ async fn one_shot(
         | Command::Start { .. }
         | Command::Stop { .. }
         | Command::Trust { .. }
-        | Command::Untrust { .. } => Ok(()),
+        | Command::Untrust { .. }
+        | Command::Chaos(_) => Ok(()),
     }
 }
 
@@ -535,8 +552,4 @@ fn print_event(json: bool, event: &Event) -> Result<(), CliError> {
         println!("{}", render::event(event));
     }
     Ok(())
-}
-
-fn parse_fault(text: &str) -> Result<Fault, CliError> {
-    text.parse().map_err(CliError::BadFault)
 }

@@ -1,6 +1,7 @@
 //! What the daemon's replies and events carry, by the kernel service that produces it. The
 //! kernel uses these very types, so a reply cannot drift from what clients decode.
 
+pub mod approvals;
 pub mod audit;
 pub mod bus;
 pub mod caps;

@@ -13,6 +13,7 @@
 //! the audit log with its outcome; a request that changes state is answered only once its
 //! entry is durable, the others are recorded without waiting.
 
+mod approvals;
 mod caps;
 mod capsules;
 mod crashes;
@@ -34,7 +35,7 @@ use super::{SessionActor, SessionDeps};
 use crate::audit::{AuditActor, Record};
 use crate::error::KernelError;
 use crate::protocol::{
-    Effect, ErrorBody, ErrorCode, Fault, RawValue, Request, Routes, SettingValue,
+    ApprovalAnswer, Effect, ErrorBody, ErrorCode, Fault, RawValue, Request, Routes, SettingValue,
 };
 use crate::store::{self, StoreActor};
 use crate::supervisor::{CallError, ChildRef, SupervisorActor};
@@ -272,6 +273,12 @@ impl Routes for Dispatch<'_> {
     }
     fn uninstall_capsule(self, name: String) {
         capsules::uninstall(self, name);
+    }
+    fn list_approvals(self) {
+        approvals::list(self);
+    }
+    fn answer_approval(self, id: u64, answer: ApprovalAnswer) {
+        approvals::answer(self, id, answer);
     }
     fn kv_get(self, key: String) {
         kv::get(self, key);
