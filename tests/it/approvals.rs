@@ -1,5 +1,6 @@
 //! Approvals through a real daemon: a capsule whose only grant on the key-value store is
-//! `ask:kv` waits, in each call, for a client's answer. `once` lets one call through,
+//! `ask:kv` waits, in each call, for a client's answer (up to 3 s, its manifest says: longer
+//! than its 1 s call deadline, which the wait does not count against). `once` lets one call through,
 //! `always` gives the grant outright (persisted: no question afterwards, across a restart
 //! too), `deny` and no answer in time refuse it, and with no frontend listening it is
 //! refused at once; every decision is in the audit log; the interactive `astrid` shows the
@@ -39,8 +40,7 @@ fn daemon() -> TestDaemon {
             let manifest = one_command_manifest(
                 "asker",
                 "[capabilities]\ngrant = [\"ask:kv\"]\n\n\
-                 [capabilities.approval_timeout]\n\"ask:kv\" = \"3s\"\n\n\
-                 [limits]\ncall_timeout = \"10s\"\n",
+                 [capabilities.approval_timeout]\n\"ask:kv\" = \"3s\"\n",
             );
             write_capsule(
                 &home.join("capsules"),
@@ -130,6 +130,9 @@ async fn once_always_deny_expiry_and_no_frontend() {
     assert_eq!(request.access, "kv");
     let waiting: Vec<PendingApproval> = admin.call(Request::ListApprovals).await.unwrap();
     assert_eq!(waiting, std::slice::from_ref(&request));
+    // The user takes longer than the capsule's whole call deadline (1 s): the time it waits
+    // for the answer does not count against it.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     let settled = answer(&admin, request.id, ApprovalAnswer::Once).await;
     assert!(
         settled.approved && settled.outcome.starts_with("approved once by client:"),

@@ -23,6 +23,7 @@ use super::config::{CapsuleConfig, ConfigError};
 use super::crashes::CrashSink;
 use super::faults::CapsuleFaults;
 use super::http::{self, Hop};
+use super::pauses::CallPauses;
 use crate::approvals::{AskApproval, Decision};
 use crate::audit::Record;
 use crate::bus::topic::validate_topic;
@@ -86,7 +87,13 @@ pub struct Host {
     faults: Arc<CapsuleFaults>,
     /// Where its crashes are kept (none: not kept).
     crashes: Option<Arc<CrashSink>>,
+    /// What its call running paused for the user (shared by every instance).
+    pauses: Arc<CallPauses>,
 }
+
+/// How much longer than the user's time a capsule waits for the approvals actor's answer
+/// (which comes at that time at the latest).
+const APPROVAL_MARGIN: Duration = Duration::from_secs(1);
 
 /// `mcp_call`'s input.
 #[derive(Debug, serde::Deserialize)]
@@ -127,6 +134,7 @@ impl Host {
             config: Arc::new(CapsuleConfig::new(capsule, Vec::new(), BTreeMap::new())),
             faults: Arc::default(),
             crashes: None,
+            pauses: Arc::default(),
         }
     }
 
@@ -170,11 +178,12 @@ impl Host {
     ) -> Result<Vec<u8>, HostError> {
         let mut request = http::prepare(request)?;
         let mut hops = 0;
+        let mut deadline = deadline;
         loop {
             let url = request.url().clone();
             let target = http::audit_target(request.method(), &url);
             let mut access = http::access(&url);
-            self.allow(Access::NetHttp(access.clone()), deadline)?;
+            deadline = self.allow(Access::NetHttp(access.clone()), deadline)?;
             let left = deadline.saturating_duration_since(Instant::now());
             let addrs = http::resolve(&url, left).inspect_err(|e| {
                 let outcome = format!("error {}: the name did not resolve in time", e.code());
@@ -182,7 +191,7 @@ impl Host {
             })?;
             if addrs.iter().any(|a| !http::is_public(a.ip())) {
                 access.private = true;
-                self.allow(Access::NetHttp(access), deadline)?;
+                deadline = self.allow(Access::NetHttp(access), deadline)?;
             }
             match request.hop(addrs, deadline, max_body, hops < http::MAX_REDIRECTS) {
                 Ok(Hop::Done {
@@ -232,6 +241,11 @@ impl Host {
         &self.faults
     }
 
+    /// What its call running paused for the user.
+    pub fn pauses(&self) -> &CallPauses {
+        &self.pauses
+    }
+
     /// The capsule's name.
     pub fn capsule(&self) -> &str {
         &self.capsule
@@ -247,8 +261,9 @@ impl Host {
     }
 
     /// Whether the capsule may perform `access`: a grant allows it, or the user approves it
-    /// (an `ask:` grant; see [`Host::approve`]).
-    fn allow(&self, access: Access, deadline: Instant) -> Result<(), HostError> {
+    /// (an `ask:` grant; see [`Host::approve`]). Answers the call's deadline, pushed back by
+    /// the time it waited for the user.
+    fn allow(&self, access: Access, deadline: Instant) -> Result<Instant, HostError> {
         let services = self.services()?;
         let shown = access.to_string();
         let check = Check {
@@ -256,7 +271,7 @@ impl Host {
             access,
         };
         match ask(&services.caps, check, deadline)? {
-            Verdict::Allowed => Ok(()),
+            Verdict::Allowed => Ok(deadline),
             Verdict::Denied => Err(HostError::Denied),
             Verdict::Ask { grant, timeout } => {
                 self.approve(services, shown, grant, timeout, deadline)
@@ -265,8 +280,9 @@ impl Host {
     }
 
     /// Asks the user to approve `access` under the `ask:` grant `grant`, and waits on this
-    /// thread for the answer: at most `timeout` (the grant's, from the manifest), and never
-    /// past the call's `deadline`.
+    /// thread for the answer: at most `timeout` (the grant's, from the manifest), else the
+    /// rest of the call's `deadline`. The wait is a pause of the call (`pauses.rs`): it does
+    /// not count against the call's deadline.
     fn approve(
         &self,
         services: &Services,
@@ -274,17 +290,25 @@ impl Host {
         grant: String,
         timeout: Option<Duration>,
         deadline: Instant,
-    ) -> Result<(), HostError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let timeout = timeout.map_or(left, |t| t.min(left));
+    ) -> Result<Instant, HostError> {
+        let asked = Instant::now();
+        let timeout = timeout.unwrap_or_else(|| deadline.saturating_duration_since(asked));
         let question = AskApproval {
             capsule: self.capsule.clone(),
             access,
             grant,
             timeout,
         };
-        match ask(&services.approvals, question, deadline)? {
-            Decision::Approved => Ok(()),
+        self.pauses.pausing(timeout + APPROVAL_MARGIN);
+        let answer = ask(
+            &services.approvals,
+            question,
+            asked + timeout + APPROVAL_MARGIN,
+        );
+        let waited = asked.elapsed();
+        self.pauses.paused(waited);
+        match answer? {
+            Decision::Approved => Ok(deadline + waited),
             Decision::Denied(why) => {
                 tracing::info!(capsule = %self.capsule, "use not approved: {why}");
                 Err(HostError::Denied)
@@ -345,7 +369,7 @@ impl Host {
 
     /// `kv_get`.
     pub(crate) fn kv_get(&self, key: &str, deadline: Instant) -> Result<Vec<u8>, HostError> {
-        self.allow(Access::Kv, deadline)?;
+        let deadline = self.allow(Access::Kv, deadline)?;
         let get = Get {
             namespace: self.namespace.clone(),
             key: key.to_owned(),
@@ -362,7 +386,7 @@ impl Host {
         value: Vec<u8>,
         deadline: Instant,
     ) -> Result<(), HostError> {
-        self.allow(Access::Kv, deadline)?;
+        let deadline = self.allow(Access::Kv, deadline)?;
         let put = Put {
             namespace: self.namespace.clone(),
             key: key.to_owned(),
@@ -378,7 +402,7 @@ impl Host {
 
     /// `kv_delete`: `NotFound` when the key did not exist.
     pub(crate) fn kv_delete(&self, key: &str, deadline: Instant) -> Result<(), HostError> {
-        self.allow(Access::Kv, deadline)?;
+        let deadline = self.allow(Access::Kv, deadline)?;
         let delete = Delete {
             namespace: self.namespace.clone(),
             key: key.to_owned(),
@@ -400,7 +424,7 @@ impl Host {
     pub(crate) fn vfs_read(&self, path: &str, deadline: Instant) -> Result<Vec<u8>, HostError> {
         let path = normalized(path)?;
         let access = Access::VfsRead(path.clone());
-        self.allow(access.clone(), deadline)?;
+        let deadline = self.allow(access.clone(), deadline)?;
         let read = CapsuleRead { path };
         ask(&self.services()?.vfs, read, deadline)?
             .map(|r| r.data)
@@ -416,7 +440,7 @@ impl Host {
     ) -> Result<(), HostError> {
         let path = normalized(path)?;
         let access = Access::VfsWrite(path.clone());
-        self.allow(access.clone(), deadline)?;
+        let deadline = self.allow(access.clone(), deadline)?;
         let write = CapsuleWrite {
             path: path.clone(),
             data,
@@ -459,7 +483,7 @@ impl Host {
     pub(crate) fn mcp_call(&self, input: &[u8], deadline: Instant) -> Result<Vec<u8>, HostError> {
         let input: McpCallInput = rmp_serde::from_slice(input).map_err(|_| HostError::Invalid)?;
         let target = format!("{}/{}", input.server, input.tool);
-        self.allow(
+        let deadline = self.allow(
             Access::McpCall {
                 server: input.server.clone(),
                 tool: input.tool.clone(),

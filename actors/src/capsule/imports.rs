@@ -161,6 +161,8 @@ fn hook(
         }
     };
     let state = env.data_mut();
+    // Time the call waited for the user does not count against its deadline.
+    state.deadline += state.host.pauses().take_fresh();
     let secret = std::mem::take(&mut state.secret);
     state.tape.record(import, sizes, &given, secret);
     Ok(given)

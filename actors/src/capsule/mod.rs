@@ -41,6 +41,7 @@ pub mod inspect;
 mod limits;
 pub mod log;
 mod messages;
+pub mod pauses;
 mod queue;
 pub mod replay;
 pub mod runner;

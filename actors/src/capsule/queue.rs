@@ -167,6 +167,9 @@ struct State {
     /// The call the capsule's thread is running: its ticket, when it was queued, and its
     /// answer (taken by the sweep if it runs past its deadline).
     running: Option<(u64, Instant, Answer)>,
+    /// How much longer the running call's caller waits: the time the call paused for the
+    /// user (see `pauses.rs`).
+    held: Duration,
     /// Tickets handed out so far.
     tickets: u64,
     /// The capsule's thread was told of waiting calls, or is working: it is awake.
@@ -271,6 +274,7 @@ impl CallQueue {
         state.tickets += 1;
         let ticket = state.tickets;
         let late = state.running.replace((ticket, queued, answer));
+        state.held = Duration::ZERO;
         drop(state);
         drop(late);
         Some((ticket, command, args))
@@ -324,15 +328,22 @@ impl CallQueue {
         }
     }
 
+    /// The running call's caller waits `held` longer than the deadline's patience (the
+    /// call paused that long for the user).
+    pub fn hold_running(&self, held: Duration) {
+        self.lock().held = held;
+    }
+
     /// Answers `timeout` to every call past its caller's patience.
     pub fn sweep(&self, now: Instant) {
         let mut late = Vec::new();
         {
             let mut state = self.lock();
+            let held = state.held;
             if state
                 .running
                 .as_ref()
-                .is_some_and(|(_, queued, _)| now >= *queued + self.patience)
+                .is_some_and(|(_, queued, _)| now >= *queued + self.patience + held)
             {
                 late.extend(state.running.take().map(|(_, _, answer)| answer));
             }

@@ -395,6 +395,23 @@ impl Guest<'_> {
             // The capsule was unloaded.
             return Ok(());
         };
+        // A call that pauses for the user holds its caller as long (see `pauses.rs`).
+        let held = Arc::downgrade(&queue);
+        self.runner
+            .host
+            .pauses()
+            .set_hold(Some(Box::new(move |extra| {
+                if let Some(queue) = held.upgrade() {
+                    queue.hold_running(extra);
+                }
+            })));
+        let outcome = self.run_calls(&queue);
+        self.runner.host.pauses().set_hold(None);
+        outcome
+    }
+
+    /// [`Self::calls`]' loop.
+    fn run_calls(&mut self, queue: &Arc<CallQueue>) -> Result<(), Crash> {
         let mut ran = 0;
         loop {
             if self.runner.lock().closed {

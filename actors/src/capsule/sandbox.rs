@@ -18,7 +18,8 @@
 //! in `memory.atomic.wait`), exceptions (every `throw` allocates host memory that lives as
 //! long as the instance) or more than one memory. Time:
 //! host imports wait for services only until the call's deadline, and a call that ends
-//! after its deadline is a failure ([`CallError::Deadline`]), whatever it answered. Nothing
+//! after its deadline is a failure ([`CallError::Deadline`]), whatever it answered (the time
+//! it waited for the user's approval aside: `pauses.rs`). Nothing
 //! preempts a guest that computes past its deadline: its fuel ends it. (wasmer's signal-based
 //! host interrupt was tried and dropped: a signal landing in host code while a guest called
 //! an import could deadlock the thread or abort the process.)
@@ -524,9 +525,12 @@ impl Sandbox {
             return Err(CallError::Trap(format!("cannot set the call's fuel: {e}")));
         }
         self.backtrace.clear();
-        self.env.as_mut(&mut self.store).tape.begin(entry, input);
+        let state = self.env.as_mut(&mut self.store);
+        state.tape.begin(entry, input);
+        state.host.pauses().begin();
         let mut reply = self.run(&handler, input, len);
-        if started.elapsed() > self.call_timeout {
+        let paused = self.env.as_ref(&self.store).host.pauses().total();
+        if started.elapsed().saturating_sub(paused) > self.call_timeout {
             // Late: the caller has been told `timeout`; what the guest did is not trusted.
             reply = Err(CallError::Deadline(self.call_timeout));
         }
