@@ -248,6 +248,27 @@ fn the_slow_disk_plan_delays_and_fails_storage_and_loses_no_acknowledged_write()
 }
 
 #[test]
+fn the_flaky_host_plan_fails_host_calls_and_loses_no_acknowledged_note() {
+    let r = run_shipped("flaky-host.toml", 3);
+    let wires: Vec<&Value> = r["faults"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| &f["wire"])
+        .collect();
+    assert!(
+        wires.iter().any(|w| w["import"]["import"] == "kv_put"),
+        "{wires:#?}"
+    );
+    // The failed host calls made some commands fail (`capsule_error`), never a crash.
+    assert!(
+        r["requests"]["errors"]["capsule_error"].as_u64() > Some(0),
+        "{r:#}"
+    );
+    assert_eq!(r["restarts"], serde_json::json!([]), "{r:#}");
+}
+
+#[test]
 fn the_flaky_mcp_plan_counts_a_killed_server_as_a_crash_of_its_own() {
     // The plan, with the example server and capsule where this build keeps them.
     let text = std::fs::read_to_string(shipped("flaky-mcp.toml"))
