@@ -1,6 +1,6 @@
 //! Storage faults (`astrid fault store storage:fsync`): the ledger's next journal writes,
 //! journal syncs or checkpoints fail as if the disk had failed them. Journal files are
-//! wrapped at open ([`Faulty`]), so an injected failure takes exactly the path a real one
+//! wrapped at open (`Faulty`), so an injected failure takes exactly the path a real one
 //! takes; the checkpointer asks [`StorageFaults::take`] before it writes to the database.
 //! Unarmed, each check is one atomic load.
 
