@@ -223,15 +223,20 @@ fn the_stalled_store_plan_loses_no_acknowledged_key() {
     assert!(max >= 200_000, "{:#}", r["latency"]);
 }
 
-#[test]
-fn the_slow_disk_plan_delays_and_fails_storage_and_loses_no_acknowledged_write() {
-    let r = run_shipped("slow-disk.toml", 4);
-    let wires: Vec<&Value> = r["faults"]["list"]
+/// The wire form of each fault a report lists as injected.
+fn wires(report: &Value) -> Vec<&Value> {
+    report["faults"]["list"]
         .as_array()
         .unwrap()
         .iter()
         .map(|f| &f["wire"])
-        .collect();
+        .collect()
+}
+
+#[test]
+fn the_slow_disk_plan_delays_and_fails_storage_and_loses_no_acknowledged_write() {
+    let r = run_shipped("slow-disk.toml", 4);
+    let wires = wires(&r);
     assert_eq!(
         wires,
         [
@@ -250,12 +255,7 @@ fn the_slow_disk_plan_delays_and_fails_storage_and_loses_no_acknowledged_write()
 #[test]
 fn the_flaky_host_plan_fails_host_calls_and_loses_no_acknowledged_note() {
     let r = run_shipped("flaky-host.toml", 3);
-    let wires: Vec<&Value> = r["faults"]["list"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| &f["wire"])
-        .collect();
+    let wires = wires(&r);
     assert!(
         wires.iter().any(|w| w["import"]["import"] == "kv_put"),
         "{wires:#?}"
