@@ -195,6 +195,28 @@ async fn echo_replies_its_input_through_the_socket_and_the_cli() {
         String::from_utf8_lossy(&out.stdout).contains("echo"),
         "{out:?}"
     );
+
+    // A command as `commands` lists it, with its slash: through the socket and the CLI.
+    let out = invoke(&client, "/echo", &["slash"]).await.unwrap();
+    assert_eq!(out.command, "/echo");
+    let out = d.cli(&["run", "/echo", "a"]);
+    assert!(out.status.success(), "{out:?}");
+    // The built-in capsule's commands run as the `astrid` commands of the same name.
+    for builtin in ["status", "/ps", "capsules", "commands"] {
+        let out = d.cli(&["run", builtin]);
+        assert!(out.status.success(), "{builtin}: {out:?}");
+    }
+    let out = d.cli(&["run", "status"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pid"), "{out:?}");
+    for (args, says) in [
+        (&["run", "quit"][..], "a command of the interactive session"),
+        (&["run", "ps", "x"][..], "takes no arguments"),
+    ] {
+        let out = d.cli(args);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{err}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -100,6 +100,8 @@ impl LoadedCapsules {
     /// the interactive session), [`CapsuleError::Failed`] past the capsule's
     /// budget, [`CapsuleError::Restarting`] during its backoff.
     pub fn route(&self, command: &str) -> Result<Route, CapsuleError> {
+        // As `GetCommands` lists it, or without its slash.
+        let command = command.strip_prefix('/').unwrap_or(command);
         let inner = self.read();
         let Some(name) = inner.commands.get(command) else {
             let builtin = BUILTIN_COMMANDS.iter().any(|(name, _)| *name == command);

@@ -82,7 +82,8 @@ pub(crate) enum Command {
     Commands,
     /// Run a capsule's slash command once and print its output.
     Run {
-        /// Command name, without the slash (see `astrid commands`).
+        /// Command name, as `astrid commands` lists it (the slash is optional): a capsule's,
+        /// or a built-in one (`status`, `capsules`, `commands`, `ps`).
         command: String,
         /// Its arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -99,10 +99,33 @@ pub(crate) enum CliError {
     },
     #[error("the crash {0} did not reproduce")]
     NotReproduced(String),
+    #[error("`{0}` is a command of the interactive session (`astrid`), not one to run")]
+    SessionOnly(String),
+    #[error("`{0}` takes no arguments")]
+    NoArguments(String),
     #[error(transparent)]
     Chaos(#[from] chaos::ChaosError),
     #[error("i/o error")]
     Io(#[from] std::io::Error),
+}
+
+/// `astrid run COMMAND`: a command as `astrid commands` lists it (`/echo` as well as
+/// `echo`), the built-in capsule's commands being the `astrid` commands of the same name.
+fn builtin(command: String, args: Vec<String>) -> Result<Command, CliError> {
+    let name = command.strip_prefix('/').unwrap_or(&command).to_owned();
+    let builtin = match name.as_str() {
+        "status" => Command::Status,
+        "capsules" => Command::Capsules,
+        "commands" => Command::Commands,
+        "ps" => Command::Ps,
+        "quit" => return Err(CliError::SessionOnly(name)),
+        _ => return Ok(Command::Run { command: name, args }),
+    };
+    if args.is_empty() {
+        Ok(builtin)
+    } else {
+        Err(CliError::NoArguments(name))
+    }
 }
 
 /// The same allocator as `astrid-daemon`, since `astrid daemon` runs the daemon in this
@@ -222,6 +245,10 @@ async fn one_shot(
     command: Command,
     json: bool,
 ) -> Result<(), CliError> {
+    let command = match command {
+        Command::Run { command, args } => builtin(command, args)?,
+        other => other,
+    };
     match command {
         Command::Status => show(json, &client.status().await?, render::status),
         Command::Capsules => show(json, &client.capsules().await?, |c| render::capsules(c)),
