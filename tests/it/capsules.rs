@@ -207,7 +207,10 @@ async fn echo_replies_its_input_through_the_socket_and_the_cli() {
         assert!(out.status.success(), "{builtin}: {out:?}");
     }
     let out = d.cli(&["run", "status"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("pid"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("pid"),
+        "{out:?}"
+    );
     for (args, says) in [
         (&["run", "quit"][..], "a command of the interactive session"),
         (&["run", "ps", "x"][..], "takes no arguments"),

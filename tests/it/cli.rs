@@ -1009,3 +1009,32 @@ fn status_waits_for_a_daemon_that_has_bound_its_socket_but_not_written_its_token
     assert_eq!(status["pid"], json!(d.child.id()), "{status}");
     assert_eq!(daemons_of(d.home.path()).len(), 1);
 }
+
+#[test]
+fn completions_and_manual_pages_need_no_daemon() {
+    let home = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok(&crate::common::cli_in(home.path(), &["completions", shell]));
+        for word in ["chaos", "approvals", "crashes", "fault"] {
+            assert!(script.contains(word), "{shell}: no `{word}`");
+        }
+    }
+    let bad = crate::common::cli_in(home.path(), &["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    let page = ok(&crate::common::cli_in(home.path(), &["man"]));
+    assert!(page.contains(".TH astrid 1"), "{page}");
+    let pages = home.path().join("man1");
+    let said = ok(&crate::common::cli_in(
+        home.path(),
+        &["man", "--out", pages.to_str().unwrap()],
+    ));
+    assert!(said.contains("manual pages into"), "{said}");
+    let fault = std::fs::read_to_string(pages.join("astrid-fault.1")).unwrap();
+    assert!(
+        fault.contains(".TH astrid-fault 1") && fault.contains("storage"),
+        "{fault}"
+    );
+    assert!(pages.join("astrid.1").is_file());
+    // Nothing was started: the home holds only the pages.
+    assert_eq!(crate::common::files_in(home.path()), ["man1"]);
+}

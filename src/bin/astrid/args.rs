@@ -169,6 +169,20 @@ pub(crate) enum Command {
         /// The workspace [default: the workspace of this command].
         path: Option<PathBuf>,
     },
+    /// Print a completion script for a shell, e.g. `astrid completions bash >
+    /// ~/.local/share/bash-completion/completions/astrid` (no daemon needed).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, or with --out write one page per command (`astrid.1`,
+    /// `astrid-<command>.1`) into a folder, e.g. `astrid man --out ~/.local/share/man/man1`
+    /// (no daemon needed).
+    Man {
+        /// The folder to write the pages into.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Make an actor fail on purpose (the daemon needs --allow-fault-injection).
     #[command(after_help = FAULT_HELP)]
     Fault {

@@ -12,6 +12,7 @@ mod chaos;
 mod chat;
 mod crashes;
 mod daemon;
+mod docs;
 mod fault;
 mod install;
 mod render;
@@ -111,15 +112,20 @@ pub(crate) enum CliError {
 
 /// `astrid run COMMAND`: a command as `astrid commands` lists it (`/echo` as well as
 /// `echo`), the built-in capsule's commands being the `astrid` commands of the same name.
-fn builtin(command: String, args: Vec<String>) -> Result<Command, CliError> {
-    let name = command.strip_prefix('/').unwrap_or(&command).to_owned();
+fn builtin(command: &str, args: Vec<String>) -> Result<Command, CliError> {
+    let name = command.strip_prefix('/').unwrap_or(command).to_owned();
     let builtin = match name.as_str() {
         "status" => Command::Status,
         "capsules" => Command::Capsules,
         "commands" => Command::Commands,
         "ps" => Command::Ps,
         "quit" => return Err(CliError::SessionOnly(name)),
-        _ => return Ok(Command::Run { command: name, args }),
+        _ => {
+            return Ok(Command::Run {
+                command: name,
+                args,
+            });
+        }
     };
     if args.is_empty() {
         Ok(builtin)
@@ -233,6 +239,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             chat::run(client, worker).await
         }
         Command::Chaos(args) => chaos::run(&cli.global, args).await,
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { out } => docs::man(out.as_deref()),
         other => {
             let (client, _) = target.connect_or_start(Mode::Ephemeral).await?;
             one_shot(client, other, json).await
@@ -246,7 +254,7 @@ async fn one_shot(
     json: bool,
 ) -> Result<(), CliError> {
     let command = match command {
-        Command::Run { command, args } => builtin(command, args)?,
+        Command::Run { command, args } => builtin(&command, args)?,
         other => other,
     };
     match command {
@@ -327,7 +335,9 @@ async fn one_shot(
         | Command::Stop { .. }
         | Command::Trust { .. }
         | Command::Untrust { .. }
-        | Command::Chaos(_) => Ok(()),
+        | Command::Chaos(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => Ok(()),
     }
 }
 

@@ -144,11 +144,17 @@ pub(crate) fn cli_fed(home: &Path, cwd: &Path, args: &[&str], input: Option<&[u8
     if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
         std::io::Write::write_all(&mut stdin, input).unwrap();
     }
-    if poll(DEADLINE, || child.try_wait().unwrap().ok_or(())).is_err() {
-        let _ = child.kill();
-        panic!("astrid {args:?} did not finish within {DEADLINE:?}");
+    // Its output is read while it runs: more than a pipe holds would block it otherwise.
+    let pid = rustix::process::Pid::from_child(&child);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    if let Ok(output) = finished.recv_timeout(DEADLINE) {
+        return output.unwrap();
     }
-    child.wait_with_output().unwrap()
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    panic!("astrid {args:?} did not finish within {DEADLINE:?}");
 }
 
 /// Polls the supervision tree until the node `name` exists and `cond` holds for it (a tree
