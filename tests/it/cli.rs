@@ -372,6 +372,37 @@ fn status_without_a_daemon_starts_an_ephemeral_one_that_idles_out() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
+fn restart_starts_the_daemon_again_in_the_same_mode() {
+    let home = Home::new();
+    ok(&home.cli(&["start", "--allow-fault-injection"]));
+    let first = PidFile::read(&home.files().pid()).unwrap();
+    let text = ok(&home.cli(&["restart"]));
+    assert!(
+        text.contains("restarted")
+            && text.contains(&format!("was pid {}", first.pid))
+            && text.contains("persistent, fault injection allowed"),
+        "{text}"
+    );
+    let second = PidFile::read(&home.files().pid()).unwrap();
+    assert_ne!(second.pid, first.pid);
+    assert!(!first.is_alive(), "the first daemon is gone");
+    let status = json_of(&home.cli(&["--json", "status"]));
+    assert_eq!(status["fault_injection"], json!(true), "{status}");
+    assert_eq!(status["ephemeral"], json!(false), "{status}");
+    ok(&home.cli(&["stop"]));
+
+    // With none running, a persistent one is started.
+    let text = ok(&home.cli(&["restart"]));
+    assert!(
+        text.contains("none was running") && text.contains("persistent"),
+        "{text}"
+    );
+    let status = json_of(&home.cli(&["--json", "status"]));
+    assert_eq!(status["fault_injection"], json!(false), "{status}");
+    ok(&home.cli(&["stop"]));
+}
+
+#[test]
 fn start_runs_a_persistent_daemon_until_stop() {
     let home = Home::new();
     let text = ok(&home.cli(&["--idle-grace", "100ms", "start"]));

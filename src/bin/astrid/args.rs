@@ -66,6 +66,14 @@ pub(crate) enum Command {
         #[arg(long)]
         allow_fault_injection: bool,
     },
+    /// Stop the daemon and start it again in the same mode (persistent or ephemeral, with
+    /// or without fault injection); settings come from config.toml, as at any start. With
+    /// none running, start a persistent one.
+    Restart {
+        /// How long to wait for a graceful exit before SIGTERM, then SIGKILL.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
     /// Stop the daemon and wait until its process has exited.
     Stop {
         /// How long to wait for a graceful exit before SIGTERM, then SIGKILL.

@@ -81,6 +81,23 @@ impl Target {
         Ok((client, started))
     }
 
+    /// The mode of the session's daemon, if one runs (for this command's workspace): how
+    /// `astrid restart` starts it again.
+    pub(crate) async fn running_mode(&self) -> Result<Option<Mode>, CliError> {
+        let client = match Client::connect(&self.files, CLIENT_NAME).await {
+            Ok(client) => client,
+            Err(ClientError::NotRunning { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        self.check_workspace(&client)?;
+        let status = client.status().await?;
+        Ok(Some(match (status.ephemeral, status.fault_injection) {
+            (true, false) => Mode::Ephemeral,
+            (true, true) => Mode::EphemeralFaults,
+            (false, faults) => Mode::Persistent { faults },
+        }))
+    }
+
     /// The workspace this command is for: `-w`, else the current directory (canonical).
     pub(crate) fn workspace(&self) -> Result<PathBuf, CliError> {
         let given = match &self.workspace {

@@ -215,6 +215,37 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             })
         }
         Command::Stop { timeout } => stop(&target, timeout, json).await,
+        Command::Restart { timeout } => {
+            let mode = target
+                .running_mode()
+                .await?
+                .unwrap_or(Mode::Persistent { faults: false });
+            let stopped = target.stop(timeout).await?;
+            let (client, _) = target.connect_or_start(mode).await?;
+            let status = client.status().await?;
+            let before = match stopped {
+                Stopped::NotRunning => "none was running".to_owned(),
+                Stopped::Graceful(p) | Stopped::Terminated(p) | Stopped::Killed(p) => {
+                    format!("was pid {p}")
+                }
+            };
+            show(json, &status, |s| {
+                let mode = if s.ephemeral {
+                    "ephemeral"
+                } else {
+                    "persistent"
+                };
+                let faults = if s.fault_injection {
+                    ", fault injection allowed"
+                } else {
+                    ""
+                };
+                format!(
+                    "astrid-daemon restarted (pid {}, {before}; {mode}{faults}, session {})\n",
+                    s.pid, s.session
+                )
+            })
+        }
         Command::Trust { path, list } => {
             let (client, _) = target.connect_or_start(Mode::Ephemeral).await?;
             if list {
@@ -333,6 +364,7 @@ async fn one_shot(
         Command::Chat
         | Command::Start { .. }
         | Command::Stop { .. }
+        | Command::Restart { .. }
         | Command::Trust { .. }
         | Command::Untrust { .. }
         | Command::Chaos(_)
