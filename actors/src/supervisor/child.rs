@@ -80,6 +80,23 @@ impl<A: Actor> ChildRef<A> {
         self.delay.current()
     }
 
+    /// Waits out an armed `delay` fault, within `timeout`, for a sender that does not go
+    /// through [`ChildRef::call`]; answers the time left of `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Timeout`] when the delay is at least `timeout` (waited out to the end).
+    pub async fn held(&self, timeout: Duration) -> Result<Duration, CallError> {
+        let Some(wait) = self.delay.current() else {
+            return Ok(timeout);
+        };
+        tokio::time::sleep(wait.min(timeout)).await;
+        timeout.checked_sub(wait).ok_or(CallError::Timeout {
+            actor: self.name,
+            timeout,
+        })
+    }
+
     /// The gate the `delay` fault arms.
     pub(crate) fn delay_gate(&self) -> Arc<DelayGate> {
         Arc::clone(&self.delay)
@@ -107,14 +124,7 @@ impl<A: Actor> ChildRef<A> {
         let addr = self
             .get()
             .ok_or(CallError::NotStarted { actor: self.name })?;
-        let mut left = timeout;
-        if let Some(wait) = self.delay.current() {
-            tokio::time::sleep(wait.min(timeout)).await;
-            left = timeout.checked_sub(wait).ok_or(CallError::Timeout {
-                actor: self.name,
-                timeout,
-            })?;
-        }
+        let left = self.held(timeout).await?;
         addr.send(msg)
             .timeout(left)
             .await

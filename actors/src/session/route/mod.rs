@@ -461,14 +461,8 @@ fn write(
     let (reply, answer) = oneshot::channel();
     let store = store.clone();
     async move {
-        let mut left = timeout;
-        if let Some(wait) = store.delay() {
-            // The `delay` fault holds the write before it reaches the store.
-            tokio::time::sleep(wait.min(timeout)).await;
-            left = timeout
-                .checked_sub(wait)
-                .ok_or(CallError::Timeout { actor, timeout })?;
-        }
+        // The `delay` fault holds the write before it reaches the store.
+        let left = store.held(timeout).await?;
         store
             .get()
             .map(|addr| addr.do_send(store::Deferred { write, reply }))
