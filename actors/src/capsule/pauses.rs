@@ -7,6 +7,7 @@
 //! One per capsule, shared by its instances through its [`Host`](super::host::Host): a
 //! capsule runs one call at a time.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -17,14 +18,15 @@ pub type Hold = Box<dyn Fn(Duration) + Send>;
 #[derive(Default)]
 pub struct CallPauses {
     state: Mutex<State>,
+    /// Nanoseconds paused since the import hook last took them: read after every host call,
+    /// so one atomic swap rather than a lock.
+    fresh: AtomicU64,
 }
 
 #[derive(Default)]
 struct State {
     /// Paused in this call so far.
     total: Duration,
-    /// Paused since the import hook last took it.
-    fresh: Duration,
     hold: Option<Hold>,
 }
 
@@ -43,9 +45,8 @@ impl CallPauses {
 
     /// A call starts: nothing paused yet.
     pub fn begin(&self) {
-        let mut state = self.lock();
-        state.total = Duration::ZERO;
-        state.fresh = Duration::ZERO;
+        self.lock().total = Duration::ZERO;
+        self.fresh.store(0, Ordering::Release);
     }
 
     /// How the caller of the call running is given more patience (none between calls, or
@@ -66,7 +67,8 @@ impl CallPauses {
     pub fn paused(&self, lasted: Duration) {
         let mut state = self.lock();
         state.total += lasted;
-        state.fresh += lasted;
+        let nanos = u64::try_from(lasted.as_nanos()).unwrap_or(u64::MAX);
+        self.fresh.fetch_add(nanos, Ordering::AcqRel);
         if let Some(hold) = &state.hold {
             hold(state.total);
         }
@@ -74,7 +76,7 @@ impl CallPauses {
 
     /// What was paused since the last time this was asked (to push the deadline back).
     pub fn take_fresh(&self) -> Duration {
-        std::mem::take(&mut self.lock().fresh)
+        Duration::from_nanos(self.fresh.swap(0, Ordering::AcqRel))
     }
 
     /// What this call paused in all.
