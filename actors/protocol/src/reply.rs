@@ -49,6 +49,10 @@ pub struct Status {
     /// Whether the workspace's own capsules and MCP servers may run, as of the latest scan.
     #[serde(default)]
     pub trust: Option<TrustInfo>,
+    /// Whether the daemon logs to the systemd journal (its stderr) instead of the files under
+    /// `<home>/logs/`.
+    #[serde(default)]
+    pub logs_to_journal: bool,
 }
 
 /// Result of `TrustWorkspace` and `UntrustWorkspace`.

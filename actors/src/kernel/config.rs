@@ -58,6 +58,8 @@ pub struct KernelConfig {
     pub idle_grace: Duration,
     /// Accept `InjectFault`.
     pub allow_fault_injection: bool,
+    /// Logs go to the systemd journal (reported in status so `astrid logs` can say so).
+    pub logs_to_journal: bool,
     /// The root supervisor's restart budget.
     pub restart_policy: RestartPolicy,
     /// Connection and call limits.
@@ -122,6 +124,7 @@ impl KernelConfig {
             ephemeral: false,
             idle_grace: Duration::from_secs(5),
             allow_fault_injection: false,
+            logs_to_journal: false,
             restart_policy: RestartPolicy::default(),
             limits: Limits::default(),
             client_publish: vec!["user.>".to_owned()],

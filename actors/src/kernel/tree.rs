@@ -112,6 +112,7 @@ fn kernel_info(config: &KernelConfig) -> Arc<KernelInfo> {
         ephemeral: config.ephemeral,
         idle_grace: config.idle_grace,
         fault_injection: config.allow_fault_injection,
+        logs_to_journal: config.logs_to_journal,
         started_at: Instant::now(),
         config_file: config.config_file.clone(),
         settings: config.settings.clone(),

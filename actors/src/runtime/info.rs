@@ -26,6 +26,8 @@ pub struct KernelInfo {
     pub idle_grace: Duration,
     /// Whether `InjectFault` is accepted.
     pub fault_injection: bool,
+    /// Whether logs go to the systemd journal rather than the log files.
+    pub logs_to_journal: bool,
     /// Boot time.
     pub started_at: Instant,
     /// The configuration file read at boot (it may not exist).

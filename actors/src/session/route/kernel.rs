@@ -187,5 +187,6 @@ async fn status_of(deps: Arc<SessionDeps>) -> Result<Status, KernelError> {
         fault_injection: info.fault_injection,
         audit: deps.audit_health.get(),
         trust: Some(deps.trust.last()),
+        logs_to_journal: info.logs_to_journal,
     })
 }
