@@ -27,6 +27,7 @@ mod http;
 mod install;
 mod lab;
 mod lifecycle;
+mod logs;
 mod mcp;
 mod mcp_interop;
 mod protocol;

@@ -191,6 +191,10 @@ pub(crate) enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Print the daemon's log (its daily files under `<home>/logs/`; no daemon needed),
+    /// oldest line first. A daemon that logs to the systemd journal writes no files:
+    /// read it with `journalctl --user -u astrid`.
+    Logs(LogsArgs),
     /// Make an actor fail on purpose (the daemon needs --allow-fault-injection).
     #[command(after_help = FAULT_HELP)]
     Fault {
@@ -255,6 +259,27 @@ pub(crate) struct ChaosArgs {
     /// No progress lines on stderr (`--json` implies it).
     #[arg(long, short)]
     pub(crate) quiet: bool,
+}
+
+/// `astrid logs`.
+#[derive(Debug, ClapArgs)]
+pub(crate) struct LogsArgs {
+    /// Keep printing lines as they are written, across the daily rotation, until Ctrl-C.
+    #[arg(short, long)]
+    pub(crate) follow: bool,
+    /// Print the last N lines (of those the filters keep) first.
+    #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 50)]
+    pub(crate) lines: usize,
+    /// Only lines written in the last DURATION, e.g. 10m, 2h, 1day.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) since: Option<Duration>,
+    /// Only lines of this level and worse.
+    #[arg(long, value_name = "LEVEL", value_enum)]
+    pub(crate) level: Option<crate::logs::line::Level>,
+    /// Only lines about this actor, named as `astrid ps` names it (`capsule:echo`,
+    /// `mcp:files`, `bus`, `store`) or by its bare name (`echo`).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) actor: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

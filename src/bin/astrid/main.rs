@@ -15,6 +15,7 @@ mod daemon;
 mod docs;
 mod fault;
 mod install;
+mod logs;
 mod render;
 mod settings;
 
@@ -106,6 +107,8 @@ pub(crate) enum CliError {
     NoArguments(String),
     #[error(transparent)]
     Chaos(#[from] chaos::ChaosError),
+    #[error("the daemon logs to the systemd journal: read it with `{0}`")]
+    Journal(String),
     #[error("i/o error")]
     Io(#[from] std::io::Error),
 }
@@ -272,6 +275,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Chaos(args) => chaos::run(&cli.global, args).await,
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { out } => docs::man(out.as_deref()),
+        Command::Logs(args) => logs::run(&target, args).await,
         other => {
             let (client, _) = target.connect_or_start(Mode::Ephemeral).await?;
             one_shot(client, other, json).await
@@ -369,7 +373,8 @@ async fn one_shot(
         | Command::Untrust { .. }
         | Command::Chaos(_)
         | Command::Completions { .. }
-        | Command::Man { .. } => Ok(()),
+        | Command::Man { .. }
+        | Command::Logs(_) => Ok(()),
     }
 }
 
