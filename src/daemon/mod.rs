@@ -139,6 +139,73 @@ fn configure(
     Ok((resolved, policy, path))
 }
 
+/// The settings of `<home>/config.toml` that bound what the daemon may use, as a daemon
+/// started with no flags would take them (for `astrid doctor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeSettings {
+    /// Settings the file sets (0 when there is no file).
+    pub from_file: usize,
+    /// `max_connections`.
+    pub max_connections: usize,
+    /// `max_unauthenticated`.
+    pub max_unauthenticated: usize,
+    /// `audit_max_size`, in bytes.
+    pub audit_max_size: u64,
+}
+
+/// Reads `<home>/config.toml` (a missing file is an empty one) exactly as the daemon does.
+///
+/// # Errors
+///
+/// What would keep the daemon from starting, on one line: an unreadable file, an unknown
+/// key, or a bad value.
+pub fn home_settings(home: &HomeLayout) -> Result<HomeSettings, String> {
+    let argv = vec![
+        OsString::from("astrid-daemon"),
+        OsString::from("--home"),
+        home.root().as_os_str().to_owned(),
+    ];
+    let cli = CommandLine::parse(argv).map_err(|e| config::first_line(&e))?;
+    let resolved = config::resolve(&cli, &home.root().join(config::FILE))
+        .map_err(|e| crate::error_chain(&e))?;
+    let from_file = resolved
+        .settings
+        .iter()
+        .filter(|s| s.source == "config")
+        .count();
+    Ok(HomeSettings::of(&resolved.args, from_file))
+}
+
+impl HomeSettings {
+    fn of(args: &args::Args, from_file: usize) -> Self {
+        Self {
+            from_file,
+            max_connections: args.max_connections,
+            max_unauthenticated: args.max_unauthenticated,
+            audit_max_size: args.audit_max_size as u64,
+        }
+    }
+}
+
+impl Default for HomeSettings {
+    /// The defaults of the daemon's flags.
+    fn default() -> Self {
+        let cli = CommandLine::parse(vec![OsString::from("astrid-daemon")])
+            .expect("the daemon's flags all have defaults");
+        Self::of(cli.args(), 0)
+    }
+}
+
+/// Descriptors of the open-file limit the daemon keeps for its own files, out of its
+/// connection caps.
+pub const RESERVED_FILES: u64 = fdlimit::RESERVED;
+
+/// The connection caps `(total, unauthenticated)` a daemon whose open-file limit is
+/// `nofile` serves, for the caps `total` and `unauthenticated` it was given.
+pub fn connection_caps(total: usize, unauthenticated: usize, nofile: u64) -> (usize, usize) {
+    fdlimit::fit_caps(total, unauthenticated, nofile)
+}
+
 fn run<I, T>(args: I) -> Result<(), DaemonError>
 where
     I: IntoIterator<Item = T>,

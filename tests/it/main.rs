@@ -20,6 +20,7 @@ mod chaos_plans;
 mod cli;
 mod config;
 mod crash;
+mod doctor;
 mod events;
 mod faults;
 mod hostile;

@@ -39,13 +39,14 @@ use crate::ledger::{AUDIT, CommitResult, Ledger, LedgerError};
 use crate::relay::Relay;
 use crate::supervisor::{Inject, Terminate, apply_fault};
 
-/// Reads and checks the whole log.
+/// Reads and checks the whole log, of the daemon's database or of one opened read-only
+/// (`astrid doctor` with no daemon running).
 ///
 /// # Errors
 ///
 /// When the database cannot be read at all (a damaged entry is a failed verification, not
 /// an error).
-pub fn verify_db(db: &Database) -> Result<Verification, redb::Error> {
+pub fn verify_db(db: &impl ReadableDatabase) -> Result<Verification, redb::Error> {
     let tx = db.begin_read()?;
     let table = tx.open_table(AUDIT)?;
     let mut stored = Vec::new();
@@ -55,6 +56,19 @@ pub fn verify_db(db: &Database) -> Result<Verification, redb::Error> {
         stored.push((key.value(), entry));
     }
     Ok(verify(stored))
+}
+
+/// Opens the ledger database at `path` read-only and checks its log, with no daemon (for
+/// `astrid doctor`). Only entries already in the database are checked, not those still in
+/// the journal.
+///
+/// # Errors
+///
+/// When the file cannot be opened read-only (a daemon holds it, or it was not closed cleanly
+/// and needs the repair a daemon does at its start) or cannot be read.
+pub fn verify_file(path: &std::path::Path) -> Result<Verification, redb::Error> {
+    let db = redb::ReadOnlyDatabase::open(path)?;
+    verify_db(&db)
 }
 
 /// The result of the latest verification, for status.

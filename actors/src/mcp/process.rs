@@ -53,17 +53,23 @@ pub(super) fn limit_open_files(cmd: &mut tokio::process::Command, soft: u64) {
 /// `command` itself when it has a `/`; else the first executable of that name in the
 /// daemon's `PATH` (or the name as is, which then fails to start with "not found").
 pub(super) fn find_program(command: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt as _;
     if command.contains('/') {
         return PathBuf::from(command);
     }
+    find_in_path(command).unwrap_or_else(|| PathBuf::from(command))
+}
+
+/// The first executable file named `name` in this process's `PATH`, if any.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(command))
-        .find(|path| {
-            std::fs::metadata(path)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .unwrap_or_else(|| PathBuf::from(command))
+        .map(|dir| dir.join(name))
+        .find(|path| is_executable(path))
+}
+
+/// Whether `path` is a file its owner, group or others may execute.
+pub fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

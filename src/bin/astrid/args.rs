@@ -195,6 +195,11 @@ pub(crate) enum Command {
     /// oldest line first. A daemon that logs to the systemd journal writes no files:
     /// read it with `journalctl --user -u astrid`.
     Logs(LogsArgs),
+    /// Check the home, its session files, the open-file limit, free disk, capsule manifests,
+    /// `mcp.toml` files, workspace trust, MCP commands, the audit chain and the ledger's
+    /// size: pass, warn or fail for each, with the fix. Exit status 1 when a check fails
+    /// (warnings do not fail). Never starts a daemon, nor creates the home.
+    Doctor,
     /// Make an actor fail on purpose (the daemon needs --allow-fault-injection).
     #[command(after_help = FAULT_HELP)]
     Fault {

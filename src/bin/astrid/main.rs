@@ -13,6 +13,7 @@ mod chat;
 mod crashes;
 mod daemon;
 mod docs;
+mod doctor;
 mod fault;
 mod install;
 mod logs;
@@ -109,6 +110,8 @@ pub(crate) enum CliError {
     Chaos(#[from] chaos::ChaosError),
     #[error("the daemon logs to the systemd journal: read it with `{0}`")]
     Journal(String),
+    #[error("{count} {} failed", if *.count == 1 { "check" } else { "checks" })]
+    ChecksFailed { count: usize },
     #[error("i/o error")]
     Io(#[from] std::io::Error),
 }
@@ -276,6 +279,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { out } => docs::man(out.as_deref()),
         Command::Logs(args) => logs::run(&target, args).await,
+        Command::Doctor => doctor::run(&target, json).await,
         other => {
             let (client, _) = target.connect_or_start(Mode::Ephemeral).await?;
             one_shot(client, other, json).await
@@ -374,7 +378,8 @@ async fn one_shot(
         | Command::Chaos(_)
         | Command::Completions { .. }
         | Command::Man { .. }
-        | Command::Logs(_) => Ok(()),
+        | Command::Logs(_)
+        | Command::Doctor => Ok(()),
     }
 }
 
