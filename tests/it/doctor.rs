@@ -125,14 +125,13 @@ fn a_broken_home_reports_each_failure_with_its_fix() {
 
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
     // A daemon killed long ago: its pid file, and its socket (bound, then let go).
-    std::fs::write(home.join("sessions/system.pid"), "999999999\n/nonexistent\n").unwrap();
+    std::fs::write(
+        home.join("sessions/system.pid"),
+        "999999999\n/nonexistent\n",
+    )
+    .unwrap();
     drop(std::os::unix::net::UnixListener::bind(home.join("sessions/system.sock")).unwrap());
-    write_capsule(
-        &home.join("capsules"),
-        "bad",
-        "[package]\nname = 3\n",
-        &[],
-    );
+    write_capsule(&home.join("capsules"), "bad", "[package]\nname = 3\n", &[]);
     std::fs::write(
         home.join("mcp.toml"),
         "[[server]]\nname = \"broken\"\n\n\

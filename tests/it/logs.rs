@@ -67,12 +67,18 @@ fn a_daemon_log_is_shown_and_filtered_by_level_actor_and_count() {
         assert!(l.contains("echo"), "not about echo: {l}");
     }
     assert!(echo.len() < all.len());
-    let same = lines_of(&cli_in(home, &["logs", "--actor", "capsule:echo", "-n", "1000"]));
+    let same = lines_of(&cli_in(
+        home,
+        &["logs", "--actor", "capsule:echo", "-n", "1000"],
+    ));
     assert_eq!(same, echo);
 
     let last = lines_of(&cli_in(home, &["logs", "-n", "2"]));
     assert_eq!(last.len(), 2, "{last:#?}");
-    let at = all.iter().position(|l| *l == last[0]).expect("a line of the log");
+    let at = all
+        .iter()
+        .position(|l| *l == last[0])
+        .expect("a line of the log");
     assert_eq!(all[at + 1], last[1]);
 }
 
@@ -81,9 +87,21 @@ fn hand_written_days_are_read_in_order_and_since_goes_by_timestamp() {
     let home = short_tempdir();
     let logs = home.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let old = line(Duration::from_hours(26), "INFO", "astrid_actors::kernel: yesterday");
-    let two_hours = line(Duration::from_hours(2), "WARN", "astrid_actors::bus: two hours ago");
-    let recent = line(Duration::from_secs(60), "ERROR", "astrid_actors::store: a minute ago");
+    let old = line(
+        Duration::from_hours(26),
+        "INFO",
+        "astrid_actors::kernel: yesterday",
+    );
+    let two_hours = line(
+        Duration::from_hours(2),
+        "WARN",
+        "astrid_actors::bus: two hours ago",
+    );
+    let recent = line(
+        Duration::from_mins(1),
+        "ERROR",
+        "astrid_actors::store: a minute ago",
+    );
     std::fs::write(
         logs.join("astrid.2026-01-02.log"),
         format!("{two_hours}\n  its second line\n{recent}\n"),
@@ -93,7 +111,10 @@ fn hand_written_days_are_read_in_order_and_since_goes_by_timestamp() {
     std::fs::write(logs.join("daemon-boot.log"), "not a daily file\n").unwrap();
 
     let all = lines_of(&cli_in(home.path(), &["logs"]));
-    assert_eq!(all, [old.as_str(), &two_hours, "  its second line", &recent]);
+    assert_eq!(
+        all,
+        [old.as_str(), &two_hours, "  its second line", &recent]
+    );
     let recent_only = lines_of(&cli_in(home.path(), &["logs", "--since", "10m"]));
     assert_eq!(recent_only, [recent.as_str()]);
     let today = lines_of(&cli_in(home.path(), &["logs", "--since", "3h"]));
@@ -115,7 +136,12 @@ fn bad_arguments_are_clap_errors() {
         &["logs", "--since", "soon"],
     ] {
         let out = cli_in(home.path(), args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", output_text(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            output_text(&out)
+        );
         let text = output_text(&out);
         assert!(text.contains("invalid value"), "{args:?}: {text}");
     }
@@ -189,7 +215,11 @@ fn follow_prints_appended_lines_and_moves_to_the_next_day() {
     let logs = home.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     let first = logs.join("astrid.2026-01-01.log");
-    let old = line(Duration::from_secs(5), "INFO", "astrid_actors::kernel: before");
+    let old = line(
+        Duration::from_secs(5),
+        "INFO",
+        "astrid_actors::kernel: before",
+    );
     append(&first, &format!("{old}\n"));
     let f = Follower::start(home.path(), &["-n", "1", "--level", "info"]);
     assert_eq!(f.next(), old);
@@ -199,11 +229,18 @@ fn follow_prints_appended_lines_and_moves_to_the_next_day() {
     append(&first, &added[..10]);
     append(&first, &format!("{}\n", &added[10..]));
     assert_eq!(f.next(), added);
-    let skipped = line(Duration::ZERO, "DEBUG", "astrid_actors::bus: below the level");
+    let skipped = line(
+        Duration::ZERO,
+        "DEBUG",
+        "astrid_actors::bus: below the level",
+    );
     let last_of_day = line(Duration::ZERO, "INFO", "astrid_actors::bus: end of day");
     append(&first, &format!("{skipped}\n{last_of_day}"));
     let next_day = line(Duration::ZERO, "INFO", "astrid_actors::bus: a new day");
-    append(&logs.join("astrid.2026-01-02.log"), &format!("{next_day}\n"));
+    append(
+        &logs.join("astrid.2026-01-02.log"),
+        &format!("{next_day}\n"),
+    );
     // The old file's last line first (finished without its newline), then the new day's.
     assert_eq!(f.next(), last_of_day);
     assert_eq!(f.next(), next_day);
@@ -230,7 +267,10 @@ fn follow_ends_quietly_when_its_reader_goes_away() {
     drop(child.stdout.take());
     // Each line written meets the closed pipe: the command ends at the first.
     let status = poll(DEADLINE, || {
-        append(&file, &format!("{}\n", line(Duration::ZERO, "INFO", "x: y")));
+        append(
+            &file,
+            &format!("{}\n", line(Duration::ZERO, "INFO", "x: y")),
+        );
         child.try_wait().unwrap().ok_or(())
     });
     let Ok(status) = status else {

@@ -34,10 +34,10 @@ use std::time::Duration;
 pub use self::actor::McpServerActor;
 pub use self::convert::{MAX_ARGUMENT_ITEMS, json_to_msgpack, msgpack_to_json};
 pub use self::launcher::{Launcher, Recipe};
-pub use self::process::{find_in_path, is_executable};
 pub use self::messages::{
     CallTool, McpError, McpReloadReport, McpServerInfo, McpServerState, McpToolInfo, McpToolResult,
 };
+pub use self::process::{find_in_path, is_executable};
 
 /// How long a server has to start and answer `initialize`.
 pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -24,7 +24,10 @@ pub(crate) fn settings(home: &HomeLayout) -> (HomeSettings, Check) {
             let n = settings.from_file;
             (
                 settings,
-                Check::pass("config", format!("{}: {n} settings, all valid", file.display())),
+                Check::pass(
+                    "config",
+                    format!("{}: {n} settings, all valid", file.display()),
+                ),
             )
         }
         Ok(settings) => (
@@ -53,7 +56,9 @@ fn workspace_dir(scope: &Scope) -> Option<PathBuf> {
     let ws = scope.workspace.as_ref()?;
     let dir = config_dir(ws);
     let home = std::fs::canonicalize(scope.home.root()).ok();
-    let same = std::fs::canonicalize(&dir).ok().is_some_and(|d| Some(d) == home);
+    let same = std::fs::canonicalize(&dir)
+        .ok()
+        .is_some_and(|d| Some(d) == home);
     (!same).then_some(dir)
 }
 
@@ -196,7 +201,10 @@ pub(crate) fn trust(scope: &Scope) -> Check {
             "trust",
             format!("workspace {shown} has no capsules or mcp.toml of its own"),
         ),
-        TrustState::Home => Check::pass("trust", format!("workspace {shown}: its .astrid is the home")),
+        TrustState::Home => Check::pass(
+            "trust",
+            format!("workspace {shown}: its .astrid is the home"),
+        ),
         TrustState::Trusted => Check::pass(
             "trust",
             format!("workspace {shown} is trusted, its .astrid/ unchanged since"),
@@ -207,9 +215,13 @@ pub(crate) fn trust(scope: &Scope) -> Check {
                 "trust",
                 format!(
                     "{} ({contents}: none of it runs)",
-                    info.message.unwrap_or_else(|| format!("workspace {shown} is not trusted"))
+                    info.message
+                        .unwrap_or_else(|| format!("workspace {shown} is not trusted"))
                 ),
-                format!("review {}, then `astrid trust {shown}`", config_dir(ws).display()),
+                format!(
+                    "review {}, then `astrid trust {shown}`",
+                    config_dir(ws).display()
+                ),
             )
         }
     }
@@ -275,31 +287,34 @@ pub(crate) fn mcp_commands(scope: &Scope) -> Vec<Check> {
     let mut checks = Vec::new();
     let mut resolved = Vec::new();
     for (server, trusted) in &all {
-        match resolve(server) {
-            Some(path) => resolved.push(format!("{} → {}", server.name, path.display())),
-            None => {
-                let detail = format!(
-                    "server `{}` ({}): `{}` is not {}",
-                    server.name,
-                    server.source.display(),
-                    server.command,
-                    if server.command.contains('/') {
-                        "an executable file"
-                    } else {
-                        "found in PATH"
-                    }
-                );
-                let fix = format!(
-                    "install it, or give its full path as `command` in {} (the daemon looks a bare name up in its own PATH; under systemd, the unit's)",
-                    server.source.display()
-                );
-                checks.push(if *trusted {
-                    Check::fail("mcp commands", detail, fix)
-                } else {
-                    Check::warn("mcp commands", format!("{detail} (untrusted: it does not run)"), fix)
-                });
-            }
+        if let Some(path) = resolve(server) {
+            resolved.push(format!("{} → {}", server.name, path.display()));
+            continue;
         }
+        let detail = format!(
+            "server `{}` ({}): `{}` is not {}",
+            server.name,
+            server.source.display(),
+            server.command,
+            if server.command.contains('/') {
+                "an executable file"
+            } else {
+                "found in PATH"
+            }
+        );
+        let fix = format!(
+            "install it, or give its full path as `command` in {} (the daemon looks a bare name up in its own PATH; under systemd, the unit's)",
+            server.source.display()
+        );
+        checks.push(if *trusted {
+            Check::fail("mcp commands", detail, fix)
+        } else {
+            Check::warn(
+                "mcp commands",
+                format!("{detail} (untrusted: it does not run)"),
+                fix,
+            )
+        });
     }
     if checks.is_empty() {
         let detail = if resolved.is_empty() {

@@ -28,7 +28,10 @@ pub(crate) fn home(home: &HomeLayout) -> Vec<Check> {
     if std::fs::symlink_metadata(root).is_err() {
         return vec![Check::warn(
             "home",
-            format!("{} does not exist: no daemon has run with it", root.display()),
+            format!(
+                "{} does not exist: no daemon has run with it",
+                root.display()
+            ),
             "`astrid start` creates it (with mode 0700)",
         )];
     }
@@ -49,8 +52,13 @@ pub(crate) fn home(home: &HomeLayout) -> Vec<Check> {
         } else if meta.uid() != uid {
             checks.push(Check::fail(
                 "home",
-                format!("{shown} belongs to uid {}, not to you (uid {uid})", meta.uid()),
-                format!("sudo chown -R {uid} {shown} (the daemon refuses a folder of another user)"),
+                format!(
+                    "{shown} belongs to uid {}, not to you (uid {uid})",
+                    meta.uid()
+                ),
+                format!(
+                    "sudo chown -R {uid} {shown} (the daemon refuses a folder of another user)"
+                ),
             ));
         } else if meta.permissions().mode() & 0o077 != 0 {
             checks.push(Check::fail(
@@ -104,8 +112,12 @@ pub(crate) fn sessions(home: &HomeLayout) -> Vec<Check> {
         } else {
             format!(" -s {session}")
         };
-        let mut fix = format!("`astrid stop{flag}` removes them (so does the session's next daemon)");
-        if names.iter().any(|n| n.ends_with(".mcp")) {
+        let mut fix =
+            format!("`astrid stop{flag}` removes them (so does the session's next daemon)");
+        if names
+            .iter()
+            .any(|n| Path::new(n).extension().is_some_and(|e| e == "mcp"))
+        {
             fix = format!(
                 "`astrid start{flag}`: the session's next daemon kills the MCP servers `{session}.mcp` names and removes the files; `astrid stop{flag}` then"
             );
@@ -136,11 +148,7 @@ pub(crate) fn open_files(settings: &HomeSettings) -> Check {
     let limit = getrlimit(Resource::Nofile);
     let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_owned(), |v| v.to_string());
     let hard = limit.maximum.unwrap_or(u64::MAX);
-    let (total, _) = connection_caps(
-        settings.max_connections,
-        settings.max_unauthenticated,
-        hard,
-    );
+    let (total, _) = connection_caps(settings.max_connections, settings.max_unauthenticated, hard);
     let detail = format!(
         "soft {}, hard {} (a daemon raises the soft limit to the hard one)",
         show(limit.current),

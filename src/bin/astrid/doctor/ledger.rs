@@ -64,7 +64,10 @@ pub(crate) async fn audit_chain(home: &HomeLayout, daemon: Option<&Client>) -> C
         }
         Err(e) => Check::warn(
             "audit chain",
-            format!("not checked: {} cannot be opened read-only ({e})", path.display()),
+            format!(
+                "not checked: {} cannot be opened read-only ({e})",
+                path.display()
+            ),
             "start the daemon (`astrid start`), which opens and repairs it, then run `astrid doctor` again",
         ),
     }
@@ -84,7 +87,8 @@ fn verdict(v: &Verification, how: &str, fix: &str) -> Check {
             "audit chain",
             format!(
                 "broken at entry {}: {} ({how})",
-                v.first_bad.map_or_else(|| "?".to_owned(), |e| e.to_string()),
+                v.first_bad
+                    .map_or_else(|| "?".to_owned(), |e| e.to_string()),
                 v.reason.as_deref().unwrap_or("no reason given")
             ),
             fix,
@@ -119,7 +123,7 @@ pub(crate) fn size(home: &HomeLayout, settings: &HomeSettings) -> Vec<Check> {
     let total = database + journal.iter().map(|(_, n)| n).sum::<u64>();
     let bound = settings.audit_max_size;
     let mut checks = Vec::new();
-    let mib = |n: u64| format!("{:.1} MiB", n as f64 / MIB as f64);
+    let mib = |n: u64| format!("{}.{} MiB", n / MIB, n % MIB * 10 / MIB);
     for (name, len) in &journal {
         if *len > JOURNAL_FILE_MAX {
             checks.push(Check::warn(

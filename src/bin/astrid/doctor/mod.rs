@@ -39,7 +39,8 @@ pub(crate) enum Status {
 /// what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct Check {
-    pub(crate) check: &'static str,
+    #[serde(rename = "check")]
+    pub(crate) name: &'static str,
     pub(crate) status: Status,
     pub(crate) detail: String,
     pub(crate) fix: Option<String>,
@@ -48,7 +49,7 @@ pub(crate) struct Check {
 impl Check {
     pub(crate) fn pass(check: &'static str, detail: impl Into<String>) -> Self {
         Self {
-            check,
+            name: check,
             status: Status::Pass,
             detail: detail.into(),
             fix: None,
@@ -61,7 +62,7 @@ impl Check {
         fix: impl Into<String>,
     ) -> Self {
         Self {
-            check,
+            name: check,
             status: Status::Warn,
             detail: detail.into(),
             fix: Some(fix.into()),
@@ -74,7 +75,7 @@ impl Check {
         fix: impl Into<String>,
     ) -> Self {
         Self {
-            check,
+            name: check,
             status: Status::Fail,
             detail: detail.into(),
             fix: Some(fix.into()),
@@ -148,7 +149,7 @@ async fn connect(target: &Target) -> Option<Client> {
 /// The checks as text: one line each, and the fix below those that did not pass.
 fn render(checks: &[Check]) -> String {
     use std::fmt::Write as _;
-    let width = checks.iter().map(|c| c.check.len()).max().unwrap_or(0);
+    let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
     let mut out = String::new();
     for c in checks {
         let status = match c.status {
@@ -156,7 +157,7 @@ fn render(checks: &[Check]) -> String {
             Status::Warn => "warn",
             Status::Fail => "fail",
         };
-        let _ = writeln!(out, "{status}  {:width$}  {}", c.check, c.detail);
+        let _ = writeln!(out, "{status}  {:width$}  {}", c.name, c.detail);
         if let Some(fix) = &c.fix {
             let _ = writeln!(out, "      {:width$}  fix: {fix}", "");
         }

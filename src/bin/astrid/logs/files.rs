@@ -19,10 +19,13 @@ fn is_daily(name: &str) -> bool {
         .and_then(|rest| rest.strip_suffix(".log"))
         .is_some_and(|date| {
             date.len() == 10
-                && date
-                    .bytes()
-                    .enumerate()
-                    .all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() })
+                && date.bytes().enumerate().all(|(i, b)| {
+                    if i == 4 || i == 7 {
+                        b == b'-'
+                    } else {
+                        b.is_ascii_digit()
+                    }
+                })
         })
 }
 
@@ -157,7 +160,9 @@ pub(crate) fn follow(
         let files = daily_files(dir)?;
         let next = match &cursor {
             None => files.into_iter().next(),
-            Some(at) => files.into_iter().find(|f| f.file_name() > at.path.file_name()),
+            Some(at) => files
+                .into_iter()
+                .find(|f| f.file_name() > at.path.file_name()),
         };
         match (next, cursor.as_mut()) {
             (Some(next), Some(at)) => {

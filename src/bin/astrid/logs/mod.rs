@@ -27,9 +27,11 @@ pub(crate) async fn run(target: &Target, args: LogsArgs) -> Result<(), CliError>
             "journalctl --user -u astrid{follow}"
         )));
     }
-    let since = args
-        .since
-        .map(|d| SystemTime::now().checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH));
+    let since = args.since.map(|d| {
+        SystemTime::now()
+            .checked_sub(d)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    });
     let mut sieve = Sieve::new(Filter {
         level: args.level,
         since,
