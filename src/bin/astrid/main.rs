@@ -16,6 +16,7 @@ mod docs;
 mod fault;
 mod install;
 mod render;
+mod service;
 mod settings;
 
 use std::ffi::OsString;
@@ -106,6 +107,10 @@ pub(crate) enum CliError {
     NoArguments(String),
     #[error(transparent)]
     Chaos(#[from] chaos::ChaosError),
+    #[error("cannot find the user's configuration folder (set $XDG_CONFIG_HOME or $HOME)")]
+    NoUnitDir,
+    #[error("{} differs from the unit this would write; run again with --force to replace it", .0.display())]
+    UnitDiffers(PathBuf),
     #[error("i/o error")]
     Io(#[from] std::io::Error),
 }
@@ -272,6 +277,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Chaos(args) => chaos::run(&cli.global, args).await,
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { out } => docs::man(out.as_deref()),
+        Command::Service(cmd) => service::run(&target, &cmd, json),
         other => {
             let (client, _) = target.connect_or_start(Mode::Ephemeral).await?;
             one_shot(client, other, json).await
@@ -369,7 +375,8 @@ async fn one_shot(
         | Command::Untrust { .. }
         | Command::Chaos(_)
         | Command::Completions { .. }
-        | Command::Man { .. } => Ok(()),
+        | Command::Man { .. }
+        | Command::Service(_) => Ok(()),
     }
 }
 
