@@ -2,6 +2,10 @@
 //! its place, a probe of an existing socket (a live one means another daemon, a refused one
 //! is stale and removed), then bind and `chmod 0600`. The caller holds the session lock, so
 //! nothing races between the probe and the bind.
+//!
+//! Or adopting one a service manager bound (socket activation): it must be a listening
+//! stream socket on the session's path; it is made `0600`, and its file is the service
+//! manager's, never removed here.
 
 use std::fs;
 use std::io;
@@ -51,6 +55,16 @@ pub enum SocketError {
         #[source]
         source: io::Error,
     },
+    /// A socket passed by the service manager is not the session's listening socket.
+    #[error(
+        "the socket passed by the service manager {found}; this session's socket is {path} (set `ListenStream={path}` in the socket unit)"
+    )]
+    Adopt {
+        /// The session's socket path.
+        path: PathBuf,
+        /// What the passed socket is instead.
+        found: String,
+    },
     /// `bind` or `chmod` failed.
     #[error("cannot bind {path}")]
     Bind {
@@ -71,11 +85,17 @@ pub struct BoundSocket {
     pub path: PathBuf,
     dev: u64,
     ino: u64,
+    /// Whether this process created the file (not so for an adopted socket).
+    owned: bool,
 }
 
 impl BoundSocket {
-    /// Removes the socket file if it is still the one this process created.
+    /// Removes the socket file if this process created it and it is still that file. An
+    /// adopted socket's file stays: the service manager listens on it for the next start.
     pub fn remove_file(&self) {
+        if !self.owned {
+            return;
+        }
         match fs::symlink_metadata(&self.path) {
             Ok(m) if m.dev() == self.dev && m.ino() == self.ino => {
                 if let Err(e) = fs::remove_file(&self.path) {
@@ -118,6 +138,51 @@ pub fn bind(path: &Path) -> Result<BoundSocket, SocketError> {
         path: path.to_owned(),
         dev: meta.dev(),
         ino: meta.ino(),
+        owned: true,
+    })
+}
+
+/// Adopts `listener`, a socket the service manager bound and passed (socket activation), as
+/// the session socket at `path`: it must be a listening stream socket bound to exactly
+/// `path`. It is made `0600` (the listener checks each peer's uid as well).
+///
+/// # Errors
+///
+/// [`SocketError::Adopt`] when it is another kind of socket or bound elsewhere, and
+/// [`SocketError::Bind`] when its file cannot be read or its mode set.
+pub fn adopt(listener: UnixListener, path: &Path) -> Result<BoundSocket, SocketError> {
+    use rustix::net::{SocketType, sockopt};
+    let refuse = |found: String| SocketError::Adopt {
+        path: path.to_owned(),
+        found,
+    };
+    let kind = sockopt::socket_type(&listener).map_err(|e| refuse(format!("is unusable ({e})")))?;
+    if kind != SocketType::STREAM {
+        return Err(refuse("is not a stream socket".to_owned()));
+    }
+    if !sockopt::socket_acceptconn(&listener).unwrap_or(false) {
+        return Err(refuse("is not listening".to_owned()));
+    }
+    let bound = listener
+        .local_addr()
+        .map_err(|e| refuse(format!("has no address ({e})")))?;
+    match bound.as_pathname() {
+        Some(found) if found == path => {}
+        Some(found) => return Err(refuse(format!("is bound to {}", found.display()))),
+        None => return Err(refuse("is not bound to a path".to_owned())),
+    }
+    let bind_err = |source| SocketError::Bind {
+        path: path.to_owned(),
+        source,
+    };
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    let meta = fs::symlink_metadata(path).map_err(bind_err)?;
+    Ok(BoundSocket {
+        listener,
+        path: path.to_owned(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+        owned: false,
     })
 }
 
@@ -172,6 +237,25 @@ mod tests {
         );
         bound.remove_file();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn an_adopted_socket_must_be_the_session_socket_and_its_file_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let elsewhere = UnixListener::bind(dir.path().join("other.sock")).unwrap();
+        let err = adopt(elsewhere, &path).unwrap_err().to_string();
+        assert!(
+            err.contains("other.sock") && err.contains("ListenStream="),
+            "{err}"
+        );
+        let adopted = adopt(UnixListener::bind(&path).unwrap(), &path).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        adopted.remove_file();
+        assert!(path.exists(), "the service manager's file is left in place");
     }
 
     #[test]

@@ -1,44 +1,48 @@
-//! Logging: daily files under `<home>/logs/` (seven kept), plus stderr when it is a terminal.
-//! actix and other `log` users are bridged into `tracing`.
+//! Logging: daily files under `<home>/logs/` (seven kept), plus stderr when it is a terminal;
+//! or, when stderr is the systemd journal, stderr alone, each line prefixed with its syslog
+//! priority (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug) and without a timestamp,
+//! which the journal adds. actix and other `log` users are bridged into `tracing`.
 //!
 //! The files are bounded in size as well as in number: a day's file takes at most a seventh
 //! of `--log-max-size`; past it, one line says so and the rest of that day's lines are
 //! dropped (counted, and the count logged when the next day starts), so seven files stay
 //! under the total whatever floods the log.
 
+use std::fmt;
 use std::io::IsTerminal;
 use std::path::Path;
 
+use tracing::{Event, Level, Subscriber};
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Log files kept.
 const KEEP: usize = 7;
 
-/// Starts logging, the files holding at most `max_size` bytes in all; keep the guard alive
-/// until exit so buffered lines are written.
+/// Where log lines go.
+pub(crate) enum Sink<'a> {
+    /// Daily files in `dir`, at most `max_size` bytes in all.
+    Files { dir: &'a Path, max_size: u64 },
+    /// stderr, which is the systemd journal.
+    Journal,
+}
+
+/// Starts logging; keep the guard alive until exit so buffered lines are written.
 ///
 /// # Errors
 ///
 /// When the log directory cannot be used.
 pub(crate) fn init(
-    dir: &Path,
+    sink: &Sink<'_>,
     verbose: bool,
     filter: Option<String>,
-    max_size: u64,
 ) -> Result<WorkerGuard, String> {
-    let appender = RollingFileAppender::builder()
-        .rotation(Rotation::DAILY)
-        .filename_prefix("astrid")
-        .filename_suffix("log")
-        .max_log_files(KEEP)
-        .build(dir)
-        .map_err(|e| format!("cannot log to {}: {e}", dir.display()))?;
-    let capped = Capped::new(appender, max_size / KEEP as u64, utc_day);
-    let (file, guard) = tracing_appender::non_blocking(capped);
     // The MCP SDK narrates every connection at `info`; its warnings are what matter.
     let default = if verbose {
         "debug,rmcp=info"
@@ -48,6 +52,32 @@ pub(crate) fn init(
     let filter = filter
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(default));
+    let (dir, max_size) = match *sink {
+        Sink::Files { dir, max_size } => (dir, max_size),
+        Sink::Journal => {
+            // Lines are dropped, not waited for, should the journal fall behind.
+            let (stderr, guard) = tracing_appender::non_blocking(std::io::stderr());
+            let to_journal = tracing_subscriber::fmt::layer()
+                .event_format(JournalFormat)
+                .with_writer(stderr)
+                .with_ansi(false);
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(to_journal)
+                .try_init()
+                .map_err(|e| format!("cannot start logging: {e}"))?;
+            return Ok(guard);
+        }
+    };
+    let appender = RollingFileAppender::builder()
+        .rotation(Rotation::DAILY)
+        .filename_prefix("astrid")
+        .filename_suffix("log")
+        .max_log_files(KEEP)
+        .build(dir)
+        .map_err(|e| format!("cannot log to {}: {e}", dir.display()))?;
+    let capped = Capped::new(appender, max_size / KEEP as u64, utc_day);
+    let (file, guard) = tracing_appender::non_blocking(capped);
     let to_file = tracing_subscriber::fmt::layer()
         .with_writer(file)
         .with_ansi(false);
@@ -61,6 +91,44 @@ pub(crate) fn init(
         .try_init()
         .map_err(|e| format!("cannot start logging: {e}"))?;
     Ok(guard)
+}
+
+/// One journal line: `<PRIORITY>target: message fields`, in the spans' context.
+struct JournalFormat;
+
+impl<S, N> FormatEvent<S, N> for JournalFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        write!(writer, "<{}>", priority(*meta.level()))?;
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                write!(writer, "{}:", span.name())?;
+            }
+            write!(writer, " ")?;
+        }
+        write!(writer, "{}: ", meta.target())?;
+        ctx.format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// The syslog priority the journal reads from a line's `<N>` prefix.
+fn priority(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        Level::DEBUG | Level::TRACE => 7,
+    }
 }
 
 /// The UTC day (days since the Unix epoch), as the daily rotation counts them.

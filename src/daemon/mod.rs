@@ -1,7 +1,9 @@
 //! The daemon's process edge, shared by the `astrid-daemon` binary and `astrid daemon`: it
-//! parses flags, resolves and prepares the home, reads `<home>/config.toml` below the flags, takes the single-instance lock, writes the
-//! pid file, starts logging and signal handling, boots the kernel (from the `astrid-actors`
-//! crate), and turns how it ended into an exit status.
+//! parses flags, resolves and prepares the home, reads `<home>/config.toml` below the flags,
+//! takes the single-instance lock, writes the pid file, starts logging and signal handling,
+//! boots the kernel (from the `astrid-actors` crate) on the socket it binds or the one a
+//! service manager passed, keeps the service manager told (`systemd.rs`), and turns how it
+//! ended into an exit status.
 //!
 //! Exit status: 0 after a clean shutdown, 1 when boot or the kernel failed, 2 for bad
 //! arguments or an unusable path, 3 when a daemon already runs for the session, 4 when a
@@ -12,6 +14,7 @@ mod config;
 mod fdlimit;
 mod logging;
 mod signals;
+mod systemd;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -61,6 +64,8 @@ enum DaemonError {
     },
     #[error("{0}")]
     Logging(String),
+    #[error("{0}")]
+    Activation(String),
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
     #[error("boot failed")]
@@ -282,8 +287,19 @@ fn run_locked(
         source,
     })?;
     let filter = std::env::var("ASTRID_LOG").ok();
-    let _log_guard = logging::init(&home.logs(), args.verbose, filter, args.log_max_size as u64)
-        .map_err(DaemonError::Logging)?;
+    let journal = systemd::stderr_is_journal();
+    let sink = if journal {
+        logging::Sink::Journal
+    } else {
+        logging::Sink::Files {
+            dir: &home.logs(),
+            max_size: args.log_max_size as u64,
+        }
+    };
+    let _log_guard = logging::init(&sink, args.verbose, filter).map_err(DaemonError::Logging)?;
+    let notifier = systemd::Notifier::from_env();
+    notifier.booting();
+    let activated = systemd::activated_socket().map_err(DaemonError::Activation)?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         session = files.name(),
@@ -293,18 +309,69 @@ fn run_locked(
         "astrid-daemon starting"
     );
 
+    let target = SignalTarget::default();
+    signals::spawn(target.clone(), files.clone()).map_err(DaemonError::Signals)?;
+    let armed = Arc::new(AtomicBool::new(false));
+    let (watchdog_files, watchdog_target) = (files.clone(), target.clone());
+    let stopping = notifier.clone();
+
+    let mut config = kernel_config(home, workspace, &resolved, audit_policy, config_file);
+    config.logs_to_journal = journal;
+    config.activated_socket = activated;
+    config.on_shutdown = Some(Arc::new(move |reason: &str| {
+        stopping.stopping(reason);
+        signals::arm_watchdog(
+            &armed,
+            SHUTDOWN_DEADLINE,
+            watchdog_files.clone(),
+            watchdog_target.clone(),
+        );
+    }));
+
+    let system = actix::System::new();
+    let exit = system.block_on(async move {
+        let kernel = match Kernel::boot(config).await {
+            Ok(kernel) => kernel,
+            Err(e) => {
+                notifier.failed(&crate::error_chain(&e));
+                return Err(e.into());
+            }
+        };
+        let watchdog = notifier.watchdog();
+        notifier.ready(kernel.health().clients());
+        actix::spawn(notifier.watch(kernel.health(), watchdog));
+        if target.pending() {
+            tracing::info!("a signal arrived during boot");
+        }
+        target.attach(&kernel.shutdown_handle(), kernel.mcp());
+        Ok::<_, DaemonError>(kernel.wait().await)
+    })?;
+    match exit {
+        KernelExit::Clean { reason } => {
+            tracing::info!("astrid-daemon stopped: {reason}");
+            Ok(())
+        }
+        KernelExit::Escalated { child, reason } => Err(DaemonError::Escalated { child, reason }),
+        KernelExit::SupervisorDied => Err(DaemonError::SupervisorDied),
+    }
+}
+
+/// The kernel's configuration from the resolved settings, with the connection caps fitted
+/// to the open-file limit (raised first).
+fn kernel_config(
+    home: &HomeLayout,
+    workspace: PathBuf,
+    resolved: &Resolved,
+    audit_policy: AuditPolicy,
+    config_file: PathBuf,
+) -> KernelConfig {
+    let args = &resolved.args;
     let open_files = fdlimit::raise();
     let (max_connections, max_unauthenticated) = fdlimit::fit_caps(
         args.max_connections,
         args.max_unauthenticated,
         open_files.limit,
     );
-
-    let target = SignalTarget::default();
-    signals::spawn(target.clone(), files.clone()).map_err(DaemonError::Signals)?;
-    let armed = Arc::new(AtomicBool::new(false));
-    let (watchdog_files, watchdog_target) = (files.clone(), target.clone());
-
     let mut config = KernelConfig::new(home, args.session, workspace);
     config.ephemeral = args.ephemeral;
     config.idle_grace = args.idle_grace;
@@ -336,30 +403,5 @@ fn run_locked(
     };
     config.config_file = config_file;
     config.settings.clone_from(&resolved.settings);
-    config.on_shutdown = Some(Arc::new(move |_reason: &str| {
-        signals::arm_watchdog(
-            &armed,
-            SHUTDOWN_DEADLINE,
-            watchdog_files.clone(),
-            watchdog_target.clone(),
-        );
-    }));
-
-    let system = actix::System::new();
-    let exit = system.block_on(async move {
-        let kernel = Kernel::boot(config).await?;
-        if target.pending() {
-            tracing::info!("a signal arrived during boot");
-        }
-        target.attach(&kernel.shutdown_handle(), kernel.mcp());
-        Ok::<_, DaemonError>(kernel.wait().await)
-    })?;
-    match exit {
-        KernelExit::Clean { reason } => {
-            tracing::info!("astrid-daemon stopped: {reason}");
-            Ok(())
-        }
-        KernelExit::Escalated { child, reason } => Err(DaemonError::Escalated { child, reason }),
-        KernelExit::SupervisorDied => Err(DaemonError::SupervisorDied),
-    }
+    config
 }

@@ -33,6 +33,7 @@ mod mcp;
 mod mcp_interop;
 mod protocol;
 mod retention;
+mod service;
 mod services;
 mod supervision;
 mod trust;

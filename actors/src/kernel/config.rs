@@ -79,6 +79,9 @@ pub struct KernelConfig {
     pub settings: Vec<Setting>,
     /// See [`ShutdownHook`].
     pub on_shutdown: Option<ShutdownHook>,
+    /// A listening socket the service manager bound on the session's path (socket
+    /// activation), used instead of binding one.
+    pub activated_socket: Option<std::os::unix::net::UnixListener>,
 }
 
 impl std::fmt::Debug for KernelConfig {
@@ -134,6 +137,7 @@ impl KernelConfig {
             config_file: home.root().join("config.toml"),
             settings: Vec::new(),
             on_shutdown: None,
+            activated_socket: None,
         }
     }
 }

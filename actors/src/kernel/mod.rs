@@ -7,6 +7,7 @@
 //! runs, and the ready file appears only once the listener serves.
 
 mod config;
+mod health;
 mod stores;
 mod tree;
 
@@ -21,6 +22,7 @@ use tokio::sync::oneshot;
 pub use self::config::{
     DEFAULT_DB_CACHE, HomeLayout, KernelConfig, SessionFiles, session_name, workspace_capsules,
 };
+pub use self::health::Health;
 pub use self::tree::KernelActors;
 use crate::audit::Record;
 use crate::bus::topic::TopicRule;
@@ -161,7 +163,7 @@ impl Kernel {
     ///
     /// See [`BootError`]. On error, the tree is stopped and the socket and token files are
     /// removed.
-    pub async fn boot(config: KernelConfig) -> Result<Self, BootError> {
+    pub async fn boot(mut config: KernelConfig) -> Result<Self, BootError> {
         let files = config.files.clone();
         let stores = stores::open_all(
             &config.state_dir,
@@ -170,8 +172,13 @@ impl Kernel {
             config.audit_retention,
         )?;
         tracing::info!(state = %config.state_dir.display(), "databases opened");
-        tracing::info!(socket = %files.socket().display(), "binding the socket");
-        let bound = socket::bind(&files.socket())?;
+        let bound = if let Some(listener) = config.activated_socket.take() {
+            tracing::info!(socket = %files.socket().display(), "using the socket the service manager passed");
+            socket::adopt(listener, &files.socket())?
+        } else {
+            tracing::info!(socket = %files.socket().display(), "binding the socket");
+            socket::bind(&files.socket())?
+        };
         let token = Token::generate()
             .and_then(|t| t.write(&files.token()).map(|()| t))
             .map_err(|source| {
@@ -292,6 +299,15 @@ impl Kernel {
     /// The kernel actors' current addresses.
     pub fn actors(&self) -> &KernelActors {
         &self.actors
+    }
+
+    /// A handle that tells whether the tree answers, for a service manager's watchdog.
+    pub fn health(&self) -> Health {
+        Health::new(
+            self.supervisor.clone(),
+            self.actors.clone(),
+            Arc::clone(&self.connections),
+        )
     }
 
     /// Waits until the tree has stopped, removes the session files, and says why it stopped.

@@ -200,6 +200,9 @@ pub(crate) enum Command {
     /// size: pass, warn or fail for each, with the fix. Exit status 1 when a check fails
     /// (warnings do not fail). Never starts a daemon, nor creates the home.
     Doctor,
+    /// Run the daemon as a systemd user service: write, remove or show its units.
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Make an actor fail on purpose (the daemon needs --allow-fault-injection).
     #[command(after_help = FAULT_HELP)]
     Fault {
@@ -463,3 +466,37 @@ Faults (durations as 250ms, 2s, 1m):
                                 queue, and counted
   clear                         disarm every armed delay, import, storage, MCP and overflow
                                 fault of the target";
+
+/// `astrid service`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ServiceCommand {
+    /// Write `astrid.service` (and `astrid.socket` with --socket-activation) into
+    /// ~/.config/systemd/user (or $XDG_CONFIG_HOME/systemd/user), running the installed
+    /// `astrid-daemon` persistently for this home, session and workspace (-w, else the
+    /// current directory), then print the `systemctl --user` commands that start it. The
+    /// service is `Type=notify`: systemd knows when it is ready, restarts it when it fails
+    /// or stops answering its watchdog, and its logs go to the journal
+    /// (`journalctl --user -u astrid`).
+    Install {
+        /// systemd listens on the session socket and starts the daemon at the first
+        /// connection (`astrid.socket`).
+        #[arg(long)]
+        socket_activation: bool,
+        /// Let the daemon accept `astrid fault`.
+        #[arg(long)]
+        allow_fault_injection: bool,
+        /// systemd restarts a daemon whose supervision tree has not answered for this long
+        /// (`WatchdogSec=`); 0 turns the watchdog off.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+        watchdog: Duration,
+        /// Replace units that differ from what this would write (edited by hand, or
+        /// written with other flags).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove the units and print the `systemctl --user` commands that stop what runs.
+    Uninstall,
+    /// Show whether the units are installed, what the service runs, and what systemctl
+    /// says of them.
+    Status,
+}

@@ -98,6 +98,11 @@ impl Target {
         }))
     }
 
+    /// The session this command is for.
+    pub(crate) fn session(&self) -> uuid::Uuid {
+        self.session
+    }
+
     /// The workspace this command is for: `-w`, else the current directory (canonical).
     pub(crate) fn workspace(&self) -> Result<PathBuf, CliError> {
         let given = match &self.workspace {
@@ -132,6 +137,14 @@ impl Target {
         match Client::connect(&self.files, CLIENT_NAME).await {
             Ok(client) => return Ok((client, false)),
             Err(ClientError::NotRunning { .. }) => {}
+            // The socket accepted, but there is no token yet: a daemon is booting, or a
+            // service manager holds the socket and starts one for this very connection
+            // (socket activation).
+            Err(ClientError::Token { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok((self.wait_ready(None).await?, false));
+            }
             // Bound its socket but not yet written its token: it is booting.
             Err(e) if retryable(&e) && booting() => {}
             Err(e) => return Err(e.into()),
@@ -378,7 +391,7 @@ fn kill(child: Option<Child>) {
 
 /// `astrid-daemon` next to this executable, else on `PATH`, else this executable run as
 /// `astrid daemon`. Returns the program and the arguments that select the daemon.
-fn daemon_command() -> Result<(PathBuf, &'static [&'static str]), CliError> {
+pub(crate) fn daemon_command() -> Result<(PathBuf, &'static [&'static str]), CliError> {
     const NAME: &str = "astrid-daemon";
     let me = std::env::current_exe()?;
     let beside = me

@@ -18,6 +18,7 @@ mod fault;
 mod install;
 mod logs;
 mod render;
+mod service;
 mod settings;
 
 use std::ffi::OsString;
@@ -112,6 +113,10 @@ pub(crate) enum CliError {
     Journal(String),
     #[error("{count} {} failed", if *.count == 1 { "check" } else { "checks" })]
     ChecksFailed { count: usize },
+    #[error("cannot find the user's configuration folder (set $XDG_CONFIG_HOME or $HOME)")]
+    NoUnitDir,
+    #[error("{} differs from the unit this would write; run again with --force to replace it", .0.display())]
+    UnitDiffers(PathBuf),
     #[error("i/o error")]
     Io(#[from] std::io::Error),
 }
@@ -280,6 +285,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Man { out } => docs::man(out.as_deref()),
         Command::Logs(args) => logs::run(&target, args).await,
         Command::Doctor => doctor::run(&target, json).await,
+        Command::Service(cmd) => service::run(&target, &cmd, json),
         other => {
             let (client, _) = target.connect_or_start(Mode::Ephemeral).await?;
             one_shot(client, other, json).await
@@ -379,7 +385,8 @@ async fn one_shot(
         | Command::Completions { .. }
         | Command::Man { .. }
         | Command::Logs(_)
-        | Command::Doctor => Ok(()),
+        | Command::Doctor
+        | Command::Service(_) => Ok(()),
     }
 }
 

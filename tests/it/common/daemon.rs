@@ -38,6 +38,7 @@ pub(crate) struct Builder<'a> {
     args: Vec<String>,
     env: Vec<(String, String)>,
     open_files: Option<u64>,
+    stderr: Option<std::fs::File>,
     prepare: Vec<Prepare<'a>>,
 }
 
@@ -50,6 +51,7 @@ impl TestDaemon {
             args: Vec::new(),
             env: Vec::new(),
             open_files: None,
+            stderr: None,
             prepare: Vec::new(),
         }
     }
@@ -113,6 +115,13 @@ impl<'a> Builder<'a> {
         self
     }
 
+    /// Sends the daemon's stderr to `file` instead of a pipe ([`TestDaemon::stderr`] is then
+    /// empty).
+    pub(crate) fn stderr_to(mut self, file: std::fs::File) -> Self {
+        self.stderr = Some(file);
+        self
+    }
+
     /// Starts the daemon with a soft open-file limit of `limit` (through `sh -c 'ulimit -Sn'`:
     /// this process's own limits stay as they are).
     pub(crate) fn soft_open_file_limit(mut self, limit: u64) -> Self {
@@ -162,7 +171,7 @@ impl<'a> Builder<'a> {
             .envs(self.env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(self.stderr.map_or_else(Stdio::piped, Stdio::from))
             .spawn()
             .unwrap();
         TestDaemon {

@@ -127,11 +127,23 @@ pub(crate) fn output_text(out: &Output) -> String {
 /// Runs the CLI with `--home home` in the directory `cwd`, writing `input` (if any) to its
 /// standard input (a pipe, not a terminal), with a deadline.
 pub(crate) fn cli_fed(home: &Path, cwd: &Path, args: &[&str], input: Option<&[u8]>) -> Output {
+    cli_with(home, cwd, args, &[], input)
+}
+
+/// [`cli_fed`] with environment variables `env` added.
+pub(crate) fn cli_with(
+    home: &Path,
+    cwd: &Path,
+    args: &[&str],
+    env: &[(&str, &Path)],
+    input: Option<&[u8]>,
+) -> Output {
     let mut child = Command::new(cli_bin())
         .current_dir(cwd)
         .arg("--home")
         .arg(home)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {
@@ -144,17 +156,22 @@ pub(crate) fn cli_fed(home: &Path, cwd: &Path, args: &[&str], input: Option<&[u8
     if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
         std::io::Write::write_all(&mut stdin, input).unwrap();
     }
-    // Its output is read while it runs: more than a pipe holds would block it otherwise.
+    wait_output(child, DEADLINE)
+}
+
+/// Waits for `child` to exit and collects its output, reading it while it runs (more than a
+/// pipe holds would block it otherwise); kills it and panics after `timeout`.
+pub(crate) fn wait_output(child: std::process::Child, timeout: std::time::Duration) -> Output {
     let pid = rustix::process::Pid::from_child(&child);
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = done.send(child.wait_with_output());
     });
-    if let Ok(output) = finished.recv_timeout(DEADLINE) {
+    if let Ok(output) = finished.recv_timeout(timeout) {
         return output.unwrap();
     }
     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-    panic!("astrid {args:?} did not finish within {DEADLINE:?}");
+    panic!("process {pid:?} did not finish within {timeout:?}");
 }
 
 /// Polls the supervision tree until the node `name` exists and `cond` holds for it (a tree
