@@ -1,6 +1,7 @@
 //! `astrid logs`: the lines a real daemon wrote, filtered by level, actor and count; files
 //! written by hand for two days (order, `--since`); `-f` following appended lines and the
-//! next day's file, and ending quietly when its reader goes away; bad arguments.
+//! next day's file, and ending quietly when its reader goes away; bad arguments; a daemon
+//! under the journal, whose logs `journalctl` reads.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -282,4 +283,38 @@ fn follow_ends_quietly_when_its_reader_goes_away() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "{status}: {stderr}");
     assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
+fn under_the_journal_it_says_to_use_journalctl() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = short_tempdir();
+    let journal = std::fs::File::create(dir.path().join("journal")).unwrap();
+    let meta = journal.metadata().unwrap();
+    let stream = format!("{}:{}", meta.dev(), meta.ino());
+    let d = TestDaemon::builder()
+        .envs(&[("JOURNAL_STREAM", &stream)])
+        .stderr_to(journal)
+        .start();
+    for (args, command) in [
+        (&["logs"][..], "`journalctl --user -u astrid`"),
+        (
+            &["logs", "-f", "--level", "warn"],
+            "`journalctl --user -u astrid -f`",
+        ),
+    ] {
+        let out = d.cli(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            output_text(&out)
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: {}", output_text(&out));
+        assert!(
+            stderr.contains("logs to the systemd journal") && stderr.contains(command),
+            "{args:?}: {stderr}"
+        );
+    }
 }
