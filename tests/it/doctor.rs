@@ -1,6 +1,7 @@
 //! `astrid doctor`: a healthy home passes (with its daemon running, and after it stopped,
 //! the audit chain read offline); a broken home reports each of its failures with the fix
-//! and exits 1; a missing home is reported, not created.
+//! and exits 1; a missing home is reported, not created; a ledger another session's daemon
+//! holds is not checked, and the fix names that session.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -10,7 +11,7 @@ use serde_json::Value;
 
 use crate::common::{
     DEADLINE, TestDaemon, cli_at, copy_capsule, example_capsule, find_in_path, output_text,
-    short_tempdir, tamper, write_capsule,
+    short_tempdir, tamper, wait_until, write_capsule,
 };
 
 /// `astrid doctor` (with `--json` when asked) for `home` and `workspace`.
@@ -197,4 +198,27 @@ fn a_missing_home_is_reported_and_not_created() {
     let c = finding(&all, "home", "does not exist");
     assert_eq!(c["status"], "warn");
     assert!(!home.exists(), "doctor created the home");
+}
+
+#[test]
+fn a_chain_held_by_another_session_s_daemon_is_not_checked_and_the_fix_names_it() {
+    let session = "6f1c2a3e-0000-4000-8000-00000000d0c7";
+    let d = TestDaemon::builder().args(&["--session", session]).spawn();
+    let ready = d
+        .layout
+        .session(uuid::Uuid::parse_str(session).unwrap())
+        .ready();
+    assert!(wait_until(DEADLINE, || ready.exists()), "not ready");
+    // The system session's doctor: no daemon of its own to ask, and the database is held.
+    let out = doctor(d.home.path(), d.workspace.path(), true);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let all = checks(&out);
+    finding(&all, "sessions", &format!("daemons running: {session}"));
+    let c = finding(&all, "audit chain", "not checked");
+    assert_eq!(c["status"], "warn", "{c}");
+    let fix = c["fix"].as_str().unwrap();
+    assert!(
+        fix.contains(&format!("astrid -s {session} audit verify")),
+        "{fix}"
+    );
 }

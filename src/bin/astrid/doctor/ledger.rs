@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use astrid::client::Client;
 use astrid::daemon::HomeSettings;
+use astrid::instance::InstanceLock;
 use astrid::paths::HomeLayout;
 use astrid::protocol::{Request, Verification};
 use astrid_actors::audit::verify_file;
@@ -62,15 +63,39 @@ pub(crate) async fn audit_chain(home: &HomeLayout, daemon: Option<&Client>) -> C
             };
             verdict(&v, how, fix_broken)
         }
-        Err(e) => Check::warn(
-            "audit chain",
-            format!(
-                "not checked: {} cannot be opened read-only ({e})",
-                path.display()
-            ),
-            "start the daemon (`astrid start`), which opens and repairs it, then run `astrid doctor` again",
-        ),
+        Err(e) => {
+            let fix = match live_sessions(home).first() {
+                Some(session) if session == "system" => "the system session's daemon holds it: run `astrid audit verify` in its workspace (or with -w)".to_owned(),
+                Some(session) => format!(
+                    "the daemon of session {session} holds it: run `astrid -s {session} audit verify` in its workspace (or with -w)"
+                ),
+                None => "start the daemon (`astrid start`), which opens and repairs it, then run `astrid doctor` again".to_owned(),
+            };
+            Check::warn(
+                "audit chain",
+                format!(
+                    "not checked: {} cannot be opened read-only ({e})",
+                    path.display()
+                ),
+                fix,
+            )
+        }
     }
+}
+
+/// The sessions of the home whose daemon runs (holds its lock).
+fn live_sessions(home: &HomeLayout) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(home.sessions()) else {
+        return Vec::new();
+    };
+    let mut live: Vec<String> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "lock") && InstanceLock::is_held(p))
+        .filter_map(|p| Some(p.file_stem()?.to_string_lossy().into_owned()))
+        .collect();
+    live.sort();
+    live
 }
 
 fn verdict(v: &Verification, how: &str, fix: &str) -> Check {
