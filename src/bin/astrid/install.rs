@@ -21,7 +21,7 @@ pub(crate) async fn install(
         .call(Request::InspectCapsule { path: path.clone() })
         .await?;
     if !json {
-        print!("{}", describe(&plan));
+        crate::emit(&describe(&plan))?;
     }
     if !yes && !confirm()? {
         return Err(CliError::NotConfirmed);

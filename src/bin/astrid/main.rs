@@ -187,12 +187,27 @@ fn show<T: Serialize>(
     human: impl FnOnce(&T) -> String,
 ) -> Result<(), CliError> {
     if json {
-        let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-        println!("{text}");
+        let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+        text.push('\n');
+        emit(&text)
     } else {
-        print!("{}", human(value));
+        emit(&human(value))
     }
-    Ok(())
+}
+
+/// Writes `text` to standard output. A reader that went away (`astrid events | head`) ends
+/// the command quietly with status 0, as it ends other Unix tools, instead of a panic.
+pub(crate) fn emit(text: &str) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            #[allow(clippy::exit, reason = "nobody reads the rest: the command is done")]
+            std::process::exit(0)
+        }
+        result => Ok(result?),
+    }
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
@@ -407,7 +422,7 @@ async fn kv_command(
                     "value": String::from_utf8_lossy(&value),
                     "bytes": value.len(),
                 });
-                println!("{text}");
+                emit(&format!("{text}\n"))?;
             } else {
                 use std::io::Write as _;
                 let mut out = std::io::stdout().lock();
@@ -633,9 +648,8 @@ fn print_event(json: bool, event: &Event) -> Result<(), CliError> {
     if json {
         // One object per line, so the stream can be piped into line-oriented tools.
         let line = serde_json::to_string(event).map_err(std::io::Error::other)?;
-        println!("{line}");
+        emit(&format!("{line}\n"))
     } else {
-        println!("{}", render::event(event));
+        emit(&format!("{}\n", render::event(event)))
     }
-    Ok(())
 }
