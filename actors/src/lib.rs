@@ -63,6 +63,7 @@ pub mod kernel;
 pub mod ledger;
 pub mod listener;
 pub mod mcp;
+pub mod metrics;
 pub use astrid_protocol as protocol;
 pub mod rate;
 pub mod relay;

@@ -17,6 +17,7 @@ mod fault;
 mod install;
 mod render;
 mod settings;
+mod top;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -305,6 +306,8 @@ async fn one_shot(
             show(json, &list, |l| render::metadata(l))
         }
         Command::Ps => show(json, &client.tree().await?, render::tree),
+        Command::Metrics => show(json, &client.metrics().await?, Clone::clone),
+        Command::Top { interval } => top::run(&client, interval).await,
         Command::Events { pattern, count } => {
             let _: Subscribed = client.call(Request::Subscribe { pattern }).await?;
             let mut seen = 0;
