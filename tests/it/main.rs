@@ -29,6 +29,7 @@ mod lab;
 mod lifecycle;
 mod mcp;
 mod mcp_interop;
+mod metrics;
 mod protocol;
 mod retention;
 mod services;
