@@ -95,9 +95,12 @@ fn value(samples: &[Parsed], name: &str, labels: &[(&str, &str)]) -> f64 {
         .map_or(0.0, |s| s.value)
 }
 
+/// Each histogram's buckets `(le, count)`, by family and labels (without `le`).
+type Series = BTreeMap<(String, Vec<(String, String)>), Vec<(f64, f64)>>;
+
 /// Every histogram's buckets grow with their bound, and the `+Inf` bucket is the count.
 fn check_histograms(samples: &[Parsed]) {
-    let mut series: BTreeMap<(String, Vec<(String, String)>), Vec<(f64, f64)>> = BTreeMap::new();
+    let mut series = Series::new();
     for s in samples.iter().filter(|s| s.kind == "histogram") {
         if s.name.ends_with("_bucket") {
             let mut labels = s.labels.clone();
