@@ -53,8 +53,8 @@ impl Default for CapsuleMetrics {
 }
 
 impl CapsuleMetrics {
-    /// Records a call of entry point `entry` (its index in [`ENTRIES`]) that took `elapsed`
-    /// and spent `fuel` metering points.
+    /// Records a call of entry point `entry` (`command` 0, `event` 1, `intercept` 2, as the
+    /// sandbox numbers them) that took `elapsed` and spent `fuel` metering points.
     pub fn call(&self, entry: usize, elapsed: Duration, fuel: u64) {
         self.calls[entry].fetch_add(1, Relaxed);
         self.latency.observe_duration(elapsed);
