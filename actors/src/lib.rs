@@ -24,6 +24,8 @@
 //! - [`session`]: one actor per connection (handshake, requests, events, backpressure).
 //! - [`protocol`]: the wire contract, re-exported from the `astrid-protocol` crate; the
 //!   kernel maps its errors to wire codes in [`error`].
+//! - [`metrics`]: the daemon's counters and histograms (a shared registry, not an actor)
+//!   and their OpenMetrics text, for `GetMetrics`.
 //! - [`kernel`]: configuration, databases, boot order, the tree, shutdown, file names.
 //! - [`trust`]: workspace trust: which workspaces may run their own capsules and MCP
 //!   servers (a record in the home of each trusted `.astrid/`, by content hash).
@@ -63,6 +65,7 @@ pub mod kernel;
 pub mod ledger;
 pub mod listener;
 pub mod mcp;
+pub mod metrics;
 pub use astrid_protocol as protocol;
 pub mod rate;
 pub mod relay;

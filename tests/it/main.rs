@@ -31,6 +31,7 @@ mod lifecycle;
 mod logs;
 mod mcp;
 mod mcp_interop;
+mod metrics;
 mod protocol;
 mod retention;
 mod service;

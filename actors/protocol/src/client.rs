@@ -358,6 +358,15 @@ impl Client {
         self.call(Request::GetStatus).await
     }
 
+    /// `GetMetrics`: the daemon's metrics as OpenMetrics text.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`].
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        self.call(Request::GetMetrics).await
+    }
+
     /// `GetConfig`: the daemon's effective settings and audit policy.
     ///
     /// # Errors

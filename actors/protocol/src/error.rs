@@ -88,6 +88,42 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order (`ALL[code as usize] == code`).
+    pub const ALL: [Self; 32] = [
+        Self::Unauthorized,
+        Self::ProtocolMismatch,
+        Self::HandshakeRequired,
+        Self::HandshakeTimeout,
+        Self::BadFrame,
+        Self::FrameTooLarge,
+        Self::BadRequest,
+        Self::UnknownRequest,
+        Self::TooManyRequests,
+        Self::TooManyConnections,
+        Self::InvalidTopic,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::NotRunning,
+        Self::Unavailable,
+        Self::Timeout,
+        Self::ShuttingDown,
+        Self::FaultInjectionDisabled,
+        Self::InvalidArgument,
+        Self::TooLarge,
+        Self::UnknownNamespace,
+        Self::QuotaExceeded,
+        Self::PathEscape,
+        Self::StorageFailed,
+        Self::IoError,
+        Self::Internal,
+        Self::CapsuleFailed,
+        Self::CapsuleCrashed,
+        Self::CapsuleError,
+        Self::McpFailed,
+        Self::McpError,
+        Self::Other,
+    ];
+
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -107,6 +107,16 @@ macro_rules! requests {
             /// The [`Effect`] of every variant, in the order of [`NAMES`](Self::NAMES).
             pub const EFFECTS: &'static [Effect] = &[$(requests!(@effect $effect)),*];
 
+            /// This request's position in [`NAMES`](Self::NAMES): a number per kind, for
+            /// tables indexed by kind (the daemon's request metrics).
+            pub fn index(&self) -> usize {
+                #[allow(non_camel_case_types, clippy::enum_variant_names, reason = "one variant per request, named as it")]
+                enum Index { $($variant),* }
+                match self {
+                    $(Self::$variant { .. } => Index::$variant as usize,)*
+                }
+            }
+
             /// This request's variant name.
             pub fn name(&self) -> &'static str {
                 match self {
@@ -167,6 +177,10 @@ requests! {
     Ping => ping, unaudited;
     /// Daemon status. Result: [`Status`].
     GetStatus => get_status, reads;
+    /// The daemon's metrics, as OpenMetrics text ending in `# EOF` (see the README's
+    /// "Metrics"). Only reads: like `GetStatus`, not recorded unless the audit policy says
+    /// so. Result: a string.
+    GetMetrics => get_metrics, reads;
     /// The daemon's effective settings, each with where it came from, and its audit
     /// policy. Result: [`ConfigReport`].
     GetConfig => get_config, reads;

@@ -12,6 +12,7 @@ fn samples() -> Vec<Request> {
     vec![
         Request::Ping,
         Request::GetStatus,
+        Request::GetMetrics,
         Request::GetConfig,
         Request::Shutdown { reason: "r".into() },
         Request::ListCapsules,
@@ -158,7 +159,7 @@ fn every_variant_round_trips_and_is_listed() {
     let all = samples();
     assert_eq!(all.len(), Request::NAMES.len());
     for (i, request) in all.into_iter().enumerate() {
-        assert!(Request::NAMES.contains(&request.name()));
+        assert_eq!(Request::NAMES[request.index()], request.name());
         let frame = RequestFrame {
             id: i as u64,
             request,
@@ -166,6 +167,14 @@ fn every_variant_round_trips_and_is_listed() {
         let bytes = rmp_serde::to_vec_named(&frame).unwrap();
         assert_eq!(decode_request(&bytes).unwrap(), frame);
     }
+}
+
+#[test]
+fn every_error_code_is_listed_at_its_own_index() {
+    for (i, code) in ErrorCode::ALL.iter().enumerate() {
+        assert_eq!(*code as usize, i, "{code:?}");
+    }
+    assert_eq!(ErrorCode::ALL.last(), Some(&ErrorCode::Other));
 }
 
 #[test]

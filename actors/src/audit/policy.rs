@@ -155,6 +155,7 @@ mod tests {
             "Ping",
             "InvokeCommand",
             "GetStatus",
+            "GetMetrics",
             "GetConfig",
             "ListCapsules",
             "GetCommands",

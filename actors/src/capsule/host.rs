@@ -33,6 +33,7 @@ use crate::caps::{Check, Refused, Verdict};
 use crate::capsule::child_name;
 use crate::mcp::servers::McpServers;
 use crate::mcp::{CallTool, McpError};
+use crate::metrics::CapsuleMetrics;
 use crate::protocol::{DEFAULT_MAX_FRAME_LEN, RawValue};
 use crate::runtime::Services;
 use crate::store::{Delete, Get, Namespaces, Put, StoreError};
@@ -89,6 +90,8 @@ pub struct Host {
     crashes: Option<Arc<CrashSink>>,
     /// What its call running paused for the user (shared by every instance).
     pauses: Arc<CallPauses>,
+    /// Its calls' counters (shared by every instance; see [`crate::metrics`]).
+    metrics: Arc<CapsuleMetrics>,
 }
 
 /// How much longer than the user's time a capsule waits for the approvals actor's answer
@@ -135,6 +138,7 @@ impl Host {
             faults: Arc::default(),
             crashes: None,
             pauses: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -145,6 +149,17 @@ impl Host {
             crashes: Some(Arc::new(sink)),
             ..self
         }
+    }
+
+    /// The same imports, whose capsule's calls are counted in `metrics`.
+    #[must_use]
+    pub fn with_metrics(self, metrics: Arc<CapsuleMetrics>) -> Self {
+        Self { metrics, ..self }
+    }
+
+    /// The capsule's call counters.
+    pub fn metrics(&self) -> &CapsuleMetrics {
+        &self.metrics
     }
 
     /// Where the capsule's crashes are kept, if they are.

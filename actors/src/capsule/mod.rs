@@ -194,6 +194,7 @@ impl CapsuleActor {
     /// Keeps a bundle of a crash injected between calls (nothing to replay), off the
     /// actor's thread.
     fn keep_injected(&self, reason: &str) {
+        self.runner.host().metrics().failed(CrashKind::Injected);
         let Some(sink) = self.runner.host().crash_sink().cloned() else {
             return;
         };

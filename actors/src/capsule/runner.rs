@@ -259,6 +259,8 @@ impl Runner {
             sandbox: None,
             input: Vec::new(),
         };
+        // The instance goes with the thread (see `Runner::next`).
+        let _gone = MemoryGone(self.host.metrics());
         while let Some(job) = self.next() {
             let crashed = match job {
                 Turn::Calls => guest.calls(),
@@ -286,6 +288,15 @@ impl Runner {
         if let Some(tell) = tell {
             let _ = tell.send(reason);
         }
+    }
+}
+
+/// Reports the instance's memory gone when the thread ends, however it ends.
+struct MemoryGone<'a>(&'a crate::metrics::CapsuleMetrics);
+
+impl Drop for MemoryGone<'_> {
+    fn drop(&mut self) {
+        self.0.set_memory(0);
     }
 }
 
@@ -334,6 +345,7 @@ impl Guest<'_> {
     /// What a crash bundle keeps of the incarnation that just failed for `reason`; the
     /// instance is dropped.
     fn crashed(&mut self, reason: String) -> Crashed {
+        self.runner.host.metrics().set_memory(0);
         match self.sandbox.take() {
             Some(mut sandbox) => {
                 let (calls, calls_dropped) = sandbox.take_calls();
@@ -482,14 +494,24 @@ impl Guest<'_> {
                 return (Err(CallFailure::Deadline(timeout)), None);
             }
         }
+        let runner = self.runner;
+        let metrics = runner.host.metrics();
         let sandbox = match self.sandbox() {
             Ok(sandbox) => sandbox,
             Err(failure) => {
+                metrics.failed(CrashKind::Start);
                 let reason = failure.to_string();
                 return (Err(failure), Some(reason));
             }
         };
-        match sandbox.call(entry, input) {
+        let started = Instant::now();
+        let outcome = sandbox.call(entry, input);
+        metrics.call(entry as usize, started.elapsed(), sandbox.fuel_used());
+        metrics.set_memory(sandbox.memory_bytes());
+        if let Some(kind) = outcome.as_ref().err().and_then(CallError::kind) {
+            metrics.failed(kind);
+        }
+        match outcome {
             Ok(reply) => (Ok(reply), None),
             Err(CallError::Unconfigured(message)) => {
                 // Not the guest's bug: the call fails with the message, and the instance,
@@ -533,6 +555,7 @@ impl Guest<'_> {
             Ok(len) => reply.truncate(len),
             Err(e) => {
                 // A reply that is not MessagePack is garbage, as a bad range is.
+                self.runner.host.metrics().failed(CrashKind::Garbage);
                 let reason = garbage_command(&e);
                 return (Err(CallFailure::Crashed(reason.clone())), Some(reason));
             }
@@ -601,6 +624,7 @@ impl Guest<'_> {
         if let Some(verdict) = verdict(&reply) {
             (Ok(verdict), None)
         } else {
+            self.runner.host.metrics().failed(CrashKind::Garbage);
             (
                 Err(CallFailure::Crashed(GARBAGE_VERDICT.into())),
                 Some(GARBAGE_VERDICT.into()),

@@ -561,6 +561,11 @@ impl Sandbox {
         self.fuel_used
     }
 
+    /// Bytes of the instance's linear memory now.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory.view(&self.store).data_size()
+    }
+
     /// Metering points the call that just ended spent.
     fn spent(&mut self) -> u64 {
         if self

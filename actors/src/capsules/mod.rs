@@ -112,6 +112,8 @@ pub struct RegistryDeps {
     pub installed: InstalledStore,
     /// Where capsules' crash bundles are kept.
     pub crashes: CrashStore,
+    /// The daemon's metrics (each capsule's calls are counted there).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The capsule registry actor.
@@ -239,6 +241,7 @@ impl CapsulesActor {
             self.deps.interceptors.remove(&name);
             self.deps.mcp.stop_for(&name);
             self.deps.loaded.remove(&name);
+            self.deps.metrics.capsules.forget(&name);
             let stop = self.parent.send(StopChild {
                 name: child_name(&name),
             });
@@ -316,7 +319,8 @@ impl CapsulesActor {
                 Arc::clone(&self.deps.mcp.table),
                 config,
             )
-            .with_crashes(sink),
+            .with_crashes(sink)
+            .with_metrics(self.deps.metrics.capsules.of(&name)),
             subscriptions: manifest.subscriptions.clone(),
             queue: Arc::clone(&queue),
             runner: runner.clone(),

@@ -26,6 +26,7 @@ use crate::listener::ListenerActor;
 use crate::mcp::Launcher;
 use crate::mcp::groups::{self, ServerGroups};
 use crate::mcp::servers::McpServers;
+use crate::metrics::Metrics;
 use crate::protocol::to_payload;
 use crate::relay::Relay;
 use crate::runtime::{KernelFiles, Services};
@@ -139,6 +140,7 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
         files,
         stores,
     } = prepared;
+    let metrics = Arc::new(Metrics::new(stores.ledger.metrics()));
 
     let ctx = Context::<SupervisorActor>::new();
     let supervisor = ctx.address();
@@ -162,6 +164,7 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
         files: config.mcp_files.clone(),
         trust: Arc::clone(&trust),
         open_file_limit: config.mcp_open_file_limit,
+        metrics: Arc::clone(&metrics),
     };
     let mcp = Arc::clone(&launcher.table);
     let deps = Arc::new(SessionDeps {
@@ -180,6 +183,7 @@ pub(super) fn start(config: &KernelConfig, prepared: Prepared) -> Result<Kernel,
         trust,
         audit_policy: Arc::new(config.audit_policy.clone()),
         crashes: CrashStore::new(config.home.crashes()),
+        metrics: Arc::clone(&metrics),
     });
     let children = children(
         config,
@@ -267,6 +271,7 @@ fn children(
         settings: SettingsDir::new(config.home.settings()),
         installed: InstalledStore::new(&home),
         crashes: deps.crashes.clone(),
+        metrics: Arc::clone(&deps.metrics),
     };
     let idle_grace = config.ephemeral.then_some(config.idle_grace);
     let sessions = Arc::clone(&deps.connections);

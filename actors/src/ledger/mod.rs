@@ -151,6 +151,11 @@ impl fmt::Debug for Ledger {
 }
 
 impl Ledger {
+    /// The syncer's counters: journal syncs and the batches each carried.
+    pub fn metrics(&self) -> Arc<crate::metrics::LedgerMetrics> {
+        Arc::clone(&self.shared.metrics)
+    }
+
     /// Opens the ledger over `db` (opened with [`prepare`]) and its two journal files,
     /// replaying whatever the journal holds, and starts its syncer and checkpointer threads.
     /// Audit entries are written for daemon session `session`.

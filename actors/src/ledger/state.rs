@@ -11,6 +11,7 @@ use super::overlay::Pending;
 use super::retention::Retention;
 use super::{KvChange, OnCommit};
 use crate::db::Db;
+use crate::metrics::LedgerMetrics;
 
 /// Where the next audit entry goes.
 #[derive(Debug, Clone)]
@@ -91,6 +92,8 @@ pub(super) struct Shared {
     pub(super) settled: Condvar,
     /// Injected storage faults.
     pub(super) faults: Arc<StorageFaults>,
+    /// The syncer's counters (journal syncs, batches per sync).
+    pub(super) metrics: Arc<LedgerMetrics>,
 }
 
 impl Shared {
@@ -123,6 +126,7 @@ impl Shared {
             wake: Condvar::new(),
             settled: Condvar::new(),
             faults,
+            metrics: Arc::default(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! first change since the last checkpoint.
 
 use std::sync::{Arc, PoisonError};
+use std::time::Instant;
 
 use super::checkpointer::CHECKPOINT_BYTES;
 use super::state::{Inner, Shared};
@@ -34,8 +35,11 @@ impl Shared {
             let mut frames = inner.frames.take();
             let count = inner.staged.len();
             drop(inner);
+            let started = Instant::now();
             let mut journal = self.lock_journal();
             let written = journal.append(&mut frames);
+            self.metrics
+                .synced(count, started.elapsed(), written.is_ok());
             let grown = journal.active_len() >= CHECKPOINT_BYTES;
             inner = self.lock();
             let answers = publish(&mut inner, count, written);

@@ -26,6 +26,7 @@ use super::process::{die_with_the_daemon, find_program, limit_open_files};
 use super::servers::McpServers;
 use super::{HANDSHAKE_TIMEOUT, KEEPALIVE, PING_TIMEOUT, TERM_GRACE};
 use super::{Recipe, groups, stderr, stdout};
+use crate::metrics::{McpCalls, McpOutcome};
 use crate::supervisor::{ExitNote, Fault, Inject, Terminate, apply_fault};
 
 type Service = RunningService<RoleClient, Client>;
@@ -54,6 +55,8 @@ pub struct McpServerActor {
     overflow: stdout::Overflow,
     calls: InFlight,
     faults: Arc<McpFaults>,
+    /// Its calls, by outcome (the daemon's metrics).
+    counted: Arc<McpCalls>,
 }
 
 /// The client side of the connection: follows tool-list changes.
@@ -110,6 +113,7 @@ impl McpServerActor {
             overflow: stdout::Overflow::default(),
             calls: InFlight::default(),
             faults: recipe.faults,
+            counted: recipe.calls,
         }
     }
 
@@ -330,6 +334,7 @@ impl Handler<CallTool> for McpServerActor {
         let timeout = self.config.call_timeout;
         let tool = msg.tool;
         let Some(peer) = self.peer.clone() else {
+            self.counted.record(McpOutcome::Unavailable);
             let server = self.config.name.clone();
             return Box::pin(std::future::ready(Err(McpError::NotReady(server))));
         };
@@ -350,6 +355,13 @@ impl Handler<CallTool> for McpServerActor {
         };
         ctx.spawn(call.into_actor(self).map(move |answer, act, ctx| {
             let result = act.tool_result(tool, timeout, answer, ctx);
+            act.counted.record(match &result {
+                Ok(r) if r.is_error => McpOutcome::ToolError,
+                Ok(_) => McpOutcome::Ok,
+                Err(McpError::Remote { .. }) => McpOutcome::Refused,
+                Err(McpError::Deadline { .. }) => McpOutcome::Timeout,
+                Err(_) => McpOutcome::Unavailable,
+            });
             act.calls.answer(id, result);
         }));
         if faults.kill {

@@ -31,6 +31,8 @@ pub struct Launcher {
     pub trust: Arc<WorkspaceTrust>,
     /// The soft open-file limit servers start with (the daemon's own when `None`).
     pub open_file_limit: Option<u64>,
+    /// The daemon's metrics (each server's calls are counted there).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Launcher {
@@ -46,6 +48,7 @@ impl Launcher {
             table: Arc::clone(&self.table),
             open_file_limit: self.open_file_limit,
             faults: Arc::default(),
+            calls: self.metrics.mcp.of(&server.name),
         };
         crate::supervisor::ChildSpec::worker_in(
             servers::child_name(&server.name),
@@ -146,6 +149,7 @@ impl Launcher {
             return;
         };
         for name in servers {
+            self.metrics.mcp.forget(&name);
             supervisor.do_send(crate::supervisor::StopChild {
                 name: servers::child_name(&name),
             });
@@ -166,4 +170,6 @@ pub struct Recipe {
     pub open_file_limit: Option<u64>,
     /// Its injected faults (shared by every incarnation).
     pub faults: Arc<McpFaults>,
+    /// Its calls' counters (shared by every incarnation).
+    pub calls: Arc<crate::metrics::McpCalls>,
 }

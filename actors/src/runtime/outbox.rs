@@ -22,8 +22,9 @@ use serde::Serialize;
 use tokio::io::AsyncWrite;
 use tokio::net::unix::OwnedWriteHalf;
 
+use crate::metrics::{Metrics, Timer};
 use crate::protocol::{
-    EncodeError, ErrorBody, ErrorFrame, ProtocolError, ReplyFrame, encode_frame,
+    EncodeError, ErrorBody, ErrorCode, ErrorFrame, ProtocolError, ReplyFrame, encode_frame,
 };
 
 /// Why a request's answer could not be written as it was; the request is answered with the
@@ -67,6 +68,8 @@ struct Shared {
     connection: u64,
     /// The session's thread: replies made there are left to the writer.
     home: ThreadId,
+    /// Where answers are counted.
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Debug)]
@@ -145,8 +148,14 @@ pub(crate) enum Flushed {
 }
 
 impl Outbox {
-    /// The outbox of connection `connection`, made on the session's thread.
-    pub(crate) fn new(io: OwnedWriteHalf, max_frame: usize, connection: u64) -> Self {
+    /// The outbox of connection `connection`, made on the session's thread; its answers
+    /// are counted in `metrics`.
+    pub(crate) fn new(
+        io: OwnedWriteHalf,
+        max_frame: usize,
+        connection: u64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self(Arc::new(Shared {
             state: Mutex::new(State {
                 io: Some(io),
@@ -159,6 +168,7 @@ impl Outbox {
             max_frame,
             connection,
             home: thread::current().id(),
+            metrics,
         }))
     }
 
@@ -193,8 +203,13 @@ impl Outbox {
     /// Appends the reply to request `id` (an error reply when the result cannot be sent).
     pub(crate) fn reply_ok<T: Serialize + ?Sized>(&self, id: u64, result: &T) {
         let mut state = self.lock();
-        self.append_ok(&mut state, id, result);
+        let _ = self.append_ok(&mut state, id, result);
         state.wake_writer();
+    }
+
+    /// Counts the answer to the request `timer` times (see [`Metrics`]).
+    pub(crate) fn count(&self, timer: Timer, outcome: Result<(), ErrorCode>) {
+        self.0.metrics.requests.finish(timer, outcome);
     }
 
     /// Appends an error reply (to request `id`, or to the connection).
@@ -204,24 +219,29 @@ impl Outbox {
         state.wake_writer();
     }
 
-    fn append_ok<T: Serialize + ?Sized>(&self, state: &mut State, id: u64, result: &T) {
+    fn append_ok<T: Serialize + ?Sized>(
+        &self,
+        state: &mut State,
+        id: u64,
+        result: &T,
+    ) -> Result<(), ErrorCode> {
         let reply = ReplyFrame {
             id,
             result: &result,
         };
-        self.append_reply(state, id, |buf| encode_frame(buf, &reply));
+        self.append_reply(state, id, |buf| encode_frame(buf, &reply))
     }
 
-    /// Appends the reply frame to request `id` that `encode` writes (an error reply when
-    /// it cannot be sent).
+    /// Appends the reply frame to request `id` that `encode` writes, or an error reply when
+    /// it cannot be sent (then its code).
     fn append_reply(
         &self,
         state: &mut State,
         id: u64,
         encode: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
-    ) {
+    ) -> Result<(), ErrorCode> {
         let body = match state.frame_with(self.0.max_frame, encode) {
-            Ok(()) => return,
+            Ok(()) => return Ok(()),
             Err(EncodeError::TooLarge(len)) => ErrorBody::from(&ReplyError::TooLarge {
                 len,
                 max: self.0.max_frame,
@@ -235,6 +255,7 @@ impl Outbox {
             }
         };
         self.append_err(state, Some(id), &body);
+        Err(body.code)
     }
 
     fn append_err(&self, state: &mut State, id: Option<u64>, error: &ErrorBody) {
@@ -262,9 +283,14 @@ impl Outbox {
         }
     }
 
-    /// Takes request `id`: its [`ReplyTo`] must answer it. Refused past `limit` requests in
-    /// flight.
-    pub(crate) fn take(&self, id: u64, limit: usize) -> Result<ReplyTo, ProtocolError> {
+    /// Takes request `id`: its [`ReplyTo`] must answer it, and counts the answer when
+    /// `timer` is given. Refused past `limit` requests in flight.
+    pub(crate) fn take(
+        &self,
+        id: u64,
+        limit: usize,
+        timer: Option<Timer>,
+    ) -> Result<ReplyTo, ProtocolError> {
         let mut state = self.lock();
         if state.in_flight >= limit {
             return Err(ProtocolError::TooManyRequests(limit));
@@ -273,6 +299,7 @@ impl Outbox {
         Ok(ReplyTo {
             out: Some(self.clone()),
             id,
+            timer,
         })
     }
 
@@ -342,6 +369,8 @@ impl Outbox {
 pub struct ReplyTo {
     out: Option<Outbox>,
     id: u64,
+    /// Times the request for its metrics.
+    timer: Option<Timer>,
 }
 
 impl ReplyTo {
@@ -349,8 +378,16 @@ impl ReplyTo {
     pub fn ok<T: Serialize + ?Sized>(mut self, result: &T) {
         if let Some(out) = self.out.take() {
             let mut state = out.lock();
-            out.append_ok(&mut state, self.id, result);
+            let outcome = out.append_ok(&mut state, self.id, result);
             out.deliver(&mut state);
+            drop(state);
+            self.count(&out, outcome);
+        }
+    }
+
+    fn count(&self, out: &Outbox, outcome: Result<(), ErrorCode>) {
+        if let Some(timer) = self.timer {
+            out.count(timer, outcome);
         }
     }
 
@@ -363,8 +400,10 @@ impl ReplyTo {
         if let Some(out) = self.out.take() {
             let mut state = out.lock();
             let id = self.id;
-            out.append_reply(&mut state, id, |buf| encode(buf, id));
+            let outcome = out.append_reply(&mut state, id, |buf| encode(buf, id));
             out.deliver(&mut state);
+            drop(state);
+            self.count(&out, outcome);
         }
     }
 
@@ -374,6 +413,8 @@ impl ReplyTo {
             let mut state = out.lock();
             out.append_err(&mut state, Some(self.id), error);
             out.deliver(&mut state);
+            drop(state);
+            self.count(&out, Err(error.code));
         }
     }
 }
@@ -390,6 +431,7 @@ impl Drop for ReplyTo {
             ReplyTo {
                 out: Some(out),
                 id: self.id,
+                timer: self.timer,
             }
             .err(&error);
         }
@@ -429,7 +471,7 @@ pub(crate) mod testing {
             let (daemon_read, write) = daemon.into_split();
             let (client, _) = client.into_split();
             Self {
-                out: Outbox::new(write, 1024 * 1024, 1),
+                out: Outbox::new(write, 1024 * 1024, 1, std::sync::Arc::default()),
                 client,
                 _daemon_read: daemon_read,
                 buf: bytes::BytesMut::new(),
@@ -443,7 +485,7 @@ pub(crate) mod testing {
 
         /// Takes request `id` (in-flight limit 8).
         pub(crate) fn take(&self, id: u64) -> ReplyTo {
-            self.out.take(id, 8).unwrap()
+            self.out.take(id, 8, None).unwrap()
         }
 
         /// The next frame the client receives, as a generic value. What is pending is
@@ -496,7 +538,7 @@ mod tests {
         let replies: Vec<ReplyTo> = (0..8).map(|id| conn.take(id)).collect();
         assert_eq!(conn.out.in_flight(), 8);
         assert!(matches!(
-            conn.out.take(9, 8),
+            conn.out.take(9, 8, None),
             Err(ProtocolError::TooManyRequests(8))
         ));
         for reply in replies {
@@ -520,7 +562,7 @@ mod tests {
     async fn a_result_too_large_for_a_frame_is_answered_too_large() {
         let (daemon, _client) = tokio::net::UnixStream::pair().unwrap();
         let (_read, write) = daemon.into_split();
-        let out = Outbox::new(write, 200, 1);
+        let out = Outbox::new(write, 200, 1, Arc::default());
         out.reply_ok(1, &"x".repeat(300));
         let pending = out.pending();
         assert!(pending > 0 && pending < 200, "{pending} bytes");

@@ -195,6 +195,20 @@ impl Connections {
         self.lock().accepted
     }
 
+    /// The counts the metrics report: accepted, open, in their handshake, refused.
+    pub fn counts(&self) -> crate::metrics::ConnectionCounts {
+        let (accepted, open, handshaking) = {
+            let t = self.lock();
+            (t.accepted, t.entries.len(), t.unauthenticated)
+        };
+        crate::metrics::ConnectionCounts {
+            accepted,
+            open: u64::try_from(open).unwrap_or(u64::MAX),
+            handshaking: u64::try_from(handshaking).unwrap_or(u64::MAX),
+            refused: self.refusals.totals(),
+        }
+    }
+
     /// Addresses of every open session.
     pub fn sessions(&self) -> Vec<Addr<SessionActor>> {
         self.lock()

@@ -35,6 +35,7 @@ use self::writer::{CatchUp, Writer};
 use crate::audit::{AuditHealth, Record};
 use crate::bus::{Deregister, Pattern, Publish};
 use crate::capsules::CapsulesActor;
+use crate::metrics::Timer;
 use crate::protocol::codec::MAX_HANDSHAKE_LEN;
 use crate::protocol::{
     ErrorBody, FrameCodec, FrameError, Hello, PROTOCOL_VERSION, ProtocolError, Welcome, decode_map,
@@ -82,6 +83,8 @@ pub struct SessionDeps {
     pub audit_policy: Arc<crate::audit::AuditPolicy>,
     /// Capsules' crash bundles (`<home>/crashes/`).
     pub crashes: crate::capsule::crashes::CrashStore,
+    /// The daemon's metrics (requests are recorded as they are answered).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Who is on the other end of a connection, as the kernel reported it at accept.
@@ -140,6 +143,9 @@ pub struct SessionActor {
     /// Who this connection is, for audit entries (see `describe`).
     who: String,
     link: BusLink,
+    /// The request being dispatched, timed for its metrics: taken by whatever answers it
+    /// (a [`ReplyTo`](crate::runtime::ReplyTo), or a reply written during the dispatch).
+    current: Option<Timer>,
 }
 
 impl SessionActor {
@@ -151,6 +157,7 @@ impl SessionActor {
         // Until the handshake, a peer can make the session buffer a few KiB at most.
         let codec = FrameCodec::new(max_frame).first_frame_limit(MAX_HANDSHAKE_LEN);
         let table = Arc::clone(&deps.connections);
+        let metrics = Arc::clone(&deps.metrics);
         let addr = Self::create(move |ctx| {
             // The writer is spawned after the reader so a batch of replies is written in the
             // same poll that handled the batch of requests.
@@ -159,7 +166,7 @@ impl SessionActor {
             Self {
                 id,
                 deps,
-                out: Outbox::new(write, max_frame, id),
+                out: Outbox::new(write, max_frame, id, Arc::clone(&metrics)),
                 phase: Phase::Handshake,
                 reading: Some(reading),
                 read_closed: false,
@@ -167,6 +174,7 @@ impl SessionActor {
                 peer,
                 who: describe(id, None, peer),
                 link: BusLink::default(),
+                current: None,
             }
         });
         table.open(id, peer.pid, addr.clone());
@@ -178,12 +186,21 @@ impl SessionActor {
         format!("client:{}", self.id)
     }
 
+    /// Answers request `id` (counted when it is the request being dispatched).
     fn reply_ok<T: Serialize + ?Sized>(&mut self, id: u64, result: &T) {
         self.out.reply_ok(id, result);
+        if let Some(timer) = self.current.take() {
+            self.out.count(timer, Ok(()));
+        }
     }
 
+    /// Answers request `id`, or the connection, with an error (counted when it answers the
+    /// request being dispatched).
     fn reply_err(&mut self, id: Option<u64>, error: &ErrorBody) {
         self.out.reply_err(id, error);
+        if let Some(timer) = self.current.take() {
+            self.out.count(timer, Err(error.code));
+        }
     }
 
     /// Who this connection is, for audit entries.
@@ -325,20 +342,25 @@ impl SessionActor {
         if body.is_empty() {
             let error = ErrorBody::from(&ProtocolError::EmptyFrame);
             self.audit_refusal("invalid", String::new(), &error);
+            self.deps.metrics.requests.undecoded(error.code);
             return self.reply_err(None, &error);
         }
         match decode_request(body) {
             Ok(frame) => {
+                self.current = Some(Timer::start(&frame.request));
                 if self.phase == Phase::Draining {
                     let error = ErrorBody::from(&ProtocolError::ShuttingDown);
                     return self.reply_err(Some(frame.id), &error);
                 }
                 self.dispatch(frame.id, frame.request, ctx);
+                // Answered, or handed to whatever answers it.
+                self.current = None;
             }
             Err((id, error)) => {
                 let error = ErrorBody::from(&error);
                 self.audit_refusal("invalid", String::new(), &error);
                 self.reply_err(id, &error);
+                self.deps.metrics.requests.undecoded(error.code);
             }
         }
     }

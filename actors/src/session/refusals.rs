@@ -99,6 +99,8 @@ struct Window {
     /// When the current window opened; `None` in a quiet spell.
     opened: Option<Instant>,
     counts: BTreeMap<&'static str, u64>,
+    /// Every refusal since boot, by reason (for the metrics; bounded by the reasons).
+    totals: BTreeMap<&'static str, u64>,
 }
 
 impl Window {
@@ -130,6 +132,7 @@ impl Refusals {
     /// after a quiet spell), or nothing (it is counted).
     pub fn refuse(&self, now: Instant, who: &str, error: &ProtocolError) -> Option<Refused> {
         let mut window = self.lock();
+        *window.totals.entry(reason(error)).or_default() += 1;
         if window.opened.is_some() {
             *window.counts.entry(reason(error)).or_default() += 1;
             return None;
@@ -157,6 +160,11 @@ impl Refusals {
     /// When the current window (`window` long) ends; `None` in a quiet spell.
     pub fn ends_at(&self, window: Duration) -> Option<Instant> {
         self.lock().opened.map(|opened| opened + window)
+    }
+
+    /// Every refusal since boot, by reason.
+    pub fn totals(&self) -> Vec<(&'static str, u64)> {
+        self.lock().totals.iter().map(|(&r, &n)| (r, n)).collect()
     }
 
     /// The count of the current window, whatever its age (at shutdown).

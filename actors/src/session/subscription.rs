@@ -14,6 +14,7 @@ use super::route::AuditNote;
 use super::{Phase, SessionActor};
 use crate::bus::{self, BusError, Event, MAX_PATTERNS, Pattern, Register, SubscriberId};
 use crate::error::KernelError;
+use crate::metrics::Timer;
 use crate::protocol::{ErrorBody, Subscribed, Unsubscribed, raw};
 
 /// Longest wait between attempts to reach a restarting bus.
@@ -24,7 +25,7 @@ pub(super) struct BusLink {
     state: LinkState,
     patterns: Vec<String>,
     /// `Subscribe` requests answered once the link is up.
-    waiting: Vec<(u64, String, AuditNote)>,
+    waiting: Vec<(u64, String, AuditNote, Option<Timer>)>,
     attempts: u32,
 }
 
@@ -79,9 +80,13 @@ impl SessionActor {
                     Ok(Subscribed { pattern, patterns })
                 });
             }
-            LinkState::Linking => self.link.waiting.push((id, pattern, note)),
+            LinkState::Linking => {
+                let timer = self.current.take();
+                self.link.waiting.push((id, pattern, note, timer));
+            }
             LinkState::Unlinked => {
-                self.link.waiting.push((id, pattern, note));
+                let timer = self.current.take();
+                self.link.waiting.push((id, pattern, note, timer));
                 self.relink(ctx);
             }
         }
@@ -186,9 +191,10 @@ impl SessionActor {
                 });
             }
         }
-        for (id, pattern, note) in std::mem::take(&mut self.link.waiting) {
+        for (id, pattern, note, timer) in std::mem::take(&mut self.link.waiting) {
             note.ok();
             let patterns = self.link.patterns.clone();
+            self.current = timer;
             self.reply_ok(id, &Subscribed { pattern, patterns });
         }
     }
@@ -198,9 +204,10 @@ impl SessionActor {
         // Requests waiting on the link fail and their patterns are dropped; patterns from
         // before (a bus that crashed) are kept, and the link is retried for them.
         let body = ErrorBody::from(error);
-        for (id, pattern, note) in std::mem::take(&mut self.link.waiting) {
+        for (id, pattern, note, timer) in std::mem::take(&mut self.link.waiting) {
             note.refused(&body);
             self.link.patterns.retain(|p| *p != pattern);
+            self.current = timer;
             self.reply_err(Some(id), &body);
         }
         self.schedule_relink(ctx);

@@ -104,6 +104,15 @@ pub(crate) enum Command {
     },
     /// Show the live supervision tree.
     Ps,
+    /// Print the daemon's metrics (OpenMetrics text).
+    Metrics,
+    /// A live view of the supervision tree with per-capsule rates, latencies and memory,
+    /// and the busiest requests; `q` or Ctrl-C quits.
+    Top {
+        /// How often to redraw (at least 100ms: each frame asks the daemon twice).
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval)]
+        interval: Duration,
+    },
     /// Print events as they arrive.
     Events {
         /// Topic pattern: `*` matches one segment, a final `>` the rest.
@@ -443,6 +452,15 @@ pub(crate) enum ConfigCommand {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("not a duration like 5s or 250ms ({e})"))
+}
+
+/// `astrid top`'s interval: at least 100ms.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let interval = parse_duration(s)?;
+    if interval < Duration::from_millis(100) {
+        return Err("at least 100ms".into());
+    }
+    Ok(interval)
 }
 
 /// The fault grammar, shown by `astrid fault --help`.

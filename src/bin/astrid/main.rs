@@ -20,6 +20,7 @@ mod logs;
 mod render;
 mod service;
 mod settings;
+mod top;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -334,6 +335,8 @@ async fn one_shot(
             show(json, &list, |l| render::metadata(l))
         }
         Command::Ps => show(json, &client.tree().await?, render::tree),
+        Command::Metrics => show(json, &client.metrics().await?, Clone::clone),
+        Command::Top { interval } => top::run(&client, interval).await,
         Command::Events { pattern, count } => {
             let _: Subscribed = client.call(Request::Subscribe { pattern }).await?;
             let mut seen = 0;

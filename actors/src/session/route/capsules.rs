@@ -100,7 +100,7 @@ pub(super) fn invoke(d: Dispatch<'_>, command: String, args: Vec<String>) {
         Ok(route) => route,
         Err(e) => return session.reply_err(Some(id), &ErrorBody::from(&KernelError::from(e))),
     };
-    let reply = match session.out.take(id, session.deps.limits.max_in_flight) {
+    let reply = match session.take_reply(id) {
         Ok(reply) => reply,
         Err(error) => return session.reply_err(Some(id), &ErrorBody::from(&error)),
     };

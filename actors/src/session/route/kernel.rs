@@ -9,18 +9,58 @@ use crate::capsule::HostError;
 use crate::capsule::sandbox::import_names;
 use crate::capsules::ListCapsules;
 use crate::error::KernelError;
+use crate::metrics::Snapshot;
 use crate::protocol::{
     ConfigReport, Fault, FaultInjected, ImportEffect, PROTOCOL_VERSION, RawValue, ShutdownAck,
     Status,
 };
 use crate::session::SessionDeps;
 use crate::store;
-use crate::supervisor::{GetTree, InjectFault};
+use crate::supervisor::{GetTree, InjectFault, NodeKind, TreeNode};
 
 /// `GetStatus`.
 pub(super) fn status(d: Dispatch<'_>) {
     let deps = d.deps();
     d.run(status_of(deps));
+}
+
+/// `GetMetrics`: the live counters, with what the bus, the store, the connection table and
+/// the tree count themselves, as OpenMetrics text.
+pub(super) fn metrics(d: Dispatch<'_>) {
+    let deps = d.deps();
+    let tree = ask_supervisor(&deps.supervisor, GetTree, d.timeout());
+    d.run(async move {
+        let t = deps.limits.call_timeout;
+        let a = &deps.services;
+        let (bus, store, tree) = tokio::join!(
+            a.bus.call(GetBusStats, t),
+            a.store.call(store::GetStoreStats, t),
+            tree
+        );
+        let mut restarts = Vec::new();
+        if let Ok(root) = &tree {
+            actor_restarts(root, &mut restarts);
+        }
+        let snapshot = Snapshot {
+            uptime: deps.info.started_at.elapsed(),
+            bus: bus.ok(),
+            store: store.ok(),
+            connections: deps.connections.counts(),
+            restarts,
+        };
+        Ok(deps.metrics.encode(snapshot))
+    });
+}
+
+/// Every worker and capsule of the tree, with its restarts. Sessions are never restarted,
+/// and a supervisor's node counts its children's restarts in its window, not its own.
+fn actor_restarts(node: &TreeNode, out: &mut Vec<(String, u32)>) {
+    if matches!(node.kind, NodeKind::Worker | NodeKind::Capsule) {
+        out.push((node.name.clone(), node.restarts));
+    }
+    for child in &node.children {
+        actor_restarts(child, out);
+    }
 }
 
 /// `GetConfig`: the settings the daemon's edge resolved at boot, and the audit policy.

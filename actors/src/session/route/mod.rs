@@ -218,6 +218,9 @@ impl Routes for Dispatch<'_> {
     fn get_status(self) {
         kernel::status(self);
     }
+    fn get_metrics(self) {
+        kernel::metrics(self);
+    }
     fn get_config(self) {
         kernel::config(self);
     }
@@ -427,13 +430,28 @@ impl SessionActor {
         self.reply_err(Some(id), &body);
     }
 
+    /// Takes request `id` with the timer of the request being dispatched (see
+    /// [`Outbox::take`](crate::runtime::outbox::Outbox)); when it is refused, the timer is
+    /// left for the error reply.
+    pub(super) fn take_reply(
+        &mut self,
+        id: u64,
+    ) -> Result<crate::runtime::ReplyTo, crate::protocol::ProtocolError> {
+        let timer = self.current.take();
+        let taken = self.out.take(id, self.deps.limits.max_in_flight, timer);
+        if taken.is_err() {
+            self.current = timer;
+        }
+        taken
+    }
+
     /// Runs `work` concurrently with the session and replies with its outcome.
     pub(super) fn call<T, F>(&mut self, id: u64, ctx: &mut Context<Self>, work: F)
     where
         T: Serialize + 'static,
         F: Future<Output = Result<T, KernelError>> + 'static,
     {
-        let reply = match self.out.take(id, self.deps.limits.max_in_flight) {
+        let reply = match self.take_reply(id) {
             Ok(reply) => reply,
             Err(error) => return self.reply_err(Some(id), &ErrorBody::from(&error)),
         };
