@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use astrid::client::Client;
-use astrid::protocol::{CommandOutput, ErrorCode, Request};
+use astrid::protocol::{CommandOutput, ErrorCode, Request, Written};
 
 use crate::common::{DEADLINE, TestDaemon, cli_bin, failure, output_text, poll_async};
 
@@ -247,7 +247,7 @@ async fn the_metrics_count_requests_capsule_calls_and_restarts() {
 
 // Two workers: the calls keep coming while this thread blocks reading `top`'s output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn top_shows_the_tree_and_a_capsule_rate_and_quits_on_q() {
+async fn top_shows_the_tree_with_a_capsule_s_and_the_store_s_rates_and_quits_on_q() {
     let d = TestDaemon::builder().capsules(&["echo"]).start();
     let client = Arc::new(d.client().await);
     // Calls keep coming while `top` samples.
@@ -258,6 +258,13 @@ async fn top_shows_the_tree_and_a_capsule_rate_and_quits_on_q() {
             let end = Instant::now() + DEADLINE;
             while !stop.load(Ordering::Relaxed) && Instant::now() < end {
                 invoke(&client, "echo").await.unwrap();
+                let _: Written = client
+                    .call(Request::KvPut {
+                        key: "k".into(),
+                        value: b"v".to_vec(),
+                    })
+                    .await
+                    .unwrap();
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         })
@@ -283,31 +290,33 @@ async fn top_shows_the_tree_and_a_capsule_rate_and_quits_on_q() {
             }
         }
     });
-    // A row of the tree with a rate: `capsule:echo  running  0  <calls/s> ...`.
+    // Rows of the tree with a rate: `capsule:echo  running  0  <calls/s> ...`, and the
+    // store's, of the `KvPut`s it serves.
     let end = Instant::now() + DEADLINE;
     let mut shown = Vec::new();
-    let rate = loop {
+    let mut waiting = vec!["capsule:echo", "store"];
+    while !waiting.is_empty() {
         let left = end.saturating_duration_since(Instant::now());
         let Ok(line) = seen.recv_timeout(left) else {
             let _ = top.kill();
             panic!(
-                "no rate for capsule:echo within {DEADLINE:?}:\n{}",
+                "no rate for {waiting:?} within {DEADLINE:?}:\n{}",
                 shown.join("\n")
             );
         };
         shown.push(line.clone());
-        let Some(at) = line.find("capsule:echo") else {
-            continue;
-        };
-        let columns: Vec<&str> = line[at..].split_whitespace().collect();
-        // name, state, restarts, calls/s, ...
-        if let Some(rate) = columns.get(3).and_then(|r| r.parse::<f64>().ok())
-            && rate > 0.0
-        {
-            break rate;
-        }
-    };
-    assert!(rate > 0.0);
+        waiting.retain(|row| {
+            let Some(at) = line.find(&format!("{row} ")) else {
+                return true;
+            };
+            let columns: Vec<&str> = line[at..].split_whitespace().collect();
+            // name, state, restarts, calls/s, ...
+            !columns
+                .get(3)
+                .and_then(|r| r.parse::<f64>().ok())
+                .is_some_and(|rate| rate > 0.0)
+        });
+    }
     for node in ["kernel", "bus", "listener", "capsules"] {
         assert!(
             shown.iter().any(|l| l.contains(node)),

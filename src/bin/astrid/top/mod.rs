@@ -1,4 +1,5 @@
-//! `astrid top`: a live view of the supervision tree with per-capsule and per-server rates,
+//! `astrid top`: a live view of the supervision tree with per-actor, per-capsule and
+//! per-server rates (a kernel actor's being those of the requests it serves: `served.rs`),
 //! and the requests by kind, redrawn every `--interval` from successive `GetMetrics`
 //! readings (rates and percentiles are over the interval: see `rates.rs`). Quits on `q` or
 //! Ctrl-C. On a terminal, its input is read unbuffered and unechoed (rustix's termios) and
@@ -7,6 +8,7 @@
 
 mod rates;
 mod sample;
+mod served;
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Read, Write};
@@ -123,11 +125,38 @@ impl Row {
         histogram: &str,
         with: &[(&str, &str)],
     ) -> Self {
-        let buckets = now.metrics.buckets(histogram, with);
+        Self::of_buckets(before, now, calls, |s| s.buckets(histogram, with))
+    }
+
+    /// The figures of the request kinds `kinds` together.
+    fn of_kinds(before: Option<&Reading>, now: &Reading, kinds: &[&str]) -> Self {
+        let calls = |s: &Sample| {
+            kinds
+                .iter()
+                .map(|k| s.sum("astrid_requests_total", &[("kind", k)]))
+                .sum()
+        };
+        let buckets = |s: &Sample| {
+            let each: Vec<_> = kinds
+                .iter()
+                .map(|k| s.buckets("astrid_request_duration_seconds", &[("kind", k)]))
+                .collect();
+            rates::merge(&each)
+        };
+        Self::of_buckets(before, now, calls, buckets)
+    }
+
+    fn of_buckets(
+        before: Option<&Reading>,
+        now: &Reading,
+        calls: impl Fn(&Sample) -> f64,
+        buckets_of: impl Fn(&Sample) -> Vec<(f64, f64)>,
+    ) -> Self {
+        let buckets = buckets_of(&now.metrics);
         let (per_second, observed) = match before {
             Some(b) => {
                 let seconds = now.at.duration_since(b.at).as_secs_f64();
-                let earlier = b.metrics.buckets(histogram, with);
+                let earlier = buckets_of(&b.metrics);
                 (
                     Some(rates::rate(calls(&b.metrics), calls(&now.metrics), seconds)),
                     rates::delta(&earlier, &buckets),
@@ -293,7 +322,21 @@ fn tree_rows(
             );
         format!("{rate:>9} {:>8} {:>8} {errors:>7}", "-", "-")
     } else {
-        String::new()
+        let kinds = m.label_values("astrid_requests_total", "kind");
+        let served = served::kinds_of(&n.name, &kinds);
+        if served.is_empty() {
+            String::new()
+        } else {
+            let row = Row::of_kinds(before, now, &served);
+            let errors: f64 = served
+                .iter()
+                .map(|k| {
+                    m.sum("astrid_requests_total", &[("kind", k)])
+                        - m.sum("astrid_requests_total", &[("kind", k), ("outcome", "ok")])
+                })
+                .sum();
+            format!("{} {errors:>7}", row.cells())
+        }
     };
     let _ = writeln!(
         out,

@@ -31,6 +31,25 @@ pub(crate) fn delta(before: &[(f64, f64)], now: &[(f64, f64)]) -> Vec<(f64, f64)
         .collect()
 }
 
+/// Cumulative buckets `(le, count)` of several histograms (each sorted by bound) added up
+/// bound by bound: the histogram of all their observations.
+pub(crate) fn merge(histograms: &[Vec<(f64, f64)>]) -> Vec<(f64, f64)> {
+    let mut total: Vec<(f64, f64)> = Vec::new();
+    for histogram in histograms {
+        for &(le, count) in histogram {
+            match total
+                .iter_mut()
+                .find(|(bound, _)| bound.total_cmp(&le).is_eq())
+            {
+                Some(bucket) => bucket.1 += count,
+                None => total.push((le, count)),
+            }
+        }
+    }
+    total.sort_by(|a, b| a.0.total_cmp(&b.0));
+    total
+}
+
 /// The `q` quantile (0 to 1) of cumulative buckets; `None` without observations. An answer
 /// in the `+Inf` bucket is the highest finite bound.
 pub(crate) fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
@@ -59,6 +78,17 @@ pub(crate) fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histograms_merge_bound_by_bound() {
+        let a = vec![(0.1, 1.0), (1.0, 3.0), (f64::INFINITY, 3.0)];
+        let b = vec![(0.1, 0.0), (1.0, 2.0), (f64::INFINITY, 5.0)];
+        assert_eq!(
+            merge(&[a, b]),
+            [(0.1, 1.0), (1.0, 5.0), (f64::INFINITY, 8.0)]
+        );
+        assert!(merge(&[]).is_empty());
+    }
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
