@@ -7,7 +7,7 @@
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -187,6 +187,24 @@ fn sessions(home: &Path) -> PathBuf {
     dir
 }
 
+/// `tool` listening on `socket`, to start a daemon of `home` for `workspace` at the first
+/// connection, passing it the socket.
+fn activate(tool: &str, socket: &Path, home: &Path, workspace: &Path, stderr: Stdio) -> Child {
+    Command::new(tool)
+        .arg("--listen")
+        .arg(socket)
+        .arg(daemon_bin())
+        .arg("--home")
+        .arg(home)
+        .arg("--workspace")
+        .arg(workspace)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn a_socket_passed_by_the_service_manager_is_served_and_outlives_the_daemon() {
     let Some(tool) = socket_activate() else {
@@ -194,19 +212,7 @@ fn a_socket_passed_by_the_service_manager_is_served_and_outlives_the_daemon() {
     };
     let (home, workspace) = (short_tempdir(), short_tempdir());
     let socket = sessions(home.path()).join("system.sock");
-    let mut manager = Command::new(tool)
-        .arg("--listen")
-        .arg(&socket)
-        .arg(daemon_bin())
-        .arg("--home")
-        .arg(home.path())
-        .arg("--workspace")
-        .arg(workspace.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut manager = activate(tool, &socket, home.path(), workspace.path(), Stdio::null());
     assert!(
         wait_until(DEADLINE, || socket.exists()),
         "the manager listens"
@@ -257,19 +263,13 @@ fn a_passed_socket_that_is_not_the_session_socket_is_refused_with_the_fix() {
     };
     let (home, workspace) = (short_tempdir(), short_tempdir());
     let elsewhere = sessions(home.path()).join("other.sock");
-    let manager = Command::new(tool)
-        .arg("--listen")
-        .arg(&elsewhere)
-        .arg(daemon_bin())
-        .arg("--home")
-        .arg(home.path())
-        .arg("--workspace")
-        .arg(workspace.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let manager = activate(
+        tool,
+        &elsewhere,
+        home.path(),
+        workspace.path(),
+        Stdio::piped(),
+    );
     assert!(wait_until(DEADLINE, || elsewhere.exists()));
     let _first = UnixStream::connect(&elsewhere).unwrap();
     let out = wait_output(manager, DEADLINE);

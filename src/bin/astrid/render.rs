@@ -331,11 +331,16 @@ pub(crate) fn tree(root: &TreeNode) -> String {
         "{:<30} {:<10} {:<10} {:>8}  {}\n",
         "NAME", "RESTART", "STATE", "RESTARTS", "DETAIL"
     );
-    node(&mut out, root, "", "");
+    tree_lines(&mut out, root, &mut node);
     out
 }
 
-fn node(out: &mut String, n: &TreeNode, lead: &str, child_lead: &str) {
+/// One line of `astrid ps`.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the shape `tree_lines` calls"
+)]
+fn node(out: &mut String, n: &TreeNode, name: &str) {
     let restart = n.restart.map_or_else(
         || "-".to_owned(),
         |r| {
@@ -359,7 +364,6 @@ fn node(out: &mut String, n: &TreeNode, lead: &str, child_lead: &str) {
             duration(f.ago_ms)
         ));
     }
-    let name = format!("{lead}{}", n.name);
     let _ = writeln!(
         out,
         "{name:<30} {restart:<10} {:<10} {:>8}  {}",
@@ -367,20 +371,40 @@ fn node(out: &mut String, n: &TreeNode, lead: &str, child_lead: &str) {
         n.restarts,
         detail.join("; ")
     );
-    let last = n.children.len().saturating_sub(1);
-    for (i, c) in n.children.iter().enumerate() {
-        let (branch, next) = if i == last {
-            ("└─ ", "   ")
-        } else {
-            ("├─ ", "│  ")
-        };
-        node(
-            out,
-            c,
-            &format!("{child_lead}{branch}"),
-            &format!("{child_lead}{next}"),
-        );
+}
+
+/// Draws `root` and its descendants one line each, as `astrid ps` and `astrid top` do:
+/// `row` writes the line of a node given its name behind the branches that lead to it.
+pub(crate) fn tree_lines(
+    out: &mut String,
+    root: &TreeNode,
+    row: &mut impl FnMut(&mut String, &TreeNode, &str),
+) {
+    fn walk(
+        out: &mut String,
+        n: &TreeNode,
+        lead: &str,
+        child_lead: &str,
+        row: &mut impl FnMut(&mut String, &TreeNode, &str),
+    ) {
+        row(out, n, &format!("{lead}{}", n.name));
+        let last = n.children.len().saturating_sub(1);
+        for (i, c) in n.children.iter().enumerate() {
+            let (branch, next) = if i == last {
+                ("└─ ", "   ")
+            } else {
+                ("├─ ", "│  ")
+            };
+            walk(
+                out,
+                c,
+                &format!("{child_lead}{branch}"),
+                &format!("{child_lead}{next}"),
+                row,
+            );
+        }
     }
+    walk(out, root, "", "", row);
 }
 
 pub(crate) fn grants(list: &[Grant]) -> String {

@@ -240,7 +240,9 @@ fn render(before: Option<&Reading>, now: &Reading, interval: Duration) -> String
         "{:<34} {:<10} {:>8} {:>9} {:>8} {:>8} {:>7} {:>8}",
         "ACTOR", "STATE", "RESTARTS", "CALLS/S", "P50", "P99", "ERRORS", "MEMORY"
     );
-    tree_rows(&mut out, before, now, &now.tree, "", "");
+    crate::render::tree_lines(&mut out, &now.tree, &mut |out, n, name| {
+        tree_row(out, before, now, n, name);
+    });
     let _ = writeln!(
         out,
         "\n{:<34} {:>9} {:>8} {:>8} {:>7}",
@@ -278,18 +280,10 @@ fn render(before: Option<&Reading>, now: &Reading, interval: Duration) -> String
     out
 }
 
-/// The tree as `astrid ps` draws it, each capsule with its calls and memory, each MCP server
-/// with its calls.
-fn tree_rows(
-    out: &mut String,
-    before: Option<&Reading>,
-    now: &Reading,
-    n: &TreeNode,
-    lead: &str,
-    child_lead: &str,
-) {
+/// One row of the tree (`name` behind its branches): a capsule with its calls and memory, an
+/// MCP server with its calls, a kernel actor with the requests it serves.
+fn tree_row(out: &mut String, before: Option<&Reading>, now: &Reading, n: &TreeNode, name: &str) {
     let m = &now.metrics;
-    let name = format!("{lead}{}", n.name);
     let figures = if let Some(capsule) = n.name.strip_prefix("capsule:") {
         let with = [("capsule", capsule)];
         let row = Row::of(
@@ -344,20 +338,4 @@ fn tree_rows(
         n.state.as_str(),
         n.restarts
     );
-    let last = n.children.len().saturating_sub(1);
-    for (i, c) in n.children.iter().enumerate() {
-        let (branch, next) = if i == last {
-            ("└─ ", "   ")
-        } else {
-            ("├─ ", "│  ")
-        };
-        tree_rows(
-            out,
-            before,
-            now,
-            c,
-            &format!("{child_lead}{branch}"),
-            &format!("{child_lead}{next}"),
-        );
-    }
 }
