@@ -126,20 +126,11 @@ pub fn bind(path: &Path) -> Result<BoundSocket, SocketError> {
         });
     }
     clear_stale(path)?;
-    let bind_err = |source| SocketError::Bind {
+    let listener = UnixListener::bind(path).map_err(|source| SocketError::Bind {
         path: path.to_owned(),
         source,
-    };
-    let listener = UnixListener::bind(path).map_err(bind_err)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
-    let meta = fs::symlink_metadata(path).map_err(bind_err)?;
-    Ok(BoundSocket {
-        listener,
-        path: path.to_owned(),
-        dev: meta.dev(),
-        ino: meta.ino(),
-        owned: true,
-    })
+    })?;
+    private(listener, path, true)
 }
 
 /// Adopts `listener`, a socket the service manager bound and passed (socket activation), as
@@ -171,6 +162,11 @@ pub fn adopt(listener: UnixListener, path: &Path) -> Result<BoundSocket, SocketE
         Some(found) => return Err(refuse(format!("is bound to {}", found.display()))),
         None => return Err(refuse("is not bound to a path".to_owned())),
     }
+    private(listener, path, false)
+}
+
+/// Makes the socket file at `path` `0600` and notes which file it is.
+fn private(listener: UnixListener, path: &Path, owned: bool) -> Result<BoundSocket, SocketError> {
     let bind_err = |source| SocketError::Bind {
         path: path.to_owned(),
         source,
@@ -182,7 +178,7 @@ pub fn adopt(listener: UnixListener, path: &Path) -> Result<BoundSocket, SocketE
         path: path.to_owned(),
         dev: meta.dev(),
         ino: meta.ino(),
-        owned: false,
+        owned,
     })
 }
 
