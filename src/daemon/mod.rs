@@ -317,6 +317,7 @@ fn run_locked(
 
     let mut config = kernel_config(home, workspace, &resolved, audit_policy, config_file);
     config.logs_to_journal = journal;
+    config.service_manager = notifier.enabled();
     config.activated_socket = activated;
     config.on_shutdown = Some(Arc::new(move |reason: &str| {
         stopping.stopping(reason);

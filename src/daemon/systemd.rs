@@ -41,6 +41,11 @@ impl Notifier {
         }
     }
 
+    /// Whether a service manager listens (`NOTIFY_SOCKET` is set).
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// The watchdog interval the service manager asks for, if any (`WATCHDOG_USEC`, for this
     /// process by `WATCHDOG_PID`).
     pub(crate) fn watchdog(&self) -> Option<Duration> {

@@ -122,6 +122,19 @@ async fn the_daemon_tells_the_service_manager_it_is_ready_and_pings_the_watchdog
 
     let client = d.client().await;
     notify.until(|l| l == "STATUS=serving 1 client");
+    assert!(client.status().await.unwrap().service_manager);
+    // Restarting it here would leave a daemon systemd does not know of.
+    let out = d.cli(&["restart"]);
+    assert!(!out.status.success());
+    assert!(
+        output_text(&out).contains("systemctl --user restart astrid.service"),
+        "{}",
+        output_text(&out)
+    );
+    assert!(
+        d.layout.session(uuid::Uuid::nil()).ready().exists(),
+        "still running"
+    );
 
     // A wedged listener: the tree does not answer, so no ping until it does again.
     let wedged = Instant::now();

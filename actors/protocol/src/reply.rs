@@ -53,6 +53,10 @@ pub struct Status {
     /// `<home>/logs/`.
     #[serde(default)]
     pub logs_to_journal: bool,
+    /// Whether a service manager (systemd) runs the daemon and was told it is ready: it, not
+    /// `astrid start`, starts it again.
+    #[serde(default)]
+    pub service_manager: bool,
 }
 
 /// Result of `TrustWorkspace` and `UntrustWorkspace`.

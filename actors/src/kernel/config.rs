@@ -60,6 +60,9 @@ pub struct KernelConfig {
     pub allow_fault_injection: bool,
     /// Logs go to the systemd journal (reported in status so `astrid logs` can say so).
     pub logs_to_journal: bool,
+    /// A service manager runs the daemon (reported in status, so that `astrid restart`
+    /// leaves restarting to it).
+    pub service_manager: bool,
     /// The root supervisor's restart budget.
     pub restart_policy: RestartPolicy,
     /// Connection and call limits.
@@ -128,6 +131,7 @@ impl KernelConfig {
             idle_grace: Duration::from_secs(5),
             allow_fault_injection: false,
             logs_to_journal: false,
+            service_manager: false,
             restart_policy: RestartPolicy::default(),
             limits: Limits::default(),
             client_publish: vec!["user.>".to_owned()],

@@ -114,6 +114,7 @@ fn kernel_info(config: &KernelConfig) -> Arc<KernelInfo> {
         idle_grace: config.idle_grace,
         fault_injection: config.allow_fault_injection,
         logs_to_journal: config.logs_to_journal,
+        service_manager: config.service_manager,
         started_at: Instant::now(),
         config_file: config.config_file.clone(),
         settings: config.settings.clone(),

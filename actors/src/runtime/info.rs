@@ -28,6 +28,8 @@ pub struct KernelInfo {
     pub fault_injection: bool,
     /// Whether logs go to the systemd journal rather than the log files.
     pub logs_to_journal: bool,
+    /// Whether a service manager runs the daemon.
+    pub service_manager: bool,
     /// Boot time.
     pub started_at: Instant,
     /// The configuration file read at boot (it may not exist).

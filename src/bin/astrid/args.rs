@@ -68,7 +68,8 @@ pub(crate) enum Command {
     },
     /// Stop the daemon and start it again in the same mode (persistent or ephemeral, with
     /// or without fault injection); settings come from config.toml, as at any start. With
-    /// none running, start a persistent one.
+    /// none running, start a persistent one. A daemon systemd runs is left to
+    /// `systemctl --user restart astrid`.
     Restart {
         /// How long to wait for a graceful exit before SIGTERM, then SIGKILL.
         #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]

@@ -82,7 +82,8 @@ impl Target {
     }
 
     /// The mode of the session's daemon, if one runs (for this command's workspace): how
-    /// `astrid restart` starts it again.
+    /// `astrid restart` starts it again. One a service manager runs is refused: restarting
+    /// it here would leave a daemon the service manager does not know of.
     pub(crate) async fn running_mode(&self) -> Result<Option<Mode>, CliError> {
         let client = match Client::connect(&self.files, CLIENT_NAME).await {
             Ok(client) => client,
@@ -91,6 +92,9 @@ impl Target {
         };
         self.check_workspace(&client)?;
         let status = client.status().await?;
+        if status.service_manager {
+            return Err(CliError::ServiceManaged(status.pid));
+        }
         Ok(Some(match (status.ephemeral, status.fault_injection) {
             (true, false) => Mode::Ephemeral,
             (true, true) => Mode::EphemeralFaults,

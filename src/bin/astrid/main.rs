@@ -114,6 +114,11 @@ pub(crate) enum CliError {
     Journal(String),
     #[error("{count} {} failed", if *.count == 1 { "check" } else { "checks" })]
     ChecksFailed { count: usize },
+    #[error(
+        "the daemon (pid {0}) runs under a service manager, which would not know of a daemon \
+         restarted here: `systemctl --user restart astrid.service`"
+    )]
+    ServiceManaged(u32),
     #[error("cannot find the user's configuration folder (set $XDG_CONFIG_HOME or $HOME)")]
     NoUnitDir,
     #[error("{} differs from the unit this would write; run again with --force to replace it", .0.display())]

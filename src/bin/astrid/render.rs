@@ -30,6 +30,7 @@ pub(crate) fn status(s: &Status) -> String {
                 duration(grace)
             )
         }
+        _ if s.service_manager => "persistent, run by a service manager (systemd)".to_owned(),
         _ => "persistent".to_owned(),
     };
     let capsules = s

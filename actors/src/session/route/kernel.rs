@@ -228,5 +228,6 @@ async fn status_of(deps: Arc<SessionDeps>) -> Result<Status, KernelError> {
         audit: deps.audit_health.get(),
         trust: Some(deps.trust.last()),
         logs_to_journal: info.logs_to_journal,
+        service_manager: info.service_manager,
     })
 }
