@@ -26,7 +26,9 @@ use std::time::Duration;
 use crate::instance::{InstanceLock, LockError, PidFile};
 use crate::paths::{PathError, prepare_home, resolve_home};
 use astrid_actors::audit::AuditPolicy;
-use astrid_actors::kernel::{BootError, HomeLayout, Kernel, KernelConfig, KernelExit, Limits};
+use astrid_actors::kernel::{
+    BootError, HomeLayout, Hosting, Kernel, KernelConfig, KernelExit, Limits,
+};
 use astrid_actors::ledger::retention::Retention;
 use astrid_actors::store::Quota;
 use astrid_actors::supervisor::RestartPolicy;
@@ -316,8 +318,10 @@ fn run_locked(
     let stopping = notifier.clone();
 
     let mut config = kernel_config(home, workspace, &resolved, audit_policy, config_file);
-    config.logs_to_journal = journal;
-    config.service_manager = notifier.enabled();
+    config.hosting = Hosting {
+        service_manager: notifier.enabled(),
+        logs_to_journal: journal,
+    };
     config.activated_socket = activated;
     config.on_shutdown = Some(Arc::new(move |reason: &str| {
         stopping.stopping(reason);

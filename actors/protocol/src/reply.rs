@@ -10,6 +10,10 @@ use crate::{
 
 /// Result of `GetStatus`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent yes/no facts of a wire reply, not a state machine"
+)]
 pub struct Status {
     /// Daemon process id.
     pub pid: u32,

@@ -12,7 +12,7 @@ use crate::audit::AuditPolicy;
 use crate::capsules::CapsuleOrigin;
 use crate::ledger::retention::Retention;
 use crate::protocol::{DEFAULT_MAX_FRAME_LEN, Setting};
-use crate::runtime::{Limits, ShutdownHook};
+use crate::runtime::{Hosting, Limits, ShutdownHook};
 use crate::store::StoreLimits;
 use crate::supervisor::RestartPolicy;
 use crate::vfs::VfsLimits;
@@ -58,11 +58,8 @@ pub struct KernelConfig {
     pub idle_grace: Duration,
     /// Accept `InjectFault`.
     pub allow_fault_injection: bool,
-    /// Logs go to the systemd journal (reported in status so `astrid logs` can say so).
-    pub logs_to_journal: bool,
-    /// A service manager runs the daemon (reported in status, so that `astrid restart`
-    /// leaves restarting to it).
-    pub service_manager: bool,
+    /// How the process is run (a service manager, the journal).
+    pub hosting: Hosting,
     /// The root supervisor's restart budget.
     pub restart_policy: RestartPolicy,
     /// Connection and call limits.
@@ -130,8 +127,7 @@ impl KernelConfig {
             ephemeral: false,
             idle_grace: Duration::from_secs(5),
             allow_fault_injection: false,
-            logs_to_journal: false,
-            service_manager: false,
+            hosting: Hosting::default(),
             restart_policy: RestartPolicy::default(),
             limits: Limits::default(),
             client_publish: vec!["user.>".to_owned()],

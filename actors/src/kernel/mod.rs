@@ -30,7 +30,7 @@ use crate::capsules::ListCapsules;
 use crate::listener::ListenerInfo;
 use crate::mcp::servers::McpServers;
 use crate::runtime::KernelFiles;
-pub use crate::runtime::{KernelInfo, Limits, ShutdownHandle, ShutdownHook};
+pub use crate::runtime::{Hosting, KernelInfo, Limits, ShutdownHandle, ShutdownHook};
 use crate::session::Drain;
 use crate::session::{Connections, Token};
 use crate::socket::{self, SocketError};

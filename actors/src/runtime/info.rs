@@ -26,14 +26,22 @@ pub struct KernelInfo {
     pub idle_grace: Duration,
     /// Whether `InjectFault` is accepted.
     pub fault_injection: bool,
-    /// Whether logs go to the systemd journal rather than the log files.
-    pub logs_to_journal: bool,
-    /// Whether a service manager runs the daemon.
-    pub service_manager: bool,
+    /// How the process is run.
+    pub hosting: Hosting,
     /// Boot time.
     pub started_at: Instant,
     /// The configuration file read at boot (it may not exist).
     pub config_file: PathBuf,
     /// The effective settings, each with where it came from.
     pub settings: Vec<crate::protocol::Setting>,
+}
+
+/// How the daemon's process is run, as the daemon's edge found it; reported in status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hosting {
+    /// A service manager (systemd) runs the daemon, so that `astrid restart` leaves
+    /// restarting to it.
+    pub service_manager: bool,
+    /// Logs go to the systemd journal rather than the log files (so `astrid logs` can say so).
+    pub logs_to_journal: bool,
 }

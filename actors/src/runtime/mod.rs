@@ -10,7 +10,7 @@ pub mod outbox;
 mod services;
 mod shutdown;
 
-pub use self::info::KernelInfo;
+pub use self::info::{Hosting, KernelInfo};
 pub use self::limits::{CAPSULE_LINGER, Limits};
 pub use self::outbox::{ReplyError, ReplyTo};
 pub use self::services::Services;

@@ -227,7 +227,7 @@ async fn status_of(deps: Arc<SessionDeps>) -> Result<Status, KernelError> {
         fault_injection: info.fault_injection,
         audit: deps.audit_health.get(),
         trust: Some(deps.trust.last()),
-        logs_to_journal: info.logs_to_journal,
-        service_manager: info.service_manager,
+        logs_to_journal: info.hosting.logs_to_journal,
+        service_manager: info.hosting.service_manager,
     })
 }
