@@ -4,7 +4,6 @@
 //! errors are refused naming the key; a daemon without fault injection is refused at once;
 //! and a plan runs against the workspace's own daemon, as without `--fresh`.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -12,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::{
-    TestDaemon, cli_bin, example_capsule, mcp_test_server, output_text, poll, short_tempdir,
+    TestDaemon, cli_bin, example_capsule, mcp_test_server, output_text, short_tempdir, wait_output,
 };
 
 /// A shipped plan: `examples/chaos/<name>`.
@@ -39,7 +38,7 @@ fn chaos(args: &[&str]) -> Output {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let home = short_tempdir();
-    let mut child = Command::new(cli_bin())
+    let child = Command::new(cli_bin())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .arg("--home")
         .arg(home.path())
@@ -50,27 +49,7 @@ fn chaos(args: &[&str]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Read the pipes meanwhile: a report may be larger than a pipe holds.
-    let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = stdout.read_to_end(&mut bytes);
-        bytes
-    });
-    let err = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = stderr.read_to_end(&mut bytes);
-        bytes
-    });
-    let Ok(status) = poll(RUN_DEADLINE, || child.try_wait().unwrap().ok_or(())) else {
-        let _ = child.kill();
-        panic!("astrid chaos {args:?} did not finish within {RUN_DEADLINE:?}");
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+    wait_output(child, RUN_DEADLINE)
 }
 
 /// The JSON report a run printed.

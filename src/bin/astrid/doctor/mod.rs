@@ -61,12 +61,7 @@ impl Check {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
-        Self {
-            name: check,
-            status: Status::Warn,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
+        Self::with_fix(check, Status::Warn, detail.into(), fix.into())
     }
 
     pub(crate) fn fail(
@@ -74,11 +69,15 @@ impl Check {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
+        Self::with_fix(check, Status::Fail, detail.into(), fix.into())
+    }
+
+    fn with_fix(name: &'static str, status: Status, detail: String, fix: String) -> Self {
         Self {
-            name: check,
-            status: Status::Fail,
-            detail: detail.into(),
-            fix: Some(fix.into()),
+            name,
+            status,
+            detail,
+            fix: Some(fix),
         }
     }
 }
